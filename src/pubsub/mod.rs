@@ -1,0 +1,10 @@
+//! Topics and subscription routing, pure: no runtime, no I/O.
+//!
+//! - [`topic`]: topic and pattern syntax (validation).
+//! - [`trie`]: a pattern trie mapping subscription patterns (with `*` and `>`) to values,
+//!   matched against a concrete topic without scanning every pattern.
+//! - [`index`]: a shard's local index from pattern to the connections subscribed to it.
+
+pub mod index;
+pub mod topic;
+pub mod trie;
