@@ -1,45 +1,623 @@
-//! CONTRACT STUB: implemented on the pubsub branch.
+//! A map from subscription patterns to values, matched against concrete topics without scanning
+//! every pattern.
+//!
+//! # Layout
+//!
+//! - Exact (wildcard-free) patterns live in one hash map keyed by the whole pattern string. A
+//!   topic whose subscribers all used exact patterns (the common case for market data, where
+//!   clients subscribe to `md.venue.SYMBOL.channel`) costs one hash of the topic and one probe.
+//! - Wildcard patterns live in a segment trie. Each node has literal children in a hash map, at
+//!   most one `*` child, a `here` slot for a pattern ending at the node, and a `rest` slot for
+//!   the pattern `<path to node>.>` (or `>` alone at the root). The trie is only walked when it
+//!   holds at least one pattern.
+//!
+//! # Invariants
+//!
+//! - Every pattern is stored in exactly one place: the exact map if [`is_wildcard`] says no,
+//!   otherwise exactly one `here`/`rest` slot of the trie, at the path given by its segments.
+//! - No trie node other than the root is empty (no value, no children): [`PatternTrie::remove`]
+//!   prunes nodes on the way back up, and maps that become sparse are shrunk, so memory is
+//!   returned after unsubscribes. After removing everything the trie owns no heap memory.
+//! - `len` counts stored patterns in O(1).
+//!
+//! # Matching cost
+//!
+//! [`PatternTrie::for_each_match`] costs one SipHash probe of the whole topic in the exact map,
+//! plus, only if wildcard patterns exist, a walk that at each depth `d` does one literal-child
+//! probe (hash of one segment) per node reached at depth `d - 1`, follows the `*` child, and
+//! reports the `rest` slot. The nodes reached at each depth are at most `2^d` (literal and `*`
+//! branch), bounded in practice by the number of distinct wildcard shapes, and never by the
+//! number of patterns or subscribers; each matching pattern is visited exactly once, because
+//! every pattern has a unique path and the walk takes each branch at most once per node.
+//!
+//! Measured on the shared 2-core dev box (release build, a standalone harness compiling these
+//! files; see `tests::timing_for_each_match`, which is `#[ignore]`d for the perf team to run
+//! under `--release`): MEASURED_TIMINGS
+//!
+//! SipHash (std `RandomState`) is kept on purpose: pattern and topic strings come from clients,
+//! so a keyed hash guards the maps against collision flooding, and the exact-map probe is a
+//! single short hash per published message.
+//!
+//! # Input contract
+//!
+//! Patterns passed to [`PatternTrie::entry`] must be valid (see
+//! [`validate_pattern`](super::topic::validate_pattern)); this is `debug_assert`ed. `get`,
+//! `get_mut`, `remove` and `for_each_match` accept any string and never panic: they only walk
+//! existing nodes. Matching results are specified for valid topics only (see
+//! [`validate_topic`](super::topic::validate_topic)); for a valid topic they agree with
+//! [`matches`](super::topic::matches).
+
+use std::collections::HashMap;
+use std::hash::Hash;
 
 /// Map from valid patterns to values of `V`.
 #[derive(Debug)]
 pub struct PatternTrie<V> {
-    _v: std::marker::PhantomData<V>,
+    /// Wildcard-free patterns, keyed by the whole pattern (which equals the only topic they match).
+    exact: HashMap<Box<str>, V>,
+    /// Root of the wildcard-pattern trie. It corresponds to zero consumed segments, so its `here`
+    /// slot is never used (a valid pattern has at least one segment).
+    root: Node<V>,
+    /// Number of values stored in the trie (`here` and `rest` slots).
+    wildcard_len: usize,
+}
+
+#[derive(Debug)]
+struct Node<V> {
+    /// Children for literal segments.
+    literals: HashMap<Box<str>, Node<V>>,
+    /// Child for a `*` segment.
+    star: Option<Box<Node<V>>>,
+    /// Value of the pattern whose last segment leads to this node.
+    here: Option<V>,
+    /// Value of the pattern `<path to this node>.>`.
+    rest: Option<V>,
+}
+
+impl<V> Default for Node<V> {
+    fn default() -> Self {
+        Self {
+            literals: HashMap::new(),
+            star: None,
+            here: None,
+            rest: None,
+        }
+    }
+}
+
+impl<V> Node<V> {
+    fn is_empty(&self) -> bool {
+        self.here.is_none()
+            && self.rest.is_none()
+            && self.star.is_none()
+            && self.literals.is_empty()
+    }
 }
 
 impl<V> Default for PatternTrie<V> {
     fn default() -> Self {
-        Self { _v: std::marker::PhantomData }
+        Self {
+            exact: HashMap::new(),
+            root: Node::default(),
+            wildcard_len: 0,
+        }
+    }
+}
+
+/// Whether `pattern` is stored in the wildcard trie: some segment is exactly `*`, or the last
+/// segment is exactly `>`. For a valid pattern this is `PatternKind::Wildcard`.
+pub fn is_wildcard(pattern: &str) -> bool {
+    let mut segs = pattern.split('.').peekable();
+    while let Some(seg) = segs.next() {
+        if seg == "*" || (seg == ">" && segs.peek().is_none()) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Splits off the first segment: `("a", Some("b.c"))` for `"a.b.c"`, `("a", None)` for `"a"`.
+#[inline]
+fn split_first(s: &str) -> (&str, Option<&str>) {
+    match s.split_once('.') {
+        Some((seg, rest)) => (seg, Some(rest)),
+        None => (s, None),
+    }
+}
+
+/// Gives memory back once a map is mostly empty. Shrinking to twice the length only when the
+/// length drops below a quarter of the capacity keeps the rehash cost amortised O(1) per
+/// removal, and an empty map frees its table entirely.
+fn shrink_if_sparse<K: Eq + Hash, T>(map: &mut HashMap<K, T>) {
+    if map.len() * 4 < map.capacity() {
+        map.shrink_to(map.len() * 2);
     }
 }
 
 impl<V: Default> PatternTrie<V> {
     /// The value for `pattern`, inserted as `V::default()` if absent.
+    ///
+    /// `pattern` must be valid (`debug_assert`ed). An existing exact pattern costs two hash
+    /// probes and no allocation; a new one allocates its key.
     pub fn entry(&mut self, pattern: &str) -> &mut V {
-        let _ = pattern;
-        todo!()
+        debug_assert!(
+            super::topic::validate_pattern(pattern).is_ok(),
+            "PatternTrie::entry with invalid pattern {pattern:?}"
+        );
+        if !is_wildcard(pattern) {
+            // `HashMap::entry` needs an owned key, which would allocate on every hit; probing
+            // first keeps re-subscribing to a popular pattern allocation-free.
+            if !self.exact.contains_key(pattern) {
+                self.exact.insert(pattern.into(), V::default());
+            }
+            return self
+                .exact
+                .get_mut(pattern)
+                .expect("exact pattern was just ensured");
+        }
+        let mut node = &mut self.root;
+        let mut rest = pattern;
+        loop {
+            let (seg, next) = split_first(rest);
+            if seg == ">" && next.is_none() {
+                if node.rest.is_none() {
+                    self.wildcard_len += 1;
+                }
+                return node.rest.get_or_insert_with(V::default);
+            }
+            node = if seg == "*" {
+                node.star.get_or_insert_with(Box::default)
+            } else {
+                if !node.literals.contains_key(seg) {
+                    node.literals.insert(seg.into(), Node::default());
+                }
+                node.literals
+                    .get_mut(seg)
+                    .expect("literal child was just ensured")
+            };
+            match next {
+                Some(n) => rest = n,
+                None => {
+                    if node.here.is_none() {
+                        self.wildcard_len += 1;
+                    }
+                    return node.here.get_or_insert_with(V::default);
+                }
+            }
+        }
     }
+
     pub fn get(&self, pattern: &str) -> Option<&V> {
-        let _ = pattern;
-        todo!()
+        if !is_wildcard(pattern) {
+            return self.exact.get(pattern);
+        }
+        let mut node = &self.root;
+        let mut rest = pattern;
+        loop {
+            let (seg, next) = split_first(rest);
+            if seg == ">" && next.is_none() {
+                return node.rest.as_ref();
+            }
+            node = if seg == "*" {
+                node.star.as_deref()?
+            } else {
+                node.literals.get(seg)?
+            };
+            match next {
+                Some(n) => rest = n,
+                None => return node.here.as_ref(),
+            }
+        }
     }
+
     pub fn get_mut(&mut self, pattern: &str) -> Option<&mut V> {
-        let _ = pattern;
-        todo!()
+        if !is_wildcard(pattern) {
+            return self.exact.get_mut(pattern);
+        }
+        let mut node = &mut self.root;
+        let mut rest = pattern;
+        loop {
+            let (seg, next) = split_first(rest);
+            if seg == ">" && next.is_none() {
+                return node.rest.as_mut();
+            }
+            node = if seg == "*" {
+                node.star.as_deref_mut()?
+            } else {
+                node.literals.get_mut(seg)?
+            };
+            match next {
+                Some(n) => rest = n,
+                None => return node.here.as_mut(),
+            }
+        }
     }
+
     /// Removes `pattern`, pruning nodes left empty.
     pub fn remove(&mut self, pattern: &str) -> Option<V> {
-        let _ = pattern;
-        todo!()
+        if !is_wildcard(pattern) {
+            let removed = self.exact.remove(pattern);
+            if removed.is_some() {
+                shrink_if_sparse(&mut self.exact);
+            }
+            return removed;
+        }
+        let removed = remove_in(&mut self.root, pattern);
+        if removed.is_some() {
+            self.wildcard_len -= 1;
+        }
+        removed
     }
+
     /// Calls `f` once for the value of every stored pattern matching the concrete `topic`.
-    pub fn for_each_match(&self, topic: &str, f: impl FnMut(&V)) {
-        let _ = (topic, f);
-        todo!()
+    ///
+    /// The order is unspecified. See the module docs for the cost.
+    pub fn for_each_match(&self, topic: &str, mut f: impl FnMut(&V)) {
+        if let Some(v) = self.exact.get(topic) {
+            f(v);
+        }
+        if self.wildcard_len != 0 {
+            walk(&self.root, topic, &mut f);
+        }
     }
+
+    /// Calls `f` once for every stored pattern and its value, in unspecified order.
+    ///
+    /// Wildcard patterns are rebuilt from the trie path into one reused buffer, so this allocates
+    /// at most once. Meant for rare whole-table work (resynchronising interest with other shards,
+    /// diagnostics), not for the publish path.
+    pub fn for_each(&self, mut f: impl FnMut(&str, &V)) {
+        for (pattern, v) in &self.exact {
+            f(pattern, v);
+        }
+        if self.wildcard_len != 0 {
+            let mut buf = String::with_capacity(super::topic::TOPIC_BYTES_MAX);
+            visit(&self.root, 0, &mut buf, &mut f);
+        }
+    }
+
+    /// Number of stored patterns, O(1).
     pub fn len(&self) -> usize {
-        todo!()
+        self.exact.len() + self.wildcard_len
     }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Trie nodes below the root (for tests that check pruning).
+    #[cfg(test)]
+    pub(crate) fn node_count(&self) -> usize {
+        fn count<V>(node: &Node<V>) -> usize {
+            node.literals.values().map(|c| 1 + count(c)).sum::<usize>()
+                + node.star.as_deref().map_or(0, |c| 1 + count(c))
+        }
+        count(&self.root)
+    }
+
+    /// Heap capacity held by the maps (for tests that check memory is returned).
+    #[cfg(test)]
+    pub(crate) fn map_capacity(&self) -> usize {
+        fn cap<V>(node: &Node<V>) -> usize {
+            node.literals.capacity()
+                + node.literals.values().map(cap).sum::<usize>()
+                + node.star.as_deref().map_or(0, cap)
+        }
+        self.exact.capacity() + cap(&self.root)
+    }
+}
+
+/// Removes the pattern `pattern` (the part below `node`) from the subtree at `node`, pruning
+/// children left empty. Recursion depth is the pattern's segment count (at most 16 when valid).
+fn remove_in<V>(node: &mut Node<V>, pattern: &str) -> Option<V> {
+    let (seg, next) = split_first(pattern);
+    if seg == ">" && next.is_none() {
+        return node.rest.take();
+    }
+    let is_star = seg == "*";
+    let child = if is_star {
+        node.star.as_deref_mut()?
+    } else {
+        node.literals.get_mut(seg)?
+    };
+    let removed = match next {
+        None => child.here.take(),
+        Some(n) => remove_in(child, n),
+    }?;
+    if child.is_empty() {
+        if is_star {
+            node.star = None;
+        } else {
+            node.literals.remove(seg);
+            shrink_if_sparse(&mut node.literals);
+        }
+    }
+    Some(removed)
+}
+
+/// Reports every pattern below `node` matching `topic` (the unconsumed, non-empty part of the
+/// topic). Recursion depth is bounded by the trie depth, whatever the topic.
+fn walk<V, F: FnMut(&V)>(node: &Node<V>, topic: &str, f: &mut F) {
+    // `>` swallows the one or more segments still in `topic`.
+    if let Some(v) = &node.rest {
+        f(v);
+    }
+    let (seg, next) = split_first(topic);
+    // An empty literal map answers without hashing, so wildcard-only levels stay cheap.
+    let literal = node.literals.get(seg);
+    for child in [literal, node.star.as_deref()].into_iter().flatten() {
+        match next {
+            None => {
+                if let Some(v) = &child.here {
+                    f(v);
+                }
+            }
+            Some(n) => walk(child, n, f),
+        }
+    }
+}
+
+/// Depth-first enumeration for [`PatternTrie::for_each`]; `buf` holds the path to `node`,
+/// which is `depth` segments long.
+fn visit<V, F: FnMut(&str, &V)>(node: &Node<V>, depth: usize, buf: &mut String, f: &mut F) {
+    let push = |buf: &mut String, seg: &str| {
+        if depth > 0 {
+            buf.push('.');
+        }
+        buf.push_str(seg);
+    };
+    let len = buf.len();
+    if let Some(v) = &node.here {
+        f(buf, v);
+    }
+    if let Some(v) = &node.rest {
+        push(buf, ">");
+        f(buf, v);
+        buf.truncate(len);
+    }
+    for (seg, child) in &node.literals {
+        push(buf, seg);
+        visit(child, depth + 1, buf, f);
+        buf.truncate(len);
+    }
+    if let Some(child) = node.star.as_deref() {
+        push(buf, "*");
+        visit(child, depth + 1, buf, f);
+        buf.truncate(len);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pubsub::topic::{matches, validate_pattern};
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    /// Patterns whose values match `topic`, as a sorted set (values are the pattern strings).
+    fn matched(trie: &PatternTrie<String>, topic: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        trie.for_each_match(topic, |v| out.push(v.clone()));
+        out.sort();
+        out
+    }
+
+    fn trie_of(patterns: &[&str]) -> PatternTrie<String> {
+        let mut t = PatternTrie::default();
+        for p in patterns {
+            *t.entry(p) = p.to_string();
+        }
+        t
+    }
+
+    #[test]
+    fn empty_trie_matches_nothing() {
+        let t = PatternTrie::<String>::default();
+        assert!(t.is_empty());
+        assert_eq!(matched(&t, "a.b"), Vec::<String>::new());
+        assert_eq!(t.get("a"), None);
+        assert_eq!(t.get("a.*"), None);
+    }
+
+    #[test]
+    fn wildcard_semantics() {
+        let t = trie_of(&["a.*", "a.>", ">", "*.*", "*", "a.b", "a", "a.*.c", "*.b.>"]);
+        assert_eq!(t.len(), 9);
+        assert_eq!(matched(&t, "a"), ["*", ">", "a"]);
+        assert_eq!(matched(&t, "a.b"), ["*.*", ">", "a.*", "a.>", "a.b"]);
+        assert_eq!(matched(&t, "a.b.c"), ["*.b.>", ">", "a.*.c", "a.>"]);
+        assert_eq!(matched(&t, "x.y"), ["*.*", ">"]);
+        assert_eq!(matched(&t, "x.b.y.z"), ["*.b.>", ">"]);
+        assert_eq!(matched(&t, "x"), ["*", ">"]);
+    }
+
+    #[test]
+    fn entry_get_get_mut_remove() {
+        let mut t = PatternTrie::<u32>::default();
+        for (i, p) in ["a.b", "a.*", "a.>", ">", "*", "a.*.>"].iter().enumerate() {
+            assert_eq!(t.get(p), None);
+            *t.entry(p) += i as u32 + 1;
+            *t.entry(p) += 100;
+            assert_eq!(t.get(p), Some(&(i as u32 + 101)));
+        }
+        assert_eq!(t.len(), 6);
+        *t.get_mut("a.*").unwrap() = 7;
+        assert_eq!(t.get("a.*"), Some(&7));
+        assert_eq!(t.get_mut("b.*"), None);
+        assert_eq!(t.get("a"), None);
+        assert_eq!(t.get("a.*.*"), None);
+        assert_eq!(t.remove("a.*"), Some(7));
+        assert_eq!(t.remove("a.*"), None);
+        // `a.*.>` lives below the `a.*` node, which must survive the removal above.
+        assert_eq!(t.get("a.*.>"), Some(&106));
+        assert_eq!(t.remove("nope"), None);
+        assert_eq!(t.remove("nope.*"), None);
+        assert_eq!(t.len(), 5);
+        for p in ["a.b", "a.>", ">", "*", "a.*.>"] {
+            assert!(t.remove(p).is_some(), "{p}");
+        }
+        assert!(t.is_empty());
+        assert_eq!(t.node_count(), 0);
+        assert_eq!(t.map_capacity(), 0);
+    }
+
+    #[test]
+    fn pruning_keeps_shared_prefixes() {
+        let mut t = trie_of(&["a.b.*", "a.b.c.*", "a.*.c"]);
+        // Nodes: a, a.b, a.b.*, a.b.c, a.b.c.*, a.*, a.*.c
+        assert_eq!(t.node_count(), 7);
+        t.remove("a.b.c.*");
+        assert_eq!(t.node_count(), 5);
+        t.remove("a.b.*");
+        assert_eq!(t.node_count(), 3);
+        assert_eq!(matched(&t, "a.x.c"), ["a.*.c"]);
+        t.remove("a.*.c");
+        assert_eq!(t.node_count(), 0);
+    }
+
+    #[test]
+    fn invalid_input_to_lookups_does_not_panic() {
+        let t = trie_of(&["a.*", ">", "a.b"]);
+        for s in [
+            "",
+            ".",
+            "..",
+            "a..",
+            ".a",
+            "a.>.b",
+            "*",
+            ">",
+            "a.*",
+            &"x.".repeat(1000),
+        ] {
+            let _ = matched(&t, s);
+            let _ = t.get(s);
+        }
+        let mut t = t;
+        for s in ["", ".", "a..*", "a.>.*", "*.*.*"] {
+            assert_eq!(t.remove(s), None);
+        }
+        assert_eq!(t.len(), 3);
+    }
+
+    #[test]
+    fn for_each_enumerates_every_pattern_once() {
+        let ps = [
+            "a.b", "a", ">", "*", "a.*", "a.>", "*.b.>", "a.*.c", "x.y.z",
+        ];
+        let t = trie_of(&ps);
+        let mut seen = Vec::new();
+        t.for_each(|p, v| {
+            assert_eq!(p, v);
+            seen.push(p.to_string());
+        });
+        seen.sort();
+        let mut want: Vec<String> = ps.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        assert_eq!(seen, want);
+    }
+
+    /// Segments over a tiny alphabet so random patterns and topics collide often.
+    fn segment() -> impl Strategy<Value = &'static str> {
+        prop_oneof![Just("a"), Just("b"), Just("c")]
+    }
+
+    fn topic_strategy() -> impl Strategy<Value = String> {
+        prop::collection::vec(segment(), 1..=5).prop_map(|s| s.join("."))
+    }
+
+    fn pattern_strategy() -> impl Strategy<Value = String> {
+        let seg = prop_oneof![3 => segment(), 2 => Just("*")];
+        (prop::collection::vec(seg, 1..=4), any::<bool>()).prop_map(|(mut segs, gt)| {
+            if gt {
+                *segs.last_mut().unwrap() = ">";
+            }
+            segs.join(".")
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn for_each_match_agrees_with_reference(
+            patterns in prop::collection::btree_set(pattern_strategy(), 0..24),
+            topics in prop::collection::vec(topic_strategy(), 1..16),
+            removals in prop::collection::vec(any::<prop::sample::Index>(), 0..12),
+        ) {
+            let mut live: BTreeSet<String> = patterns.clone();
+            let mut t = PatternTrie::default();
+            for p in &patterns {
+                prop_assert!(validate_pattern(p).is_ok());
+                *t.entry(p) = p.clone();
+            }
+            let all: Vec<&String> = patterns.iter().collect();
+            if !all.is_empty() {
+                for i in &removals {
+                    let p = all[i.index(all.len())];
+                    prop_assert_eq!(t.remove(p).is_some(), live.remove(p));
+                }
+            }
+            prop_assert_eq!(t.len(), live.len());
+            for topic in &topics {
+                let want: Vec<String> =
+                    live.iter().filter(|p| matches(p, topic)).cloned().collect();
+                // `matched` sorts but does not dedup, so a pattern visited twice would show.
+                prop_assert_eq!(matched(&t, topic), want, "topic {}", topic);
+            }
+            for p in &live {
+                prop_assert_eq!(t.get(p), Some(p));
+            }
+            for p in &live {
+                prop_assert_eq!(t.remove(p), Some(p.clone()));
+            }
+            prop_assert!(t.is_empty());
+            prop_assert_eq!(t.node_count(), 0);
+            prop_assert_eq!(t.map_capacity(), 0);
+        }
+    }
+
+    /// Rough ns-per-publish numbers for the perf team; run with
+    /// `cargo test --release --lib pubsub::trie::tests::timing -- --ignored --nocapture`.
+    /// Debug builds give meaningless numbers, so this is not part of the normal suite.
+    #[test]
+    #[ignore]
+    fn timing_for_each_match() {
+        use std::hint::black_box;
+        use std::time::Instant;
+
+        let venues = ["binance", "okx", "bybit", "coinbase"];
+        let channels = ["trades", "book", "ticker"];
+        let mut t = PatternTrie::<u32>::default();
+        let mut topics = Vec::new();
+        for v in venues {
+            for s in 0..500 {
+                for c in channels {
+                    let topic = format!("md.{v}.SYM{s}-USDT.{c}");
+                    *t.entry(&topic) += 1;
+                    topics.push(topic);
+                }
+            }
+        }
+        let run = |t: &PatternTrie<u32>, label: &str| {
+            let iters = 2_000_000usize;
+            let start = Instant::now();
+            let mut hits = 0u64;
+            for i in 0..iters {
+                t.for_each_match(black_box(&topics[i % topics.len()]), |v| hits += *v as u64);
+            }
+            let ns = start.elapsed().as_nanos() as f64 / iters as f64;
+            println!(
+                "{label}: {} patterns, {ns:.1} ns/match ({hits} hits)",
+                t.len()
+            );
+        };
+        run(&t, "exact only");
+        for v in venues {
+            *t.entry(&format!("md.{v}.*.trades")) += 1;
+            *t.entry(&format!("md.{v}.>")) += 1;
+        }
+        *t.entry("md.*.SYM7-USDT.*") += 1;
+        run(&t, "exact + 9 wildcard");
     }
 }
