@@ -33,7 +33,23 @@
 //!   exact-map slot (16-byte key + 24-byte value + 1 control byte, at 44-88% load) plus the key
 //!   string's heap allocation.
 //!
-//! MEASURED_MEMORY
+//! Measured with a counting global allocator (requested bytes, so allocator rounding is extra;
+//! release build; 100,000 subscriptions to 30-byte patterns; throwaway harness outside the
+//! crate):
+//!
+//! | workload                                             | bytes per subscription |
+//! |------------------------------------------------------|-----------------------:|
+//! | all connections on one exact pattern                 | 30 |
+//! | 10 subscriptions per connection over 200 patterns    | 38 |
+//! | 3 connections per pattern (inline set)               | 37 |
+//! | 8 connections per pattern (small `IndexSet`)         | 59 |
+//! | every connection alone on its own exact pattern      | 84 |
+//! | every connection alone on its own wildcard pattern   | 182 |
+//!
+//! The last row pays for two new trie nodes per pattern (`md.binance.S<n>-USDT.*`); wildcard
+//! patterns are normally shared, but an adversarial client can make each of its subscriptions
+//! cost about that much, so the runtime's per-connection subscription limit should account for
+//! it. Unsubscribing everything returned the live heap exactly to its starting value.
 
 use super::trie::PatternTrie;
 use indexmap::IndexSet;

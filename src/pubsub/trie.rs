@@ -6,8 +6,8 @@
 //! - Exact (wildcard-free) patterns live in one hash map keyed by the whole pattern string. A
 //!   topic whose subscribers all used exact patterns (the common case for market data, where
 //!   clients subscribe to `md.venue.SYMBOL.channel`) costs one hash of the topic and one probe.
-//! - Wildcard patterns live in a segment trie. Each node has literal children in a hash map, at
-//!   most one `*` child, a `here` slot for a pattern ending at the node, and a `rest` slot for
+//! - Wildcard patterns live in a segment trie. Each node has literal children in a hash map
+//!   (boxed, and absent in leaves, which are most nodes), at most one `*` child, a `here` slot for a pattern ending at the node, and a `rest` slot for
 //!   the pattern `<path to node>.>` (or `>` alone at the root). The trie is only walked when it
 //!   holds at least one pattern.
 //!
@@ -30,13 +30,19 @@
 //! number of patterns or subscribers; each matching pattern is visited exactly once, because
 //! every pattern has a unique path and the walk takes each branch at most once per node.
 //!
-//! Measured on the shared 2-core dev box (release build, a standalone harness compiling these
-//! files; see `tests::timing_for_each_match`, which is `#[ignore]`d for the perf team to run
-//! under `--release`): MEASURED_TIMINGS
+//! Measured on the shared 2-core dev box (release build with thin LTO, std SipHash, through
+//! [`LocalIndex::for_each_subscriber`](super::index::LocalIndex::for_each_subscriber), in a
+//! throwaway harness that compiles these files; `tests::timing_for_each_match` is an
+//! `#[ignore]`d trie-only variant for the perf team to run under `--release`):
+//! - 6,000 exact patterns `md.<venue>.SYM<n>-USDT.<channel>`, 3 subscribers each: about 30 ns
+//!   per published topic, subscriber callbacks included.
+//! - The same plus 9 wildcard patterns sharing the `md.<venue>` prefix (`md.<venue>.*.trades`,
+//!   `md.<venue>.>`, `md.*.SYM7-USDT.*`): about 127 ns. The difference is almost entirely the
+//!   SipHash of one segment per literal probe along the walk (5 probes for such a topic).
 //!
 //! SipHash (std `RandomState`) is kept on purpose: pattern and topic strings come from clients,
-//! so a keyed hash guards the maps against collision flooding, and the exact-map probe is a
-//! single short hash per published message.
+//! so a keyed hash guards the maps against collision flooding. A faster hasher would mainly
+//! speed up the wildcard walk; none is a direct dependency, so it was not measured.
 //!
 //! # Input contract
 //!
@@ -64,8 +70,10 @@ pub struct PatternTrie<V> {
 
 #[derive(Debug)]
 struct Node<V> {
-    /// Children for literal segments.
-    literals: HashMap<Box<str>, Node<V>>,
+    /// Children for literal segments; `None` instead of an empty map, because most nodes are
+    /// leaves and an inline empty `HashMap` would cost 48 bytes in each of them. Never
+    /// `Some(empty)`.
+    literals: Option<Box<HashMap<Box<str>, Node<V>>>>,
     /// Child for a `*` segment.
     star: Option<Box<Node<V>>>,
     /// Value of the pattern whose last segment leads to this node.
@@ -77,7 +85,7 @@ struct Node<V> {
 impl<V> Default for Node<V> {
     fn default() -> Self {
         Self {
-            literals: HashMap::new(),
+            literals: None,
             star: None,
             here: None,
             rest: None,
@@ -87,10 +95,42 @@ impl<V> Default for Node<V> {
 
 impl<V> Node<V> {
     fn is_empty(&self) -> bool {
-        self.here.is_none()
-            && self.rest.is_none()
-            && self.star.is_none()
-            && self.literals.is_empty()
+        self.here.is_none() && self.rest.is_none() && self.star.is_none() && self.literals.is_none()
+    }
+
+    fn literal(&self, seg: &str) -> Option<&Node<V>> {
+        self.literals.as_ref()?.get(seg)
+    }
+
+    fn literal_mut(&mut self, seg: &str) -> Option<&mut Node<V>> {
+        self.literals.as_mut()?.get_mut(seg)
+    }
+
+    fn literal_or_insert(&mut self, seg: &str) -> &mut Node<V> {
+        let map = self.literals.get_or_insert_with(Box::default);
+        // Probing first avoids allocating the owned key when the child exists.
+        if !map.contains_key(seg) {
+            map.insert(seg.into(), Node::default());
+        }
+        map.get_mut(seg).expect("literal child was just ensured")
+    }
+
+    fn remove_literal(&mut self, seg: &str) {
+        if let Some(map) = self.literals.as_mut() {
+            map.remove(seg);
+            if map.is_empty() {
+                self.literals = None;
+            } else {
+                shrink_if_sparse(map);
+            }
+        }
+    }
+
+    fn literal_children(&self) -> impl Iterator<Item = (&str, &Node<V>)> {
+        self.literals
+            .iter()
+            .flat_map(|m| m.iter())
+            .map(|(k, v)| (&**k, v))
     }
 }
 
@@ -168,12 +208,7 @@ impl<V: Default> PatternTrie<V> {
             node = if seg == "*" {
                 node.star.get_or_insert_with(Box::default)
             } else {
-                if !node.literals.contains_key(seg) {
-                    node.literals.insert(seg.into(), Node::default());
-                }
-                node.literals
-                    .get_mut(seg)
-                    .expect("literal child was just ensured")
+                node.literal_or_insert(seg)
             };
             match next {
                 Some(n) => rest = n,
@@ -201,7 +236,7 @@ impl<V: Default> PatternTrie<V> {
             node = if seg == "*" {
                 node.star.as_deref()?
             } else {
-                node.literals.get(seg)?
+                node.literal(seg)?
             };
             match next {
                 Some(n) => rest = n,
@@ -224,7 +259,7 @@ impl<V: Default> PatternTrie<V> {
             node = if seg == "*" {
                 node.star.as_deref_mut()?
             } else {
-                node.literals.get_mut(seg)?
+                node.literal_mut(seg)?
             };
             match next {
                 Some(n) => rest = n,
@@ -289,7 +324,9 @@ impl<V: Default> PatternTrie<V> {
     #[cfg(test)]
     pub(crate) fn node_count(&self) -> usize {
         fn count<V>(node: &Node<V>) -> usize {
-            node.literals.values().map(|c| 1 + count(c)).sum::<usize>()
+            node.literal_children()
+                .map(|(_, c)| 1 + count(c))
+                .sum::<usize>()
                 + node.star.as_deref().map_or(0, |c| 1 + count(c))
         }
         count(&self.root)
@@ -299,8 +336,8 @@ impl<V: Default> PatternTrie<V> {
     #[cfg(test)]
     pub(crate) fn map_capacity(&self) -> usize {
         fn cap<V>(node: &Node<V>) -> usize {
-            node.literals.capacity()
-                + node.literals.values().map(cap).sum::<usize>()
+            node.literals.as_ref().map_or(0, |m| m.capacity())
+                + node.literal_children().map(|(_, c)| cap(c)).sum::<usize>()
                 + node.star.as_deref().map_or(0, cap)
         }
         self.exact.capacity() + cap(&self.root)
@@ -318,7 +355,7 @@ fn remove_in<V>(node: &mut Node<V>, pattern: &str) -> Option<V> {
     let child = if is_star {
         node.star.as_deref_mut()?
     } else {
-        node.literals.get_mut(seg)?
+        node.literal_mut(seg)?
     };
     let removed = match next {
         None => child.here.take(),
@@ -328,8 +365,7 @@ fn remove_in<V>(node: &mut Node<V>, pattern: &str) -> Option<V> {
         if is_star {
             node.star = None;
         } else {
-            node.literals.remove(seg);
-            shrink_if_sparse(&mut node.literals);
+            node.remove_literal(seg);
         }
     }
     Some(removed)
@@ -343,8 +379,9 @@ fn walk<V, F: FnMut(&V)>(node: &Node<V>, topic: &str, f: &mut F) {
         f(v);
     }
     let (seg, next) = split_first(topic);
-    // An empty literal map answers without hashing, so wildcard-only levels stay cheap.
-    let literal = node.literals.get(seg);
+    // A node without literal children answers without hashing, so wildcard-only levels stay
+    // cheap.
+    let literal = node.literal(seg);
     for child in [literal, node.star.as_deref()].into_iter().flatten() {
         match next {
             None => {
@@ -375,7 +412,7 @@ fn visit<V, F: FnMut(&str, &V)>(node: &Node<V>, depth: usize, buf: &mut String, 
         f(buf, v);
         buf.truncate(len);
     }
-    for (seg, child) in &node.literals {
+    for (seg, child) in node.literal_children() {
         push(buf, seg);
         visit(child, depth + 1, buf, f);
         buf.truncate(len);
