@@ -73,6 +73,11 @@ struct Node<V> {
     /// Children for literal segments; `None` instead of an empty map, because most nodes are
     /// leaves and an inline empty `HashMap` would cost 48 bytes in each of them. Never
     /// `Some(empty)`.
+    #[expect(
+        clippy::box_collection,
+        reason = "an 8-byte pointer instead of a 48-byte inline map in every leaf; measured 275 -> \
+                  182 bytes per unique wildcard pattern"
+    )]
     literals: Option<Box<HashMap<Box<str>, Node<V>>>>,
     /// Child for a `*` segment.
     star: Option<Box<Node<V>>>,
