@@ -3,5 +3,15 @@
 //! Data flows one way: `ingest -> frame -> mesh -> shard fan-out -> connection queues -> writer`.
 //! `ws` and `pubsub` are pure (no runtime) so they can be fuzzed, property-tested and benched.
 
+pub mod config;
+pub mod frame;
+pub mod ingest;
+pub mod limits;
+pub mod mesh;
+pub mod protocol;
 pub mod pubsub;
+pub mod shard;
+pub mod stats;
+pub mod sys;
+pub mod topology;
 pub mod ws;

@@ -1,1 +1,175 @@
-fn main() {}
+//! The `tickcast` command: `serve` runs the gateway, `config` prints the effective
+//! configuration.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tickcast::{
+    config::{Config, DriverKind, Overrides},
+    topology::Server,
+};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "tickcast",
+    version,
+    about = "WebSocket fan-out gateway for trading systems"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Driver {
+    Auto,
+    IoUring,
+    Epoll,
+}
+
+#[derive(clap::Args)]
+struct ConfigArgs {
+    /// TOML configuration file (defaults apply to every key it omits).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Listen address, e.g. 0.0.0.0:8080 (overrides server.listen).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Number of shards, 0 = one per core (overrides server.shards).
+    #[arg(long, value_name = "N")]
+    shards: Option<usize>,
+    /// Run the synthetic market-data publisher (sets server.demo_feed).
+    #[arg(long)]
+    demo_feed: bool,
+    /// Serve GET /echo for conformance testing (sets server.echo).
+    #[arg(long)]
+    echo: bool,
+    /// io driver (overrides server.driver).
+    #[arg(long, value_enum)]
+    driver: Option<Driver>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve(ConfigArgs),
+    /// Print the effective configuration (file + environment + flags) as TOML and exit.
+    Config(ConfigArgs),
+}
+
+impl ConfigArgs {
+    fn load(&self) -> Result<Config, String> {
+        let overrides = Overrides {
+            listen: self.listen.clone(),
+            shards: self.shards,
+            demo_feed: self.demo_feed,
+            echo: self.echo,
+            driver: self.driver.map(|d| match d {
+                Driver::Auto => DriverKind::Auto,
+                Driver::IoUring => DriverKind::IoUring,
+                Driver::Epoll => DriverKind::Epoll,
+            }),
+        };
+        Config::load(self.config.as_deref(), &overrides)
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Config(args) => match args.load() {
+            Ok(cfg) => {
+                print!("{}", cfg.to_toml());
+                0
+            }
+            Err(e) => {
+                eprintln!("tickcast: {e}");
+                2
+            }
+        },
+        Command::Serve(args) => match args.load() {
+            Ok(cfg) => serve(cfg),
+            Err(e) => {
+                eprintln!("tickcast: {e}");
+                2
+            }
+        },
+    };
+    std::process::exit(code);
+}
+
+fn serve(cfg: Config) -> i32 {
+    init_logging(&cfg.log.level);
+    let nofile = tickcast::sys::raise_nofile_limit();
+    if nofile < cfg.limits.connections_max as u64 + 64 {
+        tracing::warn!(
+            rlimit_nofile = nofile,
+            connections_max = cfg.limits.connections_max,
+            "RLIMIT_NOFILE is below limits.connections_max: the process runs out of descriptors \
+             first (raise LimitNOFILE, see tuning/)"
+        );
+    }
+    let demo = cfg.server.demo_feed;
+    let echo = cfg.server.echo;
+    let server = match Server::start(cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tickcast: {e}");
+            return 1;
+        }
+    };
+    tracing::info!(
+        shards = server.drivers.len(),
+        driver = server.drivers.first().copied().unwrap_or("?"),
+        demo_feed = demo,
+        echo,
+        "tickcast {} started",
+        env!("CARGO_PKG_VERSION")
+    );
+    // Machine-readable for scripts and tests: the one line tickcast prints on stdout.
+    println!("listening on {}", server.local_addr);
+    let stopper = server.stopper();
+    let signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ]);
+    match signals {
+        Ok(mut signals) => {
+            std::thread::Builder::new()
+                .name("tickcast-signals".into())
+                .spawn(move || {
+                    let mut seen = 0;
+                    for sig in signals.forever() {
+                        seen += 1;
+                        if seen == 1 {
+                            tracing::info!(
+                                signal = sig,
+                                "shutting down: closing connections with 1001"
+                            );
+                            stopper.stop();
+                        } else {
+                            tracing::warn!("second signal: exiting now");
+                            std::process::exit(1);
+                        }
+                    }
+                })
+                .expect("spawn signal thread");
+        }
+        Err(e) => tracing::warn!(error = %e, "no signal handling: SIGTERM will not drain"),
+    }
+    server.join();
+    tracing::info!("tickcast stopped");
+    0
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

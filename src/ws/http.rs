@@ -55,7 +55,10 @@ impl HttpError {
 }
 
 /// Parses a request head at the front of `buf`. `Ok(None)`: incomplete, read more.
-pub fn parse_request<'a>(buf: &'a [u8], limits: &HttpLimits) -> Result<Option<Request<'a>>, HttpError> {
+pub fn parse_request<'a>(
+    buf: &'a [u8],
+    limits: &HttpLimits,
+) -> Result<Option<Request<'a>>, HttpError> {
     let _ = (buf, limits);
     todo!()
 }
@@ -93,5 +96,11 @@ pub fn write_response(
     extra_headers: &[(&str, &str)],
 ) {
     let _ = (out, status, content_type, body, keep_alive, extra_headers);
+    todo!()
+}
+
+/// Appends the error response for a refused upgrade (`Connection: close`).
+pub fn upgrade_error_response(out: &mut Vec<u8>, err: UpgradeError) {
+    let _ = (out, err);
     todo!()
 }

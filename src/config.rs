@@ -1,0 +1,448 @@
+//! Configuration: TOML file, then `TICKCAST_<SECTION>__<KEY>` environment variables, then CLI
+//! flags, in increasing precedence. Every field has a default with the reason for it; `validate`
+//! rejects bad values naming the key. `config/default.toml` mirrors these defaults key by key.
+
+use std::{net::SocketAddr, path::Path};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: Server,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
+    pub mesh: Mesh,
+    pub demo: Demo,
+    pub log: Log,
+}
+
+/// Which io driver a shard runs.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DriverKind {
+    /// io_uring where the kernel allows it, else epoll.
+    Auto,
+    /// io_uring or fail to start.
+    IoUring,
+    /// monoio's legacy epoll driver.
+    Epoll,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Server {
+    /// Address every shard listens on (SO_REUSEPORT). Loopback by default so a first run
+    /// exposes nothing; set `0.0.0.0:8080` to serve the network.
+    pub listen: String,
+    /// Number of shards (threads, one per core). 0 = one per core available to the process.
+    pub shards: usize,
+    /// Pin each shard to its own core (core_affinity). Off only when sharing cores on purpose.
+    pub pin_cores: bool,
+    pub driver: DriverKind,
+    /// io_uring submission queue entries per shard. 4096 lets a shard submit a large fan-out
+    /// round in one `io_uring_enter` without the queue filling.
+    pub uring_entries: u32,
+    /// Listen backlog per shard. Handshake bursts of thousands per second overflow the
+    /// default 1024 (seen with tokio-tungstenite on this class of machine); the kernel caps it
+    /// at net.core.somaxconn.
+    pub listen_backlog: u32,
+    /// Adds `GET /echo` (echo every message; conformance testing only).
+    pub echo: bool,
+    /// Runs the synthetic market-data publisher (see `[demo]`).
+    pub demo_feed: bool,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            shards: 0,
+            pin_cores: true,
+            driver: DriverKind::Auto,
+            uring_entries: 4096,
+            listen_backlog: 4096,
+            echo: false,
+            demo_feed: false,
+        }
+    }
+}
+
+/// Bounds on what a client can make the server hold. Units last in every name.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Open WebSocket + HTTP connections per process. A process holds at most RLIMIT_NOFILE
+    /// descriptors; 100k is what the budget of 1 KiB each makes cheap. Over: HTTP 503.
+    pub connections_max: usize,
+    /// Open connections per client IP. One NAT'd office of bots stays far below 10k, one
+    /// abusive host cannot take the whole process. Over: HTTP 429.
+    pub connections_per_ip_max: usize,
+    /// Connections still in the HTTP/handshake phase per shard. Beyond this, new TCP
+    /// connections are closed at once: a flood of half-open handshakes cannot pile up.
+    pub handshakes_per_shard_max: usize,
+    /// Bytes of one HTTP request head. 8 KiB is what common servers allow (nginx, Node).
+    pub http_header_bytes_max: usize,
+    /// Header lines in one HTTP request head; browsers send about 15.
+    pub http_headers_max: usize,
+    /// Bytes of one WebSocket message from a client (after reassembly) and of one HTTP body.
+    /// Client ops are small; 64 KiB leaves room for large publishes. Over: close 1009 / 413.
+    pub message_bytes_max: usize,
+    /// Bytes of one message on the `/echo` conformance route (Autobahn sends up to 16 MiB).
+    pub echo_message_bytes_max: usize,
+    /// Bytes of the `data` of one publish. Every queued copy counts against subscribers'
+    /// write queues, so a 1 MiB queue holds at least 32 maximal messages. Over:
+    /// `message_too_large`, the connection stays open.
+    pub publish_data_bytes_max: usize,
+    /// Subscriptions one connection may hold (Binance allows 1024 streams, Centrifugo 128).
+    pub subscriptions_per_conn_max: usize,
+    /// Topics in one subscribe or unsubscribe request.
+    pub topics_per_request_max: usize,
+    /// Bytes of frames queued for one connection before it is closed as a slow consumer
+    /// (4008). 1 MiB is seconds of a busy market-data stream; beyond it a client is not
+    /// keeping up and would only see ever staler data.
+    pub write_queue_bytes_max: usize,
+    /// Topics with a sequence counter per shard (each shard owns a share of all topics).
+    /// Bounds memory against publishers inventing topics. Over: `rate_limited`.
+    pub topics_per_shard_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            connections_max: 100_000,
+            connections_per_ip_max: 10_000,
+            handshakes_per_shard_max: 4096,
+            http_header_bytes_max: 8 * 1024,
+            http_headers_max: 64,
+            message_bytes_max: 64 * 1024,
+            echo_message_bytes_max: 16 * 1024 * 1024,
+            publish_data_bytes_max: 32 * 1024,
+            subscriptions_per_conn_max: 100,
+            topics_per_request_max: 100,
+            write_queue_bytes_max: 1024 * 1024,
+            topics_per_shard_max: 1_000_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Timeouts {
+    /// A connection must complete its HTTP request / upgrade within this. 5 s covers a slow
+    /// mobile link; slowloris clients are cut after it.
+    pub handshake_ms: u64,
+    /// The server pings every connection this often (RFC 6455 ping). 20 s keeps NAT and load
+    /// balancer mappings alive (most drop idle flows after 30-60 s).
+    pub ping_interval_s: u64,
+    /// A connection that sent nothing (not even a pong) for this long is closed. Three ping
+    /// intervals: a client misses two pings before it is dropped.
+    pub idle_s: u64,
+    /// After the server sends a close frame, how long it waits for the client's close frame
+    /// before dropping the TCP connection.
+    pub close_ms: u64,
+    /// On SIGTERM/SIGINT: time for clients to receive close 1001 before the process exits.
+    /// systemd's default stop timeout is 90 s; 5 s is a quick restart.
+    pub shutdown_grace_s: u64,
+    /// Coarse timer tick of each shard (idle, ping, handshake deadlines are checked on it).
+    pub tick_ms: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            handshake_ms: 5_000,
+            ping_interval_s: 20,
+            idle_s: 60,
+            close_ms: 2_000,
+            shutdown_grace_s: 5,
+            tick_ms: 250,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Mesh {
+    /// Messages in flight from one shard to another (lock-free ring). At 64k, a shard can be
+    /// ~30 ms behind a peer publishing 2M frames/s before spilling.
+    pub queue_len: usize,
+    /// Messages a shard holds back locally when a peer's ring is full. Beyond this they are
+    /// dropped and counted (`tickcast_mesh_drops_total`): a stuck shard cannot exhaust memory.
+    pub spill_max: usize,
+}
+
+impl Default for Mesh {
+    fn default() -> Self {
+        Self {
+            queue_len: 65_536,
+            spill_max: 1_048_576,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Demo {
+    /// Messages per second the demo feed publishes in total (trades, bbo, klines).
+    pub rate_per_s: u64,
+    /// Symbols; empty = 20 built-in crypto pairs.
+    pub symbols: Vec<String>,
+}
+
+impl Default for Demo {
+    fn default() -> Self {
+        Self {
+            rate_per_s: 200,
+            symbols: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Log {
+    /// tracing filter, e.g. `info` or `tickcast=debug`. `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+        }
+    }
+}
+
+/// Settings from the command line that override the file and the environment.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub shards: Option<usize>,
+    pub demo_feed: bool,
+    pub echo: bool,
+    pub driver: Option<DriverKind>,
+}
+
+impl Config {
+    /// Defaults, then `path` (if any), then `TICKCAST_*` env vars, then `overrides`; validated.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, String> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = path {
+            if !path.exists() {
+                return Err(format!("config file {} does not exist", path.display()));
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        fig = fig.merge(Env::prefixed("TICKCAST_").split("__"));
+        let mut config: Config = fig.extract().map_err(|e| format!("config: {e}"))?;
+        if let Some(listen) = &overrides.listen {
+            config.server.listen = listen.clone();
+        }
+        if let Some(shards) = overrides.shards {
+            config.server.shards = shards;
+        }
+        if let Some(driver) = overrides.driver {
+            config.server.driver = driver;
+        }
+        config.server.demo_feed |= overrides.demo_feed;
+        config.server.echo |= overrides.echo;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The listen address, parsed (validated by `validate`).
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.server.listen.parse().expect("validated")
+    }
+
+    /// Checks every value; the error names the key and says why.
+    pub fn validate(&self) -> Result<(), String> {
+        fn bad(key: &str, why: impl std::fmt::Display) -> Result<(), String> {
+            Err(format!("config: {key}: {why}"))
+        }
+        fn range<T: PartialOrd + std::fmt::Display + Copy>(
+            key: &str,
+            v: T,
+            lo: T,
+            hi: T,
+        ) -> Result<(), String> {
+            if v < lo || v > hi {
+                return bad(key, format!("{v} is out of range {lo}..={hi}"));
+            }
+            Ok(())
+        }
+        let s = &self.server;
+        if s.listen.parse::<SocketAddr>().is_err() {
+            return bad(
+                "server.listen",
+                format!("{:?} is not an IP:port address", s.listen),
+            );
+        }
+        range("server.shards", s.shards, 0, crate::limits::SHARDS_MAX)?;
+        range("server.uring_entries", s.uring_entries, 64, 32_768)?;
+        if !s.uring_entries.is_power_of_two() {
+            return bad("server.uring_entries", "must be a power of two");
+        }
+        range("server.listen_backlog", s.listen_backlog, 16, 1 << 20)?;
+
+        let l = &self.limits;
+        range("limits.connections_max", l.connections_max, 1, 10_000_000)?;
+        range(
+            "limits.connections_per_ip_max",
+            l.connections_per_ip_max,
+            1,
+            10_000_000,
+        )?;
+        range(
+            "limits.handshakes_per_shard_max",
+            l.handshakes_per_shard_max,
+            1,
+            1 << 20,
+        )?;
+        range(
+            "limits.http_header_bytes_max",
+            l.http_header_bytes_max,
+            512,
+            1 << 20,
+        )?;
+        range("limits.http_headers_max", l.http_headers_max, 8, 1024)?;
+        range(
+            "limits.message_bytes_max",
+            l.message_bytes_max,
+            256,
+            64 << 20,
+        )?;
+        range(
+            "limits.echo_message_bytes_max",
+            l.echo_message_bytes_max,
+            256,
+            64 << 20,
+        )?;
+        range(
+            "limits.publish_data_bytes_max",
+            l.publish_data_bytes_max,
+            1,
+            64 << 20,
+        )?;
+        if l.publish_data_bytes_max > l.message_bytes_max {
+            return bad(
+                "limits.publish_data_bytes_max",
+                format!(
+                    "{} exceeds limits.message_bytes_max ({}): such a publish could never arrive",
+                    l.publish_data_bytes_max, l.message_bytes_max
+                ),
+            );
+        }
+        range(
+            "limits.subscriptions_per_conn_max",
+            l.subscriptions_per_conn_max,
+            1,
+            100_000,
+        )?;
+        range(
+            "limits.topics_per_request_max",
+            l.topics_per_request_max,
+            1,
+            100_000,
+        )?;
+        let frame_max = l.publish_data_bytes_max + crate::limits::ENVELOPE_BYTES_MAX;
+        if l.write_queue_bytes_max < frame_max {
+            return bad(
+                "limits.write_queue_bytes_max",
+                format!(
+                    "{} is below one largest data frame ({frame_max} bytes = \
+                     limits.publish_data_bytes_max + envelope)",
+                    l.write_queue_bytes_max
+                ),
+            );
+        }
+        range(
+            "limits.topics_per_shard_max",
+            l.topics_per_shard_max,
+            1,
+            100_000_000,
+        )?;
+
+        let t = &self.timeouts;
+        range("timeouts.handshake_ms", t.handshake_ms, 100, 600_000)?;
+        range("timeouts.ping_interval_s", t.ping_interval_s, 1, 3600)?;
+        range("timeouts.idle_s", t.idle_s, 2, 86_400)?;
+        if t.idle_s <= t.ping_interval_s {
+            return bad(
+                "timeouts.idle_s",
+                format!(
+                    "{} must exceed timeouts.ping_interval_s ({}), or every client times out \
+                     before it is pinged",
+                    t.idle_s, t.ping_interval_s
+                ),
+            );
+        }
+        range("timeouts.close_ms", t.close_ms, 1, 60_000)?;
+        range("timeouts.shutdown_grace_s", t.shutdown_grace_s, 0, 3600)?;
+        range("timeouts.tick_ms", t.tick_ms, 10, 1000)?;
+
+        range("mesh.queue_len", self.mesh.queue_len, 16, 1 << 24)?;
+        range("mesh.spill_max", self.mesh.spill_max, 0, 1 << 28)?;
+        range("demo.rate_per_s", self.demo.rate_per_s, 1, 1_000_000)?;
+        for (i, sym) in self.demo.symbols.iter().enumerate() {
+            let ok = !sym.is_empty()
+                && sym.len() <= 32
+                && sym
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !ok {
+                return bad(
+                    &format!("demo.symbols[{i}]"),
+                    format!("{sym:?} is not [A-Za-z0-9_-]{{1,32}}"),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML (for `tickcast config`).
+    pub fn to_toml(&self) -> String {
+        toml_string(self)
+    }
+}
+
+fn toml_string(config: &Config) -> String {
+    toml::to_string(config).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let mut c = Config::default();
+        c.timeouts.idle_s = 10;
+        c.timeouts.ping_interval_s = 20;
+        let err = c.validate().unwrap_err();
+        assert!(err.contains("timeouts.idle_s"), "{err}");
+
+        let mut c = Config::default();
+        c.server.listen = "nope".into();
+        assert!(c.validate().unwrap_err().contains("server.listen"));
+
+        let mut c = Config::default();
+        c.limits.write_queue_bytes_max = 1000;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .contains("limits.write_queue_bytes_max")
+        );
+    }
+}

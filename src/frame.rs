@@ -1,0 +1,135 @@
+//! A message serialized once: the JSON envelope and its WebSocket header built into one
+//! immutable buffer, shared by every subscriber on every shard.
+//!
+//! Ownership: the owning shard of a topic builds the [`Frame`] and sends one `Arc` per
+//! interested shard; each shard wraps it once in an `Rc` ([`OutFrame`]) so handing it to N local
+//! subscribers costs N non-atomic increments, not N contended atomic ones.
+
+use std::{rc::Rc, sync::Arc};
+
+use crate::ws::frame::{HEADER_BYTES_MAX, OP_TEXT, encode_header};
+
+/// Immutable wire bytes of one server frame.
+#[derive(Debug)]
+pub struct Frame {
+    bytes: Box<[u8]>,
+    /// CLOCK_MONOTONIC ns at publish (for the publish-to-write histogram); 0 for control.
+    published_ns: u64,
+    /// Where the topic sits in `bytes` (data frames), so a receiving shard routes the frame
+    /// without a separate copy of the topic.
+    topic_start: u16,
+    topic_len: u16,
+}
+
+/// A frame crossing shards.
+pub type SharedFrame = Arc<Frame>;
+/// A frame queued on one shard (one `Rc` per frame per shard).
+pub type OutFrame = Rc<SharedFrame>;
+
+impl Frame {
+    /// A control or reply frame (not a publish).
+    pub fn control(bytes: Vec<u8>) -> Frame {
+        Frame {
+            bytes: bytes.into_boxed_slice(),
+            published_ns: 0,
+            topic_start: 0,
+            topic_len: 0,
+        }
+    }
+
+    /// The topic of a data frame ("" for control frames).
+    pub fn topic(&self) -> &str {
+        let range = self.topic_start as usize..(self.topic_start + self.topic_len) as usize;
+        // Built from a `&str` by `encode_data_frame`, so always valid; never panics.
+        std::str::from_utf8(&self.bytes[range]).unwrap_or("")
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Whether this is a published data frame (counts as a delivery when written).
+    pub fn is_data(&self) -> bool {
+        self.published_ns != 0
+    }
+
+    pub fn published_ns(&self) -> u64 {
+        self.published_ns
+    }
+}
+
+/// Builds the data frame of one publish:
+/// `{"topic":"<topic>","seq":<seq>,"ts":<ts_us>,"data":<data>}` as one unmasked text frame.
+///
+/// `topic` must be valid (its charset needs no JSON escaping) and `data` one valid JSON value;
+/// both are checked by the caller at ingest. One exact-size allocation.
+pub fn encode_data_frame(
+    topic: &str,
+    seq: u64,
+    ts_us: u64,
+    data: &[u8],
+    published_ns: u64,
+) -> Frame {
+    let mut seq_buf = itoa::Buffer::new();
+    let mut ts_buf = itoa::Buffer::new();
+    let seq_s = seq_buf.format(seq).as_bytes();
+    let ts_s = ts_buf.format(ts_us).as_bytes();
+    let parts: [&[u8]; 9] = [
+        b"{\"topic\":\"",
+        topic.as_bytes(),
+        b"\",\"seq\":",
+        seq_s,
+        b",\"ts\":",
+        ts_s,
+        b",\"data\":",
+        data,
+        b"}",
+    ];
+    let payload_len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut header = [0u8; HEADER_BYTES_MAX];
+    let header_len = encode_header(&mut header, OP_TEXT, payload_len);
+    let mut out = Vec::with_capacity(header_len + payload_len);
+    out.extend_from_slice(&header[..header_len]);
+    for part in parts {
+        out.extend_from_slice(part);
+    }
+    debug_assert_eq!(out.len(), out.capacity());
+    // Topics are at most TOPIC_BYTES_MAX (256) bytes after a header of at most 10: u16 fits.
+    let topic_start = (header_len + parts[0].len()) as u16;
+    // A publish time of 0 would read as "control frame"; the monotonic clock is never 0 here.
+    Frame {
+        bytes: out.into_boxed_slice(),
+        published_ns: published_ns.max(1),
+        topic_start,
+        topic_len: topic.len() as u16,
+    }
+}
+
+/// Builds a text frame carrying `json` (a reply or event built for one connection).
+pub fn text_frame(json: &[u8]) -> Frame {
+    let mut out = Vec::with_capacity(json.len() + HEADER_BYTES_MAX);
+    crate::ws::frame::encode_frame(&mut out, OP_TEXT, json);
+    Frame::control(out)
+}
+
+/// Nanoseconds on CLOCK_MONOTONIC (vDSO, no syscall); comparable across processes.
+pub fn monotonic_ns() -> u64 {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Microseconds since the Unix epoch (the `ts` field of data frames and pongs).
+pub fn unix_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}

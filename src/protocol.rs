@@ -1,0 +1,487 @@
+//! Protocol v1 (docs/PROTOCOL.md): client ops to typed commands, and the replies.
+//!
+//! Parsing is in two steps over the text message, which the frame decoder hands out mutably:
+//! 1. [`scan_top_level`] finds the raw byte spans of the top-level `"id"` and `"data"` values.
+//!    `data` is forwarded verbatim into the published frame, and `id` echoed verbatim, so
+//!    neither is ever re-serialized.
+//! 2. simd-json parses the message in place (which rewrites string escapes in the buffer, hence
+//!    the spans are copied out first) into [`OpFields`], validating the whole document.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+
+/// Error codes of `{"op":"error"}` replies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    BadRequest,
+    InvalidTopic,
+    TooManySubscriptions,
+    Forbidden,
+    Unauthorized,
+    RateLimited,
+    MessageTooLarge,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::InvalidTopic => "invalid_topic",
+            ErrorCode::TooManySubscriptions => "too_many_subscriptions",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::MessageTooLarge => "message_too_large",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    /// HTTP status for the same error on the HTTP API.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest | ErrorCode::InvalidTopic => 400,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::Forbidden => 403,
+            ErrorCode::MessageTooLarge => 413,
+            ErrorCode::TooManySubscriptions | ErrorCode::RateLimited => 429,
+            ErrorCode::Internal => 500,
+        }
+    }
+}
+
+/// Byte ranges of the top-level `id` and `data` values of a JSON object.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Spans {
+    pub id: Option<std::ops::Range<usize>>,
+    pub data: Option<std::ops::Range<usize>>,
+}
+
+/// Finds the raw spans of the top-level `"id"` and `"data"` values. Tolerant and bounded: on
+/// anything that is not a JSON object it returns what it found so far; the simd-json pass that
+/// follows is what decides validity. Linear time, no allocation, no recursion.
+pub fn scan_top_level(json: &[u8]) -> Spans {
+    let mut spans = Spans::default();
+    let mut i = skip_ws(json, 0);
+    if json.get(i) != Some(&b'{') {
+        return spans;
+    }
+    i += 1;
+    loop {
+        i = skip_ws(json, i);
+        match json.get(i) {
+            Some(b'"') => {}
+            _ => return spans,
+        }
+        let key_start = i + 1;
+        let Some(key_end) = skip_string(json, i) else {
+            return spans;
+        };
+        // key_end is one past the closing quote.
+        let key = &json[key_start..key_end - 1];
+        i = skip_ws(json, key_end);
+        if json.get(i) != Some(&b':') {
+            return spans;
+        }
+        i = skip_ws(json, i + 1);
+        let value_start = i;
+        let Some(value_end) = skip_value(json, i) else {
+            return spans;
+        };
+        match key {
+            b"id" if spans.id.is_none() => spans.id = Some(value_start..value_end),
+            b"data" if spans.data.is_none() => spans.data = Some(value_start..value_end),
+            _ => {}
+        }
+        i = skip_ws(json, value_end);
+        match json.get(i) {
+            Some(b',') => i += 1,
+            _ => return spans,
+        }
+    }
+}
+
+fn skip_ws(json: &[u8], mut i: usize) -> usize {
+    while let Some(b' ' | b'\t' | b'\n' | b'\r') = json.get(i) {
+        i += 1;
+    }
+    i
+}
+
+/// `json[i]` is `"`; returns the index one past the closing quote.
+fn skip_string(json: &[u8], i: usize) -> Option<usize> {
+    let mut j = i + 1;
+    while j < json.len() {
+        match json[j] {
+            b'\\' => j += 2,
+            b'"' => return Some(j + 1),
+            _ => j += 1,
+        }
+    }
+    None
+}
+
+/// Returns the index one past the value starting at `json[i]`.
+fn skip_value(json: &[u8], i: usize) -> Option<usize> {
+    match json.get(i)? {
+        b'"' => skip_string(json, i),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut j = i;
+            while j < json.len() {
+                match json[j] {
+                    b'"' => {
+                        j = skip_string(json, j)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(j + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+            None
+        }
+        _ => {
+            // Number or literal: up to the next delimiter.
+            let mut j = i;
+            while j < json.len()
+                && !matches!(json[j], b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+            {
+                j += 1;
+            }
+            (j > i).then_some(j)
+        }
+    }
+}
+
+/// The fields of any client op, as simd-json deserializes them (borrowing from the buffer).
+/// `id` and `data` are validated here but read from [`Spans`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpFields<'a> {
+    #[serde(borrow)]
+    pub op: Cow<'a, str>,
+    #[serde(default)]
+    pub id: Option<IdValue>,
+    #[serde(borrow, default)]
+    pub topic: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub topics: Option<Vec<Cow<'a, str>>>,
+    /// Whether `data` is present (any JSON value, `null` included).
+    #[serde(default, deserialize_with = "present")]
+    pub data: bool,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(d).map(|_| true)
+}
+
+/// Accepts only a number or a string for `id`.
+#[derive(Debug)]
+pub struct IdValue;
+
+impl<'de> Deserialize<'de> for IdValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = IdValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number or a string")
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<IdValue, E> {
+                Ok(IdValue)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<IdValue, E> {
+                Ok(IdValue)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<IdValue, E> {
+                Ok(IdValue)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<IdValue, E> {
+                Ok(IdValue)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A client op, parsed. Raw `id` and `data` bytes are copies of the original text.
+#[derive(Debug)]
+pub enum Op<'a> {
+    Subscribe { topics: Vec<Cow<'a, str>> },
+    Unsubscribe { topics: Vec<Cow<'a, str>> },
+    Publish { topic: Cow<'a, str> },
+    Ping,
+}
+
+/// A parsed client message: the op and its raw id (if any).
+#[derive(Debug)]
+pub struct Request<'a> {
+    pub op: Op<'a>,
+    /// Raw JSON of the `id` value, echoed verbatim in replies.
+    pub id: Option<Box<[u8]>>,
+    /// Raw JSON of the `data` value (publish only).
+    pub data: Option<Vec<u8>>,
+}
+
+/// Why a message is not a valid op; the error reply carries `id` when it could be read.
+#[derive(Debug)]
+pub struct BadRequest {
+    pub id: Option<Box<[u8]>>,
+    pub message: String,
+}
+
+/// Parses one text message. `buffers` is the shard's reusable simd-json scratch.
+pub fn parse<'a>(
+    msg: &'a mut [u8],
+    buffers: &mut simd_json::Buffers,
+) -> Result<Request<'a>, BadRequest> {
+    let spans = scan_top_level(msg);
+    let id = spans.id.clone().map(|r| Box::<[u8]>::from(&msg[r]));
+    let data = spans.data.clone().map(|r| msg[r].to_vec());
+    let fields: OpFields<'a> = match simd_json::serde::from_slice_with_buffers(msg, buffers) {
+        Ok(f) => f,
+        Err(e) => {
+            // Only echo an id that simd-json would have accepted: on a parse error, the
+            // spans may come from a broken document.
+            let id = id.filter(|raw| is_id_literal(raw));
+            return Err(BadRequest {
+                id,
+                message: describe_json_error(&e),
+            });
+        }
+    };
+    // `"id": null` counts as no id.
+    let id = if fields.id.is_some() { id } else { None };
+    let bad = |message: &str| BadRequest {
+        id: id.clone(),
+        message: message.to_string(),
+    };
+    let op = match &*fields.op {
+        "subscribe" | "unsubscribe" => {
+            let Some(topics) = fields.topics else {
+                return Err(bad("\"topics\" (an array of strings) is required"));
+            };
+            if topics.is_empty() {
+                return Err(bad("\"topics\" must not be empty"));
+            }
+            if fields.op == "subscribe" {
+                Op::Subscribe { topics }
+            } else {
+                Op::Unsubscribe { topics }
+            }
+        }
+        "publish" => {
+            let Some(topic) = fields.topic else {
+                return Err(bad("\"topic\" (a string) is required"));
+            };
+            if data.is_none() || !fields.data {
+                return Err(bad("\"data\" is required"));
+            }
+            Op::Publish { topic }
+        }
+        "ping" => Op::Ping,
+        other => {
+            let shown: String = other.chars().take(32).collect();
+            return Err(bad(&format!("unknown op {shown:?}")));
+        }
+    };
+    Ok(Request { op, id, data })
+}
+
+/// Whether raw id bytes look like a JSON number or string literal (for echoing on errors).
+fn is_id_literal(raw: &[u8]) -> bool {
+    match raw.first() {
+        Some(b'"') => raw.len() >= 2 && raw.last() == Some(&b'"'),
+        Some(b'-' | b'0'..=b'9') => raw.iter().all(|b| b"0123456789+-.eE".contains(b)),
+        _ => false,
+    }
+}
+
+fn describe_json_error(e: &simd_json::Error) -> String {
+    let text = e.to_string();
+    // simd-json's messages are terse but safe; bound the length anyway.
+    let text: String = text.chars().take(160).collect();
+    format!("malformed request: {text}")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Replies. Built into a caller-provided Vec (then framed) so there is one allocation per reply.
+
+fn open(out: &mut Vec<u8>, op: &str, id: Option<&[u8]>) {
+    out.extend_from_slice(b"{\"op\":\"");
+    out.extend_from_slice(op.as_bytes());
+    out.push(b'"');
+    if let Some(id) = id {
+        out.extend_from_slice(b",\"id\":");
+        out.extend_from_slice(id);
+    }
+}
+
+/// Appends `s` as a JSON string (escaped).
+pub fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
+}
+
+pub fn welcome(out: &mut Vec<u8>, conn: &str, shard: usize, ping_interval_s: u64) {
+    out.extend_from_slice(b"{\"op\":\"welcome\",\"conn\":");
+    push_json_str(out, conn);
+    out.extend_from_slice(b",\"shard\":");
+    out.extend_from_slice(itoa::Buffer::new().format(shard).as_bytes());
+    out.extend_from_slice(b",\"version\":\"");
+    out.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
+    out.extend_from_slice(b"\",\"ping_interval_s\":");
+    out.extend_from_slice(itoa::Buffer::new().format(ping_interval_s).as_bytes());
+    out.push(b'}');
+}
+
+/// `{"op":"ack","id":..,"topics":[..]}`. Topics are valid, so they need no escaping, but are
+/// escaped anyway: this is not a hot path and it keeps the function safe for any input.
+pub fn ack_topics<S: AsRef<str>>(out: &mut Vec<u8>, id: Option<&[u8]>, topics: &[S]) {
+    open(out, "ack", id);
+    out.extend_from_slice(b",\"topics\":[");
+    for (i, t) in topics.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        push_json_str(out, t.as_ref());
+    }
+    out.extend_from_slice(b"]}");
+}
+
+pub fn ack_seq(out: &mut Vec<u8>, id: Option<&[u8]>, seq: u64) {
+    open(out, "ack", id);
+    out.extend_from_slice(b",\"seq\":");
+    out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+    out.push(b'}');
+}
+
+pub fn pong(out: &mut Vec<u8>, id: Option<&[u8]>, ts_us: u64) {
+    open(out, "pong", id);
+    out.extend_from_slice(b",\"ts\":");
+    out.extend_from_slice(itoa::Buffer::new().format(ts_us).as_bytes());
+    out.push(b'}');
+}
+
+pub fn error(
+    out: &mut Vec<u8>,
+    id: Option<&[u8]>,
+    code: ErrorCode,
+    message: &str,
+    topic: Option<&str>,
+) {
+    open(out, "error", id);
+    out.extend_from_slice(b",\"code\":\"");
+    out.extend_from_slice(code.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"message\":");
+    push_json_str(out, message);
+    if let Some(topic) = topic {
+        out.extend_from_slice(b",\"topic\":");
+        push_json_str(out, topic);
+    }
+    out.push(b'}');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(s: &str) -> Result<(String, Option<String>, Option<String>), String> {
+        let mut buf = s.as_bytes().to_vec();
+        let mut buffers = simd_json::Buffers::default();
+        match parse(&mut buf, &mut buffers) {
+            Ok(r) => Ok((
+                format!("{:?}", r.op),
+                r.id.map(|i| String::from_utf8(i.into()).unwrap()),
+                r.data.map(|d| String::from_utf8(d).unwrap()),
+            )),
+            Err(e) => Err(e.message),
+        }
+    }
+
+    #[test]
+    fn spans_find_id_and_data_verbatim() {
+        let s = br#" { "op" : "publish", "id": "a\"b", "topic":"x", "data" : {"k":[1, 2.50e1, "}"]} } "#;
+        let spans = scan_top_level(s);
+        assert_eq!(&s[spans.id.unwrap()], br#""a\"b""#);
+        assert_eq!(&s[spans.data.unwrap()], br#"{"k":[1, 2.50e1, "}"]}"#);
+    }
+
+    #[test]
+    fn spans_ignore_nested_keys() {
+        let s = br#"{"op":"publish","data":{"id":7,"data":1},"id":3}"#;
+        let spans = scan_top_level(s);
+        assert_eq!(&s[spans.id.unwrap()], b"3");
+        assert_eq!(&s[spans.data.unwrap()], br#"{"id":7,"data":1}"#);
+    }
+
+    #[test]
+    fn scanner_survives_garbage() {
+        for s in [
+            &b""[..],
+            b"{",
+            b"{\"",
+            b"{\"a\":",
+            b"{\"a\":[",
+            b"[1,2]",
+            b"{\"data\":\"\\",
+        ] {
+            let _ = scan_top_level(s);
+        }
+    }
+
+    #[test]
+    fn publish_keeps_data_verbatim_and_id_raw() {
+        let (op, id, data) = parse_str(
+            r#"{"op":"publish","id":1.50,"topic":"a.b","data":{"p": 1.0e2 , "s":"\u00e9"}}"#,
+        )
+        .unwrap();
+        assert!(op.starts_with("Publish"));
+        assert_eq!(id.unwrap(), "1.50");
+        assert_eq!(data.unwrap(), r#"{"p": 1.0e2 , "s":"\u00e9"}"#);
+    }
+
+    #[test]
+    fn rejects_what_the_protocol_rejects() {
+        let cases = [
+            (r#"{"op":"nope"}"#, "unknown op"),
+            (r#"{"op":"subscribe"}"#, "topics"),
+            (r#"{"op":"subscribe","topics":[]}"#, "empty"),
+            (r#"{"op":"publish","topic":"a"}"#, "data"),
+            (r#"{"op":"publish","data":1}"#, "topic"),
+            (r#"{"op":"ping","id":{"x":1}}"#, "malformed"),
+            (r#"{"op":"ping","id":true}"#, "malformed"),
+            (r#"{"op":"ping","bogus":1}"#, "malformed"),
+            (r#"{"op":"ping""#, "malformed"),
+            (r#"[1]"#, "malformed"),
+            (r#"{"op":"ping","op":"ping"}"#, "malformed"),
+        ];
+        for (input, want) in cases {
+            let err = parse_str(input).unwrap_err();
+            assert!(err.contains(want), "{input}: {err}");
+        }
+    }
+
+    #[test]
+    fn error_reply_escapes_message_and_topic() {
+        let mut out = Vec::new();
+        error(
+            &mut out,
+            Some(b"7"),
+            ErrorCode::InvalidTopic,
+            "bad \"x\"",
+            Some("a\nb"),
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["id"], 7);
+        assert_eq!(v["code"], "invalid_topic");
+        assert_eq!(v["topic"], "a\nb");
+    }
+}

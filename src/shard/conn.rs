@@ -1,0 +1,595 @@
+//! One connection: its state in the shard's slab, its reader task, and how it closes.
+//!
+//! Memory: an idle subscribed connection holds its slab entry ([`Conn`], size pinned below),
+//! a reader task parked on io_uring POLLIN (no buffer: bytes are read into the shard's one
+//! scratch buffer only once the socket is readable), its socket, and its index entries. A read
+//! buffer exists only while a partial frame or request is in flight; an out-queue allocation
+//! only while frames wait.
+//!
+//! Lifecycle: `Http` (request/upgrade) -> `Ws` -> `Closing` (close frame sent, reading until
+//! the peer's close or EOF or `timeouts.close_ms`) -> removed. Any part of the shard may decide
+//! a connection ends ([`State::kill`]); only its reader task removes it, woken by
+//! `shutdown(2)` on the socket.
+
+use std::{mem, rc::Rc, sync::Arc};
+
+use monoio::net::TcpStream;
+use rustix::{
+    io::Errno,
+    net::{RecvFlags, Shutdown},
+};
+
+use super::{Shard, State, out::Flush, out::OutQueue};
+use crate::{
+    frame::{Frame, OutFrame},
+    limits::{READ_CHUNK_BYTES, READS_PER_WAKE_MAX},
+    protocol::{self, ErrorCode, Op},
+    stats::CloseReason,
+    sys::fd_of,
+    ws::{
+        close as cc,
+        frame::{Decoder, Message, OP_BINARY, OP_CLOSE, OP_PONG, OP_TEXT, Violation, encode_close},
+    },
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Reading an HTTP request (before an upgrade, or between keep-alive requests).
+    Http,
+    /// Waiting for other shards to answer an HTTP request (`/metrics`, `/v1/publish`).
+    HttpBusy,
+    /// HTTP response sent with `Connection: close`; waiting for it to flush, then EOF.
+    HttpClosing,
+    Ws,
+    /// Close frame queued or sent; frames other than the peer's close are ignored.
+    Closing,
+    /// Decided to end; the reader task removes it on its next wake.
+    Dead,
+}
+
+/// A connection's state. Hot fields first.
+#[derive(Debug)]
+pub struct Conn {
+    pub out: OutQueue,
+    /// Fan-out round this connection last received a frame in (dedup of overlapping patterns).
+    pub round: u64,
+    pub stream: Rc<TcpStream>,
+    pub phase: Phase,
+    pub dirty: bool,
+    /// The socket buffer is full; a drain task waits for POLLOUT.
+    pub write_blocked: bool,
+    pub drain_task: bool,
+    /// After the out-queue empties, `shutdown(SHUT_WR)` (close frame or final HTTP response).
+    pub shutdown_after_flush: bool,
+    /// The `/echo` conformance route instead of the protocol.
+    pub echo: bool,
+    pub keep_alive: bool,
+    /// Reset (SO_LINGER 0) instead of a graceful FIN when closing.
+    pub reset_on_close: bool,
+    pub close_reason: Option<CloseReason>,
+    pub epoch: u32,
+    pub ip_bucket: u32,
+    /// Bytes of a partial frame or request, kept between reads.
+    pub rbuf: Vec<u8>,
+    pub decoder: Decoder,
+    /// Subscribed patterns (at most `limits.subscriptions_per_conn_max`).
+    pub subs: Vec<Box<str>>,
+    pub last_rx_ms: u64,
+    pub last_ping_ms: u64,
+    /// Handshake / HTTP keep-alive / close deadline, by phase.
+    pub deadline_ms: u64,
+    /// Number of this connection on its shard (the `conn` id is `<shard>-<no>`).
+    pub no: u64,
+}
+
+// There is one per connection (19k per process in the benchmarks, 1 KiB budget each in all).
+const _: () = assert!(mem::size_of::<Conn>() <= 256);
+
+impl Conn {
+    pub fn new(
+        stream: Rc<TcpStream>,
+        epoch: u32,
+        ip_bucket: u32,
+        no: u64,
+        now_ms: u64,
+        deadline_ms: u64,
+    ) -> Conn {
+        Conn {
+            out: OutQueue::default(),
+            round: 0,
+            stream,
+            phase: Phase::Http,
+            dirty: false,
+            write_blocked: false,
+            drain_task: false,
+            shutdown_after_flush: false,
+            echo: false,
+            keep_alive: false,
+            reset_on_close: false,
+            close_reason: None,
+            epoch,
+            ip_bucket,
+            rbuf: Vec::new(),
+            decoder: Decoder::new(),
+            subs: Vec::new(),
+            last_rx_ms: now_ms,
+            last_ping_ms: now_ms,
+            deadline_ms,
+            no,
+        }
+    }
+
+    fn in_http(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Http | Phase::HttpBusy | Phase::HttpClosing
+        )
+    }
+}
+
+/// What a reader task does next.
+pub enum Step {
+    /// Wait for the socket to become readable.
+    Wait,
+    /// Wait for other shards to answer an HTTP request, then call `on_http_reply`.
+    Await(futures_channel::oneshot::Receiver<Vec<u8>>),
+    /// Remove the connection.
+    Exit,
+}
+
+/// The reader task of one connection: waits for readability (no buffer pinned while idle),
+/// then lets the shard read and handle what arrived.
+pub async fn conn_task(shard: Rc<Shard>, key: u32, stream: Rc<TcpStream>) {
+    let mut step = Step::Wait;
+    loop {
+        step = match step {
+            Step::Wait => {
+                let ready = stream.readable(false).await;
+                shard.on_readable(key, ready.is_err())
+            }
+            Step::Await(rx) => {
+                let reply = monoio::time::timeout(
+                    std::time::Duration::from_millis(shard.shared.cfg.timeouts.handshake_ms),
+                    rx,
+                )
+                .await;
+                shard.on_http_reply(key, reply.ok().and_then(Result::ok))
+            }
+            Step::Exit => break,
+        };
+    }
+    let mut st = shard.st.borrow_mut();
+    st.remove_conn(key);
+    shard.finish(st);
+}
+
+/// Writes a blocked connection's queue whenever its socket takes more; ends when the queue is
+/// empty or the connection is gone. Exists only while a socket is full.
+pub async fn drain_task(shard: Rc<Shard>, key: u32, epoch: u32, stream: Rc<TcpStream>) {
+    loop {
+        let ready = stream.writable(false).await;
+        let mut st = shard.st.borrow_mut();
+        let done = st.on_writable(key, epoch, ready.is_err());
+        shard.finish(st);
+        if done {
+            return;
+        }
+    }
+}
+
+impl Shard {
+    fn on_readable(self: &Rc<Self>, key: u32, poll_failed: bool) -> Step {
+        let mut st = self.st.borrow_mut();
+        let step = st.read_conn(key, poll_failed);
+        self.finish(st);
+        step
+    }
+
+    fn on_http_reply(self: &Rc<Self>, key: u32, reply: Option<Vec<u8>>) -> Step {
+        let mut st = self.st.borrow_mut();
+        let step = st.http_reply(key, reply);
+        self.finish(st);
+        step
+    }
+}
+
+impl State {
+    /// Reads what the socket has (up to `READS_PER_WAKE_MAX` reads) and handles it.
+    fn read_conn(&mut self, key: u32, poll_failed: bool) -> Step {
+        let Some(conn) = self.conns.get(key as usize) else {
+            return Step::Exit;
+        };
+        if conn.phase == Phase::Dead {
+            return Step::Exit;
+        }
+        if poll_failed {
+            self.kill(key, CloseReason::IoError);
+            return Step::Exit;
+        }
+        let now = self.clock();
+        for _ in 0..READS_PER_WAKE_MAX {
+            let conn = &mut self.conns[key as usize];
+            // Bytes go to the connection's own buffer when something partial is already there
+            // (or during HTTP, where requests are assembled); else into the shared scratch.
+            let own = conn.in_http() || !conn.rbuf.is_empty();
+            let res = if own {
+                conn.rbuf.reserve(READ_CHUNK_BYTES);
+                rustix::net::recv(
+                    fd_of(&*conn.stream),
+                    rustix::buffer::spare_capacity(&mut conn.rbuf),
+                    RecvFlags::DONTWAIT,
+                )
+            } else {
+                self.scratch.clear();
+                rustix::net::recv(
+                    fd_of(&*conn.stream),
+                    rustix::buffer::spare_capacity(&mut self.scratch),
+                    RecvFlags::DONTWAIT,
+                )
+            };
+            match res {
+                Ok((0, _)) => {
+                    let conn = &mut self.conns[key as usize];
+                    let reason = if conn.phase == Phase::Closing {
+                        CloseReason::ClientClose
+                    } else {
+                        CloseReason::ClientGone
+                    };
+                    conn.close_reason.get_or_insert(reason);
+                    return Step::Exit;
+                }
+                Ok(_) => {
+                    self.conns[key as usize].last_rx_ms = now;
+                    let step = if self.conns[key as usize].in_http() {
+                        self.http_input(key)
+                    } else {
+                        self.ws_input(key, own)
+                    };
+                    match step {
+                        Step::Wait => {}
+                        other => return other,
+                    }
+                    if self
+                        .conns
+                        .get(key as usize)
+                        .is_none_or(|c| c.phase == Phase::Dead)
+                    {
+                        return Step::Exit;
+                    }
+                }
+                Err(Errno::AGAIN) => return Step::Wait,
+                Err(Errno::INTR) => {}
+                Err(_) => {
+                    self.kill(key, CloseReason::IoError);
+                    return Step::Exit;
+                }
+            }
+        }
+        Step::Wait
+    }
+
+    /// Decodes WebSocket frames from the bytes just read (`own`: in `conn.rbuf`, else in the
+    /// scratch buffer) and handles each complete message. Keeps a partial frame in `rbuf`.
+    pub(crate) fn ws_input(&mut self, key: u32, own: bool) -> Step {
+        let conn = &mut self.conns[key as usize];
+        let mut buf = if own {
+            mem::take(&mut conn.rbuf)
+        } else {
+            mem::take(&mut self.scratch)
+        };
+        let mut decoder = mem::take(&mut conn.decoder);
+        let limit = if conn.echo {
+            self.shared.cfg.limits.echo_message_bytes_max
+        } else {
+            self.shared.cfg.limits.message_bytes_max
+        };
+        let mut pos = 0;
+        let mut step = Step::Wait;
+        while pos < buf.len() {
+            let decoded = match decoder.decode(&mut buf[pos..], limit) {
+                Ok(d) => d,
+                Err(violation) => {
+                    self.violation(key, violation);
+                    break;
+                }
+            };
+            let consumed = decoded.consumed;
+            if let Some(msg) = decoded.message {
+                step = self.on_message(key, msg);
+            }
+            pos += consumed;
+            if consumed == 0 || !matches!(step, Step::Wait) {
+                break;
+            }
+            let phase = self.conns[key as usize].phase;
+            if phase == Phase::Dead {
+                break;
+            }
+        }
+        let Some(conn) = self.conns.get_mut(key as usize) else {
+            return Step::Exit;
+        };
+        conn.decoder = decoder;
+        if own {
+            buf.drain(..pos);
+            conn.rbuf = if buf.is_empty() { Vec::new() } else { buf };
+        } else {
+            if pos < buf.len() && conn.phase != Phase::Dead {
+                conn.rbuf.extend_from_slice(&buf[pos..]);
+            }
+            self.scratch = buf;
+        }
+        step
+    }
+
+    fn on_message(&mut self, key: u32, msg: Message<'_>) -> Step {
+        self.stats.c.messages_in += 1;
+        let conn = &mut self.conns[key as usize];
+        if conn.phase == Phase::Closing {
+            // RFC 6455 §7.1.1: after both close frames, the server closes the TCP connection.
+            return match msg {
+                Message::Close(_) => Step::Exit,
+                _ => Step::Wait,
+            };
+        }
+        match msg {
+            Message::Text(text) if conn.echo => self.echo(key, OP_TEXT, text),
+            Message::Binary(data) if conn.echo => self.echo(key, OP_BINARY, data),
+            Message::Text(text) => self.on_op(key, text),
+            Message::Binary(_) => self.reply_with(key, |out| {
+                protocol::error(
+                    out,
+                    None,
+                    ErrorCode::BadRequest,
+                    "binary messages are not supported",
+                    None,
+                )
+            }),
+            // §5.5.2: a pong carries the ping's application data.
+            Message::Ping(payload) => self.echo(key, OP_PONG, payload),
+            Message::Pong(_) => {}
+            Message::Close(close) => {
+                // §5.5.1: echo the status code; an empty close gets an empty close.
+                let mut frame = Vec::with_capacity(16);
+                match close {
+                    Some((code, _)) => encode_close(&mut frame, code, ""),
+                    None => crate::ws::frame::encode_frame(&mut frame, OP_CLOSE, b""),
+                }
+                self.close_with(key, frame, CloseReason::ClientClose);
+                return Step::Wait;
+            }
+        }
+        Step::Wait
+    }
+
+    fn echo(&mut self, key: u32, opcode: u8, payload: &[u8]) {
+        let mut frame = Vec::with_capacity(payload.len() + crate::ws::frame::HEADER_BYTES_MAX);
+        crate::ws::frame::encode_frame(&mut frame, opcode, payload);
+        self.enqueue(key, Rc::new(Arc::new(Frame::control(frame))));
+    }
+
+    /// A client op (protocol v1).
+    fn on_op(&mut self, key: u32, text: &mut [u8]) {
+        let req = match protocol::parse(text, &mut self.json) {
+            Ok(req) => req,
+            Err(bad) => {
+                let id = bad.id;
+                return self.reply_with(key, |out| {
+                    protocol::error(
+                        out,
+                        id.as_deref(),
+                        ErrorCode::BadRequest,
+                        &bad.message,
+                        None,
+                    )
+                });
+            }
+        };
+        let id = req.id;
+        match req.op {
+            Op::Subscribe { topics } => self.subscribe(key, id, &topics),
+            Op::Unsubscribe { topics } => self.unsubscribe(key, id, &topics),
+            Op::Publish { topic } => {
+                let data = req.data.expect("parse checks data for publish");
+                self.publish_op(key, id, &topic, data)
+            }
+            Op::Ping => {
+                let ts = crate::frame::unix_us();
+                self.reply_with(key, |out| protocol::pong(out, id.as_deref(), ts))
+            }
+        }
+    }
+
+    /// Queues `frame` for `key` (any phase that still writes). Over the queue bound the
+    /// connection is a slow consumer.
+    pub fn enqueue(&mut self, key: u32, frame: OutFrame) {
+        let max = self.shared.cfg.limits.write_queue_bytes_max;
+        let Some(conn) = self.conns.get_mut(key as usize) else {
+            return;
+        };
+        if matches!(conn.phase, Phase::Closing | Phase::Dead) {
+            return;
+        }
+        if conn.out.bytes() + frame.len() > max {
+            self.slow_consumer(key);
+            return;
+        }
+        conn.out.push(frame);
+        if !conn.dirty {
+            conn.dirty = true;
+            self.dirty.push(key);
+        }
+    }
+
+    /// Writes what `key` has queued, as one vectored write per `IOVECS_PER_WRITE` frames.
+    pub(crate) fn flush_conn(&mut self, key: u32, now_ns: u64) {
+        let Some(conn) = self.conns.get_mut(key as usize) else {
+            return;
+        };
+        if !conn.dirty && !conn.shutdown_after_flush {
+            return;
+        }
+        conn.dirty = false;
+        if conn.write_blocked || conn.phase == Phase::Dead {
+            return;
+        }
+        match conn
+            .out
+            .flush(fd_of(&*conn.stream), now_ns, &mut self.stats)
+        {
+            Flush::Done => {
+                if conn.shutdown_after_flush {
+                    conn.shutdown_after_flush = false;
+                    let _ = rustix::net::shutdown(fd_of(&*conn.stream), Shutdown::Write);
+                }
+            }
+            Flush::Blocked => {
+                conn.write_blocked = true;
+                if !conn.drain_task {
+                    conn.drain_task = true;
+                    self.need_drain.push((key, conn.epoch, conn.stream.clone()));
+                }
+            }
+            Flush::Failed(_) => self.kill(key, CloseReason::IoError),
+        }
+    }
+
+    /// The drain task's socket is writable again. Returns whether the task is done.
+    fn on_writable(&mut self, key: u32, epoch: u32, poll_failed: bool) -> bool {
+        let Some(conn) = self.conns.get_mut(key as usize) else {
+            return true;
+        };
+        if conn.epoch != epoch {
+            return true;
+        }
+        if conn.phase == Phase::Dead {
+            conn.drain_task = false;
+            return true;
+        }
+        if poll_failed {
+            conn.drain_task = false;
+            self.kill(key, CloseReason::IoError);
+            return true;
+        }
+        conn.write_blocked = false;
+        conn.dirty = true;
+        let now_ns = crate::frame::monotonic_ns();
+        self.flush_conn(key, now_ns);
+        let conn = &mut self.conns[key as usize];
+        if conn.write_blocked && conn.phase != Phase::Dead {
+            return false;
+        }
+        conn.drain_task = false;
+        true
+    }
+
+    /// Queues `close_frame` (already encoded) and moves to `Closing`: after it is written the
+    /// socket's write side is shut; reading continues until the peer's close, EOF or
+    /// `timeouts.close_ms`.
+    pub(crate) fn close_with(&mut self, key: u32, close_frame: Vec<u8>, reason: CloseReason) {
+        let close_ms = self.shared.cfg.timeouts.close_ms;
+        let now = self.now_ms;
+        let frame: OutFrame = Rc::new(Arc::new(Frame::control(close_frame)));
+        let Some(conn) = self.conns.get_mut(key as usize) else {
+            return;
+        };
+        if matches!(conn.phase, Phase::Closing | Phase::Dead) {
+            return;
+        }
+        conn.close_reason.get_or_insert(reason);
+        // The close frame is the last frame: it bypasses the queue bound (it is tiny).
+        conn.out.push(frame);
+        conn.phase = Phase::Closing;
+        conn.shutdown_after_flush = true;
+        conn.deadline_ms = now + close_ms;
+        conn.rbuf = Vec::new();
+        if !conn.dirty {
+            conn.dirty = true;
+            self.dirty.push(key);
+        }
+    }
+
+    /// Closes with a WebSocket close frame `code` and a constant reason.
+    pub(crate) fn close_code(&mut self, key: u32, code: u16, text: &str, reason: CloseReason) {
+        let mut frame = Vec::with_capacity(4 + text.len());
+        encode_close(&mut frame, code, text);
+        self.close_with(key, frame, reason);
+    }
+
+    fn violation(&mut self, key: u32, v: Violation) {
+        let reason = match v {
+            Violation::Protocol(_) => CloseReason::ProtocolError,
+            Violation::InvalidUtf8 => CloseReason::InvalidUtf8,
+            Violation::TooLarge => CloseReason::TooLarge,
+        };
+        self.close_code(key, v.close_code(), v.reason(), reason);
+    }
+
+    /// The connection's queue passed `limits.write_queue_bytes_max`: drop what is queued, try
+    /// the 4008 close frame once without waiting (only at a frame boundary, or it would corrupt
+    /// the stream), and release the connection: gracefully if the close frame went out, with a
+    /// reset otherwise so a stalled peer cannot pin kernel memory either.
+    fn slow_consumer(&mut self, key: u32) {
+        let conn = &mut self.conns[key as usize];
+        conn.close_reason.get_or_insert(CloseReason::SlowConsumer);
+        let mut sent = false;
+        if conn.out.at_frame_boundary() {
+            let mut frame = Vec::with_capacity(24);
+            encode_close(&mut frame, cc::SLOW_CONSUMER, "slow consumer");
+            let flags = rustix::net::SendFlags::DONTWAIT | rustix::net::SendFlags::NOSIGNAL;
+            sent = rustix::net::send(fd_of(&*conn.stream), &frame, flags) == Ok(frame.len());
+        }
+        conn.reset_on_close = !sent;
+        self.kill(key, CloseReason::SlowConsumer);
+    }
+
+    /// Ends a connection now: nothing more is written; its reader task is woken (by shutting
+    /// the socket down) and removes it.
+    pub(crate) fn kill(&mut self, key: u32, reason: CloseReason) {
+        let Some(conn) = self.conns.get_mut(key as usize) else {
+            return;
+        };
+        if conn.phase == Phase::Dead {
+            return;
+        }
+        conn.close_reason.get_or_insert(reason);
+        conn.phase = Phase::Dead;
+        conn.out.clear();
+        conn.rbuf = Vec::new();
+        if conn.reset_on_close {
+            let _ = rustix::net::sockopt::set_socket_linger(
+                fd_of(&*conn.stream),
+                Some(std::time::Duration::ZERO),
+            );
+        }
+        let _ = rustix::net::shutdown(fd_of(&*conn.stream), Shutdown::Both);
+    }
+
+    /// Removes a connection (its reader task ended): unsubscribes it everywhere, counts it
+    /// closed, releases its share of the connection limits. Dropping the last `Rc` of its
+    /// stream closes the socket.
+    pub(crate) fn remove_conn(&mut self, key: u32) {
+        let Some(conn) = self.conns.try_remove(key as usize) else {
+            return;
+        };
+        for pattern in &conn.subs {
+            self.unsubscribe_pattern(pattern, key);
+        }
+        if conn.in_http() {
+            self.handshakes -= 1;
+        }
+        self.stats
+            .closed(conn.close_reason.unwrap_or(CloseReason::ClientGone));
+        self.shared
+            .connections
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.shared.per_ip[conn.ip_bucket as usize]
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        if conn.reset_on_close {
+            let _ = rustix::net::sockopt::set_socket_linger(
+                fd_of(&*conn.stream),
+                Some(std::time::Duration::ZERO),
+            );
+        }
+    }
+}

@@ -1,0 +1,518 @@
+//! Publishing and fan-out.
+//!
+//! Every topic has one owner shard (a hash of its name). A publish entering anywhere goes to
+//! the owner, which alone assigns the topic's `seq`, builds the frame once
+//! ([`crate::frame::encode_data_frame`]) and sends one handle to each shard that has a
+//! subscriber matching the topic. Because one shard sequences a topic and each pair of shards
+//! is a FIFO ring, every shard sees a topic's frames in `seq` order, and so does every
+//! subscriber that keeps up.
+//!
+//! Interest: when a pattern gets its first (or loses its last) local subscriber, the shard
+//! tells every peer. A `subscribe` is acknowledged only once every peer has applied the
+//! interest it caused, so a client that has its ack receives every later publish.
+
+use std::{rc::Rc, sync::Arc};
+
+use super::{PendingAck, State, TopicState, conn::Phase};
+use crate::{
+    frame::{OutFrame, SharedFrame, encode_data_frame, monotonic_ns, unix_us},
+    mesh::{InterestMsg, MeshMsg, PublishMsg, PublishReply, ReplyTo, SendOutcome},
+    protocol::{self, ErrorCode},
+    pubsub::{
+        index::{SubOutcome, UnsubOutcome},
+        topic::{validate_pattern, validate_topic},
+    },
+    stats::Gauges,
+};
+
+/// The shard owning `topic` (FNV-1a: stable, fast on short strings, identical on every shard).
+pub fn owner_of(topic: &str, shards: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in topic.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % shards as u64) as usize
+}
+
+impl State {
+    /// A validated publish enters here (client op, HTTP, demo feed).
+    pub fn ingest_publish(&mut self, topic: &str, data: Vec<u8>, reply: ReplyTo) {
+        self.stats.c.publishes += 1;
+        let owner = owner_of(topic, self.shared.shards);
+        if owner == self.shard {
+            self.sequence(topic, &data, reply, self.shard);
+            return;
+        }
+        let msg = PublishMsg {
+            topic: topic.into(),
+            data,
+            origin: self.shard as u8,
+            reply,
+        };
+        match self.mesh.send(owner, MeshMsg::Publish(Box::new(msg))) {
+            SendOutcome::Sent => {}
+            SendOutcome::Spilled => self.stats.c.mesh_spills += 1,
+            SendOutcome::Dropped(MeshMsg::Publish(msg)) => {
+                self.stats.c.mesh_drops += 1;
+                self.apply_publish_reply(msg.reply, Err(ErrorCode::RateLimited));
+            }
+            SendOutcome::Dropped(_) => unreachable!("send gives back what it was given"),
+        }
+    }
+
+    /// Owner side: next `seq`, encode once, hand the frame to every interested shard. The
+    /// outcome goes back to `origin`, the shard the publish entered on.
+    fn sequence(&mut self, topic: &str, data: &[u8], reply: ReplyTo, origin: usize) {
+        let max = self.shared.cfg.limits.topics_per_shard_max;
+        if !self.topics.contains_key(topic) {
+            if self.topics.len() >= max {
+                self.stats.c.topic_limit_rejects += 1;
+                return self.publish_done(reply, Err(ErrorCode::RateLimited), origin);
+            }
+            self.topics.insert(
+                topic.into(),
+                TopicState {
+                    mask_gen: u64::MAX,
+                    ..Default::default()
+                },
+            );
+        }
+        let epoch = self.interest_gen;
+        let state = self.topics.get_mut(topic).expect("inserted above");
+        state.seq += 1;
+        let seq = state.seq;
+        if state.mask_gen != epoch {
+            let mut mask = 0;
+            self.interest.for_each_match(topic, |m| mask |= *m);
+            state.mask = mask;
+            state.mask_gen = epoch;
+        }
+        let mask = state.mask;
+        if mask != 0 {
+            let frame: SharedFrame = Arc::new(encode_data_frame(
+                topic,
+                seq,
+                unix_us(),
+                data,
+                monotonic_ns(),
+            ));
+            self.stats.c.serializations += 1;
+            self.send_to_shards(mask, &frame);
+            if mask & (1 << self.shard) != 0 {
+                self.deliver_local(topic, Rc::new(frame));
+            }
+        } else {
+            // Nobody anywhere listens: the sequence advances, nothing is built or sent.
+            self.stats.c.serializations += 1;
+        }
+        self.publish_done(reply, Ok(seq), origin);
+    }
+
+    fn send_to_shards(&mut self, mask: u64, frame: &SharedFrame) {
+        let mut peers = mask & !(1 << self.shard);
+        while peers != 0 {
+            let dst = peers.trailing_zeros() as usize;
+            peers &= peers - 1;
+            match self.mesh.send(dst, MeshMsg::Deliver(frame.clone())) {
+                SendOutcome::Sent => {}
+                SendOutcome::Spilled => self.stats.c.mesh_spills += 1,
+                SendOutcome::Dropped(_) => self.stats.c.mesh_drops += 1,
+            }
+        }
+    }
+
+    /// Queues `frame` for every local connection subscribed to a pattern matching `topic`,
+    /// once per connection.
+    pub(crate) fn deliver_local(&mut self, topic: &str, frame: OutFrame) {
+        self.round += 1;
+        let round = self.round;
+        let max = self.shared.cfg.limits.write_queue_bytes_max;
+        let len = frame.len();
+        let mut slow: Vec<u32> = Vec::new();
+        let State {
+            index,
+            conns,
+            dirty,
+            ..
+        } = self;
+        index.for_each_subscriber(topic, |key| {
+            let conn = &mut conns[key as usize];
+            if conn.round == round || conn.phase != Phase::Ws {
+                return;
+            }
+            conn.round = round;
+            if conn.out.bytes() + len > max {
+                slow.push(key);
+                return;
+            }
+            conn.out.push(frame.clone());
+            if !conn.dirty {
+                conn.dirty = true;
+                dirty.push(key);
+            }
+        });
+        for key in slow {
+            self.enqueue(key, frame.clone());
+        }
+    }
+
+    /// The outcome of a publish reaches whoever waits for it (possibly on another shard).
+    fn publish_done(&mut self, reply: ReplyTo, result: Result<u64, ErrorCode>, origin: usize) {
+        if matches!(reply, ReplyTo::None) {
+            return;
+        }
+        if origin == self.shard {
+            return self.apply_publish_reply(reply, result);
+        }
+        // Control messages are never dropped by the mesh.
+        let _ = self.mesh.send(
+            origin,
+            MeshMsg::Published(Box::new(PublishReply { reply, result })),
+        );
+    }
+
+    fn apply_publish_reply(&mut self, reply: ReplyTo, result: Result<u64, ErrorCode>) {
+        match reply {
+            ReplyTo::None => {}
+            ReplyTo::Http { token } => self.http_published(token, result),
+            ReplyTo::Conn { conn, epoch, id } => {
+                if self
+                    .conns
+                    .get(conn as usize)
+                    .is_none_or(|c| c.epoch != epoch)
+                {
+                    return;
+                }
+                match result {
+                    Ok(seq) => {
+                        if let Some(id) = id {
+                            self.reply_with(conn, |out| protocol::ack_seq(out, Some(&id), seq));
+                        }
+                    }
+                    Err(code) => {
+                        let message = match code {
+                            ErrorCode::RateLimited => {
+                                "publish refused: topic or mesh capacity exhausted"
+                            }
+                            _ => "publish failed",
+                        };
+                        self.reply_with(conn, |out| {
+                            protocol::error(out, id.as_deref(), code, message, None)
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// The `publish` op.
+    pub(crate) fn publish_op(
+        &mut self,
+        key: u32,
+        id: Option<Box<[u8]>>,
+        topic: &str,
+        data: Vec<u8>,
+    ) {
+        if let Err(e) = validate_topic(topic) {
+            let msg = e.to_string();
+            return self.reply_with(key, |out| {
+                protocol::error(
+                    out,
+                    id.as_deref(),
+                    ErrorCode::InvalidTopic,
+                    &msg,
+                    Some(topic),
+                )
+            });
+        }
+        let max = self.shared.cfg.limits.publish_data_bytes_max;
+        if data.len() > max {
+            let msg = format!("data is {} bytes; the limit is {max}", data.len());
+            return self.reply_with(key, |out| {
+                protocol::error(out, id.as_deref(), ErrorCode::MessageTooLarge, &msg, None)
+            });
+        }
+        let epoch = self.conns[key as usize].epoch;
+        self.ingest_publish(
+            topic,
+            data,
+            ReplyTo::Conn {
+                conn: key,
+                epoch,
+                id,
+            },
+        );
+    }
+
+    /// The `subscribe` op: invalid topics get an error each, the rest are subscribed and
+    /// acknowledged together once other shards know of any new interest.
+    pub(crate) fn subscribe(
+        &mut self,
+        key: u32,
+        id: Option<Box<[u8]>>,
+        topics: &[std::borrow::Cow<'_, str>],
+    ) {
+        let limits = &self.shared.cfg.limits;
+        if topics.len() > limits.topics_per_request_max {
+            let msg = format!(
+                "at most {} topics per request",
+                limits.topics_per_request_max
+            );
+            return self.reply_with(key, |out| {
+                protocol::error(out, id.as_deref(), ErrorCode::BadRequest, &msg, None)
+            });
+        }
+        let sub_max = limits.subscriptions_per_conn_max;
+        let mut accepted: Vec<&str> = Vec::with_capacity(topics.len());
+        for topic in topics {
+            match validate_pattern(topic) {
+                Ok(_) => {
+                    if !accepted.contains(&&**topic) {
+                        accepted.push(topic);
+                    }
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    self.reply_with(key, |out| {
+                        protocol::error(
+                            out,
+                            id.as_deref(),
+                            ErrorCode::InvalidTopic,
+                            &msg,
+                            Some(topic),
+                        )
+                    });
+                }
+            }
+        }
+        if accepted.is_empty() {
+            return;
+        }
+        let conn = &self.conns[key as usize];
+        let new = accepted
+            .iter()
+            .filter(|t| !conn.subs.iter().any(|s| &**s == **t))
+            .count();
+        if conn.subs.len() + new > sub_max {
+            let msg = format!(
+                "{} subscriptions held, {new} more requested; the limit is {sub_max}",
+                conn.subs.len()
+            );
+            return self.reply_with(key, |out| {
+                protocol::error(
+                    out,
+                    id.as_deref(),
+                    ErrorCode::TooManySubscriptions,
+                    &msg,
+                    None,
+                )
+            });
+        }
+        let mut need = 0;
+        for topic in &accepted {
+            if let SubOutcome::Added { first } = self.index.subscribe(topic, key) {
+                self.conns[key as usize].subs.push((*topic).into());
+                if first {
+                    self.interest_changed(topic, true);
+                }
+            }
+            need = need.max(self.interest_sent.get(*topic).copied().unwrap_or(0));
+        }
+        let mut json = Vec::with_capacity(64);
+        protocol::ack_topics(&mut json, id.as_deref(), &accepted);
+        let frame: OutFrame = Rc::new(Arc::new(crate::frame::text_frame(&json)));
+        if need <= self.interest_acked_by_all() {
+            self.enqueue(key, frame);
+        } else {
+            let epoch = self.conns[key as usize].epoch;
+            self.pending_acks.push(PendingAck {
+                conn: key,
+                epoch,
+                need,
+                frame,
+            });
+        }
+    }
+
+    /// The `unsubscribe` op: idempotent; acknowledges every valid topic given.
+    pub(crate) fn unsubscribe(
+        &mut self,
+        key: u32,
+        id: Option<Box<[u8]>>,
+        topics: &[std::borrow::Cow<'_, str>],
+    ) {
+        let max = self.shared.cfg.limits.topics_per_request_max;
+        if topics.len() > max {
+            let msg = format!("at most {max} topics per request");
+            return self.reply_with(key, |out| {
+                protocol::error(out, id.as_deref(), ErrorCode::BadRequest, &msg, None)
+            });
+        }
+        let mut valid: Vec<&str> = Vec::with_capacity(topics.len());
+        for topic in topics {
+            if let Err(e) = validate_pattern(topic) {
+                let msg = e.to_string();
+                self.reply_with(key, |out| {
+                    protocol::error(
+                        out,
+                        id.as_deref(),
+                        ErrorCode::InvalidTopic,
+                        &msg,
+                        Some(topic),
+                    )
+                });
+                continue;
+            }
+            valid.push(topic);
+            let subs = &mut self.conns[key as usize].subs;
+            if let Some(i) = subs.iter().position(|s| **s == **topic) {
+                subs.swap_remove(i);
+                self.unsubscribe_pattern(topic, key);
+            }
+        }
+        if !valid.is_empty() {
+            self.reply_with(key, |out| protocol::ack_topics(out, id.as_deref(), &valid));
+        }
+    }
+
+    /// Removes `key` from `pattern` in the index; tells peers when it was the last one here.
+    pub(crate) fn unsubscribe_pattern(&mut self, pattern: &str, key: u32) {
+        if let UnsubOutcome::Removed { last: true } = self.index.unsubscribe(pattern, key) {
+            self.interest_changed(pattern, false);
+        }
+    }
+
+    /// This shard's interest in `pattern` appeared or vanished: update the local view and
+    /// broadcast it.
+    fn interest_changed(&mut self, pattern: &str, add: bool) {
+        let me = self.shard as u8;
+        self.apply_interest(me, pattern, add);
+        let peers = self.shared.shards;
+        if peers == 1 {
+            return;
+        }
+        self.interest_seq += 1;
+        let seq = self.interest_seq;
+        if add {
+            self.interest_sent.insert(pattern.into(), seq);
+        } else {
+            self.interest_sent.remove(pattern);
+        }
+        for dst in (0..peers).filter(|d| *d != self.shard) {
+            let msg = InterestMsg {
+                from: me,
+                pattern: pattern.into(),
+                add,
+                seq,
+            };
+            let _ = self.mesh.send(dst, MeshMsg::Interest(Box::new(msg)));
+        }
+    }
+
+    fn apply_interest(&mut self, from: u8, pattern: &str, add: bool) {
+        let bit = 1u64 << from;
+        if add {
+            *self.interest.entry(pattern) |= bit;
+        } else if let Some(mask) = self.interest.get_mut(pattern) {
+            *mask &= !bit;
+            if *mask == 0 {
+                self.interest.remove(pattern);
+            }
+        }
+        self.interest_gen += 1;
+    }
+
+    fn interest_acked_by_all(&self) -> u64 {
+        (0..self.shared.shards)
+            .filter(|s| *s != self.shard)
+            .map(|s| self.interest_acked[s])
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    fn release_pending_acks(&mut self) {
+        let acked = self.interest_acked_by_all();
+        let mut i = 0;
+        while i < self.pending_acks.len() {
+            if self.pending_acks[i].need <= acked {
+                let p = self.pending_acks.swap_remove(i);
+                if self
+                    .conns
+                    .get(p.conn as usize)
+                    .is_some_and(|c| c.epoch == p.epoch)
+                {
+                    self.enqueue(p.conn, p.frame);
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Handles up to `budget` messages from other shards. Returns how many there were.
+    pub(crate) fn drain_mesh(&mut self, budget: usize) -> usize {
+        let mut inbox = std::mem::take(&mut self.inbox);
+        let n = self.mesh.drain(budget, |msg| inbox.push(msg));
+        for msg in inbox.drain(..) {
+            self.on_mesh(msg);
+        }
+        self.inbox = inbox;
+        n
+    }
+
+    fn on_mesh(&mut self, msg: MeshMsg) {
+        match msg {
+            MeshMsg::Deliver(frame) => {
+                // One Rc per frame per shard; subscribers get clones of it.
+                let frame: OutFrame = Rc::new(frame);
+                self.deliver_local(frame.topic(), frame.clone());
+            }
+            MeshMsg::Publish(msg) => {
+                let PublishMsg {
+                    topic,
+                    data,
+                    origin,
+                    reply,
+                } = *msg;
+                self.sequence(&topic, &data, reply, origin as usize);
+            }
+            MeshMsg::Published(reply) => {
+                let PublishReply { reply, result } = *reply;
+                self.apply_publish_reply(reply, result);
+            }
+            MeshMsg::Interest(msg) => {
+                self.apply_interest(msg.from, &msg.pattern, msg.add);
+                let ack = MeshMsg::InterestAck {
+                    from: self.shard as u8,
+                    seq: msg.seq,
+                };
+                let _ = self.mesh.send(msg.from as usize, ack);
+            }
+            MeshMsg::InterestAck { from, seq } => {
+                let slot = &mut self.interest_acked[from as usize];
+                *slot = (*slot).max(seq);
+                self.release_pending_acks();
+            }
+            MeshMsg::FlushStats { reply_to, token } => {
+                self.flush_stats();
+                let _ = self
+                    .mesh
+                    .send(reply_to as usize, MeshMsg::StatsFlushed { token });
+            }
+            MeshMsg::StatsFlushed { token } => self.stats_flushed(token),
+            MeshMsg::Shutdown => self.begin_shutdown(),
+        }
+    }
+
+    /// Writes this shard's counters and gauges into the registry.
+    pub(crate) fn flush_stats(&mut self) {
+        let gauges = Gauges {
+            connections: self.conns.len() as u64,
+            subscriptions: self.index.subscription_count() as u64,
+            patterns: self.index.pattern_count() as u64,
+            topics: self.topics.len() as u64,
+        };
+        self.stats.flush(gauges, &self.shared.hub);
+    }
+}

@@ -1,0 +1,491 @@
+//! HTTP on the WebSocket port: the upgrade (`GET /ws`, `GET /echo` when enabled),
+//! `GET /health`, `GET /metrics`, `POST /v1/publish`. Anything else gets a proper error
+//! response, never a hang. Requests are bounded (head size, header count, body size) and must
+//! arrive within `timeouts.handshake_ms`; keep-alive is supported, pipelined requests are
+//! answered in order.
+
+use std::{mem, rc::Rc, sync::Arc};
+
+use serde::Deserialize;
+
+use super::{HttpWaiter, State, conn::Phase, conn::Step};
+use crate::{
+    frame::{Frame, OutFrame, text_frame},
+    mesh::{MeshMsg, ReplyTo},
+    protocol::{self, ErrorCode},
+    stats::CloseReason,
+    ws::http::{
+        self as h, HttpLimits, Method, Request, check_upgrade, upgrade_error_response,
+        write_response, write_upgrade_response,
+    },
+};
+
+/// What answering one request led to.
+enum Answer {
+    /// A response is queued; keep reading requests if `keep_alive`.
+    Responded { keep_alive: bool },
+    /// The connection is now a WebSocket.
+    Upgraded,
+    /// Waiting for other shards.
+    Await(futures_channel::oneshot::Receiver<Vec<u8>>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishBody<'a> {
+    #[serde(borrow)]
+    topic: std::borrow::Cow<'a, str>,
+    #[serde(default, deserialize_with = "present")]
+    data: bool,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(d).map(|_| true)
+}
+
+impl State {
+    /// Handles complete requests in the connection's buffer.
+    pub(crate) fn http_input(&mut self, key: u32) -> Step {
+        let limits = HttpLimits {
+            header_bytes_max: self.shared.cfg.limits.http_header_bytes_max,
+            headers_max: self.shared.cfg.limits.http_headers_max,
+        };
+        let body_max = self.shared.cfg.limits.message_bytes_max;
+        loop {
+            let conn = &mut self.conns[key as usize];
+            if conn.phase != Phase::Http {
+                // After a final response: input is read and dropped until EOF.
+                conn.rbuf.clear();
+                return Step::Wait;
+            }
+            let mut rbuf = mem::take(&mut conn.rbuf);
+            let req = match h::parse_request(&rbuf, &limits) {
+                Ok(Some(req)) => req,
+                Ok(None) => {
+                    self.conns[key as usize].rbuf = rbuf;
+                    return Step::Wait;
+                }
+                Err(e) => {
+                    self.respond_error(key, e.status(), "bad_request", e.reason(), false);
+                    return Step::Wait;
+                }
+            };
+            if req.chunked {
+                self.respond_error(key, 411, "bad_request", "send a Content-Length body", false);
+                return Step::Wait;
+            }
+            let body_len = req.content_length.unwrap_or(0);
+            if body_len > body_max {
+                self.respond_error(
+                    key,
+                    413,
+                    "message_too_large",
+                    "request body too large",
+                    false,
+                );
+                return Step::Wait;
+            }
+            let total = req.head_len + body_len;
+            if rbuf.len() < total {
+                // Wait for the body; the buffer is bounded by head + body limits.
+                self.conns[key as usize].rbuf = rbuf;
+                return Step::Wait;
+            }
+            self.stats.c.http_requests += 1;
+            let answer = self.route(key, &req, &rbuf[req.head_len..total]);
+            rbuf.drain(..total);
+            let Some(conn) = self.conns.get_mut(key as usize) else {
+                return Step::Exit;
+            };
+            conn.rbuf = rbuf;
+            match answer {
+                Answer::Responded { keep_alive: true } => {
+                    conn.deadline_ms = self.now_ms + self.shared.cfg.timeouts.handshake_ms;
+                    if conn.rbuf.is_empty() {
+                        conn.rbuf = Vec::new();
+                        return Step::Wait;
+                    }
+                }
+                Answer::Responded { keep_alive: false } => {
+                    self.finish_http(key);
+                    return Step::Wait;
+                }
+                Answer::Upgraded => {
+                    if conn.rbuf.is_empty() {
+                        conn.rbuf = Vec::new();
+                        return Step::Wait;
+                    }
+                    // Frames sent right behind the upgrade request.
+                    return self.ws_input(key, true);
+                }
+                Answer::Await(rx) => {
+                    conn.phase = Phase::HttpBusy;
+                    return Step::Await(rx);
+                }
+            }
+        }
+    }
+
+    /// The answer to an `Await`ed request arrived (or did not: `None`).
+    pub(crate) fn http_reply(&mut self, key: u32, reply: Option<Vec<u8>>) -> Step {
+        let Some(conn) = self.conns.get_mut(key as usize) else {
+            return Step::Exit;
+        };
+        if conn.phase != Phase::HttpBusy {
+            return Step::Wait;
+        }
+        conn.phase = Phase::Http;
+        let keep_alive = conn.keep_alive;
+        match reply {
+            Some(response) => self.enqueue(key, raw(response)),
+            None => {
+                return self.respond_error(key, 503, "internal", "a shard did not answer", false);
+            }
+        }
+        if !keep_alive {
+            self.finish_http(key);
+            return Step::Wait;
+        }
+        let conn = &mut self.conns[key as usize];
+        conn.deadline_ms = self.now_ms + self.shared.cfg.timeouts.handshake_ms;
+        if conn.rbuf.is_empty() {
+            Step::Wait
+        } else {
+            self.http_input(key)
+        }
+    }
+
+    fn route(&mut self, key: u32, req: &Request<'_>, body: &[u8]) -> Answer {
+        let keep_alive = req.keep_alive;
+        self.conns[key as usize].keep_alive = keep_alive;
+        let echo = self.shared.cfg.server.echo;
+        let (allowed, ok): (&str, bool) = match req.path {
+            "/ws" => ("GET", req.method == Method::Get),
+            "/echo" if echo => ("GET", req.method == Method::Get),
+            "/health" | "/metrics" => (
+                "GET, HEAD",
+                matches!(req.method, Method::Get | Method::Head),
+            ),
+            "/v1/publish" => ("POST", req.method == Method::Post),
+            _ => {
+                self.respond_error(key, 404, "not_found", "no such endpoint", keep_alive);
+                return Answer::Responded { keep_alive };
+            }
+        };
+        if !ok {
+            let mut out = Vec::with_capacity(256);
+            let body = br#"{"error":"method_not_allowed","message":"method not allowed"}"#;
+            write_response(
+                &mut out,
+                405,
+                "application/json",
+                body,
+                keep_alive,
+                &[("Allow", allowed)],
+            );
+            self.enqueue(key, raw(out));
+            return Answer::Responded { keep_alive };
+        }
+        let head = req.method == Method::Head;
+        match req.path {
+            "/ws" => self.upgrade(key, req, false),
+            "/echo" => self.upgrade(key, req, true),
+            "/health" => {
+                let body = self.health_json();
+                self.respond(
+                    key,
+                    200,
+                    "application/json",
+                    body.as_bytes(),
+                    keep_alive,
+                    head,
+                );
+                Answer::Responded { keep_alive }
+            }
+            "/metrics" => self.metrics_request(key, keep_alive, head),
+            _ => self.http_publish(key, body, keep_alive),
+        }
+    }
+
+    /// RFC 6455 §4.2: validate the opening handshake, apply connection limits, answer 101.
+    fn upgrade(&mut self, key: u32, req: &Request<'_>, echo: bool) -> Answer {
+        if let Err(e) = check_upgrade(req) {
+            let mut out = Vec::with_capacity(256);
+            upgrade_error_response(&mut out, e);
+            self.enqueue(key, raw(out));
+            self.conns[key as usize].close_reason = Some(CloseReason::Rejected);
+            return Answer::Responded { keep_alive: false };
+        }
+        let limits = &self.shared.cfg.limits;
+        let bucket = self.conns[key as usize].ip_bucket as usize;
+        let open = self
+            .shared
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let per_ip = self.shared.per_ip[bucket].load(std::sync::atomic::Ordering::Relaxed) as usize;
+        let refusal = if open > limits.connections_max {
+            Some((503, "overloaded", "server connection limit reached"))
+        } else if per_ip > limits.connections_per_ip_max {
+            Some((
+                429,
+                "rate_limited",
+                "too many connections from this address",
+            ))
+        } else if self.stopping {
+            Some((503, "overloaded", "server shutting down"))
+        } else {
+            None
+        };
+        if let Some((status, code, message)) = refusal {
+            self.stats.c.limit_rejects += 1;
+            self.conns[key as usize].close_reason = Some(CloseReason::Rejected);
+            self.respond_error(key, status, code, message, false);
+            return Answer::Responded { keep_alive: false };
+        }
+        let ws_key = req.ws_key.expect("check_upgrade requires the key");
+        let mut out = Vec::with_capacity(256);
+        write_upgrade_response(&mut out, ws_key);
+        self.enqueue(key, raw(out));
+        let now = self.now_ms;
+        let conn = &mut self.conns[key as usize];
+        conn.phase = Phase::Ws;
+        conn.echo = echo;
+        conn.last_ping_ms = now;
+        self.handshakes -= 1;
+        if !echo {
+            let id = format!("{}-{}", self.shard, conn.no);
+            let ping_s = self.shared.cfg.timeouts.ping_interval_s;
+            let shard = self.shard;
+            self.reply_with(key, |out| protocol::welcome(out, &id, shard, ping_s));
+        }
+        Answer::Upgraded
+    }
+
+    fn health_json(&self) -> String {
+        let connections = self
+            .shared
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed);
+        format!(
+            "{{\"status\":\"{}\",\"version\":\"{}\",\"shard\":{},\"shards\":{},\"uptime_s\":{},\
+             \"connections\":{}}}",
+            if self.stopping { "stopping" } else { "ok" },
+            env!("CARGO_PKG_VERSION"),
+            self.shard,
+            self.shared.shards,
+            self.shared.started.elapsed().as_secs(),
+            connections,
+        )
+    }
+
+    /// `/metrics`: every shard flushes its counters into the registry first (exact totals),
+    /// then this shard renders.
+    fn metrics_request(&mut self, key: u32, keep_alive: bool, head: bool) -> Answer {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        let peers = self.shared.shards - 1;
+        let token = self.http_waiters.insert(HttpWaiter {
+            tx,
+            keep_alive,
+            stats_pending: peers,
+            head,
+        });
+        self.flush_stats();
+        for peer in (0..self.shared.shards).filter(|p| *p != self.shard) {
+            self.mesh.send(
+                peer,
+                MeshMsg::FlushStats {
+                    reply_to: self.shard as u8,
+                    token: token as u32,
+                },
+            );
+        }
+        if peers == 0 {
+            self.complete_metrics(token as u32);
+        }
+        let _ = key;
+        Answer::Await(rx)
+    }
+
+    /// A peer flushed its statistics for `/metrics` request `token`.
+    pub(crate) fn stats_flushed(&mut self, token: u32) {
+        let Some(waiter) = self.http_waiters.get_mut(token as usize) else {
+            return;
+        };
+        waiter.stats_pending = waiter.stats_pending.saturating_sub(1);
+        if waiter.stats_pending == 0 {
+            self.complete_metrics(token);
+        }
+    }
+
+    fn complete_metrics(&mut self, token: u32) {
+        let Some(waiter) = self.http_waiters.try_remove(token as usize) else {
+            return;
+        };
+        let body = self.shared.hub.render();
+        let mut out = Vec::with_capacity(body.len() + 256);
+        write_response(
+            &mut out,
+            200,
+            "text/plain; version=0.0.4",
+            body.as_bytes(),
+            waiter.keep_alive,
+            &[],
+        );
+        if waiter.head {
+            out.truncate(out.len() - body.len());
+        }
+        let _ = waiter.tx.send(out);
+    }
+
+    /// `POST /v1/publish {"topic": "...", "data": <any JSON>}` -> `{"seq": N}`.
+    fn http_publish(&mut self, key: u32, body: &[u8], keep_alive: bool) -> Answer {
+        let _ = key;
+        let mut buf = body.to_vec();
+        let data = protocol::scan_top_level(&buf).data.map(|r| buf[r].to_vec());
+        let parsed: Result<PublishBody<'_>, _> =
+            simd_json::serde::from_slice_with_buffers(&mut buf, &mut self.json);
+        let fail = |this: &mut State, code: ErrorCode, message: &str| {
+            this.respond_error(key, code.http_status(), code.as_str(), message, keep_alive);
+            Answer::Responded { keep_alive }
+        };
+        let (topic, data) = match (parsed, data) {
+            (Ok(p), Some(data)) if p.data => (p.topic, data),
+            (Ok(_), _) => return fail(self, ErrorCode::BadRequest, "\"data\" is required"),
+            (Err(e), _) => {
+                let msg = format!("body must be {{\"topic\":\"...\",\"data\":...}}: {e}");
+                return fail(self, ErrorCode::BadRequest, &msg);
+            }
+        };
+        if let Err(e) = crate::pubsub::topic::validate_topic(&topic) {
+            return fail(self, ErrorCode::InvalidTopic, &e.to_string());
+        }
+        if data.len() > self.shared.cfg.limits.publish_data_bytes_max {
+            return fail(
+                self,
+                ErrorCode::MessageTooLarge,
+                "data exceeds limits.publish_data_bytes_max",
+            );
+        }
+        let (tx, rx) = futures_channel::oneshot::channel();
+        let token = self.http_waiters.insert(HttpWaiter {
+            tx,
+            keep_alive,
+            stats_pending: 0,
+            head: false,
+        });
+        self.ingest_publish(
+            &topic,
+            data,
+            ReplyTo::Http {
+                token: token as u32,
+            },
+        );
+        Answer::Await(rx)
+    }
+
+    /// The owner's answer to an HTTP publish.
+    pub(crate) fn http_published(&mut self, token: u32, result: Result<u64, ErrorCode>) {
+        let Some(waiter) = self.http_waiters.try_remove(token as usize) else {
+            return;
+        };
+        let mut out = Vec::with_capacity(160);
+        match result {
+            Ok(seq) => {
+                let body = format!("{{\"seq\":{seq}}}");
+                write_response(
+                    &mut out,
+                    200,
+                    "application/json",
+                    body.as_bytes(),
+                    waiter.keep_alive,
+                    &[],
+                );
+            }
+            Err(code) => {
+                let body = error_body(code.as_str(), "publish refused by the topic's shard");
+                write_response(
+                    &mut out,
+                    code.http_status(),
+                    "application/json",
+                    &body,
+                    waiter.keep_alive,
+                    &[],
+                );
+            }
+        }
+        let _ = waiter.tx.send(out);
+    }
+
+    fn respond(
+        &mut self,
+        key: u32,
+        status: u16,
+        ctype: &str,
+        body: &[u8],
+        keep_alive: bool,
+        head: bool,
+    ) {
+        let mut out = Vec::with_capacity(body.len() + 160);
+        write_response(&mut out, status, ctype, body, keep_alive, &[]);
+        if head {
+            out.truncate(out.len() - body.len());
+        }
+        self.enqueue(key, raw(out));
+    }
+
+    /// Queues a JSON error response; without keep-alive the connection then closes.
+    fn respond_error(
+        &mut self,
+        key: u32,
+        status: u16,
+        code: &str,
+        message: &str,
+        keep_alive: bool,
+    ) -> Step {
+        let body = error_body(code, message);
+        self.respond(key, status, "application/json", &body, keep_alive, false);
+        if !keep_alive {
+            self.conns[key as usize]
+                .close_reason
+                .get_or_insert(CloseReason::Rejected);
+            self.finish_http(key);
+        }
+        Step::Wait
+    }
+
+    /// Final response queued: shut the write side once it is written, drop input until EOF.
+    fn finish_http(&mut self, key: u32) {
+        let close_ms = self.shared.cfg.timeouts.close_ms;
+        let now = self.now_ms;
+        let conn = &mut self.conns[key as usize];
+        conn.close_reason.get_or_insert(CloseReason::HttpDone);
+        conn.phase = Phase::HttpClosing;
+        conn.shutdown_after_flush = true;
+        conn.deadline_ms = now + close_ms;
+        conn.rbuf = Vec::new();
+        if !conn.dirty {
+            conn.dirty = true;
+            self.dirty.push(key);
+        }
+    }
+}
+
+fn error_body(code: &str, message: &str) -> Vec<u8> {
+    let mut body = Vec::with_capacity(64 + message.len());
+    body.extend_from_slice(b"{\"error\":");
+    protocol::push_json_str(&mut body, code);
+    body.extend_from_slice(b",\"message\":");
+    protocol::push_json_str(&mut body, message);
+    body.push(b'}');
+    body
+}
+
+/// Raw bytes for the out-queue (HTTP responses are not WebSocket frames).
+fn raw(bytes: Vec<u8>) -> OutFrame {
+    Rc::new(Arc::new(Frame::control(bytes)))
+}
+
+#[allow(dead_code)]
+fn _assert_text_frame_used() -> Frame {
+    text_frame(b"")
+}

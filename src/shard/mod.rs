@@ -1,0 +1,348 @@
+//! A shard: one thread, one core, one monoio runtime. It owns its listener (SO_REUSEPORT),
+//! its connections, its subscription index and the sequence counters of the topics it owns.
+//!
+//! All shard state lives in one [`State`] behind a `RefCell`. Tasks (accept, one reader per
+//! connection, the mesh dispatcher, the timer, drain tasks for blocked sockets) borrow it only
+//! in synchronous sections, never across an `.await`. Every section ends with
+//! [`State::end_of_work`], which writes each connection dirtied during the section once (one
+//! vectored write for all its new frames) and wakes the peers it sent to.
+
+mod accept;
+pub mod conn;
+mod fanout;
+mod http;
+pub mod out;
+mod timer;
+
+use std::{
+    cell::{Cell, RefCell, RefMut},
+    collections::HashMap,
+    future::Future,
+    net::SocketAddr,
+    pin::Pin,
+    rc::Rc,
+    sync::{
+        Arc,
+        atomic::{AtomicU32, AtomicUsize},
+    },
+    task::{Context, Poll, Waker},
+    time::Instant,
+};
+
+use monoio::net::TcpStream;
+use slab::Slab;
+
+use crate::{
+    config::Config,
+    frame::{Frame, OutFrame, monotonic_ns},
+    limits::{MESH_ROUND_MAX, READ_CHUNK_BYTES},
+    mesh::{Mesh, ShardMesh},
+    pubsub::{index::LocalIndex, trie::PatternTrie},
+    stats::{ShardStats, StatsHub},
+};
+pub use conn::Conn;
+
+/// Per-IP connection counters are hashed into this many buckets (lock-free, approximate: two
+/// addresses sharing a bucket share its allowance, which only errs on the strict side).
+pub const IP_BUCKETS: usize = 1 << 16;
+
+/// What every shard shares: configuration, the mesh, metrics, process-wide connection counts.
+pub struct Shared {
+    pub cfg: Config,
+    pub mesh: Arc<Mesh>,
+    pub hub: StatsHub,
+    /// Open TCP connections in the process (checked against `limits.connections_max`).
+    pub connections: AtomicUsize,
+    pub per_ip: Box<[AtomicU32]>,
+    pub started: Instant,
+    pub local_addr: SocketAddr,
+    pub shards: usize,
+}
+
+impl Shared {
+    pub fn new(cfg: Config, mesh: Arc<Mesh>, hub: StatsHub, local_addr: SocketAddr) -> Shared {
+        let shards = mesh.shards();
+        Shared {
+            cfg,
+            mesh,
+            hub,
+            connections: AtomicUsize::new(0),
+            per_ip: (0..IP_BUCKETS).map(|_| AtomicU32::new(0)).collect(),
+            started: Instant::now(),
+            local_addr,
+            shards,
+        }
+    }
+}
+
+/// A shard as its tasks see it.
+pub struct Shard {
+    pub id: usize,
+    pub shared: Arc<Shared>,
+    pub driver: &'static str,
+    pub st: RefCell<State>,
+    /// Resolves the shard's main future when shutdown is complete.
+    done: Cell<bool>,
+    done_waker: Cell<Option<Waker>>,
+}
+
+/// A publish or subscribe waiting for other shards (topic owner, interest acknowledgements).
+pub(crate) struct PendingAck {
+    conn: u32,
+    epoch: u32,
+    /// Every peer must have acknowledged interest messages up to this sequence.
+    need: u64,
+    frame: OutFrame,
+}
+
+/// An HTTP request waiting for other shards.
+pub(crate) struct HttpWaiter {
+    tx: futures_channel::oneshot::Sender<Vec<u8>>,
+    keep_alive: bool,
+    /// `/metrics`: shards yet to flush their statistics.
+    stats_pending: usize,
+    /// A HEAD request: answer with headers only.
+    head: bool,
+}
+
+/// Owner-side state of one topic.
+#[derive(Debug, Default)]
+pub(crate) struct TopicState {
+    seq: u64,
+    /// Shards with a subscriber matching this topic, valid while `mask_gen == interest_gen`.
+    mask: u64,
+    mask_gen: u64,
+}
+
+/// Everything a shard owns. Mutated only by the shard's own thread.
+pub struct State {
+    pub shard: usize,
+    pub shared: Arc<Shared>,
+    pub conns: Slab<Conn>,
+    pub index: LocalIndex,
+    pub stats: ShardStats,
+    pub mesh: ShardMesh,
+    /// Connections with frames queued since the last `end_of_work`.
+    dirty: Vec<u32>,
+    /// Connections that found their socket full and need a drain task.
+    need_drain: Vec<(u32, u32, Rc<TcpStream>)>,
+    /// Fan-out round stamp: a connection matched twice in one round gets the frame once.
+    round: u64,
+    /// Coarse clock (ms since shard start), advanced by the timer and at each read.
+    pub now_ms: u64,
+    started: Instant,
+    next_epoch: u32,
+    next_conn_no: u64,
+    /// Connections still in their HTTP phase (bounded by `limits.handshakes_per_shard_max`).
+    pub handshakes: usize,
+    /// Socket read buffer shared by all connections of the shard.
+    scratch: Vec<u8>,
+    /// simd-json's reusable parse buffers.
+    json: simd_json::Buffers,
+    /// Interest of every shard (this one included) by pattern: bit `s` = shard `s` has a
+    /// local subscriber.
+    interest: PatternTrie<u64>,
+    interest_gen: u64,
+    /// Sequence of the last interest message this shard broadcast, per pattern it added.
+    interest_sent: HashMap<Box<str>, u64>,
+    interest_seq: u64,
+    /// Highest interest sequence each peer has acknowledged.
+    interest_acked: Vec<u64>,
+    pending_acks: Vec<PendingAck>,
+    /// Topics this shard owns.
+    topics: HashMap<Box<str>, TopicState>,
+    http_waiters: Slab<HttpWaiter>,
+    /// The server ping frame, built once and shared by every connection.
+    ping_frame: OutFrame,
+    /// Last time the timer scanned connections and flushed statistics.
+    last_scan_ms: u64,
+    /// Shutdown began: no new connections, every connection is being closed with 1001.
+    pub stopping: bool,
+    stop_deadline_ms: u64,
+    /// This shard's listener, shut down (not dropped) to stop the accept loop.
+    listener: Option<Rc<monoio::net::TcpListener>>,
+    /// Messages taken from the mesh in the current round (kept to reuse its allocation).
+    inbox: Vec<crate::mesh::MeshMsg>,
+}
+
+impl Shard {
+    pub fn new(id: usize, shared: Arc<Shared>, driver: &'static str) -> Rc<Shard> {
+        let mesh = ShardMesh::new(shared.mesh.clone(), id, shared.cfg.mesh.spill_max);
+        let mut ping = Vec::with_capacity(2);
+        crate::ws::frame::encode_frame(&mut ping, crate::ws::frame::OP_PING, b"");
+        let st = State {
+            shard: id,
+            shared: shared.clone(),
+            conns: Slab::new(),
+            index: LocalIndex::default(),
+            stats: ShardStats::new(id),
+            mesh,
+            dirty: Vec::new(),
+            need_drain: Vec::new(),
+            round: 0,
+            now_ms: 0,
+            started: Instant::now(),
+            next_epoch: 0,
+            next_conn_no: 0,
+            handshakes: 0,
+            scratch: Vec::with_capacity(READ_CHUNK_BYTES),
+            json: simd_json::Buffers::default(),
+            interest: PatternTrie::default(),
+            interest_gen: 0,
+            interest_sent: HashMap::new(),
+            interest_seq: 0,
+            interest_acked: vec![0; shared.shards],
+            pending_acks: Vec::new(),
+            topics: HashMap::new(),
+            http_waiters: Slab::new(),
+            ping_frame: Rc::new(Arc::new(Frame::control(ping))),
+            last_scan_ms: 0,
+            stopping: false,
+            stop_deadline_ms: 0,
+            listener: None,
+            inbox: Vec::new(),
+        };
+        Rc::new(Shard {
+            id,
+            shared,
+            driver,
+            st: RefCell::new(st),
+            done: Cell::new(false),
+            done_waker: Cell::new(None),
+        })
+    }
+
+    /// Ends a synchronous section: flushes what it dirtied and starts drain tasks for sockets
+    /// that filled up. Spawning happens after the borrow is released.
+    pub fn finish(self: &Rc<Self>, mut st: RefMut<'_, State>) {
+        st.end_of_work();
+        let drains = std::mem::take(&mut st.need_drain);
+        drop(st);
+        for (key, epoch, stream) in drains {
+            monoio::spawn(conn::drain_task(self.clone(), key, epoch, stream));
+        }
+    }
+
+    /// The shard's life: start its tasks, report ready, then wait for shutdown to complete.
+    pub async fn run(
+        self: Rc<Self>,
+        listener: std::net::TcpListener,
+        on_ready: impl FnOnce(),
+    ) -> Result<(), String> {
+        let listener = monoio::net::TcpListener::from_std(listener)
+            .map_err(|e| format!("shard {}: listener: {e}", self.id))?;
+        let listener = Rc::new(listener);
+        self.st.borrow_mut().listener = Some(listener.clone());
+        monoio::spawn(accept::accept_loop(self.clone(), listener));
+        monoio::spawn(dispatcher(self.clone()));
+        monoio::spawn(timer::timer_task(self.clone()));
+        if self.shared.cfg.server.demo_feed {
+            monoio::spawn(crate::ingest::demo::demo_task(self.clone()));
+        }
+        on_ready();
+        Done(&self).await;
+        Ok(())
+    }
+
+    fn set_done(&self) {
+        self.done.set(true);
+        if let Some(w) = self.done_waker.take() {
+            w.wake();
+        }
+    }
+}
+
+struct Done<'a>(&'a Shard);
+
+impl Future for Done<'_> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0.done.get() {
+            return Poll::Ready(());
+        }
+        self.0.done_waker.set(Some(cx.waker().clone()));
+        Poll::Pending
+    }
+}
+
+/// Yields once to the other tasks of the runtime.
+pub(crate) struct YieldNow(bool);
+
+impl Future for YieldNow {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// Takes what other shards sent, in rounds of at most `MESH_ROUND_MAX` messages; each round
+/// ends with one flush of every connection it dirtied. Parks when there is nothing to do.
+async fn dispatcher(shard: Rc<Shard>) {
+    let mesh = shard.shared.mesh.clone();
+    loop {
+        let n = {
+            let mut st = shard.st.borrow_mut();
+            let n = st.drain_mesh(MESH_ROUND_MAX);
+            shard.finish(st);
+            n
+        };
+        if n == MESH_ROUND_MAX {
+            YieldNow(false).await;
+        } else if n == 0 {
+            mesh.parked(shard.id).await;
+        }
+    }
+}
+
+impl State {
+    /// Stops accepting: the accept loop sees an error from its shut-down listener and ends.
+    fn stop_accepting(&mut self) {
+        if let Some(listener) = self.listener.take() {
+            let _ =
+                rustix::net::shutdown(crate::sys::fd_of(&*listener), rustix::net::Shutdown::Read);
+        }
+    }
+
+    pub fn clock(&mut self) -> u64 {
+        self.now_ms = self.started.elapsed().as_millis() as u64;
+        self.now_ms
+    }
+
+    /// Writes every dirtied connection once, then flushes the mesh.
+    pub fn end_of_work(&mut self) {
+        if !self.dirty.is_empty() {
+            let now_ns = monotonic_ns();
+            let mut dirty = std::mem::take(&mut self.dirty);
+            for key in dirty.drain(..) {
+                self.flush_conn(key, now_ns);
+            }
+            if self.dirty.is_empty() {
+                self.dirty = dirty;
+            }
+        }
+        self.mesh.flush();
+    }
+
+    fn new_epoch(&mut self) -> u32 {
+        self.next_epoch = self.next_epoch.wrapping_add(1);
+        self.next_epoch
+    }
+
+    /// A frame built for one connection (reply, event).
+    pub fn reply(&mut self, key: u32, json: &[u8]) {
+        let frame: OutFrame = Rc::new(Arc::new(crate::frame::text_frame(json)));
+        self.enqueue(key, frame);
+    }
+
+    /// Builds a JSON reply with `f` and queues it for `key`.
+    pub fn reply_with(&mut self, key: u32, f: impl FnOnce(&mut Vec<u8>)) {
+        let mut json = Vec::with_capacity(128);
+        f(&mut json);
+        self.reply(key, &json);
+    }
+}

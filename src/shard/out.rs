@@ -1,0 +1,135 @@
+//! A connection's outbound queue: shared frame handles (8 bytes each), written with one
+//! vectored `sendmsg` per flush so every frame queued since the last flush leaves together.
+//!
+//! Writes are direct nonblocking syscalls, not io_uring ops: the kernel TCP path dominates a
+//! small write (~1-4 µs here, ../shared/PERF-NOTES.md) and one io_uring submit per send gains
+//! nothing, while a direct write needs no owned buffer, no per-connection task and no
+//! completion bookkeeping. Only a connection whose socket buffer is full waits, on io_uring's
+//! POLLOUT, in a drain task (`super::conn`).
+
+use std::{collections::VecDeque, io::IoSlice, os::fd::BorrowedFd};
+
+use rustix::{
+    io::Errno,
+    net::{SendAncillaryBuffer, SendFlags},
+};
+
+use crate::{
+    frame::OutFrame,
+    limits::{IOVECS_PER_WRITE, OUTQ_KEEP_ENTRIES},
+    stats::ShardStats,
+};
+
+/// Outcome of a flush.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flush {
+    /// Everything queued is written.
+    Done,
+    /// The socket buffer is full: wait for POLLOUT.
+    Blocked,
+    /// The connection is broken.
+    Failed(Errno),
+}
+
+#[derive(Debug, Default)]
+pub struct OutQueue {
+    frames: VecDeque<OutFrame>,
+    /// Bytes of `frames[0]` already written.
+    head_sent: usize,
+    /// Bytes queued and not yet written.
+    bytes: usize,
+}
+
+impl OutQueue {
+    #[inline]
+    pub fn push(&mut self, frame: OutFrame) {
+        self.bytes += frame.len();
+        self.frames.push_back(frame);
+    }
+
+    #[inline]
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// No frame is partly written: a new frame (a close) may be written next.
+    pub fn at_frame_boundary(&self) -> bool {
+        self.head_sent == 0
+    }
+
+    /// Drops everything queued and releases the memory.
+    pub fn clear(&mut self) {
+        self.frames = VecDeque::new();
+        self.head_sent = 0;
+        self.bytes = 0;
+    }
+
+    /// Writes as much as the socket takes, `IOVECS_PER_WRITE` frames per `sendmsg`.
+    /// `now_ns` (CLOCK_MONOTONIC, read once per round by the caller) times the deliveries.
+    pub fn flush(&mut self, sock: BorrowedFd<'_>, now_ns: u64, stats: &mut ShardStats) -> Flush {
+        loop {
+            if self.frames.is_empty() {
+                if self.frames.capacity() > OUTQ_KEEP_ENTRIES {
+                    self.frames = VecDeque::new();
+                }
+                return Flush::Done;
+            }
+            let mut iov = [IoSlice::new(&[]); IOVECS_PER_WRITE];
+            let mut n = 0;
+            let mut total = 0;
+            for (slot, frame) in iov.iter_mut().zip(self.frames.iter()) {
+                let bytes = if n == 0 {
+                    &frame.bytes()[self.head_sent..]
+                } else {
+                    frame.bytes()
+                };
+                *slot = IoSlice::new(bytes);
+                total += bytes.len();
+                n += 1;
+            }
+            let flags = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
+            match rustix::net::sendmsg(sock, &iov[..n], &mut SendAncillaryBuffer::default(), flags)
+            {
+                Ok(written) => {
+                    stats.c.writes += 1;
+                    stats.c.bytes_out += written as u64;
+                    self.advance(written, now_ns, stats);
+                    if written < total {
+                        return Flush::Blocked;
+                    }
+                }
+                Err(Errno::INTR) => continue,
+                Err(Errno::AGAIN) => return Flush::Blocked,
+                Err(e) => return Flush::Failed(e),
+            }
+        }
+    }
+
+    fn advance(&mut self, mut written: usize, now_ns: u64, stats: &mut ShardStats) {
+        self.bytes -= written;
+        while written > 0 {
+            let head = self
+                .frames
+                .front()
+                .expect("written bytes belong to queued frames");
+            let left = head.len() - self.head_sent;
+            if written < left {
+                self.head_sent += written;
+                return;
+            }
+            written -= left;
+            self.head_sent = 0;
+            if head.is_data() {
+                stats.c.deliveries += 1;
+                stats
+                    .latency
+                    .record(now_ns.saturating_sub(head.published_ns()));
+            }
+            self.frames.pop_front();
+        }
+    }
+}

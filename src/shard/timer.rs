@@ -1,0 +1,120 @@
+//! The shard's one coarse timer (`timeouts.tick_ms`), instead of a timer per socket: it
+//! advances the shard clock, retries spilled mesh messages, and once a second walks the
+//! connections for deadlines (handshake, idle, close) and pings, and flushes statistics.
+//! Walking 20k connections costs well under a millisecond a second.
+
+use std::{rc::Rc, time::Duration};
+
+use super::{Shard, State, conn::Phase};
+use crate::{stats::CloseReason, ws::close as cc};
+
+/// How often the connection walk runs.
+const SCAN_EVERY_MS: u64 = 1000;
+
+pub async fn timer_task(shard: Rc<Shard>) {
+    let tick = Duration::from_millis(shard.shared.cfg.timeouts.tick_ms);
+    loop {
+        monoio::time::sleep(tick).await;
+        let mut st = shard.st.borrow_mut();
+        let finished = st.on_tick();
+        shard.finish(st);
+        if finished {
+            shard.set_done();
+            return;
+        }
+    }
+}
+
+impl State {
+    /// Returns true once shutdown is complete.
+    fn on_tick(&mut self) -> bool {
+        let now = self.clock();
+        if self.mesh.has_spill() {
+            self.mesh.flush();
+        }
+        if self.stopping {
+            // Closing connections hand in their close frames; stop when all are gone or the
+            // grace period ends.
+            self.scan(now);
+            return self.conns.is_empty() || now >= self.stop_deadline_ms;
+        }
+        if now >= self.last_scan_ms + SCAN_EVERY_MS {
+            self.last_scan_ms = now;
+            self.scan(now);
+            self.flush_stats();
+        }
+        false
+    }
+
+    fn scan(&mut self, now: u64) {
+        let t = &self.shared.cfg.timeouts;
+        let idle_ms = t.idle_s * 1000;
+        let ping_ms = t.ping_interval_s * 1000;
+        let mut expired: Vec<(u32, CloseReason)> = Vec::new();
+        let mut idle: Vec<u32> = Vec::new();
+        let mut ping: Vec<u32> = Vec::new();
+        for (key, conn) in self.conns.iter() {
+            let key = key as u32;
+            match conn.phase {
+                Phase::Http | Phase::HttpBusy if now >= conn.deadline_ms => {
+                    expired.push((key, CloseReason::HandshakeTimeout))
+                }
+                Phase::HttpClosing | Phase::Closing if now >= conn.deadline_ms => {
+                    expired.push((key, conn.close_reason.unwrap_or(CloseReason::ClientGone)))
+                }
+                Phase::Ws if now >= conn.last_rx_ms + idle_ms => idle.push(key),
+                Phase::Ws if now >= conn.last_ping_ms + ping_ms => ping.push(key),
+                _ => {}
+            }
+        }
+        for (key, reason) in expired {
+            self.kill(key, reason);
+        }
+        for key in idle {
+            self.close_code(
+                key,
+                cc::GOING_AWAY,
+                "idle timeout",
+                CloseReason::IdleTimeout,
+            );
+        }
+        for key in ping {
+            self.conns[key as usize].last_ping_ms = now;
+            let frame = self.ping_frame.clone();
+            self.enqueue(key, frame);
+        }
+    }
+
+    /// SIGTERM/SIGINT: stop accepting, send 1001 to every WebSocket, end HTTP exchanges.
+    pub(crate) fn begin_shutdown(&mut self) {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
+        let now = self.clock();
+        self.stop_deadline_ms = now + self.shared.cfg.timeouts.shutdown_grace_s * 1000;
+        self.stop_accepting();
+        let keys: Vec<(u32, Phase)> = self
+            .conns
+            .iter()
+            .map(|(k, c)| (k as u32, c.phase))
+            .collect();
+        for (key, phase) in keys {
+            match phase {
+                Phase::Ws => {
+                    self.close_code(
+                        key,
+                        cc::GOING_AWAY,
+                        "server shutting down",
+                        CloseReason::Shutdown,
+                    );
+                    // Wait for the client's close no longer than the grace period.
+                    let conn = &mut self.conns[key as usize];
+                    conn.deadline_ms = conn.deadline_ms.min(self.stop_deadline_ms);
+                }
+                Phase::Closing | Phase::HttpClosing | Phase::Dead => {}
+                Phase::Http | Phase::HttpBusy => self.kill(key, CloseReason::Shutdown),
+            }
+        }
+    }
+}

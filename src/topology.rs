@@ -1,0 +1,234 @@
+//! Builds the process: cores, listeners, the mesh, one pinned thread per shard, each running
+//! its own monoio runtime; then waits for them and handles SIGTERM/SIGINT.
+
+use std::{
+    net::{SocketAddr, TcpListener},
+    sync::{Arc, mpsc},
+    thread,
+};
+
+use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::{
+    config::{Config, DriverKind},
+    mesh::{Mesh, MeshMsg},
+    shard::{Shard, Shared},
+    stats::StatsHub,
+};
+
+/// Binds one SO_REUSEPORT listener per shard on `addr` (port 0: the first picks a free port,
+/// the others join it). Binding up front makes a bad address fail before any thread starts.
+fn bind_listeners(
+    addr: SocketAddr,
+    shards: usize,
+    backlog: u32,
+) -> Result<Vec<TcpListener>, String> {
+    let mut listeners = Vec::with_capacity(shards);
+    let mut addr = addr;
+    for _ in 0..shards {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+            .map_err(|e| format!("socket: {e}"))?;
+        socket
+            .set_reuse_address(true)
+            .map_err(|e| format!("SO_REUSEADDR: {e}"))?;
+        socket
+            .set_reuse_port(true)
+            .map_err(|e| format!("SO_REUSEPORT: {e}"))?;
+        socket
+            .set_nonblocking(true)
+            .map_err(|e| format!("O_NONBLOCK: {e}"))?;
+        socket
+            .bind(&addr.into())
+            .map_err(|e| format!("bind {addr}: {e}"))?;
+        socket
+            .listen(backlog.min(i32::MAX as u32) as i32)
+            .map_err(|e| format!("listen {addr}: {e}"))?;
+        let listener: TcpListener = socket.into();
+        addr = listener
+            .local_addr()
+            .map_err(|e| format!("local_addr: {e}"))?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+/// How many shards: configured, or one per core this process may run on.
+pub fn shard_count(cfg: &Config) -> usize {
+    if cfg.server.shards > 0 {
+        return cfg.server.shards;
+    }
+    core_affinity::get_core_ids()
+        .map(|c| c.len())
+        .unwrap_or(1)
+        .clamp(1, crate::limits::SHARDS_MAX)
+}
+
+/// A running server: its address and a handle to stop it.
+pub struct Server {
+    pub local_addr: SocketAddr,
+    pub drivers: Vec<&'static str>,
+    mesh: Arc<Mesh>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Starts every shard; returns once all are listening (or the first failed).
+    pub fn start(cfg: Config) -> Result<Server, String> {
+        let shards = shard_count(&cfg);
+        let listeners = bind_listeners(cfg.listen_addr(), shards, cfg.server.listen_backlog)?;
+        let local_addr = listeners[0].local_addr().map_err(|e| e.to_string())?;
+        let hub = StatsHub::install(shards)?;
+        let mesh = Mesh::new(shards, cfg.mesh.queue_len);
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let pin = cfg.server.pin_cores && !cores.is_empty();
+        let driver = resolve_driver(cfg.server.driver)?;
+        let entries = cfg.server.uring_entries;
+        let shared = Arc::new(Shared::new(cfg, mesh.clone(), hub, local_addr));
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<&'static str, String>>();
+        let mut threads = Vec::with_capacity(shards);
+        for (id, listener) in listeners.into_iter().enumerate() {
+            let shared = shared.clone();
+            let ready = ready_tx.clone();
+            let core = pin.then(|| cores[id % cores.len()]);
+            let handle = thread::Builder::new()
+                .name(format!("tickcast-shard-{id}"))
+                .spawn(move || {
+                    if let Some(core) = core {
+                        if !core_affinity::set_for_current(core) {
+                            tracing::warn!(
+                                shard = id,
+                                core = core.id,
+                                "could not pin shard to core"
+                            );
+                        }
+                    }
+                    run_shard(id, shared, listener, driver, entries, ready);
+                })
+                .map_err(|e| format!("spawn shard {id}: {e}"))?;
+            threads.push(handle);
+        }
+        drop(ready_tx);
+        let mut drivers = Vec::with_capacity(shards);
+        for _ in 0..shards {
+            match ready_rx.recv() {
+                Ok(Ok(name)) => drivers.push(name),
+                Ok(Err(e)) => {
+                    let server = Server {
+                        local_addr,
+                        drivers,
+                        mesh,
+                        threads,
+                    };
+                    server.stop();
+                    server.join();
+                    return Err(e);
+                }
+                Err(_) => return Err("a shard thread died while starting".into()),
+            }
+        }
+        Ok(Server {
+            local_addr,
+            drivers,
+            mesh,
+            threads,
+        })
+    }
+
+    /// Asks every shard to shut down (close 1001 to every client, then exit).
+    pub fn stop(&self) {
+        self.stopper().stop();
+    }
+
+    /// A handle that can stop the server from another thread (signal handler).
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            mesh: self.mesh.clone(),
+        }
+    }
+
+    /// Waits for every shard to finish.
+    pub fn join(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Stops a running [`Server`] from any thread.
+#[derive(Clone)]
+pub struct Stopper {
+    mesh: Arc<Mesh>,
+}
+
+impl Stopper {
+    pub fn stop(&self) {
+        for dst in 0..self.mesh.shards() {
+            self.mesh.send_external(dst, MeshMsg::Shutdown);
+        }
+    }
+}
+
+/// The driver every shard will run; `auto` probes io_uring once.
+fn resolve_driver(kind: DriverKind) -> Result<DriverKind, String> {
+    match kind {
+        DriverKind::Auto if monoio::utils::detect_uring() => Ok(DriverKind::IoUring),
+        DriverKind::Auto => {
+            tracing::warn!(
+                "io_uring is not available here (kernel, seccomp or memlock): using epoll"
+            );
+            Ok(DriverKind::Epoll)
+        }
+        DriverKind::IoUring if !monoio::utils::detect_uring() => {
+            Err("server.driver = \"io_uring\" but io_uring cannot be set up on this system".into())
+        }
+        other => Ok(other),
+    }
+}
+
+fn run_shard(
+    id: usize,
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    driver: DriverKind,
+    entries: u32,
+    ready: mpsc::Sender<Result<&'static str, String>>,
+) {
+    let result = match driver {
+        DriverKind::IoUring | DriverKind::Auto => {
+            match RuntimeBuilder::<IoUringDriver>::new()
+                .with_entries(entries)
+                .enable_timer()
+                .build()
+            {
+                Ok(mut rt) => {
+                    rt.block_on(shard_main(id, shared, listener, "io_uring", ready.clone()))
+                }
+                Err(e) => Err(format!("shard {id}: io_uring runtime: {e}")),
+            }
+        }
+        DriverKind::Epoll => match RuntimeBuilder::<LegacyDriver>::new().enable_timer().build() {
+            Ok(mut rt) => rt.block_on(shard_main(id, shared, listener, "epoll", ready.clone())),
+            Err(e) => Err(format!("shard {id}: epoll runtime: {e}")),
+        },
+    };
+    if let Err(e) = result {
+        let _ = ready.send(Err(e));
+    }
+}
+
+async fn shard_main(
+    id: usize,
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    driver: &'static str,
+    ready: mpsc::Sender<Result<&'static str, String>>,
+) -> Result<(), String> {
+    let shard = Shard::new(id, shared, driver);
+    let run = shard.run(listener, move || {
+        let _ = ready.send(Ok(driver));
+    });
+    let result = run.await;
+    tracing::debug!(shard = id, "shard stopped");
+    result
+}
