@@ -1,0 +1,338 @@
+//! Shared test harness: runs the real `tickcast` binary on an ephemeral loopback port and
+//! talks to it with a real WebSocket client library (tokio-tungstenite) and raw sockets.
+//!
+//! Waits in these tests are bounded by `DEADLINE`: that is a failure bound (a hung server fails
+//! the test instead of hanging CI), never a synchronisation sleep.
+
+#![allow(dead_code)]
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream, connect_async,
+    tungstenite::{Message, protocol::CloseFrame},
+};
+
+/// Upper bound on any single wait in a test.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// The io driver a test runs the server on.
+#[derive(Debug, Clone, Copy)]
+pub enum Driver {
+    IoUring,
+    Epoll,
+}
+
+impl Driver {
+    fn flag(self) -> &'static str {
+        match self {
+            Driver::IoUring => "io-uring",
+            Driver::Epoll => "epoll",
+        }
+    }
+}
+
+/// Generates one test per driver from `async fn $name(driver: Driver)`.
+#[macro_export]
+macro_rules! both_drivers {
+    ($($name:ident),* $(,)?) => {
+        mod io_uring {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Driver::IoUring).await
+                }
+            )*
+        }
+        mod epoll {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Driver::Epoll).await
+                }
+            )*
+        }
+    };
+}
+
+/// A running server process; killed when dropped.
+pub struct Server {
+    pub addr: SocketAddr,
+    child: Option<Child>,
+}
+
+impl Server {
+    /// `tickcast serve` on 127.0.0.1:0 with 2 shards, plus `env` (`TICKCAST_*` settings) and
+    /// extra `args`.
+    pub fn start(driver: Driver, env: &[(&str, &str)], args: &[&str]) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tickcast"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--shards", "2", "--driver", driver.flag()])
+            .args(args)
+            .env("TICKCAST_SERVER__PIN_CORES", "false")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn tickcast");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read tickcast stdout");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from tickcast: {line:?}"))
+            .parse()
+            .unwrap();
+        Server { addr, child: Some(child) }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(start.elapsed() < DEADLINE, "tickcast did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// One Prometheus metric summed over its labels (e.g. over shards).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self.http("GET", "/metrics", None).await.1;
+        sum_metric(&text, name)
+    }
+
+    /// A plain HTTP/1.1 request with `Connection: close`; returns (status, body).
+    pub async fn http(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+        if let Some(b) = body {
+            req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()));
+        }
+        req.push_str("\r\n");
+        if let Some(b) = body {
+            req.push_str(b);
+        }
+        let raw = self.raw_exchange(req.as_bytes()).await;
+        parse_http(&raw)
+    }
+
+    /// Sends `bytes` on a fresh TCP connection and reads until the server closes it.
+    pub async fn raw_exchange(&self, bytes: &[u8]) -> Vec<u8> {
+        let mut s = TcpStream::connect(self.addr).await.unwrap();
+        s.write_all(bytes).await.unwrap();
+        read_to_close(&mut s).await
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Reads until EOF or reset, bounded by `DEADLINE`.
+pub async fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let res = tokio::time::timeout(DEADLINE, async {
+        let mut buf = [0u8; 8192];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(res.is_ok(), "server did not close the connection");
+    out
+}
+
+pub fn parse_http(raw: &[u8]) -> (u16, String) {
+    let text = String::from_utf8_lossy(raw).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+pub fn sum_metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with(['{', ' '])))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Connects a client and consumes the welcome frame; returns it too.
+pub async fn connect(server: &Server) -> (Ws, Value) {
+    let (mut ws, _) = tokio::time::timeout(DEADLINE, connect_async(server.ws_url()))
+        .await
+        .expect("connect timed out")
+        .expect("connect");
+    let welcome = recv_json(&mut ws).await;
+    assert_eq!(welcome["op"], "welcome", "{welcome}");
+    (ws, welcome)
+}
+
+pub async fn send_json(ws: &mut Ws, v: Value) {
+    ws.send(Message::text(v.to_string())).await.unwrap();
+}
+
+/// The next text message as JSON (pings are answered by the library).
+pub async fn recv_json(ws: &mut Ws) -> Value {
+    loop {
+        let msg = tokio::time::timeout(DEADLINE, ws.next())
+            .await
+            .expect("no message within the deadline")
+            .expect("stream ended")
+            .expect("websocket error");
+        match msg {
+            Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("expected a text message, got {other:?}"),
+        }
+    }
+}
+
+/// Waits for the server's close frame; returns its code.
+pub async fn recv_close(ws: &mut Ws) -> Option<CloseFrame> {
+    loop {
+        let msg = tokio::time::timeout(DEADLINE, ws.next()).await.expect("no close within the deadline");
+        match msg {
+            Some(Ok(Message::Close(frame))) => return frame,
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => panic!("error before close frame: {e}"),
+            None => panic!("stream ended without a close frame"),
+        }
+    }
+}
+
+/// Subscribes and returns the ack.
+pub async fn subscribe(ws: &mut Ws, id: u64, topics: &[&str]) -> Value {
+    send_json(ws, serde_json::json!({"op":"subscribe","id":id,"topics":topics})).await;
+    let ack = recv_json(ws).await;
+    assert_eq!(ack["op"], "ack", "{ack}");
+    assert_eq!(ack["id"], id);
+    ack
+}
+
+/// Opens connections until there is at least one on every shard in `shards`; returns one per
+/// shard (SO_REUSEPORT spreads connections by hash, so a few attempts suffice).
+pub async fn connect_on_shards(server: &Server, shards: usize) -> Vec<Ws> {
+    let mut found: Vec<Option<Ws>> = (0..shards).map(|_| None).collect();
+    for _ in 0..200 {
+        let (ws, welcome) = connect(server).await;
+        let shard = welcome["shard"].as_u64().unwrap() as usize;
+        if found[shard].is_none() {
+            found[shard] = Some(ws);
+        }
+        if found.iter().all(Option::is_some) {
+            return found.into_iter().map(Option::unwrap).collect();
+        }
+    }
+    panic!("200 connections never covered all {shards} shards");
+}
+
+/// A raw TCP connection that has completed the WebSocket handshake (for sending frames a
+/// conforming client library would refuse to send).
+pub async fn raw_ws(server: &Server) -> TcpStream {
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    // Read the 101 response head; the welcome frame follows.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    s
+}
+
+/// A masked client frame.
+pub fn client_frame(fin: bool, rsv: u8, opcode: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+    let mut f = vec![(if fin { 0x80 } else { 0 }) | (rsv << 4) | opcode];
+    let mask_bit = if masked { 0x80 } else { 0 };
+    match payload.len() {
+        n if n < 126 => f.push(mask_bit | n as u8),
+        n if n <= u16::MAX as usize => {
+            f.push(mask_bit | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(mask_bit | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    if masked {
+        let key = [0x12, 0x34, 0x56, 0x78];
+        f.extend_from_slice(&key);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    } else {
+        f.extend_from_slice(payload);
+    }
+    f
+}
+
+/// Reads server frames from a raw socket until a close frame; returns its code (None if the
+/// connection ended without one).
+pub async fn raw_read_close_code(s: &mut TcpStream) -> Option<u16> {
+    let data = read_to_close(s).await;
+    let mut i = 0;
+    while i + 2 <= data.len() {
+        let opcode = data[i] & 0x0f;
+        let (len, hdr) = match data[i + 1] & 0x7f {
+            126 if i + 4 <= data.len() => (u16::from_be_bytes([data[i + 2], data[i + 3]]) as usize, 4),
+            127 if i + 10 <= data.len() => {
+                (u64::from_be_bytes(data[i + 2..i + 10].try_into().unwrap()) as usize, 10)
+            }
+            n if n < 126 => (n as usize, 2),
+            _ => return None,
+        };
+        if opcode == 0x8 {
+            let p = &data[i + hdr..(i + hdr + len).min(data.len())];
+            return (p.len() >= 2).then(|| u16::from_be_bytes([p[0], p[1]]));
+        }
+        i += hdr + len;
+    }
+    None
+}
