@@ -55,7 +55,10 @@ impl HttpError {
 }
 
 /// Parses a request head at the front of `buf`. `Ok(None)`: incomplete, read more.
-pub fn parse_request<'a>(buf: &'a [u8], limits: &HttpLimits) -> Result<Option<Request<'a>>, HttpError> {
+pub fn parse_request<'a>(
+    buf: &'a [u8],
+    limits: &HttpLimits,
+) -> Result<Option<Request<'a>>, HttpError> {
     let _ = (buf, limits);
     todo!()
 }
