@@ -37,18 +37,27 @@ pub struct Request<'a> {
     pub method: Method,
     /// HTTP minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub version_minor: u8,
+    /// Request target up to the first `?`.
     pub path: &'a str,
+    /// Request target after the first `?`, if any (not decoded).
     pub query: Option<&'a str>,
     /// Bytes of the request head including the final CRLF CRLF.
     pub head_len: usize,
+    /// `Content-Length`, validated (digits only, repeats identical, no `Transfer-Encoding`).
     pub content_length: Option<usize>,
+    /// `Transfer-Encoding` ends in `chunked` (any other coding is rejected as malformed).
     pub chunked: bool,
+    /// Whether the connection may serve another request after this one.
     pub keep_alive: bool,
     /// `Upgrade: websocket` and `Connection: upgrade` both present.
     pub upgrade_websocket: bool,
+    /// `Sec-WebSocket-Key`, trimmed, not yet validated (see [`check_upgrade`]).
     pub ws_key: Option<&'a [u8]>,
+    /// `Sec-WebSocket-Version`, trimmed.
     pub ws_version: Option<&'a [u8]>,
+    /// `Origin`, `None` if absent or not UTF-8.
     pub origin: Option<&'a str>,
+    /// `Authorization`, `None` if absent or not UTF-8.
     pub authorization: Option<&'a str>,
 }
 
@@ -203,7 +212,7 @@ impl<'a> Headers<'a> {
                 // RFC 6455 §11.3.1: "MUST NOT appear more than once in an HTTP request."
                 set_once(&mut h.ws_key, value)?;
             } else if is("sec-websocket-version") {
-                // RFC 6455 §11.3.5: "MUST NOT appear more than once in an HTTP request."
+                // RFC 6455 §11.3.5 also allows this header only once in a request.
                 set_once(&mut h.ws_version, value)?;
             } else if is("origin") {
                 // Two origins or two credentials leave it ambiguous which one to check.
@@ -353,8 +362,10 @@ pub fn check_upgrade(req: &Request<'_>) -> Result<(), UpgradeError> {
         }
         Some(_) => {}
     }
-    // Item 6: "A |Sec-WebSocket-Version| header field, with a value of 13." §4.4: otherwise
-    // the server responds with 426 and the versions it supports.
+    // Item 6: "A |Sec-WebSocket-Version| header field, with a value of 13." §4.2.2: otherwise
+    // the server sends "an appropriate HTTP error code (such as 426 Upgrade Required) and a
+    // |Sec-WebSocket-Version| header field indicating the version(s) the server is capable of
+    // understanding".
     if req.ws_version != Some(b"13") {
         return Err(UpgradeError::Version);
     }
@@ -494,7 +505,7 @@ fn write_error(
 
 /// Appends the response refusing an upgrade: the error's status with a short JSON body
 /// `{"error":"<code>","message":"<text>"}` and `Connection: close`. 426 carries
-/// `Sec-WebSocket-Version: 13` (RFC 6455 §4.4), 405 carries `Allow: GET` (RFC 9110 §15.5.6).
+/// `Sec-WebSocket-Version: 13` (RFC 6455 §4.2.2), 405 carries `Allow: GET` (RFC 9110 §15.5.6).
 pub fn upgrade_error_response(out: &mut Vec<u8>, err: UpgradeError) {
     let extra: &[(&str, &str)] = match err {
         UpgradeError::Method => &[("Allow", "GET")],
