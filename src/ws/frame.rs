@@ -1,42 +1,105 @@
-//! CONTRACT STUB: implemented on the ws branch.
+//! Server frame encoding and the incremental client frame decoder (RFC 6455 §5).
 //!
-//! Server frames (never masked, RFC 6455 §5.1) and the incremental client frame decoder.
+//! Server frames are always unmasked single FIN frames (§5.1: "A server MUST NOT mask any
+//! frames that it sends to the client"). Client frames are decoded by [`Decoder`], which
+//! sees hostile bytes and therefore never panics, validates every header field before trusting
+//! it, rejects oversized messages as soon as a header announces them, and keeps its own
+//! memory bounded by the message limit. The decoder keeps no copy of a frame it is waiting
+//! for: the caller presents unconsumed bytes again, and the decoder remembers how far into the
+//! front frame it has already unmasked and validated so repeated calls stay linear.
 
-/// Opcodes (RFC 6455 §5.2).
+use crate::ws::close;
+
+// Opcodes (RFC 6455 §5.2). Opcodes from 0x8 on are control frames.
+/// Continuation of a fragmented message.
 pub const OP_CONTINUATION: u8 = 0x0;
+/// Text (UTF-8) message.
 pub const OP_TEXT: u8 = 0x1;
+/// Binary message.
 pub const OP_BINARY: u8 = 0x2;
+/// Connection close.
 pub const OP_CLOSE: u8 = 0x8;
+/// Ping.
 pub const OP_PING: u8 = 0x9;
+/// Pong.
 pub const OP_PONG: u8 = 0xA;
 
 /// Longest server frame header: 2 bytes + 8-byte extended length.
 pub const HEADER_BYTES_MAX: usize = 10;
 
+/// Longest client frame header: 2 bytes + 8-byte extended length + 4-byte masking key.
+pub const CLIENT_HEADER_BYTES_MAX: usize = 14;
+
+/// Largest control frame payload (§5.5: "All control frames MUST have a payload length of
+/// 125 bytes or less").
+pub const CONTROL_PAYLOAD_MAX: usize = 125;
+
 /// Length of the header of an unmasked FIN frame carrying `payload_len` bytes.
 pub fn header_len(payload_len: usize) -> usize {
-    let _ = payload_len;
-    todo!()
+    match payload_len {
+        0..=125 => 2,
+        126..=0xFFFF => 4,
+        _ => 10,
+    }
 }
 
 /// Writes the header of an unmasked FIN frame with `opcode` and `payload_len` into `out`,
 /// returns the number of bytes written (2, 4 or 10).
 pub fn encode_header(out: &mut [u8; HEADER_BYTES_MAX], opcode: u8, payload_len: usize) -> usize {
-    let _ = (out, opcode, payload_len);
-    todo!()
+    // §5.2: FIN is bit 0x80 of the first byte, RSV1-3 stay 0 (no extension), the opcode is
+    // the low nibble; the MASK bit of the second byte stays 0 for server frames.
+    out[0] = 0x80 | (opcode & 0x0F);
+    // §5.2: "If 0-125, that is the payload length. If 126, the following 2 bytes interpreted
+    // as a 16-bit unsigned integer are the payload length. If 127, the following 8 bytes
+    // interpreted as a 64-bit unsigned integer [...] are the payload length. Multibyte length
+    // quantities are expressed in network byte order."
+    match header_len(payload_len) {
+        2 => {
+            out[1] = payload_len as u8;
+            2
+        }
+        4 => {
+            out[1] = 126;
+            out[2..4].copy_from_slice(&(payload_len as u16).to_be_bytes());
+            4
+        }
+        _ => {
+            out[1] = 127;
+            out[2..10].copy_from_slice(&(payload_len as u64).to_be_bytes());
+            10
+        }
+    }
 }
 
 /// Appends a whole unmasked FIN frame to `out`.
 pub fn encode_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
-    let _ = (out, opcode, payload);
-    todo!()
+    let mut header = [0u8; HEADER_BYTES_MAX];
+    let n = encode_header(&mut header, opcode, payload.len());
+    out.reserve(n + payload.len());
+    out.extend_from_slice(&header[..n]);
+    out.extend_from_slice(payload);
 }
 
 /// Appends a close frame with `code` and `reason` (reason truncated to fit 125 bytes at a char
 /// boundary).
+///
+/// `code` must be one a close frame may carry ([`close::is_valid_close_code`]); debug builds
+/// assert it because 1005, 1006 and 1015 are placeholders that must never reach the wire.
 pub fn encode_close(out: &mut Vec<u8>, code: u16, reason: &str) {
-    let _ = (out, code, reason);
-    todo!()
+    debug_assert!(
+        close::is_valid_close_code(code),
+        "close code {code} may not be sent"
+    );
+    // §5.5: control payloads are at most 125 bytes, 2 of which are the code. Truncating at a
+    // char boundary keeps the reason valid UTF-8, which §5.5.1 requires of it.
+    let mut end = reason.len().min(CONTROL_PAYLOAD_MAX - 2);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut payload = [0u8; CONTROL_PAYLOAD_MAX];
+    payload[..2].copy_from_slice(&code.to_be_bytes());
+    payload[2..2 + end].copy_from_slice(&reason.as_bytes()[..end]);
+    encode_frame(out, OP_CLOSE, &payload[..2 + end]);
 }
 
 /// A protocol violation found in client bytes; each maps to one close code.
@@ -52,12 +115,22 @@ pub enum Violation {
 }
 
 impl Violation {
+    /// The close code to fail the connection with (§7.4.1).
     pub fn close_code(&self) -> u16 {
-        todo!()
+        match self {
+            Violation::Protocol(_) => close::PROTOCOL_ERROR,
+            Violation::InvalidUtf8 => close::INVALID_PAYLOAD,
+            Violation::TooLarge => close::TOO_LARGE,
+        }
     }
+
     /// A constant human-readable reason for the close frame.
     pub fn reason(&self) -> &'static str {
-        todo!()
+        match self {
+            Violation::Protocol(reason) => reason,
+            Violation::InvalidUtf8 => "invalid UTF-8",
+            Violation::TooLarge => "message too large",
+        }
     }
 }
 
@@ -67,8 +140,11 @@ impl Violation {
 pub enum Message<'a> {
     /// A complete text message, already validated as UTF-8.
     Text(&'a mut [u8]),
+    /// A complete binary message.
     Binary(&'a mut [u8]),
+    /// A ping; the caller answers with a pong carrying the same payload (§5.5.2).
     Ping(&'a [u8]),
+    /// A pong (solicited or not, §5.5.3).
     Pong(&'a [u8]),
     /// Close frame; `None` when it had no payload. Code and reason already validated.
     Close(Option<(u16, &'a str)>),
@@ -83,27 +159,8 @@ pub struct Decoded<'a> {
     pub message: Option<Message<'a>>,
 }
 
-/// Incremental decoder for client frames. Small when idle (no buffer held).
-#[derive(Debug, Default)]
-pub struct Decoder {}
+mod decoder;
+pub use decoder::Decoder;
 
-impl Decoder {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Decodes at most one message from the front of `buf`.
-    pub fn decode<'a>(
-        &'a mut self,
-        buf: &'a mut [u8],
-        message_bytes_max: usize,
-    ) -> Result<Decoded<'a>, Violation> {
-        let _ = (buf, message_bytes_max);
-        todo!()
-    }
-
-    /// Bytes the decoder itself holds for a fragmented message in flight.
-    pub fn buffered_bytes(&self) -> usize {
-        todo!()
-    }
-}
+#[cfg(test)]
+mod tests;
