@@ -232,6 +232,8 @@ impl State {
                     let conn = &mut self.conns[key as usize];
                     let reason = if conn.phase == Phase::Closing {
                         CloseReason::ClientClose
+                    } else if conn.in_http() {
+                        CloseReason::HttpDone
                     } else {
                         CloseReason::ClientGone
                     };

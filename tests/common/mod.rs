@@ -79,26 +79,39 @@ impl Server {
     /// extra `args`.
     pub fn start(driver: Driver, env: &[(&str, &str)], args: &[&str]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tickcast"));
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--shards", "2", "--driver", driver.flag()])
-            .args(args)
-            .env("TICKCAST_SERVER__PIN_CORES", "false")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+        cmd.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--shards",
+            "2",
+            "--driver",
+            driver.flag(),
+        ])
+        .args(args)
+        .env("TICKCAST_SERVER__PIN_CORES", "false")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
         for (k, v) in env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn tickcast");
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read tickcast stdout");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read tickcast stdout");
         let addr = line
             .trim()
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected first line from tickcast: {line:?}"))
             .parse()
             .unwrap();
-        Server { addr, child: Some(child) }
+        Server {
+            addr,
+            child: Some(child),
+        }
     }
 
     pub fn ws_url(&self) -> String {
@@ -119,7 +132,10 @@ impl Server {
             if let Some(status) = child.try_wait().unwrap() {
                 return status;
             }
-            assert!(start.elapsed() < DEADLINE, "tickcast did not exit after SIGTERM");
+            assert!(
+                start.elapsed() < DEADLINE,
+                "tickcast did not exit after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -127,14 +143,40 @@ impl Server {
     /// One Prometheus metric summed over its labels (e.g. over shards).
     pub async fn metric(&self, name: &str) -> f64 {
         let text = self.http("GET", "/metrics", None).await.1;
-        sum_metric(&text, name)
+        sum_metric(&text, name, None)
+    }
+
+    /// Like `metric`, only over series carrying `label="value"`.
+    pub async fn metric_with(&self, name: &str, label: &str, value: &str) -> f64 {
+        let text = self.http("GET", "/metrics", None).await.1;
+        sum_metric(&text, name, Some((label, value)))
+    }
+
+    /// Polls `/metrics` until the labelled series sums to at least `min` (bounded by
+    /// `DEADLINE`): for counters that change when the server finishes closing a connection.
+    pub async fn wait_metric_with(&self, name: &str, label: &str, value: &str, min: f64) -> f64 {
+        let start = std::time::Instant::now();
+        loop {
+            let v = self.metric_with(name, label, value).await;
+            if v >= min {
+                return v;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "{name}{{{label}={value:?}}} stayed at {v} < {min}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// A plain HTTP/1.1 request with `Connection: close`; returns (status, body).
     pub async fn http(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
         let mut req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
         if let Some(b) = body {
-            req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()));
+            req.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                b.len()
+            ));
         }
         req.push_str("\r\n");
         if let Some(b) = body {
@@ -185,14 +227,25 @@ pub fn parse_http(raw: &[u8]) -> (u16, String) {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
-pub fn sum_metric(text: &str, name: &str) -> f64 {
+pub fn sum_metric(text: &str, name: &str, label: Option<(&str, &str)>) -> f64 {
+    let pair = label.map(|(k, v)| format!("{k}=\"{v}\""));
     text.lines()
         .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with(['{', ' '])))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(['{', ' ']))
+        })
+        .filter(|l| {
+            pair.as_ref()
+                .is_none_or(|p| l.split(' ').next().unwrap_or("").contains(p.as_str()))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -231,7 +284,9 @@ pub async fn recv_json(ws: &mut Ws) -> Value {
 /// Waits for the server's close frame; returns its code.
 pub async fn recv_close(ws: &mut Ws) -> Option<CloseFrame> {
     loop {
-        let msg = tokio::time::timeout(DEADLINE, ws.next()).await.expect("no close within the deadline");
+        let msg = tokio::time::timeout(DEADLINE, ws.next())
+            .await
+            .expect("no close within the deadline");
         match msg {
             Some(Ok(Message::Close(frame))) => return frame,
             Some(Ok(_)) => continue,
@@ -243,7 +298,11 @@ pub async fn recv_close(ws: &mut Ws) -> Option<CloseFrame> {
 
 /// Subscribes and returns the ack.
 pub async fn subscribe(ws: &mut Ws, id: u64, topics: &[&str]) -> Value {
-    send_json(ws, serde_json::json!({"op":"subscribe","id":id,"topics":topics})).await;
+    send_json(
+        ws,
+        serde_json::json!({"op":"subscribe","id":id,"topics":topics}),
+    )
+    .await;
     let ack = recv_json(ws).await;
     assert_eq!(ack["op"], "ack", "{ack}");
     assert_eq!(ack["id"], id);
@@ -284,7 +343,11 @@ pub async fn raw_ws(server: &Server) -> TcpStream {
         s.read_exact(&mut byte).await.unwrap();
         head.push(byte[0]);
     }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
     s
 }
 
@@ -321,10 +384,13 @@ pub async fn raw_read_close_code(s: &mut TcpStream) -> Option<u16> {
     while i + 2 <= data.len() {
         let opcode = data[i] & 0x0f;
         let (len, hdr) = match data[i + 1] & 0x7f {
-            126 if i + 4 <= data.len() => (u16::from_be_bytes([data[i + 2], data[i + 3]]) as usize, 4),
-            127 if i + 10 <= data.len() => {
-                (u64::from_be_bytes(data[i + 2..i + 10].try_into().unwrap()) as usize, 10)
+            126 if i + 4 <= data.len() => {
+                (u16::from_be_bytes([data[i + 2], data[i + 3]]) as usize, 4)
             }
+            127 if i + 10 <= data.len() => (
+                u64::from_be_bytes(data[i + 2..i + 10].try_into().unwrap()) as usize,
+                10,
+            ),
             n if n < 126 => (n as usize, 2),
             _ => return None,
         };
