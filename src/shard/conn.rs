@@ -28,7 +28,10 @@ use crate::{
     sys::fd_of,
     ws::{
         close as cc,
-        frame::{Decoder, Message, OP_BINARY, OP_CLOSE, OP_PONG, OP_TEXT, Violation, encode_close},
+        frame::{
+            Decoder, HEADER_BYTES_MAX, Message, OP_BINARY, OP_CLOSE, OP_PONG, OP_TEXT, Violation,
+            encode_close,
+        },
     },
 };
 
@@ -405,13 +408,19 @@ impl State {
     /// Queues `frame` for `key` (any phase that still writes). Over the queue bound the
     /// connection is a slow consumer.
     pub fn enqueue(&mut self, key: u32, frame: OutFrame) {
-        let max = self.shared.cfg.limits.write_queue_bytes_max;
+        let limits = &self.shared.cfg.limits;
         let Some(conn) = self.conns.get_mut(key as usize) else {
             return;
         };
         if matches!(conn.phase, Phase::Closing | Phase::Dead) {
             return;
         }
+        // The echo route must hold one echoed message of its (larger) size.
+        let max = if conn.echo {
+            limits.write_queue_bytes_max.max(limits.echo_message_bytes_max + HEADER_BYTES_MAX)
+        } else {
+            limits.write_queue_bytes_max
+        };
         if conn.out.bytes() + frame.len() > max {
             self.slow_consumer(key);
             return;
