@@ -151,11 +151,10 @@ pub async fn conn_task(shard: Rc<Shard>, key: u32, stream: Rc<TcpStream>) {
                 shard.on_readable(key, ready.is_err())
             }
             Step::Await(rx) => {
-                let reply = monoio::time::timeout(
-                    std::time::Duration::from_millis(shard.shared.cfg.timeouts.handshake_ms),
-                    rx,
-                )
-                .await;
+                // Boxed: monoio's timer future is ~770 bytes and would otherwise be part of
+                // every connection's task, idle WebSockets included.
+                let wait = std::time::Duration::from_millis(shard.shared.cfg.timeouts.handshake_ms);
+                let reply = Box::pin(monoio::time::timeout(wait, rx)).await;
                 shard.on_http_reply(key, reply.ok().and_then(Result::ok))
             }
             Step::Exit => break,
@@ -417,7 +416,9 @@ impl State {
         }
         // The echo route must hold one echoed message of its (larger) size.
         let max = if conn.echo {
-            limits.write_queue_bytes_max.max(limits.echo_message_bytes_max + HEADER_BYTES_MAX)
+            limits
+                .write_queue_bytes_max
+                .max(limits.echo_message_bytes_max + HEADER_BYTES_MAX)
         } else {
             limits.write_queue_bytes_max
         };

@@ -173,7 +173,9 @@ impl Shard {
         let st = State {
             shard: id,
             shared: shared.clone(),
-            conns: Slab::new(),
+            // Reserved at the most this shard may hold: the pages are only touched (and only
+            // count in RSS) as connections arrive, and the slab never moves or doubles.
+            conns: Slab::with_capacity(shared.cfg.limits.connections_max / shared.shards + 1),
             index: LocalIndex::default(),
             stats: ShardStats::new(id),
             mesh,
