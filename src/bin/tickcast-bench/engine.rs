@@ -94,6 +94,9 @@ pub struct ThreadPlan {
     /// Handshakes in flight at once.
     pub concurrency: usize,
     pub connect_timeout_ms: u64,
+    /// Subscribers: sleep this long after each batch of events once connected, so each read
+    /// carries more frames (cheaper for the bench; latency then includes up to this pause).
+    pub recv_pause_us: u64,
 }
 
 /// Publishing part of a round (publisher threads only).
@@ -251,6 +254,9 @@ impl IoThread {
                 if ev.token() != WAKER {
                     self.on_event(ev.token().0, ev);
                 }
+            }
+            if self.plan.recv_pause_us > 0 && self.connect_reported && !events.is_empty() {
+                std::thread::sleep(Duration::from_micros(self.plan.recv_pause_us));
             }
             loop {
                 match self.cmds.try_recv() {

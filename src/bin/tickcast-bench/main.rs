@@ -141,6 +141,10 @@ struct CommonArgs {
     /// A connection not subscribed after this long counts as failed.
     #[arg(long, default_value_t = 10_000)]
     connect_timeout_ms: u64,
+    /// Subscriber threads sleep this long between event batches (fewer, fuller reads: a cheaper
+    /// bench for throughput runs; the latency figures then include up to this pause).
+    #[arg(long, default_value_t = 0)]
+    recv_pause_us: u64,
     /// Allow targets outside 127.0.0.0/8 and ::1.
     #[arg(long)]
     allow_remote: bool,
@@ -161,6 +165,7 @@ impl CommonArgs {
             workers: self.workers,
             concurrency: self.connect_concurrency,
             connect_timeout_ms: self.connect_timeout_ms.clamp(100, 120_000),
+            recv_pause_us: self.recv_pause_us.min(100_000),
             allow_remote: self.allow_remote,
             json_out: self.json_out,
         })

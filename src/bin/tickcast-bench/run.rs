@@ -46,6 +46,7 @@ pub struct Common {
     pub workers: Option<u64>,
     pub concurrency: usize,
     pub connect_timeout_ms: u64,
+    pub recv_pause_us: u64,
     pub allow_remote: bool,
     pub json_out: Option<PathBuf>,
 }
@@ -187,6 +188,7 @@ fn plan_groups(c: &Common, target: &Target, s: Spread) -> Res<Vec<(GroupPlan, bo
                     connect_rate: rate_per_thread,
                     concurrency: c.concurrency.max(1),
                     connect_timeout_ms: c.connect_timeout_ms,
+                    recv_pause_us: c.recv_pause_us,
                 })
                 .collect();
             (
@@ -236,6 +238,7 @@ fn base_json(scenario: &str, c: &Common, workers: usize) -> Value {
         "bench_workers": workers,
         "bench_threads_per_process": c.threads,
         "source_ips": c.source_ips.len().max(1),
+        "recv_pause_us": c.recv_pause_us,
         "cmd": std::env::args().collect::<Vec<_>>().join(" "),
     })
 }
@@ -342,7 +345,11 @@ pub fn connect(c: &Common, a: &ConnectArgs) -> Res<()> {
     let mut t = vec![
         (
             "scenario".into(),
-            format!("connect  server={}  {}", c.label, result["date"]),
+            format!(
+                "connect  server={}  {}",
+                c.label,
+                result["date"].as_str().unwrap_or("")
+            ),
         ),
         (
             "connections".into(),
@@ -485,6 +492,7 @@ pub fn fanout(c: &Common, a: &FanoutArgs) -> Res<()> {
             connect_rate: None,
             concurrency: c.concurrency.max(1),
             connect_timeout_ms: c.connect_timeout_ms,
+            recv_pause_us: 0,
         }],
         deadline_ns: deadline,
     };
@@ -517,7 +525,7 @@ pub fn fanout(c: &Common, a: &FanoutArgs) -> Res<()> {
             || s.publisher_limited
             || rate * a.rate_step > RATE_MAX;
         if !a.max_rate {
-            print_fanout(c, a, &s.json, &sub_conn, None);
+            print_fanout(c, a, &s.json, &sub_conn);
         } else {
             eprintln!(
                 "tickcast-bench: step {step}: rate {rate:.0}/s loss {} p99 {:.3} ms closed {}{}",
@@ -581,7 +589,11 @@ pub fn fanout(c: &Common, a: &FanoutArgs) -> Res<()> {
         );
         let mut t = vec![(
             "scenario".into(),
-            format!("fanout --max-rate  server={}  {}", c.label, result["date"]),
+            format!(
+                "fanout --max-rate  server={}  {}",
+                c.label,
+                result["date"].as_str().unwrap_or("")
+            ),
         )];
         for s in &done {
             t.push((
@@ -751,11 +763,15 @@ fn fanout_round(
     })
 }
 
-fn print_fanout(c: &Common, a: &FanoutArgs, r: &Value, conn: &ConnectStats, _: Option<()>) {
+fn print_fanout(c: &Common, a: &FanoutArgs, r: &Value, conn: &ConnectStats) {
     let mut t = vec![
         (
             "scenario".into(),
-            format!("fanout  server={}  {}", c.label, r["date"]),
+            format!(
+                "fanout  server={}  {}",
+                c.label,
+                r["date"].as_str().unwrap_or("")
+            ),
         ),
         (
             "setup".into(),
