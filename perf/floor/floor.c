@@ -11,11 +11,14 @@
  * sender's context, so the writer's figure is the one to compare with a server's CPU/delivery.
  *
  * Usage: floor [-n N] [-d SECONDS] [--batch K] [--size BYTES] [--label TEXT] [--no-nodelay]
- * (--no-nodelay leaves Nagle on, so the kernel may merge small writes into fewer segments.)
+ *              [--writer-cpu C] [--sink-cpu C]
+ * (--no-nodelay leaves Nagle on, so the kernel may merge small writes into fewer segments;
+ * --writer-cpu/--sink-cpu pin the two processes, as the scenarios pin server and bench.)
  * Output: a readable table, then one JSON line {"scenario":"floor",...}.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <sched.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -73,6 +76,14 @@ static double machine_busy_s(void) {
     long hz = sysconf(_SC_CLK_TCK);
     /* user nice system idle iowait irq softirq steal (guest time is already in user). */
     return (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / (double)hz;
+}
+
+static void pin(int cpu) {
+    if (cpu < 0) return;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    if (sched_setaffinity(0, sizeof set, &set) < 0) die("sched_setaffinity");
 }
 
 static void write_all(int fd, const void *buf, size_t len) {
@@ -135,7 +146,7 @@ static void sink(int listener, int n, int ready_fd, int result_fd) {
 }
 
 int main(int argc, char **argv) {
-    int n = 1000, batch = 1, size = 100, nodelay = 1;
+    int n = 1000, batch = 1, size = 100, nodelay = 1, writer_cpu_id = -1, sink_cpu_id = -1;
     double duration = 5.0;
     const char *label = "floor";
     for (int i = 1; i < argc; i++) {
@@ -147,8 +158,11 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--size") && v) size = atoi(v), i++;
         else if (!strcmp(a, "--label") && v) label = v, i++;
         else if (!strcmp(a, "--no-nodelay")) nodelay = 0;
+        else if (!strcmp(a, "--writer-cpu") && v) writer_cpu_id = atoi(v), i++;
+        else if (!strcmp(a, "--sink-cpu") && v) sink_cpu_id = atoi(v), i++;
         else {
-            fprintf(stderr, "usage: floor [-n N] [-d SECONDS] [--batch K] [--size BYTES] [--label T] [--no-nodelay]\n");
+            fprintf(stderr, "usage: floor [-n N] [-d SECONDS] [--batch K] [--size BYTES] [--label T] [--no-nodelay]\n"
+                            "             [--writer-cpu C] [--sink-cpu C]\n");
             return 2;
         }
     }
@@ -196,10 +210,12 @@ int main(int argc, char **argv) {
     pid_t child = fork();
     if (child < 0) die("fork");
     if (child == 0) {
+        pin(sink_cpu_id);
         close(ready[0]);
         close(result[0]);
         sink(listener, n, ready[1], result[1]);
     }
+    pin(writer_cpu_id);
     close(listener);
     close(ready[1]);
     close(result[1]);
@@ -259,10 +275,10 @@ int main(int argc, char **argv) {
            "\"frames_per_s\":%.0f,\"writer_cpu_s\":%.3f,\"writer_cpu_ns_per_write\":%.0f,"
            "\"writer_cpu_ns_per_frame\":%.0f,\"sink_cpu_s\":%.3f,\"total_cpu_ns_per_write\":%.0f,"
            "\"total_cpu_ns_per_frame\":%.0f,\"machine_busy_s\":%.3f,\"machine_busy_ns_per_write\":%.0f,"
-           "\"nodelay\":%s}\n",
+           "\"nodelay\":%s,\"writer_cpu\":%d,\"sink_cpu\":%d}\n",
            label, date, n, size, batch, wall, (unsigned long long)writes, writes / wall,
            frames / wall, writer_cpu, w_ns, writer_cpu * 1e9 / frames, res.cpu_s, t_ns,
            (writer_cpu + res.cpu_s) * 1e9 / frames, busy, busy * 1e9 / (double)writes,
-           nodelay ? "true" : "false");
+           nodelay ? "true" : "false", writer_cpu_id, sink_cpu_id);
     return 0;
 }
