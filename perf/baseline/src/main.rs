@@ -71,10 +71,22 @@ struct Hub {
 #[derive(Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 enum ClientOp {
-    Subscribe { id: Option<u64>, topics: Vec<String> },
-    Unsubscribe { id: Option<u64>, topics: Vec<String> },
-    Publish { id: Option<u64>, topic: String, data: Value },
-    Ping { id: Option<u64> },
+    Subscribe {
+        id: Option<u64>,
+        topics: Vec<String>,
+    },
+    Unsubscribe {
+        id: Option<u64>,
+        topics: Vec<String>,
+    },
+    Publish {
+        id: Option<u64>,
+        topic: String,
+        data: Value,
+    },
+    Ping {
+        id: Option<u64>,
+    },
 }
 
 #[derive(Serialize)]
@@ -86,14 +98,18 @@ struct DataFrame<'a> {
 }
 
 fn now_us() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 fn valid_exact_topic(t: &str) -> bool {
     !t.is_empty()
         && t.split('.').all(|seg| {
             !seg.is_empty()
-                && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b"_:@-".contains(&b))
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_:@-".contains(&b))
         })
 }
 
@@ -102,18 +118,27 @@ impl Hub {
         let mut topics = self.topics.lock().unwrap();
         topics
             .entry(topic.to_owned())
-            .or_insert_with(|| Topic { tx: broadcast::channel(TOPIC_RING_MESSAGES).0, seq: 0 })
+            .or_insert_with(|| Topic {
+                tx: broadcast::channel(TOPIC_RING_MESSAGES).0,
+                seq: 0,
+            })
             .tx
             .subscribe()
     }
 
     fn publish(&self, topic: &str, data: Value) -> u64 {
         let mut topics = self.topics.lock().unwrap();
-        let entry = topics
-            .entry(topic.to_owned())
-            .or_insert_with(|| Topic { tx: broadcast::channel(TOPIC_RING_MESSAGES).0, seq: 0 });
+        let entry = topics.entry(topic.to_owned()).or_insert_with(|| Topic {
+            tx: broadcast::channel(TOPIC_RING_MESSAGES).0,
+            seq: 0,
+        });
         entry.seq += 1;
-        let msg = Published { topic: Arc::from(topic), seq: entry.seq, ts: now_us(), data };
+        let msg = Published {
+            topic: Arc::from(topic),
+            seq: entry.seq,
+            ts: now_us(),
+            data,
+        };
         // No receivers is not an error for a pub/sub hub.
         let _ = entry.tx.send(Arc::new(msg));
         entry.seq
@@ -130,8 +155,12 @@ fn spawn_forwarder(
         loop {
             match rx.recv().await {
                 Ok(p) => {
-                    let frame =
-                        DataFrame { topic: &p.topic, seq: p.seq, ts: p.ts, data: &p.data };
+                    let frame = DataFrame {
+                        topic: &p.topic,
+                        seq: p.seq,
+                        ts: p.ts,
+                        data: &p.data,
+                    };
                     let text = serde_json::to_string(&frame).expect("serializable");
                     if out.send(Message::Text(text.into())).await.is_err() {
                         break;
@@ -151,6 +180,8 @@ fn error_reply(id: Option<u64>, code: &str, message: &str) -> String {
 
 async fn handle(stream: TcpStream, hub: Arc<Hub>) {
     let _ = stream.set_nodelay(true);
+    // The error type is tungstenite's callback contract, large or not.
+    #[allow(clippy::result_large_err)]
     let check_path = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
         if req.uri().path() == "/ws" {
             Ok(resp)
@@ -160,12 +191,18 @@ async fn handle(stream: TcpStream, hub: Arc<Hub>) {
             Err(err)
         }
     };
-    let Ok(ws) = accept_hdr_async(stream, check_path).await else { return };
+    let Ok(ws) = accept_hdr_async(stream, check_path).await else {
+        return;
+    };
     let (mut sink, mut source) = ws.split();
     let conn = hub.next_conn.fetch_add(1, Ordering::Relaxed);
     let welcome = json!({"op": "welcome", "conn": conn.to_string(), "shard": 0,
         "version": "baseline-0.1", "ping_interval_s": PING_INTERVAL.as_secs()});
-    if sink.send(Message::Text(welcome.to_string().into())).await.is_err() {
+    if sink
+        .send(Message::Text(welcome.to_string().into()))
+        .await
+        .is_err()
+    {
         return;
     }
     let (out_tx, mut out_rx) = mpsc::channel::<Message>(CONN_QUEUE_MESSAGES);
@@ -215,10 +252,10 @@ async fn handle(stream: TcpStream, hub: Arc<Hub>) {
                         Some(json!({"op": "pong", "id": id, "ts": now_us()}).to_string())
                     }
                 };
-                if let Some(r) = reply {
-                    if sink.send(Message::Text(r.into())).await.is_err() {
-                        break;
-                    }
+                if let Some(r) = reply
+                    && sink.send(Message::Text(r.into())).await.is_err()
+                {
+                    break;
                 }
             }
             Some(msg) = out_rx.recv() => {
@@ -246,10 +283,14 @@ fn parse_args() -> Result<(SocketAddr, usize), String> {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
         match a.as_str() {
             "--listen" => {
-                listen = value("--listen")?.parse().map_err(|e| format!("--listen: {e}"))?
+                listen = value("--listen")?
+                    .parse()
+                    .map_err(|e| format!("--listen: {e}"))?
             }
             "--threads" => {
-                threads = value("--threads")?.parse().map_err(|e| format!("--threads: {e}"))?
+                threads = value("--threads")?
+                    .parse()
+                    .map_err(|e| format!("--threads: {e}"))?
             }
             "-h" | "--help" => {
                 return Err("usage: tickcast-baseline --listen ADDR --threads N".into());
@@ -275,7 +316,10 @@ fn main() {
         .expect("tokio runtime");
     rt.block_on(async move {
         let listener = TcpListener::bind(listen).await.expect("bind");
-        println!("listening on {}", listener.local_addr().expect("local addr"));
+        println!(
+            "listening on {}",
+            listener.local_addr().expect("local addr")
+        );
         let hub = Arc::new(Hub::default());
         loop {
             match listener.accept().await {

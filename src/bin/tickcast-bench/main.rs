@@ -97,6 +97,9 @@ enum Command {
         rate_step: f64,
         #[arg(long, default_value_t = 12)]
         max_steps: u32,
+        /// With --max-rate, run a failing step again up to this many times before it counts.
+        #[arg(long, default_value_t = 1)]
+        step_retries: u32,
         /// After the window, stop waiting once no window message arrived for this long.
         #[arg(long, default_value_t = 500)]
         quiet_ms: u64,
@@ -220,6 +223,7 @@ fn main() {
             p99_bound_ms,
             rate_step,
             max_steps,
+            step_retries,
             quiet_ms,
             drain_max_ms,
             connect_rate,
@@ -240,6 +244,7 @@ fn main() {
                     p99_bound_ms,
                     rate_step,
                     max_steps,
+                    step_retries: step_retries.min(5),
                     quiet_ms: quiet_ms.min(60_000),
                     drain_max_ms: drain_max_ms.min(120_000),
                     connect_rate,

@@ -407,6 +407,7 @@ pub struct FanoutArgs {
     pub p99_bound_ms: f64,
     pub rate_step: f64,
     pub max_steps: u32,
+    pub step_retries: u32,
     pub quiet_ms: u64,
     pub drain_max_ms: u64,
     pub connect_rate: Option<f64>,
@@ -419,6 +420,7 @@ struct Step {
     p99_ms: f64,
     closed: u64,
     publisher_limited: bool,
+    attempts: u32,
 }
 
 pub fn fanout(c: &Common, a: &FanoutArgs) -> Res<()> {
@@ -452,7 +454,8 @@ pub fn fanout(c: &Common, a: &FanoutArgs) -> Res<()> {
     if a.max_rate && a.rate_step <= 1.0 {
         return Err("--rate-step must be > 1".into());
     }
-    let round_s = 0.3 + a.warmup_s + a.duration_s + a.drain_max_ms as f64 / 1e3 + 2.0;
+    let round_s = (0.3 + a.warmup_s + a.duration_s + a.drain_max_ms as f64 / 1e3 + 2.0)
+        * f64::from(1 + a.step_retries);
     let connect_s = c.connect_timeout_ms as f64 / 1e3
         + a.connect_rate
             .map_or((a.subs + a.pubs) as f64 / 1000.0, |r| {
@@ -517,13 +520,24 @@ pub fn fanout(c: &Common, a: &FanoutArgs) -> Res<()> {
 
     let mut rate = a.rate;
     let mut done: Vec<Step> = Vec::new();
+    let passes = |s: &Step| {
+        s.loss == 0 && s.p99_ms <= a.p99_bound_ms && s.closed == 0 && !s.publisher_limited
+    };
     for step in 0..steps {
-        let s = fanout_round(c, a, &mut subs, &mut pubs, &sub_conn, rate, workers)?;
-        let stop = s.loss > 0
-            || s.p99_ms > a.p99_bound_ms
-            || s.closed > 0
-            || s.publisher_limited
-            || rate * a.rate_step > RATE_MAX;
+        let mut s = fanout_round(c, a, &mut subs, &mut pubs, &sub_conn, rate, workers)?;
+        // A failing step is run again (same connections) before it counts: on a machine shared
+        // with other work, one scheduler stall can fail a step the server sustains.
+        let mut attempt = 1;
+        while a.max_rate && !passes(&s) && s.closed == 0 && attempt <= a.step_retries {
+            eprintln!(
+                "tickcast-bench: step {step}: rate {rate:.0}/s failed (loss {}, p99 {:.3} ms), retrying",
+                s.loss, s.p99_ms
+            );
+            s = fanout_round(c, a, &mut subs, &mut pubs, &sub_conn, rate, workers)?;
+            attempt += 1;
+        }
+        s.attempts = attempt;
+        let stop = !passes(&s) || rate * a.rate_step > RATE_MAX;
         if !a.max_rate {
             print_fanout(c, a, &s.json, &sub_conn);
         } else {
@@ -549,9 +563,7 @@ pub fn fanout(c: &Common, a: &FanoutArgs) -> Res<()> {
         g.quit();
     }
     if a.max_rate {
-        let passing = |s: &&Step| {
-            s.loss == 0 && s.p99_ms <= a.p99_bound_ms && s.closed == 0 && !s.publisher_limited
-        };
+        let passing = |s: &&Step| passes(s);
         let best = done.iter().rev().find(passing);
         let mut result = base_json("fanout-max-rate", c, workers);
         let obj = result.as_object_mut().expect("object");
@@ -581,6 +593,7 @@ pub fn fanout(c: &Common, a: &FanoutArgs) -> Res<()> {
                     .map(
                         |s| json!({"rate": s.rate.round(), "loss": s.loss, "p99_ms": s.p99_ms,
                     "closed": s.closed, "publisher_limited": s.publisher_limited,
+                    "attempts": s.attempts,
                     "deliveries_per_s": s.json["deliveries_per_s"],
                     "server_cpu_ns_per_delivery": s.json["server_cpu_ns_per_delivery"]})
                     )
@@ -610,7 +623,11 @@ pub fn fanout(c: &Common, a: &FanoutArgs) -> Res<()> {
                     } else {
                         ""
                     }
-                ),
+                ) + &if s.attempts > 1 {
+                    format!("  ({} attempts)", s.attempts)
+                } else {
+                    String::new()
+                },
             ));
         }
         t.push((
@@ -769,6 +786,7 @@ fn fanout_round(
         p99_ms,
         closed,
         publisher_limited,
+        attempts: 1,
         json: result,
     })
 }
