@@ -1,0 +1,113 @@
+# Shared by the scenario scripts: build, start a server pinned to its cores, run the bench pinned
+# to the others, stop everything. Source it; do not run it.
+#
+# Environment (all optional):
+#   SERVER_CPUS   cores for the server (taskset list), default 1
+#   BENCH_CPUS    cores for tickcast-bench and the floor program, default 0
+#   PORT          server port, default 9300
+#   RESULTS       JSON-lines file the runs are appended to, default reports/<date>-<scenario>.jsonl
+#   BENCH_EXTRA   extra tickcast-bench flags appended to every run (e.g. "--recv-pause-us 500")
+#   CARGO_TARGET_DIR            target dir of the root crate, default ./target
+#   BASELINE_TARGET_DIR         target dir of perf/baseline, default perf/baseline/target
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+SERVER_CPUS="${SERVER_CPUS:-1}"
+BENCH_CPUS="${BENCH_CPUS:-0}"
+PORT="${PORT:-9300}"
+BENCH_EXTRA="${BENCH_EXTRA:-}"
+SCENARIO="$(basename "$0" .sh)"
+mkdir -p "$ROOT/reports"
+RESULTS="${RESULTS:-$ROOT/reports/$(date -u +%Y%m%dT%H%M%SZ)-$SCENARIO.jsonl}"
+BENCH_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/tickcast-bench"
+BASELINE_BIN="${BASELINE_TARGET_DIR:-$ROOT/perf/baseline/target}/release/tickcast-baseline"
+FLOOR_BIN="$ROOT/perf/floor/floor"
+SERVER_PID=""
+SERVER_NAME=""
+SERVER_LOG=""
+
+log() { echo "== $*" >&2; }
+
+# Cores in a taskset list such as "1" or "0-1" or "2,3".
+count_cpus() { taskset -c "$1" nproc; }
+
+build_bench() {
+  log "building tickcast-bench"
+  (cd "$ROOT" && cargo build --release --bin tickcast-bench >&2)
+}
+
+build_floor() {
+  log "building perf/floor"
+  make -s -C "$ROOT/perf/floor" >&2
+}
+
+build_server() {
+  case "$1" in
+    baseline)
+      log "building perf/baseline"
+      (cd "$ROOT/perf/baseline" && CARGO_TARGET_DIR="${BASELINE_TARGET_DIR:-$ROOT/perf/baseline/target}" \
+        cargo build --release >&2) ;;
+    node-ws) ;; # run.sh installs it
+    tickcast)
+      echo "tickcast scenarios are not wired yet: the server is still being built" >&2; exit 2 ;;
+    *) echo "unknown server '$1' (baseline | node-ws)" >&2; exit 2 ;;
+  esac
+}
+
+# start_server NAME: starts it pinned to SERVER_CPUS on 127.0.0.1:PORT, waits for "listening on".
+start_server() {
+  SERVER_NAME="$1"
+  SERVER_LOG="$(mktemp /tmp/tickcast-server.XXXXXX)"
+  local threads
+  threads="$(count_cpus "$SERVER_CPUS")"
+  case "$SERVER_NAME" in
+    baseline)
+      taskset -c "$SERVER_CPUS" "$BASELINE_BIN" --listen "127.0.0.1:$PORT" --threads "$threads" \
+        >"$SERVER_LOG" 2>&1 &
+      ;;
+    node-ws)
+      taskset -c "$SERVER_CPUS" "$ROOT/perf/peers/node-ws/run.sh" "$PORT" >"$SERVER_LOG" 2>&1 &
+      ;;
+  esac
+  SERVER_PID=$!
+  for _ in $(seq 1 600); do
+    if grep -q "^listening on" "$SERVER_LOG"; then
+      log "$SERVER_NAME pid $SERVER_PID on cores $SERVER_CPUS: $(grep -m1 '^listening on' "$SERVER_LOG")"
+      return 0
+    fi
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+      cat "$SERVER_LOG" >&2; echo "server exited" >&2; exit 1
+    fi
+    sleep 0.1
+  done
+  echo "server did not print 'listening on' within 60 s" >&2
+  exit 1
+}
+
+stop_server() {
+  if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    kill "$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  SERVER_PID=""
+  [ -n "$SERVER_LOG" ] && rm -f "$SERVER_LOG"
+  SERVER_LOG=""
+}
+trap stop_server EXIT
+
+# Restart between runs so RSS and CPU start from a fresh process.
+restart_server() { stop_server; sleep 1; start_server "$1"; }
+
+# bench SUBCOMMAND ARGS...: runs tickcast-bench against the running server.
+bench() {
+  local sub="$1"; shift
+  # shellcheck disable=SC2086
+  taskset -c "$BENCH_CPUS" "$BENCH_BIN" "$sub" --url "ws://127.0.0.1:$PORT/ws" \
+    --label "$SERVER_NAME" --server-pid "$SERVER_PID" --json-out "$RESULTS" "$@" $BENCH_EXTRA
+}
+
+SOURCE_IPS="127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4"
+
+finish() { log "results appended to $RESULTS"; }
