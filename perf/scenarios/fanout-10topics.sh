@@ -2,7 +2,7 @@
 # 10k subscribers over 10 topics at 200 msgs/s, 100 B: one frame per write, no batching
 # possible (the kernel's send path dominates). Usage: perf/scenarios/fanout-10topics.sh [server] [RUNS]
 source "$(dirname "$0")/lib.sh"
-server="${1:-baseline}"; runs="${2:-1}"
+server="${1:-tickcast}"; runs="${2:-1}"
 build_bench; build_server "$server"
 for _ in $(seq 1 "$runs"); do
   restart_server "$server"

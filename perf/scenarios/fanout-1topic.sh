@@ -2,7 +2,7 @@
 # One topic, 100 B payload: 1k subscribers at 1k msgs/s, then 10k subscribers at 100 msgs/s.
 # Latency, loss, server CPU per delivery. Usage: perf/scenarios/fanout-1topic.sh [server] [RUNS]
 source "$(dirname "$0")/lib.sh"
-server="${1:-baseline}"; runs="${2:-1}"
+server="${1:-tickcast}"; runs="${2:-1}"
 build_bench; build_server "$server"
 for _ in $(seq 1 "$runs"); do
   restart_server "$server"

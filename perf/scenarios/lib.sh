@@ -20,6 +20,7 @@ SCENARIO="$(basename "$0" .sh)"
 mkdir -p "$ROOT/reports"
 RESULTS="${RESULTS:-$ROOT/reports/$(date -u +%Y%m%dT%H%M%SZ)-$SCENARIO.jsonl}"
 BENCH_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/tickcast-bench"
+TICKCAST_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/tickcast"
 BASELINE_BIN="${BASELINE_TARGET_DIR:-$ROOT/perf/baseline/target}/release/tickcast-baseline"
 FLOOR_BIN="$ROOT/perf/floor/floor"
 SERVER_PID=""
@@ -49,8 +50,9 @@ build_server() {
         cargo build --release >&2) ;;
     node-ws) ;; # run.sh installs it
     tickcast)
-      echo "tickcast scenarios are not wired yet: the server is still being built" >&2; exit 2 ;;
-    *) echo "unknown server '$1' (baseline | node-ws)" >&2; exit 2 ;;
+      log "building tickcast"
+      (cd "$ROOT" && cargo build --release --bin tickcast >&2) ;;
+    *) echo "unknown server '$1' (tickcast | baseline | node-ws)" >&2; exit 2 ;;
   esac
 }
 
@@ -67,6 +69,13 @@ start_server() {
       ;;
     node-ws)
       taskset -c "$SERVER_CPUS" "$ROOT/perf/peers/node-ws/run.sh" "$PORT" >"$SERVER_LOG" 2>&1 &
+      ;;
+    tickcast)
+      # One shard per server core (pinned inside those cores); the bench connects from a few
+      # loopback addresses, so the per-IP limit is lifted for the run.
+      TICKCAST_LIMITS__CONNECTIONS_PER_IP_MAX=1000000 TICKCAST_LOG__LEVEL=warn \
+        taskset -c "$SERVER_CPUS" "$TICKCAST_BIN" serve --listen "127.0.0.1:$PORT" --shards "$threads" \
+        >"$SERVER_LOG" 2>&1 &
       ;;
   esac
   SERVER_PID=$!

@@ -4,7 +4,7 @@
 # queued frames into one write per socket pays. Usage: perf/scenarios/market-data.sh [server] [RUNS]
 # RATE=... overrides the publish rate (a server that cannot keep up shows loss and closes).
 source "$(dirname "$0")/lib.sh"
-server="${1:-baseline}"; runs="${2:-1}"; rate="${RATE:-20000}"
+server="${1:-tickcast}"; runs="${2:-1}"; rate="${RATE:-20000}"
 build_bench; build_server "$server"
 for _ in $(seq 1 "$runs"); do
   restart_server "$server"

@@ -3,7 +3,7 @@
 # until loss or p99 > P99_BOUND_MS (default 100 ms: on a core shared with other work, scheduler
 # time slices alone reach tens of ms). Usage: perf/scenarios/max-throughput.sh [server] [RUNS]
 source "$(dirname "$0")/lib.sh"
-server="${1:-baseline}"; runs="${2:-1}"
+server="${1:-tickcast}"; runs="${2:-1}"
 build_bench; build_server "$server"
 for _ in $(seq 1 "$runs"); do
   restart_server "$server"
