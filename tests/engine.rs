@@ -24,6 +24,7 @@ both_drivers!(
     handshake_deadline_cuts_slowloris,
     server_pings_and_idle_timeout,
     graceful_shutdown_sends_1001,
+    connection_limits_answer_before_upgrade,
 );
 
 async fn welcome_frame(driver: Driver) {
@@ -678,4 +679,50 @@ async fn graceful_shutdown_sends_1001(driver: Driver) {
         assert_eq!(u16::from(frame.code), 1001);
     }
     assert!(status.success(), "exit status {status:?}");
+}
+
+/// Upgrade request on a fresh connection; returns the HTTP status line's code.
+async fn upgrade_status(server: &Server) -> u16 {
+    let raw = server
+        .raw_exchange(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n\
+              \x88\x82\x00\x00\x00\x00\x03\xe8",
+        )
+        .await;
+    parse_http(&raw).0
+}
+
+async fn connection_limits_answer_before_upgrade(driver: Driver) {
+    // Per IP: two connections from 127.0.0.1 are allowed, the third is refused with 429.
+    let server = Server::start(
+        driver,
+        &[("TICKCAST_LIMITS__CONNECTIONS_PER_IP_MAX", "2")],
+        &[],
+    );
+    let (_a, _) = connect(&server).await;
+    let (_b, _) = connect(&server).await;
+    assert_eq!(upgrade_status(&server).await, 429);
+    drop(_b);
+    // Once the server has removed a connection from this address (every TCP connection counts,
+    // plain HTTP ones included), a new upgrade is accepted.
+    let start = std::time::Instant::now();
+    loop {
+        match upgrade_status(&server).await {
+            101 => break,
+            429 => assert!(
+                start.elapsed() < DEADLINE,
+                "the per-IP slot was never released"
+            ),
+            other => panic!("unexpected status {other}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // In total: 503 once the process holds `connections_max`.
+    let server = Server::start(driver, &[("TICKCAST_LIMITS__CONNECTIONS_MAX", "2")], &[]);
+    let (_c, _) = connect(&server).await;
+    let (_d, _) = connect(&server).await;
+    assert_eq!(upgrade_status(&server).await, 503);
+    assert!(server.metric("tickcast_limit_rejects_total").await >= 1.0);
 }
