@@ -172,7 +172,8 @@ impl Mesh {
         self.wake_if_parked(dst);
     }
 
-    fn has_inbound(&self, dst: usize) -> bool {
+    /// Whether anything waits in shard `dst`'s inbound rings (a few atomic loads).
+    pub fn has_inbound(&self, dst: usize) -> bool {
         (0..=self.shards).any(|src| !self.ring(src, dst).is_empty())
     }
 }

@@ -84,6 +84,8 @@ pub struct Shard {
     /// Resolves the shard's main future when shutdown is complete.
     done: Cell<bool>,
     done_waker: Cell<Option<Waker>>,
+    /// The dispatcher's waker while it is parked on the mesh (see `finish`).
+    dispatcher_parked: Cell<Option<Waker>>,
 }
 
 /// A publish or subscribe waiting for other shards (topic owner, interest acknowledgements).
@@ -211,6 +213,7 @@ impl Shard {
             st: RefCell::new(st),
             done: Cell::new(false),
             done_waker: Cell::new(None),
+            dispatcher_parked: Cell::new(None),
         })
     }
 
@@ -220,6 +223,16 @@ impl Shard {
         st.end_of_work();
         let drains = std::mem::take(&mut st.need_drain);
         drop(st);
+        // monoio handles wakes from other threads only when its task queue runs empty; a
+        // shard kept busy by local work would leave its parked dispatcher asleep while peers
+        // send to it. So every section checks the rings and wakes the dispatcher locally.
+        if let Some(waker) = self.dispatcher_parked.take() {
+            if self.shared.mesh.has_inbound(self.id) {
+                waker.wake();
+            } else {
+                self.dispatcher_parked.set(Some(waker));
+            }
+        }
         for (key, epoch, stream) in drains {
             monoio::spawn(conn::drain_task(self.clone(), key, epoch, stream));
         }
@@ -296,7 +309,13 @@ async fn dispatcher(shard: Rc<Shard>) {
         if n == MESH_ROUND_MAX {
             YieldNow(false).await;
         } else if n == 0 {
-            mesh.parked(shard.id).await;
+            let mut parked = mesh.parked(shard.id);
+            std::future::poll_fn(|cx| {
+                shard.dispatcher_parked.set(Some(cx.waker().clone()));
+                Pin::new(&mut parked).poll(cx)
+            })
+            .await;
+            shard.dispatcher_parked.set(None);
         }
     }
 }

@@ -62,8 +62,18 @@ impl State {
                 Phase::HttpClosing | Phase::Closing if now >= conn.deadline_ms => {
                     expired.push((key, conn.close_reason.unwrap_or(CloseReason::ClientGone)))
                 }
-                Phase::Ws if now >= conn.last_rx_ms + idle_ms => idle.push(key),
-                Phase::Ws if now >= conn.last_ping_ms + ping_ms => ping.push(key),
+                Phase::Ws => {
+                    // A connection is closed for idleness only after it was pinged at least
+                    // once since it last sent anything: a client that answers pings is never
+                    // dropped, even when a late scan lands past the idle deadline first.
+                    let silent = now >= conn.last_rx_ms + idle_ms;
+                    let pinged_since_rx = conn.last_ping_ms > conn.last_rx_ms;
+                    if silent && pinged_since_rx {
+                        idle.push(key);
+                    } else if silent || now >= conn.last_ping_ms + ping_ms {
+                        ping.push(key);
+                    }
+                }
                 _ => {}
             }
         }
