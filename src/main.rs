@@ -26,6 +26,8 @@ struct Cli {
 #[derive(Clone, Copy, ValueEnum)]
 enum Driver {
     Auto,
+    /// Spelled as in the config file; `io-uring` is accepted too.
+    #[value(name = "io_uring", alias = "io-uring")]
     IoUring,
     Epoll,
 }
@@ -103,13 +105,23 @@ fn main() {
 
 fn serve(cfg: Config) -> i32 {
     init_logging(&cfg.log.level);
+    if !tickcast::sys::disable_transparent_huge_pages() {
+        tracing::debug!("could not opt out of transparent huge pages");
+    }
     let nofile = tickcast::sys::raise_nofile_limit();
-    if nofile < cfg.limits.connections_max as u64 + 64 {
+    // Every open connection is a descriptor, and so is every handshake in flight; plus the
+    // listeners, rings, eventfds and log files.
+    let shards = tickcast::topology::shard_count(&cfg) as u64;
+    let needed = cfg.limits.connections_max as u64
+        + shards * cfg.limits.handshakes_per_shard_max as u64
+        + 64;
+    if nofile < needed {
         tracing::warn!(
             rlimit_nofile = nofile,
-            connections_max = cfg.limits.connections_max,
-            "RLIMIT_NOFILE is below limits.connections_max: the process runs out of descriptors \
-             first (raise LimitNOFILE, see tuning/)"
+            needed,
+            "RLIMIT_NOFILE is below limits.connections_max + shards x \
+             limits.handshakes_per_shard_max: the process runs out of descriptors before its \
+             limits apply (raise LimitNOFILE, see tuning/)"
         );
     }
     let demo = cfg.server.demo_feed;
@@ -123,7 +135,7 @@ fn serve(cfg: Config) -> i32 {
     };
     tracing::info!(
         shards = server.drivers.len(),
-        driver = server.drivers.first().copied().unwrap_or("?"),
+        drivers = ?server.drivers,
         demo_feed = demo,
         echo,
         "tickcast {} started",

@@ -92,7 +92,7 @@ impl Server {
             let ready = ready_tx.clone();
             let core = pin.then(|| cores[id % cores.len()]);
             let handle = thread::Builder::new()
-                .name(format!("tickcast-shard-{id}"))
+                .name(format!("tc-shard-{id}"))
                 .spawn(move || {
                     if let Some(core) = core {
                         if !core_affinity::set_for_current(core) {
@@ -172,8 +172,7 @@ impl Stopper {
 /// The driver every shard will run; `auto` probes io_uring once.
 fn resolve_driver(kind: DriverKind) -> Result<DriverKind, String> {
     match kind {
-        DriverKind::Auto if monoio::utils::detect_uring() => Ok(DriverKind::IoUring),
-        DriverKind::Auto => {
+        DriverKind::Auto if !monoio::utils::detect_uring() => {
             tracing::warn!(
                 "io_uring is not available here (kernel, seccomp or memlock): using epoll"
             );
@@ -194,8 +193,15 @@ fn run_shard(
     entries: u32,
     ready: mpsc::Sender<Result<&'static str, String>>,
 ) {
+    let epoll =
+        |shared, listener| match RuntimeBuilder::<LegacyDriver>::new().enable_timer().build() {
+            Ok(mut rt) => rt.block_on(shard_main(id, shared, listener, "epoll", ready.clone())),
+            Err(e) => Err(format!("shard {id}: epoll runtime: {e}")),
+        };
     let result = match driver {
         DriverKind::IoUring | DriverKind::Auto => {
+            // The probe can pass while the full-size ring still fails (RLIMIT_MEMLOCK on
+            // kernels before 5.12): `auto` then falls back to epoll on this shard.
             match RuntimeBuilder::<IoUringDriver>::new()
                 .with_entries(entries)
                 .enable_timer()
@@ -204,13 +210,14 @@ fn run_shard(
                 Ok(mut rt) => {
                     rt.block_on(shard_main(id, shared, listener, "io_uring", ready.clone()))
                 }
+                Err(e) if driver == DriverKind::Auto => {
+                    tracing::warn!(shard = id, error = %e, "io_uring ring setup failed: using epoll");
+                    epoll(shared, listener)
+                }
                 Err(e) => Err(format!("shard {id}: io_uring runtime: {e}")),
             }
         }
-        DriverKind::Epoll => match RuntimeBuilder::<LegacyDriver>::new().enable_timer().build() {
-            Ok(mut rt) => rt.block_on(shard_main(id, shared, listener, "epoll", ready.clone())),
-            Err(e) => Err(format!("shard {id}: epoll runtime: {e}")),
-        },
+        DriverKind::Epoll => epoll(shared, listener),
     };
     if let Err(e) = result {
         let _ = ready.send(Err(e));

@@ -27,7 +27,7 @@ if [ ! -x "$venv/bin/kosoku" ]; then
     "$venv/bin/pip" install --quiet --disable-pip-version-check kosoku==0.1.0
 fi
 cargo build --quiet --bin tickcast
-for driver in io-uring epoll; do
+for driver in io_uring epoll; do
     log=$(mktemp)
     ./target/debug/tickcast serve --echo --driver "$driver" --listen 127.0.0.1:0 >"$log" 2>&1 &
     pid=$!

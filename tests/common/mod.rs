@@ -39,7 +39,7 @@ pub enum Driver {
 impl Driver {
     fn flag(self) -> &'static str {
         match self {
-            Driver::IoUring => "io-uring",
+            Driver::IoUring => "io_uring",
             Driver::Epoll => "epoll",
         }
     }
