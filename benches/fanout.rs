@@ -38,6 +38,11 @@ use tickcast::{
     shard::out::OutQueue,
 };
 
+/// The allocator of the `tickcast` binary (src/main.rs), so allocating paths cost what they
+/// cost in production.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const QUEUES: usize = 10_000;
 
 /// Timed pushes per queue between two clears in the `warm` state: the queue is cleared, one

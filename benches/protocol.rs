@@ -23,6 +23,11 @@ use tickcast::{
     protocol::{BadRequest, Op, OpFields, Request, parse, scan_top_level},
 };
 
+/// The allocator of the `tickcast` binary (src/main.rs), so allocating paths cost what they
+/// cost in production.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// `{"op":"ping","id":7}`: the smallest op, sent every few seconds per client.
 const PING: &[u8] = br#"{"op":"ping","id":7}"#;
 

@@ -25,6 +25,11 @@ use tickcast::pubsub::{
     trie::PatternTrie,
 };
 
+/// The allocator of the `tickcast` binary (src/main.rs), so allocating paths cost what they
+/// cost in production.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SUBSCRIPTIONS: u32 = 100_000;
 const WILDCARDS: u32 = 1_000;
 

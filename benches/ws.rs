@@ -11,6 +11,11 @@ use tickcast::ws::{
     mask::unmask,
 };
 
+/// The allocator of the `tickcast` binary (src/main.rs), so allocating paths cost what they
+/// cost in production.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Payload sizes whose header is 2, 4 and 10 bytes respectively.
 const HEADER_CASES: [(&str, usize); 3] =
     [("100B", 100), ("10KiB", 10 * 1024), ("100KiB", 100 * 1024)];
