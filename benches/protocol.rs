@@ -5,7 +5,8 @@
 //!   `serde_json::from_slice` into the same `OpFields` struct, then the same `Request`), on
 //!   ping, subscribe and publish ops of realistic sizes.
 //! - `parse_parts`: the pieces alone: the span scan, simd-json into `OpFields`, serde_json into
-//!   `OpFields`.
+//!   `OpFields`, and each backend validating only (simd-json's tape, serde_json's
+//!   `IgnoredAny`).
 //! - `encode_data_frame`: building the one frame a publish is fanned out as, for 100 B and
 //!   1 KiB of data.
 //!
@@ -18,6 +19,7 @@
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use serde::de::IgnoredAny;
 use tickcast::{
     frame::encode_data_frame,
     protocol::{BadRequest, Op, OpFields, Request, parse, scan_top_level},
@@ -161,6 +163,22 @@ fn bench_parse_parts(c: &mut Criterion) {
                     simd_json::serde::from_slice_with_buffers::<OpFields<'_>>(buf, &mut buffers)
                         .is_ok()
                 },
+                BatchSize::SmallInput,
+            )
+        });
+        // Validation only, no struct: where each backend's time goes. simd-json builds its
+        // whole tape (stage 1 + stage 2); serde_json walks the text once and keeps nothing.
+        group.bench_function(format!("simd_json_tape/{name}"), |b| {
+            b.iter_batched_ref(
+                || msg.clone(),
+                |buf| simd_json::to_tape_with_buffers(buf, &mut buffers).is_ok(),
+                BatchSize::SmallInput,
+            )
+        });
+        group.bench_function(format!("serde_json_ignored/{name}"), |b| {
+            b.iter_batched_ref(
+                || msg.clone(),
+                |buf| serde_json::from_slice::<IgnoredAny>(buf).is_ok(),
                 BatchSize::SmallInput,
             )
         });
