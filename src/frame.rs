@@ -4,6 +4,11 @@
 //! Ownership: the owning shard of a topic builds the [`Frame`] and sends one `Arc` per
 //! interested shard; each shard wraps it once in an `Rc` ([`OutFrame`]) so handing it to N local
 //! subscribers costs N non-atomic increments, not N contended atomic ones.
+//!
+//! Measured per subscriber when pushing one frame to 10,000 queues with spare capacity: 1.1 ns
+//! for the `Rc` clone into an `OutQueue`, 6.0-6.4 ns for an `Arc` clone (uncontended, one
+//! thread), 7.8 ns for a private copy of a 184 B frame and 90 ns for a 1,108 B one; medians
+//! (benches/fanout.rs, `cargo bench --bench fanout`, shared 2-core VM, 2026-11-21).
 
 use std::{rc::Rc, sync::Arc};
 
@@ -71,6 +76,9 @@ impl Frame {
 ///
 /// `topic` must be valid (its charset needs no JSON escaping) and `data` one valid JSON value;
 /// both are checked by the caller at ingest. One exact-size allocation.
+///
+/// Measured: 29 ns with 100 B of `data` and 40 ns with 1 KiB, allocation included, medians
+/// (benches/protocol.rs, `cargo bench --bench protocol`, shared 2-core VM, 2026-11-21).
 pub fn encode_data_frame(
     topic: &str,
     seq: u64,

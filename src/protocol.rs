@@ -61,6 +61,10 @@ pub struct Spans {
 /// Finds the raw spans of the top-level `"id"` and `"data"` values. Tolerant and bounded: on
 /// anything that is not a JSON object it returns what it found so far; the simd-json pass that
 /// follows is what decides validity. Linear time, no allocation, no recursion.
+///
+/// Measured: 13 ns for a 20 B ping, 36 ns for a 119 B subscribe, 69 ns for a 190 B publish and
+/// 0.32-0.36 µs for a 1 KiB publish (about 2.7 GiB/s, byte at a time), medians
+/// (benches/protocol.rs, `cargo bench --bench protocol`, shared 2-core VM, 2026-11-21).
 pub fn scan_top_level(json: &[u8]) -> Spans {
     let mut spans = Spans::default();
     let mut i = skip_ws(json, 0);
@@ -239,6 +243,11 @@ pub struct BadRequest {
 }
 
 /// Parses one text message. `buffers` is the shard's reusable simd-json scratch.
+///
+/// Measured, medians: 111 ns for a 20 B ping, 238 ns for a 119 B subscribe, 384 ns for a 190 B
+/// publish, 1.58 µs for a 1 KiB publish. The same function on serde_json (same span scan, same
+/// `OpFields`) took 94 ns, 241 ns, 338 ns and 1.15 µs: at these sizes simd-json (AVX2 chosen at
+/// run time) is not faster (benches/protocol.rs, `cargo bench --bench protocol`, shared 2-core VM, 2026-11-21).
 pub fn parse<'a>(
     msg: &'a mut [u8],
     buffers: &mut simd_json::Buffers,

@@ -235,6 +235,11 @@ impl LocalIndex {
 
     /// Calls `f` for each connection subscribed to a pattern matching `topic`. A connection with
     /// several matching patterns is passed once per pattern: the caller deduplicates.
+    ///
+    /// Measured, medians: with 100,000 one-subscriber patterns, 16 ns for an exact hit, 76 ns
+    /// (1 subscriber) to 99 ns (4 matching patterns, 25 ns each) with 1,000 of them wildcards;
+    /// with 100,000 subscribers on one topic, 25 µs, i.e. 0.25 ns per visited subscriber with an
+    /// opaque callback (benches/pubsub.rs, `cargo bench --bench pubsub`, shared 2-core VM, 2026-11-21).
     pub fn for_each_subscriber(&self, topic: &str, mut f: impl FnMut(ConnId)) {
         self.trie
             .for_each_match(topic, |subs| subs.for_each(&mut f));

@@ -39,6 +39,11 @@
 //! - The same plus 9 wildcard patterns sharing the `md.<venue>` prefix (`md.<venue>.*.trades`,
 //!   `md.<venue>.>`, `md.*.SYM7-USDT.*`): about 127 ns. The difference is almost entirely the
 //!   SipHash of one segment per literal probe along the walk (5 probes for such a topic).
+//! - benches/pubsub.rs (`cargo bench --bench pubsub`, shared 2-core VM, 2026-11-21), medians against 100,000
+//!   patterns: 100,000 exact ones, 13 ns for a hit and 10 ns for a miss; 99,000 exact plus 1,000
+//!   wildcards (`md.*.SYM<k>.trades`, `md.binance.SYM<k>.>`, `md.*.SYM<k>.*`, `md.venue<k>.>`),
+//!   77 ns for a topic matching only its exact pattern and 92 ns (23 ns per match) for one
+//!   matching four patterns.
 //!
 //! SipHash (std `RandomState`) is kept on purpose: pattern and topic strings come from clients,
 //! so a keyed hash guards the maps against collision flooding. A faster hasher would mainly
@@ -292,6 +297,10 @@ impl<V: Default> PatternTrie<V> {
     /// Calls `f` once for the value of every stored pattern matching the concrete `topic`.
     ///
     /// The order is unspecified. See the module docs for the cost.
+    ///
+    /// Measured against 100,000 patterns: 13 ns for an exact hit with no wildcards stored,
+    /// 77 ns (1 match) to 92 ns (4 matches) with 1,000 wildcard patterns among them, medians
+    /// (benches/pubsub.rs, `cargo bench --bench pubsub`, shared 2-core VM, 2026-11-21).
     pub fn for_each_match(&self, topic: &str, mut f: impl FnMut(&V)) {
         if let Some(v) = self.exact.get(topic) {
             f(v);

@@ -7,6 +7,9 @@
 //! memory bounded by the message limit. The decoder keeps no copy of a frame it is waiting
 //! for: the caller presents unconsumed bytes again, and the decoder remembers how far into the
 //! front frame it has already unmasked and validated so repeated calls stay linear.
+//!
+//! Measured: [`Decoder::decode`] of a 100 B masked text frame (header checks, unmasking, UTF-8
+//! validation) takes 19.5 ns, median (benches/ws.rs, `cargo bench --bench ws`, shared 2-core VM, 2026-11-21).
 
 use crate::ws::close;
 
@@ -45,6 +48,9 @@ pub fn header_len(payload_len: usize) -> usize {
 
 /// Writes the header of an unmasked FIN frame with `opcode` and `payload_len` into `out`,
 /// returns the number of bytes written (2, 4 or 10).
+///
+/// Measured: 0.6 ns for a 100 B frame's header, 0.7 ns for 10 KiB and 100 KiB, medians
+/// (benches/ws.rs, `cargo bench --bench ws`, shared 2-core VM, 2026-11-21).
 pub fn encode_header(out: &mut [u8; HEADER_BYTES_MAX], opcode: u8, payload_len: usize) -> usize {
     // §5.2: FIN is bit 0x80 of the first byte, RSV1-3 stay 0 (no extension), the opcode is
     // the low nibble; the MASK bit of the second byte stays 0 for server frames.
