@@ -4,8 +4,9 @@
 //! All shard state lives in one [`State`] behind a `RefCell`. Tasks (accept, one reader per
 //! connection, the mesh dispatcher, the timer, drain tasks for blocked sockets) borrow it only
 //! in synchronous sections, never across an `.await`. Every section ends with
-//! [`State::end_of_work`], which writes each connection dirtied during the section once (one
-//! vectored write for all its new frames) and wakes the peers it sent to.
+//! [`Shard::finish`], which wakes the peers it sent to and schedules the flusher: once per
+//! scheduler round, after every task already ready has run, the flusher writes each dirtied
+//! connection once (one vectored write for all its new frames).
 
 mod accept;
 pub mod conn;
@@ -86,6 +87,10 @@ pub struct Shard {
     done_waker: Cell<Option<Waker>>,
     /// The dispatcher's waker while it is parked on the mesh (see `finish`).
     dispatcher_parked: Cell<Option<Waker>>,
+    /// A flush is scheduled (the flusher task has been woken).
+    flush_pending: Cell<bool>,
+    /// The flusher task's waker while it waits for work.
+    flusher: Cell<Option<Waker>>,
 }
 
 /// A publish or subscribe waiting for other shards (topic owner, interest acknowledgements).
@@ -124,7 +129,7 @@ pub struct State {
     pub index: LocalIndex,
     pub stats: ShardStats,
     pub mesh: ShardMesh,
-    /// Connections with frames queued since the last `end_of_work`.
+    /// Connections with frames queued since the flusher last ran.
     dirty: Vec<u32>,
     /// Connections that found their socket full and need a drain task.
     need_drain: Vec<(u32, u32, Rc<TcpStream>)>,
@@ -214,15 +219,26 @@ impl Shard {
             done: Cell::new(false),
             done_waker: Cell::new(None),
             dispatcher_parked: Cell::new(None),
+            flush_pending: Cell::new(false),
+            flusher: Cell::new(None),
         })
     }
 
     /// Ends a synchronous section: flushes what it dirtied and starts drain tasks for sockets
     /// that filled up. Spawning happens after the borrow is released.
     pub fn finish(self: &Rc<Self>, mut st: RefMut<'_, State>) {
-        st.end_of_work();
+        st.mesh.flush();
+        let dirty = !st.dirty.is_empty();
         let drains = std::mem::take(&mut st.need_drain);
         drop(st);
+        // Writes wait for the flusher, which runs behind every task already ready in this
+        // scheduler round: four publishers' reads in one round cost one write per subscriber,
+        // not four.
+        if dirty && !self.flush_pending.replace(true) {
+            if let Some(waker) = self.flusher.take() {
+                waker.wake();
+            }
+        }
         // monoio handles wakes from other threads only when its task queue runs empty; a
         // shard kept busy by local work would leave its parked dispatcher asleep while peers
         // send to it. So every section checks the rings and wakes the dispatcher locally.
@@ -250,6 +266,7 @@ impl Shard {
         self.st.borrow_mut().listener = Some(listener.clone());
         monoio::spawn(accept::accept_loop(self.clone(), listener));
         monoio::spawn(dispatcher(self.clone()));
+        monoio::spawn(flusher(self.clone()));
         monoio::spawn(timer::timer_task(self.clone()));
         if self.shared.cfg.server.demo_feed {
             monoio::spawn(crate::ingest::demo::demo_task(self.clone()));
@@ -295,6 +312,26 @@ impl Future for YieldNow {
     }
 }
 
+/// Writes every connection dirtied since its last run, once per scheduler round (woken by
+/// `Shard::finish`, queued behind the tasks already ready).
+async fn flusher(shard: Rc<Shard>) {
+    loop {
+        std::future::poll_fn(|cx| {
+            if shard.flush_pending.get() {
+                Poll::Ready(())
+            } else {
+                shard.flusher.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        })
+        .await;
+        let mut st = shard.st.borrow_mut();
+        shard.flush_pending.set(false);
+        st.flush_dirty();
+        shard.finish(st);
+    }
+}
+
 /// Takes what other shards sent, in rounds of at most `MESH_ROUND_MAX` messages; each round
 /// ends with one flush of every connection it dirtied. Parks when there is nothing to do.
 async fn dispatcher(shard: Rc<Shard>) {
@@ -335,7 +372,7 @@ impl State {
     }
 
     /// Writes every dirtied connection once, then flushes the mesh.
-    pub fn end_of_work(&mut self) {
+    pub fn flush_dirty(&mut self) {
         if !self.dirty.is_empty() {
             let now_ns = monotonic_ns();
             let mut dirty = std::mem::take(&mut self.dirty);
@@ -346,7 +383,6 @@ impl State {
                 self.dirty = dirty;
             }
         }
-        self.mesh.flush();
     }
 
     fn new_epoch(&mut self) -> u32 {
