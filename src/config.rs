@@ -77,11 +77,14 @@ impl Default for Server {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
-    /// Open WebSocket + HTTP connections per process. A process holds at most RLIMIT_NOFILE
-    /// descriptors; 100k is what the budget of 1 KiB each makes cheap. Over: HTTP 503.
+    /// Open connections per process (WebSocket and plain HTTP both count). A process holds at
+    /// most RLIMIT_NOFILE descriptors; 100k is what the budget of 1 KiB each makes cheap.
+    /// Checked at each WebSocket upgrade (over: HTTP 503); plain HTTP requests (`/health`,
+    /// `/metrics`, `/v1/publish`) are always answered.
     pub connections_max: usize,
-    /// Open connections per client IP. One NAT'd office of bots stays far below 10k, one
-    /// abusive host cannot take the whole process. Over: HTTP 429.
+    /// Open connections per client IP (WebSocket and plain HTTP both count). One NAT'd office
+    /// of bots stays far below 10k, one abusive host cannot take the whole process. Checked at
+    /// each WebSocket upgrade (over: HTTP 429).
     pub connections_per_ip_max: usize,
     /// Connections still in the HTTP/handshake phase per shard. Beyond this, new TCP
     /// connections are closed at once: a flood of half-open handshakes cannot pile up.
@@ -169,8 +172,10 @@ impl Default for Timeouts {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Mesh {
-    /// Messages in flight from one shard to another (lock-free ring). At 64k, a shard can be
-    /// ~30 ms behind a peer publishing 2M frames/s before spilling.
+    /// Messages in flight towards one shard from all other shards together; each sender's
+    /// lock-free ring holds `queue_len / shards` (at least 1024). At 64k, a shard can be ~30 ms
+    /// behind peers sending it 2M frames/s before they spill. Rings are allocated at start:
+    /// about `(shards + 1) × queue_len × 24` bytes in all.
     pub queue_len: usize,
     /// Messages a shard holds back locally when a peer's ring is full. Beyond this they are
     /// dropped and counted (`tickcast_mesh_drops_total`): a stuck shard cannot exhaust memory.
@@ -189,7 +194,8 @@ impl Default for Mesh {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Demo {
-    /// Messages per second the demo feed publishes in total (trades, bbo, klines).
+    /// Trade and best-bid/offer messages per second the demo feed publishes in total; one-minute
+    /// kline updates come on top (one per symbol per second).
     pub rate_per_s: u64,
     /// Symbols; empty = 20 built-in crypto pairs.
     pub symbols: Vec<String>,
@@ -311,7 +317,12 @@ impl Config {
             512,
             1 << 20,
         )?;
-        range("limits.http_headers_max", l.http_headers_max, 8, 1024)?;
+        range(
+            "limits.http_headers_max",
+            l.http_headers_max,
+            8,
+            crate::ws::http::HEADERS_CAP,
+        )?;
         range(
             "limits.message_bytes_max",
             l.message_bytes_max,

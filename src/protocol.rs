@@ -307,11 +307,10 @@ pub fn parse<'a>(
 
 /// Whether raw id bytes look like a JSON number or string literal (for echoing on errors).
 fn is_id_literal(raw: &[u8]) -> bool {
-    match raw.first() {
-        Some(b'"') => raw.len() >= 2 && raw.last() == Some(&b'"'),
-        Some(b'-' | b'0'..=b'9') => raw.iter().all(|b| b"0123456789+-.eE".contains(b)),
-        _ => false,
-    }
+    // The spans of a broken document may hold anything (`007`, `"\q"`, a raw newline): echo
+    // only what is itself one valid JSON number or string, so the error reply stays JSON.
+    matches!(raw.first(), Some(b'"' | b'-' | b'0'..=b'9'))
+        && serde_json::from_slice::<serde::de::IgnoredAny>(raw).is_ok()
 }
 
 fn describe_json_error(e: &simd_json::Error) -> String {
@@ -476,6 +475,38 @@ mod tests {
             let err = parse_str(input).unwrap_err();
             assert!(err.contains(want), "{input}: {err}");
         }
+    }
+
+    #[test]
+    fn error_replies_for_broken_documents_stay_json() {
+        for input in [
+            r#"{"op":"nope","id":007,"#,
+            r#"{"op":"x","id":1.2.3,"#,
+            "{\"op\":\"x\",\"id\":\"a\nb\",",
+            r#"{"op":"x","id":"\q","#,
+            r#"{"op":"x","id":7,"#,
+        ] {
+            let mut buf = input.as_bytes().to_vec();
+            let err = parse(&mut buf, &mut simd_json::Buffers::default()).unwrap_err();
+            let mut out = Vec::new();
+            error(
+                &mut out,
+                err.id.as_deref(),
+                ErrorCode::BadRequest,
+                &err.message,
+                None,
+            );
+            let v: serde_json::Value = serde_json::from_slice(&out)
+                .unwrap_or_else(|e| panic!("{input}: reply is not JSON ({e})"));
+            assert_eq!(v["code"], "bad_request");
+        }
+        let mut buf = br#"{"op":"x","id":7,"#.to_vec();
+        let err = parse(&mut buf, &mut simd_json::Buffers::default()).unwrap_err();
+        assert_eq!(
+            err.id.as_deref(),
+            Some(&b"7"[..]),
+            "a valid id is still echoed"
+        );
     }
 
     #[test]

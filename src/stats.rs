@@ -18,7 +18,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 pub enum CloseReason {
     /// The client sent a close frame.
     ClientClose,
-    /// EOF or reset without a close frame.
+    /// EOF without a close frame (a reset counts as `IoError`).
     ClientGone,
     /// RFC 6455 violation (1002).
     ProtocolError,
@@ -30,7 +30,8 @@ pub enum CloseReason {
     SlowConsumer,
     /// Nothing received for `timeouts.idle_s`.
     IdleTimeout,
-    /// HTTP request / upgrade not complete within `timeouts.handshake_ms`.
+    /// HTTP request / upgrade not complete within `timeouts.handshake_ms`, or an HTTP
+    /// keep-alive connection idle for as long.
     HandshakeTimeout,
     /// Refused before or at the upgrade (bad request, limits).
     Rejected,
@@ -112,8 +113,9 @@ pub struct Gauges {
     pub topics: u64,
 }
 
-/// Publish-to-write latency in power-of-two microsecond buckets: bucket `i` counts latencies
-/// in `[2^(i-1), 2^i)` µs, bucket 0 those under 1 µs; the last bucket is open-ended.
+/// Publish-to-write latency in power-of-two microsecond buckets: bucket `i` counts latencies in
+/// `(2^(i-1), 2^i]` µs (bucket 0: up to 1 µs), matching Prometheus' inclusive `le`. The last
+/// bucket holds everything above 2^22 µs (4.19 s) and is exposed only through `+Inf`.
 #[derive(Debug, Clone)]
 pub struct Latency {
     pub buckets: [u64; LATENCY_BUCKETS],
@@ -121,7 +123,6 @@ pub struct Latency {
     pub count: u64,
 }
 
-/// 2^23 µs ≈ 8.4 s covers anything that is not already a slow-consumer close.
 pub const LATENCY_BUCKETS: usize = 24;
 
 impl Default for Latency {
@@ -137,8 +138,12 @@ impl Default for Latency {
 impl Latency {
     #[inline]
     pub fn record(&mut self, ns: u64) {
-        let us = ns / 1000;
-        let i = (u64::BITS - us.leading_zeros()) as usize;
+        let us = ns.div_ceil(1000);
+        let i = if us <= 1 {
+            0
+        } else {
+            (u64::BITS - (us - 1).leading_zeros()) as usize
+        };
         self.buckets[i.min(LATENCY_BUCKETS - 1)] += 1;
         self.sum_ns += ns;
         self.count += 1;
@@ -328,7 +333,7 @@ fn describe() {
     );
     describe_counter!(
         "tickcast_messages_in_total",
-        "WebSocket messages received from clients."
+        "WebSocket messages received from clients, control frames (ping, pong, close) included."
     );
     describe_counter!(
         "tickcast_connections_accepted_total",
@@ -344,7 +349,7 @@ fn describe() {
     );
     describe_counter!(
         "tickcast_http_requests_total",
-        "Plain HTTP requests served."
+        "Complete HTTP requests handled, WebSocket upgrade requests included."
     );
     describe_counter!(
         "tickcast_mesh_spills_total",
@@ -387,10 +392,10 @@ mod tests {
     #[test]
     fn latency_buckets_are_powers_of_two_microseconds() {
         let mut l = Latency::default();
-        l.record(999); // < 1 µs
-        l.record(1_000); // 1 µs -> [1, 2)
-        l.record(3_500); // 3 µs -> [2, 4)
-        l.record(u64::MAX / 2); // clamps to the last bucket
+        l.record(1_000); // exactly 1 µs -> le 1 µs
+        l.record(1_001); // just over -> le 2 µs
+        l.record(4_000); // exactly 4 µs -> le 4 µs
+        l.record(u64::MAX / 2); // clamps to the last (+Inf only) bucket
         assert_eq!(l.buckets[0], 1);
         assert_eq!(l.buckets[1], 1);
         assert_eq!(l.buckets[2], 1);

@@ -24,6 +24,9 @@ fn bind_listeners(
     shards: usize,
     backlog: u32,
 ) -> Result<Vec<TcpListener>, String> {
+    if addr.port() != 0 {
+        refuse_if_in_use(addr)?;
+    }
     let mut listeners = Vec::with_capacity(shards);
     let mut addr = addr;
     for _ in 0..shards {
@@ -51,6 +54,25 @@ fn bind_listeners(
         listeners.push(listener);
     }
     Ok(listeners)
+}
+
+/// SO_REUSEPORT would let a second tickcast (or anything else of the same user with the option
+/// set) share the port and silently take a share of new connections. A probe bind without
+/// SO_REUSEPORT fails if any socket listens on the address, so starting twice is an error.
+fn refuse_if_in_use(addr: SocketAddr) -> Result<(), String> {
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .map_err(|e| format!("socket: {e}"))?;
+    // SO_REUSEADDR only lets the probe ignore connections in TIME_WAIT, never a live listener.
+    probe
+        .set_reuse_address(true)
+        .map_err(|e| format!("SO_REUSEADDR: {e}"))?;
+    match probe.bind(&addr.into()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(format!(
+            "bind {addr}: address already in use (is another tickcast running on it?)"
+        )),
+        Err(e) => Err(format!("bind {addr}: {e}")),
+    }
 }
 
 /// How many shards: configured, or one per core this process may run on.

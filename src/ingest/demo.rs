@@ -76,7 +76,9 @@ fn symbols(configured: &[String]) -> Vec<Symbol> {
 pub async fn demo_task(shard: Rc<Shard>) {
     let shards = shard.shared.shards;
     let cfg = &shard.shared.cfg.demo;
-    let mut syms: Vec<Symbol> = symbols(&cfg.symbols)
+    let all = symbols(&cfg.symbols);
+    let total = all.len();
+    let mut syms: Vec<Symbol> = all
         .into_iter()
         .enumerate()
         .filter(|(i, _)| i % shards == shard.id)
@@ -86,7 +88,10 @@ pub async fn demo_task(shard: Rc<Shard>) {
         return;
     }
     let mut rng = fastrand::Rng::with_seed(seed(shard.id));
-    let per_tick = cfg.rate_per_s as f64 / shards as f64 / TICKS_PER_S as f64;
+    // Each shard publishes its symbols' share of `demo.rate_per_s` (shards without a symbol
+    // publish nothing, and lose nothing of the total). Klines come on top: one per symbol per
+    // second.
+    let per_tick = cfg.rate_per_s as f64 * syms.len() as f64 / total as f64 / TICKS_PER_S as f64;
     let mut budget = 0.0;
     let mut tick = 0u64;
     let mut interval = monoio::time::interval(Duration::from_millis(1000 / TICKS_PER_S));

@@ -66,12 +66,18 @@ impl State {
                     return Step::Wait;
                 }
                 Err(e) => {
-                    self.respond_error(key, e.status(), "bad_request", e.reason(), false);
+                    self.respond_error(key, e.status(), e.code(), e.reason(), false);
                     return Step::Wait;
                 }
             };
             if req.chunked {
-                self.respond_error(key, 411, "bad_request", "send a Content-Length body", false);
+                self.respond_error(
+                    key,
+                    411,
+                    "length_required",
+                    "send a Content-Length body",
+                    false,
+                );
                 return Step::Wait;
             }
             let body_len = req.content_length.unwrap_or(0);
@@ -139,7 +145,13 @@ impl State {
         match reply {
             Some(response) => self.enqueue(key, raw(response)),
             None => {
-                return self.respond_error(key, 503, "internal", "a shard did not answer", false);
+                return self.respond_error(
+                    key,
+                    503,
+                    "unavailable",
+                    "a shard did not answer",
+                    false,
+                );
             }
         }
         if !keep_alive {

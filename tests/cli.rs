@@ -1,0 +1,63 @@
+//! The `tickcast` command line: configuration layering, validation, startup refusals.
+
+mod common;
+
+use std::process::Command;
+
+fn tickcast(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tickcast"));
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run tickcast")
+}
+
+#[test]
+fn shipped_default_toml_is_exactly_the_built_in_defaults() {
+    let built_in = tickcast(&["config"], &[]);
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml");
+    let shipped = tickcast(&["config", "--config", file], &[]);
+    assert!(built_in.status.success() && shipped.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&shipped.stdout),
+        String::from_utf8_lossy(&built_in.stdout)
+    );
+}
+
+#[test]
+fn environment_and_flags_override_the_file() {
+    let out = tickcast(
+        &["config", "--shards", "3"],
+        &[
+            ("TICKCAST_SERVER__LISTEN", "0.0.0.0:9999"),
+            ("TICKCAST_LIMITS__MESSAGE_BYTES_MAX", "40000"),
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("listen = \"0.0.0.0:9999\""), "{text}");
+    assert!(text.contains("shards = 3"), "{text}");
+    assert!(text.contains("message_bytes_max = 40000"), "{text}");
+}
+
+#[test]
+fn invalid_configuration_is_refused_naming_the_key() {
+    let out = tickcast(&["serve"], &[("TICKCAST_TIMEOUTS__IDLE_S", "5")]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("timeouts.idle_s"), "{err}");
+    let out = tickcast(&["serve"], &[("TICKCAST_LIMITS__NO_SUCH_KEY", "1")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no_such_key"));
+    let out = tickcast(&["serve", "--config", "/nonexistent/tickcast.toml"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_second_server_on_a_busy_port_refuses_to_start() {
+    let first = common::Server::start(common::Driver::Epoll, &[], &[]);
+    let addr = first.addr.to_string();
+    let out = tickcast(&["serve", "--listen", &addr], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already in use"));
+}
