@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Medians of repeated scenario runs, as Markdown tables.
+
+Usage: perf/summarize.py reports/<run>/*.jsonl
+
+Reads the JSON lines tickcast-bench and perf/floor append, groups runs of the same scenario,
+server and parameters, and prints the median of each figure with the number of runs. Ratios
+(tickcast / baseline, tickcast / floor) are computed from those medians.
+"""
+
+import json
+import statistics
+import sys
+from collections import defaultdict
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(v, digits=0):
+    if v is None:
+        return "–"
+    if isinstance(v, float) and digits:
+        return f"{v:,.{digits}f}"
+    return f"{v:,.0f}"
+
+
+def load(paths):
+    rows = []
+    for path in paths:
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if line.startswith("{"):
+                    rows.append(json.loads(line))
+    return rows
+
+
+def group(rows, key):
+    groups = defaultdict(list)
+    for r in rows:
+        groups[key(r)].append(r)
+    return groups
+
+
+def connect_table(rows):
+    out = ["| server | runs | connected | connects/s | connect p99 (ms) | RSS per connection (B) |",
+           "|---|---|---|---|---|---|"]
+    for (server, n), rs in sorted(group(rows, lambda r: (r["server"], r["n"])).items()):
+        out.append("| {} | {} | {}/{} | {} | {} | {} |".format(
+            server, len(rs), fmt(median([r["ok"] for r in rs])), n,
+            fmt(median([r["connects_per_s"] for r in rs])),
+            fmt(median([r["connect_latency_ms"]["p99"] for r in rs]), 1),
+            fmt(median([r.get("rss_per_conn_bytes") for r in rs]))))
+    return out
+
+
+def fanout_key(r):
+    return (r.get("subs"), r.get("topics"), r.get("topics_per_sub", 1), r.get("rate"), r.get("payload"))
+
+
+def fanout_table(rows):
+    out = ["| subs × topics (per sub) | rate msgs/s | server | runs | deliveries/s | loss % | seq gaps "
+           "| p50 ms | p99 ms | server CPU % | CPU ns/delivery | encode once |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for (key, server), rs in sorted(group(rows, lambda r: (fanout_key(r), r["server"])).items(),
+                                    key=lambda kv: (str(kv[0][0]), kv[0][1])):
+        subs, topics, per, rate, _ = key
+        lat = [r.get("latency_us") or {} for r in rs]
+        enc = {r.get("metrics", {}).get("encode_once") for r in rs if r.get("metrics")}
+        out.append("| {} × {} ({}) | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+            fmt(subs), topics, per, fmt(rate), server, len(rs),
+            fmt(median([r.get("deliveries_per_s") for r in rs])),
+            fmt(median([r.get("loss_pct") for r in rs]), 2),
+            fmt(median([r.get("gaps") for r in rs])),
+            fmt(median([l.get("p50") / 1000 if l.get("p50") else None for l in lat]), 2),
+            fmt(median([l.get("p99") / 1000 if l.get("p99") else None for l in lat]), 2),
+            fmt(median([r.get("server_cpu_pct") for r in rs]), 1),
+            fmt(median([r.get("server_cpu_ns_per_delivery") for r in rs])),
+            "yes" if enc == {True} else ("no" if False in enc else "–")))
+    return out
+
+
+def max_rate_table(rows):
+    out = ["| server | runs | max sustainable msgs/s | deliveries/s | p99 bound ms |", "|---|---|---|---|---|"]
+    for server, rs in sorted(group(rows, lambda r: r["server"]).items()):
+        out.append("| {} | {} | {} | {} | {} |".format(
+            server, len(rs), fmt(median([r.get("max_sustainable_rate") for r in rs])),
+            fmt(median([r.get("max_sustainable_deliveries_per_s") for r in rs])),
+            fmt(rs[0].get("p99_bound_ms"))))
+    return out
+
+
+def floor_table(rows):
+    out = ["| sockets | frames per write | runs | writer CPU ns/write | writer CPU ns/frame "
+           "| total CPU ns/frame | frames/s |", "|---|---|---|---|---|---|---|"]
+    for (n, batch), rs in sorted(group(rows, lambda r: (r["n"], r["batch"])).items()):
+        out.append("| {} | {} | {} | {} | {} | {} | {} |".format(
+            fmt(n), batch, len(rs), fmt(median([r["writer_cpu_ns_per_write"] for r in rs])),
+            fmt(median([r["writer_cpu_ns_per_frame"] for r in rs])),
+            fmt(median([r["total_cpu_ns_per_frame"] for r in rs])),
+            fmt(median([r["frames_per_s"] for r in rs]))))
+    return out
+
+
+def ratios(rows):
+    """tickcast / baseline on CPU per delivery and RSS per connection, from medians."""
+    out = ["| figure | tickcast | baseline | tickcast / baseline |", "|---|---|---|---|"]
+    fan = [r for r in rows if r.get("scenario") == "fanout"]
+    for key, rs in sorted(group(fan, fanout_key).items(), key=lambda kv: str(kv[0])):
+        by = group(rs, lambda r: r["server"])
+        if "tickcast" in by and "baseline" in by:
+            t = median([r.get("server_cpu_ns_per_delivery") for r in by["tickcast"]])
+            b = median([r.get("server_cpu_ns_per_delivery") for r in by["baseline"]])
+            if t and b:
+                out.append(f"| CPU ns/delivery, {key[0]} subs × {key[1]} topics ({key[2]}) at {key[3]:.0f} msgs/s "
+                           f"| {t:,.0f} | {b:,.0f} | {t / b:.2f} |")
+    con = group([r for r in rows if r.get("scenario") == "connect"], lambda r: r["server"])
+    if "tickcast" in con and "baseline" in con:
+        t = median([r.get("rss_per_conn_bytes") for r in con["tickcast"]])
+        b = median([r.get("rss_per_conn_bytes") for r in con["baseline"]])
+        if t and b:
+            out.append(f"| RSS per idle connection (B) | {t:,.0f} | {b:,.0f} | {t / b:.4f} |")
+    return out
+
+
+def main():
+    rows = load(sys.argv[1:])
+    sections = [
+        ("Connections (connect-19k)", connect_table([r for r in rows if r.get("scenario") == "connect"])),
+        ("Fan-out (fanout-1topic, fanout-10topics, market-data)",
+         fanout_table([r for r in rows if r.get("scenario") == "fanout"])),
+        ("Max sustainable rate (max-throughput)",
+         max_rate_table([r for r in rows if r.get("scenario") == "fanout-max-rate"])),
+        ("Floor (perf/floor)", floor_table([r for r in rows if r.get("scenario") == "floor"])),
+        ("Ratios (medians)", ratios(rows)),
+    ]
+    for title, table in sections:
+        if len(table) > 2:
+            print(f"### {title}\n")
+            print("\n".join(table))
+            print()
+
+
+if __name__ == "__main__":
+    main()
