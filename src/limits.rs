@@ -19,9 +19,9 @@ pub const READS_PER_WAKE_MAX: usize = 4;
 /// (~4 µs at 10k sockets) is amortised ~64 times, and keeps the iovec array at 1 KiB of stack.
 pub const IOVECS_PER_WRITE: usize = 64;
 
-/// Messages a shard takes from its mesh rings before flushing the connections they dirtied.
-/// Bigger rounds coalesce more frames per write under load; this bound keeps one round's
-/// latency for the first subscriber at a few milliseconds.
+/// Messages a shard takes from its mesh rings in one round before yielding to the flusher and
+/// the readers. Bigger rounds coalesce more frames per write under load; this bound keeps one
+/// round's latency for the first subscriber at a few milliseconds.
 pub const MESH_ROUND_MAX: usize = 8192;
 
 /// Largest data-frame envelope around `data`: WebSocket header (10) +

@@ -131,7 +131,7 @@ impl Mesh {
     /// `queue_len` is what one shard can have in flight towards it, from all senders together:
     /// each of its rings holds `queue_len / shards` (at least [`RING_MIN`]). Rings are
     /// allocated in full, so the mesh takes about `(shards + 1) × queue_len × 24` bytes: linear
-    /// in the shard count (~4.7 MiB for 2 shards, ~100 MiB for 64 at the default 64k).
+    /// in the shard count (~4.7 MB for 2 shards, ~100 MB for 64 at the default 64k).
     pub fn new(shards: usize, queue_len: usize) -> Arc<Mesh> {
         let per_ring = (queue_len / shards.max(1)).max(RING_MIN);
         let rings = (0..(shards + 1) * shards)

@@ -300,7 +300,7 @@ impl StatsHub {
         for (i, n) in total.buckets.iter().enumerate() {
             cumulative += n;
             if i + 1 < LATENCY_BUCKETS {
-                // Bucket i holds latencies below 2^i µs.
+                // Bucket i holds latencies up to and including 2^i µs.
                 let le = (1u64 << i) as f64 / 1e6;
                 let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
             }
@@ -317,7 +317,7 @@ fn describe() {
     describe_counter!("tickcast_publishes_total", "Publishes accepted at ingest.");
     describe_counter!(
         "tickcast_serializations_total",
-        "Data frames serialized; equals publishes (encode once)."
+        "Data frames built, once per publish sequenced (encode once)."
     );
     describe_counter!(
         "tickcast_deliveries_total",

@@ -45,6 +45,7 @@ impl Shard {
         let mut st = self.st.borrow_mut();
         st.stats.c.accepted += 1;
         if st.stopping {
+            st.stats.closed(crate::stats::CloseReason::Shutdown);
             return;
         }
         if st.handshakes >= self.shared.cfg.limits.handshakes_per_shard_max {

@@ -22,7 +22,7 @@ use rustix::{
 use super::{Shard, State, out::Flush, out::OutQueue};
 use crate::{
     frame::{Frame, OutFrame},
-    limits::{READ_CHUNK_BYTES, READS_PER_WAKE_MAX},
+    limits::READS_PER_WAKE_MAX,
     protocol::{self, ErrorCode, Op},
     stats::CloseReason,
     sys::fd_of,
@@ -69,6 +69,8 @@ pub struct Conn {
     pub keep_alive: bool,
     /// Reset (SO_LINGER 0) instead of a graceful FIN when closing.
     pub reset_on_close: bool,
+    /// Input is read and discarded (after a protocol violation).
+    pub drop_input: bool,
     pub close_reason: Option<CloseReason>,
     pub epoch: u32,
     pub ip_bucket: u32,
@@ -109,6 +111,7 @@ impl Conn {
             echo: false,
             keep_alive: false,
             reset_on_close: false,
+            drop_input: false,
             close_reason: None,
             epoch,
             ip_bucket,
@@ -210,25 +213,16 @@ impl State {
         }
         let now = self.clock();
         for _ in 0..READS_PER_WAKE_MAX {
-            let conn = &mut self.conns[key as usize];
-            // Bytes go to the connection's own buffer when something partial is already there
-            // (or during HTTP, where requests are assembled); else into the shared scratch.
-            let own = conn.in_http() || !conn.rbuf.is_empty();
-            let res = if own {
-                conn.rbuf.reserve(READ_CHUNK_BYTES);
-                rustix::net::recv(
-                    fd_of(&*conn.stream),
-                    rustix::buffer::spare_capacity(&mut conn.rbuf),
-                    RecvFlags::DONTWAIT,
-                )
-            } else {
-                self.scratch.clear();
-                rustix::net::recv(
-                    fd_of(&*conn.stream),
-                    rustix::buffer::spare_capacity(&mut self.scratch),
-                    RecvFlags::DONTWAIT,
-                )
-            };
+            // Every read lands in the shard's one scratch buffer; a connection's own buffer
+            // grows only by the bytes it actually received and must keep (a partial frame, an
+            // HTTP request being assembled). A slow handshake costs its few bytes, not 64 KiB.
+            self.scratch.clear();
+            let State { conns, scratch, .. } = self;
+            let res = rustix::net::recv(
+                fd_of(&*conns[key as usize].stream),
+                rustix::buffer::spare_capacity(scratch),
+                RecvFlags::DONTWAIT,
+            );
             match res {
                 Ok((0, _)) => {
                     let conn = &mut self.conns[key as usize];
@@ -243,11 +237,22 @@ impl State {
                     return Step::Exit;
                 }
                 Ok(_) => {
-                    self.conns[key as usize].last_rx_ms = now;
-                    let step = if self.conns[key as usize].in_http() {
+                    let State { conns, scratch, .. } = self;
+                    let conn = &mut conns[key as usize];
+                    conn.last_rx_ms = now;
+                    if conn.drop_input {
+                        // The connection was failed (RFC 6455 §7.1.7): its input is read and
+                        // dropped until EOF or the close deadline.
+                        continue;
+                    }
+                    let step = if conn.in_http() {
+                        conn.rbuf.extend_from_slice(scratch);
                         self.http_input(key)
+                    } else if !conn.rbuf.is_empty() {
+                        conn.rbuf.extend_from_slice(scratch);
+                        self.ws_input(key, true)
                     } else {
-                        self.ws_input(key, own)
+                        self.ws_input(key, false)
                     };
                     match step {
                         Step::Wait => {}
@@ -294,6 +299,10 @@ impl State {
                 Ok(d) => d,
                 Err(violation) => {
                     self.violation(key, violation);
+                    // The stream cannot be parsed past this point: drop the rest.
+                    self.conns[key as usize].drop_input = true;
+                    decoder = Decoder::new();
+                    pos = buf.len();
                     break;
                 }
             };
@@ -309,6 +318,11 @@ impl State {
             if phase == Phase::Dead {
                 break;
             }
+        }
+        // A fragmented message that completed at the very end of the input leaves the
+        // decoder's reassembly buffer allocated until it is called once more.
+        if decoder.buffered_bytes() > 0 && !decoder.in_fragmented_message() {
+            let _ = decoder.decode(&mut [], limit);
         }
         let Some(conn) = self.conns.get_mut(key as usize) else {
             return Step::Exit;

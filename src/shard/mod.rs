@@ -224,8 +224,9 @@ impl Shard {
         })
     }
 
-    /// Ends a synchronous section: flushes what it dirtied and starts drain tasks for sockets
-    /// that filled up. Spawning happens after the borrow is released.
+    /// Ends a synchronous section: wakes the peers it sent to, schedules the flusher for the
+    /// connections it dirtied, wakes a parked dispatcher whose rings filled, and starts drain
+    /// tasks for sockets that filled up. Wakes and spawns happen after the borrow is released.
     pub fn finish(self: &Rc<Self>, mut st: RefMut<'_, State>) {
         st.mesh.flush();
         let dirty = !st.dirty.is_empty();
@@ -332,8 +333,8 @@ async fn flusher(shard: Rc<Shard>) {
     }
 }
 
-/// Takes what other shards sent, in rounds of at most `MESH_ROUND_MAX` messages; each round
-/// ends with one flush of every connection it dirtied. Parks when there is nothing to do.
+/// Takes what other shards sent, in rounds of at most `MESH_ROUND_MAX` messages, yielding after
+/// each so the flusher writes what the round queued. Parks when there is nothing to do.
 async fn dispatcher(shard: Rc<Shard>) {
     let mesh = shard.shared.mesh.clone();
     loop {
@@ -343,9 +344,11 @@ async fn dispatcher(shard: Rc<Shard>) {
             shard.finish(st);
             n
         };
-        if n == MESH_ROUND_MAX {
+        if n > 0 {
+            // Yield after every round, full or not: the flusher (and the readers) run between
+            // rounds, so a steady trickle from peers cannot hold writes back.
             YieldNow(false).await;
-        } else if n == 0 {
+        } else {
             let mut parked = mesh.parked(shard.id);
             std::future::poll_fn(|cx| {
                 shard.dispatcher_parked.set(Some(cx.waker().clone()));
@@ -371,7 +374,7 @@ impl State {
         self.now_ms
     }
 
-    /// Writes every dirtied connection once, then flushes the mesh.
+    /// Writes every connection dirtied since the last call once (called by the flusher).
     pub fn flush_dirty(&mut self) {
         if !self.dirty.is_empty() {
             let now_ns = monotonic_ns();

@@ -56,7 +56,9 @@ impl State {
         for (key, conn) in self.conns.iter() {
             let key = key as u32;
             match conn.phase {
-                Phase::Http | Phase::HttpBusy if now >= conn.deadline_ms => {
+                // A request waiting for other shards (HttpBusy) is bounded by its reader task's
+                // own timeout, which answers 503 instead of dropping the connection.
+                Phase::Http if now >= conn.deadline_ms => {
                     expired.push((key, CloseReason::HandshakeTimeout))
                 }
                 Phase::HttpClosing | Phase::Closing if now >= conn.deadline_ms => {
