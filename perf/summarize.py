@@ -63,14 +63,15 @@ def fanout_key(r):
 
 def fanout_table(rows):
     out = ["| subs × topics (per sub) | rate msgs/s | server | runs | deliveries/s | loss % | seq gaps "
-           "| p50 ms | p99 ms | server CPU % | CPU ns/delivery | encode once |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| p50 ms | p99 ms | server CPU % | CPU ns/delivery (window) | CPU ns/frame (whole round) "
+           "| encode once |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (key, server), rs in sorted(group(rows, lambda r: (fanout_key(r), r["server"])).items(),
                                     key=lambda kv: (str(kv[0][0]), kv[0][1])):
         subs, topics, per, rate, _ = key
         lat = [r.get("latency_us") or {} for r in rs]
         enc = {r.get("metrics", {}).get("encode_once") for r in rs if r.get("metrics")}
-        out.append("| {} × {} ({}) | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+        out.append("| {} × {} ({}) | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
             fmt(subs), topics, per, fmt(rate), server, len(rs),
             fmt(median([r.get("deliveries_per_s") for r in rs])),
             fmt(median([r.get("loss_pct") for r in rs]), 2),
@@ -79,6 +80,7 @@ def fanout_table(rows):
             fmt(median([l.get("p99") / 1000 if l.get("p99") else None for l in lat]), 2),
             fmt(median([r.get("server_cpu_pct") for r in rs]), 1),
             fmt(median([r.get("server_cpu_ns_per_delivery") for r in rs])),
+            fmt(median([r.get("server_cpu_ns_per_delivery_round") for r in rs])),
             "yes" if enc == {True} else ("no" if False in enc else "–")))
     return out
 
@@ -106,23 +108,42 @@ def floor_table(rows):
 
 
 def ratios(rows):
-    """tickcast / baseline on CPU per delivery and RSS per connection, from medians."""
-    out = ["| figure | tickcast | baseline | tickcast / baseline |", "|---|---|---|---|"]
+    """tickcast / baseline and tickcast / floor, from medians.
+
+    CPU per delivery uses the whole-round figure (server CPU over warm-up, window and drain,
+    divided by every data frame received): an overloaded server that delivers little inside the
+    window would otherwise look arbitrarily expensive per delivery.
+    """
+    out = ["| figure | tickcast | other | tickcast / other |", "|---|---|---|---|"]
     fan = [r for r in rows if r.get("scenario") == "fanout"]
     for key, rs in sorted(group(fan, fanout_key).items(), key=lambda kv: str(kv[0])):
         by = group(rs, lambda r: r["server"])
-        if "tickcast" in by and "baseline" in by:
-            t = median([r.get("server_cpu_ns_per_delivery") for r in by["tickcast"]])
-            b = median([r.get("server_cpu_ns_per_delivery") for r in by["baseline"]])
+        for other in sorted(set(by) - {"tickcast"}):
+            if "tickcast" not in by:
+                continue
+            t = median([r.get("server_cpu_ns_per_delivery_round") for r in by["tickcast"]])
+            b = median([r.get("server_cpu_ns_per_delivery_round") for r in by[other]])
             if t and b:
-                out.append(f"| CPU ns/delivery, {key[0]} subs × {key[1]} topics ({key[2]}) at {key[3]:.0f} msgs/s "
-                           f"| {t:,.0f} | {b:,.0f} | {t / b:.2f} |")
+                out.append(f"| CPU ns/frame vs {other}: {key[0]} subs × {key[1]} topics ({key[2]}) at "
+                           f"{key[3]:.0f} msgs/s | {t:,.0f} | {b:,.0f} | {t / b:.2f} |")
+    floor = {(r["n"], r["batch"]): r for r in rows if r.get("scenario") == "floor"}
+    floor_ns = {k: median([r["writer_cpu_ns_per_write"] for r in rows
+                           if r.get("scenario") == "floor" and (r["n"], r["batch"]) == k]) for k in floor}
+    for key, rs in sorted(group(fan, fanout_key).items(), key=lambda kv: str(kv[0])):
+        t = median([r.get("server_cpu_ns_per_delivery_round") for r in rs if r["server"] == "tickcast"])
+        n = 10_000 if key[0] >= 5_000 else 1_000
+        f = floor_ns.get((n, 1))
+        if t and f:
+            out.append(f"| CPU ns/frame vs floor (1 frame per write, {n:,} sockets): {key[0]} subs × "
+                       f"{key[1]} topics ({key[2]}) at {key[3]:.0f} msgs/s | {t:,.0f} | {f:,.0f} | {t / f:.2f} |")
     con = group([r for r in rows if r.get("scenario") == "connect"], lambda r: r["server"])
-    if "tickcast" in con and "baseline" in con:
+    for other in sorted(set(con) - {"tickcast"}):
+        if "tickcast" not in con:
+            continue
         t = median([r.get("rss_per_conn_bytes") for r in con["tickcast"]])
-        b = median([r.get("rss_per_conn_bytes") for r in con["baseline"]])
+        b = median([r.get("rss_per_conn_bytes") for r in con[other]])
         if t and b:
-            out.append(f"| RSS per idle connection (B) | {t:,.0f} | {b:,.0f} | {t / b:.4f} |")
+            out.append(f"| RSS per idle connection (B) vs {other} | {t:,.0f} | {b:,.0f} | {t / b:.4f} |")
     return out
 
 

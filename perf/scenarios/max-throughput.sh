@@ -8,6 +8,6 @@ build_bench; build_server "$server"
 for _ in $(seq 1 "$runs"); do
   restart_server "$server"
   bench fanout --subs 1000 --topics 10 --pubs 1 --rate 100 --payload 100 --duration 5 --warmup 1 \
-    --max-rate --rate-step 1.5 --max-steps 16 --p99-bound-ms "${P99_BOUND_MS:-100}"
+    --max-rate --rate-step 1.5 --max-steps 20 --p99-bound-ms "${P99_BOUND_MS:-100}"
 done
 finish
