@@ -349,6 +349,7 @@ async fn error_replies_keep_connection_usable(driver: Driver) {
     let env = [
         ("TICKCAST_LIMITS__PUBLISH_DATA_BYTES_MAX", "1024"),
         ("TICKCAST_LIMITS__TOPICS_PER_SHARD_MAX", "1"),
+        ("TICKCAST_LIMITS__TOPICS_PER_REQUEST_MAX", "4"),
     ];
     let server = Server::start(driver, &env, &[]);
     let (mut ws, _) = connect(&server).await;
@@ -400,6 +401,10 @@ async fn error_replies_keep_connection_usable(driver: Driver) {
         }
     }
     assert!(refused >= 1);
+    let five = r#"{"op":"subscribe","id":11,"topics":["a","b","c","d","e"]}"#;
+    expect_error(&mut ws, five, "bad_request", json!(11)).await;
+    let five = r#"{"op":"unsubscribe","id":12,"topics":["a","b","c","d","e"]}"#;
+    expect_error(&mut ws, five, "bad_request", json!(12)).await;
     ws.send(Message::binary(vec![1, 2, 3])).await.unwrap();
     assert_eq!(recv_json(&mut ws).await["code"], "bad_request");
     // Per-topic errors in one subscribe: one error each (with the topic), the valid one acked.

@@ -54,6 +54,23 @@ struct Kline {
     volume: f64,
 }
 
+impl Kline {
+    /// Starts a new candle at `price` when `now_ms` is in a new minute.
+    fn roll(&mut self, now_ms: u64, price: f64) {
+        let minute = now_ms / 60_000 * 60_000;
+        if self.start_ms != minute {
+            *self = Kline {
+                start_ms: minute,
+                open: price,
+                high: price,
+                low: price,
+                close: price,
+                volume: 0.0,
+            };
+        }
+    }
+}
+
 fn symbols(configured: &[String]) -> Vec<Symbol> {
     let make = |name: &str, price: f64, price_dp, qty_dp| Symbol {
         name: name.to_string(),
@@ -149,17 +166,7 @@ fn trade(out: &mut String, s: &mut Symbol, rng: &mut fastrand::Rng, now_ms: u64)
     let side = if rng.bool() { "buy" } else { "sell" };
     s.trade_id += 1;
     let k = &mut s.kline;
-    let minute = now_ms / 60_000 * 60_000;
-    if k.start_ms != minute {
-        *k = Kline {
-            start_ms: minute,
-            open: s.price,
-            high: s.price,
-            low: s.price,
-            close: s.price,
-            volume: 0.0,
-        };
-    }
+    k.roll(now_ms, s.price);
     k.high = k.high.max(s.price);
     k.low = k.low.min(s.price);
     k.close = s.price;
@@ -196,18 +203,8 @@ fn bbo(out: &mut String, s: &Symbol, rng: &mut fastrand::Rng, tick_size: f64) {
 }
 
 fn kline(out: &mut String, s: &mut Symbol, now_ms: u64) {
-    let minute = now_ms / 60_000 * 60_000;
     let k = &mut s.kline;
-    if k.start_ms != minute {
-        *k = Kline {
-            start_ms: minute,
-            open: s.price,
-            high: s.price,
-            low: s.price,
-            close: s.price,
-            volume: 0.0,
-        };
-    }
+    k.roll(now_ms, s.price);
     let _ = write!(
         out,
         r#"{{"s":"{}","i":"1m","t":{},"o":"{:.pd$}","h":"{:.pd$}","l":"{:.pd$}","c":"{:.pd$}","v":"{:.qd$}","closed":false}}"#,

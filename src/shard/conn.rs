@@ -125,6 +125,13 @@ impl Conn {
         }
     }
 
+    /// Marks the connection as having frames to write; true the first time since the last
+    /// flush, when the caller adds it to the shard's dirty list.
+    #[inline]
+    pub fn mark_dirty(&mut self) -> bool {
+        !mem::replace(&mut self.dirty, true)
+    }
+
     fn in_http(&self) -> bool {
         matches!(
             self.phase,
@@ -441,8 +448,7 @@ impl State {
             return;
         }
         conn.out.push(frame);
-        if !conn.dirty {
-            conn.dirty = true;
+        if conn.mark_dirty() {
             self.dirty.push(key);
         }
     }
@@ -513,8 +519,6 @@ impl State {
     /// socket's write side is shut; reading continues until the peer's close, EOF or
     /// `timeouts.close_ms`.
     pub(crate) fn close_with(&mut self, key: u32, close_frame: Vec<u8>, reason: CloseReason) {
-        let close_ms = self.shared.cfg.timeouts.close_ms;
-        let now = self.now_ms;
         let frame: OutFrame = Rc::new(Arc::new(Frame::control(close_frame)));
         let Some(conn) = self.conns.get_mut(key as usize) else {
             return;
@@ -522,15 +526,22 @@ impl State {
         if matches!(conn.phase, Phase::Closing | Phase::Dead) {
             return;
         }
-        conn.close_reason.get_or_insert(reason);
         // The close frame is the last frame: it bypasses the queue bound (it is tiny).
         conn.out.push(frame);
-        conn.phase = Phase::Closing;
+        self.last_frame_queued(key, Phase::Closing, reason);
+    }
+
+    /// The connection's last frame (a close frame, a final HTTP response) is queued: once it
+    /// is written the write side is shut; input is then read until EOF or `timeouts.close_ms`.
+    pub(crate) fn last_frame_queued(&mut self, key: u32, phase: Phase, reason: CloseReason) {
+        let deadline = self.now_ms + self.shared.cfg.timeouts.close_ms;
+        let conn = &mut self.conns[key as usize];
+        conn.close_reason.get_or_insert(reason);
+        conn.phase = phase;
         conn.shutdown_after_flush = true;
-        conn.deadline_ms = now + close_ms;
+        conn.deadline_ms = deadline;
         conn.rbuf = Vec::new();
-        if !conn.dirty {
-            conn.dirty = true;
+        if conn.mark_dirty() {
             self.dirty.push(key);
         }
     }
@@ -595,9 +606,18 @@ impl State {
     /// closed, releases its share of the connection limits. Dropping the last `Rc` of its
     /// stream closes the socket.
     pub(crate) fn remove_conn(&mut self, key: u32) {
-        let Some(conn) = self.conns.try_remove(key as usize) else {
+        let Some(mut conn) = self.conns.try_remove(key as usize) else {
             return;
         };
+        // Frames still queued (the close frame echoed just before the peer's final close, a
+        // last HTTP response) get one nonblocking write before the socket closes: the flusher
+        // would only run after this connection is gone.
+        if !conn.out.is_empty() && !conn.write_blocked {
+            let now_ns = crate::frame::monotonic_ns();
+            let _ = conn
+                .out
+                .flush(fd_of(&*conn.stream), now_ns, &mut self.stats);
+        }
         for pattern in &conn.subs {
             self.unsubscribe_pattern(pattern, key);
         }

@@ -144,8 +144,7 @@ impl State {
                 return;
             }
             conn.out.push(frame.clone());
-            if !conn.dirty {
-                conn.dirty = true;
+            if conn.mark_dirty() {
                 dirty.push(key);
             }
         });
@@ -250,17 +249,10 @@ impl State {
         id: Option<Box<[u8]>>,
         topics: &[std::borrow::Cow<'_, str>],
     ) {
-        let limits = &self.shared.cfg.limits;
-        if topics.len() > limits.topics_per_request_max {
-            let msg = format!(
-                "at most {} topics per request",
-                limits.topics_per_request_max
-            );
-            return self.reply_with(key, |out| {
-                protocol::error(out, id.as_deref(), ErrorCode::BadRequest, &msg, None)
-            });
+        if self.refuse_oversized_request(key, id.as_deref(), topics.len()) {
+            return;
         }
-        let sub_max = limits.subscriptions_per_conn_max;
+        let sub_max = self.shared.cfg.limits.subscriptions_per_conn_max;
         let mut accepted: Vec<&str> = Vec::with_capacity(topics.len());
         for topic in topics {
             match validate_pattern(topic) {
@@ -339,12 +331,8 @@ impl State {
         id: Option<Box<[u8]>>,
         topics: &[std::borrow::Cow<'_, str>],
     ) {
-        let max = self.shared.cfg.limits.topics_per_request_max;
-        if topics.len() > max {
-            let msg = format!("at most {max} topics per request");
-            return self.reply_with(key, |out| {
-                protocol::error(out, id.as_deref(), ErrorCode::BadRequest, &msg, None)
-            });
+        if self.refuse_oversized_request(key, id.as_deref(), topics.len()) {
+            return;
         }
         let mut valid: Vec<&str> = Vec::with_capacity(topics.len());
         for topic in topics {
@@ -371,6 +359,20 @@ impl State {
         if !valid.is_empty() {
             self.reply_with(key, |out| protocol::ack_topics(out, id.as_deref(), &valid));
         }
+    }
+
+    /// Answers `bad_request` to a (un)subscribe naming more than `limits.topics_per_request_max`
+    /// topics; true when it did.
+    fn refuse_oversized_request(&mut self, key: u32, id: Option<&[u8]>, topics: usize) -> bool {
+        let max = self.shared.cfg.limits.topics_per_request_max;
+        if topics <= max {
+            return false;
+        }
+        let msg = format!("at most {max} topics per request");
+        self.reply_with(key, |out| {
+            protocol::error(out, id, ErrorCode::BadRequest, &msg, None)
+        });
+        true
     }
 
     /// Removes `key` from `pattern` in the index; tells peers when it was the last one here.

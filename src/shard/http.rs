@@ -467,18 +467,7 @@ impl State {
 
     /// Final response queued: shut the write side once it is written, drop input until EOF.
     fn finish_http(&mut self, key: u32) {
-        let close_ms = self.shared.cfg.timeouts.close_ms;
-        let now = self.now_ms;
-        let conn = &mut self.conns[key as usize];
-        conn.close_reason.get_or_insert(CloseReason::HttpDone);
-        conn.phase = Phase::HttpClosing;
-        conn.shutdown_after_flush = true;
-        conn.deadline_ms = now + close_ms;
-        conn.rbuf = Vec::new();
-        if !conn.dirty {
-            conn.dirty = true;
-            self.dirty.push(key);
-        }
+        self.last_frame_queued(key, Phase::HttpClosing, CloseReason::HttpDone);
     }
 }
 
