@@ -249,32 +249,10 @@ impl State {
         id: Option<Box<[u8]>>,
         topics: &[std::borrow::Cow<'_, str>],
     ) {
-        if self.refuse_oversized_request(key, id.as_deref(), topics.len()) {
+        let Some(accepted) = self.valid_patterns(key, id.as_deref(), topics) else {
             return;
-        }
+        };
         let sub_max = self.shared.cfg.limits.subscriptions_per_conn_max;
-        let mut accepted: Vec<&str> = Vec::with_capacity(topics.len());
-        for topic in topics {
-            match validate_pattern(topic) {
-                Ok(_) => {
-                    if !accepted.contains(&&**topic) {
-                        accepted.push(topic);
-                    }
-                }
-                Err(e) => {
-                    let msg = e.to_string();
-                    self.reply_with(key, |out| {
-                        protocol::error(
-                            out,
-                            id.as_deref(),
-                            ErrorCode::InvalidTopic,
-                            &msg,
-                            Some(topic),
-                        )
-                    });
-                }
-            }
-        }
         if accepted.is_empty() {
             return;
         }
@@ -331,27 +309,12 @@ impl State {
         id: Option<Box<[u8]>>,
         topics: &[std::borrow::Cow<'_, str>],
     ) {
-        if self.refuse_oversized_request(key, id.as_deref(), topics.len()) {
+        let Some(valid) = self.valid_patterns(key, id.as_deref(), topics) else {
             return;
-        }
-        let mut valid: Vec<&str> = Vec::with_capacity(topics.len());
-        for topic in topics {
-            if let Err(e) = validate_pattern(topic) {
-                let msg = e.to_string();
-                self.reply_with(key, |out| {
-                    protocol::error(
-                        out,
-                        id.as_deref(),
-                        ErrorCode::InvalidTopic,
-                        &msg,
-                        Some(topic),
-                    )
-                });
-                continue;
-            }
-            valid.push(topic);
+        };
+        for topic in &valid {
             let subs = &mut self.conns[key as usize].subs;
-            if let Some(i) = subs.iter().position(|s| **s == **topic) {
+            if let Some(i) = subs.iter().position(|s| &**s == *topic) {
                 subs.swap_remove(i);
                 self.unsubscribe_pattern(topic, key);
             }
@@ -361,18 +324,37 @@ impl State {
         }
     }
 
-    /// Answers `bad_request` to a (un)subscribe naming more than `limits.topics_per_request_max`
-    /// topics; true when it did.
-    fn refuse_oversized_request(&mut self, key: u32, id: Option<&[u8]>, topics: usize) -> bool {
+    /// The topics of a (un)subscribe that are valid patterns, each once. Every invalid one gets
+    /// its own `invalid_topic` error (with the request id and the topic); a request naming more
+    /// than `limits.topics_per_request_max` topics gets `bad_request` and `None`.
+    fn valid_patterns<'t>(
+        &mut self,
+        key: u32,
+        id: Option<&[u8]>,
+        topics: &'t [std::borrow::Cow<'_, str>],
+    ) -> Option<Vec<&'t str>> {
         let max = self.shared.cfg.limits.topics_per_request_max;
-        if topics <= max {
-            return false;
+        if topics.len() > max {
+            let msg = format!("at most {max} topics per request");
+            self.reply_with(key, |out| {
+                protocol::error(out, id, ErrorCode::BadRequest, &msg, None)
+            });
+            return None;
         }
-        let msg = format!("at most {max} topics per request");
-        self.reply_with(key, |out| {
-            protocol::error(out, id, ErrorCode::BadRequest, &msg, None)
-        });
-        true
+        let mut valid: Vec<&str> = Vec::with_capacity(topics.len());
+        for topic in topics {
+            match validate_pattern(topic) {
+                Ok(_) if valid.contains(&&**topic) => {}
+                Ok(_) => valid.push(topic),
+                Err(e) => {
+                    let msg = e.to_string();
+                    self.reply_with(key, |out| {
+                        protocol::error(out, id, ErrorCode::InvalidTopic, &msg, Some(topic))
+                    });
+                }
+            }
+        }
+        Some(valid)
     }
 
     /// Removes `key` from `pattern` in the index; tells peers when it was the last one here.
