@@ -29,9 +29,5 @@ pub const MESH_ROUND_MAX: usize = 8192;
 /// `,"data":` (8) + `}` (1).
 pub const ENVELOPE_BYTES_MAX: usize = 10 + 10 + TOPIC_BYTES_MAX + 8 + 20 + 6 + 20 + 8 + 1;
 
-/// Capacity kept in a connection's read buffer once a partial frame is consumed; anything
-/// larger is released so idle connections hold no buffer.
-pub const RBUF_KEEP_BYTES: usize = 0;
-
 /// Capacity of a connection's empty out-queue kept between flushes (entries of 8 bytes).
 pub const OUTQ_KEEP_ENTRIES: usize = 8;

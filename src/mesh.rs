@@ -213,14 +213,6 @@ impl ShardMesh {
         }
     }
 
-    pub fn me(&self) -> usize {
-        self.me
-    }
-
-    pub fn shards(&self) -> usize {
-        self.mesh.shards
-    }
-
     /// Queues `msg` for shard `dst` (not self). Data messages may be dropped past the spill
     /// bound; control messages never are.
     pub fn send(&mut self, dst: usize, msg: MeshMsg) -> SendOutcome {

@@ -253,7 +253,7 @@ async fn shard_main(
     driver: &'static str,
     ready: mpsc::Sender<Result<&'static str, String>>,
 ) -> Result<(), String> {
-    let shard = Shard::new(id, shared, driver);
+    let shard = Shard::new(id, shared);
     let run = shard.run(listener, move || {
         let _ = ready.send(Ok(driver));
     });

@@ -30,7 +30,7 @@ use crate::{
         close as cc,
         frame::{
             Decoder, HEADER_BYTES_MAX, Message, OP_BINARY, OP_CLOSE, OP_PONG, OP_TEXT, Violation,
-            encode_close,
+            encode_close, encode_frame,
         },
     },
 };
@@ -378,7 +378,7 @@ impl State {
                 let mut frame = Vec::with_capacity(16);
                 match close {
                     Some((code, _)) => encode_close(&mut frame, code, ""),
-                    None => crate::ws::frame::encode_frame(&mut frame, OP_CLOSE, b""),
+                    None => encode_frame(&mut frame, OP_CLOSE, b""),
                 }
                 self.close_with(key, frame, CloseReason::ClientClose);
                 return Step::Wait;
@@ -388,8 +388,8 @@ impl State {
     }
 
     fn echo(&mut self, key: u32, opcode: u8, payload: &[u8]) {
-        let mut frame = Vec::with_capacity(payload.len() + crate::ws::frame::HEADER_BYTES_MAX);
-        crate::ws::frame::encode_frame(&mut frame, opcode, payload);
+        let mut frame = Vec::with_capacity(payload.len() + HEADER_BYTES_MAX);
+        encode_frame(&mut frame, opcode, payload);
         self.enqueue(key, Rc::new(Arc::new(Frame::control(frame))));
     }
 
@@ -566,7 +566,7 @@ impl State {
     /// the 4008 close frame once without waiting (only at a frame boundary, or it would corrupt
     /// the stream), and release the connection: gracefully if the close frame went out, with a
     /// reset otherwise so a stalled peer cannot pin kernel memory either.
-    fn slow_consumer(&mut self, key: u32) {
+    pub(crate) fn slow_consumer(&mut self, key: u32) {
         let conn = &mut self.conns[key as usize];
         conn.close_reason.get_or_insert(CloseReason::SlowConsumer);
         let mut sent = false;

@@ -149,7 +149,7 @@ impl State {
             }
         });
         for key in slow {
-            self.enqueue(key, frame.clone());
+            self.slow_consumer(key);
         }
     }
 
@@ -202,6 +202,22 @@ impl State {
         }
     }
 
+    /// Why a publish to `topic` with `data_len` bytes of data is refused, if it is (the same
+    /// rule for the `publish` op and `POST /v1/publish`).
+    pub(crate) fn check_publish(
+        &self,
+        topic: &str,
+        data_len: usize,
+    ) -> Result<(), (ErrorCode, String)> {
+        validate_topic(topic).map_err(|e| (ErrorCode::InvalidTopic, e.to_string()))?;
+        let max = self.shared.cfg.limits.publish_data_bytes_max;
+        if data_len > max {
+            let msg = format!("data is {data_len} bytes; the limit is {max}");
+            return Err((ErrorCode::MessageTooLarge, msg));
+        }
+        Ok(())
+    }
+
     /// The `publish` op.
     pub(crate) fn publish_op(
         &mut self,
@@ -210,23 +226,10 @@ impl State {
         topic: &str,
         data: Vec<u8>,
     ) {
-        if let Err(e) = validate_topic(topic) {
-            let msg = e.to_string();
+        if let Err((code, msg)) = self.check_publish(topic, data.len()) {
+            let topic = (code == ErrorCode::InvalidTopic).then_some(topic);
             return self.reply_with(key, |out| {
-                protocol::error(
-                    out,
-                    id.as_deref(),
-                    ErrorCode::InvalidTopic,
-                    &msg,
-                    Some(topic),
-                )
-            });
-        }
-        let max = self.shared.cfg.limits.publish_data_bytes_max;
-        if data.len() > max {
-            let msg = format!("data is {} bytes; the limit is {max}", data.len());
-            return self.reply_with(key, |out| {
-                protocol::error(out, id.as_deref(), ErrorCode::MessageTooLarge, &msg, None)
+                protocol::error(out, id.as_deref(), code, &msg, topic)
             });
         }
         let epoch = self.conns[key as usize].epoch;

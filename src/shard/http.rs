@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::{HttpWaiter, State, conn::Phase, conn::Step};
 use crate::{
-    frame::{Frame, OutFrame, text_frame},
+    frame::{Frame, OutFrame},
     mesh::{MeshMsg, ReplyTo},
     protocol::{self, ErrorCode},
     stats::CloseReason,
@@ -214,7 +214,7 @@ impl State {
                 );
                 Answer::Responded { keep_alive }
             }
-            "/metrics" => self.metrics_request(key, keep_alive, head),
+            "/metrics" => self.metrics_request(keep_alive, head),
             _ => self.http_publish(key, body, keep_alive),
         }
     }
@@ -292,7 +292,7 @@ impl State {
 
     /// `/metrics`: every shard flushes its counters into the registry first (exact totals),
     /// then this shard renders.
-    fn metrics_request(&mut self, key: u32, keep_alive: bool, head: bool) -> Answer {
+    fn metrics_request(&mut self, keep_alive: bool, head: bool) -> Answer {
         let (tx, rx) = futures_channel::oneshot::channel();
         let peers = self.shared.shards - 1;
         let token = self.http_waiters.insert(HttpWaiter {
@@ -314,7 +314,6 @@ impl State {
         if peers == 0 {
             self.complete_metrics(token as u32);
         }
-        let _ = key;
         Answer::Await(rx)
     }
 
@@ -351,7 +350,6 @@ impl State {
 
     /// `POST /v1/publish {"topic": "...", "data": <any JSON>}` -> `{"seq": N}`.
     fn http_publish(&mut self, key: u32, body: &[u8], keep_alive: bool) -> Answer {
-        let _ = key;
         let mut buf = body.to_vec();
         let data = protocol::scan_top_level(&buf).data.map(|r| buf[r].to_vec());
         let parsed: Result<PublishBody<'_>, _> =
@@ -368,15 +366,8 @@ impl State {
                 return fail(self, ErrorCode::BadRequest, &msg);
             }
         };
-        if let Err(e) = crate::pubsub::topic::validate_topic(&topic) {
-            return fail(self, ErrorCode::InvalidTopic, &e.to_string());
-        }
-        if data.len() > self.shared.cfg.limits.publish_data_bytes_max {
-            return fail(
-                self,
-                ErrorCode::MessageTooLarge,
-                "data exceeds limits.publish_data_bytes_max",
-            );
+        if let Err((code, msg)) = self.check_publish(&topic, data.len()) {
+            return fail(self, code, &msg);
         }
         let (tx, rx) = futures_channel::oneshot::channel();
         let token = self.http_waiters.insert(HttpWaiter {
@@ -484,9 +475,4 @@ fn error_body(code: &str, message: &str) -> Vec<u8> {
 /// Raw bytes for the out-queue (HTTP responses are not WebSocket frames).
 fn raw(bytes: Vec<u8>) -> OutFrame {
     Rc::new(Arc::new(Frame::control(bytes)))
-}
-
-#[allow(dead_code)]
-fn _assert_text_frame_used() -> Frame {
-    text_frame(b"")
 }

@@ -80,7 +80,6 @@ impl Shared {
 pub struct Shard {
     pub id: usize,
     pub shared: Arc<Shared>,
-    pub driver: &'static str,
     pub st: RefCell<State>,
     /// Resolves the shard's main future when shutdown is complete.
     done: Cell<bool>,
@@ -173,7 +172,7 @@ pub struct State {
 }
 
 impl Shard {
-    pub fn new(id: usize, shared: Arc<Shared>, driver: &'static str) -> Rc<Shard> {
+    pub fn new(id: usize, shared: Arc<Shared>) -> Rc<Shard> {
         let mesh = ShardMesh::new(shared.mesh.clone(), id, shared.cfg.mesh.spill_max);
         let mut ping = Vec::with_capacity(2);
         crate::ws::frame::encode_frame(&mut ping, crate::ws::frame::OP_PING, b"");
@@ -214,7 +213,6 @@ impl Shard {
         Rc::new(Shard {
             id,
             shared,
-            driver,
             st: RefCell::new(st),
             done: Cell::new(false),
             done_waker: Cell::new(None),

@@ -165,15 +165,26 @@ impl Server {
     /// Polls `/metrics` until the labelled series sums to at least `min` (bounded by
     /// `DEADLINE`): for counters that change when the server finishes closing a connection.
     pub async fn wait_metric_with(&self, name: &str, label: &str, value: &str, min: f64) -> f64 {
+        self.wait_metric_where(name, Some((label, value)), min)
+            .await
+    }
+
+    /// Polls `/metrics` until `name` (summed over all its series) reaches at least `min`.
+    pub async fn wait_metric(&self, name: &str, min: f64) -> f64 {
+        self.wait_metric_where(name, None, min).await
+    }
+
+    async fn wait_metric_where(&self, name: &str, label: Option<(&str, &str)>, min: f64) -> f64 {
         let start = std::time::Instant::now();
         loop {
-            let v = self.metric_with(name, label, value).await;
+            let text = self.http("GET", "/metrics", None).await.1;
+            let v = sum_metric(&text, name, label);
             if v >= min {
                 return v;
             }
             assert!(
                 start.elapsed() < DEADLINE,
-                "{name}{{{label}={value:?}}} stayed at {v} < {min}"
+                "{name} {label:?} stayed at {v} < {min}"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
