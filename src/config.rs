@@ -20,6 +20,7 @@ pub struct Config {
     pub mesh: Mesh,
     pub demo: Demo,
     pub log: Log,
+    pub auth: AuthConfig,
 }
 
 /// Which io driver a shard runs.
@@ -113,6 +114,27 @@ pub struct Limits {
     /// Topics with a sequence counter per shard (each shard owns a share of all topics).
     /// Bounds memory against publishers inventing topics. Over: `rate_limited`.
     pub topics_per_shard_max: usize,
+    /// WebSocket upgrade attempts per second per client IP (token bucket, shared by all
+    /// shards; 0 = off). Over: HTTP 429 with `Retry-After`. 10/s with a burst of 100 lets a
+    /// NAT'd office reconnect its bots at once and caps a reconnect loop (Binance allows 300
+    /// per 5 minutes).
+    pub connect_rate_per_ip_per_s: u32,
+    /// Burst of `connect_rate_per_ip_per_s`.
+    pub connect_burst_per_ip: u32,
+    /// Open WebSocket connections per authenticated user or API key, over all shards (hashed
+    /// counters: a collision only makes it stricter). A user with more than 100 sockets is a
+    /// bug or abuse. Over: HTTP 429 (token in the request) or `rate_limited` + close 4029
+    /// (`auth` op).
+    pub connections_per_user_max: usize,
+    /// Messages per second one connection may send (ops, pings; 0 = off). 20/s with a burst
+    /// of 40 is four times Binance's 5/s: ample for subscribe churn, useless for flooding.
+    /// Over: error `rate_limited`, the message is not processed. API keys may override it.
+    pub client_messages_per_s: u32,
+    /// Burst of `client_messages_per_s`.
+    pub client_messages_burst: u32,
+    /// Messages refused in a row for the rate limit before the connection is closed with
+    /// 4029: a client that ignores 40 `rate_limited` errors is abusive, not unlucky.
+    pub client_rate_limited_close_after: u32,
 }
 
 impl Default for Limits {
@@ -130,6 +152,12 @@ impl Default for Limits {
             topics_per_request_max: 100,
             write_queue_bytes_max: 1024 * 1024,
             topics_per_shard_max: 1_000_000,
+            connect_rate_per_ip_per_s: 10,
+            connect_burst_per_ip: 100,
+            connections_per_user_max: 100,
+            client_messages_per_s: 20,
+            client_messages_burst: 40,
+            client_rate_limited_close_after: 40,
         }
     }
 }
@@ -223,6 +251,113 @@ impl Default for Log {
             level: "info".into(),
         }
     }
+}
+
+/// Who may call `/health` and `/metrics`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EndpointAccess {
+    /// Anyone.
+    Open,
+    /// Clients on a loopback address without a token; others need an admin token.
+    Loopback,
+    /// Admin token always.
+    Admin,
+}
+
+/// `[auth]`: tokens, keys, anonymous rights (docs/SECURITY.md).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Connections without a token are accepted as anonymous. When false, a connection must
+    /// authenticate (token at upgrade or `auth` op within `auth_timeout_ms`) before any op.
+    pub allow_anonymous: bool,
+    /// Patterns anonymous connections may subscribe to. Public market data only by default:
+    /// private topics (`user.>`, orders, positions) need a token.
+    pub anonymous_subs: Vec<String>,
+    /// Patterns anonymous connections may publish to. None: publishing moves money.
+    pub anonymous_pubs: Vec<String>,
+    /// Time to send the `auth` op when `allow_anonymous` is false (close 4001 after it).
+    pub auth_timeout_ms: u64,
+    /// After a token expires: time to send a fresh one with the `auth` op before close 4001.
+    /// 25 s is Centrifugo's default; a client refreshing on the `unauthorized` error needs
+    /// one round trip to its token issuer.
+    pub refresh_grace_s: u64,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    pub jwt_leeway_s: u64,
+    /// JWTs must carry `exp` (a token that never expires cannot be revoked by time).
+    pub jwt_require_exp: bool,
+    /// Required `iss` of JWTs; empty = not checked.
+    pub jwt_issuer: String,
+    /// Required `aud` of JWTs; empty = not checked.
+    pub jwt_audience: String,
+    /// Access to `/health` and `/metrics`.
+    pub health_metrics: EndpointAccess,
+    /// `Origin` values browsers may connect from (exact, or `https://*.example.com`); empty =
+    /// any. Requests without `Origin` (non-browser clients) are not affected.
+    pub allowed_origins: Vec<String>,
+    /// JWT verification keys.
+    pub jwt_keys: Vec<JwtKeyConfig>,
+    /// API keys, by SHA-256 (`tickcast hash-key`).
+    pub api_keys: Vec<ApiKeyConfig>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            allow_anonymous: true,
+            anonymous_subs: ["trades.>", "bbo.>", "kline.>", "ticker.>", "public.>"]
+                .map(String::from)
+                .to_vec(),
+            anonymous_pubs: Vec::new(),
+            auth_timeout_ms: 5_000,
+            refresh_grace_s: 25,
+            jwt_leeway_s: 5,
+            jwt_require_exp: true,
+            jwt_issuer: String::new(),
+            jwt_audience: String::new(),
+            health_metrics: EndpointAccess::Loopback,
+            allowed_origins: Vec::new(),
+            jwt_keys: Vec::new(),
+            api_keys: Vec::new(),
+        }
+    }
+}
+
+/// One JWT verification key (`[[auth.jwt_keys]]`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct JwtKeyConfig {
+    /// `HS256`, `HS384`, `HS512`, `RS256` or `ES256`: the only algorithm this key verifies.
+    pub algorithm: String,
+    /// Matched against the token header's `kid` when both are set (key rotation).
+    pub kid: String,
+    /// HMAC secret, inline (prefer `secret_file`).
+    pub secret: String,
+    /// File holding the HMAC secret (trailing whitespace ignored).
+    pub secret_file: String,
+    /// PEM public key for RS256 / ES256.
+    pub public_key_file: String,
+}
+
+/// One API key (`[[auth.api_keys]]`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// Shown in logs, welcome frames and as the user id (`{sub}`).
+    pub name: String,
+    /// SHA-256 of the key, hex.
+    pub sha256: String,
+    pub subs: Vec<String>,
+    pub pubs: Vec<String>,
+    /// May use the admin HTTP API (`POST /v1/publish`).
+    pub admin: bool,
+    /// Overrides `limits.client_messages_per_s` (0 = unlimited) for this key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages_per_s: Option<u32>,
+    /// Overrides `limits.client_messages_burst` (default: twice `messages_per_s`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages_burst: Option<u32>,
 }
 
 /// Settings from the command line that override the file and the environment.
@@ -395,6 +530,42 @@ impl Config {
             );
         }
         range("timeouts.close_ms", t.close_ms, 1, 60_000)?;
+        range(
+            "limits.connect_burst_per_ip",
+            l.connect_burst_per_ip,
+            1,
+            1_000_000,
+        )?;
+        range(
+            "limits.connections_per_user_max",
+            l.connections_per_user_max,
+            1,
+            10_000_000,
+        )?;
+        range(
+            "limits.client_messages_burst",
+            l.client_messages_burst,
+            1,
+            1_000_000,
+        )?;
+        range(
+            "limits.client_rate_limited_close_after",
+            l.client_rate_limited_close_after,
+            1,
+            1_000_000,
+        )?;
+        let a = &self.auth;
+        range("auth.auth_timeout_ms", a.auth_timeout_ms, 100, 600_000)?;
+        range("auth.refresh_grace_s", a.refresh_grace_s, 0, 86_400)?;
+        range("auth.jwt_leeway_s", a.jwt_leeway_s, 0, 3600)?;
+        for (i, o) in a.allowed_origins.iter().enumerate() {
+            if !(o.starts_with("http://") || o.starts_with("https://")) || o.ends_with('/') {
+                return bad(
+                    &format!("auth.allowed_origins[{i}]"),
+                    format!("{o:?} is not an origin like https://app.example.com"),
+                );
+            }
+        }
         range("timeouts.shutdown_grace_s", t.shutdown_grace_s, 0, 3600)?;
         range("timeouts.tick_ms", t.tick_ms, 10, 1000)?;
 

@@ -3,6 +3,7 @@
 //! Data flows one way: `ingest -> frame -> mesh -> shard fan-out -> connection queues -> writer`.
 //! `ws` and `pubsub` are pure (no runtime) so they can be fuzzed, property-tested and benched.
 
+pub mod auth;
 pub mod config;
 pub mod frame;
 pub mod ingest;

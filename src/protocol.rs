@@ -178,6 +178,9 @@ pub struct OpFields<'a> {
     pub topic: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub topics: Option<Vec<Cow<'a, str>>>,
+    /// `auth` op: a JWT or an API key.
+    #[serde(borrow, default)]
+    pub token: Option<Cow<'a, str>>,
     /// Whether `data` is present (any JSON value, `null` included).
     #[serde(default, deserialize_with = "present")]
     pub data: bool,
@@ -222,6 +225,7 @@ pub enum Op<'a> {
     Subscribe { topics: Vec<Cow<'a, str>> },
     Unsubscribe { topics: Vec<Cow<'a, str>> },
     Publish { topic: Cow<'a, str> },
+    Auth { token: Cow<'a, str> },
     Ping,
 }
 
@@ -296,6 +300,12 @@ pub fn parse<'a>(
             }
             Op::Publish { topic }
         }
+        "auth" => {
+            let Some(token) = fields.token.filter(|t| !t.is_empty()) else {
+                return Err(bad("\"token\" (a string) is required"));
+            };
+            Op::Auth { token }
+        }
         "ping" => Op::Ping,
         other => {
             let shown: String = other.chars().take(32).collect();
@@ -338,9 +348,34 @@ pub fn push_json_str(out: &mut Vec<u8>, s: &str) {
     serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
 }
 
-pub fn welcome(out: &mut Vec<u8>, conn: &str, shard: usize, ping_interval_s: u64) {
+/// Who a connection is, for the welcome frame.
+pub struct WelcomeUser<'a> {
+    /// User id or API key name; `None` = anonymous.
+    pub user: Option<&'a str>,
+    /// Token expiry (Unix seconds).
+    pub exp: Option<u64>,
+    /// Anonymous access is off: the `auth` op must come first.
+    pub auth_required: bool,
+}
+
+pub fn welcome(
+    out: &mut Vec<u8>,
+    conn: &str,
+    shard: usize,
+    ping_interval_s: u64,
+    who: WelcomeUser<'_>,
+) {
     out.extend_from_slice(b"{\"op\":\"welcome\",\"conn\":");
     push_json_str(out, conn);
+    out.extend_from_slice(b",\"user\":");
+    match who.user {
+        Some(u) => push_json_str(out, u),
+        None => out.extend_from_slice(b"null"),
+    }
+    push_exp(out, who.exp);
+    if who.auth_required {
+        out.extend_from_slice(b",\"auth_required\":true");
+    }
     out.extend_from_slice(b",\"shard\":");
     out.extend_from_slice(itoa::Buffer::new().format(shard).as_bytes());
     out.extend_from_slice(b",\"version\":\"");
@@ -362,6 +397,38 @@ pub fn ack_topics<S: AsRef<str>>(out: &mut Vec<u8>, id: Option<&[u8]>, topics: &
         push_json_str(out, t.as_ref());
     }
     out.extend_from_slice(b"]}");
+}
+
+fn push_exp(out: &mut Vec<u8>, exp: Option<u64>) {
+    if let Some(exp) = exp {
+        out.extend_from_slice(b",\"exp\":");
+        out.extend_from_slice(itoa::Buffer::new().format(exp).as_bytes());
+    }
+}
+
+/// `{"op":"ack","id":..,"user":..,"exp":..,"dropped":[..]}`: the answer to `auth`.
+pub fn ack_auth<S: AsRef<str>>(
+    out: &mut Vec<u8>,
+    id: Option<&[u8]>,
+    user: &str,
+    exp: Option<u64>,
+    dropped: &[S],
+) {
+    open(out, "ack", id);
+    out.extend_from_slice(b",\"user\":");
+    push_json_str(out, user);
+    push_exp(out, exp);
+    if !dropped.is_empty() {
+        out.extend_from_slice(b",\"dropped\":[");
+        for (i, t) in dropped.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            push_json_str(out, t.as_ref());
+        }
+        out.push(b']');
+    }
+    out.push(b'}');
 }
 
 pub fn ack_seq(out: &mut Vec<u8>, id: Option<&[u8]>, seq: u64) {

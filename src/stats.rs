@@ -41,10 +41,16 @@ pub enum CloseReason {
     Shutdown,
     /// Socket error.
     IoError,
+    /// No valid token in time: authentication required, or expired and not refreshed (4001).
+    Unauthorized,
+    /// An invalid token sent with the `auth` op (1008).
+    AuthFailed,
+    /// Kept sending over the message rate limit (4029).
+    RateLimited,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 12] = [
+    pub const ALL: [CloseReason; 15] = [
         CloseReason::ClientClose,
         CloseReason::ClientGone,
         CloseReason::ProtocolError,
@@ -57,6 +63,9 @@ impl CloseReason {
         CloseReason::HttpDone,
         CloseReason::Shutdown,
         CloseReason::IoError,
+        CloseReason::Unauthorized,
+        CloseReason::AuthFailed,
+        CloseReason::RateLimited,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -73,6 +82,69 @@ impl CloseReason {
             CloseReason::HttpDone => "http_done",
             CloseReason::Shutdown => "shutdown",
             CloseReason::IoError => "io_error",
+            CloseReason::Unauthorized => "unauthorized",
+            CloseReason::AuthFailed => "auth_failed",
+            CloseReason::RateLimited => "rate_limited",
+        }
+    }
+}
+
+/// Security decisions, one counter each (`tickcast_security_events_total{event}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SecEvent {
+    /// A JWT was accepted (at upgrade or with the `auth` op).
+    AuthJwt,
+    /// An API key was accepted.
+    AuthApiKey,
+    /// A subscribe pattern refused for lack of permission.
+    ForbiddenSubscribe,
+    /// A publish refused for lack of permission.
+    ForbiddenPublish,
+    /// An HTTP admin/observability request without the required token (401/403).
+    ForbiddenHttp,
+    /// A client message refused by `limits.client_messages_per_s`.
+    RateLimitedMessage,
+    /// An upgrade refused by `limits.connect_rate_per_ip_per_s`.
+    RateLimitedConnect,
+    /// An upgrade or `auth` op refused by `limits.connections_per_user_max`.
+    UserLimit,
+    /// An upgrade refused by `auth.allowed_origins`.
+    OriginRejected,
+    /// A connection's token expired (it was told; close 4001 follows unless refreshed).
+    TokenExpired,
+    /// A token refreshed with the `auth` op.
+    Refreshed,
+}
+
+impl SecEvent {
+    pub const ALL: [SecEvent; 11] = [
+        SecEvent::AuthJwt,
+        SecEvent::AuthApiKey,
+        SecEvent::ForbiddenSubscribe,
+        SecEvent::ForbiddenPublish,
+        SecEvent::ForbiddenHttp,
+        SecEvent::RateLimitedMessage,
+        SecEvent::RateLimitedConnect,
+        SecEvent::UserLimit,
+        SecEvent::OriginRejected,
+        SecEvent::TokenExpired,
+        SecEvent::Refreshed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecEvent::AuthJwt => "auth_jwt",
+            SecEvent::AuthApiKey => "auth_api_key",
+            SecEvent::ForbiddenSubscribe => "forbidden_subscribe",
+            SecEvent::ForbiddenPublish => "forbidden_publish",
+            SecEvent::ForbiddenHttp => "forbidden_http",
+            SecEvent::RateLimitedMessage => "rate_limited_message",
+            SecEvent::RateLimitedConnect => "rate_limited_connect",
+            SecEvent::UserLimit => "user_limit",
+            SecEvent::OriginRejected => "origin_rejected",
+            SecEvent::TokenExpired => "token_expired",
+            SecEvent::Refreshed => "refreshed",
         }
     }
 }
@@ -102,6 +174,9 @@ pub struct Counters {
     pub limit_rejects: u64,
     /// Publishes refused for `limits.topics_per_shard_max`.
     pub topic_limit_rejects: u64,
+    pub security: [u64; SecEvent::ALL.len()],
+    /// Tokens refused, by `AuthError::label`.
+    pub auth_failures: [u64; crate::auth::AuthError::LABELS.len()],
 }
 
 /// Per-shard gauges, set on flush.
@@ -174,6 +249,8 @@ struct Handles {
     mesh_drops: Counter,
     limit_rejects: Counter,
     topic_limit_rejects: Counter,
+    security: Vec<Counter>,
+    auth_failures: Vec<Counter>,
     connections: Gauge,
     subscriptions: Gauge,
     patterns: Gauge,
@@ -214,6 +291,20 @@ impl ShardStats {
             mesh_drops: c("tickcast_mesh_drops_total"),
             limit_rejects: c("tickcast_limit_rejects_total"),
             topic_limit_rejects: c("tickcast_topic_limit_rejects_total"),
+            security: SecEvent::ALL
+                .iter()
+                .map(|e| {
+                    metrics::counter!("tickcast_security_events_total",
+                        "shard" => label.clone(), "event" => e.as_str())
+                })
+                .collect(),
+            auth_failures: crate::auth::AuthError::LABELS
+                .iter()
+                .map(|r| {
+                    metrics::counter!("tickcast_auth_failures_total",
+                        "shard" => label.clone(), "reason" => *r)
+                })
+                .collect(),
             connections: g("tickcast_connections"),
             subscriptions: g("tickcast_subscriptions"),
             patterns: g("tickcast_subscription_patterns"),
@@ -230,6 +321,18 @@ impl ShardStats {
     #[inline]
     pub fn closed(&mut self, reason: CloseReason) {
         self.c.closed[reason as usize] += 1;
+    }
+
+    pub fn security(&mut self, event: SecEvent) {
+        self.c.security[event as usize] += 1;
+    }
+
+    pub fn auth_failed(&mut self, e: &crate::auth::AuthError) {
+        let i = crate::auth::AuthError::LABELS
+            .iter()
+            .position(|l| *l == e.label())
+            .expect("every label is listed");
+        self.c.auth_failures[i] += 1;
     }
 
     /// Publishes this shard's counters, gauges and histogram for the next scrape.
@@ -253,6 +356,12 @@ impl ShardStats {
         h.mesh_drops.absolute(c.mesh_drops);
         h.limit_rejects.absolute(c.limit_rejects);
         h.topic_limit_rejects.absolute(c.topic_limit_rejects);
+        for (handle, v) in h.security.iter().zip(c.security.iter()) {
+            handle.absolute(*v);
+        }
+        for (handle, v) in h.auth_failures.iter().zip(c.auth_failures.iter()) {
+            handle.absolute(*v);
+        }
         h.connections.set(gauges.connections as f64);
         h.subscriptions.set(gauges.subscriptions as f64);
         h.patterns.set(gauges.patterns as f64);
@@ -367,6 +476,11 @@ fn describe() {
         "tickcast_topic_limit_rejects_total",
         "Publishes refused by limits.topics_per_shard_max."
     );
+    describe_counter!(
+        "tickcast_security_events_total",
+        "Authentication, authorization and rate-limit decisions, by event."
+    );
+    describe_counter!("tickcast_auth_failures_total", "Tokens refused, by reason.");
     describe_gauge!(
         "tickcast_connections",
         "Open connections (HTTP and WebSocket)."

@@ -98,6 +98,8 @@ impl Server {
     /// Starts every shard; returns once all are listening (or the first failed).
     pub fn start(cfg: Config) -> Result<Server, String> {
         let shards = shard_count(&cfg);
+        // Key files and permission patterns are checked before anything binds.
+        let auth = crate::auth::Auth::from_config(&cfg)?;
         let listeners = bind_listeners(cfg.listen_addr(), shards, cfg.server.listen_backlog)?;
         let local_addr = listeners[0].local_addr().map_err(|e| e.to_string())?;
         let hub = StatsHub::install(shards)?;
@@ -106,7 +108,7 @@ impl Server {
         let pin = cfg.server.pin_cores && !cores.is_empty();
         let driver = resolve_driver(cfg.server.driver)?;
         let entries = cfg.server.uring_entries;
-        let shared = Arc::new(Shared::new(cfg, mesh.clone(), hub, local_addr));
+        let shared = Arc::new(Shared::new(cfg, auth, mesh.clone(), hub, local_addr));
         let (ready_tx, ready_rx) = mpsc::channel::<Result<&'static str, String>>();
         let mut threads = Vec::with_capacity(shards);
         for (id, listener) in listeners.into_iter().enumerate() {

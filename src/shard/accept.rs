@@ -65,10 +65,15 @@ impl Shard {
         st.next_conn_no += 1;
         let no = st.next_conn_no;
         let stream = Rc::new(stream);
-        let key = st
-            .conns
-            .insert(Conn::new(stream.clone(), epoch, bucket, no, now, deadline))
-            as u32;
+        let key = st.conns.insert(Conn::new(
+            stream.clone(),
+            epoch,
+            bucket,
+            no,
+            now,
+            deadline,
+            peer.ip().to_canonical().is_loopback(),
+        )) as u32;
         st.handshakes += 1;
         drop(st);
         monoio::spawn(super::conn::conn_task(self.clone(), key, stream));

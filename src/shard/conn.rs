@@ -19,7 +19,7 @@ use rustix::{
     net::{RecvFlags, Shutdown},
 };
 
-use super::{Shard, State, out::Flush, out::OutQueue};
+use super::{Shard, State, auth::AuthState, out::Flush, out::OutQueue};
 use crate::{
     frame::{Frame, OutFrame},
     limits::READS_PER_WAKE_MAX,
@@ -85,6 +85,15 @@ pub struct Conn {
     pub deadline_ms: u64,
     /// Number of this connection on its shard (the `conn` id is `<shard>-<no>`).
     pub no: u64,
+    /// Who this is; `None` = anonymous. Boxed: a market-data fan-out is mostly anonymous.
+    pub ident: Option<Box<crate::auth::Identity>>,
+    /// Inbound message rate: GCRA arrival time (µs of the shard clock).
+    pub rate_tat_us: u64,
+    /// Messages refused by the rate limit in a row.
+    pub rate_strikes: u16,
+    pub auth: AuthState,
+    /// The peer is on a loopback address (`auth.health_metrics = "loopback"`).
+    pub loopback: bool,
 }
 
 // There is one per connection (19k per process in the benchmarks, 1 KiB budget each in all).
@@ -98,6 +107,7 @@ impl Conn {
         no: u64,
         now_ms: u64,
         deadline_ms: u64,
+        loopback: bool,
     ) -> Conn {
         Conn {
             out: OutQueue::default(),
@@ -122,6 +132,11 @@ impl Conn {
             last_ping_ms: now_ms,
             deadline_ms,
             no,
+            ident: None,
+            rate_tat_us: 0,
+            rate_strikes: 0,
+            auth: AuthState::Ok,
+            loopback,
         }
     }
 
@@ -357,6 +372,17 @@ impl State {
                 _ => Step::Wait,
             };
         }
+        // Every message that costs work counts against the connection's rate (the `/echo`
+        // conformance route excepted); pongs and closes do not.
+        let counted = !conn.echo
+            && matches!(
+                msg,
+                Message::Text(_) | Message::Binary(_) | Message::Ping(_)
+            );
+        if counted && !self.rate_ok(key, !matches!(msg, Message::Ping(_))) {
+            return Step::Wait;
+        }
+        let conn = &self.conns[key as usize];
         match msg {
             Message::Text(text) if conn.echo => self.echo(key, OP_TEXT, text),
             Message::Binary(data) if conn.echo => self.echo(key, OP_BINARY, data),
@@ -411,7 +437,12 @@ impl State {
             }
         };
         let id = req.id;
+        let gated = matches!(req.op, Op::Subscribe { .. } | Op::Publish { .. });
+        if gated && !self.auth_gate(key, id.as_deref()) {
+            return;
+        }
         match req.op {
+            Op::Auth { token } => self.auth_op(key, id, &token),
             Op::Subscribe { topics } => self.subscribe(key, id, &topics),
             Op::Unsubscribe { topics } => self.unsubscribe(key, id, &topics),
             Op::Publish { topic } => {
@@ -620,6 +651,9 @@ impl State {
         }
         for pattern in &conn.subs {
             self.unsubscribe_pattern(pattern, key);
+        }
+        if let Some(ident) = &conn.ident {
+            self.release_user(ident);
         }
         if conn.in_http() {
             self.handshakes -= 1;

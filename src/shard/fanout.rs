@@ -22,7 +22,7 @@ use crate::{
         index::{SubOutcome, UnsubOutcome},
         topic::{validate_pattern, validate_topic},
     },
-    stats::Gauges,
+    stats::{Gauges, SecEvent},
 };
 
 /// The shard owning `topic` (FNV-1a: stable, fast on short strings, identical on every shard).
@@ -232,6 +232,13 @@ impl State {
                 protocol::error(out, id.as_deref(), code, &msg, topic)
             });
         }
+        if !self.may_publish(key, topic) {
+            self.stats.security(SecEvent::ForbiddenPublish);
+            return self.reply_with(key, |out| {
+                let msg = "no permission to publish to this topic";
+                protocol::error(out, id.as_deref(), ErrorCode::Forbidden, msg, Some(topic))
+            });
+        }
         let epoch = self.conns[key as usize].epoch;
         self.ingest_publish(
             topic,
@@ -252,9 +259,21 @@ impl State {
         id: Option<Box<[u8]>>,
         topics: &[std::borrow::Cow<'_, str>],
     ) {
-        let Some(accepted) = self.valid_patterns(key, id.as_deref(), topics) else {
+        let Some(mut accepted) = self.valid_patterns(key, id.as_deref(), topics) else {
             return;
         };
+        // Each pattern is checked once, here; deliveries are never checked.
+        accepted.retain(|topic| {
+            if self.may_subscribe(key, topic) {
+                return true;
+            }
+            self.stats.security(SecEvent::ForbiddenSubscribe);
+            self.reply_with(key, |out| {
+                let msg = "no permission to subscribe to this topic";
+                protocol::error(out, id.as_deref(), ErrorCode::Forbidden, msg, Some(topic))
+            });
+            false
+        });
         let sub_max = self.shared.cfg.limits.subscriptions_per_conn_max;
         if accepted.is_empty() {
             return;

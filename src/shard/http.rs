@@ -8,8 +8,14 @@ use std::{mem, rc::Rc, sync::Arc};
 
 use serde::Deserialize;
 
-use super::{HttpWaiter, State, conn::Phase, conn::Step};
+use super::{
+    HttpWaiter, State,
+    auth::{AuthState, Refusal},
+    conn::Phase,
+    conn::Step,
+};
 use crate::{
+    config::EndpointAccess,
     frame::{Frame, OutFrame},
     mesh::{MeshMsg, ReplyTo},
     protocol::{self, ErrorCode},
@@ -199,6 +205,17 @@ impl State {
             return Answer::Responded { keep_alive };
         }
         let head = req.method == Method::Head;
+        let access = match req.path {
+            "/health" | "/metrics" => Some(self.shared.cfg.auth.health_metrics),
+            "/v1/publish" => Some(EndpointAccess::Admin),
+            _ => None,
+        };
+        if let Some(access) = access {
+            if let Err(refusal) = self.http_access(key, req, access) {
+                self.respond_refusal(key, refusal, keep_alive);
+                return Answer::Responded { keep_alive };
+            }
+        }
         match req.path {
             "/ws" => self.upgrade(key, req, false),
             "/echo" => self.upgrade(key, req, true),
@@ -254,6 +271,14 @@ impl State {
             self.respond_error(key, status, code, message, false);
             return Answer::Responded { keep_alive: false };
         }
+        let ident = match self.admit(key, req) {
+            Ok(ident) => ident,
+            Err(refusal) => {
+                self.conns[key as usize].close_reason = Some(CloseReason::Rejected);
+                self.respond_refusal(key, refusal, false);
+                return Answer::Responded { keep_alive: false };
+            }
+        };
         let ws_key = req.ws_key.expect("check_upgrade requires the key");
         let mut out = Vec::with_capacity(256);
         write_upgrade_response(&mut out, ws_key);
@@ -264,12 +289,26 @@ impl State {
         conn.echo = echo;
         conn.last_ping_ms = now;
         self.handshakes -= 1;
-        if !echo {
-            let id = format!("{}-{}", self.shard, conn.no);
-            let ping_s = self.shared.cfg.timeouts.ping_interval_s;
-            let shard = self.shard;
-            self.reply_with(key, |out| protocol::welcome(out, &id, shard, ping_s));
+        let id = format!("{}-{}", self.shard, conn.no);
+        if echo {
+            return Answer::Upgraded;
         }
+        let who = (
+            ident.as_ref().map(|i| i.user.clone()),
+            ident.as_ref().and_then(|i| i.exp_s),
+        );
+        self.set_identity(key, ident);
+        let ping_s = self.shared.cfg.timeouts.ping_interval_s;
+        let shard = self.shard;
+        let auth_required = self.conns[key as usize].auth == AuthState::Pending;
+        self.reply_with(key, |out| {
+            let who = protocol::WelcomeUser {
+                user: who.0.as_deref(),
+                exp: who.1,
+                auth_required,
+            };
+            protocol::welcome(out, &id, shard, ping_s, who)
+        });
         Answer::Upgraded
     }
 
@@ -436,6 +475,15 @@ impl State {
         self.enqueue(key, raw(out));
     }
 
+    fn respond_refusal(&mut self, key: u32, r: Refusal, keep_alive: bool) {
+        let header = r.header.as_ref().map(|(n, v)| (*n, v.as_str()));
+        let headers: &[(&str, &str)] = match &header {
+            Some(h) => std::slice::from_ref(h),
+            None => &[],
+        };
+        self.respond_error_with(key, r.status, r.code, &r.message, keep_alive, headers);
+    }
+
     /// Queues a JSON error response; without keep-alive the connection then closes.
     fn respond_error(
         &mut self,
@@ -445,8 +493,29 @@ impl State {
         message: &str,
         keep_alive: bool,
     ) -> Step {
+        self.respond_error_with(key, status, code, message, keep_alive, &[])
+    }
+
+    fn respond_error_with(
+        &mut self,
+        key: u32,
+        status: u16,
+        code: &str,
+        message: &str,
+        keep_alive: bool,
+        headers: &[(&str, &str)],
+    ) -> Step {
         let body = error_body(code, message);
-        self.respond(key, status, "application/json", &body, keep_alive, false);
+        let mut out = Vec::with_capacity(body.len() + 200);
+        write_response(
+            &mut out,
+            status,
+            "application/json",
+            &body,
+            keep_alive,
+            headers,
+        );
+        self.enqueue(key, raw(out));
         if !keep_alive {
             self.conns[key as usize]
                 .close_reason

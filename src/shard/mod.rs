@@ -9,6 +9,7 @@
 //! connection once (one vectored write for all its new frames).
 
 mod accept;
+pub mod auth;
 pub mod conn;
 mod fanout;
 mod http;
@@ -24,7 +25,7 @@ use std::{
     rc::Rc,
     sync::{
         Arc,
-        atomic::{AtomicU32, AtomicUsize},
+        atomic::{AtomicU32, AtomicU64, AtomicUsize},
     },
     task::{Context, Poll, Waker},
     time::Instant,
@@ -55,20 +56,34 @@ pub struct Shared {
     /// Open TCP connections in the process (checked against `limits.connections_max`).
     pub connections: AtomicUsize,
     pub per_ip: Box<[AtomicU32]>,
+    /// Open authenticated connections per user, hashed like `per_ip`.
+    pub per_user: Box<[AtomicU32]>,
+    /// Upgrade-attempt rate per client IP: GCRA arrival times (µs since `started`), hashed.
+    pub connect_tat: Box<[AtomicU64]>,
+    pub auth: crate::auth::Auth,
     pub started: Instant,
     pub local_addr: SocketAddr,
     pub shards: usize,
 }
 
 impl Shared {
-    pub fn new(cfg: Config, mesh: Arc<Mesh>, hub: StatsHub, local_addr: SocketAddr) -> Shared {
+    pub fn new(
+        cfg: Config,
+        auth: crate::auth::Auth,
+        mesh: Arc<Mesh>,
+        hub: StatsHub,
+        local_addr: SocketAddr,
+    ) -> Shared {
         let shards = mesh.shards();
         Shared {
             cfg,
             mesh,
             hub,
+            auth,
             connections: AtomicUsize::new(0),
             per_ip: (0..IP_BUCKETS).map(|_| AtomicU32::new(0)).collect(),
+            per_user: (0..IP_BUCKETS).map(|_| AtomicU32::new(0)).collect(),
+            connect_tat: (0..IP_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
             started: Instant::now(),
             local_addr,
             shards,
@@ -169,6 +184,8 @@ pub struct State {
     listener: Option<Rc<monoio::net::TcpListener>>,
     /// Messages taken from the mesh in the current round (kept to reuse its allocation).
     inbox: Vec<crate::mesh::MeshMsg>,
+    /// `limits.client_messages_per_s` / `_burst`, prepared once.
+    msg_rate: crate::auth::Rate,
 }
 
 impl Shard {
@@ -209,6 +226,10 @@ impl Shard {
             stop_deadline_ms: 0,
             listener: None,
             inbox: Vec::new(),
+            msg_rate: crate::auth::Rate::new(
+                shared.cfg.limits.client_messages_per_s,
+                shared.cfg.limits.client_messages_burst,
+            ),
         };
         Rc::new(Shard {
             id,

@@ -41,6 +41,7 @@ impl State {
         if now >= self.last_scan_ms + SCAN_EVERY_MS {
             self.last_scan_ms = now;
             self.scan(now);
+            self.scan_auth(now);
             self.flush_stats();
         }
         false

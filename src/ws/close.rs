@@ -15,7 +15,11 @@ pub const POLICY: u16 = 1008;
 pub const TOO_LARGE: u16 = 1009;
 pub const INTERNAL: u16 = 1011;
 pub const OVERLOADED: u16 = 1013;
+/// Authentication required, or the token expired and was not refreshed in time.
+pub const UNAUTHORIZED: u16 = 4001;
 pub const SLOW_CONSUMER: u16 = 4008;
+/// Kept sending after being told `rate_limited`.
+pub const RATE_LIMITED: u16 = 4029;
 
 /// Whether a peer may put `code` in a close frame.
 ///

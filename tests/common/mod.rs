@@ -68,6 +68,24 @@ macro_rules! both_drivers {
     };
 }
 
+/// What every test server starts with unless a test overrides it: anyone may subscribe and
+/// publish to anything, no rate limits. Engine tests exercise fan-out, not security; the
+/// security tests (tests/security.rs) override these to test the defaults and each rule.
+pub const OPEN_ENV: &[(&str, &str)] = &[
+    ("TICKCAST_AUTH__ANONYMOUS_SUBS", "[\">\"]"),
+    ("TICKCAST_AUTH__ANONYMOUS_PUBS", "[\">\"]"),
+    ("TICKCAST_LIMITS__CLIENT_MESSAGES_PER_S", "0"),
+    ("TICKCAST_LIMITS__CONNECT_RATE_PER_IP_PER_S", "0"),
+    (
+        "TICKCAST_AUTH__API_KEYS",
+        // SHA-256 of ADMIN_KEY.
+        "[{name=\"test-admin\",sha256=\"944650a7cd0f9e14d5c4fb15edbffb7fa45fb9ed36a4fa9be3d7e5476ae51bd9\",admin=true}]",
+    ),
+];
+
+/// The admin API key every test server knows (see `OPEN_ENV`); `Server::http` sends it.
+pub const ADMIN_KEY: &str = "test-admin-key";
+
 /// A running server process; killed when dropped.
 pub struct Server {
     pub addr: SocketAddr,
@@ -91,6 +109,7 @@ impl Server {
         .args(args)
         .env("TICKCAST_SERVER__PIN_CORES", "false")
         .env("RUST_LOG", "warn")
+        .envs(OPEN_ENV.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
         for (k, v) in env {
@@ -191,8 +210,22 @@ impl Server {
     }
 
     /// A plain HTTP/1.1 request with `Connection: close`; returns (status, body).
+    /// An HTTP request with the admin key (`Authorization: Bearer ADMIN_KEY`).
     pub async fn http(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        let auth = format!("Authorization: Bearer {ADMIN_KEY}\r\n");
+        self.http_with(method, path, body, &auth).await
+    }
+
+    /// An HTTP request with extra raw header lines (`"Name: value\r\n"` each).
+    pub async fn http_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        headers: &str,
+    ) -> (u16, String) {
         let mut req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+        req.push_str(headers);
         if let Some(b) = body {
             req.push_str(&format!(
                 "Content-Type: application/json\r\nContent-Length: {}\r\n",
