@@ -60,6 +60,13 @@ enum Command {
     Serve(ConfigArgs),
     /// Print the effective configuration (file + environment + flags) as TOML and exit.
     Config(ConfigArgs),
+    /// Print the SHA-256 of an API key (for `[[auth.api_keys]] sha256`); the key is read from
+    /// stdin so it stays out of shell history.
+    HashKey {
+        /// Generate a new random key and print it with its hash.
+        #[arg(long)]
+        generate: bool,
+    },
 }
 
 impl ConfigArgs {
@@ -75,7 +82,11 @@ impl ConfigArgs {
                 Driver::Epoll => DriverKind::Epoll,
             }),
         };
-        Config::load(self.config.as_deref(), &overrides)
+        let cfg = Config::load(self.config.as_deref(), &overrides)?;
+        // Key files, secrets and permission patterns are checked here too, so
+        // `tickcast config` catches what `serve` would refuse.
+        tickcast::auth::Auth::from_config(&cfg)?;
+        Ok(cfg)
     }
 }
 
@@ -92,6 +103,7 @@ fn main() {
                 2
             }
         },
+        Command::HashKey { generate } => hash_key(generate),
         Command::Serve(args) => match args.load() {
             Ok(cfg) => serve(cfg),
             Err(e) => {
@@ -101,6 +113,37 @@ fn main() {
         },
     };
     std::process::exit(code);
+}
+
+fn hash_key(generate: bool) -> i32 {
+    let key = if generate {
+        match tickcast::auth::generate_api_key() {
+            Ok(key) => {
+                println!("key:    {key}");
+                key
+            }
+            Err(e) => {
+                eprintln!("tickcast: {e}");
+                return 1;
+            }
+        }
+    } else {
+        let mut line = String::new();
+        if std::io::stdin().read_line(&mut line).is_err() {
+            eprintln!("tickcast: cannot read the key from stdin");
+            return 2;
+        }
+        let key = line.trim_end_matches(['\r', '\n']).to_string();
+        if key.is_empty() {
+            eprintln!(
+                "tickcast: pipe the key on stdin, e.g. `printf %s \"$KEY\" | tickcast hash-key`, or use --generate"
+            );
+            return 2;
+        }
+        key
+    };
+    println!("sha256: {}", tickcast::auth::hash_api_key(&key));
+    0
 }
 
 fn serve(cfg: Config) -> i32 {

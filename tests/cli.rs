@@ -23,6 +23,65 @@ fn shipped_default_toml_is_exactly_the_built_in_defaults() {
         String::from_utf8_lossy(&shipped.stdout),
         String::from_utf8_lossy(&built_in.stdout)
     );
+    // The file spells out every key (omitting one would also compare equal above).
+    let text = std::fs::read_to_string(file).unwrap();
+    let shipped: toml::Table = text.parse().unwrap();
+    let built_in: toml::Table = String::from_utf8_lossy(&built_in.stdout).parse().unwrap();
+    for (section, table) in &built_in {
+        for key in table.as_table().unwrap().keys() {
+            assert!(
+                shipped.get(section).and_then(|s| s.get(key)).is_some(),
+                "config/default.toml lacks {section}.{key}"
+            );
+        }
+    }
+}
+
+#[test]
+fn hash_key_prints_the_sha256_of_stdin() {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tickcast"))
+        .arg("hash-key")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"abc\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "sha256: ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+    let out = tickcast(&["hash-key", "--generate"], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let key = text
+        .lines()
+        .next()
+        .unwrap()
+        .strip_prefix("key:    ")
+        .unwrap();
+    let hash = text
+        .lines()
+        .nth(1)
+        .unwrap()
+        .strip_prefix("sha256: ")
+        .unwrap();
+    assert_eq!(hash, tickcast::auth::hash_api_key(key));
+}
+
+#[test]
+fn bad_auth_configuration_is_refused_naming_the_key() {
+    let out = tickcast(
+        &["config"],
+        &[(
+            "TICKCAST_AUTH__JWT_KEYS",
+            "[{algorithm=\"RS256\",public_key_file=\"/nonexistent.pem\"}]",
+        )],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("auth.jwt_keys[0].public_key_file"), "{err}");
 }
 
 #[test]

@@ -72,8 +72,12 @@ start_server() {
       ;;
     tickcast)
       # One shard per server core (pinned inside those cores); the bench connects from a few
-      # loopback addresses, so the per-IP limit is lifted for the run.
+      # loopback addresses, so the per-IP limits are lifted for the run. The bench's clients
+      # are anonymous and publish thousands of messages/s on their own topics: anonymous rights
+      # are opened and the per-connection message rate is off (the peers have neither).
       TICKCAST_LIMITS__CONNECTIONS_PER_IP_MAX=1000000 TICKCAST_LOG__LEVEL=warn \
+      TICKCAST_LIMITS__CONNECT_RATE_PER_IP_PER_S=0 TICKCAST_LIMITS__CLIENT_MESSAGES_PER_S=0 \
+      TICKCAST_AUTH__ANONYMOUS_SUBS='[">"]' TICKCAST_AUTH__ANONYMOUS_PUBS='[">"]' \
         taskset -c "$SERVER_CPUS" "$TICKCAST_BIN" serve --listen "127.0.0.1:$PORT" --shards "$threads" \
         >"$SERVER_LOG" 2>&1 &
       ;;
