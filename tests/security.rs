@@ -35,6 +35,8 @@ both_drivers!(
     admin_http_access,
     subscribe_burst_is_bounded,
     compression_extension_is_declined,
+    ping_flood_is_cut,
+    huge_fragmented_message_is_refused,
 );
 
 const HS_SECRET: &str = "tickcast-test-secret-0123456789abcdef";
@@ -785,4 +787,70 @@ async fn compression_extension_is_declined(driver: Driver) {
         .expect("a close frame");
     let code = u16::from_be_bytes([frames[close_at + 2], frames[close_at + 3]]);
     assert_eq!(code, 1002);
+}
+
+/// A ping flood costs at most the burst in pongs, then the connection is closed with 4029.
+async fn ping_flood_is_cut(driver: Driver) {
+    let server = secure_server(driver, &[]);
+    let mut s = raw_ws(&server).await;
+    let mut flood = Vec::new();
+    for _ in 0..5_000 {
+        flood.extend(client_frame(true, 0, 9, b"ping", true));
+    }
+    let _ = s.write_all(&flood).await;
+    let data = read_to_close(&mut s).await;
+    let (pongs, close) = server_frames(&data);
+    // The default burst is 40 (one more may refill while the flood is read).
+    assert!(pongs <= 41, "{pongs} pongs for a flood of 5000 pings");
+    assert_eq!(close, Some(4029));
+}
+
+/// A message fragmented into many small frames is bounded by its total size: over
+/// `limits.message_bytes_max` the connection is closed with 1009, the server holds no more.
+async fn huge_fragmented_message_is_refused(driver: Driver) {
+    let server = secure_server(
+        driver,
+        &[
+            ("TICKCAST_LIMITS__MESSAGE_BYTES_MAX", "4096"),
+            ("TICKCAST_LIMITS__PUBLISH_DATA_BYTES_MAX", "2048"),
+        ],
+    );
+    let mut s = raw_ws(&server).await;
+    let mut frames = client_frame(false, 0, 1, &[b' '; 100], true);
+    for _ in 0..10_000 {
+        frames.extend(client_frame(false, 0, 0, &[b' '; 100], true));
+    }
+    let _ = s.write_all(&frames).await;
+    assert_eq!(raw_read_close_code(&mut s).await, Some(1009));
+    server
+        .wait_metric_with(
+            "tickcast_connections_closed_total",
+            "reason",
+            "too_large",
+            1.0,
+        )
+        .await;
+}
+
+/// Counts pong frames and finds the close code in raw server-to-client frames.
+fn server_frames(data: &[u8]) -> (usize, Option<u16>) {
+    let (mut i, mut pongs, mut close) = (0, 0, None);
+    while i + 2 <= data.len() {
+        let opcode = data[i] & 0x0f;
+        let (len, hdr) = match data[i + 1] & 0x7f {
+            126 => (u16::from_be_bytes([data[i + 2], data[i + 3]]) as usize, 4),
+            127 => (
+                u64::from_be_bytes(data[i + 2..i + 10].try_into().unwrap()) as usize,
+                10,
+            ),
+            n => (n as usize, 2),
+        };
+        match opcode {
+            0xA => pongs += 1,
+            0x8 if len >= 2 => close = Some(u16::from_be_bytes([data[i + hdr], data[i + hdr + 1]])),
+            _ => {}
+        }
+        i += hdr + len;
+    }
+    (pongs, close)
 }
