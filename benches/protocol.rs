@@ -73,7 +73,10 @@ fn parse_serde_json(msg: &[u8]) -> Result<Request<'_>, BadRequest> {
         "subscribe" | "unsubscribe" => {
             let topics = fields.topics.ok_or_else(|| bad("topics".into()))?;
             if fields.op == "subscribe" {
-                Op::Subscribe { topics }
+                Op::Subscribe {
+                    topics,
+                    since: Vec::new(),
+                }
             } else {
                 Op::Unsubscribe { topics }
             }

@@ -21,6 +21,36 @@ pub struct Config {
     pub demo: Demo,
     pub log: Log,
     pub auth: AuthConfig,
+    /// Topic classes (`[[topics]]`): per topic pattern, history and delivery policy. The first
+    /// class whose pattern matches a topic applies to it.
+    pub topics: Vec<TopicClass>,
+}
+
+/// One topic class (`[[topics]]`, docs/PROTOCOL.md "Recovery").
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TopicClass {
+    /// Topics this class applies to (topic pattern syntax).
+    pub pattern: String,
+    /// Frames of history kept per topic for recovery (0 = none). Each kept frame is the
+    /// already-encoded frame shared with subscribers: memory is about
+    /// `history_size × frame size` per topic.
+    pub history_size: usize,
+    /// Frames older than this leave the history (0 = only `history_size` bounds it).
+    pub history_ttl_s: u64,
+    /// A new subscriber to an exact topic first receives the topic's last message.
+    pub cache: bool,
+}
+
+impl Default for TopicClass {
+    fn default() -> Self {
+        Self {
+            pattern: String::new(),
+            history_size: 0,
+            history_ttl_s: 0,
+            cache: false,
+        }
+    }
 }
 
 /// Which io driver a shard runs.
@@ -554,6 +584,20 @@ impl Config {
             1,
             1_000_000,
         )?;
+        for (i, c) in self.topics.iter().enumerate() {
+            let key = |f: &str| format!("topics[{i}].{f}");
+            if let Err(e) = crate::pubsub::topic::validate_pattern(&c.pattern) {
+                return bad(&key("pattern"), format!("{:?}: {e}", c.pattern));
+            }
+            range(&key("history_size"), c.history_size, 0, 1_000_000)?;
+            range(&key("history_ttl_s"), c.history_ttl_s, 0, 30 * 86_400)?;
+            if c.cache && c.history_size == 0 {
+                return bad(
+                    &key("cache"),
+                    "needs history_size >= 1 (the last message is kept there)",
+                );
+            }
+        }
         let a = &self.auth;
         range("auth.auth_timeout_ms", a.auth_timeout_ms, 100, 600_000)?;
         range("auth.refresh_grace_s", a.refresh_grace_s, 0, 86_400)?;

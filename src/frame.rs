@@ -24,6 +24,8 @@ pub struct Frame {
     /// without a separate copy of the topic.
     topic_start: u16,
     topic_len: u16,
+    /// The topic's sequence number (data frames; 0 for control).
+    seq: u64,
 }
 
 /// A frame crossing shards.
@@ -39,7 +41,13 @@ impl Frame {
             published_ns: 0,
             topic_start: 0,
             topic_len: 0,
+            seq: 0,
         }
+    }
+
+    /// The topic's sequence number of a data frame (0 for control frames).
+    pub fn seq(&self) -> u64 {
+        self.seq
     }
 
     /// The topic of a data frame ("" for control frames).
@@ -118,6 +126,7 @@ pub fn encode_data_frame(
         published_ns: published_ns.max(1),
         topic_start,
         topic_len: topic.len() as u16,
+        seq,
     }
 }
 

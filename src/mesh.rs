@@ -57,6 +57,28 @@ pub enum MeshMsg {
     },
     /// Stop accepting, close every connection with 1001, exit within the grace period.
     Shutdown,
+    /// To a topic's owner: the topic's position and what a subscriber missed.
+    Position(Box<PositionReq>),
+    /// The owner's answer, back to the subscriber's shard.
+    PositionReply(Box<PositionRep>),
+}
+
+#[derive(Debug)]
+pub struct PositionReq {
+    pub topic: Box<str>,
+    /// The client's `since`: (seq, epoch).
+    pub since: Option<(u64, u64)>,
+    pub from: u8,
+    /// The pending subscribe on the sender.
+    pub token: u32,
+    pub conn_epoch: u32,
+}
+
+#[derive(Debug)]
+pub struct PositionRep {
+    pub pos: crate::shard::history::Position,
+    pub token: u32,
+    pub conn_epoch: u32,
 }
 
 const _: () = assert!(std::mem::size_of::<MeshMsg>() <= 16);
@@ -92,7 +114,8 @@ pub struct PublishMsg {
 #[derive(Debug)]
 pub struct PublishReply {
     pub reply: ReplyTo,
-    pub result: Result<u64, crate::protocol::ErrorCode>,
+    /// `(seq, epoch)` of the published message.
+    pub result: Result<(u64, u64), crate::protocol::ErrorCode>,
 }
 
 #[derive(Debug)]

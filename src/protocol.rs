@@ -181,6 +181,9 @@ pub struct OpFields<'a> {
     /// `auth` op: a JWT or an API key.
     #[serde(borrow, default)]
     pub token: Option<Cow<'a, str>>,
+    /// `subscribe` op: where the client's stream of each topic stopped.
+    #[serde(borrow, default)]
+    pub since: Option<std::collections::HashMap<Cow<'a, str>, SinceValue<'a>>>,
     /// Whether `data` is present (any JSON value, `null` included).
     #[serde(default, deserialize_with = "present")]
     pub data: bool,
@@ -219,13 +222,39 @@ impl<'de> Deserialize<'de> for IdValue {
     }
 }
 
+/// `{"seq": N, "epoch": "…"}` in a subscribe's `since`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinceValue<'a> {
+    pub seq: u64,
+    #[serde(borrow)]
+    pub epoch: Cow<'a, str>,
+}
+
+/// One entry of a subscribe's `since`.
+#[derive(Debug)]
+pub struct Since<'a> {
+    pub topic: Cow<'a, str>,
+    pub seq: u64,
+    pub epoch: Cow<'a, str>,
+}
+
 /// A client op, parsed. Raw `id` and `data` bytes are copies of the original text.
 #[derive(Debug)]
 pub enum Op<'a> {
-    Subscribe { topics: Vec<Cow<'a, str>> },
-    Unsubscribe { topics: Vec<Cow<'a, str>> },
-    Publish { topic: Cow<'a, str> },
-    Auth { token: Cow<'a, str> },
+    Subscribe {
+        topics: Vec<Cow<'a, str>>,
+        since: Vec<Since<'a>>,
+    },
+    Unsubscribe {
+        topics: Vec<Cow<'a, str>>,
+    },
+    Publish {
+        topic: Cow<'a, str>,
+    },
+    Auth {
+        token: Cow<'a, str>,
+    },
     Ping,
 }
 
@@ -286,8 +315,24 @@ pub fn parse<'a>(
                 return Err(bad("\"topics\" must not be empty"));
             }
             if fields.op == "subscribe" {
-                Op::Subscribe { topics }
+                let since: Vec<Since<'a>> = fields
+                    .since
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(topic, v)| Since {
+                        topic,
+                        seq: v.seq,
+                        epoch: v.epoch,
+                    })
+                    .collect();
+                if since.len() > topics.len().max(SINCE_PER_REQUEST_MAX) {
+                    return Err(bad("\"since\" names too many topics"));
+                }
+                Op::Subscribe { topics, since }
             } else {
+                if fields.since.is_some() {
+                    return Err(bad("\"since\" belongs to subscribe"));
+                }
                 Op::Unsubscribe { topics }
             }
         }
@@ -431,11 +476,74 @@ pub fn ack_auth<S: AsRef<str>>(
     out.push(b'}');
 }
 
-pub fn ack_seq(out: &mut Vec<u8>, id: Option<&[u8]>, seq: u64) {
+/// Topics named in one subscribe's `since` (wildcard subscriptions may name many topics).
+pub const SINCE_PER_REQUEST_MAX: usize = 100;
+
+/// The publish ack: `{"op":"ack","id":..,"seq":N,"epoch":"…"}`.
+pub fn ack_seq(out: &mut Vec<u8>, id: Option<&[u8]>, seq: u64, epoch: u64) {
     open(out, "ack", id);
     out.extend_from_slice(b",\"seq\":");
     out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+    push_epoch(out, epoch);
     out.push(b'}');
+}
+
+fn push_epoch(out: &mut Vec<u8>, epoch: u64) {
+    out.extend_from_slice(b",\"epoch\":\"");
+    out.extend_from_slice(crate::shard::history::epoch_str(epoch).as_bytes());
+    out.push(b'"');
+}
+
+/// The subscribe ack: accepted patterns, and the position of every exact topic and every
+/// topic named in `since`: `"positions":[{"topic":..,"seq":N,"epoch":"…"}]`.
+pub fn ack_subscribe<S: AsRef<str>>(
+    out: &mut Vec<u8>,
+    id: Option<&[u8]>,
+    topics: &[S],
+    positions: &[crate::shard::history::Position],
+) {
+    ack_topics(out, id, topics);
+    // Epoch 0: the owner could not track the topic (`limits.topics_per_shard_max`).
+    let mut positions = positions.iter().filter(|p| p.epoch != 0).peekable();
+    if positions.peek().is_none() {
+        return;
+    }
+    out.pop();
+    out.extend_from_slice(b",\"positions\":[");
+    for (i, p) in positions.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"topic\":");
+        push_json_str(out, &p.topic);
+        out.extend_from_slice(b",\"seq\":");
+        out.extend_from_slice(itoa::Buffer::new().format(p.seq).as_bytes());
+        push_epoch(out, p.epoch);
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"]}");
+}
+
+/// `{"op":"gap","topic":..,"epoch":"…","from":F,"to":T,"reason":"evicted"|"epoch"}`.
+pub fn gap(
+    out: &mut Vec<u8>,
+    topic: &str,
+    epoch: u64,
+    from: u64,
+    to: u64,
+    reason: crate::shard::history::GapReason,
+) {
+    open(out, "gap", None);
+    out.extend_from_slice(b",\"topic\":");
+    push_json_str(out, topic);
+    push_epoch(out, epoch);
+    out.extend_from_slice(b",\"from\":");
+    out.extend_from_slice(itoa::Buffer::new().format(from).as_bytes());
+    out.extend_from_slice(b",\"to\":");
+    out.extend_from_slice(itoa::Buffer::new().format(to).as_bytes());
+    out.extend_from_slice(b",\"reason\":\"");
+    out.extend_from_slice(reason.as_str().as_bytes());
+    out.extend_from_slice(b"\"}");
 }
 
 pub fn pong(out: &mut Vec<u8>, id: Option<&[u8]>, ts_us: u64) {

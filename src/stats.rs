@@ -175,6 +175,10 @@ pub struct Counters {
     /// Publishes refused for `limits.topics_per_shard_max`.
     pub topic_limit_rejects: u64,
     pub security: [u64; SecEvent::ALL.len()],
+    /// `gap` messages sent (recovery could not cover what a client missed).
+    pub gaps: u64,
+    /// Frames replayed from history to recovering subscribers.
+    pub replayed: u64,
     /// Tokens refused, by `AuthError::label`.
     pub auth_failures: [u64; crate::auth::AuthError::LABELS.len()],
 }
@@ -251,6 +255,8 @@ struct Handles {
     topic_limit_rejects: Counter,
     security: Vec<Counter>,
     auth_failures: Vec<Counter>,
+    gaps: Counter,
+    replayed: Counter,
     connections: Gauge,
     subscriptions: Gauge,
     patterns: Gauge,
@@ -291,6 +297,8 @@ impl ShardStats {
             mesh_drops: c("tickcast_mesh_drops_total"),
             limit_rejects: c("tickcast_limit_rejects_total"),
             topic_limit_rejects: c("tickcast_topic_limit_rejects_total"),
+            gaps: c("tickcast_gaps_total"),
+            replayed: c("tickcast_replayed_total"),
             security: SecEvent::ALL
                 .iter()
                 .map(|e| {
@@ -356,6 +364,8 @@ impl ShardStats {
         h.mesh_drops.absolute(c.mesh_drops);
         h.limit_rejects.absolute(c.limit_rejects);
         h.topic_limit_rejects.absolute(c.topic_limit_rejects);
+        h.gaps.absolute(c.gaps);
+        h.replayed.absolute(c.replayed);
         for (handle, v) in h.security.iter().zip(c.security.iter()) {
             handle.absolute(*v);
         }
@@ -475,6 +485,14 @@ fn describe() {
     describe_counter!(
         "tickcast_topic_limit_rejects_total",
         "Publishes refused by limits.topics_per_shard_max."
+    );
+    describe_counter!(
+        "tickcast_gaps_total",
+        "gap messages sent: a subscriber's since could not be covered by history."
+    );
+    describe_counter!(
+        "tickcast_replayed_total",
+        "Frames replayed from history to recovering subscribers."
     );
     describe_counter!(
         "tickcast_security_events_total",

@@ -94,6 +94,8 @@ pub struct Conn {
     pub auth: AuthState,
     /// The peer is on a loopback address (`auth.health_metrics = "loopback"`).
     pub loopback: bool,
+    /// Some topic of this connection waits for its position (`State::recovering`).
+    pub recovering: bool,
 }
 
 // There is one per connection (19k per process in the benchmarks, 1 KiB budget each in all).
@@ -137,6 +139,7 @@ impl Conn {
             rate_strikes: 0,
             auth: AuthState::Ok,
             loopback,
+            recovering: false,
         }
     }
 
@@ -443,7 +446,7 @@ impl State {
         }
         match req.op {
             Op::Auth { token } => self.auth_op(key, id, &token),
-            Op::Subscribe { topics } => self.subscribe(key, id, &topics),
+            Op::Subscribe { topics, since } => self.subscribe(key, id, &topics, &since),
             Op::Unsubscribe { topics } => self.unsubscribe(key, id, &topics),
             Op::Publish { topic } => {
                 let data = req.data.expect("parse checks data for publish");
@@ -654,6 +657,9 @@ impl State {
         }
         if let Some(ident) = &conn.ident {
             self.release_user(ident);
+        }
+        if conn.recovering {
+            self.forget_recovering(key);
         }
         if conn.in_http() {
             self.handshakes -= 1;

@@ -13,15 +13,17 @@
 
 use std::{rc::Rc, sync::Arc};
 
-use super::{PendingAck, State, TopicState, conn::Phase};
+use super::{State, conn::Phase, history::PendingSub};
 use crate::{
     frame::{OutFrame, SharedFrame, encode_data_frame, monotonic_ns, unix_us},
     mesh::{InterestMsg, MeshMsg, PublishMsg, PublishReply, ReplyTo, SendOutcome},
     protocol::{self, ErrorCode},
+    pubsub::trie::is_wildcard,
     pubsub::{
         index::{SubOutcome, UnsubOutcome},
         topic::{validate_pattern, validate_topic},
     },
+    shard::history::parse_epoch,
     stats::{Gauges, SecEvent},
 };
 
@@ -64,29 +66,22 @@ impl State {
     /// Owner side: next `seq`, encode once, hand the frame to every interested shard. The
     /// outcome goes back to `origin`, the shard the publish entered on.
     fn sequence(&mut self, topic: &str, data: &[u8], reply: ReplyTo, origin: usize) {
-        let max = self.shared.cfg.limits.topics_per_shard_max;
-        if !self.topics.contains_key(topic) {
-            if self.topics.len() >= max {
-                self.stats.c.topic_limit_rejects += 1;
-                return self.publish_done(reply, Err(ErrorCode::RateLimited), origin);
-            }
-            self.topics.insert(
-                topic.into(),
-                TopicState {
-                    mask_gen: u64::MAX,
-                    ..Default::default()
-                },
-            );
+        if !self.ensure_topic(topic) {
+            return self.publish_done(reply, Err(ErrorCode::RateLimited), origin);
         }
-        let epoch = self.interest_gen;
-        let state = self.topics.get_mut(topic).expect("inserted above");
+        let interest_gen = self.interest_gen;
+        let State {
+            topics, interest, ..
+        } = self;
+        let state = topics.get_mut(topic).expect("ensured above");
         state.seq += 1;
         let seq = state.seq;
-        if state.mask_gen != epoch {
+        let topic_epoch = state.epoch;
+        if state.mask_gen != interest_gen {
             let mut mask = 0;
-            self.interest.for_each_match(topic, |m| mask |= *m);
+            interest.for_each_match(topic, |m| mask |= *m);
             state.mask = mask;
-            state.mask_gen = epoch;
+            state.mask_gen = interest_gen;
         }
         let mask = state.mask;
         // Built even when no shard listens (~100 ns), so `serializations` counts every publish
@@ -99,11 +94,14 @@ impl State {
             monotonic_ns(),
         ));
         self.stats.c.serializations += 1;
+        if let Some(h) = state.history.as_mut() {
+            h.push(frame.clone(), frame.published_ns());
+        }
         self.send_to_shards(mask, &frame);
         if mask & (1 << self.shard) != 0 {
             self.deliver_local(topic, Rc::new(frame));
         }
-        self.publish_done(reply, Ok(seq), origin);
+        self.publish_done(reply, Ok((seq, topic_epoch)), origin);
     }
 
     fn send_to_shards(&mut self, mask: u64, frame: &SharedFrame) {
@@ -127,6 +125,7 @@ impl State {
         let max = self.shared.cfg.limits.write_queue_bytes_max;
         let len = frame.len();
         let mut slow: Vec<u32> = Vec::new();
+        let mut recovering: Vec<u32> = Vec::new();
         let State {
             index,
             conns,
@@ -139,6 +138,11 @@ impl State {
                 return;
             }
             conn.round = round;
+            if conn.recovering {
+                // Rare: a subscribe of this connection waits for positions (see `history`).
+                recovering.push(key);
+                return;
+            }
             if conn.out.bytes() + len > max {
                 slow.push(key);
                 return;
@@ -151,10 +155,20 @@ impl State {
         for key in slow {
             self.slow_consumer(key);
         }
+        for key in recovering {
+            if !self.recovering_frame(key, &frame) {
+                self.enqueue(key, frame.clone());
+            }
+        }
     }
 
     /// The outcome of a publish reaches whoever waits for it (possibly on another shard).
-    fn publish_done(&mut self, reply: ReplyTo, result: Result<u64, ErrorCode>, origin: usize) {
+    fn publish_done(
+        &mut self,
+        reply: ReplyTo,
+        result: Result<(u64, u64), ErrorCode>,
+        origin: usize,
+    ) {
         if matches!(reply, ReplyTo::None) {
             return;
         }
@@ -168,7 +182,7 @@ impl State {
         );
     }
 
-    fn apply_publish_reply(&mut self, reply: ReplyTo, result: Result<u64, ErrorCode>) {
+    fn apply_publish_reply(&mut self, reply: ReplyTo, result: Result<(u64, u64), ErrorCode>) {
         match reply {
             ReplyTo::None => {}
             ReplyTo::Http { token } => self.http_published(token, result),
@@ -181,9 +195,11 @@ impl State {
                     return;
                 }
                 match result {
-                    Ok(seq) => {
+                    Ok((seq, epoch)) => {
                         if let Some(id) = id {
-                            self.reply_with(conn, |out| protocol::ack_seq(out, Some(&id), seq));
+                            self.reply_with(conn, |out| {
+                                protocol::ack_seq(out, Some(&id), seq, epoch)
+                            });
                         }
                     }
                     Err(code) => {
@@ -258,6 +274,7 @@ impl State {
         key: u32,
         id: Option<Box<[u8]>>,
         topics: &[std::borrow::Cow<'_, str>],
+        since: &[protocol::Since<'_>],
     ) {
         let Some(mut accepted) = self.valid_patterns(key, id.as_deref(), topics) else {
             return;
@@ -308,20 +325,52 @@ impl State {
             }
             need = need.max(self.interest_sent.get(*topic).copied().unwrap_or(0));
         }
-        let mut json = Vec::with_capacity(64);
-        protocol::ack_topics(&mut json, id.as_deref(), &accepted);
-        let frame: OutFrame = Rc::new(Arc::new(crate::frame::text_frame(&json)));
-        if need <= self.interest_acked_by_all() {
-            self.enqueue(key, frame);
-        } else {
-            let epoch = self.conns[key as usize].epoch;
-            self.pending_acks.push(PendingAck {
-                conn: key,
-                epoch,
-                need,
-                frame,
-            });
+        // Positions: every exact topic of the request, and every topic named in `since`
+        // that one of the accepted patterns covers.
+        let mut wanted: Vec<(Box<str>, Option<(u64, u64)>)> = Vec::new();
+        for s in since {
+            let covered = validate_topic(&s.topic).is_ok()
+                && accepted
+                    .iter()
+                    .any(|p| crate::pubsub::topic::matches(p, &s.topic));
+            if !covered {
+                self.reply_with(key, |out| {
+                    let msg = "\"since\" names a topic no accepted pattern of this request covers";
+                    protocol::error(
+                        out,
+                        id.as_deref(),
+                        ErrorCode::BadRequest,
+                        msg,
+                        Some(&s.topic),
+                    )
+                });
+                continue;
+            }
+            if !wanted.iter().any(|(w, _)| **w == *s.topic) {
+                wanted.push((
+                    s.topic.as_ref().into(),
+                    Some((s.seq, parse_epoch(&s.epoch))),
+                ));
+            }
         }
+        for t in &accepted {
+            if !is_wildcard(t) && !wanted.iter().any(|(w, _)| **w == **t) {
+                wanted.push(((*t).into(), None));
+            }
+        }
+        let token = self.pending_subs.insert(PendingSub {
+            conn: key,
+            epoch: self.conns[key as usize].epoch,
+            need,
+            id,
+            topics: accepted.iter().map(|t| (*t).into()).collect(),
+            waiting: wanted.len(),
+            positions: Vec::with_capacity(wanted.len()),
+        }) as u32;
+        if !wanted.is_empty() {
+            self.request_positions(key, token, wanted);
+        }
+        self.try_complete_sub(token);
     }
 
     /// The `unsubscribe` op: idempotent; acknowledges every valid topic given.
@@ -426,31 +475,12 @@ impl State {
         self.interest_gen += 1;
     }
 
-    fn interest_acked_by_all(&self) -> u64 {
+    pub(crate) fn interest_acked_by_all(&self) -> u64 {
         (0..self.shared.shards)
             .filter(|s| *s != self.shard)
             .map(|s| self.interest_acked[s])
             .min()
             .unwrap_or(u64::MAX)
-    }
-
-    fn release_pending_acks(&mut self) {
-        let acked = self.interest_acked_by_all();
-        let mut i = 0;
-        while i < self.pending_acks.len() {
-            if self.pending_acks[i].need <= acked {
-                let p = self.pending_acks.swap_remove(i);
-                if self
-                    .conns
-                    .get(p.conn as usize)
-                    .is_some_and(|c| c.epoch == p.epoch)
-                {
-                    self.enqueue(p.conn, p.frame);
-                }
-            } else {
-                i += 1;
-            }
-        }
     }
 
     /// Handles up to `budget` messages from other shards. Returns how many there were.
@@ -495,7 +525,12 @@ impl State {
             MeshMsg::InterestAck { from, seq } => {
                 let slot = &mut self.interest_acked[from as usize];
                 *slot = (*slot).max(seq);
-                self.release_pending_acks();
+                self.release_pending_subs();
+            }
+            MeshMsg::Position(req) => self.on_position_req(*req),
+            MeshMsg::PositionReply(rep) => {
+                let rep = *rep;
+                self.position_arrived(rep.token, rep.conn_epoch, rep.pos);
             }
             MeshMsg::FlushStats { reply_to, token } => {
                 self.flush_stats();

@@ -426,14 +426,15 @@ impl State {
     }
 
     /// The owner's answer to an HTTP publish.
-    pub(crate) fn http_published(&mut self, token: u32, result: Result<u64, ErrorCode>) {
+    pub(crate) fn http_published(&mut self, token: u32, result: Result<(u64, u64), ErrorCode>) {
         let Some(waiter) = self.http_waiters.try_remove(token as usize) else {
             return;
         };
         let mut out = Vec::with_capacity(160);
         match result {
-            Ok(seq) => {
-                let body = format!("{{\"seq\":{seq}}}");
+            Ok((seq, epoch)) => {
+                let epoch = crate::shard::history::epoch_str(epoch);
+                let body = format!("{{\"seq\":{seq},\"epoch\":\"{epoch}\"}}");
                 write_response(
                     &mut out,
                     200,

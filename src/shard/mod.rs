@@ -12,6 +12,7 @@ mod accept;
 pub mod auth;
 pub mod conn;
 mod fanout;
+pub mod history;
 mod http;
 pub mod out;
 mod timer;
@@ -107,15 +108,6 @@ pub struct Shard {
     flusher: Cell<Option<Waker>>,
 }
 
-/// A publish or subscribe waiting for other shards (topic owner, interest acknowledgements).
-pub(crate) struct PendingAck {
-    conn: u32,
-    epoch: u32,
-    /// Every peer must have acknowledged interest messages up to this sequence.
-    need: u64,
-    frame: OutFrame,
-}
-
 /// An HTTP request waiting for other shards.
 pub(crate) struct HttpWaiter {
     tx: futures_channel::oneshot::Sender<Vec<u8>>,
@@ -133,6 +125,11 @@ pub(crate) struct TopicState {
     /// Shards with a subscriber matching this topic, valid while `mask_gen == interest_gen`.
     mask: u64,
     mask_gen: u64,
+    /// Random, drawn when this shard first saw the topic; `seq` counts within it.
+    epoch: u64,
+    /// New exact-topic subscribers first get the last message (`topics[].cache`).
+    cache: bool,
+    history: Option<Box<history::History>>,
 }
 
 /// Everything a shard owns. Mutated only by the shard's own thread.
@@ -169,7 +166,10 @@ pub struct State {
     interest_seq: u64,
     /// Highest interest sequence each peer has acknowledged.
     interest_acked: Vec<u64>,
-    pending_acks: Vec<PendingAck>,
+    /// Subscribes waiting for interest acknowledgements and topic positions.
+    pending_subs: Slab<history::PendingSub>,
+    /// Per connection, topics waiting for their position (see `history`).
+    recovering: HashMap<u32, Vec<history::Recovering>>,
     /// Topics this shard owns.
     topics: HashMap<Box<str>, TopicState>,
     http_waiters: Slab<HttpWaiter>,
@@ -217,7 +217,8 @@ impl Shard {
             interest_sent: HashMap::new(),
             interest_seq: 0,
             interest_acked: vec![0; shared.shards],
-            pending_acks: Vec::new(),
+            pending_subs: Slab::new(),
+            recovering: HashMap::new(),
             topics: HashMap::new(),
             http_waiters: Slab::new(),
             ping_frame: Rc::new(Arc::new(Frame::control(ping))),

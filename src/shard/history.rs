@@ -1,0 +1,453 @@
+//! History and recovery (docs/PROTOCOL.md "Recovery").
+//!
+//! **Owner side.** A topic's owner shard keeps, for topics whose class has `history_size > 0`,
+//! a ring of the topic's last frames: the very frames it encoded once and handed to
+//! subscribers (one `Arc` clone each), in `seq` order without holes. Every topic has an
+//! `epoch`, a random number drawn when the owner first sees the topic; `seq` counts within it.
+//!
+//! **Subscriber side.** A subscribe asks each exact topic's owner for its *position* (`seq`,
+//! `epoch`), and for frames after a client's `since`. Ordering needs no locks: the request
+//! travels on the subscriber→owner ring behind the interest message it may have caused, so the
+//! owner answers with interest already applied; the answer travels on the owner→subscriber ring,
+//! so every live frame the owner sends after answering arrives after the answer, and every one
+//! sent before it has `seq <= ` the answered position. Until its answer arrives, live frames of
+//! the topic for that connection are dropped (the answer's replay holds them); between the
+//! answer and the completion of the whole request they are held. On completion the connection
+//! gets: the ack (with positions), then per topic an optional `gap`, the replayed frames, the
+//! held frames. No duplicate, no hole.
+
+use std::{collections::VecDeque, rc::Rc};
+
+use super::{State, TopicState, fanout::owner_of};
+
+use crate::{
+    frame::{OutFrame, SharedFrame, monotonic_ns},
+    mesh::{MeshMsg, PositionRep, PositionReq},
+    protocol,
+};
+
+/// The retained frames of one topic.
+#[derive(Debug)]
+pub(crate) struct History {
+    frames: VecDeque<SharedFrame>,
+    max: usize,
+    /// 0: no age bound.
+    ttl_ns: u64,
+}
+
+impl History {
+    pub(crate) fn new(max: usize, ttl_s: u64) -> History {
+        History {
+            frames: VecDeque::new(),
+            max,
+            ttl_ns: ttl_s * 1_000_000_000,
+        }
+    }
+
+    pub(crate) fn push(&mut self, frame: SharedFrame, now_ns: u64) {
+        if self.frames.len() == self.max {
+            self.frames.pop_front();
+        }
+        self.frames.push_back(frame);
+        self.expire(now_ns);
+    }
+
+    fn expire(&mut self, now_ns: u64) {
+        if self.ttl_ns == 0 {
+            return;
+        }
+        while self
+            .frames
+            .front()
+            .is_some_and(|f| f.published_ns() + self.ttl_ns < now_ns)
+        {
+            self.frames.pop_front();
+        }
+    }
+
+    /// Frames with `seq > since`, oldest first, at most `bytes_max` bytes (the newest ones).
+    fn after(&mut self, since: u64, now_ns: u64, bytes_max: usize) -> Vec<SharedFrame> {
+        self.expire(now_ns);
+        let Some(first) = self.frames.front().map(|f| f.seq()) else {
+            return Vec::new();
+        };
+        let skip = since.saturating_sub(first - 1) as usize;
+        let mut out: Vec<SharedFrame> = Vec::new();
+        let mut bytes = 0;
+        for f in self.frames.iter().skip(skip).rev() {
+            bytes += f.len();
+            if bytes > bytes_max {
+                break;
+            }
+            out.push(f.clone());
+        }
+        out.reverse();
+        out
+    }
+
+    fn last(&mut self, now_ns: u64) -> Option<SharedFrame> {
+        self.expire(now_ns);
+        self.frames.back().cloned()
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.frames.len()
+    }
+}
+
+/// Why a `gap` is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GapReason {
+    /// The history no longer holds (or never held) the missed frames.
+    Evicted,
+    /// The topic's epoch changed (server restart, topic dropped): the client's `seq` is void.
+    Epoch,
+}
+
+impl GapReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GapReason::Evicted => "evicted",
+            GapReason::Epoch => "epoch",
+        }
+    }
+}
+
+/// The owner's answer for one topic.
+#[derive(Debug)]
+pub struct Position {
+    pub topic: Box<str>,
+    pub seq: u64,
+    pub epoch: u64,
+    /// Missed and not replayed: `from..=to` (`to` may be below `from` only for `Epoch` with
+    /// nothing published yet).
+    pub gap: Option<(u64, u64, GapReason)>,
+    pub replay: Vec<SharedFrame>,
+}
+
+/// One topic of one connection waiting for its position.
+#[derive(Debug)]
+pub(crate) struct Recovering {
+    topic: Box<str>,
+    token: u32,
+    /// The position arrived (live frames are now held instead of dropped).
+    ready: bool,
+    held: Vec<OutFrame>,
+}
+
+/// A subscribe waiting for interest acknowledgements and owners' positions.
+pub(crate) struct PendingSub {
+    pub conn: u32,
+    pub epoch: u32,
+    /// Every peer must have acknowledged interest messages up to this sequence.
+    pub need: u64,
+    pub id: Option<Box<[u8]>>,
+    /// Accepted patterns, for the ack.
+    pub topics: Vec<Box<str>>,
+    /// Positions still to arrive.
+    pub waiting: usize,
+    pub positions: Vec<Position>,
+}
+
+/// Renders a topic epoch as clients see it: 16 hex digits.
+pub fn epoch_str(epoch: u64) -> String {
+    format!("{epoch:016x}")
+}
+
+/// Parses a client's epoch string; anything unparsable is an epoch no topic has (0).
+pub fn parse_epoch(s: &str) -> u64 {
+    u64::from_str_radix(s, 16).unwrap_or(0)
+}
+
+impl State {
+    /// Owner side: the position of `topic` and what a client at `since` missed.
+    pub(crate) fn position(&mut self, topic: &str, since: Option<(u64, u64)>) -> Position {
+        let bytes_max = self.shared.cfg.limits.write_queue_bytes_max / 2;
+        let now_ns = monotonic_ns();
+        if !self.ensure_topic(topic) {
+            // Over `limits.topics_per_shard_max`: no position to give.
+            return Position {
+                topic: topic.into(),
+                seq: 0,
+                epoch: 0,
+                gap: None,
+                replay: Vec::new(),
+            };
+        }
+        let state = self.topics.get_mut(topic).expect("ensured above");
+        let (seq, epoch) = (state.seq, state.epoch);
+        let mut gap = None;
+        let mut replay = Vec::new();
+        match since {
+            Some((s, e)) if e == epoch && s <= seq => {
+                if s < seq {
+                    if let Some(h) = state.history.as_mut() {
+                        replay = h.after(s, now_ns, bytes_max);
+                    }
+                    let first = replay.first().map_or(seq + 1, |f| f.seq());
+                    if first > s + 1 {
+                        gap = Some((s + 1, first - 1, GapReason::Evicted));
+                    }
+                }
+            }
+            Some(_) => gap = Some((1, seq, GapReason::Epoch)),
+            None if state.cache => {
+                replay.extend(state.history.as_mut().and_then(|h| h.last(now_ns)))
+            }
+            None => {}
+        }
+        Position {
+            topic: topic.into(),
+            seq,
+            epoch,
+            gap,
+            replay,
+        }
+    }
+
+    /// Creates the owner's state of `topic` (class, epoch, history) on first use; false over
+    /// `limits.topics_per_shard_max`.
+    pub(crate) fn ensure_topic(&mut self, topic: &str) -> bool {
+        if !self.topics.contains_key(topic) {
+            if self.topics.len() >= self.shared.cfg.limits.topics_per_shard_max {
+                self.stats.c.topic_limit_rejects += 1;
+                return false;
+            }
+            let class = self
+                .shared
+                .cfg
+                .topics
+                .iter()
+                .find(|c| crate::pubsub::topic::matches(&c.pattern, topic));
+            let history = class
+                .filter(|c| c.history_size > 0)
+                .map(|c| Box::new(History::new(c.history_size, c.history_ttl_s)));
+            self.topics.insert(
+                topic.into(),
+                TopicState {
+                    mask_gen: u64::MAX,
+                    // Never 0: 0 stands for "no epoch" in client input.
+                    epoch: fastrand::u64(1..),
+                    cache: class.is_some_and(|c| c.cache),
+                    history,
+                    ..Default::default()
+                },
+            );
+        }
+        true
+    }
+
+    /// Subscriber side: asks the owner of each of `wanted` for its position (answered at once
+    /// when this shard owns it), marking the topics recovering for `key`. `pending` must
+    /// already be in `self.pending_subs` under `token`.
+    pub(crate) fn request_positions(
+        &mut self,
+        key: u32,
+        token: u32,
+        wanted: Vec<(Box<str>, Option<(u64, u64)>)>,
+    ) {
+        let conn_epoch = self.conns[key as usize].epoch;
+        let list = self.recovering.entry(key).or_default();
+        for (topic, _) in &wanted {
+            list.push(Recovering {
+                topic: topic.clone(),
+                token,
+                ready: false,
+                held: Vec::new(),
+            });
+        }
+        self.conns[key as usize].recovering = true;
+        for (topic, since) in wanted {
+            let owner = owner_of(&topic, self.shared.shards);
+            if owner == self.shard {
+                let pos = self.position(&topic, since);
+                self.position_arrived(token, conn_epoch, pos);
+            } else {
+                let req = PositionReq {
+                    topic,
+                    since,
+                    from: self.shard as u8,
+                    token,
+                    conn_epoch,
+                };
+                // Control messages are never dropped by the mesh.
+                let _ = self.mesh.send(owner, MeshMsg::Position(Box::new(req)));
+            }
+        }
+    }
+
+    /// Owner side of a peer's position request.
+    pub(crate) fn on_position_req(&mut self, req: PositionReq) {
+        let pos = self.position(&req.topic, req.since);
+        let rep = PositionRep {
+            pos,
+            token: req.token,
+            conn_epoch: req.conn_epoch,
+        };
+        let _ = self
+            .mesh
+            .send(req.from as usize, MeshMsg::PositionReply(Box::new(rep)));
+    }
+
+    /// A position for pending subscribe `token` arrived.
+    pub(crate) fn position_arrived(&mut self, token: u32, conn_epoch: u32, pos: Position) {
+        let Some(p) = self.pending_subs.get_mut(token as usize) else {
+            return;
+        };
+        if p.epoch != conn_epoch {
+            return;
+        }
+        let key = p.conn;
+        if let Some(r) = self.recovering.get_mut(&key).and_then(|l| {
+            l.iter_mut()
+                .find(|r| r.token == token && *r.topic == *pos.topic)
+        }) {
+            r.ready = true;
+        }
+        p.waiting -= 1;
+        p.positions.push(pos);
+        self.try_complete_sub(token);
+    }
+
+    /// Live frame `frame` of `topic` for recovering connection `key`: dropped before its
+    /// position arrived, held after. Returns false if the topic is not recovering for `key`.
+    pub(crate) fn recovering_frame(&mut self, key: u32, frame: &OutFrame) -> bool {
+        let Some(list) = self.recovering.get_mut(&key) else {
+            return false;
+        };
+        let topic = frame.topic();
+        let Some(r) = list.iter_mut().find(|r| *r.topic == *topic) else {
+            return false;
+        };
+        if r.ready {
+            r.held.push(frame.clone());
+        }
+        true
+    }
+
+    /// Completes pending subscribe `token` if nothing is missing: the ack with positions, then
+    /// per topic the gap, the replay and the held frames.
+    pub(crate) fn try_complete_sub(&mut self, token: u32) {
+        let acked = self.interest_acked_by_all();
+        let Some(p) = self.pending_subs.get(token as usize) else {
+            return;
+        };
+        if p.waiting > 0 || p.need > acked {
+            return;
+        }
+        let p = self.pending_subs.remove(token as usize);
+        let key = p.conn;
+        let mut held: Vec<(Box<str>, Vec<OutFrame>)> = Vec::new();
+        if let Some(list) = self.recovering.get_mut(&key) {
+            let mut i = 0;
+            while i < list.len() {
+                if list[i].token == token {
+                    let r = list.swap_remove(i);
+                    held.push((r.topic, r.held));
+                } else {
+                    i += 1;
+                }
+            }
+            if list.is_empty() {
+                self.recovering.remove(&key);
+                if let Some(conn) = self.conns.get_mut(key as usize) {
+                    conn.recovering = false;
+                }
+            }
+        }
+        if self
+            .conns
+            .get(key as usize)
+            .is_none_or(|c| c.epoch != p.epoch)
+        {
+            return;
+        }
+        let mut json = Vec::with_capacity(64 + 64 * p.positions.len());
+        protocol::ack_subscribe(&mut json, p.id.as_deref(), &p.topics, &p.positions);
+        self.reply(key, &json);
+        for pos in p.positions {
+            if let Some((from, to, reason)) = pos.gap {
+                self.stats.c.gaps += 1;
+                self.reply_with(key, |out| {
+                    protocol::gap(out, &pos.topic, pos.epoch, from, to, reason)
+                });
+            }
+            let mut last = pos.seq;
+            for f in pos.replay {
+                last = last.max(f.seq());
+                self.stats.c.replayed += 1;
+                self.enqueue(key, Rc::new(f));
+            }
+            let frames = held
+                .iter_mut()
+                .find(|(t, _)| *t == pos.topic)
+                .map(|(_, h)| std::mem::take(h))
+                .unwrap_or_default();
+            for f in frames {
+                // Held frames follow the answered position (FIFO rings); the check only guards
+                // the invariant.
+                if f.seq() > last {
+                    last = f.seq();
+                    self.enqueue(key, f);
+                }
+            }
+        }
+    }
+
+    /// Releases every pending subscribe whose interest is now acknowledged.
+    pub(crate) fn release_pending_subs(&mut self) {
+        let tokens: Vec<u32> = self.pending_subs.iter().map(|(t, _)| t as u32).collect();
+        for token in tokens {
+            self.try_complete_sub(token);
+        }
+    }
+
+    /// A connection is gone: its recovering entries go with it (pending subscribes are
+    /// dropped on completion by the epoch check).
+    pub(crate) fn forget_recovering(&mut self, key: u32) {
+        self.recovering.remove(&key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::encode_data_frame;
+    use std::sync::Arc;
+
+    fn frame(seq: u64, ns: u64) -> SharedFrame {
+        Arc::new(encode_data_frame("t", seq, 0, b"1", ns))
+    }
+
+    #[test]
+    fn ring_keeps_the_last_frames_in_order() {
+        let mut h = History::new(3, 0);
+        for seq in 1..=5 {
+            h.push(frame(seq, seq), seq);
+        }
+        let seqs = |v: Vec<SharedFrame>| v.iter().map(|f| f.seq()).collect::<Vec<_>>();
+        assert_eq!(seqs(h.after(0, 5, usize::MAX)), [3, 4, 5]);
+        assert_eq!(seqs(h.after(3, 5, usize::MAX)), [4, 5]);
+        assert_eq!(seqs(h.after(5, 5, usize::MAX)), Vec::<u64>::new());
+        // A byte budget keeps the newest frames.
+        let one = frame(1, 1).len();
+        assert_eq!(seqs(h.after(0, 5, 2 * one)), [4, 5]);
+    }
+
+    #[test]
+    fn age_bound_expires_old_frames() {
+        let mut h = History::new(10, 1);
+        h.push(frame(1, 1), 1);
+        h.push(frame(2, 2_000_000_000), 2_000_000_000);
+        assert_eq!(h.len(), 1, "frame 1 is over a second old");
+        assert!(h.last(10_000_000_000).is_none(), "everything expired");
+    }
+
+    #[test]
+    fn epochs_round_trip_as_hex() {
+        assert_eq!(epoch_str(0xab), "00000000000000ab");
+        assert_eq!(parse_epoch(&epoch_str(u64::MAX)), u64::MAX);
+        assert_eq!(parse_epoch("zz"), 0);
+    }
+}
