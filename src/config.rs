@@ -27,7 +27,7 @@ pub struct Config {
 }
 
 /// One topic class (`[[topics]]`, docs/PROTOCOL.md "Recovery").
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct TopicClass {
     /// Topics this class applies to (topic pattern syntax).
@@ -40,17 +40,6 @@ pub struct TopicClass {
     pub history_ttl_s: u64,
     /// A new subscriber to an exact topic first receives the topic's last message.
     pub cache: bool,
-}
-
-impl Default for TopicClass {
-    fn default() -> Self {
-        Self {
-            pattern: String::new(),
-            history_size: 0,
-            history_ttl_s: 0,
-            cache: false,
-        }
-    }
 }
 
 /// Which io driver a shard runs.

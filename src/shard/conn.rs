@@ -162,6 +162,9 @@ impl Conn {
 pub enum Step {
     /// Wait for the socket to become readable.
     Wait,
+    /// The read budget is spent and the socket may hold more: let the shard's other tasks
+    /// run first, then read again.
+    Yield,
     /// Wait for other shards to answer an HTTP request, then call `on_http_reply`.
     Await(futures_channel::oneshot::Receiver<Vec<u8>>),
     /// Remove the connection.
@@ -177,6 +180,12 @@ pub async fn conn_task(shard: Rc<Shard>, key: u32, stream: Rc<TcpStream>) {
             Step::Wait => {
                 let ready = stream.readable(false).await;
                 shard.on_readable(key, ready.is_err())
+            }
+            Step::Yield => {
+                // Without this, a client that never stops sending would keep its shard: the
+                // epoll driver reports a socket still readable without suspending the task.
+                super::YieldNow(false).await;
+                shard.on_readable(key, false)
             }
             Step::Await(rx) => {
                 // Boxed: monoio's timer future is ~770 bytes and would otherwise be part of
@@ -299,7 +308,7 @@ impl State {
                 }
             }
         }
-        Step::Wait
+        Step::Yield
     }
 
     /// Decodes WebSocket frames from the bytes just read (`own`: in `conn.rbuf`, else in the

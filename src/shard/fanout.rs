@@ -13,7 +13,11 @@
 
 use std::{rc::Rc, sync::Arc};
 
-use super::{State, conn::Phase, history::PendingSub};
+use super::{
+    State,
+    conn::Phase,
+    history::{PendingSub, Wanted},
+};
 use crate::{
     frame::{OutFrame, SharedFrame, encode_data_frame, monotonic_ns, unix_us},
     mesh::{InterestMsg, MeshMsg, PublishMsg, PublishReply, ReplyTo, SendOutcome},
@@ -327,7 +331,7 @@ impl State {
         }
         // Positions: every exact topic of the request, and every topic named in `since`
         // that one of the accepted patterns covers.
-        let mut wanted: Vec<(Box<str>, Option<(u64, u64)>)> = Vec::new();
+        let mut wanted: Vec<Wanted> = Vec::new();
         for s in since {
             let covered = validate_topic(&s.topic).is_ok()
                 && accepted

@@ -150,6 +150,9 @@ pub(crate) struct PendingSub {
     pub positions: Vec<Position>,
 }
 
+/// A topic whose position a subscribe needs, with the client's `since` (seq, epoch).
+pub(crate) type Wanted = (Box<str>, Option<(u64, u64)>);
+
 /// Renders a topic epoch as clients see it: 16 hex digits.
 pub fn epoch_str(epoch: u64) -> String {
     format!("{epoch:016x}")
@@ -180,17 +183,17 @@ impl State {
         let mut gap = None;
         let mut replay = Vec::new();
         match since {
-            Some((s, e)) if e == epoch && s <= seq => {
-                if s < seq {
-                    if let Some(h) = state.history.as_mut() {
-                        replay = h.after(s, now_ns, bytes_max);
-                    }
-                    let first = replay.first().map_or(seq + 1, |f| f.seq());
-                    if first > s + 1 {
-                        gap = Some((s + 1, first - 1, GapReason::Evicted));
-                    }
+            Some((s, e)) if e == epoch && s < seq => {
+                if let Some(h) = state.history.as_mut() {
+                    replay = h.after(s, now_ns, bytes_max);
+                }
+                let first = replay.first().map_or(seq + 1, |f| f.seq());
+                if first > s + 1 {
+                    gap = Some((s + 1, first - 1, GapReason::Evicted));
                 }
             }
+            // Up to date.
+            Some((s, e)) if e == epoch && s == seq => {}
             Some(_) => gap = Some((1, seq, GapReason::Epoch)),
             None if state.cache => {
                 replay.extend(state.history.as_mut().and_then(|h| h.last(now_ns)))
@@ -241,12 +244,7 @@ impl State {
     /// Subscriber side: asks the owner of each of `wanted` for its position (answered at once
     /// when this shard owns it), marking the topics recovering for `key`. `pending` must
     /// already be in `self.pending_subs` under `token`.
-    pub(crate) fn request_positions(
-        &mut self,
-        key: u32,
-        token: u32,
-        wanted: Vec<(Box<str>, Option<(u64, u64)>)>,
-    ) {
+    pub(crate) fn request_positions(&mut self, key: u32, token: u32, wanted: Vec<Wanted>) {
         let conn_epoch = self.conns[key as usize].epoch;
         let list = self.recovering.entry(key).or_default();
         for (topic, _) in &wanted {
