@@ -151,6 +151,10 @@ pub struct Limits {
     pub client_messages_per_s: u32,
     /// Burst of `client_messages_per_s`.
     pub client_messages_burst: u32,
+    /// `idem` keys remembered per topic for publish deduplication. A publisher retries a
+    /// lost ack within seconds; 1024 keys cover that at 100 keyed publishes/s per topic, for
+    /// about 150 KiB per busy topic at most.
+    pub idem_keys_per_topic: usize,
     /// Messages refused in a row for the rate limit before the connection is closed with
     /// 4029: a client that ignores 40 `rate_limited` errors is abusive, not unlucky.
     pub client_rate_limited_close_after: u32,
@@ -177,6 +181,7 @@ impl Default for Limits {
             client_messages_per_s: 20,
             client_messages_burst: 40,
             client_rate_limited_close_after: 40,
+            idem_keys_per_topic: 1024,
         }
     }
 }
@@ -564,6 +569,12 @@ impl Config {
         range(
             "limits.client_messages_burst",
             l.client_messages_burst,
+            1,
+            1_000_000,
+        )?;
+        range(
+            "limits.idem_keys_per_topic",
+            l.idem_keys_per_topic,
             1,
             1_000_000,
         )?;

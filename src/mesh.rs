@@ -109,13 +109,23 @@ pub struct PublishMsg {
     pub data: Vec<u8>,
     pub origin: u8,
     pub reply: ReplyTo,
+    /// Deduplication key (`idem`), if the publisher gave one.
+    pub idem: Option<Box<str>>,
+}
+
+/// The outcome of a publish at the topic's owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    pub seq: u64,
+    pub epoch: u64,
+    /// An earlier publish with the same `idem` key got `seq`; nothing was published now.
+    pub duplicate: bool,
 }
 
 #[derive(Debug)]
 pub struct PublishReply {
     pub reply: ReplyTo,
-    /// `(seq, epoch)` of the published message.
-    pub result: Result<(u64, u64), crate::protocol::ErrorCode>,
+    pub result: Result<Published, crate::protocol::ErrorCode>,
 }
 
 #[derive(Debug)]

@@ -181,6 +181,9 @@ pub struct OpFields<'a> {
     /// `auth` op: a JWT or an API key.
     #[serde(borrow, default)]
     pub token: Option<Cow<'a, str>>,
+    /// `publish` op: deduplication key.
+    #[serde(borrow, default)]
+    pub idem: Option<Cow<'a, str>>,
     /// `subscribe` op: where the client's stream of each topic stopped.
     #[serde(borrow, default)]
     pub since: Option<std::collections::HashMap<Cow<'a, str>, SinceValue<'a>>>,
@@ -251,6 +254,7 @@ pub enum Op<'a> {
     },
     Publish {
         topic: Cow<'a, str>,
+        idem: Option<Cow<'a, str>>,
     },
     Auth {
         token: Cow<'a, str>,
@@ -343,7 +347,11 @@ pub fn parse<'a>(
             if data.is_none() || !fields.data {
                 return Err(bad("\"data\" is required"));
             }
-            Op::Publish { topic }
+            check_idem(fields.idem.as_deref()).map_err(bad)?;
+            Op::Publish {
+                topic,
+                idem: fields.idem,
+            }
         }
         "auth" => {
             let Some(token) = fields.token.filter(|t| !t.is_empty()) else {
@@ -479,13 +487,40 @@ pub fn ack_auth<S: AsRef<str>>(
 /// Topics named in one subscribe's `since` (wildcard subscriptions may name many topics).
 pub const SINCE_PER_REQUEST_MAX: usize = 100;
 
-/// The publish ack: `{"op":"ack","id":..,"seq":N,"epoch":"…"}`.
-pub fn ack_seq(out: &mut Vec<u8>, id: Option<&[u8]>, seq: u64, epoch: u64) {
+/// Longest `idem` key.
+pub const IDEM_BYTES_MAX: usize = 128;
+
+/// Why an `idem` key is refused, if it is.
+pub fn check_idem(idem: Option<&str>) -> Result<(), &'static str> {
+    match idem {
+        Some("") => Err("\"idem\" must not be empty"),
+        Some(k) if k.len() > IDEM_BYTES_MAX => Err("\"idem\" is longer than 128 bytes"),
+        _ => Ok(()),
+    }
+}
+
+/// The publish ack: `{"op":"ack","id":..,"seq":N,"epoch":"…"}` (+ `"duplicate":true`).
+pub fn ack_seq(out: &mut Vec<u8>, id: Option<&[u8]>, done: crate::mesh::Published) {
     open(out, "ack", id);
-    out.extend_from_slice(b",\"seq\":");
-    out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
-    push_epoch(out, epoch);
+    out.push(b',');
+    publish_fields(out, done);
     out.push(b'}');
+}
+
+/// The body of `POST /v1/publish`'s answer: `{"seq":N,"epoch":"…"}` (+ `"duplicate":true`).
+pub fn publish_result(out: &mut Vec<u8>, done: crate::mesh::Published) {
+    out.push(b'{');
+    publish_fields(out, done);
+    out.push(b'}');
+}
+
+fn publish_fields(out: &mut Vec<u8>, done: crate::mesh::Published) {
+    out.extend_from_slice(b"\"seq\":");
+    out.extend_from_slice(itoa::Buffer::new().format(done.seq).as_bytes());
+    push_epoch(out, done.epoch);
+    if done.duplicate {
+        out.extend_from_slice(b",\"duplicate\":true");
+    }
 }
 
 fn push_epoch(out: &mut Vec<u8>, epoch: u64) {

@@ -179,6 +179,8 @@ pub struct Counters {
     pub gaps: u64,
     /// Frames replayed from history to recovering subscribers.
     pub replayed: u64,
+    /// Publishes answered as duplicates of an earlier one with the same `idem` key.
+    pub duplicates: u64,
     /// Tokens refused, by `AuthError::label`.
     pub auth_failures: [u64; crate::auth::AuthError::LABELS.len()],
 }
@@ -257,6 +259,7 @@ struct Handles {
     auth_failures: Vec<Counter>,
     gaps: Counter,
     replayed: Counter,
+    duplicates: Counter,
     connections: Gauge,
     subscriptions: Gauge,
     patterns: Gauge,
@@ -299,6 +302,7 @@ impl ShardStats {
             topic_limit_rejects: c("tickcast_topic_limit_rejects_total"),
             gaps: c("tickcast_gaps_total"),
             replayed: c("tickcast_replayed_total"),
+            duplicates: c("tickcast_duplicate_publishes_total"),
             security: SecEvent::ALL
                 .iter()
                 .map(|e| {
@@ -366,6 +370,7 @@ impl ShardStats {
         h.topic_limit_rejects.absolute(c.topic_limit_rejects);
         h.gaps.absolute(c.gaps);
         h.replayed.absolute(c.replayed);
+        h.duplicates.absolute(c.duplicates);
         for (handle, v) in h.security.iter().zip(c.security.iter()) {
             handle.absolute(*v);
         }
@@ -489,6 +494,10 @@ fn describe() {
     describe_counter!(
         "tickcast_gaps_total",
         "gap messages sent: a subscriber's since could not be covered by history."
+    );
+    describe_counter!(
+        "tickcast_duplicate_publishes_total",
+        "Publishes not published again: an earlier one with the same idem key got their seq."
     );
     describe_counter!(
         "tickcast_replayed_total",

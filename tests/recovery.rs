@@ -20,6 +20,7 @@ both_drivers!(
     epoch_change_gives_a_gap,
     cache_gives_the_last_message,
     wildcard_subscription_with_since,
+    idem_key_deduplicates_retries,
 );
 
 fn history_server(driver: Driver, classes: &str, extra: &[(&str, &str)]) -> Server {
@@ -316,4 +317,46 @@ async fn wildcard_subscription_with_since(driver: Driver) {
     assert_eq!(ack["topics"], json!(["wc.c"]));
     assert_eq!(before[0]["code"], "bad_request", "{before:?}");
     assert_eq!(before[0]["topic"], "other.x");
+}
+
+async fn idem_key_deduplicates_retries(driver: Driver) {
+    let server = history_server(driver, "[]", &[]);
+    let (mut sub, _) = connect(&server).await;
+    subscribe(&mut sub, 1, &["orders.new"]).await;
+    let (mut p, _) = connect(&server).await;
+    let op = json!({"op":"publish","id":1,"topic":"orders.new","data":"buy","idem":"ord-17"});
+    send_json(&mut p, op.clone()).await;
+    let first = recv_json(&mut p).await;
+    assert_eq!(first["seq"], 1, "{first}");
+    assert!(first.get("duplicate").is_none());
+    // The retry after a "lost" ack: same seq, marked duplicate, nothing published.
+    send_json(&mut p, op).await;
+    let retry = recv_json(&mut p).await;
+    assert_eq!(
+        (&retry["seq"], &retry["duplicate"], &retry["epoch"]),
+        (&json!(1), &json!(true), &first["epoch"])
+    );
+    // Over HTTP too, and a new key publishes.
+    let body = r#"{"topic":"orders.new","data":"buy","idem":"ord-17"}"#;
+    let (status, text) = server.http("POST", "/v1/publish", Some(body)).await;
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!((&v["seq"], &v["duplicate"]), (&json!(1), &json!(true)));
+    let body = r#"{"topic":"orders.new","data":"sell","idem":"ord-18"}"#;
+    let v: Value =
+        serde_json::from_str(&server.http("POST", "/v1/publish", Some(body)).await.1).unwrap();
+    assert_eq!(v["seq"], 2);
+    let a = recv_json(&mut sub).await;
+    let b = recv_json(&mut sub).await;
+    assert_eq!(
+        (&a["seq"], &a["data"], &b["seq"], &b["data"]),
+        (&json!(1), &json!("buy"), &json!(2), &json!("sell"))
+    );
+    assert_eq!(
+        server.metric("tickcast_duplicate_publishes_total").await,
+        2.0
+    );
+    let bad = json!({"op":"publish","id":2,"topic":"orders.new","data":1,"idem":""});
+    send_json(&mut p, bad).await;
+    assert_eq!(recv_json(&mut p).await["code"], "bad_request");
 }

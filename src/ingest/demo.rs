@@ -138,7 +138,7 @@ pub async fn demo_task(shard: Rc<Shard>) {
                 bbo(&mut data, s, &mut rng, tick_size);
                 format!("bbo.{}", s.name)
             };
-            st.ingest_publish(&topic, data.as_bytes().to_vec(), ReplyTo::None);
+            st.ingest_publish(&topic, data.as_bytes().to_vec(), None, ReplyTo::None);
         }
         if tick % TICKS_PER_S == 0 {
             for s in syms.iter_mut() {
@@ -147,6 +147,7 @@ pub async fn demo_task(shard: Rc<Shard>) {
                 st.ingest_publish(
                     &format!("kline.{}.1m", s.name),
                     data.as_bytes().to_vec(),
+                    None,
                     ReplyTo::None,
                 );
             }

@@ -457,9 +457,9 @@ impl State {
             Op::Auth { token } => self.auth_op(key, id, &token),
             Op::Subscribe { topics, since } => self.subscribe(key, id, &topics, &since),
             Op::Unsubscribe { topics } => self.unsubscribe(key, id, &topics),
-            Op::Publish { topic } => {
+            Op::Publish { topic, idem } => {
                 let data = req.data.expect("parse checks data for publish");
-                self.publish_op(key, id, &topic, data)
+                self.publish_op(key, id, &topic, data, idem.map(|k| k.as_ref().into()))
             }
             Op::Ping => {
                 let ts = crate::frame::unix_us();

@@ -20,7 +20,7 @@ use super::{
 };
 use crate::{
     frame::{OutFrame, SharedFrame, encode_data_frame, monotonic_ns, unix_us},
-    mesh::{InterestMsg, MeshMsg, PublishMsg, PublishReply, ReplyTo, SendOutcome},
+    mesh::{InterestMsg, MeshMsg, PublishMsg, PublishReply, Published, ReplyTo, SendOutcome},
     protocol::{self, ErrorCode},
     pubsub::trie::is_wildcard,
     pubsub::{
@@ -43,11 +43,17 @@ pub fn owner_of(topic: &str, shards: usize) -> usize {
 
 impl State {
     /// A validated publish enters here (client op, HTTP, demo feed).
-    pub fn ingest_publish(&mut self, topic: &str, data: Vec<u8>, reply: ReplyTo) {
+    pub fn ingest_publish(
+        &mut self,
+        topic: &str,
+        data: Vec<u8>,
+        idem: Option<Box<str>>,
+        reply: ReplyTo,
+    ) {
         self.stats.c.publishes += 1;
         let owner = owner_of(topic, self.shared.shards);
         if owner == self.shard {
-            self.sequence(topic, &data, reply, self.shard);
+            self.sequence(topic, &data, idem, reply, self.shard);
             return;
         }
         let msg = PublishMsg {
@@ -55,6 +61,7 @@ impl State {
             data,
             origin: self.shard as u8,
             reply,
+            idem,
         };
         match self.mesh.send(owner, MeshMsg::Publish(Box::new(msg))) {
             SendOutcome::Sent => {}
@@ -69,18 +76,39 @@ impl State {
 
     /// Owner side: next `seq`, encode once, hand the frame to every interested shard. The
     /// outcome goes back to `origin`, the shard the publish entered on.
-    fn sequence(&mut self, topic: &str, data: &[u8], reply: ReplyTo, origin: usize) {
+    fn sequence(
+        &mut self,
+        topic: &str,
+        data: &[u8],
+        idem: Option<Box<str>>,
+        reply: ReplyTo,
+        origin: usize,
+    ) {
         if !self.ensure_topic(topic) {
             return self.publish_done(reply, Err(ErrorCode::RateLimited), origin);
         }
         let interest_gen = self.interest_gen;
+        let idem_max = self.shared.cfg.limits.idem_keys_per_topic;
         let State {
             topics, interest, ..
         } = self;
         let state = topics.get_mut(topic).expect("ensured above");
+        let topic_epoch = state.epoch;
+        if let Some(key) = idem {
+            let window = state.idem.get_or_insert_with(Default::default);
+            if let Some(seq) = window.get(&key) {
+                let done = Published {
+                    seq,
+                    epoch: topic_epoch,
+                    duplicate: true,
+                };
+                self.stats.c.duplicates += 1;
+                return self.publish_done(reply, Ok(done), origin);
+            }
+            window.insert(key, state.seq + 1, idem_max);
+        }
         state.seq += 1;
         let seq = state.seq;
-        let topic_epoch = state.epoch;
         if state.mask_gen != interest_gen {
             let mut mask = 0;
             interest.for_each_match(topic, |m| mask |= *m);
@@ -105,7 +133,12 @@ impl State {
         if mask & (1 << self.shard) != 0 {
             self.deliver_local(topic, Rc::new(frame));
         }
-        self.publish_done(reply, Ok((seq, topic_epoch)), origin);
+        let done = Published {
+            seq,
+            epoch: topic_epoch,
+            duplicate: false,
+        };
+        self.publish_done(reply, Ok(done), origin);
     }
 
     fn send_to_shards(&mut self, mask: u64, frame: &SharedFrame) {
@@ -170,7 +203,7 @@ impl State {
     fn publish_done(
         &mut self,
         reply: ReplyTo,
-        result: Result<(u64, u64), ErrorCode>,
+        result: Result<Published, ErrorCode>,
         origin: usize,
     ) {
         if matches!(reply, ReplyTo::None) {
@@ -186,7 +219,7 @@ impl State {
         );
     }
 
-    fn apply_publish_reply(&mut self, reply: ReplyTo, result: Result<(u64, u64), ErrorCode>) {
+    fn apply_publish_reply(&mut self, reply: ReplyTo, result: Result<Published, ErrorCode>) {
         match reply {
             ReplyTo::None => {}
             ReplyTo::Http { token } => self.http_published(token, result),
@@ -199,11 +232,9 @@ impl State {
                     return;
                 }
                 match result {
-                    Ok((seq, epoch)) => {
+                    Ok(done) => {
                         if let Some(id) = id {
-                            self.reply_with(conn, |out| {
-                                protocol::ack_seq(out, Some(&id), seq, epoch)
-                            });
+                            self.reply_with(conn, |out| protocol::ack_seq(out, Some(&id), done));
                         }
                     }
                     Err(code) => {
@@ -245,6 +276,7 @@ impl State {
         id: Option<Box<[u8]>>,
         topic: &str,
         data: Vec<u8>,
+        idem: Option<Box<str>>,
     ) {
         if let Err((code, msg)) = self.check_publish(topic, data.len()) {
             let topic = (code == ErrorCode::InvalidTopic).then_some(topic);
@@ -263,6 +295,7 @@ impl State {
         self.ingest_publish(
             topic,
             data,
+            idem,
             ReplyTo::Conn {
                 conn: key,
                 epoch,
@@ -511,8 +544,9 @@ impl State {
                     data,
                     origin,
                     reply,
+                    idem,
                 } = *msg;
-                self.sequence(&topic, &data, reply, origin as usize);
+                self.sequence(&topic, &data, idem, reply, origin as usize);
             }
             MeshMsg::Published(reply) => {
                 let PublishReply { reply, result } = *reply;

@@ -43,6 +43,8 @@ struct PublishBody<'a> {
     topic: std::borrow::Cow<'a, str>,
     #[serde(default, deserialize_with = "present")]
     data: bool,
+    #[serde(borrow, default)]
+    idem: Option<std::borrow::Cow<'a, str>>,
 }
 
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
@@ -397,8 +399,8 @@ impl State {
             this.respond_error(key, code.http_status(), code.as_str(), message, keep_alive);
             Answer::Responded { keep_alive }
         };
-        let (topic, data) = match (parsed, data) {
-            (Ok(p), Some(data)) if p.data => (p.topic, data),
+        let (topic, data, idem) = match (parsed, data) {
+            (Ok(p), Some(data)) if p.data => (p.topic, data, p.idem),
             (Ok(_), _) => return fail(self, ErrorCode::BadRequest, "\"data\" is required"),
             (Err(e), _) => {
                 let msg = format!("body must be {{\"topic\":\"...\",\"data\":...}}: {e}");
@@ -407,6 +409,9 @@ impl State {
         };
         if let Err((code, msg)) = self.check_publish(&topic, data.len()) {
             return fail(self, code, &msg);
+        }
+        if let Err(msg) = protocol::check_idem(idem.as_deref()) {
+            return fail(self, ErrorCode::BadRequest, msg);
         }
         let (tx, rx) = futures_channel::oneshot::channel();
         let token = self.http_waiters.insert(HttpWaiter {
@@ -418,6 +423,7 @@ impl State {
         self.ingest_publish(
             &topic,
             data,
+            idem.map(|k| k.as_ref().into()),
             ReplyTo::Http {
                 token: token as u32,
             },
@@ -426,15 +432,20 @@ impl State {
     }
 
     /// The owner's answer to an HTTP publish.
-    pub(crate) fn http_published(&mut self, token: u32, result: Result<(u64, u64), ErrorCode>) {
+    pub(crate) fn http_published(
+        &mut self,
+        token: u32,
+        result: Result<crate::mesh::Published, ErrorCode>,
+    ) {
         let Some(waiter) = self.http_waiters.try_remove(token as usize) else {
             return;
         };
         let mut out = Vec::with_capacity(160);
         match result {
-            Ok((seq, epoch)) => {
-                let epoch = crate::shard::history::epoch_str(epoch);
-                let body = format!("{{\"seq\":{seq},\"epoch\":\"{epoch}\"}}");
+            Ok(done) => {
+                let mut body = Vec::with_capacity(64);
+                protocol::publish_result(&mut body, done);
+                let body = String::from_utf8(body).expect("ASCII JSON");
                 write_response(
                     &mut out,
                     200,

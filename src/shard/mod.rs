@@ -14,6 +14,7 @@ pub mod conn;
 mod fanout;
 pub mod history;
 mod http;
+mod idem;
 pub mod out;
 mod timer;
 
@@ -130,6 +131,8 @@ pub(crate) struct TopicState {
     /// New exact-topic subscribers first get the last message (`topics[].cache`).
     cache: bool,
     history: Option<Box<history::History>>,
+    /// Recent `idem` keys (allocated on the first keyed publish).
+    idem: Option<Box<idem::IdemWindow>>,
 }
 
 /// Everything a shard owns. Mutated only by the shard's own thread.
