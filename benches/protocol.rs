@@ -86,7 +86,7 @@ fn parse_serde_json(msg: &[u8]) -> Result<Request<'_>, BadRequest> {
             if data.is_none() || !fields.data {
                 return Err(bad("data".into()));
             }
-            Op::Publish { topic }
+            Op::Publish { topic, idem: None }
         }
         "ping" => Op::Ping,
         other => return Err(bad(format!("unknown op {other:?}"))),
