@@ -102,6 +102,11 @@ pub struct Counters {
     pub limit_rejects: u64,
     /// Publishes refused for `limits.topics_per_shard_max`.
     pub topic_limit_rejects: u64,
+    /// TLS handshakes completed.
+    pub tls_handshakes: u64,
+    /// TLS connections that ended before their handshake completed (bad records, plain HTTP
+    /// on the TLS port, handshake deadline, EOF).
+    pub tls_handshake_failures: u64,
 }
 
 /// Per-shard gauges, set on flush.
@@ -174,6 +179,8 @@ struct Handles {
     mesh_drops: Counter,
     limit_rejects: Counter,
     topic_limit_rejects: Counter,
+    tls_handshakes: Counter,
+    tls_handshake_failures: Counter,
     connections: Gauge,
     subscriptions: Gauge,
     patterns: Gauge,
@@ -214,6 +221,8 @@ impl ShardStats {
             mesh_drops: c("tickcast_mesh_drops_total"),
             limit_rejects: c("tickcast_limit_rejects_total"),
             topic_limit_rejects: c("tickcast_topic_limit_rejects_total"),
+            tls_handshakes: c("tickcast_tls_handshakes_total"),
+            tls_handshake_failures: c("tickcast_tls_handshake_failures_total"),
             connections: g("tickcast_connections"),
             subscriptions: g("tickcast_subscriptions"),
             patterns: g("tickcast_subscription_patterns"),
@@ -253,6 +262,8 @@ impl ShardStats {
         h.mesh_drops.absolute(c.mesh_drops);
         h.limit_rejects.absolute(c.limit_rejects);
         h.topic_limit_rejects.absolute(c.topic_limit_rejects);
+        h.tls_handshakes.absolute(c.tls_handshakes);
+        h.tls_handshake_failures.absolute(c.tls_handshake_failures);
         h.connections.set(gauges.connections as f64);
         h.subscriptions.set(gauges.subscriptions as f64);
         h.patterns.set(gauges.patterns as f64);
@@ -366,6 +377,14 @@ fn describe() {
     describe_counter!(
         "tickcast_topic_limit_rejects_total",
         "Publishes refused by limits.topics_per_shard_max."
+    );
+    describe_counter!(
+        "tickcast_tls_handshakes_total",
+        "TLS handshakes completed on the TLS listener."
+    );
+    describe_counter!(
+        "tickcast_tls_handshake_failures_total",
+        "TLS connections that ended before their handshake completed."
     );
     describe_gauge!(
         "tickcast_connections",
