@@ -567,3 +567,101 @@ fn tls_configuration_errors_name_the_key_and_the_file() {
         "{err}"
     );
 }
+
+/// Measurement, not a check (ignored by default): server CPU per delivered frame with plain and
+/// TLS subscribers. 200 subscribers on one topic, one plain publisher pacing 300 messages/s of
+/// ~100 bytes for 10 s; CPU is the server's utime+stime from /proc (10 ms ticks).
+///
+///     CARGO_TARGET_DIR=... cargo test --release --test tls -- --ignored --nocapture cpu_per_delivery
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn cpu_per_delivery_plain_vs_tls() {
+    let subs: usize = env_or("TC_SUBS", 200);
+    let msgs: u64 = env_or("TC_MSGS", 3000);
+    let rate: u64 = env_or("TC_RATE", 300);
+    for tls in [false, true] {
+        let cert = new_cert();
+        let dir = CertDir::new(&cert);
+        let server = start_tls(Driver::IoUring, &dir, &[]);
+        let mut readers = Vec::new();
+        for _ in 0..subs {
+            if tls {
+                let mut ws = wss(&server, &cert.der).await;
+                sub(&mut ws, "m").await;
+                readers.push(tokio::spawn(
+                    async move { count_until(&mut ws, msgs).await },
+                ));
+            } else {
+                let (mut ws, _) = connect(&server).await;
+                sub(&mut ws, "m").await;
+                readers.push(tokio::spawn(
+                    async move { count_until(&mut ws, msgs).await },
+                ));
+            }
+        }
+        let (mut p, _) = connect(&server).await;
+        let data = json!({"px": "12345.67", "qty": "0.015", "side": "buy", "pad": "x".repeat(40)});
+        let before_cpu = cpu_ticks(server.pid());
+        let before = server.metric("tickcast_deliveries_total").await;
+        let start = std::time::Instant::now();
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+        let per_tick = (rate / 10).max(1);
+        let mut sent = 0;
+        while sent < msgs {
+            tick.tick().await;
+            for _ in 0..per_tick.min(msgs - sent) {
+                p.feed(Message::text(
+                    json!({"op":"publish","topic":"m","data":data}).to_string(),
+                ))
+                .await
+                .unwrap();
+                sent += 1;
+            }
+            p.flush().await.unwrap();
+        }
+        for r in readers {
+            r.await.unwrap();
+        }
+        let wall = start.elapsed().as_secs_f64();
+        let cpu = (cpu_ticks(server.pid()) - before_cpu) as f64 / ticks_per_s();
+        let delivered = server.metric("tickcast_deliveries_total").await - before;
+        println!(
+            "{}: {subs} subscribers, {msgs} msgs at {rate}/s, {delivered} deliveries in {wall:.1} s: \
+             server CPU {cpu:.2} s = {:.2} us per delivery ({:.0}% of one core)",
+            if tls { "TLS  " } else { "plain" },
+            cpu * 1e6 / delivered,
+            cpu / wall * 100.0
+        );
+    }
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Reads data frames on topic `m` until the one with seq `last`.
+async fn count_until<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>, last: u64) {
+    loop {
+        let m = recv(ws).await;
+        if m["topic"] == "m" && m["seq"].as_u64() == Some(last) {
+            return;
+        }
+    }
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_comm.split(' ').collect();
+    // Fields 14 and 15 of stat(5); `after_comm` starts at field 3.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// USER_HZ: /proc reports CPU time in 1/100 s on Linux, whatever the kernel's HZ.
+fn ticks_per_s() -> f64 {
+    100.0
+}
