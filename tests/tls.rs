@@ -583,6 +583,7 @@ async fn cpu_per_delivery_plain_vs_tls() {
         let cert = new_cert();
         let dir = CertDir::new(&cert);
         let server = start_tls(Driver::IoUring, &dir, &[]);
+        let rss_before = server.rss_kib();
         let mut readers = Vec::new();
         for _ in 0..subs {
             if tls {
@@ -599,6 +600,7 @@ async fn cpu_per_delivery_plain_vs_tls() {
                 ));
             }
         }
+        let rss_kib_per_sub = (server.rss_kib().saturating_sub(rss_before)) as f64 / subs as f64;
         let (mut p, _) = connect(&server).await;
         let data = json!({"px": "12345.67", "qty": "0.015", "side": "buy", "pad": "x".repeat(40)});
         let before_cpu = cpu_ticks(server.pid());
@@ -627,7 +629,8 @@ async fn cpu_per_delivery_plain_vs_tls() {
         let delivered = server.metric("tickcast_deliveries_total").await - before;
         println!(
             "{}: {subs} subscribers, {msgs} msgs at {rate}/s, {delivered} deliveries in {wall:.1} s: \
-             server CPU {cpu:.2} s = {:.2} us per delivery ({:.0}% of one core)",
+             server CPU {cpu:.2} s = {:.2} us per delivery ({:.0}% of one core); \
+             RSS {rss_kib_per_sub:.1} KiB per subscribed idle connection",
             if tls { "TLS  " } else { "plain" },
             cpu * 1e6 / delivered,
             cpu / wall * 100.0
