@@ -313,6 +313,22 @@ async fn plain_and_tls_side_by_side(driver: Driver) {
     let a = recv_data(&mut plain).await;
     assert_eq!(a["data"], json!(2));
     assert_eq!(recv_data(&mut secure).await, a);
+
+    // Server-initiated close over TLS: SIGTERM sends 1001 (then close_notify and EOF).
+    let mut server = server;
+    let stopping = tokio::task::spawn_blocking(move || server.terminate());
+    let code = loop {
+        match tokio::time::timeout(DEADLINE, secure.next())
+            .await
+            .expect("close within the deadline")
+        {
+            Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(code, Some(1001));
+    assert!(stopping.await.unwrap().success());
 }
 
 async fn sighup_reloads_the_certificate(driver: Driver) {
