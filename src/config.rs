@@ -20,6 +20,7 @@ pub struct Config {
     pub mesh: Mesh,
     pub demo: Demo,
     pub log: Log,
+    pub tls: Tls,
     pub auth: AuthConfig,
     /// Topic classes (`[[topics]]`): per topic pattern, history and delivery policy. The first
     /// class whose pattern matches a topic applies to it.
@@ -277,6 +278,19 @@ impl Default for Log {
     }
 }
 
+/// The TLS (`wss://`) listener, beside the plain one. See docs/TLS.md.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tls {
+    /// Address of the TLS listener (SO_REUSEPORT, one per shard, like `server.listen`).
+    /// Empty = no TLS listener (the default).
+    pub listen: String,
+    /// PEM certificate chain, leaf first. Required when `listen` is set; re-read on SIGHUP.
+    pub cert_file: String,
+    /// PEM private key (PKCS#8, RSA or EC). Required when `listen` is set; re-read on SIGHUP.
+    pub key_file: String,
+}
+
 /// Who may call `/health` and `/metrics`.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -392,6 +406,9 @@ pub struct Overrides {
     pub demo_feed: bool,
     pub echo: bool,
     pub driver: Option<DriverKind>,
+    pub tls_listen: Option<String>,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
 }
 
 impl Config {
@@ -415,6 +432,15 @@ impl Config {
         if let Some(driver) = overrides.driver {
             config.server.driver = driver;
         }
+        if let Some(v) = &overrides.tls_listen {
+            config.tls.listen = v.clone();
+        }
+        if let Some(v) = &overrides.tls_cert {
+            config.tls.cert_file = v.clone();
+        }
+        if let Some(v) = &overrides.tls_key {
+            config.tls.key_file = v.clone();
+        }
         config.server.demo_feed |= overrides.demo_feed;
         config.server.echo |= overrides.echo;
         config.validate()?;
@@ -424,6 +450,11 @@ impl Config {
     /// The listen address, parsed (validated by `validate`).
     pub fn listen_addr(&self) -> SocketAddr {
         self.server.listen.parse().expect("validated")
+    }
+
+    /// The TLS listen address, if TLS is enabled (validated by `validate`).
+    pub fn tls_listen_addr(&self) -> Option<SocketAddr> {
+        (!self.tls.listen.is_empty()).then(|| self.tls.listen.parse().expect("validated"))
     }
 
     /// Checks every value; the error names the key and says why.
@@ -627,6 +658,37 @@ impl Config {
                     &format!("demo.symbols[{i}]"),
                     format!("{sym:?} is not [A-Za-z0-9_-]{{1,32}}"),
                 );
+            }
+        }
+        self.validate_tls()
+    }
+
+    /// `[tls]`: an address and both files when enabled. The files' contents are checked when
+    /// the server starts (`tls::TlsState::load`), which names the key and the file too.
+    fn validate_tls(&self) -> Result<(), String> {
+        let t = &self.tls;
+        if t.listen.is_empty() {
+            return Ok(());
+        }
+        let Ok(addr) = t.listen.parse::<SocketAddr>() else {
+            return Err(format!(
+                "config: tls.listen: {:?} is not an IP:port address (empty = no TLS)",
+                t.listen
+            ));
+        };
+        if addr.port() != 0 && Some(addr) == self.server.listen.parse().ok() {
+            return Err(format!(
+                "config: tls.listen: {addr} is also server.listen; TLS needs its own port"
+            ));
+        }
+        for (key, file) in [
+            ("tls.cert_file", &t.cert_file),
+            ("tls.key_file", &t.key_file),
+        ] {
+            if file.is_empty() {
+                return Err(format!(
+                    "config: {key}: required when tls.listen is set (a PEM file)"
+                ));
             }
         }
         Ok(())

@@ -14,5 +14,6 @@ pub mod pubsub;
 pub mod shard;
 pub mod stats;
 pub mod sys;
+pub mod tls;
 pub mod topology;
 pub mod ws;

@@ -52,6 +52,15 @@ struct ConfigArgs {
     /// io driver (overrides server.driver).
     #[arg(long, value_enum)]
     driver: Option<Driver>,
+    /// TLS (wss://) listen address, e.g. 0.0.0.0:8443 (overrides tls.listen).
+    #[arg(long, value_name = "ADDR")]
+    tls_listen: Option<String>,
+    /// PEM certificate chain for the TLS listener (overrides tls.cert_file).
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<String>,
+    /// PEM private key for the TLS listener (overrides tls.key_file).
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -81,6 +90,9 @@ impl ConfigArgs {
                 Driver::IoUring => DriverKind::IoUring,
                 Driver::Epoll => DriverKind::Epoll,
             }),
+            tls_listen: self.tls_listen.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
         };
         let cfg = Config::load(self.config.as_deref(), &overrides)?;
         // Key files, secrets and permission patterns are checked here too, so
@@ -184,13 +196,24 @@ fn serve(cfg: Config) -> i32 {
         "tickcast {} started",
         env!("CARGO_PKG_VERSION")
     );
-    // Machine-readable for scripts and tests: the one line tickcast prints on stdout.
-    println!("listening on {}", server.local_addr);
-    let stopper = server.stopper();
+    // Registered before the address lines: whoever reads them may signal at once (SIGHUP's
+    // default action would end the process).
     let signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
     ]);
+    // Machine-readable for scripts and tests: the lines tickcast prints on stdout.
+    println!("listening on {}", server.local_addr);
+    if let Some(addr) = server.tls_addr {
+        // Second line, after the plain one (scripts read the first). A reader that closed the
+        // pipe after the first line must not kill the server.
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "tls listening on {addr}").and_then(|()| out.flush());
+    }
+    let stopper = server.stopper();
+    let tls = server.tls.clone();
     match signals {
         Ok(mut signals) => {
             std::thread::Builder::new()
@@ -198,6 +221,10 @@ fn serve(cfg: Config) -> i32 {
                 .spawn(move || {
                     let mut seen = 0;
                     for sig in signals.forever() {
+                        if sig == signal_hook::consts::SIGHUP {
+                            reload_tls(tls.as_deref());
+                            continue;
+                        }
                         seen += 1;
                         if seen == 1 {
                             tracing::info!(
@@ -218,6 +245,19 @@ fn serve(cfg: Config) -> i32 {
     server.join();
     tracing::info!("tickcast stopped");
     0
+}
+
+/// SIGHUP: re-read the TLS certificate and key; on failure the old ones keep serving.
+fn reload_tls(tls: Option<&tickcast::tls::TlsState>) {
+    match tls {
+        None => tracing::info!("SIGHUP: no TLS listener, nothing to reload"),
+        Some(tls) => match tls.reload() {
+            Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: TLS reload failed, keeping the old certificate")
+            }
+        },
+    }
 }
 
 fn init_logging(level: &str) {

@@ -183,6 +183,11 @@ pub struct Counters {
     pub duplicates: u64,
     /// Tokens refused, by `AuthError::label`.
     pub auth_failures: [u64; crate::auth::AuthError::LABELS.len()],
+    /// TLS handshakes completed.
+    pub tls_handshakes: u64,
+    /// TLS connections that ended before their handshake completed (bad records, plain HTTP
+    /// on the TLS port, handshake deadline, EOF).
+    pub tls_handshake_failures: u64,
 }
 
 /// Per-shard gauges, set on flush.
@@ -260,6 +265,8 @@ struct Handles {
     gaps: Counter,
     replayed: Counter,
     duplicates: Counter,
+    tls_handshakes: Counter,
+    tls_handshake_failures: Counter,
     connections: Gauge,
     subscriptions: Gauge,
     patterns: Gauge,
@@ -317,6 +324,8 @@ impl ShardStats {
                         "shard" => label.clone(), "reason" => *r)
                 })
                 .collect(),
+            tls_handshakes: c("tickcast_tls_handshakes_total"),
+            tls_handshake_failures: c("tickcast_tls_handshake_failures_total"),
             connections: g("tickcast_connections"),
             subscriptions: g("tickcast_subscriptions"),
             patterns: g("tickcast_subscription_patterns"),
@@ -377,6 +386,8 @@ impl ShardStats {
         for (handle, v) in h.auth_failures.iter().zip(c.auth_failures.iter()) {
             handle.absolute(*v);
         }
+        h.tls_handshakes.absolute(c.tls_handshakes);
+        h.tls_handshake_failures.absolute(c.tls_handshake_failures);
         h.connections.set(gauges.connections as f64);
         h.subscriptions.set(gauges.subscriptions as f64);
         h.patterns.set(gauges.patterns as f64);
@@ -508,6 +519,14 @@ fn describe() {
         "Authentication, authorization and rate-limit decisions, by event."
     );
     describe_counter!("tickcast_auth_failures_total", "Tokens refused, by reason.");
+    describe_counter!(
+        "tickcast_tls_handshakes_total",
+        "TLS handshakes completed on the TLS listener."
+    );
+    describe_counter!(
+        "tickcast_tls_handshake_failures_total",
+        "TLS connections that ended before their handshake completed."
+    );
     describe_gauge!(
         "tickcast_connections",
         "Open connections (HTTP and WebSocket)."

@@ -15,7 +15,11 @@ use crate::{
     mesh::{Mesh, MeshMsg},
     shard::{Shard, Shared},
     stats::StatsHub,
+    tls::TlsState,
 };
+
+/// One shard's listeners: the plain one, and the TLS one when `tls.listen` is set.
+type Listeners = (TcpListener, Option<TcpListener>);
 
 /// Binds one SO_REUSEPORT listener per shard on `addr` (port 0: the first picks a free port,
 /// the others join it). Binding up front makes a bad address fail before any thread starts.
@@ -89,6 +93,10 @@ pub fn shard_count(cfg: &Config) -> usize {
 /// A running server: its address and a handle to stop it.
 pub struct Server {
     pub local_addr: SocketAddr,
+    /// The TLS listener's address, when `tls.listen` is set.
+    pub tls_addr: Option<SocketAddr>,
+    /// The TLS configuration (reloaded on SIGHUP), when `tls.listen` is set.
+    pub tls: Option<Arc<TlsState>>,
     pub drivers: Vec<&'static str>,
     mesh: Arc<Mesh>,
     threads: Vec<thread::JoinHandle<()>>,
@@ -98,20 +106,41 @@ impl Server {
     /// Starts every shard; returns once all are listening (or the first failed).
     pub fn start(cfg: Config) -> Result<Server, String> {
         let shards = shard_count(&cfg);
-        // Key files and permission patterns are checked before anything binds.
+        // Key files and permission patterns are checked before anything binds, and so are
+        // the certificate and key.
         let auth = crate::auth::Auth::from_config(&cfg)?;
+        let tls = match cfg.tls_listen_addr() {
+            Some(_) => Some(Arc::new(TlsState::load(&cfg.tls)?)),
+            None => None,
+        };
         let listeners = bind_listeners(cfg.listen_addr(), shards, cfg.server.listen_backlog)?;
         let local_addr = listeners[0].local_addr().map_err(|e| e.to_string())?;
+        let tls_listeners: Vec<Option<TcpListener>> = match cfg.tls_listen_addr() {
+            Some(addr) => bind_listeners(addr, shards, cfg.server.listen_backlog)?
+                .into_iter()
+                .map(Some)
+                .collect(),
+            None => (0..shards).map(|_| None).collect(),
+        };
+        let tls_addr = match &tls_listeners[0] {
+            Some(l) => Some(l.local_addr().map_err(|e| e.to_string())?),
+            None => None,
+        };
         let hub = StatsHub::install(shards)?;
+        if tls.is_some() {
+            crate::tls::describe_metrics();
+        }
         let mesh = Mesh::new(shards, cfg.mesh.queue_len);
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let pin = cfg.server.pin_cores && !cores.is_empty();
         let driver = resolve_driver(cfg.server.driver)?;
         let entries = cfg.server.uring_entries;
-        let shared = Arc::new(Shared::new(cfg, auth, mesh.clone(), hub, local_addr));
+        let mut shared = Shared::new(cfg, auth, mesh.clone(), hub, local_addr);
+        shared.tls = tls.clone();
+        let shared = Arc::new(shared);
         let (ready_tx, ready_rx) = mpsc::channel::<Result<&'static str, String>>();
         let mut threads = Vec::with_capacity(shards);
-        for (id, listener) in listeners.into_iter().enumerate() {
+        for (id, listener) in listeners.into_iter().zip(tls_listeners).enumerate() {
             let shared = shared.clone();
             let ready = ready_tx.clone();
             let core = pin.then(|| cores[id % cores.len()]);
@@ -140,6 +169,8 @@ impl Server {
                 Ok(Err(e)) => {
                     let server = Server {
                         local_addr,
+                        tls_addr,
+                        tls,
                         drivers,
                         mesh,
                         threads,
@@ -153,6 +184,8 @@ impl Server {
         }
         Ok(Server {
             local_addr,
+            tls_addr,
+            tls,
             drivers,
             mesh,
             threads,
@@ -212,7 +245,7 @@ fn resolve_driver(kind: DriverKind) -> Result<DriverKind, String> {
 fn run_shard(
     id: usize,
     shared: Arc<Shared>,
-    listener: TcpListener,
+    listener: Listeners,
     driver: DriverKind,
     entries: u32,
     ready: mpsc::Sender<Result<&'static str, String>>,
@@ -251,7 +284,7 @@ fn run_shard(
 async fn shard_main(
     id: usize,
     shared: Arc<Shared>,
-    listener: TcpListener,
+    listener: Listeners,
     driver: &'static str,
     ready: mpsc::Sender<Result<&'static str, String>>,
 ) -> Result<(), String> {

@@ -12,11 +12,12 @@ use monoio::net::{TcpListener, TcpStream};
 
 use super::{IP_BUCKETS, Shard, conn::Conn};
 
-pub async fn accept_loop(shard: Rc<Shard>, listener: Rc<TcpListener>) {
+/// `tls`: the connections of this listener speak TLS (see `super::tls`).
+pub async fn accept_loop(shard: Rc<Shard>, listener: Rc<TcpListener>, tls: bool) {
     let mut errors_logged = 0u32;
     loop {
         match listener.accept().await {
-            Ok((stream, peer)) => shard.on_accept(stream, peer),
+            Ok((stream, peer)) => shard.on_accept(stream, peer, tls),
             Err(e) => {
                 if shard.st.borrow().stopping {
                     return;
@@ -41,7 +42,7 @@ fn ip_bucket(ip: IpAddr) -> u32 {
 }
 
 impl Shard {
-    fn on_accept(self: &Rc<Self>, stream: TcpStream, peer: SocketAddr) {
+    fn on_accept(self: &Rc<Self>, stream: TcpStream, peer: SocketAddr, tls: bool) {
         let mut st = self.st.borrow_mut();
         st.stats.c.accepted += 1;
         if st.stopping {
@@ -54,6 +55,18 @@ impl Shard {
             st.stats.closed(crate::stats::CloseReason::Rejected);
             return;
         }
+        // The TLS state first: a connection it cannot be created for is not accepted.
+        let tls = match tls {
+            false => None,
+            true => match self.new_tls_session() {
+                Some(session) => Some(session),
+                None => {
+                    st.stats.c.tls_handshake_failures += 1;
+                    st.stats.closed(crate::stats::CloseReason::Rejected);
+                    return;
+                }
+            },
+        };
         // Latency first: tickcast coalesces frames itself, Nagle would only delay them.
         let _ = stream.set_nodelay(true);
         let bucket = ip_bucket(peer.ip());
@@ -65,7 +78,7 @@ impl Shard {
         st.next_conn_no += 1;
         let no = st.next_conn_no;
         let stream = Rc::new(stream);
-        let key = st.conns.insert(Conn::new(
+        let mut conn = Conn::new(
             stream.clone(),
             epoch,
             bucket,
@@ -73,7 +86,9 @@ impl Shard {
             now,
             deadline,
             peer.ip().to_canonical().is_loopback(),
-        )) as u32;
+        );
+        conn.tls = tls;
+        let key = st.conns.insert(conn) as u32;
         st.handshakes += 1;
         drop(st);
         monoio::spawn(super::conn::conn_task(self.clone(), key, stream));

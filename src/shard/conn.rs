@@ -96,6 +96,8 @@ pub struct Conn {
     pub loopback: bool,
     /// Some topic of this connection waits for its position (`State::recovering`).
     pub recovering: bool,
+    /// Accepted on the TLS listener: its rustls session (see `super::tls`).
+    pub tls: Option<Box<super::tls::TlsConn>>,
 }
 
 // There is one per connection (19k per process in the benchmarks, 1 KiB budget each in all).
@@ -140,6 +142,7 @@ impl Conn {
             auth: AuthState::Ok,
             loopback,
             recovering: false,
+            tls: None,
         }
     }
 
@@ -271,14 +274,23 @@ impl State {
                     return Step::Exit;
                 }
                 Ok(_) => {
-                    let State { conns, scratch, .. } = self;
-                    let conn = &mut conns[key as usize];
+                    let conn = &mut self.conns[key as usize];
                     conn.last_rx_ms = now;
                     if conn.drop_input {
                         // The connection was failed (RFC 6455 §7.1.7): its input is read and
                         // dropped until EOF or the close deadline.
                         continue;
                     }
+                    // TLS: the scratch buffer's ciphertext is replaced by its plaintext.
+                    if conn.tls.is_some() {
+                        match self.tls_read(key) {
+                            super::tls::TlsRead::Data => {}
+                            super::tls::TlsRead::Nothing => continue,
+                            super::tls::TlsRead::Failed => return Step::Exit,
+                        }
+                    }
+                    let State { conns, scratch, .. } = self;
+                    let conn = &mut conns[key as usize];
                     let step = if conn.in_http() {
                         conn.rbuf.extend_from_slice(scratch);
                         self.http_input(key)
@@ -508,10 +520,7 @@ impl State {
         if conn.write_blocked || conn.phase == Phase::Dead {
             return;
         }
-        match conn
-            .out
-            .flush(fd_of(&*conn.stream), now_ns, &mut self.stats)
-        {
+        match conn.flush_out(conn.shutdown_after_flush, now_ns, &mut self.stats) {
             Flush::Done => {
                 if conn.shutdown_after_flush {
                     conn.shutdown_after_flush = false;
@@ -616,8 +625,7 @@ impl State {
         if conn.out.at_frame_boundary() {
             let mut frame = Vec::with_capacity(24);
             encode_close(&mut frame, cc::SLOW_CONSUMER, "slow consumer");
-            let flags = rustix::net::SendFlags::DONTWAIT | rustix::net::SendFlags::NOSIGNAL;
-            sent = rustix::net::send(fd_of(&*conn.stream), &frame, flags) == Ok(frame.len());
+            sent = conn.send_final(&frame, &mut self.stats);
         }
         conn.reset_on_close = !sent;
         self.kill(key, CloseReason::SlowConsumer);
@@ -657,9 +665,10 @@ impl State {
         // would only run after this connection is gone.
         if !conn.out.is_empty() && !conn.write_blocked {
             let now_ns = crate::frame::monotonic_ns();
-            let _ = conn
-                .out
-                .flush(fd_of(&*conn.stream), now_ns, &mut self.stats);
+            let _ = conn.flush_out(true, now_ns, &mut self.stats);
+        }
+        if conn.tls.as_ref().is_some_and(|t| !t.established) {
+            self.stats.c.tls_handshake_failures += 1;
         }
         for pattern in &conn.subs {
             self.unsubscribe_pattern(pattern, key);

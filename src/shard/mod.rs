@@ -17,6 +17,7 @@ mod http;
 mod idem;
 pub mod out;
 mod timer;
+mod tls;
 
 use std::{
     cell::{Cell, RefCell, RefMut},
@@ -66,6 +67,8 @@ pub struct Shared {
     pub started: Instant,
     pub local_addr: SocketAddr,
     pub shards: usize,
+    /// The TLS listener's certificate configuration (`None`: no TLS listener).
+    pub tls: Option<Arc<crate::tls::TlsState>>,
 }
 
 impl Shared {
@@ -89,6 +92,7 @@ impl Shared {
             started: Instant::now(),
             local_addr,
             shards,
+            tls: None,
         }
     }
 }
@@ -158,6 +162,9 @@ pub struct State {
     pub handshakes: usize,
     /// Socket read buffer shared by all connections of the shard.
     scratch: Vec<u8>,
+    /// TLS: decrypted bytes of one read, swapped with `scratch` (see `tls::tls_read`); empty
+    /// until the shard's first TLS read.
+    tls_plain: Vec<u8>,
     /// simd-json's reusable parse buffers.
     json: simd_json::Buffers,
     /// Interest of every shard (this one included) by pattern: bit `s` = shard `s` has a
@@ -183,8 +190,9 @@ pub struct State {
     /// Shutdown began: no new connections, every connection is being closed with 1001.
     pub stopping: bool,
     stop_deadline_ms: u64,
-    /// This shard's listener, shut down (not dropped) to stop the accept loop.
-    listener: Option<Rc<monoio::net::TcpListener>>,
+    /// This shard's listeners (plain, then TLS), shut down (not dropped) to stop the accept
+    /// loops.
+    listeners: Vec<Rc<monoio::net::TcpListener>>,
     /// Messages taken from the mesh in the current round (kept to reuse its allocation).
     inbox: Vec<crate::mesh::MeshMsg>,
     /// `limits.client_messages_per_s` / `_burst`, prepared once.
@@ -214,6 +222,7 @@ impl Shard {
             next_conn_no: 0,
             handshakes: 0,
             scratch: Vec::with_capacity(READ_CHUNK_BYTES),
+            tls_plain: Vec::new(),
             json: simd_json::Buffers::default(),
             interest: PatternTrie::default(),
             interest_gen: 0,
@@ -228,7 +237,7 @@ impl Shard {
             last_scan_ms: 0,
             stopping: false,
             stop_deadline_ms: 0,
-            listener: None,
+            listeners: Vec::new(),
             inbox: Vec::new(),
             msg_rate: crate::auth::Rate::new(
                 shared.cfg.limits.client_messages_per_s,
@@ -281,14 +290,21 @@ impl Shard {
     /// The shard's life: start its tasks, report ready, then wait for shutdown to complete.
     pub async fn run(
         self: Rc<Self>,
-        listener: std::net::TcpListener,
+        (listener, tls_listener): (std::net::TcpListener, Option<std::net::TcpListener>),
         on_ready: impl FnOnce(),
     ) -> Result<(), String> {
         let listener = monoio::net::TcpListener::from_std(listener)
             .map_err(|e| format!("shard {}: listener: {e}", self.id))?;
         let listener = Rc::new(listener);
-        self.st.borrow_mut().listener = Some(listener.clone());
-        monoio::spawn(accept::accept_loop(self.clone(), listener));
+        self.st.borrow_mut().listeners.push(listener.clone());
+        monoio::spawn(accept::accept_loop(self.clone(), listener, false));
+        if let Some(tls_listener) = tls_listener {
+            let tls_listener = monoio::net::TcpListener::from_std(tls_listener)
+                .map_err(|e| format!("shard {}: TLS listener: {e}", self.id))?;
+            let tls_listener = Rc::new(tls_listener);
+            self.st.borrow_mut().listeners.push(tls_listener.clone());
+            monoio::spawn(accept::accept_loop(self.clone(), tls_listener, true));
+        }
         monoio::spawn(dispatcher(self.clone()));
         monoio::spawn(flusher(self.clone()));
         monoio::spawn(timer::timer_task(self.clone()));
@@ -386,7 +402,7 @@ async fn dispatcher(shard: Rc<Shard>) {
 impl State {
     /// Stops accepting: the accept loop sees an error from its shut-down listener and ends.
     fn stop_accepting(&mut self) {
-        if let Some(listener) = self.listener.take() {
+        for listener in self.listeners.drain(..) {
             let _ =
                 rustix::net::shutdown(crate::sys::fd_of(&*listener), rustix::net::Shutdown::Read);
         }

@@ -84,18 +84,7 @@ impl OutQueue {
                 return Flush::Done;
             }
             let mut iov = [IoSlice::new(&[]); IOVECS_PER_WRITE];
-            let mut n = 0;
-            let mut total = 0;
-            for (slot, frame) in iov.iter_mut().zip(self.frames.iter()) {
-                let bytes = if n == 0 {
-                    &frame.bytes()[self.head_sent..]
-                } else {
-                    frame.bytes()
-                };
-                *slot = IoSlice::new(bytes);
-                total += bytes.len();
-                n += 1;
-            }
+            let (n, total) = self.gather(&mut iov);
             let flags = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
             match rustix::net::sendmsg(sock, &iov[..n], &mut SendAncillaryBuffer::default(), flags)
             {
@@ -114,8 +103,61 @@ impl OutQueue {
         }
     }
 
-    fn advance(&mut self, mut written: usize, now_ns: u64, stats: &mut ShardStats) {
+    /// The unwritten bytes of the first `IOVECS_PER_WRITE` frames; returns (slices, bytes).
+    fn gather<'a>(&'a self, iov: &mut [IoSlice<'a>; IOVECS_PER_WRITE]) -> (usize, usize) {
+        let mut n = 0;
+        let mut total = 0;
+        for (slot, frame) in iov.iter_mut().zip(self.frames.iter()) {
+            let bytes = if n == 0 {
+                &frame.bytes()[self.head_sent..]
+            } else {
+                frame.bytes()
+            };
+            *slot = IoSlice::new(bytes);
+            total += bytes.len();
+            n += 1;
+        }
+        (n, total)
+    }
+
+    /// TLS: offers the next frames (up to `IOVECS_PER_WRITE`) to `sink`, rustls' plaintext
+    /// writer, which returns how many bytes it took (encrypted into its own buffer). The frames
+    /// taken leave the queue and count as delivered, but their bytes stay in [`Self::bytes`]
+    /// (the slow-consumer bound) until [`Self::release`]: rustls still holds them.
+    pub fn feed(
+        &mut self,
+        now_ns: u64,
+        stats: &mut ShardStats,
+        sink: impl FnOnce(&[IoSlice<'_>]) -> usize,
+    ) -> usize {
+        let mut iov = [IoSlice::new(&[]); IOVECS_PER_WRITE];
+        let (n, total) = self.gather(&mut iov);
+        let taken = sink(&iov[..n]).min(total);
+        self.pop_written(taken, now_ns, stats);
+        taken
+    }
+
+    /// TLS: `n` bytes taken by [`Self::feed`] are now written to the socket.
+    pub fn release(&mut self, n: usize) {
+        // Saturating: `clear` (a killed connection) may already have zeroed the count.
+        self.bytes = self.bytes.saturating_sub(n);
+    }
+
+    /// Releases the deque's allocation once it is empty and larger than what is kept.
+    pub fn shrink_if_empty(&mut self) {
+        if self.frames.is_empty() && self.frames.capacity() > OUTQ_KEEP_ENTRIES {
+            self.frames = VecDeque::new();
+        }
+    }
+
+    fn advance(&mut self, written: usize, now_ns: u64, stats: &mut ShardStats) {
         self.bytes -= written;
+        self.pop_written(written, now_ns, stats);
+    }
+
+    /// Drops the frames (and the part of the head frame) `written` bytes cover, counting the
+    /// data frames completed as deliveries.
+    fn pop_written(&mut self, mut written: usize, now_ns: u64, stats: &mut ShardStats) {
         while written > 0 {
             let head = self
                 .frames

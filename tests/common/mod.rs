@@ -89,6 +89,8 @@ pub const ADMIN_KEY: &str = "test-admin-key";
 /// A running server process; killed when dropped.
 pub struct Server {
     pub addr: SocketAddr,
+    /// The TLS listener's address, when the server was started with one (`tls.listen`).
+    pub tls_addr: Option<SocketAddr>,
     child: Option<Child>,
 }
 
@@ -117,18 +119,32 @@ impl Server {
         }
         let mut child = cmd.spawn().expect("spawn tickcast");
         let stdout = child.stdout.take().unwrap();
+        let mut stdout = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read tickcast stdout");
+        stdout.read_line(&mut line).expect("read tickcast stdout");
         let addr = line
             .trim()
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected first line from tickcast: {line:?}"))
             .parse()
             .unwrap();
+        // With a TLS listener, its address follows on the second line.
+        let tls = env
+            .iter()
+            .any(|(k, v)| *k == "TICKCAST_TLS__LISTEN" && !v.is_empty())
+            || args.contains(&"--tls-listen");
+        let tls_addr = tls.then(|| {
+            let mut line = String::new();
+            stdout.read_line(&mut line).expect("read tickcast stdout");
+            line.trim()
+                .strip_prefix("tls listening on ")
+                .unwrap_or_else(|| panic!("unexpected second line from tickcast: {line:?}"))
+                .parse()
+                .unwrap()
+        });
         Server {
             addr,
+            tls_addr,
             child: Some(child),
         }
     }

@@ -1,0 +1,121 @@
+//! TLS (`wss://`) for the second listener: the rustls server configuration (ring provider only),
+//! loaded from PEM files at start and reloaded on SIGHUP.
+//!
+//! The current configuration is one `Arc<ServerConfig>` behind a `RwLock`, read once per
+//! accepted TLS connection (never per message). A reload builds a complete new configuration
+//! first and swaps it in only if that succeeded: a bad file leaves the old certificate serving.
+//! Connections keep the configuration they were accepted with.
+//!
+//! The per-connection TLS state machine runs on the shard runtimes, see `shard::tls`.
+
+use std::{
+    path::Path,
+    sync::{Arc, RwLock},
+};
+
+use rustls::{
+    ServerConfig,
+    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+};
+
+use crate::config::Tls as TlsConfig;
+
+/// ALPN: tickcast speaks HTTP/1.1 (the WebSocket upgrade) on its TLS port.
+const ALPN_HTTP11: &[u8] = b"http/1.1";
+
+/// The TLS listener's shared state: the current server configuration and where it came from.
+pub struct TlsState {
+    current: RwLock<Arc<ServerConfig>>,
+    cert_file: String,
+    key_file: String,
+}
+
+impl TlsState {
+    /// Loads the configured certificate chain and key; the error names the key and the file.
+    pub fn load(cfg: &TlsConfig) -> Result<TlsState, String> {
+        let config = build_server_config(&cfg.cert_file, &cfg.key_file)?;
+        Ok(TlsState {
+            current: RwLock::new(Arc::new(config)),
+            cert_file: cfg.cert_file.clone(),
+            key_file: cfg.key_file.clone(),
+        })
+    }
+
+    /// The configuration new connections get.
+    pub fn current(&self) -> Arc<ServerConfig> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Reads cert and key again from their files. On success new connections get the new
+    /// certificate; on failure the old configuration stays and the error is returned.
+    /// Counted in `tickcast_tls_cert_reloads_total{result}`.
+    pub fn reload(&self) -> Result<(), String> {
+        let result = build_server_config(&self.cert_file, &self.key_file);
+        let label = if result.is_ok() { "ok" } else { "error" };
+        metrics::counter!("tickcast_tls_cert_reloads_total", "result" => label).increment(1);
+        let config = result?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+        Ok(())
+    }
+}
+
+/// Registers the reload counters so both results show (at 0) before the first reload.
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        "tickcast_tls_cert_reloads_total",
+        "TLS certificate reloads (SIGHUP), by result (ok, error)."
+    );
+    for label in ["ok", "error"] {
+        metrics::counter!("tickcast_tls_cert_reloads_total", "result" => label).absolute(0);
+    }
+}
+
+/// A rustls server configuration from a PEM certificate chain and a PEM private key (PKCS#8,
+/// PKCS#1 RSA or SEC1 EC). TLS 1.2 and 1.3, ALPN `http/1.1`, no client authentication.
+pub fn build_server_config(cert_file: &str, key_file: &str) -> Result<ServerConfig, String> {
+    let certs = load_certs(cert_file)?;
+    let key = load_key(key_file)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| format!("tls: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| {
+            format!("config: tls.cert_file / tls.key_file: {cert_file} / {key_file}: {e}")
+        })?;
+    config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+    Ok(config)
+}
+
+fn load_certs(file: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let bad = |why: String| format!("config: tls.cert_file: {file}: {why}");
+    readable(file).map_err(bad)?;
+    let certs = CertificateDer::pem_file_iter(file)
+        .map_err(|e| bad(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(format!("invalid PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(bad("no CERTIFICATE in the file".into()));
+    }
+    Ok(certs)
+}
+
+fn load_key(file: &str) -> Result<PrivateKeyDer<'static>, String> {
+    let bad = |why: String| format!("config: tls.key_file: {file}: {why}");
+    readable(file).map_err(bad)?;
+    PrivateKeyDer::from_pem_file(file).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => bad("no PRIVATE KEY in the file".into()),
+        e => bad(format!("invalid PEM: {e}")),
+    })
+}
+
+/// An unreadable file is reported with the OS error (not as "no items found").
+fn readable(file: &str) -> Result<(), String> {
+    std::fs::File::open(Path::new(file))
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
