@@ -630,6 +630,14 @@ impl Config {
             }
         }
         let a = &self.auth;
+        for (i, k) in a.api_keys.iter().enumerate() {
+            if k.messages_burst.is_some() && k.messages_per_s.is_none() {
+                return bad(
+                    &format!("auth.api_keys[{i}].messages_burst"),
+                    "needs messages_per_s (the rate the burst belongs to)",
+                );
+            }
+        }
         range("auth.auth_timeout_ms", a.auth_timeout_ms, 100, 600_000)?;
         range("auth.refresh_grace_s", a.refresh_grace_s, 0, 86_400)?;
         range("auth.jwt_leeway_s", a.jwt_leeway_s, 0, 3600)?;
@@ -694,9 +702,16 @@ impl Config {
         Ok(())
     }
 
-    /// The effective configuration as TOML (for `tickcast config`).
+    /// The effective configuration as TOML (for `tickcast config`), inline HMAC secrets
+    /// redacted.
     pub fn to_toml(&self) -> String {
-        toml_string(self)
+        let mut shown = self.clone();
+        for k in &mut shown.auth.jwt_keys {
+            if !k.secret.is_empty() {
+                k.secret = "<redacted>".into();
+            }
+        }
+        toml_string(&shown)
     }
 }
 

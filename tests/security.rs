@@ -52,9 +52,11 @@ fn secure_server(driver: Driver, env: &[(&str, &str)]) -> Server {
           {{algorithm=\"ES256\",public_key_file=\"{FIXTURES}/ec_public.pem\"}}]"
     );
     let api_keys = format!(
-        "[{{name=\"test-admin\",sha256=\"{}\",admin=true}},\
+        "[{{name=\"test-admin\",sha256=\"{}\",admin=true,pubs=[\">\"]}},\
+          {{name=\"ops\",sha256=\"{}\",admin=true,pubs=[\"public.>\"]}},\
           {{name=\"pricer\",sha256=\"{}\",pubs=[\"prices.>\"],subs=[\"prices.>\"]}}]",
         tickcast::auth::hash_api_key(ADMIN_KEY),
+        tickcast::auth::hash_api_key(OPS_KEY),
         tickcast::auth::hash_api_key(PRICER_KEY),
     );
     let mut all: Vec<(&str, &str)> = vec![
@@ -71,6 +73,8 @@ fn secure_server(driver: Driver, env: &[(&str, &str)]) -> Server {
 }
 
 const PRICER_KEY: &str = "tk_pricer-test-key";
+/// An admin key that may publish to `public.>` only.
+const OPS_KEY: &str = "tk_ops-test-key";
 
 fn now() -> u64 {
     jsonwebtoken::get_current_timestamp()
@@ -725,6 +729,16 @@ async fn admin_http_access(driver: Driver) {
         403
     );
     assert_eq!(server.http("POST", "/v1/publish", body).await.0, 200);
+    // The admin role opens the endpoint; the topic still needs a publish right.
+    let ops = format!("Authorization: Bearer {OPS_KEY}\r\n");
+    assert_eq!(
+        server.http_with("POST", "/v1/publish", body, &ops).await.0,
+        200
+    );
+    let private = Some(r#"{"topic":"user.alice.orders","data":1}"#);
+    let (status, text) = server.http_with("POST", "/v1/publish", private, &ops).await;
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("forbidden"), "{text}");
     // /health and /metrics: open on loopback by default.
     assert_eq!(server.http_with("GET", "/health", None, "").await.0, 200);
     assert_eq!(server.http_with("GET", "/metrics", None, "").await.0, 200);

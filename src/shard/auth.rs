@@ -70,6 +70,7 @@ pub(crate) fn request_token(req: &Request<'_>) -> Option<String> {
     req.query?
         .split('&')
         .find_map(|kv| kv.strip_prefix("token="))
+        .filter(|t| !t.is_empty())
         .map(percent_decode)
 }
 
@@ -266,12 +267,9 @@ impl State {
                 CloseReason::RateLimited,
             );
         } else if reply {
-            let msg = format!(
-                "more than {} messages/s (burst {}): message dropped",
-                limits.client_messages_per_s, limits.client_messages_burst
-            );
+            let msg = "over this connection's message rate: message dropped";
             self.reply_with(key, |out| {
-                protocol::error(out, None, ErrorCode::RateLimited, &msg, None)
+                protocol::error(out, None, ErrorCode::RateLimited, msg, None)
             });
         }
         false
@@ -330,7 +328,9 @@ impl State {
             }
         };
         match &self.conns[key as usize].ident {
-            Some(old) if old.user != ident.user => {
+            // The same user *and* the same kind of credential: a JWT whose `sub` happens to
+            // equal an API key's name must not take over that key's connection.
+            Some(old) if old.user != ident.user || old.method != ident.method => {
                 self.reply_with(key, |out| {
                     let msg = "a refresh must be for the same user";
                     protocol::error(out, id, ErrorCode::Forbidden, msg, None)
@@ -416,16 +416,17 @@ impl State {
         }
     }
 
-    /// Access to an HTTP endpoint guarded by `access` (admin API: always `Admin`).
+    /// Access to an HTTP endpoint guarded by `access` (admin API: always `Admin`). The
+    /// admin identity when a token was required.
     pub(crate) fn http_access(
         &mut self,
         key: u32,
         req: &Request<'_>,
         access: EndpointAccess,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Option<Identity>, Refusal> {
         match access {
-            EndpointAccess::Open => return Ok(()),
-            EndpointAccess::Loopback if self.conns[key as usize].loopback => return Ok(()),
+            EndpointAccess::Open => return Ok(None),
+            EndpointAccess::Loopback if self.conns[key as usize].loopback => return Ok(None),
             _ => {}
         }
         let Some(token) = request_token(req) else {
@@ -433,7 +434,7 @@ impl State {
             return Err(Refusal::unauthorized("an admin token is required"));
         };
         match self.shared.auth.verify(&token) {
-            Ok(ident) if ident.admin => Ok(()),
+            Ok(ident) if ident.admin => Ok(Some(ident)),
             Ok(_) => {
                 self.stats.security(SecEvent::ForbiddenHttp);
                 Err(Refusal::new(

@@ -212,10 +212,14 @@ impl State {
             "/v1/publish" => Some(EndpointAccess::Admin),
             _ => None,
         };
+        let mut admin = None;
         if let Some(access) = access {
-            if let Err(refusal) = self.http_access(key, req, access) {
-                self.respond_refusal(key, refusal, keep_alive);
-                return Answer::Responded { keep_alive };
+            match self.http_access(key, req, access) {
+                Ok(ident) => admin = ident,
+                Err(refusal) => {
+                    self.respond_refusal(key, refusal, keep_alive);
+                    return Answer::Responded { keep_alive };
+                }
             }
         }
         match req.path {
@@ -234,7 +238,7 @@ impl State {
                 Answer::Responded { keep_alive }
             }
             "/metrics" => self.metrics_request(keep_alive, head),
-            _ => self.http_publish(key, body, keep_alive),
+            _ => self.http_publish(key, body, keep_alive, admin.as_ref()),
         }
     }
 
@@ -390,7 +394,13 @@ impl State {
     }
 
     /// `POST /v1/publish {"topic": "...", "data": <any JSON>}` -> `{"seq": N}`.
-    fn http_publish(&mut self, key: u32, body: &[u8], keep_alive: bool) -> Answer {
+    fn http_publish(
+        &mut self,
+        key: u32,
+        body: &[u8],
+        keep_alive: bool,
+        admin: Option<&crate::auth::Identity>,
+    ) -> Answer {
         let mut buf = body.to_vec();
         let data = protocol::scan_top_level(&buf).data.map(|r| buf[r].to_vec());
         let parsed: Result<PublishBody<'_>, _> =
@@ -412,6 +422,18 @@ impl State {
         }
         if let Err(msg) = protocol::check_idem(idem.as_deref()) {
             return fail(self, ErrorCode::BadRequest, msg);
+        }
+        // The admin role opens the endpoint; the topic still needs a `pubs` right.
+        let anon = self.shared.cfg.auth.allow_anonymous
+            && self.shared.auth.anonymous_pubs.allows_topic(&topic);
+        if !anon && !admin.is_some_and(|a| a.pubs.allows_topic(&topic)) {
+            self.stats
+                .security(crate::stats::SecEvent::ForbiddenPublish);
+            return fail(
+                self,
+                ErrorCode::Forbidden,
+                "no permission to publish to this topic",
+            );
         }
         let (tx, rx) = futures_channel::oneshot::channel();
         let token = self.http_waiters.insert(HttpWaiter {

@@ -79,7 +79,7 @@ pub const OPEN_ENV: &[(&str, &str)] = &[
     (
         "TICKCAST_AUTH__API_KEYS",
         // SHA-256 of ADMIN_KEY.
-        "[{name=\"test-admin\",sha256=\"944650a7cd0f9e14d5c4fb15edbffb7fa45fb9ed36a4fa9be3d7e5476ae51bd9\",admin=true}]",
+        "[{name=\"test-admin\",sha256=\"944650a7cd0f9e14d5c4fb15edbffb7fa45fb9ed36a4fa9be3d7e5476ae51bd9\",admin=true,pubs=[\">\"]}]",
     ),
 ];
 
