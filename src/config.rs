@@ -41,6 +41,52 @@ pub struct TopicClass {
     pub history_ttl_s: u64,
     /// A new subscriber to an exact topic first receives the topic's last message.
     pub cache: bool,
+    /// Outbound lane of this class's frames: a higher lane is written first.
+    pub lane: Lane,
+    /// What happens when a subscriber's lane is full (or, for `conflate`, past
+    /// `limits.conflate_after_bytes`).
+    pub slow_policy: SlowPolicy,
+    /// When frames are written: at once, after a coalescing window, or at most N per second
+    /// per subscriber (latest value).
+    pub delivery: Delivery,
+    /// `delivery = "batched"`: frames wait at most this long for a fuller write.
+    pub batch_window_ms: u64,
+    /// `delivery = "throttled"`: messages per second per subscriber and topic.
+    pub throttle_per_s: u32,
+}
+
+/// Outbound lanes, highest priority first. `control` (acks, errors, pongs, pings) is not a
+/// class lane: it is where replies go.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Lane {
+    Alert,
+    Private,
+    #[default]
+    Data,
+}
+
+/// Slow-consumer policy of a topic class (docs/PROTOCOL.md "Slow consumers").
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SlowPolicy {
+    /// Close with 4008 when the lane is full (the client reconnects and recovers).
+    #[default]
+    Disconnect,
+    /// Past `limits.conflate_after_bytes`, keep only the newest unsent frame per topic.
+    Conflate,
+    /// When the lane is full, drop its oldest unsent frames.
+    DropOldest,
+}
+
+/// Delivery strategy of a topic class.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    #[default]
+    Immediate,
+    Batched,
+    Throttled,
 }
 
 /// Which io driver a shard runs.
@@ -152,6 +198,17 @@ pub struct Limits {
     pub client_messages_per_s: u32,
     /// Burst of `client_messages_per_s`.
     pub client_messages_burst: u32,
+    /// Bytes of control frames (acks, errors, pongs) queued for one connection: replies to a
+    /// client that does not read. Its own requests are rate limited, so 64 KiB is hundreds of
+    /// replies. Over: close 4008.
+    pub control_queue_bytes_max: usize,
+    /// Bytes of `alert`-lane frames queued for one connection (risk alerts, notices).
+    pub alert_queue_bytes_max: usize,
+    /// Bytes of `private`-lane frames queued for one connection (orders, positions).
+    pub private_queue_bytes_max: usize,
+    /// A `conflate` topic's subscriber whose lane holds more than this keeps only the newest
+    /// unsent frame per topic. A subscriber keeping up never has 64 KiB waiting.
+    pub conflate_after_bytes: usize,
     /// `idem` keys remembered per topic for publish deduplication. A publisher retries a
     /// lost ack within seconds; 1024 keys cover that at 100 keyed publishes/s per topic, for
     /// about 150 KiB per busy topic at most.
@@ -183,6 +240,10 @@ impl Default for Limits {
             client_messages_burst: 40,
             client_rate_limited_close_after: 40,
             idem_keys_per_topic: 1024,
+            control_queue_bytes_max: 64 * 1024,
+            alert_queue_bytes_max: 256 * 1024,
+            private_queue_bytes_max: 1024 * 1024,
+            conflate_after_bytes: 64 * 1024,
         }
     }
 }
@@ -603,6 +664,20 @@ impl Config {
             1,
             1_000_000,
         )?;
+        for (k, v) in [
+            ("limits.control_queue_bytes_max", l.control_queue_bytes_max),
+            ("limits.alert_queue_bytes_max", l.alert_queue_bytes_max),
+            ("limits.private_queue_bytes_max", l.private_queue_bytes_max),
+            ("limits.conflate_after_bytes", l.conflate_after_bytes),
+        ] {
+            range(k, v, 1024, 1 << 30)?;
+        }
+        range(
+            "limits.write_queue_bytes_max",
+            l.write_queue_bytes_max,
+            1024,
+            1 << 30,
+        )?;
         range(
             "limits.idem_keys_per_topic",
             l.idem_keys_per_topic,
@@ -622,6 +697,12 @@ impl Config {
             }
             range(&key("history_size"), c.history_size, 0, 1_000_000)?;
             range(&key("history_ttl_s"), c.history_ttl_s, 0, 30 * 86_400)?;
+            if c.delivery == Delivery::Batched {
+                range(&key("batch_window_ms"), c.batch_window_ms, 1, 1000)?;
+            }
+            if c.delivery == Delivery::Throttled {
+                range(&key("throttle_per_s"), c.throttle_per_s, 1, 1000)?;
+            }
             if c.cache && c.history_size == 0 {
                 return bad(
                     &key("cache"),

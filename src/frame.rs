@@ -26,6 +26,47 @@ pub struct Frame {
     topic_len: u16,
     /// The topic's sequence number (data frames; 0 for control).
     seq: u64,
+    /// How subscribers' queues treat this frame (from the topic's class).
+    class: FrameClass,
+}
+
+/// Outbound lanes, highest priority first; a frame is queued ahead of every frame of a lower
+/// lane that is not yet being written.
+pub const LANE_CONTROL: u8 = 0;
+pub const LANE_ALERT: u8 = 1;
+pub const LANE_PRIVATE: u8 = 2;
+pub const LANE_DATA: u8 = 3;
+pub const LANES: usize = 4;
+
+/// Slow-consumer policies (`config::SlowPolicy`) as stored in frames.
+pub const POLICY_DISCONNECT: u8 = 0;
+pub const POLICY_CONFLATE: u8 = 1;
+pub const POLICY_DROP_OLDEST: u8 = 2;
+
+/// The topic class of a frame, resolved once by the topic's owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameClass {
+    /// Index into `config.topics`, or `NO_CLASS`.
+    pub class: u16,
+    pub lane: u8,
+    pub policy: u8,
+}
+
+pub const NO_CLASS: u16 = u16::MAX;
+
+impl FrameClass {
+    /// Replies, pings, HTTP responses: the control lane, never dropped.
+    pub const CONTROL: FrameClass = FrameClass {
+        class: NO_CLASS,
+        lane: LANE_CONTROL,
+        policy: POLICY_DISCONNECT,
+    };
+    /// A data frame of a topic no class matches.
+    pub const DATA: FrameClass = FrameClass {
+        class: NO_CLASS,
+        lane: LANE_DATA,
+        policy: POLICY_DISCONNECT,
+    };
 }
 
 /// A frame crossing shards.
@@ -42,7 +83,23 @@ impl Frame {
             topic_start: 0,
             topic_len: 0,
             seq: 0,
+            class: FrameClass::CONTROL,
         }
+    }
+
+    /// Sets the frame's topic class (lane, slow-consumer policy).
+    pub fn with_class(mut self, class: FrameClass) -> Frame {
+        self.class = class;
+        self
+    }
+
+    pub fn class(&self) -> FrameClass {
+        self.class
+    }
+
+    #[inline]
+    pub fn lane(&self) -> u8 {
+        self.class.lane
     }
 
     /// The topic's sequence number of a data frame (0 for control frames).
@@ -127,6 +184,7 @@ pub fn encode_data_frame(
         topic_start,
         topic_len: topic.len() as u16,
         seq,
+        class: FrameClass::DATA,
     }
 }
 

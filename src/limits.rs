@@ -31,3 +31,8 @@ pub const ENVELOPE_BYTES_MAX: usize = 10 + 10 + TOPIC_BYTES_MAX + 8 + 20 + 6 + 2
 
 /// Capacity of a connection's empty out-queue kept between flushes (entries of 8 bytes).
 pub const OUTQ_KEEP_ENTRIES: usize = 8;
+
+/// Frames a `conflate` offer searches, from the back of a queue, for an older frame of the
+/// same topic: bounds the cost of one delivery to a stalled subscriber (a queue of 1 MiB holds
+/// ~10k small frames). Not found within it: the lane's oldest frames are dropped instead.
+pub const CONFLATE_SCAN_MAX: usize = 1024;

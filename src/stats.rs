@@ -181,6 +181,11 @@ pub struct Counters {
     pub replayed: u64,
     /// Publishes answered as duplicates of an earlier one with the same `idem` key.
     pub duplicates: u64,
+    /// Frames a subscriber did not get because a newer frame of the topic replaced them
+    /// (`conflate` queues, `throttled` delivery).
+    pub conflated: u64,
+    /// Frames dropped from a full lane (`drop_oldest`, or `conflate` with nothing to replace).
+    pub dropped_oldest: u64,
     /// Tokens refused, by `AuthError::label`.
     pub auth_failures: [u64; crate::auth::AuthError::LABELS.len()],
     /// TLS handshakes completed.
@@ -265,6 +270,8 @@ struct Handles {
     gaps: Counter,
     replayed: Counter,
     duplicates: Counter,
+    conflated: Counter,
+    dropped_oldest: Counter,
     tls_handshakes: Counter,
     tls_handshake_failures: Counter,
     connections: Gauge,
@@ -310,6 +317,8 @@ impl ShardStats {
             gaps: c("tickcast_gaps_total"),
             replayed: c("tickcast_replayed_total"),
             duplicates: c("tickcast_duplicate_publishes_total"),
+            conflated: c("tickcast_conflated_total"),
+            dropped_oldest: c("tickcast_dropped_oldest_total"),
             security: SecEvent::ALL
                 .iter()
                 .map(|e| {
@@ -380,6 +389,8 @@ impl ShardStats {
         h.gaps.absolute(c.gaps);
         h.replayed.absolute(c.replayed);
         h.duplicates.absolute(c.duplicates);
+        h.conflated.absolute(c.conflated);
+        h.dropped_oldest.absolute(c.dropped_oldest);
         for (handle, v) in h.security.iter().zip(c.security.iter()) {
             handle.absolute(*v);
         }
@@ -509,6 +520,15 @@ fn describe() {
     describe_counter!(
         "tickcast_duplicate_publishes_total",
         "Publishes not published again: an earlier one with the same idem key got their seq."
+    );
+    describe_counter!(
+        "tickcast_conflated_total",
+        "Frames a subscriber skipped because a newer frame of the same topic replaced them \
+         (conflate queues, throttled delivery)."
+    );
+    describe_counter!(
+        "tickcast_dropped_oldest_total",
+        "Frames dropped from a subscriber's full lane (drop_oldest; conflate with nothing to replace)."
     );
     describe_counter!(
         "tickcast_replayed_total",

@@ -96,6 +96,11 @@ pub struct Conn {
     pub loopback: bool,
     /// Some topic of this connection waits for its position (`State::recovering`).
     pub recovering: bool,
+    /// A batched write is scheduled with the pacer.
+    pub paced: bool,
+    /// Frames this connection did not get because of `conflate`, `drop_oldest` or
+    /// `throttled` (the frames it got carry the true `seq`).
+    pub skipped: u32,
     /// Accepted on the TLS listener: its rustls session (see `super::tls`).
     pub tls: Option<Box<super::tls::TlsConn>>,
 }
@@ -142,6 +147,8 @@ impl Conn {
             auth: AuthState::Ok,
             loopback,
             recovering: false,
+            paced: false,
+            skipped: 0,
             tls: None,
         }
     }
@@ -490,22 +497,28 @@ impl State {
         if matches!(conn.phase, Phase::Closing | Phase::Dead) {
             return;
         }
-        // The echo route must hold one echoed message of its (larger) size.
-        let max = if conn.echo {
-            limits
-                .write_queue_bytes_max
-                .max(limits.echo_message_bytes_max + HEADER_BYTES_MAX)
-        } else {
-            limits.write_queue_bytes_max
-        };
-        if conn.out.bytes() + frame.len() > max {
-            self.slow_consumer(key);
+        if conn.echo || conn.in_http() {
+            // HTTP responses and the echo route: one bound on the whole queue (the echo route
+            // must hold one echoed message of its larger size).
+            let max = if conn.echo {
+                limits
+                    .write_queue_bytes_max
+                    .max(limits.echo_message_bytes_max + HEADER_BYTES_MAX)
+            } else {
+                limits.write_queue_bytes_max
+            };
+            if conn.out.bytes() + frame.len() > max {
+                self.slow_consumer(key);
+                return;
+            }
+            conn.out.push(frame);
+            if conn.mark_dirty() {
+                self.dirty.push(key);
+            }
             return;
         }
-        conn.out.push(frame);
-        if conn.mark_dirty() {
-            self.dirty.push(key);
-        }
+        // Replies in the control lane, replayed and held frames in their topic's lane.
+        self.offer_now(key, frame, true);
     }
 
     /// Writes what `key` has queued, as one vectored write per `IOVECS_PER_WRITE` frames.
@@ -578,8 +591,9 @@ impl State {
         if matches!(conn.phase, Phase::Closing | Phase::Dead) {
             return;
         }
-        // The close frame is the last frame: it bypasses the queue bound (it is tiny).
-        conn.out.push(frame);
+        // The close frame is the last frame: it bypasses the queue bound (it is tiny) and the
+        // lanes (what is queued before it still goes first).
+        conn.out.push_last(frame);
         self.last_frame_queued(key, Phase::Closing, reason);
     }
 
@@ -679,6 +693,7 @@ impl State {
         if conn.recovering {
             self.forget_recovering(key);
         }
+        self.forget_paced(key);
         if conn.in_http() {
             self.handshakes -= 1;
         }

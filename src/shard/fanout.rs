@@ -17,6 +17,8 @@ use super::{
     State,
     conn::Phase,
     history::{PendingSub, Wanted},
+    out::Offer,
+    pacing::Pacing,
 };
 use crate::{
     frame::{OutFrame, SharedFrame, encode_data_frame, monotonic_ns, unix_us},
@@ -118,13 +120,10 @@ impl State {
         let mask = state.mask;
         // Built even when no shard listens (~100 ns), so `serializations` counts every publish
         // sequenced, with or without subscribers.
-        let frame: SharedFrame = Arc::new(encode_data_frame(
-            topic,
-            seq,
-            unix_us(),
-            data,
-            monotonic_ns(),
-        ));
+        let frame: SharedFrame = Arc::new(
+            encode_data_frame(topic, seq, unix_us(), data, monotonic_ns())
+                .with_class(state.frame_class),
+        );
         self.stats.c.serializations += 1;
         if let Some(h) = state.history.as_mut() {
             h.push(frame.clone(), frame.published_ns());
@@ -159,10 +158,14 @@ impl State {
     pub(crate) fn deliver_local(&mut self, topic: &str, frame: OutFrame) {
         self.round += 1;
         let round = self.round;
-        let max = self.shared.cfg.limits.write_queue_bytes_max;
-        let len = frame.len();
+        let bounds = self.bounds;
+        let pacing = Pacing::of(&self.shared.cfg, &frame);
+        let batched = matches!(pacing, Pacing::Batched { .. });
         let mut slow: Vec<u32> = Vec::new();
-        let mut recovering: Vec<u32> = Vec::new();
+        // Connections needing more than a push: recovering ones, and paced deliveries.
+        // (key, already queued)
+        let mut special: Vec<(u32, bool)> = Vec::new();
+        let (mut conflated, mut dropped) = (0u64, 0u64);
         let State {
             index,
             conns,
@@ -175,26 +178,52 @@ impl State {
                 return;
             }
             conn.round = round;
-            if conn.recovering {
-                // Rare: a subscribe of this connection waits for positions (see `history`).
-                recovering.push(key);
+            // Rare: a subscribe of this connection waits for positions (see `history`), or
+            // the topic is throttled.
+            if conn.recovering || matches!(pacing, Pacing::Throttled { .. }) {
+                special.push((key, false));
                 return;
             }
-            if conn.out.bytes() + len > max {
-                slow.push(key);
-                return;
+            match conn.out.offer(frame.clone(), &bounds) {
+                Offer::Queued => {}
+                Offer::Conflated => {
+                    conn.skipped += 1;
+                    conflated += 1;
+                }
+                Offer::Dropped(n) => {
+                    conn.skipped += n;
+                    dropped += n as u64;
+                }
+                Offer::Slow => return slow.push(key),
             }
-            conn.out.push(frame.clone());
-            if conn.mark_dirty() {
+            if batched {
+                if !conn.dirty && !conn.paced {
+                    special.push((key, true));
+                }
+            } else if conn.mark_dirty() {
                 dirty.push(key);
             }
         });
+        self.stats.c.conflated += conflated;
+        self.stats.c.dropped_oldest += dropped;
         for key in slow {
             self.slow_consumer(key);
         }
-        for key in recovering {
-            if !self.recovering_frame(key, &frame) {
-                self.enqueue(key, frame.clone());
+        for (key, queued) in special {
+            if !queued {
+                if self.conns[key as usize].recovering && self.recovering_frame(key, &frame) {
+                    continue;
+                }
+                if let Pacing::Throttled { interval_ms } = pacing {
+                    self.throttle(key, frame.clone(), interval_ms);
+                    continue;
+                }
+                if !self.offer_now(key, frame.clone(), !batched) {
+                    continue;
+                }
+            }
+            if let Pacing::Batched { window_ms } = pacing {
+                self.batch_later(key, window_ms);
             }
         }
     }

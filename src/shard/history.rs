@@ -21,7 +21,11 @@ use std::{collections::VecDeque, rc::Rc};
 use super::{State, TopicState, fanout::owner_of};
 
 use crate::{
-    frame::{OutFrame, SharedFrame, monotonic_ns},
+    config::{Lane, SlowPolicy},
+    frame::{
+        FrameClass, LANE_ALERT, LANE_DATA, LANE_PRIVATE, OutFrame, POLICY_CONFLATE,
+        POLICY_DISCONNECT, POLICY_DROP_OLDEST, SharedFrame, monotonic_ns,
+    },
     mesh::{MeshMsg, PositionRep, PositionReq},
     protocol,
 };
@@ -217,24 +221,42 @@ impl State {
                 self.stats.c.topic_limit_rejects += 1;
                 return false;
             }
-            let class = self
+            let found = self
                 .shared
                 .cfg
                 .topics
                 .iter()
-                .find(|c| crate::pubsub::topic::matches(&c.pattern, topic));
+                .enumerate()
+                .find(|(_, c)| crate::pubsub::topic::matches(&c.pattern, topic));
+            let frame_class = found.map_or(FrameClass::DATA, |(i, c)| FrameClass {
+                class: i as u16,
+                lane: match c.lane {
+                    Lane::Alert => LANE_ALERT,
+                    Lane::Private => LANE_PRIVATE,
+                    Lane::Data => LANE_DATA,
+                },
+                policy: match c.slow_policy {
+                    SlowPolicy::Disconnect => POLICY_DISCONNECT,
+                    SlowPolicy::Conflate => POLICY_CONFLATE,
+                    SlowPolicy::DropOldest => POLICY_DROP_OLDEST,
+                },
+            });
+            let class = found.map(|(_, c)| c);
             let history = class
                 .filter(|c| c.history_size > 0)
                 .map(|c| Box::new(History::new(c.history_size, c.history_ttl_s)));
             self.topics.insert(
                 topic.into(),
                 TopicState {
+                    seq: 0,
+                    mask: 0,
                     mask_gen: u64::MAX,
                     // Never 0: 0 stands for "no epoch" in client input.
                     epoch: fastrand::u64(1..),
                     cache: class.is_some_and(|c| c.cache),
                     history,
-                    ..Default::default()
+                    frame_class,
+                    idem: None,
                 },
             );
         }

@@ -16,6 +16,7 @@ pub mod history;
 mod http;
 mod idem;
 pub mod out;
+mod pacing;
 mod timer;
 mod tls;
 
@@ -111,6 +112,8 @@ pub struct Shard {
     flush_pending: Cell<bool>,
     /// The flusher task's waker while it waits for work.
     flusher: Cell<Option<Waker>>,
+    /// The pacer task's waker while nothing is paced (see `pacing`).
+    pacer_waker: Cell<Option<Waker>>,
 }
 
 /// An HTTP request waiting for other shards.
@@ -124,7 +127,7 @@ pub(crate) struct HttpWaiter {
 }
 
 /// Owner-side state of one topic.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct TopicState {
     seq: u64,
     /// Shards with a subscriber matching this topic, valid while `mask_gen == interest_gen`.
@@ -135,6 +138,8 @@ pub(crate) struct TopicState {
     /// New exact-topic subscribers first get the last message (`topics[].cache`).
     cache: bool,
     history: Option<Box<history::History>>,
+    /// Lane and slow-consumer policy of this topic's frames (its class).
+    frame_class: crate::frame::FrameClass,
     /// Recent `idem` keys (allocated on the first keyed publish).
     idem: Option<Box<idem::IdemWindow>>,
 }
@@ -197,6 +202,10 @@ pub struct State {
     inbox: Vec<crate::mesh::MeshMsg>,
     /// `limits.client_messages_per_s` / `_burst`, prepared once.
     msg_rate: crate::auth::Rate,
+    /// Per-lane queue bounds, prepared once.
+    bounds: out::Bounds,
+    /// Batched and throttled deliveries waiting for their time.
+    pacer: pacing::Pacer,
 }
 
 impl Shard {
@@ -239,6 +248,19 @@ impl Shard {
             stop_deadline_ms: 0,
             listeners: Vec::new(),
             inbox: Vec::new(),
+            bounds: {
+                let l = &shared.cfg.limits;
+                out::Bounds {
+                    lane_max: [
+                        l.control_queue_bytes_max as u32,
+                        l.alert_queue_bytes_max as u32,
+                        l.private_queue_bytes_max as u32,
+                        l.write_queue_bytes_max as u32,
+                    ],
+                    conflate_after: l.conflate_after_bytes as u32,
+                }
+            },
+            pacer: pacing::Pacer::default(),
             msg_rate: crate::auth::Rate::new(
                 shared.cfg.limits.client_messages_per_s,
                 shared.cfg.limits.client_messages_burst,
@@ -253,6 +275,7 @@ impl Shard {
             dispatcher_parked: Cell::new(None),
             flush_pending: Cell::new(false),
             flusher: Cell::new(None),
+            pacer_waker: Cell::new(None),
         })
     }
 
@@ -263,7 +286,13 @@ impl Shard {
         st.mesh.flush();
         let dirty = !st.dirty.is_empty();
         let drains = std::mem::take(&mut st.need_drain);
+        let wake_pacer = std::mem::take(&mut st.pacer.wake);
         drop(st);
+        if wake_pacer {
+            if let Some(waker) = self.pacer_waker.take() {
+                waker.wake();
+            }
+        }
         // Writes wait for the flusher, which runs behind every task already ready in this
         // scheduler round: four publishers' reads in one round cost one write per subscriber,
         // not four.
@@ -307,6 +336,7 @@ impl Shard {
         }
         monoio::spawn(dispatcher(self.clone()));
         monoio::spawn(flusher(self.clone()));
+        monoio::spawn(pacing::pacer_task(self.clone()));
         monoio::spawn(timer::timer_task(self.clone()));
         if self.shared.cfg.server.demo_feed {
             monoio::spawn(crate::ingest::demo::demo_task(self.clone()));

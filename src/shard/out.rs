@@ -15,10 +15,30 @@ use rustix::{
 };
 
 use crate::{
-    frame::OutFrame,
-    limits::{IOVECS_PER_WRITE, OUTQ_KEEP_ENTRIES},
+    frame::{LANES, OutFrame, POLICY_CONFLATE, POLICY_DISCONNECT, POLICY_DROP_OLDEST},
+    limits::{CONFLATE_SCAN_MAX, IOVECS_PER_WRITE, OUTQ_KEEP_ENTRIES},
     stats::ShardStats,
 };
+
+/// Per-lane bounds of a connection's queue (from `[limits]`, prepared once per shard).
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    pub lane_max: [u32; LANES],
+    pub conflate_after: u32,
+}
+
+/// What [`OutQueue::offer`] did with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    Queued,
+    /// Queued in place of an older unsent frame of the same topic (`conflate`).
+    Conflated,
+    /// Queued after dropping this many older unsent frames of its lane (`drop_oldest`, or
+    /// `conflate` with no frame of the topic to replace).
+    Dropped(u32),
+    /// The lane is full and the policy is `disconnect` (or nothing could make room).
+    Slow,
+}
 
 /// Outcome of a flush.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,13 +51,18 @@ pub enum Flush {
     Failed(Errno),
 }
 
+/// Frames in lane order: every frame is behind all frames of its own or a higher lane and ahead
+/// of all frames of lower lanes, except the head while it is partly written. Within a lane the
+/// order is arrival order, so a topic's frames keep their `seq` order.
 #[derive(Debug, Default)]
 pub struct OutQueue {
     frames: VecDeque<OutFrame>,
     /// Bytes of `frames[0]` already written.
-    head_sent: usize,
+    head_sent: u32,
     /// Bytes queued and not yet written.
-    bytes: usize,
+    bytes: u32,
+    /// Bytes of the frames queued per lane (whole frames, the partly written head included).
+    lane_bytes: [u32; LANES],
 }
 
 impl OutQueue {
@@ -48,13 +73,120 @@ impl OutQueue {
     /// medians (benches/fanout.rs, `cargo bench --bench fanout`, shared 2-core VM, 2026-11-21).
     #[inline]
     pub fn push(&mut self, frame: OutFrame) {
-        self.bytes += frame.len();
+        let len = frame.len() as u32;
+        let lane = frame.lane() as usize;
+        self.bytes += len;
+        self.lane_bytes[lane] += len;
+        match self.frames.back() {
+            Some(back) if back.lane() > frame.lane() => self.insert_by_lane(frame),
+            _ => self.frames.push_back(frame),
+        }
+    }
+
+    /// Appends at the very end whatever its lane (a close frame: the last frame).
+    pub fn push_last(&mut self, frame: OutFrame) {
+        let len = frame.len() as u32;
+        self.bytes += len;
+        self.lane_bytes[frame.lane() as usize] += len;
         self.frames.push_back(frame);
+    }
+
+    /// Queues `frame` within its lane's bound, applying the frame's slow-consumer policy when
+    /// the lane is full (or, for `conflate`, past `conflate_after`).
+    #[inline]
+    pub fn offer(&mut self, frame: OutFrame, b: &Bounds) -> Offer {
+        let lane = frame.lane() as usize;
+        let len = frame.len() as u32;
+        let policy = frame.class().policy;
+        if self.lane_bytes[lane] + len <= b.lane_max[lane] {
+            if policy == POLICY_CONFLATE
+                && self.lane_bytes[lane] > b.conflate_after
+                && self.replace_same_topic(&frame)
+            {
+                return Offer::Conflated;
+            }
+            self.push(frame);
+            return Offer::Queued;
+        }
+        match policy {
+            POLICY_DISCONNECT => Offer::Slow,
+            POLICY_CONFLATE if self.replace_same_topic(&frame) => Offer::Conflated,
+            POLICY_CONFLATE | POLICY_DROP_OLDEST => {
+                let dropped = self.drop_oldest(lane, len, b.lane_max[lane]);
+                if self.lane_bytes[lane] + len > b.lane_max[lane] {
+                    return Offer::Slow;
+                }
+                self.push(frame);
+                Offer::Dropped(dropped)
+            }
+            _ => Offer::Slow,
+        }
+    }
+
+    /// First index a new frame may take (the head stays while it is partly written).
+    fn first_movable(&self) -> usize {
+        usize::from(self.head_sent > 0)
+    }
+
+    /// Inserts `frame` behind the last frame of its own or a higher lane.
+    fn insert_by_lane(&mut self, frame: OutFrame) {
+        let min = self.first_movable();
+        let mut i = self.frames.len();
+        while i > min && self.frames[i - 1].lane() > frame.lane() {
+            i -= 1;
+        }
+        self.frames.insert(i, frame);
+    }
+
+    /// Replaces the newest unsent frame of `frame`'s topic and lane with `frame` (searching at
+    /// most `CONFLATE_SCAN_MAX` frames from the back). False if there is none.
+    fn replace_same_topic(&mut self, frame: &OutFrame) -> bool {
+        let min = self.first_movable();
+        let topic = frame.topic();
+        let lane = frame.lane();
+        let mut i = self.frames.len();
+        let stop = i.saturating_sub(CONFLATE_SCAN_MAX).max(min);
+        while i > stop {
+            i -= 1;
+            let old = &self.frames[i];
+            if old.lane() == lane && old.topic() == topic && old.is_data() {
+                let (old_len, new_len) = (old.len() as u32, frame.len() as u32);
+                self.bytes = self.bytes - old_len + new_len;
+                let lb = &mut self.lane_bytes[lane as usize];
+                *lb = *lb - old_len + new_len;
+                self.frames[i] = frame.clone();
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Drops the oldest unsent frames of `lane` until `len` more bytes fit under `max`;
+    /// returns how many were dropped.
+    fn drop_oldest(&mut self, lane: usize, len: u32, max: u32) -> u32 {
+        let mut i = self.first_movable();
+        let mut dropped = 0;
+        while self.lane_bytes[lane] + len > max && i < self.frames.len() {
+            if self.frames[i].lane() as usize == lane {
+                let f = self.frames.remove(i).expect("index in range");
+                self.bytes -= f.len() as u32;
+                self.lane_bytes[lane] -= f.len() as u32;
+                dropped += 1;
+            } else {
+                i += 1;
+            }
+        }
+        dropped
     }
 
     #[inline]
     pub fn bytes(&self) -> usize {
-        self.bytes
+        self.bytes as usize
+    }
+
+    /// Bytes queued in `lane`.
+    pub fn lane_bytes(&self, lane: u8) -> usize {
+        self.lane_bytes[lane as usize] as usize
     }
 
     pub fn is_empty(&self) -> bool {
@@ -71,6 +203,7 @@ impl OutQueue {
         self.frames = VecDeque::new();
         self.head_sent = 0;
         self.bytes = 0;
+        self.lane_bytes = [0; LANES];
     }
 
     /// Writes as much as the socket takes, `IOVECS_PER_WRITE` frames per `sendmsg`.
@@ -109,7 +242,7 @@ impl OutQueue {
         let mut total = 0;
         for (slot, frame) in iov.iter_mut().zip(self.frames.iter()) {
             let bytes = if n == 0 {
-                &frame.bytes()[self.head_sent..]
+                &frame.bytes()[self.head_sent as usize..]
             } else {
                 frame.bytes()
             };
@@ -140,7 +273,7 @@ impl OutQueue {
     /// TLS: `n` bytes taken by [`Self::feed`] are now written to the socket.
     pub fn release(&mut self, n: usize) {
         // Saturating: `clear` (a killed connection) may already have zeroed the count.
-        self.bytes = self.bytes.saturating_sub(n);
+        self.bytes = self.bytes.saturating_sub(n as u32);
     }
 
     /// Releases the deque's allocation once it is empty and larger than what is kept.
@@ -151,7 +284,7 @@ impl OutQueue {
     }
 
     fn advance(&mut self, written: usize, now_ns: u64, stats: &mut ShardStats) {
-        self.bytes -= written;
+        self.bytes -= written as u32;
         self.pop_written(written, now_ns, stats);
     }
 
@@ -163,13 +296,14 @@ impl OutQueue {
                 .frames
                 .front()
                 .expect("written bytes belong to queued frames");
-            let left = head.len() - self.head_sent;
+            let left = head.len() - self.head_sent as usize;
             if written < left {
-                self.head_sent += written;
+                self.head_sent += written as u32;
                 return;
             }
             written -= left;
             self.head_sent = 0;
+            self.lane_bytes[head.lane() as usize] -= head.len() as u32;
             if head.is_data() {
                 stats.c.deliveries += 1;
                 stats
