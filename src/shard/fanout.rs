@@ -194,6 +194,11 @@ impl State {
                     conn.skipped += n;
                     dropped += n as u64;
                 }
+                Offer::Discarded(n) => {
+                    conn.skipped += n;
+                    dropped += n as u64;
+                    return;
+                }
                 Offer::Slow => return slow.push(key),
             }
             if batched {

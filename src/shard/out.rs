@@ -33,9 +33,12 @@ pub enum Offer {
     Queued,
     /// Queued in place of an older unsent frame of the same topic (`conflate`).
     Conflated,
-    /// Queued after dropping this many older unsent frames of its lane (`drop_oldest`, or
-    /// `conflate` with no frame of the topic to replace).
+    /// Queued after dropping this many older unsent frames of its lane and policy
+    /// (`drop_oldest`, or `conflate` with no frame of the topic to replace).
     Dropped(u32),
+    /// Not queued: its lane is full of frames that must not be dropped (`disconnect` policy);
+    /// the droppable frame itself gives way. Counts as one dropped frame.
+    Discarded(u32),
     /// The lane is full and the policy is `disconnect` (or nothing could make room).
     Slow,
 }
@@ -112,9 +115,9 @@ impl OutQueue {
             POLICY_DISCONNECT => Offer::Slow,
             POLICY_CONFLATE if self.replace_same_topic(&frame) => Offer::Conflated,
             POLICY_CONFLATE | POLICY_DROP_OLDEST => {
-                let dropped = self.drop_oldest(lane, len, b.lane_max[lane]);
+                let dropped = self.drop_oldest(lane, policy, len, b.lane_max[lane]);
                 if self.lane_bytes[lane] + len > b.lane_max[lane] {
-                    return Offer::Slow;
+                    return Offer::Discarded(dropped + 1);
                 }
                 self.push(frame);
                 Offer::Dropped(dropped)
@@ -161,13 +164,14 @@ impl OutQueue {
         false
     }
 
-    /// Drops the oldest unsent frames of `lane` until `len` more bytes fit under `max`;
-    /// returns how many were dropped.
-    fn drop_oldest(&mut self, lane: usize, len: u32, max: u32) -> u32 {
+    /// Drops the oldest unsent frames of `lane` with `policy` (never a frame whose policy
+    /// forbids dropping it) until `len` more bytes fit under `max`; returns how many.
+    fn drop_oldest(&mut self, lane: usize, policy: u8, len: u32, max: u32) -> u32 {
         let mut i = self.first_movable();
         let mut dropped = 0;
         while self.lane_bytes[lane] + len > max && i < self.frames.len() {
-            if self.frames[i].lane() as usize == lane {
+            let f = &self.frames[i];
+            if f.lane() as usize == lane && f.class().policy == policy && f.is_data() {
                 let f = self.frames.remove(i).expect("index in range");
                 self.bytes -= f.len() as u32;
                 self.lane_bytes[lane] -= f.len() as u32;
@@ -313,4 +317,176 @@ impl OutQueue {
             self.frames.pop_front();
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{rc::Rc, sync::Arc};
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::frame::{FrameClass, NO_CLASS, encode_data_frame};
+
+    const TOPICS: [&str; 3] = ["a", "b", "c"];
+
+    /// Topic `t` of lane `lane` (1..=3) with `policy`.
+    fn frame(lane: u8, policy: u8, t: usize, seq: u64, pad: usize) -> OutFrame {
+        let topic = format!("{}{lane}{policy}", TOPICS[t]);
+        let data = format!("\"{}\"", "x".repeat(pad));
+        let class = FrameClass {
+            class: NO_CLASS,
+            lane,
+            policy,
+        };
+        Rc::new(Arc::new(
+            encode_data_frame(&topic, seq, 0, data.as_bytes(), 1).with_class(class),
+        ))
+    }
+
+    fn bounds() -> Bounds {
+        Bounds {
+            lane_max: [4096, 2048, 2048, 4096],
+            conflate_after: 1024,
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Offer {
+            lane: u8,
+            policy: u8,
+            t: usize,
+            pad: usize,
+        },
+        Control,
+        Write(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (1u8..=3, 0u8..=2, 0usize..3, 0usize..300)
+                .prop_map(|(lane, policy, t, pad)| Op::Offer { lane, policy, t, pad }),
+            1 => Just(Op::Control),
+            2 => (1usize..600).prop_map(Op::Write),
+        ]
+    }
+
+    /// Checks the queue's invariants; returns the frames in order.
+    fn check(q: &OutQueue) {
+        let movable = q.first_movable();
+        for w in q.frames.range(movable..).collect::<Vec<_>>().windows(2) {
+            assert!(w[0].lane() <= w[1].lane(), "lane order broken");
+        }
+        let mut lane_bytes = [0u32; LANES];
+        let mut total = 0u32;
+        for f in &q.frames {
+            lane_bytes[f.lane() as usize] += f.len() as u32;
+            total += f.len() as u32;
+        }
+        assert_eq!(lane_bytes, q.lane_bytes, "per-lane bytes");
+        assert_eq!(total - q.head_sent, q.bytes, "queued bytes");
+    }
+
+    proptest! {
+        /// Lane order, byte accounting, per-topic seq order, no loss where the policy is
+        /// `disconnect`, and conflation keeps the newest frame of each topic.
+        #[test]
+        fn lanes_and_policies(ops in prop::collection::vec(op(), 1..200)) {
+            let mut q = OutQueue::default();
+            let mut stats = ShardStats::new(0);
+            let b = bounds();
+            let mut seq: std::collections::HashMap<String, u64> = Default::default();
+            // Frames that must arrive: queued with `disconnect` (and not refused).
+            let mut must: Vec<(String, u64)> = Vec::new();
+            // Newest frame offered per conflate/drop topic (it must arrive: it is never the
+            // one dropped).
+            let mut newest: std::collections::HashMap<String, u64> = Default::default();
+            let mut written: Vec<(String, u64)> = Vec::new();
+            let mut disconnected = false;
+            // Dropping (lane full of distinct topics) may take a topic's newest frame.
+            let mut any_drop = false;
+            for op in ops {
+                match op {
+                    Op::Offer { lane, policy, t, pad } => {
+                        let f = frame(lane, policy, t, 0, pad);
+                        let topic = f.topic().to_string();
+                        let s = seq.entry(topic.clone()).or_default();
+                        *s += 1;
+                        let f = frame(lane, policy, t, *s, pad);
+                        match q.offer(f, &b) {
+                            Offer::Slow => {
+                                prop_assert_eq!(policy, POLICY_DISCONNECT, "only disconnect frames refuse");
+                                disconnected = true;
+                                break;
+                            }
+                            _ if policy == POLICY_DISCONNECT => must.push((topic, *s)),
+                            Offer::Dropped(n) | Offer::Discarded(n) if n > 0 => any_drop = true,
+                            _ => { newest.insert(topic, *s); }
+                        }
+                    }
+                    Op::Control => {
+                        let f: OutFrame = Rc::new(Arc::new(crate::frame::Frame::control(vec![0x81, 0])));
+                        q.push(f);
+                    }
+                    Op::Write(n) => {
+                        let n = n.min(q.bytes());
+                        // Record the frames completed by this write.
+                        let mut left = n + q.head_sent as usize;
+                        for f in &q.frames {
+                            if left < f.len() { break; }
+                            left -= f.len();
+                            if f.is_data() { written.push((f.topic().to_string(), f.seq())); }
+                        }
+                        q.pop_written(n, 1, &mut stats);
+                        q.bytes -= n as u32;
+                    }
+                }
+                check(&q);
+            }
+            if disconnected {
+                return Ok(());
+            }
+            for f in &q.frames {
+                if f.is_data() { written.push((f.topic().to_string(), f.seq())); }
+            }
+            // Per topic, strictly increasing seq.
+            let mut last: std::collections::HashMap<&str, u64> = Default::default();
+            for (t, s) in &written {
+                let l = last.entry(t.as_str()).or_default();
+                prop_assert!(*s > *l, "topic {} went from seq {} to {}", t, l, s);
+                *l = *s;
+            }
+            for m in &must {
+                prop_assert!(written.contains(m), "lost {:?}", m);
+            }
+            if !any_drop {
+                for (t, s) in &newest {
+                    prop_assert!(written.contains(&(t.clone(), *s)), "newest of {} lost", t);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_alert_overtakes_queued_data_but_not_a_partly_written_frame() {
+        let mut q = OutQueue::default();
+        let mut stats = ShardStats::new(0);
+        for seq in 1..=3 {
+            q.push(frame(LANE_DATA_T, POLICY_DISCONNECT, 0, seq, 10));
+        }
+        q.pop_written(5, 1, &mut stats);
+        q.bytes -= 5;
+        let alert = frame(1, POLICY_DISCONNECT, 1, 1, 1);
+        q.push(alert);
+        let lanes: Vec<u8> = q.frames.iter().map(|f| f.lane()).collect();
+        assert_eq!(
+            lanes,
+            [3, 1, 3, 3],
+            "behind the partly written head, ahead of the rest"
+        );
+        check(&q);
+    }
+
+    const LANE_DATA_T: u8 = crate::frame::LANE_DATA;
 }

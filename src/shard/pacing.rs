@@ -134,6 +134,11 @@ impl State {
                 conn.skipped += n;
                 self.stats.c.dropped_oldest += n as u64;
             }
+            Offer::Discarded(n) => {
+                conn.skipped += n;
+                self.stats.c.dropped_oldest += n as u64;
+                return true;
+            }
             Offer::Slow => {
                 self.slow_consumer(key);
                 return false;

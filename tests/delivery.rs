@@ -1,0 +1,239 @@
+//! Slow-consumer policies, lanes and delivery strategies per topic class, with a real client
+//! library: a stalled subscriber (tiny receive window, not reading) on a `conflate` topic
+//! resumes with the newest value per topic while a fast one got everything; an alert overtakes
+//! a full data lane; batched delivery coalesces writes; throttled delivery sends the latest
+//! value at most N times a second.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::*;
+use futures_util::SinkExt;
+use serde_json::{Value, json};
+use tokio_tungstenite::{client_async, tungstenite::Message};
+
+both_drivers!(
+    conflation_gives_a_stalled_client_the_newest,
+    alert_overtakes_a_full_data_lane,
+    batched_delivery_coalesces_writes,
+    throttled_delivery_sends_the_latest,
+);
+
+fn classes_server(driver: Driver, classes: &str, extra: &[(&str, &str)]) -> Server {
+    let mut env = vec![("TICKCAST_TOPICS", classes)];
+    env.extend_from_slice(extra);
+    Server::start(driver, &env, &[])
+}
+
+/// A client whose socket receive buffer is tiny: once it stops reading, the server's queue
+/// for it fills after a few KB.
+async fn stalled_client(server: &Server) -> (Ws, Value) {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let stream = sock.connect(server.addr).await.unwrap();
+    let (mut ws, _) = client_async(
+        server.ws_url(),
+        tokio_tungstenite::MaybeTlsStream::Plain(stream),
+    )
+    .await
+    .unwrap();
+    let welcome = recv_json(&mut ws).await;
+    (ws, welcome)
+}
+
+/// Publishes `n` messages of ~`pad` bytes to each of `topics`, without acks, then one with an
+/// id per topic (whose ack says the owner sequenced everything before it). Returns the last
+/// seq per topic.
+async fn flood(p: &mut Ws, topics: &[&str], n: u64, pad: usize) -> HashMap<String, u64> {
+    let filler = "x".repeat(pad);
+    for i in 0..n {
+        for t in topics {
+            let op = json!({"op":"publish","topic":t,"data":{"i":i,"pad":filler}});
+            p.feed(Message::text(op.to_string())).await.unwrap();
+        }
+    }
+    p.flush().await.unwrap();
+    let mut last = HashMap::new();
+    for t in topics {
+        send_json(
+            p,
+            json!({"op":"publish","id":t,"topic":t,"data":{"i":"last"}}),
+        )
+        .await;
+        loop {
+            let m = recv_json(p).await;
+            if m["op"] == "ack" && m["id"] == *t {
+                last.insert(t.to_string(), m["seq"].as_u64().unwrap());
+                break;
+            }
+        }
+    }
+    last
+}
+
+async fn conflation_gives_a_stalled_client_the_newest(driver: Driver) {
+    // Per topic: ~2 MB for the stalled client, more than the kernel's socket buffers take.
+    const N: u64 = 5_000;
+    let server = classes_server(driver, r#"[{pattern="px.>",slow_policy="conflate"}]"#, &[]);
+    let (mut stalled, _) = stalled_client(&server).await;
+    subscribe(&mut stalled, 1, &["px.*"]).await;
+    let (mut fast, _) = connect(&server).await;
+    subscribe(&mut fast, 1, &["px.*"]).await;
+    // The fast subscriber reports every frame it reads; the publisher sends bursts and waits
+    // until the fast one has read each burst: it keeps up by construction.
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<(String, u64)>();
+    let fast_task = tokio::spawn(async move {
+        let mut got: HashMap<String, Vec<u64>> = HashMap::new();
+        loop {
+            let m = recv_json(&mut fast).await;
+            let topic = m["topic"].as_str().unwrap().to_string();
+            let seq = m["seq"].as_u64().unwrap();
+            got.entry(topic.clone()).or_default().push(seq);
+            let _ = seen_tx.send((topic, seq));
+            if m["data"] == "last"
+                && got.len() == 2
+                && got.values().all(|v| v.len() as u64 == N + 1)
+            {
+                return got;
+            }
+        }
+    });
+    let (mut p, _) = connect(&server).await;
+    let filler = "x".repeat(400);
+    let mut sent = 0u64;
+    while sent < N {
+        for _ in 0..50 {
+            sent += 1;
+            for t in ["px.a", "px.b"] {
+                let op = json!({"op":"publish","topic":t,"data":{"i":sent,"pad":filler}});
+                p.feed(Message::text(op.to_string())).await.unwrap();
+            }
+        }
+        p.flush().await.unwrap();
+        let mut caught_up = 0;
+        while caught_up < 2 {
+            let (_, seq) = seen_rx.recv().await.unwrap();
+            if seq == sent {
+                caught_up += 1;
+            }
+        }
+    }
+    for t in ["px.a", "px.b"] {
+        send_json(&mut p, json!({"op":"publish","topic":t,"data":"last"})).await;
+    }
+    let fast_got = fast_task.await.unwrap();
+    let want: Vec<u64> = (1..=N + 1).collect();
+    for (t, seqs) in &fast_got {
+        assert_eq!(seqs, &want, "the fast subscriber got every message of {t}");
+    }
+    server.wait_metric("tickcast_conflated_total", 1.0).await;
+
+    // The stalled client resumes: per topic, increasing seqs, the newest last, not all.
+    let mut got: HashMap<String, Vec<u64>> = HashMap::new();
+    while ["px.a", "px.b"]
+        .iter()
+        .any(|t| got.get(*t).and_then(|s| s.last()) != Some(&(N + 1)))
+    {
+        let m = recv_json(&mut stalled).await;
+        let topic = m["topic"].as_str().unwrap().to_string();
+        got.entry(topic)
+            .or_default()
+            .push(m["seq"].as_u64().unwrap());
+    }
+    for (t, seqs) in &got {
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{t}: seqs increase");
+        assert!(
+            (seqs.len() as u64) < N + 1,
+            "{t}: conflated, not every message ({})",
+            seqs.len()
+        );
+    }
+    // Still connected: a ping is answered.
+    send_json(&mut stalled, json!({"op":"ping","id":"alive"})).await;
+    assert_eq!(recv_json(&mut stalled).await["op"], "pong");
+}
+
+async fn alert_overtakes_a_full_data_lane(driver: Driver) {
+    let server = classes_server(
+        driver,
+        r#"[{pattern="risk.>",lane="alert"}]"#,
+        &[("TICKCAST_LIMITS__WRITE_QUEUE_BYTES_MAX", "33554432")],
+    );
+    let (mut stalled, _) = stalled_client(&server).await;
+    subscribe(&mut stalled, 1, &["md.x", "risk.margin"]).await;
+    let (mut p, _) = connect(&server).await;
+    let last = flood(&mut p, &["md.x"], 10_000, 400).await;
+    // 10,000 ticks (~4.5 MB, more than the kernel's socket buffers take) wait in the data
+    // lane; now the alert.
+    send_json(
+        &mut p,
+        json!({"op":"publish","id":"a","topic":"risk.margin","data":"call"}),
+    )
+    .await;
+    assert_eq!(recv_json(&mut p).await["id"], "a");
+    // Resume: the alert must come before the last queued tick.
+    let mut ticks_before_alert = 0u64;
+    loop {
+        let m = recv_json(&mut stalled).await;
+        if m["topic"] == "risk.margin" {
+            break;
+        }
+        ticks_before_alert += 1;
+        assert!(
+            m["seq"].as_u64().unwrap() < last["md.x"],
+            "every tick arrived before the alert"
+        );
+    }
+    assert!(ticks_before_alert < last["md.x"]);
+    // The ticks behind it still all arrive, in order.
+    let mut seq = 0;
+    while seq < last["md.x"] {
+        let m = recv_json(&mut stalled).await;
+        seq = m["seq"].as_u64().unwrap();
+    }
+}
+
+async fn batched_delivery_coalesces_writes(driver: Driver) {
+    let server = classes_server(
+        driver,
+        r#"[{pattern="stats.>",delivery="batched",batch_window_ms=200}]"#,
+        &[],
+    );
+    let (mut sub, _) = connect(&server).await;
+    subscribe(&mut sub, 1, &["stats.cpu"]).await;
+    let (mut p, _) = connect(&server).await;
+    let writes_before = server.metric("tickcast_writes_total").await;
+    for i in 0..20 {
+        let op = json!({"op":"publish","topic":"stats.cpu","data":i});
+        p.feed(Message::text(op.to_string())).await.unwrap();
+    }
+    p.flush().await.unwrap();
+    for i in 0..20 {
+        let m = recv_json(&mut sub).await;
+        assert_eq!((&m["seq"], &m["data"]), (&json!(i + 1), &json!(i)));
+    }
+    let writes = server.metric("tickcast_writes_total").await - writes_before;
+    // 20 frames for the subscriber plus the /metrics answers: far fewer writes than frames.
+    assert!(writes < 10.0, "{writes} writes for 20 batched frames");
+}
+
+async fn throttled_delivery_sends_the_latest(driver: Driver) {
+    let server = classes_server(
+        driver,
+        r#"[{pattern="mon.>",delivery="throttled",throttle_per_s=2}]"#,
+        &[],
+    );
+    let (mut sub, _) = connect(&server).await;
+    subscribe(&mut sub, 1, &["mon.load"]).await;
+    let (mut p, _) = connect(&server).await;
+    let last = flood(&mut p, &["mon.load"], 50, 10).await;
+    let mut seqs = Vec::new();
+    while seqs.last() != Some(&last["mon.load"]) {
+        seqs.push(recv_json(&mut sub).await["seq"].as_u64().unwrap());
+    }
+    assert_eq!(seqs[0], 1, "the first goes out at once");
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+    assert!(seqs.len() < 10, "throttled to the latest values: {seqs:?}");
+    assert!(server.metric("tickcast_conflated_total").await >= 1.0);
+}
