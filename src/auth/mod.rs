@@ -624,6 +624,68 @@ mod tests {
     }
 
     #[test]
+    fn issuer_and_audience_when_configured() {
+        let a = auth(|c| {
+            c.auth.jwt_issuer = "https://auth.example".into();
+            c.auth.jwt_audience = "tickcast".into();
+        });
+        let ok = serde_json::json!({"sub":"a","exp":now()+60,"iss":"https://auth.example","aud":"tickcast"});
+        assert!(a.verify(&hs256(ok, SECRET)).is_ok());
+        let wrong_iss = serde_json::json!({"sub":"a","exp":now()+60,"iss":"evil","aud":"tickcast"});
+        assert_eq!(
+            a.verify(&hs256(wrong_iss, SECRET)).unwrap_err(),
+            AuthError::BadIssuer
+        );
+        let wrong_aud =
+            serde_json::json!({"sub":"a","exp":now()+60,"iss":"https://auth.example","aud":"x"});
+        assert_eq!(
+            a.verify(&hs256(wrong_aud, SECRET)).unwrap_err(),
+            AuthError::BadAudience
+        );
+        let missing = serde_json::json!({"sub":"a","exp":now()+60});
+        assert!(matches!(
+            a.verify(&hs256(missing, SECRET)).unwrap_err(),
+            AuthError::MissingClaim(_)
+        ));
+    }
+
+    #[test]
+    fn kid_selects_among_keys_of_one_algorithm() {
+        let mut cfg = Config::default();
+        for (kid, secret) in [("old", SECRET), ("new", "fedcba9876543210fedcba9876543210")] {
+            cfg.auth.jwt_keys.push(JwtKeyConfig {
+                algorithm: "HS256".into(),
+                kid: kid.into(),
+                secret: secret.into(),
+                ..Default::default()
+            });
+        }
+        let a = Auth::from_config(&cfg).unwrap();
+        let mut h = Header::new(Algorithm::HS256);
+        h.kid = Some("new".into());
+        let claims = serde_json::json!({"sub":"a","exp":now()+60});
+        let t = encode(
+            &h,
+            &claims,
+            &EncodingKey::from_secret(b"fedcba9876543210fedcba9876543210"),
+        )
+        .unwrap();
+        assert!(a.verify(&t).is_ok(), "rotated key by kid");
+        h.kid = Some("old".into());
+        let t = encode(
+            &h,
+            &claims,
+            &EncodingKey::from_secret(b"fedcba9876543210fedcba9876543210"),
+        )
+        .unwrap();
+        assert_eq!(
+            a.verify(&t).unwrap_err(),
+            AuthError::BadSignature,
+            "kid pins the key"
+        );
+    }
+
+    #[test]
     fn hash_key_is_sha256_hex() {
         assert_eq!(
             hash_api_key("abc"),

@@ -197,11 +197,22 @@ impl State {
         Ok(Some(Box::new(ident)))
     }
 
+    /// Counts an accepted credential. API keys (services and bots, few connections each) are
+    /// also logged and counted by name; JWT users are not (a fan-out may hold 100k of them).
     fn count_auth(&mut self, ident: &Identity) {
-        self.stats.security(match ident.method {
-            Method::Jwt => SecEvent::AuthJwt,
-            Method::ApiKey => SecEvent::AuthApiKey,
-        });
+        match ident.method {
+            Method::Jwt => self.stats.security(SecEvent::AuthJwt),
+            Method::ApiKey => {
+                self.stats.security(SecEvent::AuthApiKey);
+                metrics::counter!("tickcast_api_key_auth_total", "key" => ident.user.to_string())
+                    .increment(1);
+                tracing::info!(
+                    shard = self.shard,
+                    key = &*ident.user,
+                    "API key authenticated"
+                );
+            }
+        }
     }
 
     /// Counts one more connection of `ident`'s user; false if over
