@@ -81,14 +81,15 @@ impl State {
         }
         conn.paced = true;
         let epoch = conn.epoch;
-        let at = self.now_ms + window_ms;
+        // The coarse clock may be a timer tick old: read it fresh (vDSO, no syscall).
+        let at = self.clock() + window_ms;
         self.pacer.schedule(at, key, epoch);
     }
 
     /// A throttled frame for `key`: sent now if the topic's interval has passed for this
     /// connection, else kept as the topic's pending frame (replacing an older one).
     pub(crate) fn throttle(&mut self, key: u32, frame: OutFrame, interval_ms: u64) {
-        let now = self.now_ms;
+        let now = self.clock();
         let epoch = self.conns[key as usize].epoch;
         let slots = self.pacer.slots.entry(key).or_default();
         let topic = frame.topic();
