@@ -41,6 +41,9 @@ pub struct TopicClass {
     pub history_ttl_s: u64,
     /// A new subscriber to an exact topic first receives the topic's last message.
     pub cache: bool,
+    /// Presence: authenticated connections subscribing to (unsubscribing from, leaving) an
+    /// exact topic of this class publish `join` (`leave`) events to `presence.<topic>`.
+    pub presence: bool,
 }
 
 /// Which io driver a shard runs.
@@ -622,6 +625,12 @@ impl Config {
             }
             range(&key("history_size"), c.history_size, 0, 1_000_000)?;
             range(&key("history_ttl_s"), c.history_ttl_s, 0, 30 * 86_400)?;
+            if c.presence && (c.pattern == "presence" || c.pattern.starts_with("presence.")) {
+                return bad(
+                    &key("presence"),
+                    "presence.* topics carry presence events and have none of their own",
+                );
+            }
             if c.cache && c.history_size == 0 {
                 return bad(
                     &key("cache"),
