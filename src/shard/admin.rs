@@ -192,6 +192,7 @@ impl Snapshot {
             num(out, r.as_str(), *n);
         }
         end(out, b'}');
+        out.push(b',');
         num(out, "mesh_drops", self.mesh_drops);
     }
 }
@@ -575,7 +576,7 @@ impl State {
             )));
         }
         valid_topic(&b.topic)?;
-        if user_of_topic(&b.topic) != Some(&b.user) {
+        if !b.topic.starts_with(&format!("user.{}.", b.user)) {
             return Err(bad(format!(
                 "topic {:?} must start with \"user.{}.\"",
                 b.topic, b.user
