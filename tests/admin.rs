@@ -124,6 +124,11 @@ async fn post(server: &Server, path: &str, body: Value) -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
+/// `field` of every element of the array `list`.
+fn pluck<'a>(list: &'a Value, field: &str) -> Vec<&'a Value> {
+    list.as_array().unwrap().iter().map(|v| &v[field]).collect()
+}
+
 /// Asserts `ws` has nothing queued: a ping's pong is the next message.
 async fn nothing_more(ws: &mut Ws) {
     send_json(ws, json!({"op":"ping","id":"sentinel"})).await;
@@ -298,12 +303,7 @@ async fn stats_and_connections(driver: Driver) {
     let by_user = get(&server, "/v1/connections?user=alice").await;
     assert_eq!(by_user["connections"].as_array().unwrap().len(), 2);
     let by_topic = get(&server, "/v1/connections?topic=quotes.x").await;
-    let ids: Vec<&Value> = by_topic["connections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| &c["conn"])
-        .collect();
+    let ids = pluck(&by_topic["connections"], "conn");
     assert_eq!(ids.len(), 2, "{by_topic}");
     assert!(ids.contains(&&alice[0].1["conn"]) && ids.contains(&&anon_w["conn"]));
     let both = get(&server, "/v1/connections?user=alice&topic=room.1").await;
@@ -360,12 +360,7 @@ async fn topics_and_history(driver: Driver) {
     assert_eq!(first["topics"][0]["topic"], "hist.a");
     assert_eq!(first["next_cursor"], "hist.a");
     let second = get(&server, "/v1/topics?limit=2&cursor=hist.a").await;
-    let names: Vec<&Value> = second["topics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| &t["topic"])
-        .collect();
+    let names = pluck(&second["topics"], "topic");
     assert_eq!(names, [&json!("hist.b"), &json!("other.c")]);
     assert_eq!(second["next_cursor"], Value::Null);
     assert_eq!(second["topics"][1]["subscribers"], 0);

@@ -18,7 +18,7 @@ use std::{collections::HashMap, mem, net::IpAddr, rc::Rc, sync::Arc};
 use serde::Deserialize;
 
 use super::{
-    HttpWaiter, State,
+    State,
     conn::{Conn, Phase},
     fanout::owner_of,
     history::epoch_str,
@@ -424,18 +424,12 @@ impl State {
         match asked {
             Ok(Asked::Waiting(rx)) => Answer::Await(rx),
             Ok(Asked::Gather(query, kind, targets)) => {
-                let (tx, rx) = futures_channel::oneshot::channel();
-                let token = self.http_waiters.insert(HttpWaiter {
-                    tx,
-                    keep_alive,
-                    stats_pending: 0,
-                    head: false,
-                    gather: Some(Box::new(Gather {
-                        kind,
-                        pending: 0,
-                        parts: Vec::new(),
-                    })),
-                });
+                let gather = Gather {
+                    kind,
+                    pending: 0,
+                    parts: Vec::new(),
+                };
+                let (token, rx) = self.http_waiter(keep_alive, Some(Box::new(gather)));
                 self.admin_send(token, query, targets);
                 Answer::Await(rx)
             }
@@ -584,14 +578,7 @@ impl State {
         }
         self.check_data(data.len())?;
         protocol::check_idem(b.idem.as_deref()).map_err(bad)?;
-        let (tx, rx) = futures_channel::oneshot::channel();
-        let token = self.http_waiters.insert(HttpWaiter {
-            tx,
-            keep_alive,
-            stats_pending: 0,
-            head: false,
-            gather: None,
-        });
+        let (token, rx) = self.http_waiter(keep_alive, None);
         let idem = b.idem.map(Into::into);
         let reply = ReplyTo::Http {
             token: token as u32,
@@ -874,43 +861,32 @@ impl State {
         match kind {
             Kind::Stats => self.render_stats(&mut out, parts),
             Kind::Connections { limit } => {
-                let mut conns: Vec<ConnInfo> = parts
-                    .into_iter()
-                    .flat_map(|p| match p {
-                        AdminPart::Connections(v) => v,
-                        _ => Vec::new(),
-                    })
-                    .collect();
+                let mut conns = collect_parts(parts, |p| match p {
+                    AdminPart::Connections(v) => Some(v),
+                    _ => None,
+                });
                 conns.sort_unstable_by_key(|c| (c.shard, c.no));
-                key(&mut out, "connections");
-                let next = page(
+                let list = List::new("connections", conns.len(), limit, budget);
+                list.render(
                     &mut out,
-                    conns.len(),
-                    limit,
-                    budget,
                     |out, i| render_conn(out, &conns[i]),
                     |i| conn_id(conns[i].shard, conns[i].no),
                 );
-                next_cursor(&mut out, next);
             }
             Kind::Count(field) => {
-                let n: usize = parts
-                    .iter()
-                    .map(|p| match p {
-                        AdminPart::Count(n) => *n,
-                        _ => 0,
-                    })
-                    .sum();
+                let n: usize = collect_parts(parts, |p| match p {
+                    AdminPart::Count(n) => Some(vec![n]),
+                    _ => None,
+                })
+                .iter()
+                .sum();
                 num(&mut out, field, n as u64);
             }
             Kind::Topics { limit } => {
-                let mut topics: Vec<TopicInfo> = parts
-                    .into_iter()
-                    .flat_map(|p| match p {
-                        AdminPart::Topics(v) => v,
-                        _ => Vec::new(),
-                    })
-                    .collect();
+                let mut topics = collect_parts(parts, |p| match p {
+                    AdminPart::Topics(v) => Some(v),
+                    _ => None,
+                });
                 first_by(&mut topics, limit + 1, |a, b| a.name.cmp(&b.name));
                 if !topics.is_empty() {
                     let names: Arc<[Box<str>]> =
@@ -924,8 +900,7 @@ impl State {
                     let all = u64::MAX >> (64 - self.shared.shards);
                     return self.admin_send(token, AdminQuery::Subscribers(names), all);
                 }
-                out.extend_from_slice(b"\"topics\":[],");
-                next_cursor(&mut out, None);
+                out.extend_from_slice(b"\"topics\":[],\"next_cursor\":null");
             }
             Kind::TopicSubscribers {
                 page: topics,
@@ -939,16 +914,12 @@ impl State {
                         }
                     }
                 }
-                key(&mut out, "topics");
-                let next = page(
+                let list = List::new("topics", topics.len(), limit, budget);
+                list.render(
                     &mut out,
-                    topics.len(),
-                    limit,
-                    budget,
                     |out, i| render_topic(out, &topics[i], counts[i]),
                     |i| topics[i].name.to_string(),
                 );
-                next_cursor(&mut out, next);
             }
             Kind::History { topic } => match parts.into_iter().next() {
                 Some(AdminPart::History(Some(h))) => {
@@ -973,32 +944,21 @@ impl State {
             Kind::Presence { topic } => {
                 let (users, anonymous) = merge_users(parts);
                 string(&mut out, "topic", &topic);
-                key(&mut out, "users");
-                let cut = page(
-                    &mut out,
-                    users.len(),
-                    usize::MAX,
-                    budget,
-                    |out, i| render_user(out, &users[i]),
-                    |_| String::new(),
-                );
+                let list = List::new("users", users.len(), usize::MAX, budget);
+                let cut = list.items(&mut out, |out, i| render_user(out, &users[i]));
                 num(&mut out, "anonymous", anonymous as u64);
-                if cut.is_some() {
+                if cut {
                     out.extend_from_slice(b"\"truncated\":true");
                 }
             }
             Kind::Online { limit } => {
                 let (users, _) = merge_users(parts);
-                key(&mut out, "users");
-                let next = page(
+                let list = List::new("users", users.len(), limit, budget);
+                list.render(
                     &mut out,
-                    users.len(),
-                    limit,
-                    budget,
                     |out, i| render_user(out, &users[i]),
                     |i| users[i].0.to_string(),
                 );
-                next_cursor(&mut out, next);
             }
         }
         end(&mut out, b'}');
@@ -1006,13 +966,10 @@ impl State {
     }
 
     fn render_stats(&self, out: &mut Vec<u8>, parts: Vec<AdminPart>) {
-        let mut shards: Vec<Snapshot> = parts
-            .into_iter()
-            .filter_map(|p| match p {
-                AdminPart::Stats(s) => Some(*s),
-                _ => None,
-            })
-            .collect();
+        let mut shards = collect_parts(parts, |p| match p {
+            AdminPart::Stats(s) => Some(vec![*s]),
+            _ => None,
+        });
         shards.sort_by_key(|s| s.shard);
         let mut total = Snapshot::default();
         for s in &shards {
@@ -1168,6 +1125,11 @@ impl State {
     }
 }
 
+/// The items of every part `pick` takes.
+fn collect_parts<T>(parts: Vec<AdminPart>, pick: impl Fn(AdminPart) -> Option<Vec<T>>) -> Vec<T> {
+    parts.into_iter().filter_map(pick).flatten().collect()
+}
+
 /// Keeps the first `n` of `v` by `cmp`, sorted.
 fn first_by<T>(v: &mut Vec<T>, n: usize, cmp: impl Fn(&T, &T) -> std::cmp::Ordering) {
     if v.len() > n {
@@ -1216,42 +1178,66 @@ fn conn_id(shard: usize, no: u64) -> String {
     format!("{shard}-{no}")
 }
 
-/// `"next_cursor":"…"|null,`
-fn next_cursor(out: &mut Vec<u8>, next: Option<String>) {
-    key(out, "next_cursor");
-    match next {
-        Some(c) => push_json_str(out, &c),
-        None => out.extend_from_slice(b"null"),
-    }
-    out.push(b',');
-}
-
-/// Renders items `0..len` as a JSON array (followed by `,`): at most `limit`, and no more
-/// than fit in `budget` bytes of `out` (one at least). Returns the cursor of the last item
-/// rendered when some were left out.
-fn page(
-    out: &mut Vec<u8>,
+/// A JSON array member `"<name>":[…],` of `len` items: at most `limit`, and no more than fit
+/// in `budget` bytes of the body (one at least).
+struct List {
+    name: &'static str,
     len: usize,
     limit: usize,
     budget: usize,
-    mut render: impl FnMut(&mut Vec<u8>, usize),
-    cursor: impl Fn(usize) -> String,
-) -> Option<String> {
-    out.push(b'[');
-    let mut shown = 0;
-    while shown < len.min(limit) {
-        let mark = out.len();
-        render(out, shown);
-        out.push(b',');
-        if out.len() > budget && shown > 0 {
-            out.truncate(mark);
-            break;
+}
+
+impl List {
+    fn new(name: &'static str, len: usize, limit: usize, budget: usize) -> List {
+        List {
+            name,
+            len,
+            limit,
+            budget,
         }
-        shown += 1;
     }
-    end(out, b']');
-    out.push(b',');
-    (shown < len).then(|| cursor(shown - 1))
+
+    /// The items, then `"next_cursor"`: the cursor of the last item rendered when some were
+    /// left out, else `null`.
+    fn render(
+        &self,
+        out: &mut Vec<u8>,
+        render: impl FnMut(&mut Vec<u8>, usize),
+        cursor: impl Fn(usize) -> String,
+    ) {
+        let shown = self.items_shown(out, render);
+        key(out, "next_cursor");
+        if shown < self.len {
+            push_json_str(out, &cursor(shown - 1));
+        } else {
+            out.extend_from_slice(b"null");
+        }
+        out.push(b',');
+    }
+
+    /// The items only; true when some were left out.
+    fn items(&self, out: &mut Vec<u8>, render: impl FnMut(&mut Vec<u8>, usize)) -> bool {
+        self.items_shown(out, render) < self.len
+    }
+
+    fn items_shown(&self, out: &mut Vec<u8>, mut render: impl FnMut(&mut Vec<u8>, usize)) -> usize {
+        key(out, self.name);
+        out.push(b'[');
+        let mut shown = 0;
+        while shown < self.len.min(self.limit) {
+            let mark = out.len();
+            render(out, shown);
+            out.push(b',');
+            if out.len() > self.budget && shown > 0 {
+                out.truncate(mark);
+                break;
+            }
+            shown += 1;
+        }
+        end(out, b']');
+        out.push(b',');
+        shown
+    }
 }
 
 fn render_conn(out: &mut Vec<u8>, c: &ConnInfo) {

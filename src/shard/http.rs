@@ -420,14 +420,7 @@ impl State {
         if let Err(msg) = protocol::check_idem(idem.as_deref()) {
             return fail(self, ErrorCode::BadRequest, msg);
         }
-        let (tx, rx) = futures_channel::oneshot::channel();
-        let token = self.http_waiters.insert(HttpWaiter {
-            tx,
-            keep_alive,
-            stats_pending: 0,
-            head: false,
-            gather: None,
-        });
+        let (token, rx) = self.http_waiter(keep_alive, None);
         self.ingest_publish(
             &topic,
             data,
@@ -437,6 +430,24 @@ impl State {
             },
         );
         Answer::Await(rx)
+    }
+
+    /// A waiter for the answer to an HTTP request from other shards: the owner's answer to
+    /// a publish (`http_published`), or the parts of an admin request (`gather`).
+    pub(super) fn http_waiter(
+        &mut self,
+        keep_alive: bool,
+        gather: Option<Box<super::admin::Gather>>,
+    ) -> (usize, futures_channel::oneshot::Receiver<Vec<u8>>) {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        let token = self.http_waiters.insert(HttpWaiter {
+            tx,
+            keep_alive,
+            stats_pending: 0,
+            head: false,
+            gather,
+        });
+        (token, rx)
     }
 
     /// The owner's answer to an HTTP publish.
