@@ -735,6 +735,14 @@ mod tests {
         assert!(c.validate().unwrap_err().contains("server.listen"));
 
         let mut c = Config::default();
+        c.topics.push(TopicClass {
+            pattern: "presence.>".into(),
+            presence: true,
+            ..Default::default()
+        });
+        assert!(c.validate().unwrap_err().contains("topics[0].presence"));
+
+        let mut c = Config::default();
         c.limits.write_queue_bytes_max = 1000;
         assert!(
             c.validate()

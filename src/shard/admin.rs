@@ -1314,3 +1314,67 @@ fn frame_payload(bytes: &[u8]) -> &[u8] {
     };
     bytes.get(header..).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parameters() {
+        let [a, b] = params(Some("user=al%40ice&limit=5"), ["user", "limit"]).unwrap();
+        assert_eq!(a.as_deref(), Some("al@ice"));
+        assert_eq!(b.as_deref(), Some("5"));
+        assert!(
+            params(Some("usr=x"), ["user"])
+                .unwrap_err()
+                .2
+                .contains("usr")
+        );
+        assert!(params(Some("user=a&user=b"), ["user"]).is_err());
+        assert!(params(Some("x=1"), []).is_err());
+        assert!(params(None, ["user"]).unwrap()[0].is_none());
+        assert_eq!(page_limit(None).unwrap(), ADMIN_PAGE_DEFAULT);
+        assert_eq!(page_limit(Some("1000".into())).unwrap(), 1000);
+        for bad in ["0", "1001", "-1", "x", ""] {
+            assert!(page_limit(Some(bad.into())).is_err(), "{bad}");
+        }
+        assert_eq!(parse_conn_id("1-17", 2), Some((1, 17)));
+        assert_eq!(parse_conn_id("2-17", 2), None);
+        assert_eq!(parse_conn_id("1-", 2), None);
+        assert_eq!(user_of_topic("user.alice.orders"), Some("alice"));
+        assert_eq!(user_of_topic("users.alice"), None);
+    }
+
+    #[test]
+    fn lists_stop_at_the_limit_or_the_budget_with_a_cursor() {
+        let render = |out: &mut Vec<u8>, i: usize| out.extend_from_slice(format!("{i}").as_bytes());
+        let mut out = b"{".to_vec();
+        List::new("x", 5, 3, 1 << 20).render(&mut out, render, |i| i.to_string());
+        end(&mut out, b'}');
+        assert_eq!(out, br#"{"x":[0,1,2],"next_cursor":"2"}"#);
+        let mut out = b"{".to_vec();
+        List::new("x", 3, 3, 1 << 20).render(&mut out, render, |i| i.to_string());
+        end(&mut out, b'}');
+        assert_eq!(out, br#"{"x":[0,1,2],"next_cursor":null}"#);
+        // A budget of 10 bytes holds `{"x":[0,1` and no more; one item always fits.
+        let mut out = b"{".to_vec();
+        List::new("x", 5, 100, 10).render(&mut out, render, |i| i.to_string());
+        end(&mut out, b'}');
+        assert_eq!(out, br#"{"x":[0,1],"next_cursor":"1"}"#);
+        let mut out = b"{".to_vec();
+        assert!(List::new("x", 2, 100, 1).items(&mut out, render));
+        assert_eq!(out, br#"{"x":[0],"#);
+    }
+
+    #[test]
+    fn history_messages_are_frame_payloads() {
+        let frame = crate::frame::encode_data_frame("t.a", 3, 7, br#"{"k":1}"#, 1);
+        assert_eq!(
+            frame_payload(frame.bytes()),
+            br#"{"topic":"t.a","seq":3,"ts":7,"data":{"k":1}}"#
+        );
+        let big = "x".repeat(70_000);
+        let frame = text_frame(big.as_bytes());
+        assert_eq!(frame_payload(frame.bytes()), big.as_bytes());
+    }
+}
