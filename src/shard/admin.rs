@@ -383,7 +383,7 @@ impl State {
     pub(super) fn admin_http(&mut self, key: u32, req: &Request<'_>, body: &[u8]) -> Answer {
         let keep_alive = req.keep_alive;
         let q = req.query;
-        let all = u64::MAX >> (64 - self.shared.shards);
+        let all = self.all_shards();
         let asked: Result<Asked, Bad> = match req.path {
             "/v1/stats" => {
                 params(q, []).map(|_| Asked::Gather(AdminQuery::Stats, Kind::Stats, all))
@@ -535,7 +535,7 @@ impl State {
                 reason.len()
             )));
         }
-        let all = u64::MAX >> (64 - self.shared.shards);
+        let all = self.all_shards();
         let (user, conn_no, targets) = match (b.user, b.conn) {
             (Some(u), None) if !u.is_empty() => (Some(u.into()), None, all),
             (None, Some(c)) => {
@@ -585,6 +585,11 @@ impl State {
         };
         self.ingest(&b.topic, data, idem, reply, true);
         Ok(Asked::Waiting(rx))
+    }
+
+    /// Every shard, as a mask.
+    pub(crate) fn all_shards(&self) -> u64 {
+        u64::MAX >> (64 - self.shared.shards)
     }
 
     /// Bytes an admin answer's body may take: it is queued on the asking connection like any
@@ -897,7 +902,7 @@ impl State {
                             limit,
                         };
                     }
-                    let all = u64::MAX >> (64 - self.shared.shards);
+                    let all = self.all_shards();
                     return self.admin_send(token, AdminQuery::Subscribers(names), all);
                 }
                 out.extend_from_slice(b"\"topics\":[],\"next_cursor\":null");

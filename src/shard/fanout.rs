@@ -168,7 +168,7 @@ impl State {
 
     /// A user message's frame to every other shard.
     fn send_to_user_shards(&mut self, frame: &SharedFrame) {
-        let all = u64::MAX >> (64 - self.shared.shards);
+        let all = self.all_shards();
         self.send_frame(all, frame, MeshMsg::DeliverUser);
     }
 
