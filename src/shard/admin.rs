@@ -663,12 +663,16 @@ impl State {
                 after,
                 limit,
             } => {
-                let mut v: Vec<TopicInfo> = self
+                let mut page: Vec<_> = self
                     .topics
                     .iter()
                     .filter(|(name, _)| {
                         name.starts_with(&*prefix) && after.as_deref().is_none_or(|a| ***name > *a)
                     })
+                    .collect();
+                first_by(&mut page, limit, |a, b| a.0.cmp(b.0));
+                let v = page
+                    .into_iter()
                     .map(|(name, t)| TopicInfo {
                         name: name.clone(),
                         seq: t.seq,
@@ -676,7 +680,6 @@ impl State {
                         history: t.history.as_ref().map_or(0, |h| h.retained()),
                     })
                     .collect();
-                first_by(&mut v, limit, |a, b| a.name.cmp(&b.name));
                 AdminPart::Topics(v)
             }
             AdminQuery::Subscribers(topics) => {
@@ -791,7 +794,8 @@ impl State {
             }
             None => self.conns.iter().map(|(k, _)| k as u32).collect(),
         };
-        let mut out: Vec<ConnInfo> = keys
+        // The page is chosen first; only its entries are copied out.
+        let mut page: Vec<&Conn> = keys
             .into_iter()
             .map(|k| &self.conns[k as usize])
             .filter(|c| c.phase == Phase::Ws && !c.echo)
@@ -801,6 +805,9 @@ impl State {
                     .as_deref()
                     .is_none_or(|u| c.ident.as_ref().is_some_and(|i| *i.user == *u))
             })
+            .collect();
+        first_by(&mut page, f.limit, |a, b| a.no.cmp(&b.no));
+        page.into_iter()
             .map(|c| ConnInfo {
                 shard: self.shard,
                 no: c.no,
@@ -811,9 +818,7 @@ impl State {
                 queued_bytes: c.out.bytes(),
                 tls: c.tls.is_some(),
             })
-            .collect();
-        first_by(&mut out, f.limit, |a, b| a.no.cmp(&b.no));
-        out
+            .collect()
     }
 
     /// Queues a broadcast frame to every WebSocket connection; returns how many.
