@@ -53,6 +53,9 @@ pub struct TopicClass {
     pub batch_window_ms: u64,
     /// `delivery = "throttled"`: messages per second per subscriber and topic.
     pub throttle_per_s: u32,
+    /// Presence: authenticated connections subscribing to (unsubscribing from, leaving) an
+    /// exact topic of this class publish `join` (`leave`) events to `presence.<topic>`.
+    pub presence: bool,
 }
 
 /// Outbound lanes, highest priority first. `control` (acks, errors, pongs, pings) is not a
@@ -703,6 +706,12 @@ impl Config {
             if c.delivery == Delivery::Throttled {
                 range(&key("throttle_per_s"), c.throttle_per_s, 1, 1000)?;
             }
+            if c.presence && (c.pattern == "presence" || c.pattern.starts_with("presence.")) {
+                return bad(
+                    &key("presence"),
+                    "presence.* topics carry presence events and have none of their own",
+                );
+            }
             if c.cache && c.history_size == 0 {
                 return bad(
                     &key("cache"),
@@ -820,6 +829,14 @@ mod tests {
         let mut c = Config::default();
         c.server.listen = "nope".into();
         assert!(c.validate().unwrap_err().contains("server.listen"));
+
+        let mut c = Config::default();
+        c.topics.push(TopicClass {
+            pattern: "presence.>".into(),
+            presence: true,
+            ..Default::default()
+        });
+        assert!(c.validate().unwrap_err().contains("topics[0].presence"));
 
         let mut c = Config::default();
         c.limits.write_queue_bytes_max = 1000;

@@ -36,3 +36,14 @@ pub const OUTQ_KEEP_ENTRIES: usize = 8;
 /// same topic: bounds the cost of one delivery to a stalled subscriber (a queue of 1 MiB holds
 /// ~10k small frames). Not found within it: the lane's oldest frames are dropped instead.
 pub const CONFLATE_SCAN_MAX: usize = 1024;
+
+/// Admin API pages (`limit` of `GET /v1/connections`, `/v1/topics`, `/v1/history`,
+/// `/v1/online`): the default, and the most one request may ask for. A page is built in one
+/// synchronous section of every shard; 1000 entries keep that section well under a
+/// millisecond and the answer far below `limits.write_queue_bytes_max`.
+pub const ADMIN_PAGE_DEFAULT: usize = 100;
+pub const ADMIN_PAGE_MAX: usize = 1000;
+
+/// Bytes of the `reason` of `POST /v1/disconnect`: a close frame's payload is at most 125
+/// bytes (RFC 6455 §5.5), 2 of them the code; 120 is a round number below that.
+pub const CLOSE_REASON_BYTES_MAX: usize = 120;

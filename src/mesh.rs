@@ -61,6 +61,27 @@ pub enum MeshMsg {
     Position(Box<PositionReq>),
     /// The owner's answer, back to the subscriber's shard.
     PositionReply(Box<PositionRep>),
+    /// A user message's data frame (topic `user.<id>.…`): for the destination's local
+    /// subscribers of the topic and every local connection of user `<id>`, once each.
+    DeliverUser(SharedFrame),
+    /// An admin API question for the destination (`src/shard/admin.rs`).
+    Admin(Box<AdminReq>),
+    /// The destination's part of the answer, back to the asking shard.
+    AdminReply(Box<AdminRep>),
+}
+
+#[derive(Debug)]
+pub struct AdminReq {
+    pub from: u8,
+    /// The HTTP waiter on the asking shard.
+    pub token: u32,
+    pub query: crate::shard::admin::AdminQuery,
+}
+
+#[derive(Debug)]
+pub struct AdminRep {
+    pub token: u32,
+    pub part: crate::shard::admin::AdminPart,
 }
 
 #[derive(Debug)]
@@ -111,6 +132,8 @@ pub struct PublishMsg {
     pub reply: ReplyTo,
     /// Deduplication key (`idem`), if the publisher gave one.
     pub idem: Option<Box<str>>,
+    /// A user message (`POST /v1/send`): delivered to the user's connections too.
+    pub to_user: bool,
 }
 
 /// The outcome of a publish at the topic's owner.
@@ -261,7 +284,10 @@ impl ShardMesh {
     }
 
     fn spill_msg(&mut self, dst: usize, msg: MeshMsg) -> SendOutcome {
-        let droppable = matches!(msg, MeshMsg::Deliver(_) | MeshMsg::Publish(_));
+        let droppable = matches!(
+            msg,
+            MeshMsg::Deliver(_) | MeshMsg::DeliverUser(_) | MeshMsg::Publish(_)
+        );
         if droppable && self.spill_len >= self.spill_max {
             return SendOutcome::Dropped(msg);
         }

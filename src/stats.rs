@@ -47,10 +47,12 @@ pub enum CloseReason {
     AuthFailed,
     /// Kept sending over the message rate limit (4029).
     RateLimited,
+    /// Closed by an operator (`POST /v1/disconnect`).
+    Admin,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 15] = [
+    pub const ALL: [CloseReason; 16] = [
         CloseReason::ClientClose,
         CloseReason::ClientGone,
         CloseReason::ProtocolError,
@@ -66,6 +68,7 @@ impl CloseReason {
         CloseReason::Unauthorized,
         CloseReason::AuthFailed,
         CloseReason::RateLimited,
+        CloseReason::Admin,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -85,6 +88,7 @@ impl CloseReason {
             CloseReason::Unauthorized => "unauthorized",
             CloseReason::AuthFailed => "auth_failed",
             CloseReason::RateLimited => "rate_limited",
+            CloseReason::Admin => "admin",
         }
     }
 }

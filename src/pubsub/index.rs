@@ -252,6 +252,13 @@ impl LocalIndex {
             .is_some_and(|subs| subs.contains(conn))
     }
 
+    /// Calls `f` for each connection subscribed to exactly `pattern` (admin queries).
+    pub fn for_each_exact(&self, pattern: &str, mut f: impl FnMut(ConnId)) {
+        if let Some(subs) = self.trie.get(pattern) {
+            subs.for_each(&mut f);
+        }
+    }
+
     /// Number of connections subscribed to exactly `pattern`; 0 if none.
     pub fn subscriber_count(&self, pattern: &str) -> usize {
         self.trie.get(pattern).map_or(0, Subscribers::len)

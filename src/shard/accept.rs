@@ -35,7 +35,7 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: Rc<TcpListener>, tls: bool)
 }
 
 /// The bucket of a peer address in the per-IP connection counters.
-fn ip_bucket(ip: IpAddr) -> u32 {
+pub(super) fn ip_bucket(ip: IpAddr) -> u32 {
     let mut h = std::hash::DefaultHasher::new();
     ip.hash(&mut h);
     (h.finish() % IP_BUCKETS as u64) as u32
@@ -69,7 +69,8 @@ impl Shard {
         };
         // Latency first: tickcast coalesces frames itself, Nagle would only delay them.
         let _ = stream.set_nodelay(true);
-        let bucket = ip_bucket(peer.ip());
+        let ip = peer.ip().to_canonical();
+        let bucket = ip_bucket(ip);
         self.shared.connections.fetch_add(1, Ordering::Relaxed);
         self.shared.per_ip[bucket as usize].fetch_add(1, Ordering::Relaxed);
         let now = st.clock();
@@ -81,11 +82,11 @@ impl Shard {
         let mut conn = Conn::new(
             stream.clone(),
             epoch,
-            bucket,
+            ip,
             no,
             now,
             deadline,
-            peer.ip().to_canonical().is_loopback(),
+            ip.is_loopback(),
         );
         conn.tls = tls;
         let key = st.conns.insert(conn) as u32;

@@ -76,7 +76,7 @@ pub(crate) fn request_token(req: &Request<'_>) -> Option<String> {
 
 /// `%XX` and `+` decoding of a query value; a broken escape is kept as is (the token then
 /// fails verification, with a clear error).
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -158,7 +158,7 @@ impl State {
             cfg.limits.connect_burst_per_ip,
         );
         if !rate.is_unlimited() {
-            let tat = &self.shared.connect_tat[self.conns[key as usize].ip_bucket as usize];
+            let tat = &self.shared.connect_tat[self.conns[key as usize].ip_bucket() as usize];
             let now_us = self.shared.started.elapsed().as_micros() as u64;
             if !rate.check_shared(tat, now_us) {
                 self.stats.security(SecEvent::RateLimitedConnect);
@@ -247,6 +247,8 @@ impl State {
             conn.deadline_ms = deadline;
         }
         conn.ident = ident;
+        // Admin: per-user index of connections (`super::admin`).
+        self.user_indexed(key);
     }
 
     /// The message rate of connection `key`: true if this message may be processed. Over the
@@ -368,9 +370,15 @@ impl State {
         let user = ident.user.clone();
         let exp = ident.exp_s;
         let conn = &mut self.conns[key as usize];
+        let newly = conn.ident.is_none();
         conn.ident = Some(Box::new(ident));
         conn.auth = AuthState::Ok;
-        let subs = std::mem::take(&mut conn.subs);
+        // Admin: per-user index, `join` for presence topics already subscribed
+        // (`super::admin`).
+        if newly {
+            self.user_indexed(key);
+        }
+        let subs = std::mem::take(&mut self.conns[key as usize].subs);
         let (kept, dropped): (Vec<_>, Vec<_>) =
             subs.into_iter().partition(|p| self.may_subscribe(key, p));
         self.conns[key as usize].subs = kept;

@@ -73,7 +73,11 @@ pub struct Conn {
     pub drop_input: bool,
     pub close_reason: Option<CloseReason>,
     pub epoch: u32,
-    pub ip_bucket: u32,
+    /// The peer's address as accepted, IPv6 form (IPv4 mapped): 16 bytes where `IpAddr` takes
+    /// 17 and would not fit the size bound below. See [`Conn::ip`], [`Conn::ip_bucket`].
+    pub peer_ip: [u8; 16],
+    /// Shard clock (s) at accept (`GET /v1/connections` `age_s`).
+    pub accepted_s: u32,
     /// Bytes of a partial frame or request, kept between reads.
     pub rbuf: Vec<u8>,
     pub decoder: Decoder,
@@ -106,13 +110,15 @@ pub struct Conn {
 }
 
 // There is one per connection (19k per process in the benchmarks, 1 KiB budget each in all).
-const _: () = assert!(mem::size_of::<Conn>() <= 256);
+// 256 bytes until the admin API (peer address, accept time: 16 bytes) and the lanes (per-lane
+// byte counts, skipped frames: 16 bytes) came; 272 keeps the slab entry at 4.25 cache lines.
+const _: () = assert!(mem::size_of::<Conn>() <= 272);
 
 impl Conn {
     pub fn new(
         stream: Rc<TcpStream>,
         epoch: u32,
-        ip_bucket: u32,
+        ip: std::net::IpAddr,
         no: u64,
         now_ms: u64,
         deadline_ms: u64,
@@ -133,7 +139,11 @@ impl Conn {
             drop_input: false,
             close_reason: None,
             epoch,
-            ip_bucket,
+            peer_ip: match ip {
+                std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+                std::net::IpAddr::V6(v6) => v6.octets(),
+            },
+            accepted_s: (now_ms / 1000) as u32,
             rbuf: Vec::new(),
             decoder: Decoder::new(),
             subs: Vec::new(),
@@ -151,6 +161,16 @@ impl Conn {
             skipped: 0,
             tls: None,
         }
+    }
+
+    /// The peer's address (IPv4 as IPv4).
+    pub fn ip(&self) -> std::net::IpAddr {
+        std::net::Ipv6Addr::from(self.peer_ip).to_canonical()
+    }
+
+    /// The peer's bucket in the per-IP counters (`Shared::per_ip`, `connect_tat`).
+    pub fn ip_bucket(&self) -> u32 {
+        super::accept::ip_bucket(self.ip())
     }
 
     /// Marks the connection as having frames to write; true the first time since the last
@@ -684,6 +704,8 @@ impl State {
         if conn.tls.as_ref().is_some_and(|t| !t.established) {
             self.stats.c.tls_handshake_failures += 1;
         }
+        // Admin: per-user index and presence `leave` events (`super::admin`).
+        self.conn_gone(key, &conn);
         for pattern in &conn.subs {
             self.unsubscribe_pattern(pattern, key);
         }
@@ -702,7 +724,7 @@ impl State {
         self.shared
             .connections
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        self.shared.per_ip[conn.ip_bucket as usize]
+        self.shared.per_ip[conn.ip_bucket() as usize]
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         if conn.reset_on_close {
             let _ = rustix::net::sockopt::set_socket_linger(

@@ -52,10 +52,23 @@ impl State {
         idem: Option<Box<str>>,
         reply: ReplyTo,
     ) {
+        self.ingest(topic, data, idem, reply, false)
+    }
+
+    /// A publish (`to_user`: a user message, `POST /v1/send`, whose topic is
+    /// `user.<id>.…`) goes to its topic's owner.
+    pub(crate) fn ingest(
+        &mut self,
+        topic: &str,
+        data: Vec<u8>,
+        idem: Option<Box<str>>,
+        reply: ReplyTo,
+        to_user: bool,
+    ) {
         self.stats.c.publishes += 1;
         let owner = owner_of(topic, self.shared.shards);
         if owner == self.shard {
-            self.sequence(topic, &data, idem, reply, self.shard);
+            self.sequence(topic, &data, idem, reply, self.shard, to_user);
             return;
         }
         let msg = PublishMsg {
@@ -64,6 +77,7 @@ impl State {
             origin: self.shard as u8,
             reply,
             idem,
+            to_user,
         };
         match self.mesh.send(owner, MeshMsg::Publish(Box::new(msg))) {
             SendOutcome::Sent => {}
@@ -85,6 +99,7 @@ impl State {
         idem: Option<Box<str>>,
         reply: ReplyTo,
         origin: usize,
+        to_user: bool,
     ) {
         if !self.ensure_topic(topic) {
             return self.publish_done(reply, Err(ErrorCode::RateLimited), origin);
@@ -128,9 +143,15 @@ impl State {
         if let Some(h) = state.history.as_mut() {
             h.push(frame.clone(), frame.published_ns());
         }
-        self.send_to_shards(mask, &frame);
-        if mask & (1 << self.shard) != 0 {
-            self.deliver_local(topic, Rc::new(frame));
+        if to_user {
+            // The user's connections may be on any shard: every shard gets it.
+            self.send_to_user_shards(&frame);
+            self.deliver_user(Rc::new(frame));
+        } else {
+            self.send_to_shards(mask, &frame);
+            if mask & (1 << self.shard) != 0 {
+                self.deliver_local(topic, Rc::new(frame));
+            }
         }
         let done = Published {
             seq,
@@ -141,11 +162,22 @@ impl State {
     }
 
     fn send_to_shards(&mut self, mask: u64, frame: &SharedFrame) {
+        self.send_frame(mask, frame, MeshMsg::Deliver);
+    }
+
+    /// A user message's frame to every other shard.
+    fn send_to_user_shards(&mut self, frame: &SharedFrame) {
+        let all = self.all_shards();
+        self.send_frame(all, frame, MeshMsg::DeliverUser);
+    }
+
+    #[inline]
+    fn send_frame(&mut self, mask: u64, frame: &SharedFrame, msg: impl Fn(SharedFrame) -> MeshMsg) {
         let mut peers = mask & !(1 << self.shard);
         while peers != 0 {
             let dst = peers.trailing_zeros() as usize;
             peers &= peers - 1;
-            match self.mesh.send(dst, MeshMsg::Deliver(frame.clone())) {
+            match self.mesh.send(dst, msg(frame.clone())) {
                 SendOutcome::Sent => {}
                 SendOutcome::Spilled => self.stats.c.mesh_spills += 1,
                 SendOutcome::Dropped(_) => self.stats.c.mesh_drops += 1,
@@ -390,6 +422,7 @@ impl State {
         for topic in &accepted {
             if let SubOutcome::Added { first } = self.index.subscribe(topic, key) {
                 self.conns[key as usize].subs.push((*topic).into());
+                self.presence_changed(key, topic, true);
                 if first {
                     self.interest_changed(topic, true);
                 }
@@ -501,8 +534,12 @@ impl State {
 
     /// Removes `key` from `pattern` in the index; tells peers when it was the last one here.
     pub(crate) fn unsubscribe_pattern(&mut self, pattern: &str, key: u32) {
-        if let UnsubOutcome::Removed { last: true } = self.index.unsubscribe(pattern, key) {
-            self.interest_changed(pattern, false);
+        let outcome = self.index.unsubscribe(pattern, key);
+        if let UnsubOutcome::Removed { last } = outcome {
+            self.presence_changed(key, pattern, false);
+            if last {
+                self.interest_changed(pattern, false);
+            }
         }
     }
 
@@ -579,8 +616,9 @@ impl State {
                     origin,
                     reply,
                     idem,
+                    to_user,
                 } = *msg;
-                self.sequence(&topic, &data, idem, reply, origin as usize);
+                self.sequence(&topic, &data, idem, reply, origin as usize, to_user);
             }
             MeshMsg::Published(reply) => {
                 let PublishReply { reply, result } = *reply;
@@ -611,6 +649,9 @@ impl State {
                     .send(reply_to as usize, MeshMsg::StatsFlushed { token });
             }
             MeshMsg::StatsFlushed { token } => self.stats_flushed(token),
+            MeshMsg::DeliverUser(frame) => self.deliver_user(Rc::new(frame)),
+            MeshMsg::Admin(req) => self.admin_request_from_peer(*req),
+            MeshMsg::AdminReply(rep) => self.admin_part(rep.token, rep.part),
             MeshMsg::Shutdown => self.begin_shutdown(),
         }
     }

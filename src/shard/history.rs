@@ -89,6 +89,34 @@ impl History {
         out
     }
 
+    /// Frames with `seq > since`, oldest first, at most `limit` of them and at most
+    /// `bytes_max` bytes (`GET /v1/history`: the client pages on with the last `seq`).
+    pub(crate) fn page(
+        &mut self,
+        since: u64,
+        limit: usize,
+        bytes_max: usize,
+        now_ns: u64,
+    ) -> Vec<SharedFrame> {
+        self.expire(now_ns);
+        let mut bytes = 0;
+        self.frames
+            .iter()
+            .filter(|f| f.seq() > since)
+            .take(limit)
+            .take_while(|f| {
+                bytes += f.len();
+                bytes <= bytes_max
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Frames retained now.
+    pub(crate) fn retained(&self) -> usize {
+        self.frames.len()
+    }
+
     fn last(&mut self, now_ns: u64) -> Option<SharedFrame> {
         self.expire(now_ns);
         self.frames.back().cloned()

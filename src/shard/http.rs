@@ -27,7 +27,7 @@ use crate::{
 };
 
 /// What answering one request led to.
-enum Answer {
+pub(super) enum Answer {
     /// A response is queued; keep reading requests if `keep_alive`.
     Responded { keep_alive: bool },
     /// The connection is now a WebSocket.
@@ -47,7 +47,7 @@ struct PublishBody<'a> {
     idem: Option<std::borrow::Cow<'a, str>>,
 }
 
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+pub(super) fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     serde::de::IgnoredAny::deserialize(d).map(|_| true)
 }
 
@@ -187,6 +187,10 @@ impl State {
                 matches!(req.method, Method::Get | Method::Head),
             ),
             "/v1/publish" => ("POST", req.method == Method::Post),
+            p if super::admin::method_of(p).is_some() => {
+                let (name, m) = super::admin::method_of(p).expect("matched");
+                (name, req.method == m)
+            }
             _ => {
                 self.respond_error(key, 404, "not_found", "no such endpoint", keep_alive);
                 return Answer::Responded { keep_alive };
@@ -210,6 +214,7 @@ impl State {
         let access = match req.path {
             "/health" | "/metrics" => Some(self.shared.cfg.auth.health_metrics),
             "/v1/publish" => Some(EndpointAccess::Admin),
+            p if super::admin::method_of(p).is_some() => Some(EndpointAccess::Admin),
             _ => None,
         };
         let mut admin = None;
@@ -238,7 +243,8 @@ impl State {
                 Answer::Responded { keep_alive }
             }
             "/metrics" => self.metrics_request(keep_alive, head),
-            _ => self.http_publish(key, body, keep_alive, admin.as_ref()),
+            "/v1/publish" => self.http_publish(key, body, keep_alive, admin.as_ref()),
+            _ => self.admin_http(key, req, body),
         }
     }
 
@@ -252,7 +258,7 @@ impl State {
             return Answer::Responded { keep_alive: false };
         }
         let limits = &self.shared.cfg.limits;
-        let bucket = self.conns[key as usize].ip_bucket as usize;
+        let bucket = self.conns[key as usize].ip_bucket() as usize;
         let open = self
             .shared
             .connections
@@ -345,6 +351,7 @@ impl State {
             keep_alive,
             stats_pending: peers,
             head,
+            gather: None,
         });
         self.flush_stats();
         for peer in (0..self.shared.shards).filter(|p| *p != self.shard) {
@@ -435,13 +442,7 @@ impl State {
                 "no permission to publish to this topic",
             );
         }
-        let (tx, rx) = futures_channel::oneshot::channel();
-        let token = self.http_waiters.insert(HttpWaiter {
-            tx,
-            keep_alive,
-            stats_pending: 0,
-            head: false,
-        });
+        let (token, rx) = self.http_waiter(keep_alive, None);
         self.ingest_publish(
             &topic,
             data,
@@ -451,6 +452,24 @@ impl State {
             },
         );
         Answer::Await(rx)
+    }
+
+    /// A waiter for the answer to an HTTP request from other shards: the owner's answer to
+    /// a publish (`http_published`), or the parts of an admin request (`gather`).
+    pub(super) fn http_waiter(
+        &mut self,
+        keep_alive: bool,
+        gather: Option<Box<super::admin::Gather>>,
+    ) -> (usize, futures_channel::oneshot::Receiver<Vec<u8>>) {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        let token = self.http_waiters.insert(HttpWaiter {
+            tx,
+            keep_alive,
+            stats_pending: 0,
+            head: false,
+            gather,
+        });
+        (token, rx)
     }
 
     /// The owner's answer to an HTTP publish.
@@ -519,7 +538,7 @@ impl State {
     }
 
     /// Queues a JSON error response; without keep-alive the connection then closes.
-    fn respond_error(
+    pub(super) fn respond_error(
         &mut self,
         key: u32,
         status: u16,
@@ -565,7 +584,7 @@ impl State {
     }
 }
 
-fn error_body(code: &str, message: &str) -> Vec<u8> {
+pub(super) fn error_body(code: &str, message: &str) -> Vec<u8> {
     let mut body = Vec::with_capacity(64 + message.len());
     body.extend_from_slice(b"{\"error\":");
     protocol::push_json_str(&mut body, code);
@@ -576,6 +595,6 @@ fn error_body(code: &str, message: &str) -> Vec<u8> {
 }
 
 /// Raw bytes for the out-queue (HTTP responses are not WebSocket frames).
-fn raw(bytes: Vec<u8>) -> OutFrame {
+pub(super) fn raw(bytes: Vec<u8>) -> OutFrame {
     Rc::new(Arc::new(Frame::control(bytes)))
 }

@@ -9,6 +9,7 @@
 //! connection once (one vectored write for all its new frames).
 
 mod accept;
+pub mod admin;
 pub mod auth;
 pub mod conn;
 mod fanout;
@@ -124,6 +125,8 @@ pub(crate) struct HttpWaiter {
     stats_pending: usize,
     /// A HEAD request: answer with headers only.
     head: bool,
+    /// An admin API request collecting one part per shard (`admin.rs`).
+    gather: Option<Box<admin::Gather>>,
 }
 
 /// Owner-side state of one topic.
@@ -206,6 +209,8 @@ pub struct State {
     bounds: out::Bounds,
     /// Batched and throttled deliveries waiting for their time.
     pacer: pacing::Pacer,
+    /// Per-user index of connections and presence settings (`admin.rs`).
+    admin: admin::AdminState,
 }
 
 impl Shard {
@@ -265,6 +270,7 @@ impl Shard {
                 shared.cfg.limits.client_messages_per_s,
                 shared.cfg.limits.client_messages_burst,
             ),
+            admin: admin::AdminState::new(&shared.cfg),
         };
         Rc::new(Shard {
             id,
