@@ -128,6 +128,18 @@ async fn conflation_gives_a_stalled_client_the_newest(driver: Driver) {
         assert_eq!(seqs, &want, "the fast subscriber got every message of {t}");
     }
     server.wait_metric("tickcast_conflated_total", 1.0).await;
+    // The admin API shows who skipped what: the stalled connection, nobody else.
+    let (status, body) = server.http("GET", "/v1/connections?topic=px.a", None).await;
+    assert_eq!(status, 200, "{body}");
+    let list: Value = serde_json::from_str(&body).unwrap();
+    let skipped: Vec<u64> = list["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["skipped"].as_u64().unwrap())
+        .collect();
+    assert_eq!(skipped.len(), 2, "{body}");
+    assert_eq!(skipped.iter().filter(|s| **s > 0).count(), 1, "{body}");
 
     // The stalled client resumes: per topic, increasing seqs, the newest last, not all.
     let mut got: HashMap<String, Vec<u64>> = HashMap::new();
