@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""Writes the hand-made seed inputs into corpus/<target>/seed-*. Re-run after changing the
+input formats in checks.rs; fuzzing and `cargo fuzz cmin` grow and shrink the rest.
+
+Formats (see checks.rs): http = [headers_max, header_bytes_sel, split] + request;
+frame = [limit_sel, c1, c2, c3] + client bytes; protocol = the text message.
+"""
+import os
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MASK = bytes([0x37, 0xFA, 0x21, 0x3D])
+
+
+def write(target, name, data):
+    d = os.path.join(HERE, "corpus", target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "seed-" + name), "wb") as f:
+        f.write(data)
+
+
+# --- http -----------------------------------------------------------------------------------
+KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+BROWSER = (
+    "GET /ws?token=abc HTTP/1.1\r\nHost: gateway.example.com\r\nConnection: Upgrade\r\n"
+    "Pragma: no-cache\r\nCache-Control: no-cache\r\n"
+    "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126.0 Safari/537.36\r\n"
+    "Upgrade: websocket\r\nOrigin: https://app.example.com\r\nSec-WebSocket-Version: 13\r\n"
+    "Accept-Encoding: gzip, deflate, br, zstd\r\nAccept-Language: en-US,en;q=0.9\r\n"
+    "Cookie: session=1\r\nSec-WebSocket-Key: " + KEY + "\r\n"
+    "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n"
+)
+MINIMAL = (
+    "GET /ws HTTP/1.1\r\nHost: localhost:8080\r\nUpgrade: websocket\r\n"
+    "Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: " + KEY + "\r\n"
+    "Sec-WebSocket-Version: 13\r\n\r\n"
+)
+HTTP = {
+    "browser-upgrade": BROWSER,
+    "minimal-upgrade": MINIMAL,
+    "echo-upgrade": MINIMAL.replace("/ws", "/echo"),
+    "upgrade-version-8": MINIMAL.replace("Version: 13", "Version: 8"),
+    "upgrade-no-key": MINIMAL.replace("Sec-WebSocket-Key: " + KEY + "\r\n", ""),
+    "upgrade-bad-key": MINIMAL.replace(KEY, "short=="),
+    "upgrade-post": MINIMAL.replace("GET", "POST", 1),
+    "upgrade-http10": MINIMAL.replace("HTTP/1.1", "HTTP/1.0"),
+    "upgrade-two-keys": MINIMAL.replace("\r\n\r\n", "\r\nSec-WebSocket-Key: " + KEY + "\r\n\r\n"),
+    "curl-health": "GET /health HTTP/1.1\r\nHost: 127.0.0.1:18080\r\nUser-Agent: curl/8.5.0\r\nAccept: */*\r\n\r\n",
+    "head-metrics": "HEAD /metrics?x=1 HTTP/1.1\r\nHost: a\r\n\r\n",
+    "http10-keepalive": "GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    "publish-body": "POST /v1/publish HTTP/1.1\r\nHost: 127.0.0.1:18080\r\nContent-Type: application/json\r\n"
+    'Content-Length: 41\r\n\r\n{"topic":"orders.acme","data":{"px":150}}',
+    "publish-chunked": "POST /v1/publish HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    "cl-and-te": "POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+    "cl-conflict": "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+    "http2-version": "GET / HTTP/2.0\r\n\r\n",
+    "bare-lf": "GET /ws HTTP/1.1\nHost: a\nConnection: close\n\n",
+    "pipelined": "GET /health HTTP/1.1\r\nHost: a\r\n\r\nGET /health HTTP/1.1\r\nHost: a\r\n\r\n",
+    "two-hosts": "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+}
+for i, (name, req) in enumerate(sorted(HTTP.items())):
+    raw = req.encode()
+    write("http", name, bytes([64, 0, (i * 37) % 256]) + raw)
+write("http", "tiny-limit", bytes([64, 128 + 40, 5]) + MINIMAL.encode())
+write("http", "few-headers", bytes([2, 0, 9]) + MINIMAL.encode())
+
+
+# --- frame ----------------------------------------------------------------------------------
+def frame(opcode, payload=b"", fin=True, mask=MASK, length=None):
+    """A client frame; `mask=None` sends it unmasked, `length` forces 16/64-bit lengths."""
+    out = bytes([(0x80 if fin else 0) | opcode])
+    m = 0x80 if mask is not None else 0
+    n = len(payload)
+    if length is None:
+        length = 7 if n < 126 else 16 if n <= 0xFFFF else 64
+    if length == 7:
+        out += bytes([m | n])
+    elif length == 16:
+        out += bytes([m | 126]) + struct.pack(">H", n)
+    else:
+        out += bytes([m | 127]) + struct.pack(">Q", n)
+    if mask is None:
+        return out + payload
+    return out + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+TEXT, BINARY, CLOSE, PING, PONG, CONT = 1, 2, 8, 9, 10, 0
+OPS = [
+    b'{"op":"subscribe","id":1,"topics":["trades.BTCUSDT","bbo.*"]}',
+    b'{"op":"ping","id":2}',
+    b'{"op":"publish","id":3,"topic":"zz0","data":1}',
+]
+FRAMES = {
+    "text-hello": frame(TEXT, b"hello"),
+    "ops": b"".join(frame(TEXT, op) for op in OPS),
+    "binary": frame(BINARY, bytes([1, 2])),
+    "ping-pong": frame(PING, b"ka") + frame(PONG, b""),
+    "close-code-reason": frame(CLOSE, struct.pack(">H", 1000) + b"bye"),
+    "close-empty": frame(CLOSE),
+    "close-bad-code": frame(CLOSE, struct.pack(">H", 1005)),
+    "fragmented-text": frame(TEXT, b'{"op":', fin=False)
+    + frame(PING, b"x")
+    + frame(CONT, b'"ping"', fin=False)
+    + frame(CONT, b"}"),
+    "fragmented-utf8-split": frame(TEXT, "a€".encode()[:2], fin=False) + frame(CONT, "a€".encode()[2:]),
+    "fragmented-binary": frame(BINARY, b"ab", fin=False) + frame(CONT, b"cd"),
+    "len16": frame(TEXT, b"x" * 200),
+    "len64": frame(BINARY, b"y" * 300, length=64),
+    "len16-nonminimal": frame(TEXT, b"z", length=16),
+    "unmasked": frame(TEXT, b"hello", mask=None),
+    "zero-mask": frame(TEXT, "κόσμε".encode(), mask=bytes(4)),
+    "invalid-utf8": frame(TEXT, b"ok\xc0\xaf"),
+    "continuation-first": frame(CONT, b"x"),
+    "too-large": frame(BINARY, b"q" * 1500),
+}
+for i, (name, stream) in enumerate(sorted(FRAMES.items())):
+    # 64 KiB limit (index 13); chunk sizes vary per seed.
+    write("frame", name, bytes([13, i % 7, (i * 13) % 256, 255]) + stream)
+write("frame", "bytewise-small-limit", bytes([10, 0, 0, 0]) + frame(TEXT, b"x" * 200) + frame(CLOSE))
+
+# --- protocol -------------------------------------------------------------------------------
+PROTO = [
+    b'{"op":"subscribe","id":1,"topics":["trades.BTCUSDT","bbo.*"]}',
+    b'{"op":"subscribe","id":13,"topics":["ok.topic","bad..topic","bad#","a.>.b"]}',
+    b'{"op":"subscribe","id":12,"topics":[]}',
+    b'{"op":"subscribe","id":11}',
+    b'{"op":"unsubscribe","id":2,"topics":["bbo.*","trades.BTCUSDT"]}',
+    b'{"op":"publish","id":7,"topic":"orders.acme","data":{"px": 1.50e2, "qty":3}}',
+    b'{"op":"publish","topic":"orders.acme","data":"fire and forget"}',
+    b'{"op":"publish","id":9,"topic":"orders.acme"}',
+    b'{"op":"publish","id":"a\\"b\\u00e9","topic":"x","data":[null,true,{"id":1}]}',
+    b'{"op":"ping"}',
+    b'{"op":"ping","id":1.50}',
+    b'{"op":"ping","id":"p-1"}',
+    b'{"op":"ping","id":-1.0e3}',
+    b'{"op":"ping","id":null}',
+    b'{"op":"ping","id":true}',
+    b'{"op":"ping","id":16,"extra":1}',
+    b'{"op":"dance","id":15}',
+    b'{"op":"x","id":007,',
+    b'{nope',
+    b' { "op" : "ping" , "topics" : [ "a" ] } ',
+]
+for i, msg in enumerate(PROTO):
+    write("protocol", "%02d" % i, msg)

@@ -1,0 +1,53 @@
+//! Replays the fuzz corpus and the crash regressions (tests/fuzz/corpus/<target>/ and
+//! tests/fuzz/regressions/<target>/) through the same checks as the fuzz targets, so every
+//! `cargo test` runs them without a fuzzer. The checks live in tests/fuzz/checks.rs.
+
+#[path = "fuzz/checks.rs"]
+mod checks;
+
+use std::path::Path;
+
+/// Runs `check` on every file under `tests/fuzz/{corpus,regressions}/<target>/`; returns how
+/// many it ran. A failing file is named in the panic message.
+fn replay(target: &str, check: fn(&[u8])) -> usize {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz");
+    let mut files = Vec::new();
+    for kind in ["corpus", "regressions"] {
+        let dir = root.join(kind).join(target);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.expect("read_dir").path();
+            if path.is_file() {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    for path in &files {
+        let data = std::fs::read(path).expect("read corpus file");
+        if std::panic::catch_unwind(|| check(&data)).is_err() {
+            panic!("{target}: {} fails its check", path.display());
+        }
+    }
+    files.len()
+}
+
+#[test]
+fn http_corpus() {
+    assert!(replay("http", checks::http) > 0, "no http corpus");
+}
+
+#[test]
+fn frame_corpus() {
+    assert!(replay("frame", checks::frame) > 0, "no frame corpus");
+}
+
+#[test]
+fn protocol_corpus() {
+    assert!(
+        replay("protocol", checks::protocol) > 0,
+        "no protocol corpus"
+    );
+}
