@@ -422,14 +422,40 @@ pub fn protocol(data: &[u8]) {
             protocol::error(&mut out, id, ErrorCode::Internal, "x", Some("t"));
             check_reply(&out, id);
             out.clear();
-            protocol::ack_seq(&mut out, id, 7);
+            let done = tickcast::mesh::Published {
+                seq: 7,
+                epoch: u64::MAX,
+                duplicate: true,
+            };
+            protocol::ack_seq(&mut out, id, done);
             check_reply(&out, id);
             out.clear();
             protocol::pong(&mut out, id, 7);
             check_reply(&out, id);
             out.clear();
             match &req.op {
-                protocol::Op::Subscribe { topics } | protocol::Op::Unsubscribe { topics } => {
+                protocol::Op::Subscribe { topics, since } => {
+                    assert!(!topics.is_empty());
+                    assert!(since.len() <= topics.len().max(protocol::SINCE_PER_REQUEST_MAX));
+                    protocol::ack_topics(&mut out, id, topics);
+                    check_reply(&out, id);
+                    out.clear();
+                    for s in since {
+                        // A client's since topic goes back in gap messages: any string.
+                        protocol::gap(
+                            &mut out,
+                            &s.topic,
+                            tickcast::shard::history::parse_epoch(&s.epoch),
+                            s.seq,
+                            s.seq,
+                            tickcast::shard::history::GapReason::Epoch,
+                        );
+                        let v = check_reply(&out, None);
+                        assert_eq!(v["topic"].as_str(), Some(&*s.topic));
+                        out.clear();
+                    }
+                }
+                protocol::Op::Unsubscribe { topics } => {
                     assert!(!topics.is_empty());
                     protocol::ack_topics(&mut out, id, topics);
                     let v = check_reply(&out, id);
@@ -439,7 +465,14 @@ pub fn protocol(data: &[u8]) {
                         assert_eq!(e.as_str(), Some(&**t));
                     }
                 }
-                protocol::Op::Publish { topic } => {
+                protocol::Op::Auth { token } => {
+                    assert!(!token.is_empty());
+                    protocol::ack_auth(&mut out, id, token, Some(1), &[token.as_ref()]);
+                    let v = check_reply(&out, id);
+                    assert_eq!(v["user"].as_str(), Some(&**token));
+                }
+                protocol::Op::Publish { topic, idem } => {
+                    assert!(idem.as_deref().is_none_or(|k| !k.is_empty() && k.len() <= 128));
                     assert!(req.data.is_some(), "publish without data");
                     protocol::error(&mut out, id, ErrorCode::InvalidTopic, "x", Some(topic));
                     let v = check_reply(&out, id);
