@@ -442,14 +442,22 @@ pub fn welcome(
 /// escaped anyway: this is not a hot path and it keeps the function safe for any input.
 pub fn ack_topics<S: AsRef<str>>(out: &mut Vec<u8>, id: Option<&[u8]>, topics: &[S]) {
     open(out, "ack", id);
-    out.extend_from_slice(b",\"topics\":[");
-    for (i, t) in topics.iter().enumerate() {
+    push_str_array(out, "topics", topics);
+    out.push(b'}');
+}
+
+/// `,"<key>":["…",…]`, each string escaped.
+fn push_str_array<S: AsRef<str>>(out: &mut Vec<u8>, key: &str, items: &[S]) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":[");
+    for (i, t) in items.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
         push_json_str(out, t.as_ref());
     }
-    out.extend_from_slice(b"]}");
+    out.push(b']');
 }
 
 fn push_exp(out: &mut Vec<u8>, exp: Option<u64>) {
@@ -472,14 +480,7 @@ pub fn ack_auth<S: AsRef<str>>(
     push_json_str(out, user);
     push_exp(out, exp);
     if !dropped.is_empty() {
-        out.extend_from_slice(b",\"dropped\":[");
-        for (i, t) in dropped.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            push_json_str(out, t.as_ref());
-        }
-        out.push(b']');
+        push_str_array(out, "dropped", dropped);
     }
     out.push(b'}');
 }

@@ -156,7 +156,7 @@ async fn wss_over(tls: TlsStream<TcpStream>) -> Wss {
         .await
         .expect("upgrade within the deadline")
         .expect("upgrade");
-    let welcome = recv(&mut ws).await;
+    let welcome = recv_json(&mut ws).await;
     assert_eq!(welcome["op"], "welcome", "{welcome}");
     ws
 }
@@ -168,28 +168,9 @@ async fn wss(server: &Server, trust: &CertificateDer<'static>) -> Wss {
     wss_over(tls).await
 }
 
-async fn send<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>, v: Value) {
-    ws.send(Message::text(v.to_string())).await.unwrap();
-}
-
-async fn recv<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>) -> Value {
-    loop {
-        let msg = tokio::time::timeout(DEADLINE, ws.next())
-            .await
-            .expect("no message within the deadline")
-            .expect("stream ended")
-            .expect("websocket error");
-        match msg {
-            Message::Text(t) => return serde_json::from_str(&t).unwrap(),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("expected a text message, got {other:?}"),
-        }
-    }
-}
-
 async fn sub<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>, topic: &str) {
-    send(ws, json!({"op":"subscribe","id":1,"topics":[topic]})).await;
-    let ack = recv(ws).await;
+    send_json(ws, json!({"op":"subscribe","id":1,"topics":[topic]})).await;
+    let ack = recv_json(ws).await;
     assert_eq!(ack["op"], "ack", "{ack}");
 }
 
@@ -199,8 +180,8 @@ async fn publish<S: AsyncRead + AsyncWrite + Unpin>(
     topic: &str,
     data: Value,
 ) -> u64 {
-    send(ws, json!({"op":"publish","id":2,"topic":topic,"data":data})).await;
-    let ack = recv(ws).await;
+    send_json(ws, json!({"op":"publish","id":2,"topic":topic,"data":data})).await;
+    let ack = recv_json(ws).await;
     assert_eq!(ack["op"], "ack", "{ack}");
     ack["seq"].as_u64().unwrap()
 }
@@ -212,12 +193,12 @@ async fn publish_noack<S: AsyncRead + AsyncWrite + Unpin>(
     topic: &str,
     data: Value,
 ) {
-    send(ws, json!({"op":"publish","topic":topic,"data":data})).await;
+    send_json(ws, json!({"op":"publish","topic":topic,"data":data})).await;
 }
 
 /// The next data frame: its topic, seq and data.
 async fn recv_data<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>) -> Value {
-    let m = recv(ws).await;
+    let m = recv_json(ws).await;
     assert!(m.get("seq").is_some() && m.get("topic").is_some(), "{m}");
     m
 }
@@ -667,7 +648,7 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 /// Reads data frames on topic `m` until the one with seq `last`.
 async fn count_until<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>, last: u64) {
     loop {
-        let m = recv(ws).await;
+        let m = recv_json(ws).await;
         if m["topic"] == "m" && m["seq"].as_u64() == Some(last) {
             return;
         }

@@ -16,7 +16,7 @@ use std::{
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::TcpStream,
 };
 use tokio_tungstenite::{
@@ -331,12 +331,13 @@ pub async fn connect(server: &Server) -> (Ws, Value) {
     (ws, welcome)
 }
 
-pub async fn send_json(ws: &mut Ws, v: Value) {
+pub async fn send_json<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>, v: Value) {
     ws.send(Message::text(v.to_string())).await.unwrap();
 }
 
-/// The next text message as JSON (pings are answered by the library).
-pub async fn recv_json(ws: &mut Ws) -> Value {
+/// The next text message as JSON (pings are answered by the library); any client stream
+/// (plain or TLS).
+pub async fn recv_json<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>) -> Value {
     loop {
         let msg = tokio::time::timeout(DEADLINE, ws.next())
             .await

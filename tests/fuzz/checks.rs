@@ -472,7 +472,10 @@ pub fn protocol(data: &[u8]) {
                     assert_eq!(v["user"].as_str(), Some(&**token));
                 }
                 protocol::Op::Publish { topic, idem } => {
-                    assert!(idem.as_deref().is_none_or(|k| !k.is_empty() && k.len() <= 128));
+                    assert!(
+                        idem.as_deref()
+                            .is_none_or(|k| !k.is_empty() && k.len() <= 128)
+                    );
                     assert!(req.data.is_some(), "publish without data");
                     protocol::error(&mut out, id, ErrorCode::InvalidTopic, "x", Some(topic));
                     let v = check_reply(&out, id);
