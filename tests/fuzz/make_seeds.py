@@ -140,6 +140,11 @@ PROTO = [
     b'{"op":"x","id":007,',
     b'{nope',
     b' { "op" : "ping" , "topics" : [ "a" ] } ',
+    b'{"op":"auth","id":1,"token":"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.sig"}',
+    b'{"op":"auth","token":"tk_abc"}',
+    b'{"op":"subscribe","id":2,"topics":["md.x","md.*"],"since":{"md.x":{"seq":1041,"epoch":"9f3a0c0000000001"},"md.y":{"seq":0,"epoch":"zz"}}}',
+    b'{"op":"publish","id":3,"topic":"orders.new","data":{"px":1},"idem":"ord-17"}',
+    b'{"op":"unsubscribe","topics":["a"],"since":{}}',
 ]
 for i, msg in enumerate(PROTO):
     write("protocol", "%02d" % i, msg)
