@@ -103,7 +103,7 @@ def variant_table(rows):
     """
     out = ["| subs × topics (per sub) | rate msgs/s | variant | runs | CPU ns/delivery (window) | deliveries/write "
            "| p50 ms | p99 ms | loss % | seq gaps | healthy closed | server CPU % | stalled subs "
-           "| stalled ended (bench) | slow-consumer closes | conflated |",
+           "| stalled: ended / open at end (bench) | slow-consumer closes | conflated |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     key = lambda r: (r.get("subs"), r.get("topics"), r.get("topics_per_sub", 1), r.get("rate"), r["server"])
     for (subs, topics, per, rate, server), rs in sorted(group(rows, key).items(), key=lambda kv: str(kv[0])):
@@ -113,7 +113,10 @@ def variant_table(rows):
         for r in rs:
             for k, v in (r.get("stalled_closed") or {}).items():
                 ended[k].append(v)
-        ended_s = " ".join(f"{k} {fmt(median(v))}" for k, v in sorted(ended.items())) or "–"
+        ended_s = " ".join(f"{k} {fmt(median(v))}" for k, v in sorted(ended.items()))
+        if any(r.get("stalled_subs") for r in rs):
+            ended_s += f" open {fmt(median([r.get('stalled_open_at_end') for r in rs]))}"
+        ended_s = ended_s.strip() or "–"
         out.append("| {} × {} ({}) | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
             fmt(subs), topics, per, fmt(rate), server.split("/", 1)[1], len(rs),
             spread([r.get("server_cpu_ns_per_delivery") for r in rs]),
