@@ -85,6 +85,55 @@ def fanout_table(rows):
     return out
 
 
+def spread(values, digits=0):
+    """median [min–max] of the runs: how noisy a figure was."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return fmt(values[0], digits)
+    return f"{fmt(statistics.median(values), digits)} [{fmt(min(values), digits)}–{fmt(max(values), digits)}]"
+
+
+def variant_table(rows):
+    """Runs labelled `server/variant` (batching.sh, stalled.sh): one line per shape and variant.
+
+    Loss, latency and closes are the healthy subscribers' (the bench leaves --stalled-pct
+    subscribers out of them); the last columns say how the stalled ones ended.
+    """
+    out = ["| subs × topics (per sub) | rate msgs/s | variant | runs | CPU ns/delivery (window) | deliveries/write "
+           "| p50 ms | p99 ms | loss % | seq gaps | healthy closed | server CPU % | stalled subs "
+           "| stalled: ended / open at end (bench) | slow-consumer closes | conflated |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    key = lambda r: (r.get("subs"), r.get("topics"), r.get("topics_per_sub", 1), r.get("rate"), r["server"])
+    for (subs, topics, per, rate, server), rs in sorted(group(rows, key).items(), key=lambda kv: str(kv[0])):
+        lat = [r.get("latency_us") or {} for r in rs]
+        m = [r.get("metrics") or {} for r in rs]
+        ended = defaultdict(list)
+        for r in rs:
+            for k, v in (r.get("stalled_closed") or {}).items():
+                ended[k].append(v)
+        ended_s = " ".join(f"{k} {fmt(median(v))}" for k, v in sorted(ended.items()))
+        if any(r.get("stalled_subs") for r in rs):
+            ended_s += f" open {fmt(median([r.get('stalled_open_at_end') for r in rs]))}"
+        ended_s = ended_s.strip() or "–"
+        out.append("| {} × {} ({}) | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+            fmt(subs), topics, per, fmt(rate), server.split("/", 1)[1], len(rs),
+            spread([r.get("server_cpu_ns_per_delivery") for r in rs]),
+            fmt(median([x.get("deliveries_per_write") for x in m]), 2),
+            spread([l.get("p50") / 1000 if l.get("p50") else None for l in lat], 2),
+            spread([l.get("p99") / 1000 if l.get("p99") else None for l in lat], 2),
+            fmt(median([r.get("loss_pct") for r in rs]), 3),
+            fmt(median([r.get("gaps") for r in rs])),
+            fmt(median([sum((r.get("closed") or {}).values()) for r in rs])),
+            fmt(median([r.get("server_cpu_pct") for r in rs]), 1),
+            fmt(median([r.get("stalled_subs", 0) for r in rs])),
+            ended_s,
+            fmt(median([x.get("slow_consumer_closes") for x in m])),
+            fmt(median([x.get("conflated") for x in m]))))
+    return out
+
+
 def max_rate_table(rows):
     out = ["| server | runs | max sustainable msgs/s | deliveries/s | p99 bound ms |", "|---|---|---|---|---|"]
     for server, rs in sorted(group(rows, lambda r: r["server"]).items()):
@@ -115,7 +164,7 @@ def ratios(rows):
     window would otherwise look arbitrarily expensive per delivery.
     """
     out = ["| figure | tickcast | other | tickcast / other |", "|---|---|---|---|"]
-    fan = [r for r in rows if r.get("scenario") == "fanout"]
+    fan = [r for r in rows if r.get("scenario") == "fanout" and "/" not in r["server"]]
     for key, rs in sorted(group(fan, fanout_key).items(), key=lambda kv: str(kv[0])):
         by = group(rs, lambda r: r["server"])
         for other in sorted(set(by) - {"tickcast"}):
@@ -152,7 +201,9 @@ def main():
     sections = [
         ("Connections (connect-19k)", connect_table([r for r in rows if r.get("scenario") == "connect"])),
         ("Fan-out (fanout-1topic, fanout-10topics, market-data)",
-         fanout_table([r for r in rows if r.get("scenario") == "fanout"])),
+         fanout_table([r for r in rows if r.get("scenario") == "fanout" and "/" not in r["server"]])),
+        ("Delivery variants (batching, stalled): median [min–max] of the runs",
+         variant_table([r for r in rows if r.get("scenario") == "fanout" and "/" in r["server"]])),
         ("Max sustainable rate (max-throughput)",
          max_rate_table([r for r in rows if r.get("scenario") == "fanout-max-rate"])),
         ("Floor (perf/floor)", floor_table([r for r in rows if r.get("scenario") == "floor"])),

@@ -7,6 +7,11 @@
 #   PORT          server port, default 9300
 #   RESULTS       JSON-lines file the runs are appended to, default reports/<date>-<scenario>.jsonl
 #   BENCH_EXTRA   extra tickcast-bench flags appended to every run (e.g. "--recv-pause-us 500")
+#   LABEL         the bench's --label (the "server" of the JSON line), default the server's name
+#
+# Scripts may also set, before restart_server, the bash array SERVER_ENV: extra VAR=value
+# settings for the next server start only, e.g.
+#   SERVER_ENV=(TICKCAST_TOPICS='[{pattern="bench.>",delivery="batched",batch_window_ms=1}]')
 #   CARGO_TARGET_DIR            target dir of the root crate, default ./target
 #   BASELINE_TARGET_DIR         target dir of perf/baseline, default perf/baseline/target
 set -euo pipefail
@@ -26,6 +31,7 @@ FLOOR_BIN="$ROOT/perf/floor/floor"
 SERVER_PID=""
 SERVER_NAME=""
 SERVER_LOG=""
+SERVER_ENV=()
 
 log() { echo "== $*" >&2; }
 
@@ -62,6 +68,9 @@ start_server() {
   SERVER_LOG="$(mktemp /tmp/tickcast-server.XXXXXX)"
   local threads
   threads="$(count_cpus "$SERVER_CPUS")"
+  # Extra settings for this start (empty unless a script sets SERVER_ENV).
+  local -a extra_env=(${SERVER_ENV[@]+"${SERVER_ENV[@]}"})
+  if [ ${#extra_env[@]} -gt 0 ]; then log "server env: ${extra_env[*]}"; fi
   case "$SERVER_NAME" in
     baseline)
       taskset -c "$SERVER_CPUS" "$BASELINE_BIN" --listen "127.0.0.1:$PORT" --threads "$threads" \
@@ -78,6 +87,7 @@ start_server() {
       TICKCAST_LIMITS__CONNECTIONS_PER_IP_MAX=1000000 TICKCAST_LOG__LEVEL=warn \
       TICKCAST_LIMITS__CONNECT_RATE_PER_IP_PER_S=0 TICKCAST_LIMITS__CLIENT_MESSAGES_PER_S=0 \
       TICKCAST_AUTH__ANONYMOUS_SUBS='[">"]' TICKCAST_AUTH__ANONYMOUS_PUBS='[">"]' \
+        env ${extra_env[@]+"${extra_env[@]}"} \
         taskset -c "$SERVER_CPUS" "$TICKCAST_BIN" serve --listen "127.0.0.1:$PORT" --shards "$threads" \
         >"$SERVER_LOG" 2>&1 &
       ;;
@@ -118,7 +128,7 @@ bench() {
   local sub="$1"; shift
   # shellcheck disable=SC2086
   taskset -c "$BENCH_CPUS" "$BENCH_BIN" "$sub" --url "ws://127.0.0.1:$PORT/ws" \
-    --label "$SERVER_NAME" --server-pid "$SERVER_PID" --json-out "$RESULTS" "$@" $BENCH_EXTRA
+    --label "${LABEL:-$SERVER_NAME}" --server-pid "$SERVER_PID" --json-out "$RESULTS" "$@" $BENCH_EXTRA
 }
 
 # Client source addresses. restart_server moves to a fresh block of four for every run: a run

@@ -35,6 +35,8 @@ const PUBLISH_BACKLOG_BYTES_MAX: usize = 4 << 20;
 const RESPONSE_HEAD_BYTES_MAX: usize = 16 * 1024;
 /// The longest an idle loop sleeps before looking at its commands and deadlines.
 const IDLE_POLL: Duration = Duration::from_millis(50);
+/// `SO_RCVBUF` asked for a stalled subscriber (the kernel doubles it and applies its minimum).
+const STALLED_RCVBUF_BYTES: usize = 4096;
 
 /// CLOCK_MONOTONIC in ns: the clock the publish time `t` is taken from, shared by all processes.
 pub fn mono_ns() -> u64 {
@@ -97,6 +99,10 @@ pub struct ThreadPlan {
     /// Subscribers: sleep this long after each batch of events once connected, so each read
     /// carries more frames (cheaper for the bench; latency then includes up to this pause).
     pub recv_pause_us: u64,
+    /// Global indices (sorted) of the connections that stall: a tiny receive buffer, and no
+    /// read after the subscribe ack.
+    #[serde(default)]
+    pub stalled: Vec<u64>,
 }
 
 /// Publishing part of a round (publisher threads only).
@@ -152,6 +158,8 @@ struct Conn {
     out: Vec<u8>,
     /// Last seq seen per topic index (u32::MAX for topics not of the bench.t<N> form).
     last_seq: Vec<(u32, u64)>,
+    /// Stops reading once subscribed (`--stalled-pct`); counted apart from the healthy ones.
+    stalled: bool,
 }
 
 /// What the frame handler needs from the thread, split from the connection table for borrowck.
@@ -324,6 +332,11 @@ impl IoThread {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
         socket.set_nonblocking(true)?;
         socket.set_tcp_nodelay(true)?;
+        let stalled = self.plan.stalled.binary_search(&index).is_ok();
+        if stalled {
+            // Before connect: the window scale is agreed in the SYN.
+            socket.set_recv_buffer_size(STALLED_RCVBUF_BYTES)?;
+        }
         if !self.plan.source_ips.is_empty() {
             let ip = self.plan.source_ips[(index % self.plan.source_ips.len() as u64) as usize];
             // Lets a port in TIME_WAIT from an earlier run be bound again.
@@ -351,6 +364,7 @@ impl IoThread {
             carry: Vec::new(),
             out: Vec::new(),
             last_seq: Vec::new(),
+            stalled,
         });
         Ok(())
     }
@@ -374,9 +388,11 @@ impl IoThread {
         }
         self.connect_reported = true;
         let mut stats = std::mem::take(&mut self.connect);
+        stats.stalled = self.conns.iter().filter(|(_, c)| c.stalled).count() as u64;
         if let Topics::Bench { k, per_sub, seed } = self.plan.topics {
             stats.subs_per_topic = vec![0; k as usize];
-            for (_, c) in self.conns.iter() {
+            // Expected deliveries count the healthy subscribers only.
+            for (_, c) in self.conns.iter().filter(|(_, c)| !c.stalled) {
                 for t in Topics::bench_indices(k, per_sub, seed, c.index) {
                     stats.subs_per_topic[t as usize] += 1;
                 }
@@ -434,6 +450,20 @@ impl IoThread {
             conn.out.extend_from_slice(&req);
             conn.state = State::AwaitResponse;
             self.flush(key);
+            return;
+        }
+        if conn.stalled && conn.state == State::Ready {
+            // Never read again; only notice the server ending the connection (a reset, or a
+            // FIN if it got through the zero window).
+            if ev.is_error() || ev.is_read_closed() {
+                let kind = match conn.sock.take_error() {
+                    Ok(Some(e)) | Err(e) => io_kind(&e),
+                    Ok(None) if ev.is_read_closed() => "eof".into(),
+                    Ok(None) => "error".into(),
+                };
+                self.conns.remove(key);
+                *self.stats.stalled_closed.entry(kind).or_insert(0) += 1;
+            }
             return;
         }
         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
@@ -504,7 +534,7 @@ impl IoThread {
             if self.conns.get(key).is_some_and(|c| !c.out.is_empty()) {
                 self.flush(key);
             }
-            if n < READ_CHUNK_BYTES {
+            if n < READ_CHUNK_BYTES || (self.conns[key].stalled && after == State::Ready) {
                 return;
             }
         }
@@ -577,11 +607,15 @@ impl IoThread {
         if (quiet && publishers_drained) || now >= r.finish_by_ns {
             self.round = None;
             let mut stats = std::mem::take(&mut self.stats);
-            stats.open_conns = self
+            let ready = |c: &&Conn| c.state == State::Ready;
+            stats.open_conns = self.conns.iter().map(|(_, c)| c).filter(ready).count() as u64;
+            stats.stalled_open = self
                 .conns
                 .iter()
-                .filter(|(_, c)| c.state == State::Ready)
+                .map(|(_, c)| c)
+                .filter(|c| c.stalled && ready(c))
                 .count() as u64;
+            stats.open_conns -= stats.stalled_open;
             let _ = self.reports.send(Report::RoundDone(stats));
         }
     }
@@ -697,6 +731,10 @@ fn process(conn: &mut Conn, buf: &[u8], now: u64, ctx: &mut Ctx) -> Result<usize
 
 fn on_text(conn: &mut Conn, payload: &[u8], now: u64, ctx: &mut Ctx) -> Result<(), String> {
     if !wire::is_op(payload) {
+        if conn.stalled {
+            // Frames right behind the subscribe ack, in the last read a stalled one does.
+            return Ok(());
+        }
         let Some(d) = wire::parse_data(payload) else {
             ctx.round.odd_frames += 1;
             return Ok(());

@@ -109,6 +109,11 @@ enum Command {
         /// Subscriber connection attempts per second (default: unlimited).
         #[arg(long)]
         connect_rate: Option<f64>,
+        /// Percent of subscribers that stall: a tiny receive buffer (set before connect), and
+        /// after the subscribe ack they never read again. They are not counted in the
+        /// expected deliveries, loss or latency, which then describe the healthy ones only.
+        #[arg(long, default_value_t = 0.0)]
+        stalled_pct: f64,
     },
     /// Internal: one group of connections for a parent `tickcast-bench` (JSON lines on stdio).
     #[command(hide = true)]
@@ -227,6 +232,7 @@ fn main() {
             quiet_ms,
             drain_max_ms,
             connect_rate,
+            stalled_pct,
         } => common.into_common().and_then(|c| {
             run::fanout(
                 &c,
@@ -248,6 +254,7 @@ fn main() {
                     quiet_ms: quiet_ms.min(60_000),
                     drain_max_ms: drain_max_ms.min(120_000),
                     connect_rate,
+                    stalled_pct,
                 },
             )
         }),

@@ -139,6 +139,8 @@ struct Spread {
     deadline_ns: u64,
     /// Sockets this process holds besides these (the publishers).
     extra_local_sockets: u64,
+    /// Global indices (sorted) of the connections that stall.
+    stalled: Vec<u64>,
 }
 
 /// Plans subscriber groups: in-process threads, or worker processes past `per_process` sockets.
@@ -150,6 +152,7 @@ fn plan_groups(c: &Common, target: &Target, s: Spread) -> Res<Vec<(GroupPlan, bo
         connect_rate,
         deadline_ns,
         extra_local_sockets,
+        stalled,
     } = s;
     let fd_limit = open_files_limit();
     let per_process = c.per_process.min(fd_limit.saturating_sub(SPARE_FDS)).max(1);
@@ -189,6 +192,11 @@ fn plan_groups(c: &Common, target: &Target, s: Spread) -> Res<Vec<(GroupPlan, bo
                     concurrency: c.concurrency.max(1),
                     connect_timeout_ms: c.connect_timeout_ms,
                     recv_pause_us: c.recv_pause_us,
+                    stalled: stalled
+                        .iter()
+                        .copied()
+                        .filter(|i| (tfirst..tfirst + tcount).contains(i))
+                        .collect(),
                 })
                 .collect();
             (
@@ -284,6 +292,7 @@ pub fn connect(c: &Common, a: &ConnectArgs) -> Res<()> {
         connect_rate: a.rate,
         deadline_ns: deadline,
         extra_local_sockets: 0,
+        stalled: Vec::new(),
     };
     let plans = plan_groups(c, &target, spread)?;
     let workers = if plans.first().is_some_and(|p| p.1) {
@@ -411,6 +420,21 @@ pub struct FanoutArgs {
     pub quiet_ms: u64,
     pub drain_max_ms: u64,
     pub connect_rate: Option<f64>,
+    pub stalled_pct: f64,
+}
+
+/// The subscribers that stall: `pct` % of `0..subs` (rounded), a seeded random choice so they
+/// spread over topics and threads; sorted.
+pub fn pick_stalled(subs: u64, pct: f64, seed: u64) -> Vec<u64> {
+    let n = ((subs as f64 * pct / 100.0).round() as u64).min(subs);
+    if n == 0 {
+        return Vec::new();
+    }
+    let mut all: Vec<u64> = (0..subs).collect();
+    fastrand::Rng::with_seed(seed ^ 0x5747_4c4c).shuffle(&mut all);
+    all.truncate(n as usize);
+    all.sort_unstable();
+    all
 }
 
 struct Step {
@@ -446,6 +470,9 @@ pub fn fanout(c: &Common, a: &FanoutArgs) -> Res<()> {
             "--payload ≤ {PAYLOAD_BYTES_MAX}, --duration in (0, {DURATION_S_MAX}], --warmup ≤ {WARMUP_S_MAX}"
         ));
     }
+    if !(0.0..100.0).contains(&a.stalled_pct) {
+        return Err("--stalled-pct in [0, 100)".into());
+    }
     let steps = if a.max_rate {
         a.max_steps.clamp(1, STEPS_MAX)
     } else {
@@ -476,6 +503,7 @@ pub fn fanout(c: &Common, a: &FanoutArgs) -> Res<()> {
         connect_rate: a.connect_rate,
         deadline_ns: deadline,
         extra_local_sockets: a.pubs,
+        stalled: pick_stalled(a.subs, a.stalled_pct, a.seed),
     };
     let sub_plans = plan_groups(c, &target, spread)?;
     let workers = if sub_plans.first().is_some_and(|p| p.1) {
@@ -496,6 +524,7 @@ pub fn fanout(c: &Common, a: &FanoutArgs) -> Res<()> {
             concurrency: c.concurrency.max(1),
             connect_timeout_ms: c.connect_timeout_ms,
             recv_pause_us: 0,
+            stalled: Vec::new(),
         }],
         deadline_ns: deadline,
     };
@@ -733,9 +762,15 @@ fn fanout_round(
             let d = |k: &str| af.get(k).map(|v| v - b.get(k).copied().unwrap_or(0.0));
             let p = d("tickcast_publishes_total");
             let s = d("tickcast_serializations_total");
+            let (dl, w) = (d("tickcast_deliveries_total"), d("tickcast_writes_total"));
             json!({
                 "publishes": p, "serializations": s,
-                "deliveries": d("tickcast_deliveries_total"),
+                "deliveries": dl, "writes": w,
+                // Frames coalesced per sendmsg (control frames count as writes, not deliveries).
+                "deliveries_per_write": dl.zip(w).filter(|(_, w)| *w > 0.0).map(|(d, w)| round3(d / w)),
+                "conflated": d("tickcast_conflated_total"),
+                "dropped_oldest": d("tickcast_dropped_oldest_total"),
+                "slow_consumer_closes": d("tickcast_slow_consumer_closes_total"),
                 "encode_once": match (p, s) { (Some(p), Some(s)) => Some(p == s), _ => None },
             })
         }
@@ -747,6 +782,10 @@ fn fanout_round(
     let obj = result.as_object_mut().expect("object");
     let fields = json!({
         "subs": a.subs, "subs_connected": sub_conn.ok, "topics": a.topics,
+        // With --stalled-pct, expected/received/loss/gaps/latency/closed are the healthy
+        // subscribers' only; the stalled ones are counted here.
+        "stalled_pct": a.stalled_pct, "stalled_subs": sub_conn.stalled,
+        "stalled_closed": got.stalled_closed, "stalled_open_at_end": got.stalled_open,
         "topics_per_sub": a.topics_per_sub, "pubs": a.pubs, "rate": rate.round(),
         "payload": a.payload, "duration_s": a.duration_s, "warmup_s": a.warmup_s,
         "published": published_window,
@@ -837,6 +876,15 @@ fn print_fanout(c: &Common, a: &FanoutArgs, r: &Value, conn: &ConnectStats) {
         ("latency".into(), pct_line(&r["latency_us"], "µs")),
         ("closed".into(), format!("{}", r["closed"])),
     ];
+    if conn.stalled > 0 {
+        t.push((
+            "stalled subscribers".into(),
+            format!(
+                "{} (not in the figures above): ended {}  still open {}",
+                conn.stalled, r["stalled_closed"], r["stalled_open_at_end"]
+            ),
+        ));
+    }
     if !r["server_cpu_s"].is_null() {
         t.push((
             "server CPU".into(),
@@ -881,6 +929,17 @@ mod tests {
                 == 2
         );
         assert!(parse_source_ips("192.168.1.1", false).is_err());
+    }
+
+    #[test]
+    fn stalled_choice_is_exact_distinct_and_seeded() {
+        let a = pick_stalled(1000, 1.0, 1);
+        assert_eq!(a.len(), 10);
+        assert!(a.windows(2).all(|w| w[0] < w[1]) && a[9] < 1000);
+        assert_eq!(a, pick_stalled(1000, 1.0, 1));
+        assert_ne!(a, pick_stalled(1000, 1.0, 2));
+        assert!(pick_stalled(1000, 0.0, 1).is_empty());
+        assert_eq!(pick_stalled(10, 99.0, 1).len(), 10);
     }
 
     #[test]

@@ -96,8 +96,11 @@ pub struct ConnectStats {
     /// Connections per `"shard"` of the welcome frame.
     pub shards: BTreeMap<String, u64>,
     pub welcome_missing: u64,
-    /// Subscribed connections per bench topic index (`bench.t<i>`).
+    /// Subscribed healthy connections per bench topic index (`bench.t<i>`).
     pub subs_per_topic: Vec<u64>,
+    /// Subscribed connections that stall (`--stalled-pct`), not in `subs_per_topic`.
+    #[serde(default)]
+    pub stalled: u64,
 }
 
 impl Default for ConnectStats {
@@ -112,6 +115,7 @@ impl Default for ConnectStats {
             shards: BTreeMap::new(),
             welcome_missing: 0,
             subs_per_topic: Vec::new(),
+            stalled: 0,
         }
     }
 }
@@ -127,6 +131,7 @@ impl ConnectStats {
         add_map(&mut self.shards, &o.shards);
         self.welcome_missing += o.welcome_missing;
         add_vec(&mut self.subs_per_topic, &o.subs_per_topic);
+        self.stalled += o.stalled;
     }
 
     pub fn failed(&self) -> u64 {
@@ -159,6 +164,12 @@ pub struct RoundStats {
     /// Frames the bench could not use (fragmented, binary, malformed data frames).
     pub odd_frames: u64,
     pub open_conns: u64,
+    /// Stalled subscribers the server ended during the round, by what the socket saw.
+    #[serde(default)]
+    pub stalled_closed: BTreeMap<String, u64>,
+    /// Stalled subscribers still open at the end of the round (not in `open_conns`).
+    #[serde(default)]
+    pub stalled_open: u64,
     /// Publishers: messages with send time in the window, per bench topic index.
     pub published_window: Vec<u64>,
     pub published_total: u64,
@@ -183,6 +194,8 @@ impl Default for RoundStats {
             pings_answered: 0,
             odd_frames: 0,
             open_conns: 0,
+            stalled_closed: BTreeMap::new(),
+            stalled_open: 0,
             published_window: Vec::new(),
             published_total: 0,
             publish_skipped: 0,
@@ -205,6 +218,8 @@ impl RoundStats {
         self.pings_answered += o.pings_answered;
         self.odd_frames += o.odd_frames;
         self.open_conns += o.open_conns;
+        add_map(&mut self.stalled_closed, &o.stalled_closed);
+        self.stalled_open += o.stalled_open;
         add_vec(&mut self.published_window, &o.published_window);
         self.published_total += o.published_total;
         self.publish_skipped += o.publish_skipped;
@@ -233,6 +248,8 @@ mod tests {
         a.received_window = 2;
         a.published_window = vec![1, 2];
         a.closed.insert("eof".into(), 1);
+        a.stalled_closed.insert("reset".into(), 1);
+        a.stalled_open = 1;
         let json = serde_json::to_string(&a).unwrap();
         let b: RoundStats = serde_json::from_str(&json).unwrap();
         assert_eq!(b.latency.len(), 2);
@@ -244,5 +261,7 @@ mod tests {
         assert_eq!(m.latency.len(), 4);
         assert_eq!(m.published_window, vec![2, 4]);
         assert_eq!(m.closed["eof"], 2);
+        assert_eq!(m.stalled_closed["reset"], 2);
+        assert_eq!(m.stalled_open, 2);
     }
 }
