@@ -49,7 +49,8 @@ pub struct TopicClass {
     /// When frames are written: at once, after a coalescing window, or at most N per second
     /// per subscriber (latest value).
     pub delivery: Delivery,
-    /// `delivery = "batched"`: frames wait at most this long for a fuller write.
+    /// `delivery = "batched"`: frames wait this long for a fuller write (a 1 ms pacer checks
+    /// it, so under load a little longer).
     pub batch_window_ms: u64,
     /// `delivery = "throttled"`: messages per second per subscriber and topic.
     pub throttle_per_s: u32,
