@@ -251,16 +251,16 @@ impl State {
                 if self.conns[key as usize].recovering && self.recovering_frame(key, &frame) {
                     continue;
                 }
-                if let Pacing::Throttled { interval_ms } = pacing {
-                    self.throttle(key, frame.clone(), interval_ms);
+                if let Pacing::Throttled { interval_us } = pacing {
+                    self.throttle(key, frame.clone(), interval_us);
                     continue;
                 }
                 if !self.offer_now(key, frame.clone(), !batched) {
                     continue;
                 }
             }
-            if let Pacing::Batched { window_ms } = pacing {
-                self.batch_later(key, window_ms);
+            if let Pacing::Batched { window_us } = pacing {
+                self.batch_later(key, window_us);
             }
         }
     }

@@ -289,6 +289,12 @@ impl Shard {
     /// connections it dirtied, wakes a parked dispatcher whose rings filled, and starts drain
     /// tasks for sockets that filled up. Wakes and spawns happen after the borrow is released.
     pub fn finish(self: &Rc<Self>, mut st: RefMut<'_, State>) {
+        // monoio runs its timers only when the runtime parks, so a busy shard's pacer ticks
+        // late: every section also releases the batched and throttled deliveries that are due
+        // (a heap peek and a clock read, only while something is paced).
+        if !st.pacer.is_idle() {
+            st.run_pacer();
+        }
         st.mesh.flush();
         let dirty = !st.dirty.is_empty();
         let drains = std::mem::take(&mut st.need_drain);

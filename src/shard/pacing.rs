@@ -20,8 +20,8 @@ use crate::{config::Delivery, frame::OutFrame};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Pacing {
     Immediate,
-    Batched { window_ms: u64 },
-    Throttled { interval_ms: u64 },
+    Batched { window_us: u64 },
+    Throttled { interval_us: u64 },
 }
 
 impl Pacing {
@@ -29,10 +29,10 @@ impl Pacing {
         let class = frame.class().class;
         match cfg.topics.get(class as usize) {
             Some(c) if c.delivery == Delivery::Batched => Pacing::Batched {
-                window_ms: c.batch_window_ms,
+                window_us: c.batch_window_ms * 1000,
             },
             Some(c) if c.delivery == Delivery::Throttled => Pacing::Throttled {
-                interval_ms: (1000 / c.throttle_per_s.max(1) as u64).max(1),
+                interval_us: 1_000_000 / c.throttle_per_s.max(1) as u64,
             },
             _ => Pacing::Immediate,
         }
@@ -43,13 +43,19 @@ impl Pacing {
 #[derive(Debug)]
 pub(crate) struct Slot {
     topic: Box<str>,
-    /// Shard clock (ms) from which the next frame may go.
-    next_ms: u64,
-    interval_ms: u64,
+    /// Monotonic µs from which the next frame may go.
+    next_us: u64,
+    interval_us: u64,
     pending: Option<OutFrame>,
 }
 
-/// Connections due for a write at a time (ms on the shard clock).
+/// Monotonic microseconds (vDSO clock read; the shard's coarse ms clock would add up to a
+/// millisecond to every window).
+fn now_us() -> u64 {
+    crate::frame::monotonic_ns() / 1000
+}
+
+/// Connections due for a write at a time (monotonic µs).
 #[derive(Debug, Default)]
 pub(crate) struct Pacer {
     due: BinaryHeap<Reverse<(u64, u32, u32)>>,
@@ -60,11 +66,11 @@ pub(crate) struct Pacer {
 }
 
 impl Pacer {
-    fn schedule(&mut self, at_ms: u64, key: u32, epoch: u32) {
+    fn schedule(&mut self, at_us: u64, key: u32, epoch: u32) {
         if self.due.is_empty() {
             self.wake = true;
         }
-        self.due.push(Reverse((at_ms, key, epoch)));
+        self.due.push(Reverse((at_us, key, epoch)));
     }
 
     pub(crate) fn is_idle(&self) -> bool {
@@ -74,22 +80,21 @@ impl Pacer {
 
 impl State {
     /// A batched frame was queued for `key`: write it when the window has passed.
-    pub(crate) fn batch_later(&mut self, key: u32, window_ms: u64) {
+    pub(crate) fn batch_later(&mut self, key: u32, window_us: u64) {
         let conn = &mut self.conns[key as usize];
         if conn.dirty || conn.paced {
             return;
         }
         conn.paced = true;
         let epoch = conn.epoch;
-        // The coarse clock may be a timer tick old: read it fresh (vDSO, no syscall).
-        let at = self.clock() + window_ms;
+        let at = now_us() + window_us;
         self.pacer.schedule(at, key, epoch);
     }
 
     /// A throttled frame for `key`: sent now if the topic's interval has passed for this
     /// connection, else kept as the topic's pending frame (replacing an older one).
-    pub(crate) fn throttle(&mut self, key: u32, frame: OutFrame, interval_ms: u64) {
-        let now = self.clock();
+    pub(crate) fn throttle(&mut self, key: u32, frame: OutFrame, interval_us: u64) {
+        let now = now_us();
         let epoch = self.conns[key as usize].epoch;
         let slots = self.pacer.slots.entry(key).or_default();
         let topic = frame.topic();
@@ -98,16 +103,16 @@ impl State {
             None => {
                 slots.push(Slot {
                     topic: topic.into(),
-                    next_ms: 0,
-                    interval_ms,
+                    next_us: 0,
+                    interval_us,
                     pending: None,
                 });
                 slots.len() - 1
             }
         };
         let slot = &mut slots[i];
-        if now >= slot.next_ms && slot.pending.is_none() {
-            slot.next_ms = now + interval_ms;
+        if now >= slot.next_us && slot.pending.is_none() {
+            slot.next_us = now + interval_us;
             self.offer_now(key, frame, true);
             return;
         }
@@ -115,7 +120,7 @@ impl State {
             self.stats.c.conflated += 1;
             self.conns[key as usize].skipped += 1;
         } else {
-            let at = slot.next_ms.max(now);
+            let at = slot.next_us.max(now);
             self.pacer.schedule(at, key, epoch);
         }
     }
@@ -154,7 +159,7 @@ impl State {
     /// Pacer tick: every connection whose time has come is written; due throttle slots send
     /// their pending frame.
     pub(crate) fn run_pacer(&mut self) {
-        let now = self.clock();
+        let now = now_us();
         while let Some(&Reverse((at, key, epoch))) = self.pacer.due.peek() {
             if at > now {
                 break;
@@ -184,11 +189,11 @@ impl State {
             if s.pending.is_none() {
                 continue;
             }
-            if now >= s.next_ms {
+            if now >= s.next_us {
                 ready.extend(s.pending.take());
-                s.next_ms = now + s.interval_ms;
+                s.next_us = now + s.interval_us;
             } else {
-                next_due = Some(next_due.map_or(s.next_ms, |d: u64| d.min(s.next_ms)));
+                next_due = Some(next_due.map_or(s.next_us, |d: u64| d.min(s.next_us)));
             }
         }
         let epoch = self.conns[key as usize].epoch;
