@@ -127,6 +127,13 @@ pub struct Server {
     pub echo: bool,
     /// Runs the synthetic market-data publisher (see `[demo]`).
     pub demo_feed: bool,
+    /// Unsent bytes the kernel may queue per client socket (TCP_NOTSENT_LOWAT; 0 = the
+    /// kernel's default, no cap). Beyond it the socket takes no more, so a backlog stays in
+    /// tickcast's own lanes, where priority, conflation and the queue bounds act on it,
+    /// instead of becoming megabytes of stale data in the kernel (measured: a stalled client
+    /// piled up ~2.8 MB there before tickcast saw it, perf/README.md). 128 KiB is many rounds
+    /// of a healthy subscriber's frames.
+    pub tcp_notsent_lowat_bytes: u32,
 }
 
 impl Default for Server {
@@ -140,6 +147,7 @@ impl Default for Server {
             listen_backlog: 4096,
             echo: false,
             demo_feed: false,
+            tcp_notsent_lowat_bytes: 128 * 1024,
         }
     }
 }
@@ -551,6 +559,14 @@ impl Config {
             return bad("server.uring_entries", "must be a power of two");
         }
         range("server.listen_backlog", s.listen_backlog, 16, 1 << 20)?;
+        if s.tcp_notsent_lowat_bytes != 0 {
+            range(
+                "server.tcp_notsent_lowat_bytes",
+                s.tcp_notsent_lowat_bytes,
+                16 * 1024,
+                64 << 20,
+            )?;
+        }
 
         let l = &self.limits;
         range("limits.connections_max", l.connections_max, 1, 10_000_000)?;
@@ -838,6 +854,16 @@ mod tests {
             ..Default::default()
         });
         assert!(c.validate().unwrap_err().contains("topics[0].presence"));
+
+        let mut c = Config::default();
+        c.server.tcp_notsent_lowat_bytes = 100;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .contains("server.tcp_notsent_lowat_bytes")
+        );
+        c.server.tcp_notsent_lowat_bytes = 0;
+        c.validate().unwrap();
 
         let mut c = Config::default();
         c.limits.write_queue_bytes_max = 1000;

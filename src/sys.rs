@@ -10,6 +10,30 @@ pub fn fd_of<T: AsRawFd>(owner: &T) -> BorrowedFd<'_> {
     unsafe { BorrowedFd::borrow_raw(owner.as_raw_fd()) }
 }
 
+/// Caps the unsent bytes the kernel queues for a TCP socket (`TCP_NOTSENT_LOWAT`): beyond it
+/// the socket takes no more data. Neither rustix nor socket2 wraps this option, so it is one
+/// plain integer `setsockopt` through libc.
+pub fn set_tcp_notsent_lowat(fd: BorrowedFd<'_>, bytes: u32) -> std::io::Result<()> {
+    let value = bytes.min(i32::MAX as u32) as libc::c_int;
+    // SAFETY: `fd` is a live descriptor for the duration of the borrow; the option value
+    // points to a `c_int` on this stack frame that outlives the call, and its exact size is
+    // passed, as setsockopt(2) requires for TCP_NOTSENT_LOWAT.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Raises the soft RLIMIT_NOFILE to the hard limit and returns the result (each connection is
 /// a descriptor). Never fails: on error the current soft limit stands.
 pub fn raise_nofile_limit() -> u64 {

@@ -69,6 +69,10 @@ impl Shard {
         };
         // Latency first: tickcast coalesces frames itself, Nagle would only delay them.
         let _ = stream.set_nodelay(true);
+        let lowat = self.shared.cfg.server.tcp_notsent_lowat_bytes;
+        if lowat > 0 {
+            let _ = crate::sys::set_tcp_notsent_lowat(crate::sys::fd_of(&stream), lowat);
+        }
         let ip = peer.ip().to_canonical();
         let bucket = ip_bucket(ip);
         self.shared.connections.fetch_add(1, Ordering::Relaxed);
