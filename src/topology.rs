@@ -162,19 +162,18 @@ impl Server {
             threads.push(handle);
         }
         drop(ready_tx);
-        let mut drivers = Vec::with_capacity(shards);
+        let mut server = Server {
+            local_addr,
+            tls_addr,
+            tls,
+            drivers: Vec::with_capacity(shards),
+            mesh,
+            threads,
+        };
         for _ in 0..shards {
             match ready_rx.recv() {
-                Ok(Ok(name)) => drivers.push(name),
+                Ok(Ok(name)) => server.drivers.push(name),
                 Ok(Err(e)) => {
-                    let server = Server {
-                        local_addr,
-                        tls_addr,
-                        tls,
-                        drivers,
-                        mesh,
-                        threads,
-                    };
                     server.stop();
                     server.join();
                     return Err(e);
@@ -182,14 +181,7 @@ impl Server {
                 Err(_) => return Err("a shard thread died while starting".into()),
             }
         }
-        Ok(Server {
-            local_addr,
-            tls_addr,
-            tls,
-            drivers,
-            mesh,
-            threads,
-        })
+        Ok(server)
     }
 
     /// Asks every shard to shut down (close 1001 to every client, then exit).
