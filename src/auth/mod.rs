@@ -64,6 +64,8 @@ pub enum AuthError {
     Malformed,
     /// The token's `alg` has no configured key (includes `none`, which is never accepted).
     NoKeyForAlgorithm(String),
+    /// Keys for the token's `alg` exist, but none has the token's `kid`.
+    UnknownKid(String),
     BadSignature,
     Expired,
     NotYetValid,
@@ -81,6 +83,10 @@ impl std::fmt::Display for AuthError {
             AuthError::Malformed => f.write_str("malformed token"),
             AuthError::NoKeyForAlgorithm(alg) => {
                 write!(f, "no key accepts tokens signed with {alg}")
+            }
+            AuthError::UnknownKid(kid) => {
+                let shown: String = kid.chars().take(64).collect();
+                write!(f, "no key has kid {shown:?}")
             }
             AuthError::BadSignature => f.write_str("invalid token signature"),
             AuthError::Expired => f.write_str("token expired"),
@@ -102,6 +108,7 @@ impl AuthError {
         match self {
             AuthError::TooLong | AuthError::Malformed => "malformed",
             AuthError::NoKeyForAlgorithm(_) => "algorithm",
+            AuthError::UnknownKid(_) => "unknown_kid",
             AuthError::BadSignature => "signature",
             AuthError::Expired => "expired",
             AuthError::NotYetValid => "not_yet_valid",
@@ -111,9 +118,10 @@ impl AuthError {
         }
     }
 
-    pub const LABELS: [&'static str; 8] = [
+    pub const LABELS: [&'static str; 9] = [
         "malformed",
         "algorithm",
+        "unknown_kid",
         "signature",
         "expired",
         "not_yet_valid",
@@ -391,7 +399,12 @@ impl Auth {
                     _ => true,
                 }
         });
-        let mut last = AuthError::NoKeyForAlgorithm(format!("{:?}", header.alg));
+        let mut last = match &header.kid {
+            Some(kid) if self.jwt_keys.iter().any(|k| k.alg == header.alg) => {
+                AuthError::UnknownKid(kid.clone())
+            }
+            _ => AuthError::NoKeyForAlgorithm(format!("{:?}", header.alg)),
+        };
         for key in candidates {
             match jsonwebtoken::decode::<Claims>(token, &key.key, &self.validation_for(key.alg)) {
                 Ok(data) => return self.identity(data.claims),
@@ -682,6 +695,12 @@ mod tests {
             a.verify(&t).unwrap_err(),
             AuthError::BadSignature,
             "kid pins the key"
+        );
+        h.kid = Some("gone".into());
+        let t = encode(&h, &claims, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap();
+        assert_eq!(
+            a.verify(&t).unwrap_err(),
+            AuthError::UnknownKid("gone".into())
         );
     }
 
