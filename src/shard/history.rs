@@ -198,7 +198,6 @@ pub fn parse_epoch(s: &str) -> u64 {
 impl State {
     /// Owner side: the position of `topic` and what a client at `since` missed.
     pub(crate) fn position(&mut self, topic: &str, since: Option<(u64, u64)>) -> Position {
-        let bytes_max = self.shared.cfg.limits.write_queue_bytes_max / 2;
         let now_ns = monotonic_ns();
         if !self.ensure_topic(topic) {
             // Over `limits.topics_per_shard_max`: no position to give.
@@ -211,6 +210,8 @@ impl State {
             };
         }
         let state = self.topics.get_mut(topic).expect("ensured above");
+        // A replay fills at most half of the topic's lane at the subscriber.
+        let bytes_max = self.bounds.lane_max[state.frame_class.lane as usize] as usize / 2;
         let (seq, epoch) = (state.seq, state.epoch);
         let mut gap = None;
         let mut replay = Vec::new();
