@@ -20,12 +20,6 @@ both_drivers!(
     throttled_delivery_sends_the_latest,
 );
 
-fn classes_server(driver: Driver, classes: &str, extra: &[(&str, &str)]) -> Server {
-    let mut env = vec![("TICKCAST_TOPICS", classes)];
-    env.extend_from_slice(extra);
-    Server::start(driver, &env, &[])
-}
-
 /// A client whose socket receive buffer is tiny: once it stops reading, the server's queue
 /// for it fills after a few KB.
 async fn stalled_client(server: &Server) -> (Ws, Value) {
@@ -75,7 +69,7 @@ async fn flood(p: &mut Ws, topics: &[&str], n: u64, pad: usize) -> HashMap<Strin
 async fn conflation_gives_a_stalled_client_the_newest(driver: Driver) {
     // Per topic: ~2 MB for the stalled client, more than the kernel's socket buffers take.
     const N: u64 = 5_000;
-    let server = classes_server(driver, r#"[{pattern="px.>",slow_policy="conflate"}]"#, &[]);
+    let server = Server::with_topics(driver, r#"[{pattern="px.>",slow_policy="conflate"}]"#, &[]);
     let (mut stalled, _) = stalled_client(&server).await;
     subscribe(&mut stalled, 1, &["px.*"]).await;
     let (mut fast, _) = connect(&server).await;
@@ -167,7 +161,7 @@ async fn conflation_gives_a_stalled_client_the_newest(driver: Driver) {
 }
 
 async fn alert_overtakes_a_full_data_lane(driver: Driver) {
-    let server = classes_server(
+    let server = Server::with_topics(
         driver,
         r#"[{pattern="risk.>",lane="alert"}]"#,
         &[("TICKCAST_LIMITS__WRITE_QUEUE_BYTES_MAX", "33554432")],
@@ -207,7 +201,7 @@ async fn alert_overtakes_a_full_data_lane(driver: Driver) {
 }
 
 async fn batched_delivery_coalesces_writes(driver: Driver) {
-    let server = classes_server(
+    let server = Server::with_topics(
         driver,
         r#"[{pattern="stats.>",delivery="batched",batch_window_ms=200}]"#,
         &[],
@@ -231,7 +225,7 @@ async fn batched_delivery_coalesces_writes(driver: Driver) {
 }
 
 async fn throttled_delivery_sends_the_latest(driver: Driver) {
-    let server = classes_server(
+    let server = Server::with_topics(
         driver,
         r#"[{pattern="mon.>",delivery="throttled",throttle_per_s=2}]"#,
         &[],

@@ -23,12 +23,6 @@ both_drivers!(
     idem_key_deduplicates_retries,
 );
 
-fn history_server(driver: Driver, classes: &str, extra: &[(&str, &str)]) -> Server {
-    let mut env = vec![("TICKCAST_TOPICS", classes)];
-    env.extend_from_slice(extra);
-    Server::start(driver, &env, &[])
-}
-
 /// Publishes with an id; returns (seq, epoch) from the ack (data frames in between skipped).
 async fn publish(ws: &mut Ws, topic: &str, data: Value) -> (u64, String) {
     send_json(
@@ -85,7 +79,7 @@ fn position(ack: &Value, topic: &str) -> (u64, String) {
 }
 
 async fn reconnect_with_since_under_load(driver: Driver) {
-    let server = history_server(
+    let server = Server::with_topics(
         driver,
         r#"[{pattern="md.>",history_size=1000000}]"#,
         &[("TICKCAST_LIMITS__WRITE_QUEUE_BYTES_MAX", "67108864")],
@@ -177,7 +171,7 @@ async fn reconnect_with_since_under_load(driver: Driver) {
 }
 
 async fn evicted_history_gives_one_gap(driver: Driver) {
-    let server = history_server(driver, r#"[{pattern="ev.>",history_size=5}]"#, &[]);
+    let server = Server::with_topics(driver, r#"[{pattern="ev.>",history_size=5}]"#, &[]);
     let (mut p, _) = connect(&server).await;
     let mut epoch = String::new();
     for i in 1..=20 {
@@ -224,7 +218,7 @@ async fn evicted_history_gives_one_gap(driver: Driver) {
 }
 
 async fn epoch_change_gives_a_gap(driver: Driver) {
-    let server = history_server(driver, r#"[{pattern="ep.>",history_size=100}]"#, &[]);
+    let server = Server::with_topics(driver, r#"[{pattern="ep.>",history_size=100}]"#, &[]);
     let (mut p, _) = connect(&server).await;
     for i in 1..=3 {
         publish(&mut p, "ep.t", json!(i)).await;
@@ -251,7 +245,7 @@ async fn epoch_change_gives_a_gap(driver: Driver) {
 }
 
 async fn cache_gives_the_last_message(driver: Driver) {
-    let server = history_server(
+    let server = Server::with_topics(
         driver,
         r#"[{pattern="px.>",history_size=1,cache=true}]"#,
         &[],
@@ -278,7 +272,7 @@ async fn cache_gives_the_last_message(driver: Driver) {
 }
 
 async fn wildcard_subscription_with_since(driver: Driver) {
-    let server = history_server(driver, r#"[{pattern="wc.>",history_size=100}]"#, &[]);
+    let server = Server::with_topics(driver, r#"[{pattern="wc.>",history_size=100}]"#, &[]);
     let (mut p, _) = connect(&server).await;
     let mut epoch = String::new();
     for i in 1..=4 {
@@ -320,7 +314,7 @@ async fn wildcard_subscription_with_since(driver: Driver) {
 }
 
 async fn idem_key_deduplicates_retries(driver: Driver) {
-    let server = history_server(driver, "[]", &[]);
+    let server = Server::with_topics(driver, "[]", &[]);
     let (mut sub, _) = connect(&server).await;
     subscribe(&mut sub, 1, &["orders.new"]).await;
     let (mut p, _) = connect(&server).await;

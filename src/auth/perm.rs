@@ -56,10 +56,7 @@ impl Perms {
         Perms { patterns }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.patterns.is_empty()
-    }
-
+    #[cfg(test)]
     pub fn patterns(&self) -> impl Iterator<Item = &str> {
         self.patterns.iter().map(|p| &**p)
     }

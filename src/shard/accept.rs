@@ -83,15 +83,7 @@ impl Shard {
         st.next_conn_no += 1;
         let no = st.next_conn_no;
         let stream = Rc::new(stream);
-        let mut conn = Conn::new(
-            stream.clone(),
-            epoch,
-            ip,
-            no,
-            now,
-            deadline,
-            ip.is_loopback(),
-        );
+        let mut conn = Conn::new(stream.clone(), epoch, ip, no, now, deadline);
         conn.tls = tls;
         let key = st.conns.insert(conn) as u32;
         st.handshakes += 1;

@@ -445,7 +445,9 @@ impl State {
     ) -> Result<Option<Identity>, Refusal> {
         match access {
             EndpointAccess::Open => return Ok(None),
-            EndpointAccess::Loopback if self.conns[key as usize].loopback => return Ok(None),
+            EndpointAccess::Loopback if self.conns[key as usize].ip().is_loopback() => {
+                return Ok(None);
+            }
             _ => {}
         }
         let Some(token) = request_token(req) else {

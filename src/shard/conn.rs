@@ -96,8 +96,6 @@ pub struct Conn {
     /// Messages refused by the rate limit in a row.
     pub rate_strikes: u16,
     pub auth: AuthState,
-    /// The peer is on a loopback address (`auth.health_metrics = "loopback"`).
-    pub loopback: bool,
     /// Some topic of this connection waits for its position (`State::recovering`).
     pub recovering: bool,
     /// A batched write is scheduled with the pacer.
@@ -122,7 +120,6 @@ impl Conn {
         no: u64,
         now_ms: u64,
         deadline_ms: u64,
-        loopback: bool,
     ) -> Conn {
         Conn {
             out: OutQueue::default(),
@@ -155,7 +152,6 @@ impl Conn {
             rate_tat_us: 0,
             rate_strikes: 0,
             auth: AuthState::Ok,
-            loopback,
             recovering: false,
             paced: false,
             skipped: 0,

@@ -188,11 +188,6 @@ impl OutQueue {
         self.bytes as usize
     }
 
-    /// Bytes queued in `lane`.
-    pub fn lane_bytes(&self, lane: u8) -> usize {
-        self.lane_bytes[lane as usize] as usize
-    }
-
     pub fn is_empty(&self) -> bool {
         self.frames.is_empty()
     }
@@ -215,9 +210,7 @@ impl OutQueue {
     pub fn flush(&mut self, sock: BorrowedFd<'_>, now_ns: u64, stats: &mut ShardStats) -> Flush {
         loop {
             if self.frames.is_empty() {
-                if self.frames.capacity() > OUTQ_KEEP_ENTRIES {
-                    self.frames = VecDeque::new();
-                }
+                self.shrink_if_empty();
                 return Flush::Done;
             }
             let mut iov = [IoSlice::new(&[]); IOVECS_PER_WRITE];

@@ -149,6 +149,13 @@ impl Server {
         }
     }
 
+    /// A server with topic classes (`TICKCAST_TOPICS`, TOML inline) plus `extra` env.
+    pub fn with_topics(driver: Driver, classes: &str, extra: &[(&str, &str)]) -> Server {
+        let mut env = vec![("TICKCAST_TOPICS", classes)];
+        env.extend_from_slice(extra);
+        Server::start(driver, &env, &[])
+    }
+
     pub fn ws_url(&self) -> String {
         format!("ws://{}/ws", self.addr)
     }
