@@ -22,6 +22,7 @@ pub struct Config {
     pub log: Log,
     pub tls: Tls,
     pub auth: AuthConfig,
+    pub cluster: Cluster,
     /// Topic classes (`[[topics]]`): per topic pattern, history and delivery policy. The first
     /// class whose pattern matches a topic applies to it.
     pub topics: Vec<TopicClass>,
@@ -313,6 +314,89 @@ impl Default for Mesh {
         Self {
             queue_len: 65_536,
             spill_max: 1_048_576,
+        }
+    }
+}
+
+/// Which engine carries publishes between nodes (docs/CLUSTER.md).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Engine {
+    /// One node: shards talk over the in-process mesh only.
+    #[default]
+    Memory,
+    /// NATS with JetStream (sequence, history) and core subjects (live traffic).
+    Nats,
+    /// Redis: a Lua script sequences and appends to a Stream; Pub/Sub carries live traffic.
+    Redis,
+}
+
+/// `[cluster]`: many nodes, one topic space, over a broker (docs/CLUSTER.md).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Cluster {
+    pub engine: Engine,
+    /// The broker: `nats://host:port` or `redis://host:port[/db]`. Empty = the engine's
+    /// default on loopback (nats://127.0.0.1:4222, redis://127.0.0.1:6379).
+    pub url: String,
+    /// This node's name in the cluster (`/v1/cluster`, `origin` of its publishes). Empty = a
+    /// random one per start (`n-` + 8 hex digits): a restarted node is a new node.
+    pub node_id: String,
+    /// Prefix of every subject, channel and key tickcast uses on the broker, so several
+    /// clusters (or other applications) can share one broker.
+    pub prefix: String,
+    /// How often a node announces itself (and its connection count) to the others.
+    pub heartbeat_ms: u64,
+    /// A node not heard from for this long is dead: it leaves `/v1/cluster`, and its
+    /// connections leave cluster-wide presence and `/v1/online`. 3 heartbeats: one lost
+    /// heartbeat never declares a node dead.
+    pub node_ttl_ms: u64,
+    /// Reconnect backoff after the broker is lost (or unreachable at start): starts here and
+    /// doubles up to `reconnect_max_ms`, with jitter.
+    pub reconnect_min_ms: u64,
+    pub reconnect_max_ms: u64,
+    /// A publish not confirmed by the broker within this time gets an error (the message may
+    /// still have been published: retry with the same `idem` key).
+    pub publish_timeout_ms: u64,
+    /// Publishes waiting for the broker, per node. Beyond it a publish is refused at once
+    /// with `rate_limited` (counted in `tickcast_cluster_publish_rejects_total`): a stalled
+    /// broker cannot grow the node's memory.
+    pub publish_queue_max: usize,
+    /// Broker messages waiting for a busy shard, per shard. Beyond it they are dropped and
+    /// counted; the topic's owner sees the hole and repairs it from the broker's history.
+    pub inbound_queue_max: usize,
+    /// Cluster-wide queries (`/v1/online`, `/v1/presence`, `/v1/cluster`) wait this long for
+    /// the other nodes' answers; a node that does not answer in time is left out (and named).
+    pub query_timeout_ms: u64,
+    /// NATS: JetStream storage of the history stream, `file` (survives a broker restart) or
+    /// `memory`.
+    pub nats_storage: String,
+    /// NATS: the history stream's size bound (`max_bytes`). Per topic it keeps the largest
+    /// `history_size` of any class (at least 1: the last message carries the topic's
+    /// sequence number and epoch).
+    pub nats_stream_max_bytes: u64,
+    /// NATS: how long JetStream remembers an `idem` key (its duplicate window).
+    pub idem_window_s: u64,
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Self {
+            engine: Engine::Memory,
+            url: String::new(),
+            node_id: String::new(),
+            prefix: "tc".into(),
+            heartbeat_ms: 1000,
+            node_ttl_ms: 3000,
+            reconnect_min_ms: 100,
+            reconnect_max_ms: 5000,
+            publish_timeout_ms: 5000,
+            publish_queue_max: 65_536,
+            inbound_queue_max: 65_536,
+            query_timeout_ms: 1000,
+            nats_storage: "file".into(),
+            nats_stream_max_bytes: 1 << 30,
+            idem_window_s: 120,
         }
     }
 }
@@ -775,7 +859,92 @@ impl Config {
                 );
             }
         }
-        self.validate_tls()
+        self.validate_tls()?;
+        self.validate_cluster()
+    }
+
+    /// `[cluster]`: ranges, the URL's scheme, names that are one subject token.
+    fn validate_cluster(&self) -> Result<(), String> {
+        let c = &self.cluster;
+        let bad = |key: &str, why: String| Err(format!("config: cluster.{key}: {why}"));
+        let range = |key: &str, v: u64, lo: u64, hi: u64| {
+            if v < lo || v > hi {
+                return bad(key, format!("{v} is out of range {lo}..={hi}"));
+            }
+            Ok(())
+        };
+        range("heartbeat_ms", c.heartbeat_ms, 50, 60_000)?;
+        range("node_ttl_ms", c.node_ttl_ms, 100, 600_000)?;
+        if c.node_ttl_ms <= c.heartbeat_ms {
+            return bad(
+                "node_ttl_ms",
+                format!(
+                    "{} must exceed cluster.heartbeat_ms ({}), or live nodes expire",
+                    c.node_ttl_ms, c.heartbeat_ms
+                ),
+            );
+        }
+        range("reconnect_min_ms", c.reconnect_min_ms, 1, 60_000)?;
+        range(
+            "reconnect_max_ms",
+            c.reconnect_max_ms,
+            c.reconnect_min_ms,
+            600_000,
+        )?;
+        range("publish_timeout_ms", c.publish_timeout_ms, 10, 600_000)?;
+        range("publish_queue_max", c.publish_queue_max as u64, 1, 1 << 24)?;
+        range("inbound_queue_max", c.inbound_queue_max as u64, 16, 1 << 24)?;
+        range("query_timeout_ms", c.query_timeout_ms, 10, 60_000)?;
+        range(
+            "nats_stream_max_bytes",
+            c.nats_stream_max_bytes,
+            1 << 20,
+            1 << 50,
+        )?;
+        range("idem_window_s", c.idem_window_s, 1, 86_400)?;
+        if !matches!(c.nats_storage.as_str(), "file" | "memory") {
+            return bad(
+                "nats_storage",
+                format!("{:?} is not file or memory", c.nats_storage),
+            );
+        }
+        let token = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
+        if !token(&c.prefix) {
+            return bad(
+                "prefix",
+                format!("{:?} is not [A-Za-z0-9_-]{{1,64}}", c.prefix),
+            );
+        }
+        if !c.node_id.is_empty() && !token(&c.node_id) {
+            return bad(
+                "node_id",
+                format!("{:?} is not [A-Za-z0-9_-]{{1,64}}", c.node_id),
+            );
+        }
+        let scheme = match c.engine {
+            Engine::Memory => return Ok(()),
+            Engine::Nats => "nats://",
+            Engine::Redis => return bad("engine", "redis is not available yet".into()),
+        };
+        if !c.url.is_empty() && !c.url.starts_with(scheme) {
+            return bad("url", format!("{:?} does not start with {scheme}", c.url));
+        }
+        Ok(())
+    }
+
+    /// The broker URL, with the engine's loopback default when `cluster.url` is empty.
+    pub fn cluster_url(&self) -> String {
+        match (self.cluster.url.is_empty(), self.cluster.engine) {
+            (false, _) => self.cluster.url.clone(),
+            (true, Engine::Nats) => "nats://127.0.0.1:4222".into(),
+            (true, Engine::Redis) => "redis://127.0.0.1:6379".into(),
+            (true, Engine::Memory) => String::new(),
+        }
     }
 
     /// `[tls]`: an address and both files when enabled. The files' contents are checked when

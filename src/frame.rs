@@ -195,6 +195,22 @@ pub fn text_frame(json: &[u8]) -> Frame {
     Frame::control(out)
 }
 
+/// A control-lane event about `topic` (a cluster `gap`): routed to the topic's subscribers
+/// like its data frames, but never dropped and not a delivery.
+pub fn topic_event(topic: &str, json: &[u8]) -> Frame {
+    let mut f = text_frame(json);
+    let needle = format!("\"topic\":\"{topic}\"");
+    if let Some(at) = f
+        .bytes
+        .windows(needle.len())
+        .position(|w| w == needle.as_bytes())
+    {
+        f.topic_start = (at + "\"topic\":\"".len()) as u16;
+        f.topic_len = topic.len() as u16;
+    }
+    f
+}
+
 /// Nanoseconds on CLOCK_MONOTONIC (vDSO, no syscall); comparable across processes.
 pub fn monotonic_ns() -> u64 {
     let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);

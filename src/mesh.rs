@@ -68,6 +68,27 @@ pub enum MeshMsg {
     Admin(Box<AdminReq>),
     /// The destination's part of the answer, back to the asking shard.
     AdminReply(Box<AdminRep>),
+    /// Cluster (from the bridge, to the topic's owner): a message the broker sequenced.
+    Remote(Box<crate::cluster::Received>),
+    /// Cluster (from the bridge, to the topic's owner): the broker's history of a topic.
+    Fetched(Box<crate::cluster::Fetched>),
+    /// Cluster (from the bridge): the broker has this shard's interest up to `seq`.
+    BrokerInterestAck {
+        seq: u64,
+    },
+    /// Cluster (from the bridge): the broker connection is back; owners repair their topics.
+    BrokerUp,
+    /// Cluster (from the bridge, to shard 0): this node's part of another node's admin query.
+    QueryLocal(Box<QueryLocal>),
+    /// Cluster (from the bridge): the other nodes' parts of this shard's admin query.
+    QueryReply(Box<crate::cluster::QueryReply>),
+}
+
+/// An admin query from another node, answered with this node's part as JSON.
+#[derive(Debug)]
+pub struct QueryLocal {
+    pub path: Box<str>,
+    pub reply: Option<tokio::sync::oneshot::Sender<Vec<u8>>>,
 }
 
 #[derive(Debug)]
@@ -234,6 +255,14 @@ impl Mesh {
             }
         }
         self.wake_if_parked(dst);
+    }
+
+    /// Sends from outside the shards without waiting: gives `msg` back when the ring is full
+    /// (the cluster bridge retries it later).
+    pub fn try_send_external(&self, dst: usize, msg: MeshMsg) -> Result<(), MeshMsg> {
+        self.ring(self.shards, dst).push(msg)?;
+        self.wake_if_parked(dst);
+        Ok(())
     }
 
     /// Whether anything waits in shard `dst`'s inbound rings (a few atomic loads).

@@ -21,6 +21,8 @@ pub enum ErrorCode {
     Unauthorized,
     RateLimited,
     MessageTooLarge,
+    /// Cluster mode: the broker did not confirm a publish (down, or too slow).
+    Unavailable,
     Internal,
 }
 
@@ -34,6 +36,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::MessageTooLarge => "message_too_large",
+            ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }
     }
@@ -47,6 +50,7 @@ impl ErrorCode {
             ErrorCode::MessageTooLarge => 413,
             ErrorCode::TooManySubscriptions | ErrorCode::RateLimited => 429,
             ErrorCode::Internal => 500,
+            ErrorCode::Unavailable => 503,
         }
     }
 }

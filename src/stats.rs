@@ -185,6 +185,10 @@ pub struct Counters {
     pub replayed: u64,
     /// Publishes answered as duplicates of an earlier one with the same `idem` key.
     pub duplicates: u64,
+    /// Cluster: broker messages a topic's owner had already delivered (dropped).
+    pub cluster_duplicates: u64,
+    /// Cluster: holes in a topic's broker stream (each started a repair fetch).
+    pub cluster_holes: u64,
     /// Frames a subscriber did not get because a newer frame of the topic replaced them
     /// (`conflate` queues, `throttled` delivery).
     pub conflated: u64,
@@ -274,6 +278,8 @@ struct Handles {
     gaps: Counter,
     replayed: Counter,
     duplicates: Counter,
+    cluster_duplicates: Counter,
+    cluster_holes: Counter,
     conflated: Counter,
     dropped_oldest: Counter,
     tls_handshakes: Counter,
@@ -321,6 +327,8 @@ impl ShardStats {
             gaps: c("tickcast_gaps_total"),
             replayed: c("tickcast_replayed_total"),
             duplicates: c("tickcast_duplicate_publishes_total"),
+            cluster_duplicates: c("tickcast_cluster_duplicates_total"),
+            cluster_holes: c("tickcast_cluster_holes_total"),
             conflated: c("tickcast_conflated_total"),
             dropped_oldest: c("tickcast_dropped_oldest_total"),
             security: SecEvent::ALL
@@ -393,6 +401,8 @@ impl ShardStats {
         h.gaps.absolute(c.gaps);
         h.replayed.absolute(c.replayed);
         h.duplicates.absolute(c.duplicates);
+        h.cluster_duplicates.absolute(c.cluster_duplicates);
+        h.cluster_holes.absolute(c.cluster_holes);
         h.conflated.absolute(c.conflated);
         h.dropped_oldest.absolute(c.dropped_oldest);
         for (handle, v) in h.security.iter().zip(c.security.iter()) {
@@ -537,6 +547,14 @@ fn describe() {
     describe_counter!(
         "tickcast_replayed_total",
         "Frames replayed from history to recovering subscribers."
+    );
+    describe_counter!(
+        "tickcast_cluster_duplicates_total",
+        "Cluster: broker messages a topic's owner had already delivered (dropped)."
+    );
+    describe_counter!(
+        "tickcast_cluster_holes_total",
+        "Cluster: holes seen in a topic's broker stream (each repaired from history or reported as a gap)."
     );
     describe_counter!(
         "tickcast_security_events_total",

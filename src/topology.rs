@@ -135,9 +135,15 @@ impl Server {
         let pin = cfg.server.pin_cores && !cores.is_empty();
         let driver = resolve_driver(cfg.server.driver)?;
         let entries = cfg.server.uring_entries;
+        let bridge = (cfg.cluster.engine != crate::config::Engine::Memory)
+            .then(|| crate::cluster::Bridge::new(&cfg));
         let mut shared = Shared::new(cfg, auth, mesh.clone(), hub, local_addr);
         shared.tls = tls.clone();
+        shared.bridge = bridge.clone();
         let shared = Arc::new(shared);
+        if let Some(bridge) = &bridge {
+            bridge.spawn(shared.clone())?;
+        }
         let (ready_tx, ready_rx) = mpsc::channel::<Result<&'static str, String>>();
         let mut threads = Vec::with_capacity(shards);
         for (id, listener) in listeners.into_iter().zip(tls_listeners).enumerate() {

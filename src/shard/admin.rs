@@ -42,7 +42,7 @@ use crate::{
 pub(crate) fn method_of(path: &str) -> Option<(&'static str, Method)> {
     match path {
         "/v1/stats" | "/v1/connections" | "/v1/topics" | "/v1/history" | "/v1/presence"
-        | "/v1/online" => Some(("GET", Method::Get)),
+        | "/v1/online" | "/v1/cluster" => Some(("GET", Method::Get)),
         "/v1/broadcast" | "/v1/disconnect" | "/v1/send" => Some(("POST", Method::Post)),
         _ => None,
     }
@@ -235,14 +235,27 @@ pub struct HistoryPart {
 
 /// An admin request collecting parts (in `HttpWaiter::gather`).
 pub(crate) struct Gather {
-    kind: Kind,
+    pub(super) kind: Kind,
     /// Parts still to arrive.
     pending: usize,
-    parts: Vec<AdminPart>,
+    pub(super) parts: Vec<AdminPart>,
+    /// Cluster mode: the other nodes' parts (`cluster_api`).
+    pub(super) cluster: super::cluster_api::ClusterStep,
+}
+
+impl Gather {
+    pub(super) fn new(kind: Kind, cluster: super::cluster_api::ClusterStep) -> Gather {
+        Gather {
+            kind,
+            pending: 0,
+            parts: Vec::new(),
+            cluster,
+        }
+    }
 }
 
 /// What to render once every part is in.
-enum Kind {
+pub(super) enum Kind {
     Stats,
     Connections {
         limit: usize,
@@ -410,6 +423,15 @@ impl State {
                 Ok(Asked::Gather(query, Kind::Topics { limit }, all))
             }),
             "/v1/history" => self.history_query(q),
+            "/v1/cluster" => {
+                return match params(q, []) {
+                    Ok(_) => self.cluster_status(keep_alive),
+                    Err((status, code, message)) => {
+                        self.respond_error(key, status, code, &message, keep_alive);
+                        Answer::Responded { keep_alive }
+                    }
+                };
+            }
             "/v1/presence" => params(q, ["topic"]).and_then(|[t]| {
                 let topic = required(t, "topic")?;
                 valid_topic(&topic)?;
@@ -433,11 +455,7 @@ impl State {
         match asked {
             Ok(Asked::Waiting(rx)) => Answer::Await(rx),
             Ok(Asked::Gather(query, kind, targets)) => {
-                let gather = Gather {
-                    kind,
-                    pending: 0,
-                    parts: Vec::new(),
-                };
+                let gather = Gather::new(kind, self.cluster_step(&query));
                 let (token, rx) = self.http_waiter(keep_alive, Some(Box::new(gather)));
                 self.admin_send(token, query, targets);
                 Answer::Await(rx)
@@ -608,7 +626,7 @@ impl State {
     }
 
     /// Asks `targets` (a shard mask, this shard included or not) for their part.
-    fn admin_send(&mut self, token: usize, query: AdminQuery, targets: u64) {
+    pub(super) fn admin_send(&mut self, token: usize, query: AdminQuery, targets: u64) {
         if let Some(g) = self.gather_mut(token) {
             g.pending = targets.count_ones() as usize;
         }
@@ -630,7 +648,7 @@ impl State {
         }
     }
 
-    fn gather_mut(&mut self, token: usize) -> Option<&mut Gather> {
+    pub(super) fn gather_mut(&mut self, token: usize) -> Option<&mut Gather> {
         self.http_waiters
             .get_mut(token)
             .and_then(|w| w.gather.as_deref_mut())
@@ -871,7 +889,10 @@ impl State {
     }
 
     /// Every part is in: render, or start the next round.
-    fn admin_complete(&mut self, token: usize) {
+    pub(super) fn admin_complete(&mut self, token: usize) {
+        if self.cluster_parts_pending(token) {
+            return;
+        }
         let Some(g) = self.gather_mut(token) else {
             return;
         };
@@ -970,10 +991,12 @@ impl State {
                 let cut = list.items(&mut out, |out, i| render_user(out, &users[i]));
                 num(&mut out, "anonymous", anonymous as u64);
                 if cut {
-                    out.extend_from_slice(b"\"truncated\":true");
+                    out.extend_from_slice(b"\"truncated\":true,");
                 }
+                self.render_missing_nodes(token, &mut out);
             }
             Kind::Online { limit } => {
+                self.render_missing_nodes(token, &mut out);
                 let (users, _) = merge_users(parts);
                 let list = List::new("users", users.len(), limit, budget);
                 list.render(
@@ -1016,7 +1039,7 @@ impl State {
         end(out, b']');
     }
 
-    fn admin_respond(&mut self, token: usize, status: u16, body: Vec<u8>) {
+    pub(super) fn admin_respond(&mut self, token: usize, status: u16, body: Vec<u8>) {
         let Some(waiter) = self.http_waiters.try_remove(token) else {
             return;
         };
@@ -1168,28 +1191,28 @@ fn push_conn_id(out: &mut Vec<u8>, shard: usize, no: u64) {
 }
 
 /// `"k":`
-fn key(out: &mut Vec<u8>, k: &str) {
+pub(super) fn key(out: &mut Vec<u8>, k: &str) {
     out.push(b'"');
     out.extend_from_slice(k.as_bytes());
     out.extend_from_slice(b"\":");
 }
 
 /// `"k":v,`
-fn num(out: &mut Vec<u8>, k: &str, v: u64) {
+pub(super) fn num(out: &mut Vec<u8>, k: &str, v: u64) {
     key(out, k);
     out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
     out.push(b',');
 }
 
 /// `"k":"v",`
-fn string(out: &mut Vec<u8>, k: &str, v: &str) {
+pub(super) fn string(out: &mut Vec<u8>, k: &str, v: &str) {
     key(out, k);
     push_json_str(out, v);
     out.push(b',');
 }
 
 /// Closes an object or array whose members each end in `,`.
-fn end(out: &mut Vec<u8>, close: u8) {
+pub(super) fn end(out: &mut Vec<u8>, close: u8) {
     if out.last() == Some(&b',') {
         out.pop();
     }
@@ -1299,7 +1322,7 @@ fn render_topic(out: &mut Vec<u8>, t: &TopicInfo, subscribers: usize) {
     end(out, b'}');
 }
 
-fn render_user(out: &mut Vec<u8>, (user, n): &(Box<str>, usize)) {
+pub(super) fn render_user(out: &mut Vec<u8>, (user, n): &(Box<str>, usize)) {
     out.push(b'{');
     string(out, "user", user);
     num(out, "connections", *n as u64);
@@ -1308,7 +1331,7 @@ fn render_user(out: &mut Vec<u8>, (user, n): &(Box<str>, usize)) {
 
 /// Users over all shards' parts (connection counts summed), sorted by name, and the
 /// anonymous connections.
-fn merge_users(parts: Vec<AdminPart>) -> (Vec<(Box<str>, usize)>, usize) {
+pub(super) fn merge_users(parts: Vec<AdminPart>) -> (Vec<(Box<str>, usize)>, usize) {
     let mut users: HashMap<Box<str>, usize> = HashMap::new();
     let mut anon = 0;
     for p in parts {

@@ -66,6 +66,9 @@ impl State {
         to_user: bool,
     ) {
         self.stats.c.publishes += 1;
+        if self.shared.bridge.is_some() {
+            return self.publish_to_broker(topic, data, idem, reply, to_user);
+        }
         let owner = owner_of(topic, self.shared.shards);
         if owner == self.shard {
             self.sequence(topic, &data, idem, reply, self.shard, to_user);
@@ -104,12 +107,8 @@ impl State {
         if !self.ensure_topic(topic) {
             return self.publish_done(reply, Err(ErrorCode::RateLimited), origin);
         }
-        let interest_gen = self.interest_gen;
         let idem_max = self.shared.cfg.limits.idem_keys_per_topic;
-        let State {
-            topics, interest, ..
-        } = self;
-        let state = topics.get_mut(topic).expect("ensured above");
+        let state = self.topics.get_mut(topic).expect("ensured above");
         let topic_epoch = state.epoch;
         if let Some(key) = idem {
             let window = state.idem.get_or_insert_with(Default::default);
@@ -126,6 +125,33 @@ impl State {
         }
         state.seq += 1;
         let seq = state.seq;
+        self.fan_out(topic, seq, unix_us(), data, to_user);
+        let done = Published {
+            seq,
+            epoch: topic_epoch,
+            duplicate: false,
+        };
+        self.publish_done(reply, Ok(done), origin);
+    }
+
+    /// Encodes message `seq` of `topic` once, keeps it in the topic's history and hands it to
+    /// every interested shard (`to_user`: every shard, for the user's connections). The
+    /// topic's owner only; the topic exists.
+    pub(crate) fn fan_out(
+        &mut self,
+        topic: &str,
+        seq: u64,
+        ts_us: u64,
+        data: &[u8],
+        to_user: bool,
+    ) {
+        let interest_gen = self.interest_gen;
+        let State {
+            topics, interest, ..
+        } = self;
+        let Some(state) = topics.get_mut(topic) else {
+            return;
+        };
         if state.mask_gen != interest_gen {
             let mut mask = 0;
             interest.for_each_match(topic, |m| mask |= *m);
@@ -136,7 +162,7 @@ impl State {
         // Built even when no shard listens (~100 ns), so `serializations` counts every publish
         // sequenced, with or without subscribers.
         let frame: SharedFrame = Arc::new(
-            encode_data_frame(topic, seq, unix_us(), data, monotonic_ns())
+            encode_data_frame(topic, seq, ts_us, data, monotonic_ns())
                 .with_class(state.frame_class),
         );
         self.stats.c.serializations += 1;
@@ -153,15 +179,9 @@ impl State {
                 self.deliver_local(topic, Rc::new(frame));
             }
         }
-        let done = Published {
-            seq,
-            epoch: topic_epoch,
-            duplicate: false,
-        };
-        self.publish_done(reply, Ok(done), origin);
     }
 
-    fn send_to_shards(&mut self, mask: u64, frame: &SharedFrame) {
+    pub(crate) fn send_to_shards(&mut self, mask: u64, frame: &SharedFrame) {
         self.send_frame(mask, frame, MeshMsg::Deliver);
     }
 
@@ -266,7 +286,7 @@ impl State {
     }
 
     /// The outcome of a publish reaches whoever waits for it (possibly on another shard).
-    fn publish_done(
+    pub(crate) fn publish_done(
         &mut self,
         reply: ReplyTo,
         result: Result<Published, ErrorCode>,
@@ -285,7 +305,11 @@ impl State {
         );
     }
 
-    fn apply_publish_reply(&mut self, reply: ReplyTo, result: Result<Published, ErrorCode>) {
+    pub(crate) fn apply_publish_reply(
+        &mut self,
+        reply: ReplyTo,
+        result: Result<Published, ErrorCode>,
+    ) {
         match reply {
             ReplyTo::None => {}
             ReplyTo::Http { token } => self.http_published(token, result),
@@ -549,7 +573,7 @@ impl State {
         let me = self.shard as u8;
         self.apply_interest(me, pattern, add);
         let peers = self.shared.shards;
-        if peers == 1 {
+        if peers == 1 && self.shared.bridge.is_none() {
             return;
         }
         self.interest_seq += 1;
@@ -568,6 +592,7 @@ impl State {
             };
             let _ = self.mesh.send(dst, MeshMsg::Interest(Box::new(msg)));
         }
+        self.broker_interest(pattern, add, seq);
     }
 
     fn apply_interest(&mut self, from: u8, pattern: &str, add: bool) {
@@ -578,6 +603,8 @@ impl State {
             *mask &= !bit;
             if *mask == 0 {
                 self.interest.remove(pattern);
+                // The node no longer gets this pattern from the broker.
+                self.cluster_gen += 1;
             }
         }
         self.interest_gen += 1;
@@ -589,6 +616,7 @@ impl State {
             .map(|s| self.interest_acked[s])
             .min()
             .unwrap_or(u64::MAX)
+            .min(self.bridge_acked)
     }
 
     /// Handles up to `budget` messages from other shards. Returns how many there were.
@@ -653,6 +681,15 @@ impl State {
             MeshMsg::Admin(req) => self.admin_request_from_peer(*req),
             MeshMsg::AdminReply(rep) => self.admin_part(rep.token, rep.part),
             MeshMsg::Shutdown => self.begin_shutdown(),
+            MeshMsg::Remote(m) => self.on_remote(*m),
+            MeshMsg::Fetched(f) => self.on_fetched(*f),
+            MeshMsg::BrokerInterestAck { seq } => {
+                self.bridge_acked = self.bridge_acked.max(seq);
+                self.release_pending_subs();
+            }
+            MeshMsg::BrokerUp => self.broker_up(),
+            MeshMsg::QueryLocal(q) => self.query_local(*q),
+            MeshMsg::QueryReply(r) => self.query_reply(*r),
         }
     }
 

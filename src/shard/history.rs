@@ -48,6 +48,39 @@ impl History {
         }
     }
 
+    /// Forgets every frame (the topic's sequence started over, or the history has a hole).
+    pub(crate) fn clear(&mut self) {
+        self.frames.clear();
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.max
+    }
+
+    /// `seq` of the oldest frame retained.
+    pub(crate) fn first_seq(&self) -> Option<u64> {
+        self.frames.front().map(|f| f.seq())
+    }
+
+    /// Puts `older` (oldest first, fetched from the broker) in front of the retained frames,
+    /// keeping only the ones that continue them without a hole and fit.
+    pub(crate) fn prepend(&mut self, older: Vec<SharedFrame>) {
+        let mut next = self.first_seq();
+        for f in older.into_iter().rev() {
+            if self.frames.len() == self.max {
+                break;
+            }
+            if next.is_some_and(|n| f.seq() + 1 != n) {
+                if next.is_some_and(|n| f.seq() >= n) {
+                    continue;
+                }
+                break;
+            }
+            next = Some(f.seq());
+            self.frames.push_front(f);
+        }
+    }
+
     pub(crate) fn push(&mut self, frame: SharedFrame, now_ns: u64) {
         if self.frames.len() == self.max {
             self.frames.pop_front();
@@ -135,6 +168,9 @@ pub enum GapReason {
     Evicted,
     /// The topic's epoch changed (server restart, topic dropped): the client's `seq` is void.
     Epoch,
+    /// Cluster: messages this node did not get from the broker, and the broker's history no
+    /// longer holds (or the broker could not be asked).
+    Lost,
 }
 
 impl GapReason {
@@ -142,6 +178,7 @@ impl GapReason {
         match self {
             GapReason::Evicted => "evicted",
             GapReason::Epoch => "epoch",
+            GapReason::Lost => "lost",
         }
     }
 }
@@ -215,6 +252,9 @@ impl State {
         let (seq, epoch) = (state.seq, state.epoch);
         let mut gap = None;
         let mut replay = Vec::new();
+        // Epoch 0 is "not known yet" (an ack for a topic nothing was published to, in
+        // cluster mode): compared by `seq` alone.
+        let since = since.map(|(s, e)| (s, if e == 0 { epoch } else { e }));
         match since {
             Some((s, e)) if e == epoch && s < seq => {
                 if let Some(h) = state.history.as_mut() {
@@ -280,12 +320,20 @@ impl State {
                     seq: 0,
                     mask: 0,
                     mask_gen: u64::MAX,
-                    // Never 0: 0 stands for "no epoch" in client input.
-                    epoch: fastrand::u64(1..),
+                    // Never 0: 0 stands for "no epoch yet". In cluster mode the broker's
+                    // messages bring the topic's epoch.
+                    epoch: if self.shared.bridge.is_some() {
+                        0
+                    } else {
+                        fastrand::u64(1..)
+                    },
                     cache: class.is_some_and(|c| c.cache),
                     history,
                     frame_class,
                     idem: None,
+                    live_gen: u64::MAX,
+                    history_gen: u64::MAX,
+                    remote: None,
                 },
             );
         }
@@ -310,8 +358,13 @@ impl State {
         for (topic, since) in wanted {
             let owner = owner_of(&topic, self.shared.shards);
             if owner == self.shard {
-                let pos = self.position(&topic, since);
-                self.position_arrived(token, conn_epoch, pos);
+                let asked = super::remote::Asked {
+                    from: self.shard as u8,
+                    token,
+                    conn_epoch,
+                    since,
+                };
+                self.position_request(&topic, asked);
             } else {
                 let req = PositionReq {
                     topic,
@@ -328,15 +381,28 @@ impl State {
 
     /// Owner side of a peer's position request.
     pub(crate) fn on_position_req(&mut self, req: PositionReq) {
-        let pos = self.position(&req.topic, req.since);
-        let rep = PositionRep {
-            pos,
+        let asked = super::remote::Asked {
+            from: req.from,
             token: req.token,
             conn_epoch: req.conn_epoch,
+            since: req.since,
+        };
+        self.position_request(&req.topic, asked);
+    }
+
+    /// Sends the answer to whoever asked (this shard or a peer).
+    pub(crate) fn answer_position(&mut self, asked: super::remote::Asked, pos: Position) {
+        if asked.from as usize == self.shard {
+            return self.position_arrived(asked.token, asked.conn_epoch, pos);
+        }
+        let rep = PositionRep {
+            pos,
+            token: asked.token,
+            conn_epoch: asked.conn_epoch,
         };
         let _ = self
             .mesh
-            .send(req.from as usize, MeshMsg::PositionReply(Box::new(rep)));
+            .send(asked.from as usize, MeshMsg::PositionReply(Box::new(rep)));
     }
 
     /// A position for pending subscribe `token` arrived.

@@ -11,6 +11,7 @@
 mod accept;
 pub mod admin;
 pub mod auth;
+mod cluster_api;
 pub mod conn;
 mod fanout;
 pub mod history;
@@ -18,6 +19,7 @@ mod http;
 mod idem;
 pub mod out;
 mod pacing;
+mod remote;
 mod timer;
 mod tls;
 
@@ -48,6 +50,7 @@ use crate::{
     stats::{ShardStats, StatsHub},
 };
 pub use conn::Conn;
+pub use fanout::owner_of;
 
 /// Per-IP connection counters are hashed into this many buckets (lock-free, approximate: two
 /// addresses sharing a bucket share its allowance, which only errs on the strict side).
@@ -71,6 +74,8 @@ pub struct Shared {
     pub shards: usize,
     /// The TLS listener's certificate configuration (`None`: no TLS listener).
     pub tls: Option<Arc<crate::tls::TlsState>>,
+    /// Cluster mode: the broker bridge (`None`: `cluster.engine = "memory"`).
+    pub bridge: Option<Arc<crate::cluster::Bridge>>,
 }
 
 impl Shared {
@@ -95,6 +100,7 @@ impl Shared {
             local_addr,
             shards,
             tls: None,
+            bridge: None,
         }
     }
 }
@@ -145,6 +151,13 @@ pub(crate) struct TopicState {
     frame_class: crate::frame::FrameClass,
     /// Recent `idem` keys (allocated on the first keyed publish).
     idem: Option<Box<idem::IdemWindow>>,
+    /// Cluster: `seq` is continuous with the broker's stream since this `State::cluster_gen`
+    /// (`u64::MAX`: never).
+    live_gen: u64,
+    /// Cluster: the history holds all the broker held when fetched in this generation.
+    history_gen: u64,
+    /// Cluster: a history fetch under way, what waits for it.
+    remote: Option<Box<remote::RemoteWait>>,
 }
 
 /// Everything a shard owns. Mutated only by the shard's own thread.
@@ -211,6 +224,12 @@ pub struct State {
     pacer: pacing::Pacer,
     /// Per-user index of connections and presence settings (`admin.rs`).
     admin: admin::AdminState,
+    /// Cluster: the bridge has this shard's interest messages up to this sequence at the
+    /// broker (`u64::MAX` in memory mode: nothing to wait for).
+    bridge_acked: u64,
+    /// Cluster: bumped whenever this node stops receiving a pattern from the broker; a topic
+    /// whose `live_gen` is older has no continuous view (see `remote`).
+    cluster_gen: u64,
 }
 
 impl Shard {
@@ -271,6 +290,8 @@ impl Shard {
                 shared.cfg.limits.client_messages_burst,
             ),
             admin: admin::AdminState::new(&shared.cfg),
+            bridge_acked: if shared.bridge.is_some() { 0 } else { u64::MAX },
+            cluster_gen: 0,
         };
         Rc::new(Shard {
             id,

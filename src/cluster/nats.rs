@@ -1,0 +1,380 @@
+//! The NATS engine (JetStream enabled), docs/CLUSTER.md "NATS".
+//!
+//! Subjects, below `cluster.prefix` (`tc` here):
+//! - `tc.msg.<topic>`: one JetStream stream (`tickcast-tc`) stores every message. A node
+//!   publishes with `Nats-Expected-Last-Subject-Sequence` set to the stream sequence of the
+//!   topic's last message: a compare-and-set, so the topic's `seq` (last `seq` + 1, carried
+//!   in the envelope) is assigned exactly once cluster-wide. A node that lost the race reads
+//!   the new last message and tries again.
+//! - `tc.live.<topic>`: the stream republishes (`RePublish`) every message it *stored*, in
+//!   stream order; nodes subscribe there, per interest pattern. A publish the stream refused
+//!   never shows up live.
+//! - `tc.in.<topic>`: external publishers (plain JSON data), sequenced by the leader node.
+//! - `tc.node.*`: heartbeats and cluster queries.
+//!
+//! One stream rather than one per topic class: NATS refuses streams with overlapping
+//! subjects, and `[[topics]]` patterns may overlap (first match wins). The stream keeps the
+//! largest `history_size` of any class per topic; each owner trims to its own class.
+
+use std::{
+    cell::RefCell,
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use async_nats::jetstream::{
+    self,
+    consumer::{DeliverPolicy, pull},
+    context::PublishErrorKind,
+    message::PublishMessage,
+    stream::{self, DiscardPolicy, LastRawMessageErrorKind, Republish, StorageType},
+};
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use super::{Broker, Ctx, Fetched, Inbound, InboundTx, envelope};
+use crate::mesh::Published;
+
+/// Compare-and-set attempts per publish before giving up (each lost race means another
+/// node's publish to the same topic got in first).
+const CAS_ATTEMPTS: usize = 64;
+
+/// Topics whose last (stream seq, seq, epoch) a node remembers for its next publish; past
+/// this many the cache starts over (a miss costs one read).
+const CAS_CACHE_MAX: usize = 1 << 20;
+
+pub(crate) struct Nats {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    stream: stream::Stream,
+    prefix: String,
+    inbound: InboundTx,
+    /// Per topic: (stream sequence, seq, epoch) of its last message as this node knows it.
+    cas: RefCell<HashMap<String, (u64, u64, u64)>>,
+    /// Subscriptions by full subject: the task forwarding its messages.
+    subs: RefCell<HashMap<String, tokio::task::JoinHandle<()>>>,
+}
+
+impl Nats {
+    fn subject(&self, kind: &str, rest: &str) -> String {
+        format!("{}.{kind}.{rest}", self.prefix)
+    }
+
+    /// (stream sequence, seq, epoch) of `topic`'s last stored message; zeros if none.
+    async fn last_of(&self, subject: &str) -> Result<(u64, u64, u64), String> {
+        match self.stream.get_last_raw_message_by_subject(subject).await {
+            Ok(m) => {
+                let r = envelope::decode(&m.payload)?;
+                Ok((m.sequence, r.seq, r.epoch))
+            }
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok((0, 0, 0)),
+            Err(e) => Err(format!("read last message of {subject}: {e}")),
+        }
+    }
+
+    async fn subscribe_forward(&self, subject: String, live: bool) -> Result<(), String> {
+        if self.subs.borrow().contains_key(&subject) {
+            return Ok(());
+        }
+        let mut sub = self
+            .client
+            .subscribe(subject.clone())
+            .await
+            .map_err(|e| format!("subscribe {subject}: {e}"))?;
+        let tx = self.inbound.clone();
+        let strip = self.prefix.len() + 1;
+        let task = tokio::task::spawn_local(async move {
+            while let Some(m) = sub.next().await {
+                let msg = if live {
+                    Inbound::Live(m.payload)
+                } else {
+                    Inbound::Raw(m.subject.as_str()[strip..].to_string(), m.payload)
+                };
+                if tx.send(msg).is_err() {
+                    break;
+                }
+            }
+        });
+        self.subs.borrow_mut().insert(subject, task);
+        Ok(())
+    }
+
+    fn unsubscribe_subject(&self, subject: &str) {
+        // Dropping the subscriber (with its task) sends UNSUB.
+        if let Some(task) = self.subs.borrow_mut().remove(subject) {
+            task.abort();
+        }
+    }
+}
+
+impl Broker for Nats {
+    const SERIAL_PER_TOPIC: bool = true;
+
+    async fn connect(ctx: &Ctx, inbound: InboundTx) -> Nats {
+        let cfg = ctx.cfg().clone();
+        let mut attempt = 0;
+        let client = loop {
+            let events = inbound.clone();
+            let lost = Arc::new(AtomicBool::new(false));
+            let (min, max) = (cfg.reconnect_min_ms, cfg.reconnect_max_ms);
+            let opts = async_nats::ConnectOptions::new()
+                .name(format!("tickcast {}", ctx.bridge.node_id))
+                .max_reconnects(None)
+                .connection_timeout(Duration::from_millis(cfg.publish_timeout_ms))
+                .reconnect_delay_callback(move |n| {
+                    let base = min.saturating_mul(1u64 << n.min(20)).min(max);
+                    Duration::from_millis(base + fastrand::u64(0..=base / 4))
+                })
+                .event_callback(move |event| {
+                    let events = events.clone();
+                    let lost = lost.clone();
+                    async move {
+                        match event {
+                            async_nats::Event::Disconnected => {
+                                lost.store(true, Ordering::Relaxed);
+                                let _ = events.send(Inbound::Down);
+                            }
+                            async_nats::Event::Connected if lost.swap(false, Ordering::Relaxed) => {
+                                let _ = events.send(Inbound::Up);
+                            }
+                            async_nats::Event::SlowConsumer(_) => {
+                                metrics::counter!("tickcast_cluster_slow_consumer_total")
+                                    .increment(1);
+                            }
+                            _ => {}
+                        }
+                    }
+                });
+            match opts.connect(ctx.url.as_str()).await {
+                Ok(c) => break c,
+                Err(e) => {
+                    let wait = ctx.backoff(attempt);
+                    attempt += 1;
+                    tracing::error!(url = %ctx.url, error = %e, retry_in_ms = wait.as_millis() as u64,
+                        "cluster: cannot connect to NATS; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        };
+        let js = jetstream::new(client.clone());
+        let name = format!("tickcast-{}", cfg.prefix);
+        let config = stream::Config {
+            name: name.clone(),
+            subjects: vec![format!("{}.msg.>", cfg.prefix)],
+            max_messages_per_subject: ctx.history_max() as i64,
+            max_bytes: cfg.nats_stream_max_bytes as i64,
+            discard: DiscardPolicy::Old,
+            storage: if cfg.nats_storage == "memory" {
+                StorageType::Memory
+            } else {
+                StorageType::File
+            },
+            republish: Some(Republish {
+                source: format!("{}.msg.>", cfg.prefix),
+                destination: format!("{}.live.>", cfg.prefix),
+                headers_only: false,
+            }),
+            duplicate_window: Duration::from_secs(cfg.idem_window_s),
+            allow_direct: true,
+            ..Default::default()
+        };
+        let mut attempt = 0;
+        let stream = loop {
+            let made = match js.get_stream(&name).await {
+                Ok(_) => js
+                    .update_stream(config.clone())
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(_) => js
+                    .create_stream(config.clone())
+                    .await
+                    .map(|s| s.cached_info().clone())
+                    .map_err(|e| e.to_string()),
+            };
+            let got = match made {
+                Ok(_) => js.get_stream(&name).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            match got {
+                Ok(s) => break s,
+                Err(e) => {
+                    let wait = ctx.backoff(attempt);
+                    attempt += 1;
+                    tracing::error!(stream = %name, error = %e, retry_in_ms = wait.as_millis() as u64,
+                        "cluster: cannot set up the JetStream stream (is JetStream enabled: \
+                         nats-server -js?); retrying");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        };
+        Nats {
+            client,
+            js,
+            stream,
+            prefix: cfg.prefix,
+            inbound,
+            cas: RefCell::new(HashMap::new()),
+            subs: RefCell::new(HashMap::new()),
+        }
+    }
+
+    async fn publish(
+        &self,
+        mut env: envelope::Envelope,
+        idem: Option<&str>,
+    ) -> Result<Published, String> {
+        let subject = self.subject("msg", &env.topic);
+        for _ in 0..CAS_ATTEMPTS {
+            let cached = self.cas.borrow().get(&env.topic).copied();
+            let (last_stream_seq, seq, epoch) = match cached {
+                Some(c) => c,
+                None => self.last_of(&subject).await?,
+            };
+            env.seq = seq + 1;
+            env.epoch = if epoch == 0 {
+                envelope::new_epoch()
+            } else {
+                epoch
+            };
+            let mut msg = PublishMessage::build()
+                .payload(Bytes::from(env.encode()))
+                .expected_last_subject_sequence(last_stream_seq);
+            if let Some(key) = idem {
+                msg = msg.message_id(format!("{}:{key}", env.topic));
+            }
+            let ack = self
+                .js
+                .send_publish(subject.clone(), msg)
+                .await
+                .map_err(|e| format!("publish to {subject}: {e}"))?
+                .await;
+            match ack {
+                Ok(ack) if ack.duplicate => {
+                    self.cas.borrow_mut().remove(&env.topic);
+                    let first = self
+                        .stream
+                        .get_raw_message(ack.sequence)
+                        .await
+                        .map_err(|e| format!("read duplicate's original: {e}"))?;
+                    let r = envelope::decode(&first.payload)?;
+                    return Ok(Published {
+                        seq: r.seq,
+                        epoch: r.epoch,
+                        duplicate: true,
+                    });
+                }
+                Ok(ack) => {
+                    let mut cas = self.cas.borrow_mut();
+                    if cas.len() >= CAS_CACHE_MAX {
+                        cas.clear();
+                    }
+                    cas.insert(env.topic.clone(), (ack.sequence, env.seq, env.epoch));
+                    return Ok(Published {
+                        seq: env.seq,
+                        epoch: env.epoch,
+                        duplicate: false,
+                    });
+                }
+                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                    metrics::counter!("tickcast_cluster_cas_retries_total").increment(1);
+                    self.cas.borrow_mut().remove(&env.topic);
+                }
+                Err(e) => {
+                    self.cas.borrow_mut().remove(&env.topic);
+                    return Err(format!("publish to {subject}: {e}"));
+                }
+            }
+        }
+        Err(format!(
+            "{subject}: {CAS_ATTEMPTS} compare-and-set attempts lost to other publishers"
+        ))
+    }
+
+    async fn fetch(&self, topic: &str, max: usize) -> Result<Fetched, String> {
+        let subject = self.subject("msg", topic);
+        let (last_stream_seq, last, epoch) = self.last_of(&subject).await?;
+        let mut msgs = std::collections::VecDeque::new();
+        if last_stream_seq > 0 && max > 1 {
+            // An ordered consumer over the topic's subject: the stream holds at most the
+            // largest class history per subject, so this reads a bounded number.
+            let consumer = self
+                .stream
+                .create_consumer(pull::OrderedConfig {
+                    filter_subject: subject.clone(),
+                    deliver_policy: DeliverPolicy::All,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| format!("consumer on {subject}: {e}"))?;
+            let mut messages = consumer
+                .messages()
+                .await
+                .map_err(|e| format!("read {subject}: {e}"))?;
+            while let Some(m) = messages.next().await {
+                let m = m.map_err(|e| format!("read {subject}: {e}"))?;
+                let info = m.info().map_err(|e| format!("read {subject}: {e}"))?;
+                let (stream_seq, pending) = (info.stream_sequence, info.pending);
+                if let Ok(r) = envelope::decode(&m.payload) {
+                    if r.epoch == epoch {
+                        if msgs.len() == max {
+                            msgs.pop_front();
+                        }
+                        msgs.push_back(r);
+                    }
+                }
+                if pending == 0 || stream_seq >= last_stream_seq {
+                    break;
+                }
+            }
+        } else if last_stream_seq > 0 {
+            let m = self
+                .stream
+                .get_raw_message(last_stream_seq)
+                .await
+                .map_err(|e| format!("read {subject}: {e}"))?;
+            msgs.extend(envelope::decode(&m.payload).ok());
+        }
+        Ok(Fetched {
+            topic: topic.into(),
+            ok: true,
+            last,
+            epoch,
+            msgs: msgs.into(),
+        })
+    }
+
+    async fn live_subscribe(&self, pattern: &str) -> Result<(), String> {
+        self.subscribe_forward(self.subject("live", pattern), true)
+            .await
+    }
+
+    async fn live_unsubscribe(&self, pattern: &str) -> Result<(), String> {
+        self.unsubscribe_subject(&self.subject("live", pattern));
+        Ok(())
+    }
+
+    async fn raw_subscribe(&self, name: &str) -> Result<(), String> {
+        self.subscribe_forward(format!("{}.{name}", self.prefix), false)
+            .await
+    }
+
+    async fn raw_unsubscribe(&self, name: &str) -> Result<(), String> {
+        self.unsubscribe_subject(&format!("{}.{name}", self.prefix));
+        Ok(())
+    }
+
+    async fn raw_publish(&self, name: &str, payload: Bytes) -> Result<(), String> {
+        self.client
+            .publish(format!("{}.{name}", self.prefix), payload)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn flush(&self) -> Result<(), String> {
+        self.client.flush().await.map_err(|e| e.to_string())
+    }
+}
