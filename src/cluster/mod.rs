@@ -137,6 +137,8 @@ pub struct Bridge {
     nodes: Mutex<Vec<NodeInfo>>,
     /// The broker connection is up.
     up: AtomicBool,
+    /// This node sequences external publishes (`<prefix>.in.>`).
+    leader: AtomicBool,
     rx: Mutex<Option<flume::Receiver<Cmd>>>,
 }
 
@@ -159,6 +161,7 @@ impl Bridge {
             engine: cfg.cluster.engine,
             nodes: Mutex::new(Vec::new()),
             up: AtomicBool::new(false),
+            leader: AtomicBool::new(false),
             rx: Mutex::new(Some(rx)),
         })
     }
@@ -220,6 +223,10 @@ impl Bridge {
         self.up.load(Ordering::Relaxed)
     }
 
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::Relaxed)
+    }
+
     /// Live nodes other than this one.
     pub fn nodes(&self) -> Vec<NodeInfo> {
         self.nodes.lock().map(|n| n.clone()).unwrap_or_default()
@@ -277,6 +284,9 @@ pub(crate) struct Ctx {
     nodes: RefCell<HashMap<String, NodeInfo>>,
     /// Cluster queries this node asked, by query id.
     queries: RefCell<HashMap<u64, PendingQuery>>,
+    /// When the bridge started: it claims no leadership before it could have heard every
+    /// live node's heartbeat (`cluster.node_ttl_ms` later).
+    started: Instant,
 }
 
 struct PendingQuery {
@@ -296,6 +306,7 @@ impl Ctx {
             outlet: RefCell::new((0..shards).map(|_| VecDeque::new()).collect()),
             nodes: RefCell::new(HashMap::new()),
             queries: RefCell::new(HashMap::new()),
+            started: Instant::now(),
         }
     }
 
@@ -738,16 +749,15 @@ fn publish_nodes(ctx: &Ctx) {
     }
 }
 
-thread_local! {
-    static LEADER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
 /// The live node with the smallest id sequences external publishes (`<prefix>.in.>`): one
 /// node, so one external publisher's messages to a topic keep their order.
 async fn sync_leadership<B: Broker>(ctx: &Ctx, broker: &B) {
     let me = &ctx.bridge.node_id;
+    if ctx.started.elapsed() < Duration::from_millis(ctx.cfg().node_ttl_ms) {
+        return;
+    }
     let leader = ctx.nodes.borrow().keys().all(|id| id > me);
-    if leader == LEADER.with(|l| l.get()) {
+    if leader == ctx.bridge.is_leader() {
         return;
     }
     let name = format!("{INGEST}.>");
@@ -758,7 +768,7 @@ async fn sync_leadership<B: Broker>(ctx: &Ctx, broker: &B) {
     };
     match result {
         Ok(()) => {
-            LEADER.with(|l| l.set(leader));
+            ctx.bridge.leader.store(leader, Ordering::Relaxed);
             tracing::info!(node = %me, leader, "cluster: external ingest leadership changed");
             metrics::gauge!("tickcast_cluster_leader").set(if leader { 1.0 } else { 0.0 });
         }

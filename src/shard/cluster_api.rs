@@ -188,10 +188,14 @@ impl State {
         let mut out = Vec::with_capacity(512);
         out.push(b'{');
         let connections = self.shared.connections.load(Ordering::Relaxed) as u64;
+        let leader = self.shared.bridge.as_ref().is_some_and(|b| b.is_leader());
         let me = |out: &mut Vec<u8>, id: &str| {
             out.push(b'{');
             string(out, "node", id);
             out.extend_from_slice(b"\"self\":true,");
+            if leader {
+                out.extend_from_slice(b"\"leader\":true,");
+            }
             num(out, "connections", connections);
             num(out, "shards", self.shared.shards as u64);
             string(out, "addr", &self.shared.local_addr.to_string());

@@ -93,6 +93,15 @@ impl State {
         }
         let cur = self.cluster_gen;
         let state = self.topics.get_mut(&*m.topic).expect("ensured above");
+        if state.live_gen == cur && state.epoch != 0 && state.epoch != m.epoch {
+            // The broker lost the topic (a restart without persistence, eviction): the
+            // sequence starts over in a new epoch; subscribers are told once.
+            let (old_epoch, last) = (state.epoch, state.seq);
+            self.gap_to_subscribers(&m.topic, old_epoch, last + 1, u64::MAX, GapReason::Epoch);
+            let state = self.topics.get_mut(&*m.topic).expect("ensured above");
+            state.live_gen = u64::MAX;
+            return self.on_remote(m);
+        }
         if state.live_gen != cur || state.epoch != m.epoch {
             // No continuous view yet (first message, the node stopped receiving the topic for
             // a while, a new epoch): the stream starts here.
@@ -215,7 +224,7 @@ impl State {
             }
             if m.seq > state.seq + 1 {
                 let (from, to, epoch) = (state.seq + 1, m.seq - 1, state.epoch);
-                self.gap_to_subscribers(&topic, epoch, from, to);
+                self.gap_to_subscribers(&topic, epoch, from, to, GapReason::Lost);
             }
             self.accept_remote(&m);
         }
@@ -225,11 +234,19 @@ impl State {
         }
     }
 
-    /// Messages `from..=to` of `topic` are lost for this node: its subscribers get a `gap`.
-    fn gap_to_subscribers(&mut self, topic: &str, epoch: u64, from: u64, to: u64) {
+    /// Messages `from..=to` of `topic` are lost for this node (`to` = `u64::MAX`: the epoch
+    /// ended): its subscribers get a `gap`.
+    fn gap_to_subscribers(
+        &mut self,
+        topic: &str,
+        epoch: u64,
+        from: u64,
+        to: u64,
+        reason: GapReason,
+    ) {
         self.stats.c.gaps += 1;
         let mut json = Vec::with_capacity(128);
-        protocol::gap(&mut json, topic, epoch, from, to, GapReason::Lost);
+        protocol::gap(&mut json, topic, epoch, from, to, reason);
         let frame = Arc::new(crate::frame::topic_event(topic, &json));
         let interest_gen = self.interest_gen;
         let State {

@@ -174,6 +174,14 @@ impl Server {
             .expect("VmRSS in /proc/PID/status")
     }
 
+    /// SIGKILL: the process dies at once, closing nothing cleanly (a crashed node).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().unwrap();

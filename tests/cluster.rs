@@ -1,0 +1,574 @@
+//! Cluster mode with real brokers (docs/CLUSTER.md): a real `nats-server -js` or
+//! `redis-server` on a free loopback port, three real tickcast node processes, real WebSocket
+//! clients (tokio-tungstenite), and the brokers' own clients (async-nats, redis-rs) to look
+//! at the broker side and to publish as an external system would.
+//!
+//! Every wait is bounded by `DEADLINE` (a failure bound, never a synchronisation sleep);
+//! polls wait for an observable state (the broker's subscription list, `/v1/cluster`).
+
+mod common;
+
+use std::{
+    collections::HashMap,
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::*;
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Engine {
+    Nats,
+    Redis,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A broker process on a free loopback port, with its data in a fresh directory.
+struct Broker {
+    engine: Engine,
+    port: u16,
+    /// nats-server's HTTP monitoring port.
+    monitor: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Broker {
+    fn start(engine: Engine) -> Broker {
+        let dir = std::env::temp_dir().join(format!(
+            "tickcast-broker-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut b = Broker {
+            engine,
+            port: free_port(),
+            monitor: free_port(),
+            dir,
+            child: None,
+        };
+        b.spawn();
+        b
+    }
+
+    fn spawn(&mut self) {
+        let port = self.port.to_string();
+        let mut cmd = match self.engine {
+            Engine::Nats => {
+                let mut c = Command::new("nats-server");
+                c.args(["-js", "-a", "127.0.0.1", "-p", &port])
+                    .args(["-m", &self.monitor.to_string()])
+                    .arg("-sd")
+                    .arg(&self.dir);
+                c
+            }
+            Engine::Redis => {
+                let mut c = Command::new("redis-server");
+                // Append-only with fsync per write: a killed server keeps what it confirmed.
+                c.args(["--port", &port, "--bind", "127.0.0.1", "--save", ""])
+                    .args(["--appendonly", "yes", "--appendfsync", "always"])
+                    .arg("--dir")
+                    .arg(&self.dir);
+                c
+            }
+        };
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run the {:?} broker ({e}); install nats-server and redis-server \
+                     (.ci/run does)",
+                    self.engine
+                )
+            });
+        self.child = Some(child);
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(start.elapsed() < DEADLINE, "broker did not start listening");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn url(&self) -> String {
+        match self.engine {
+            Engine::Nats => format!("nats://127.0.0.1:{}", self.port),
+            Engine::Redis => format!("redis://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// SIGKILL, then the same broker again on the same port and data directory.
+    fn restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.spawn();
+    }
+
+    /// How many broker subscriptions carry `topic`'s live traffic (one per interested node).
+    async fn live_subscribers(&self, topic: &str) -> usize {
+        match self.engine {
+            Engine::Nats => {
+                let body = http_get(self.monitor, "/subsz?subs=1&limit=100000").await;
+                let v: Value = serde_json::from_str(&body).unwrap();
+                let subject = format!("tc.live.{topic}");
+                v["subscriptions_list"]
+                    .as_array()
+                    .map(|l| l.iter().filter(|s| s["subject"] == *subject).count())
+                    .unwrap_or(0)
+            }
+            Engine::Redis => {
+                let mut c = self.redis().await;
+                let (_, n): (String, usize) = redis::cmd("PUBSUB")
+                    .arg("NUMSUB")
+                    .arg(format!("tc.live.{topic}"))
+                    .query_async(&mut c)
+                    .await
+                    .unwrap();
+                n
+            }
+        }
+    }
+
+    async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
+    /// What an external trading system does: plain JSON on `<prefix>.in.<topic>` with the
+    /// broker's own client.
+    async fn external_publish(&self, topic: &str, body: &str) {
+        let subject = format!("tc.in.{topic}");
+        match self.engine {
+            Engine::Nats => {
+                let c = async_nats::connect(self.url()).await.unwrap();
+                c.publish(subject, body.to_string().into()).await.unwrap();
+                c.flush().await.unwrap();
+            }
+            Engine::Redis => {
+                let mut c = self.redis().await;
+                let _: i64 = redis::cmd("PUBLISH")
+                    .arg(subject)
+                    .arg(body)
+                    .query_async(&mut c)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn http_get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    // HTTP/1.0: the answer comes whole, not chunked, and the connection closes after it.
+    let req = format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(DEADLINE, s.read_to_end(&mut raw))
+        .await
+        .unwrap()
+        .unwrap();
+    parse_http(&raw).1
+}
+
+/// API key of user "alice" (plus the harness' admin key).
+const ALICE_KEY: &str = "alice-key";
+
+fn api_keys() -> String {
+    let sha = |k: &str| {
+        ring::digest::digest(&ring::digest::SHA256, k.as_bytes())
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    format!(
+        "[{{name=\"test-admin\",sha256=\"{}\",admin=true,pubs=[\">\"]}},\
+         {{name=\"alice\",sha256=\"{}\",subs=[\"user.{{sub}}.>\"]}}]",
+        sha(ADMIN_KEY),
+        sha(ALICE_KEY)
+    )
+}
+
+/// Node `id` of the cluster on `broker`; `md.>` topics keep 10,000 messages of history.
+fn node(broker: &Broker, id: &str) -> Server {
+    let url = broker.url();
+    let engine = match broker.engine {
+        Engine::Nats => "nats",
+        Engine::Redis => "redis",
+    };
+    let keys = api_keys();
+    let env = [
+        ("TICKCAST_CLUSTER__ENGINE", engine),
+        ("TICKCAST_CLUSTER__URL", url.as_str()),
+        ("TICKCAST_CLUSTER__NODE_ID", id),
+        ("TICKCAST_CLUSTER__HEARTBEAT_MS", "100"),
+        ("TICKCAST_CLUSTER__NODE_TTL_MS", "600"),
+        ("TICKCAST_CLUSTER__RECONNECT_MAX_MS", "300"),
+        ("TICKCAST_TOPICS", "[{pattern=\"md.>\",history_size=10000}]"),
+        ("TICKCAST_AUTH__API_KEYS", keys.as_str()),
+    ];
+    Server::start(Driver::IoUring, &env, &[])
+}
+
+/// Three nodes, each seeing the broker and the two others.
+async fn cluster(broker: &Broker) -> Vec<Server> {
+    let nodes: Vec<Server> = ["node-a", "node-b", "node-c"]
+        .iter()
+        .map(|id| node(broker, id))
+        .collect();
+    for n in &nodes {
+        wait_cluster(n, 3).await;
+    }
+    nodes
+}
+
+/// Polls `/v1/cluster` until the broker is up and `count` nodes are live.
+async fn wait_cluster(n: &Server, count: usize) -> Value {
+    let start = Instant::now();
+    loop {
+        let (status, body) = n.http("GET", "/v1/cluster", None).await;
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        if v["broker"] == "up" && v["nodes"].as_array().map(Vec::len) == Some(count) {
+            return v;
+        }
+        assert!(start.elapsed() < DEADLINE, "cluster not formed: {v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Publishes `data` to `topic` and returns the ack (retrying while the broker is away:
+/// `unavailable` means "not confirmed, retry").
+async fn publish(ws: &mut Ws, id: u64, topic: &str, data: Value) -> Value {
+    let start = Instant::now();
+    loop {
+        send_json(
+            ws,
+            json!({"op":"publish","id":id,"topic":topic,"data":data,"idem":format!("p{id}")}),
+        )
+        .await;
+        let ack = recv_json(ws).await;
+        if ack["op"] == "ack" {
+            return ack;
+        }
+        assert_eq!(ack["code"], "unavailable", "{ack}");
+        assert!(start.elapsed() < DEADLINE, "publish never confirmed: {ack}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Reads data frames of `topic` until one with `seq >= last`; returns them, and the `gap`
+/// events seen on the way.
+async fn read_until(ws: &mut Ws, topic: &str, last: u64) -> (Vec<Value>, Vec<Value>) {
+    let (mut frames, mut gaps) = (Vec::new(), Vec::new());
+    loop {
+        let m = recv_json(ws).await;
+        if m["op"] == "gap" {
+            gaps.push(m);
+            continue;
+        }
+        if m["topic"] != topic {
+            continue;
+        }
+        let seq = m["seq"].as_u64().unwrap();
+        frames.push(m);
+        if seq >= last {
+            return (frames, gaps);
+        }
+    }
+}
+
+fn seqs(frames: &[Value]) -> Vec<u64> {
+    frames.iter().map(|f| f["seq"].as_u64().unwrap()).collect()
+}
+
+async fn publish_on_one_node_reaches_the_others_once_in_order(engine: Engine) {
+    let broker = Broker::start(engine);
+    let nodes = cluster(&broker).await;
+    let (mut sub_b, _) = connect(&nodes[1]).await;
+    subscribe(&mut sub_b, 1, &["md.x"]).await;
+    // Two matching patterns on one node: two broker subscriptions carry each message there.
+    let (mut sub_c, _) = connect(&nodes[2]).await;
+    subscribe(&mut sub_c, 1, &["md.x", "md.>"]).await;
+    let (mut pubr, _) = connect(&nodes[0]).await;
+    const N: u64 = 300;
+    for i in 1..=N {
+        let ack = publish(&mut pubr, i, "md.x", json!({"i": i})).await;
+        assert_eq!(ack["seq"], i, "{ack}");
+    }
+    for ws in [&mut sub_b, &mut sub_c] {
+        let (frames, gaps) = read_until(ws, "md.x", N).await;
+        assert!(gaps.is_empty(), "{gaps:?}");
+        assert_eq!(seqs(&frames), (1..=N).collect::<Vec<_>>());
+        for f in &frames {
+            assert_eq!(f["data"]["i"], f["seq"], "{f}");
+        }
+    }
+    // The next message is the next one: nothing was delivered twice.
+    let ack = publish(&mut pubr, N + 1, "md.x", json!({"i": N + 1})).await;
+    assert_eq!(ack["seq"], N + 1);
+    for ws in [&mut sub_b, &mut sub_c] {
+        let f = recv_json(ws).await;
+        assert_eq!(f["seq"], N + 1, "{f}");
+    }
+}
+
+async fn interest_follows_local_subscribers(engine: Engine) {
+    let broker = Broker::start(engine);
+    let nodes = cluster(&broker).await;
+    assert_eq!(broker.live_subscribers("md.y").await, 0);
+    // The ack means the broker has the node's subscription.
+    let (mut b, _) = connect(&nodes[1]).await;
+    subscribe(&mut b, 1, &["md.y"]).await;
+    assert_eq!(broker.live_subscribers("md.y").await, 1);
+    let (mut c1, _) = connect(&nodes[2]).await;
+    subscribe(&mut c1, 1, &["md.y"]).await;
+    let (mut c2, _) = connect(&nodes[2]).await;
+    subscribe(&mut c2, 1, &["md.y"]).await;
+    assert_eq!(
+        broker.live_subscribers("md.y").await,
+        2,
+        "one subscription per node, however many local subscribers"
+    );
+    send_json(&mut b, json!({"op":"unsubscribe","id":2,"topics":["md.y"]})).await;
+    assert_eq!(recv_json(&mut b).await["op"], "ack");
+    wait_subscribers(&broker, "md.y", 1).await;
+    drop(c1);
+    assert_eq!(broker.live_subscribers("md.y").await, 1, "c2 still there");
+    drop(c2);
+    wait_subscribers(&broker, "md.y", 0).await;
+}
+
+async fn wait_subscribers(broker: &Broker, topic: &str, want: usize) {
+    let start = Instant::now();
+    loop {
+        let n = broker.live_subscribers(topic).await;
+        if n == want {
+            return;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{topic}: {n} broker subscriptions, want {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn user_messages_presence_and_nodes_are_cluster_wide(engine: Engine) {
+    let broker = Broker::start(engine);
+    let nodes = cluster(&broker).await;
+    let url = |n: &Server| format!("{}?token={ALICE_KEY}", n.ws_url());
+    let mut alice = Vec::new();
+    for n in &nodes[1..] {
+        let (mut ws, _) = tokio_tungstenite::connect_async(url(n)).await.unwrap();
+        let welcome = recv_json(&mut ws).await;
+        assert_eq!(welcome["user"], "alice", "{welcome}");
+        alice.push(ws);
+    }
+    let body = json!({"user":"alice","topic":"user.alice.orders","data":{"id":7}}).to_string();
+    let (status, resp) = nodes[0].http("POST", "/v1/send", Some(&body)).await;
+    assert_eq!(status, 200, "{resp}");
+    for ws in &mut alice {
+        let f = recv_json(ws).await;
+        assert_eq!(f["topic"], "user.alice.orders", "{f}");
+        assert_eq!(f["data"]["id"], 7);
+        assert_eq!(f["seq"], 1);
+    }
+    // Node A has no connection of alice's; it answers for the whole cluster.
+    let (status, online) = nodes[0].http("GET", "/v1/online", None).await;
+    assert_eq!(status, 200, "{online}");
+    let online: Value = serde_json::from_str(&online).unwrap();
+    assert_eq!(
+        online["users"],
+        json!([{"user":"alice","connections":2}]),
+        "{online}"
+    );
+    let v = wait_cluster(&nodes[0], 3).await;
+    let ids: Vec<&str> = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["node-a", "node-b", "node-c"], "{v}");
+    // A node that dies leaves the list once its heartbeats stop, and its users with it.
+    let mut nodes = nodes;
+    nodes[2].kill();
+    wait_cluster(&nodes[0], 2).await;
+    let (_, online) = nodes[0].http("GET", "/v1/online", None).await;
+    let online: Value = serde_json::from_str(&online).unwrap();
+    assert_eq!(online["users"], json!([{"user":"alice","connections":1}]));
+}
+
+async fn clients_of_a_killed_node_recover_on_another(engine: Engine) {
+    let broker = Broker::start(engine);
+    let mut nodes = cluster(&broker).await;
+    let (mut pubr, _) = connect(&nodes[0]).await;
+    let first = publish(&mut pubr, 1, "md.k", json!({"i":1})).await;
+    let epoch = first["epoch"].as_str().unwrap().to_string();
+    let (mut sub, _) = connect(&nodes[2]).await;
+    let ack = subscribe(&mut sub, 1, &["md.k"]).await;
+    assert_eq!(ack["positions"][0]["seq"], 1, "{ack}");
+    assert_eq!(ack["positions"][0]["epoch"], *epoch);
+    // The publisher keeps going while node C dies under its subscriber.
+    const N: u64 = 2000;
+    let publisher = tokio::spawn(async move {
+        for i in 2..=N {
+            let ack = publish(&mut pubr, i, "md.k", json!({"i": i})).await;
+            assert_eq!(ack["seq"], i);
+        }
+    });
+    let (got, _) = read_until(&mut sub, "md.k", 200).await;
+    let mut seen = seqs(&got);
+    nodes[2].kill();
+    drop(sub);
+    let last = *seen.last().unwrap();
+    let (mut sub, _) = connect(&nodes[1]).await;
+    send_json(
+        &mut sub,
+        json!({"op":"subscribe","id":2,"topics":["md.k"],
+               "since":{"md.k":{"seq":last,"epoch":epoch}}}),
+    )
+    .await;
+    let ack = recv_json(&mut sub).await;
+    assert_eq!(ack["op"], "ack", "{ack}");
+    let (rest, gaps) = read_until(&mut sub, "md.k", N).await;
+    assert!(gaps.is_empty(), "recovery must be gap-free: {gaps:?}");
+    seen.extend(seqs(&rest));
+    publisher.await.unwrap();
+    assert_eq!(
+        seen,
+        (2..=N).collect::<Vec<_>>(),
+        "every message after the subscribe's position, once, in order, across the failover"
+    );
+}
+
+async fn broker_restart_repairs_the_stream_or_reports_one_gap(engine: Engine) {
+    let mut broker = Broker::start(engine);
+    let nodes = cluster(&broker).await;
+    let (mut sub, _) = connect(&nodes[1]).await;
+    subscribe(&mut sub, 1, &["md.r"]).await;
+    let (mut pubr, _) = connect(&nodes[0]).await;
+    for i in 1..=100 {
+        publish(&mut pubr, i, "md.r", json!({"i": i})).await;
+    }
+    let (before, _) = read_until(&mut sub, "md.r", 100).await;
+    assert_eq!(seqs(&before), (1..=100).collect::<Vec<_>>());
+    broker.restart();
+    // The publisher retries until the nodes are back on the broker.
+    for i in 101..=300 {
+        publish(&mut pubr, i, "md.r", json!({"i": i})).await;
+    }
+    let (after, gaps) = read_until(&mut sub, "md.r", 300).await;
+    let got = seqs(&after);
+    assert!(
+        got.windows(2).all(|w| w[0] < w[1]),
+        "in order, no dup: {got:?}"
+    );
+    let missing: Vec<u64> = (101..=300).filter(|s| !got.contains(s)).collect();
+    if missing.is_empty() {
+        assert!(gaps.is_empty(), "repaired, yet a gap: {gaps:?}");
+    } else {
+        // Not repaired: exactly one gap, covering exactly what is missing.
+        assert_eq!(gaps.len(), 1, "missing {missing:?}, gaps {gaps:?}");
+        let (from, to) = (gaps[0]["from"].as_u64(), gaps[0]["to"].as_u64());
+        assert_eq!(
+            (from, to),
+            (missing.first().copied(), missing.last().copied())
+        );
+    }
+    let mut counts: HashMap<u64, usize> = HashMap::new();
+    for s in got {
+        *counts.entry(s).or_default() += 1;
+    }
+    assert!(counts.values().all(|n| *n == 1));
+}
+
+async fn external_publishers_go_through_the_broker(engine: Engine) {
+    let broker = Broker::start(engine);
+    let nodes = cluster(&broker).await;
+    // One node (the smallest id) takes external publishes, once sure of the membership.
+    let start = Instant::now();
+    loop {
+        let (_, body) = nodes[0].http("GET", "/v1/cluster", None).await;
+        let v: Value = serde_json::from_str(&body).unwrap();
+        if v["nodes"][0]["leader"] == true {
+            break;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "node-a never took the lead: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (mut sub, _) = connect(&nodes[1]).await;
+    subscribe(&mut sub, 1, &["md.ext"]).await;
+    broker.external_publish("md.ext", "not json").await;
+    broker.external_publish("md.ext", r#"{"px":"1.5"}"#).await;
+    broker.external_publish("md.ext", r#"{"px":"1.6"}"#).await;
+    let f1 = recv_json(&mut sub).await;
+    let f2 = recv_json(&mut sub).await;
+    assert_eq!((&f1["seq"], &f1["data"]["px"]), (&json!(1), &json!("1.5")));
+    assert_eq!((&f2["seq"], &f2["data"]["px"]), (&json!(2), &json!("1.6")));
+    let rejected = nodes
+        .iter()
+        .map(|n| n.metric("tickcast_cluster_ingest_rejects_total"))
+        .collect::<Vec<_>>();
+    let mut sum = 0.0;
+    for r in rejected {
+        sum += r.await;
+    }
+    assert_eq!(sum, 1.0, "the invalid JSON is refused once, by the leader");
+}
+
+macro_rules! engines {
+    ($($name:ident),* $(,)?) => {
+        mod nats {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Engine::Nats).await
+                }
+            )*
+        }
+    };
+}
+
+engines!(
+    publish_on_one_node_reaches_the_others_once_in_order,
+    interest_follows_local_subscribers,
+    user_messages_presence_and_nodes_are_cluster_wide,
+    clients_of_a_killed_node_recover_on_another,
+    broker_restart_repairs_the_stream_or_reports_one_gap,
+    external_publishers_go_through_the_broker,
+);
