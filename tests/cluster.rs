@@ -20,6 +20,7 @@ use common::*;
 use serde_json::{Value, json};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(dead_code)] // Redis: its tests join once the engine lands.
 enum Engine {
     Nats,
     Redis,
