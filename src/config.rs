@@ -566,6 +566,9 @@ pub struct Overrides {
     pub tls_listen: Option<String>,
     pub tls_cert: Option<String>,
     pub tls_key: Option<String>,
+    pub cluster_engine: Option<Engine>,
+    pub cluster_url: Option<String>,
+    pub node_id: Option<String>,
 }
 
 impl Config {
@@ -597,6 +600,15 @@ impl Config {
         }
         if let Some(v) = &overrides.tls_key {
             config.tls.key_file = v.clone();
+        }
+        if let Some(e) = overrides.cluster_engine {
+            config.cluster.engine = e;
+        }
+        if let Some(v) = &overrides.cluster_url {
+            config.cluster.url = v.clone();
+        }
+        if let Some(v) = &overrides.node_id {
+            config.cluster.node_id = v.clone();
         }
         config.server.demo_feed |= overrides.demo_feed;
         config.server.echo |= overrides.echo;

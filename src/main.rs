@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use tickcast::{
-    config::{Config, DriverKind, Overrides},
+    config::{Config, DriverKind, Engine, Overrides},
     topology::Server,
 };
 
@@ -61,6 +61,22 @@ struct ConfigArgs {
     /// PEM private key for the TLS listener (overrides tls.key_file).
     #[arg(long, value_name = "FILE")]
     tls_key: Option<String>,
+    /// Cluster engine: memory, nats or redis (overrides cluster.engine).
+    #[arg(long, value_enum, value_name = "ENGINE")]
+    cluster: Option<ClusterEngine>,
+    /// Broker URL, nats://host:port or redis://host:port (overrides cluster.url).
+    #[arg(long, value_name = "URL")]
+    broker: Option<String>,
+    /// This node's id in the cluster (overrides cluster.node_id).
+    #[arg(long, value_name = "ID")]
+    node_id: Option<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ClusterEngine {
+    Memory,
+    Nats,
+    Redis,
 }
 
 #[derive(Subcommand)]
@@ -93,6 +109,13 @@ impl ConfigArgs {
             tls_listen: self.tls_listen.clone(),
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
+            cluster_engine: self.cluster.map(|e| match e {
+                ClusterEngine::Memory => Engine::Memory,
+                ClusterEngine::Nats => Engine::Nats,
+                ClusterEngine::Redis => Engine::Redis,
+            }),
+            cluster_url: self.broker.clone(),
+            node_id: self.node_id.clone(),
         };
         let cfg = Config::load(self.config.as_deref(), &overrides)?;
         // Key files, secrets and permission patterns are checked here too, so

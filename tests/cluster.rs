@@ -46,21 +46,26 @@ struct Broker {
 
 impl Broker {
     fn start(engine: Engine) -> Broker {
+        let mut b = Broker::reserve(engine);
+        b.spawn();
+        b
+    }
+
+    /// A broker's port and directory, the process not started yet.
+    fn reserve(engine: Engine) -> Broker {
         let dir = std::env::temp_dir().join(format!(
             "tickcast-broker-{}-{}",
             std::process::id(),
             free_port()
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut b = Broker {
+        Broker {
             engine,
             port: free_port(),
             monitor: free_port(),
             dir,
             child: None,
-        };
-        b.spawn();
-        b
+        }
     }
 
     fn spawn(&mut self) {
@@ -552,6 +557,35 @@ async fn external_publishers_go_through_the_broker(engine: Engine) {
     assert_eq!(sum, 1.0, "the invalid JSON is refused once, by the leader");
 }
 
+async fn a_node_started_before_its_broker_serves_and_waits_for_it(engine: Engine) {
+    let mut broker = Broker::reserve(engine);
+    let n = node(&broker, "node-a");
+    let (status, body) = n.http("GET", "/v1/cluster", None).await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["broker"], "down", "{v}");
+    let (mut ws, _) = connect(&n).await;
+    send_json(
+        &mut ws,
+        json!({"op":"publish","id":1,"topic":"md.s","data":1}),
+    )
+    .await;
+    let err = recv_json(&mut ws).await;
+    assert_eq!(
+        (&err["op"], &err["code"]),
+        (&json!("error"), &json!("unavailable")),
+        "{err}"
+    );
+    // Interest taken while the broker is away is subscribed once it is there.
+    subscribe(&mut ws, 2, &["md.s"]).await;
+    broker.spawn();
+    wait_cluster(&n, 1).await;
+    let ack = publish(&mut ws, 3, "md.s", json!({"after":"start"})).await;
+    assert_eq!(ack["seq"], 1, "{ack}");
+    let f = recv_json(&mut ws).await;
+    assert_eq!((&f["topic"], &f["seq"]), (&json!("md.s"), &json!(1)), "{f}");
+}
+
 macro_rules! engines {
     ($($name:ident),* $(,)?) => {
         mod nats {
@@ -572,4 +606,5 @@ engines!(
     clients_of_a_killed_node_recover_on_another,
     broker_restart_repairs_the_stream_or_reports_one_gap,
     external_publishers_go_through_the_broker,
+    a_node_started_before_its_broker_serves_and_waits_for_it,
 );

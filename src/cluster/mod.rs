@@ -428,7 +428,38 @@ pub const INGEST: &str = "in";
 async fn run<B: Broker>(ctx: Rc<Ctx>, cmds: flume::Receiver<Cmd>) {
     describe_metrics();
     let (inbound_tx, mut inbound) = mpsc::unbounded_channel();
-    let broker = Rc::new(B::connect(&ctx, inbound_tx).await);
+    // Until the first connection the node serves without the broker: publishes fail at
+    // once (`unavailable`), fetches report failure, interest is acknowledged and kept for
+    // when the broker is there.
+    let mut early_interest = Vec::new();
+    let connecting = B::connect(&ctx, inbound_tx);
+    tokio::pin!(connecting);
+    let broker = loop {
+        tokio::select! {
+            broker = &mut connecting => break Rc::new(broker),
+            cmd = cmds.recv_async() => {
+                let Ok(cmd) = cmd else { return };
+                match cmd {
+                    Cmd::Publish(p) => {
+                        ctx.bridge.publishes.fetch_sub(1, Ordering::Relaxed);
+                        ctx.reply(p.shard, p.reply, Err(ErrorCode::Unavailable));
+                    }
+                    Cmd::Interest { shard, pattern, add, seq } => {
+                        early_interest.push((shard, pattern, add, seq));
+                        ctx.deliver(shard as usize, MeshMsg::BrokerInterestAck { seq }, false);
+                    }
+                    Cmd::Fetch { shard, topic, .. } => {
+                        let failed = Fetched { topic, ok: false, last: 0, epoch: 0, msgs: Vec::new() };
+                        ctx.deliver(shard as usize, MeshMsg::Fetched(Box::new(failed)), false);
+                    }
+                    Cmd::Query { shard, token, .. } => {
+                        let rep = QueryReply { token, parts: Vec::new(), missing: Vec::new() };
+                        ctx.deliver(shard as usize, MeshMsg::QueryReply(Box::new(rep)), false);
+                    }
+                }
+            }
+        }
+    };
     ctx.bridge.up.store(true, Ordering::Relaxed);
     tracing::info!(node = %ctx.bridge.node_id, url = %ctx.url, "cluster: connected to the broker");
     for name in [HEARTBEATS, QUERIES, &answers_for(&ctx.bridge.node_id)] {
@@ -468,6 +499,9 @@ async fn run<B: Broker>(ctx: Rc<Ctx>, cmds: flume::Receiver<Cmd>) {
     }
     // Interest changes, in order, each acknowledged once the broker has it.
     let (interest_tx, interest_rx) = mpsc::unbounded_channel();
+    for early in early_interest {
+        let _ = interest_tx.send(early);
+    }
     tokio::task::spawn_local(interest_task(ctx.clone(), broker.clone(), interest_rx));
     // Broker messages.
     {
