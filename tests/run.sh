@@ -5,11 +5,27 @@
 #      real server on both the io_uring and the epoll driver),
 #   3. WebSocket conformance: the Autobahn|Testsuite cases 1-10 (kosoku) against `/echo`, on
 #      both drivers.
-# Needs: the Rust toolchain, python3 with venv/pip (kosoku is installed into target/venv).
+# Needs: the Rust toolchain, python3 with venv/pip (kosoku is installed into target/venv), and
+# nats-server and redis-server for the cluster tests (installed here with apt-get when
+# missing and running as root; tests/cluster.rs starts its own on free loopback ports).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n=== %s\n' "$*"; }
+
+missing=()
+command -v nats-server >/dev/null || missing+=(nats-server)
+command -v redis-server >/dev/null || missing+=(redis-server)
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        step "installing ${missing[*]} (cluster tests)"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+        echo "the cluster tests need ${missing[*]}: install them (Debian: apt-get install ${missing[*]})" >&2
+        exit 1
+    fi
+fi
 
 step "rustfmt"
 cargo fmt --all -- --check
