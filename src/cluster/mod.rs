@@ -284,9 +284,9 @@ pub(crate) struct Ctx {
     nodes: RefCell<HashMap<String, NodeInfo>>,
     /// Cluster queries this node asked, by query id.
     queries: RefCell<HashMap<u64, PendingQuery>>,
-    /// When the bridge started: it claims no leadership before it could have heard every
-    /// live node's heartbeat (`cluster.node_ttl_ms` later).
-    started: Instant,
+    /// No leadership is claimed before this: `cluster.node_ttl_ms` after the start and after
+    /// every reconnect, the time to hear every live node's heartbeat.
+    settle_until: std::cell::Cell<Instant>,
 }
 
 struct PendingQuery {
@@ -299,6 +299,7 @@ struct PendingQuery {
 impl Ctx {
     fn new(bridge: Arc<Bridge>, shared: Arc<Shared>) -> Ctx {
         let shards = shared.shards;
+        let settle = Duration::from_millis(shared.cfg.cluster.node_ttl_ms);
         Ctx {
             url: shared.cfg.cluster_url(),
             bridge,
@@ -306,7 +307,7 @@ impl Ctx {
             outlet: RefCell::new((0..shards).map(|_| VecDeque::new()).collect()),
             nodes: RefCell::new(HashMap::new()),
             queries: RefCell::new(HashMap::new()),
-            started: Instant::now(),
+            settle_until: std::cell::Cell::new(Instant::now() + settle),
         }
     }
 
@@ -514,6 +515,8 @@ async fn run<B: Broker>(ctx: Rc<Ctx>, cmds: flume::Receiver<Cmd>) {
                     Inbound::Raw(name, body) => on_raw(&ctx, &broker, &name, body).await,
                     Inbound::Up => {
                         ctx.bridge.up.store(true, Ordering::Relaxed);
+                        let settle = Duration::from_millis(ctx.cfg().node_ttl_ms);
+                        ctx.settle_until.set(Instant::now() + settle);
                         tracing::warn!("cluster: broker connection restored; repairing topics");
                         metrics::counter!("tickcast_cluster_reconnects_total").increment(1);
                         ctx.to_every_shard(|| MeshMsg::BrokerUp);
@@ -756,8 +759,12 @@ fn ingest_external(ctx: &Rc<Ctx>, topic: &str, body: Bytes) {
     }
 }
 
-/// Drops nodes not heard from within `cluster.node_ttl_ms`.
+/// Drops nodes not heard from within `cluster.node_ttl_ms` (not while this node cannot
+/// hear anyone: its broker connection is down).
 async fn expire_nodes(ctx: &Ctx) {
+    if !ctx.bridge.is_up() {
+        return;
+    }
     let ttl = Duration::from_millis(ctx.cfg().node_ttl_ms);
     let mut gone = Vec::new();
     ctx.nodes.borrow_mut().retain(|id, n| {
@@ -787,7 +794,7 @@ fn publish_nodes(ctx: &Ctx) {
 /// node, so one external publisher's messages to a topic keep their order.
 async fn sync_leadership<B: Broker>(ctx: &Ctx, broker: &B) {
     let me = &ctx.bridge.node_id;
-    if ctx.started.elapsed() < Duration::from_millis(ctx.cfg().node_ttl_ms) {
+    if !ctx.bridge.is_up() || Instant::now() < ctx.settle_until.get() {
         return;
     }
     let leader = ctx.nodes.borrow().keys().all(|id| id > me);
