@@ -177,6 +177,7 @@ impl State {
         let mut w = state.remote.take().map(|b| *b).unwrap_or_default();
         w.fetching = false;
         let mut news: Vec<Received> = Vec::new();
+        let mut encoded = 0;
         if f.ok {
             let class = state.frame_class;
             let encode = |m: &Received| -> SharedFrame {
@@ -194,6 +195,7 @@ impl State {
                     h.clear();
                     for m in f.msgs.iter().filter(|m| m.epoch == f.epoch) {
                         h.push(encode(m), now_ns);
+                        encoded += 1;
                     }
                 }
             } else {
@@ -206,12 +208,25 @@ impl State {
                     .filter(|m| m.epoch == state.epoch)
                     .partition(|m| m.seq <= seq);
                 if let Some(h) = state.history.as_mut() {
-                    h.prepend(older.iter().map(&encode).collect());
+                    // Only what the history lacks and has room for is encoded.
+                    let first = h.first_seq();
+                    let room = h.capacity() - h.retained();
+                    let mut take: Vec<SharedFrame> = older
+                        .iter()
+                        .rev()
+                        .filter(|m| first.is_none_or(|f| m.seq < f))
+                        .take(room)
+                        .map(&encode)
+                        .collect();
+                    take.reverse();
+                    encoded += take.len() as u64;
+                    h.prepend(take);
                 }
                 news = newer;
             }
             state.history_gen = cur;
         }
+        self.stats.c.serializations += encoded;
         // News and held messages, in order; a hole nobody can fill becomes one `gap`.
         news.extend(w.held.drain(..));
         news.sort_by_key(|m| m.seq);
