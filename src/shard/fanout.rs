@@ -332,6 +332,10 @@ impl State {
                             ErrorCode::RateLimited => {
                                 "publish refused: topic or mesh capacity exhausted"
                             }
+                            ErrorCode::Unavailable => {
+                                "the cluster broker did not confirm the publish: retry with the \
+                                 same idem"
+                            }
                             _ => "publish failed",
                         };
                         self.reply_with(conn, |out| {

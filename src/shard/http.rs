@@ -497,7 +497,13 @@ impl State {
                 );
             }
             Err(code) => {
-                let body = error_body(code.as_str(), "publish refused by the topic's shard");
+                let message = match code {
+                    ErrorCode::Unavailable => {
+                        "the cluster broker did not confirm the publish: retry with the same idem"
+                    }
+                    _ => "publish refused by the topic's shard",
+                };
+                let body = error_body(code.as_str(), message);
                 write_response(
                     &mut out,
                     code.http_status(),
