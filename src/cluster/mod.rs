@@ -284,6 +284,9 @@ pub(crate) struct Ctx {
     nodes: RefCell<HashMap<String, NodeInfo>>,
     /// Cluster queries this node asked, by query id.
     queries: RefCell<HashMap<u64, PendingQuery>>,
+    /// History fetches under way at once: after a reconnect every topic with subscribers is
+    /// checked, and thousands of simultaneous reads would only queue at the broker.
+    fetches: tokio::sync::Semaphore,
     /// No leadership is claimed before this: `cluster.node_ttl_ms` after the start and after
     /// every reconnect, the time to hear every live node's heartbeat.
     settle_until: std::cell::Cell<Instant>,
@@ -308,6 +311,7 @@ impl Ctx {
             nodes: RefCell::new(HashMap::new()),
             queries: RefCell::new(HashMap::new()),
             settle_until: std::cell::Cell::new(Instant::now() + settle),
+            fetches: tokio::sync::Semaphore::new(FETCHES_MAX),
         }
     }
 
@@ -587,8 +591,12 @@ async fn run<B: Broker>(ctx: Rc<Ctx>, cmds: flume::Receiver<Cmd>) {
     }
 }
 
+/// History fetches in flight per node (see `Ctx::fetches`).
+const FETCHES_MAX: usize = 32;
+
 /// A history fetch for the topic's owner shard; always answered (`ok: false` on failure).
 async fn fetch_one<B: Broker>(ctx: Rc<Ctx>, broker: Rc<B>, shard: u8, topic: Box<str>, max: usize) {
+    let _permit = ctx.fetches.acquire().await;
     let limit = Duration::from_millis(ctx.cfg().publish_timeout_ms);
     let failed = |topic| Fetched {
         topic,
