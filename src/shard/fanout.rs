@@ -33,6 +33,22 @@ use crate::{
     stats::{Gauges, SecEvent},
 };
 
+/// The shards with a subscriber matching `topic`, recomputed only when interest changed.
+pub(super) fn shard_mask(
+    state: &mut super::TopicState,
+    interest: &crate::pubsub::trie::PatternTrie<u64>,
+    interest_gen: u64,
+    topic: &str,
+) -> u64 {
+    if state.mask_gen != interest_gen {
+        let mut mask = 0;
+        interest.for_each_match(topic, |m| mask |= *m);
+        state.mask = mask;
+        state.mask_gen = interest_gen;
+    }
+    state.mask
+}
+
 /// The shard owning `topic` (FNV-1a: stable, fast on short strings, identical on every shard).
 pub fn owner_of(topic: &str, shards: usize) -> usize {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -145,20 +161,16 @@ impl State {
         data: &[u8],
         to_user: bool,
     ) {
-        let interest_gen = self.interest_gen;
         let State {
-            topics, interest, ..
+            topics,
+            interest,
+            interest_gen,
+            ..
         } = self;
         let Some(state) = topics.get_mut(topic) else {
             return;
         };
-        if state.mask_gen != interest_gen {
-            let mut mask = 0;
-            interest.for_each_match(topic, |m| mask |= *m);
-            state.mask = mask;
-            state.mask_gen = interest_gen;
-        }
-        let mask = state.mask;
+        let mask = shard_mask(state, interest, *interest_gen, topic);
         // Built even when no shard listens (~100 ns), so `serializations` counts every publish
         // sequenced, with or without subscribers.
         let frame: SharedFrame = Arc::new(

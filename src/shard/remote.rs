@@ -263,20 +263,16 @@ impl State {
         let mut json = Vec::with_capacity(128);
         protocol::gap(&mut json, topic, epoch, from, to, reason);
         let frame = Arc::new(crate::frame::topic_event(topic, &json));
-        let interest_gen = self.interest_gen;
         let State {
-            topics, interest, ..
+            topics,
+            interest,
+            interest_gen,
+            ..
         } = self;
         let Some(state) = topics.get_mut(topic) else {
             return;
         };
-        if state.mask_gen != interest_gen {
-            let mut mask = 0;
-            interest.for_each_match(topic, |m| mask |= *m);
-            state.mask = mask;
-            state.mask_gen = interest_gen;
-        }
-        let mask = state.mask;
+        let mask = super::fanout::shard_mask(state, interest, *interest_gen, topic);
         self.send_to_shards(mask, &frame);
         if mask & (1 << self.shard) != 0 {
             self.deliver_local(topic, std::rc::Rc::new(frame));
