@@ -49,6 +49,32 @@ pub(super) fn shard_mask(
     state.mask
 }
 
+/// Encodes message `seq` of `topic` once and keeps it in the topic's history; returns the
+/// frame and the shards to send it to. The topic's owner only.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn encode_once(
+    state: &mut super::TopicState,
+    interest: &crate::pubsub::trie::PatternTrie<u64>,
+    interest_gen: u64,
+    stats: &mut crate::stats::ShardStats,
+    topic: &str,
+    seq: u64,
+    ts_us: u64,
+    data: &[u8],
+) -> (SharedFrame, u64) {
+    let mask = shard_mask(state, interest, interest_gen, topic);
+    // Built even when no shard listens (~100 ns), so `serializations` counts every publish
+    // sequenced, with or without subscribers.
+    let frame: SharedFrame = Arc::new(
+        encode_data_frame(topic, seq, ts_us, data, monotonic_ns()).with_class(state.frame_class),
+    );
+    stats.c.serializations += 1;
+    if let Some(h) = state.history.as_mut() {
+        h.push(frame.clone(), frame.published_ns());
+    }
+    (frame, mask)
+}
+
 /// The shard owning `topic` (FNV-1a: stable, fast on short strings, identical on every shard).
 pub fn owner_of(topic: &str, shards: usize) -> usize {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -124,7 +150,14 @@ impl State {
             return self.publish_done(reply, Err(ErrorCode::RateLimited), origin);
         }
         let idem_max = self.shared.cfg.limits.idem_keys_per_topic;
-        let state = self.topics.get_mut(topic).expect("ensured above");
+        let State {
+            topics,
+            interest,
+            interest_gen,
+            stats,
+            ..
+        } = self;
+        let state = topics.get_mut(topic).expect("ensured above");
         let topic_epoch = state.epoch;
         if let Some(key) = idem {
             let window = state.idem.get_or_insert_with(Default::default);
@@ -134,14 +167,24 @@ impl State {
                     epoch: topic_epoch,
                     duplicate: true,
                 };
-                self.stats.c.duplicates += 1;
+                stats.c.duplicates += 1;
                 return self.publish_done(reply, Ok(done), origin);
             }
             window.insert(key, state.seq + 1, idem_max);
         }
         state.seq += 1;
         let seq = state.seq;
-        self.fan_out(topic, seq, unix_us(), data, to_user);
+        let (frame, mask) = encode_once(
+            state,
+            interest,
+            *interest_gen,
+            stats,
+            topic,
+            seq,
+            unix_us(),
+            data,
+        );
+        self.dispatch(topic, frame, mask, to_user);
         let done = Published {
             seq,
             epoch: topic_epoch,
@@ -150,37 +193,9 @@ impl State {
         self.publish_done(reply, Ok(done), origin);
     }
 
-    /// Encodes message `seq` of `topic` once, keeps it in the topic's history and hands it to
-    /// every interested shard (`to_user`: every shard, for the user's connections). The
-    /// topic's owner only; the topic exists.
-    pub(crate) fn fan_out(
-        &mut self,
-        topic: &str,
-        seq: u64,
-        ts_us: u64,
-        data: &[u8],
-        to_user: bool,
-    ) {
-        let State {
-            topics,
-            interest,
-            interest_gen,
-            ..
-        } = self;
-        let Some(state) = topics.get_mut(topic) else {
-            return;
-        };
-        let mask = shard_mask(state, interest, *interest_gen, topic);
-        // Built even when no shard listens (~100 ns), so `serializations` counts every publish
-        // sequenced, with or without subscribers.
-        let frame: SharedFrame = Arc::new(
-            encode_data_frame(topic, seq, ts_us, data, monotonic_ns())
-                .with_class(state.frame_class),
-        );
-        self.stats.c.serializations += 1;
-        if let Some(h) = state.history.as_mut() {
-            h.push(frame.clone(), frame.published_ns());
-        }
+    /// Hands an encoded frame of `topic` to every shard in `mask` (`to_user`: every shard,
+    /// for the user's connections). The topic's owner only.
+    pub(crate) fn dispatch(&mut self, topic: &str, frame: SharedFrame, mask: u64, to_user: bool) {
         if to_user {
             // The user's connections may be on any shard: every shard gets it.
             self.send_to_user_shards(&frame);

@@ -137,11 +137,28 @@ impl State {
 
     /// Delivers the next message of its topic.
     fn accept_remote(&mut self, m: &Received) {
-        if let Some(state) = self.topics.get_mut(&*m.topic) {
-            state.seq = m.seq;
-        }
-        let to_user = m.flags & FLAG_TO_USER != 0;
-        self.fan_out(&m.topic, m.seq, m.ts_us, &m.data, to_user);
+        let State {
+            topics,
+            interest,
+            interest_gen,
+            stats,
+            ..
+        } = self;
+        let Some(state) = topics.get_mut(&*m.topic) else {
+            return;
+        };
+        state.seq = m.seq;
+        let (frame, mask) = super::fanout::encode_once(
+            state,
+            interest,
+            *interest_gen,
+            stats,
+            &m.topic,
+            m.seq,
+            m.ts_us,
+            &m.data,
+        );
+        self.dispatch(&m.topic, frame, mask, m.flags & FLAG_TO_USER != 0);
     }
 
     /// Asks the broker for `topic`'s position and history (once at a time per topic).
