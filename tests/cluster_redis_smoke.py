@@ -97,6 +97,8 @@ class Node:
             "TICKCAST_AUTH__ANONYMOUS_SUBS": '[">"]',
             "TICKCAST_SERVER__PIN_CORES": "false",
             "TICKCAST_TOPICS": '[{pattern="md.>",history_size=1000}]',
+            # The test client pipelines hundreds of publishes on one connection.
+            "TICKCAST_LIMITS__CLIENT_MESSAGES_PER_S": "0",
         })
         self.name = name
         self.log = os.path.join(TMP, f"node-{name}.log")
@@ -133,7 +135,7 @@ class Client:
 
     @classmethod
     async def open(cls, node):
-        return cls(await websockets.connect(f"ws://{node.addr}/", max_size=None))
+        return cls(await websockets.connect(f"ws://{node.addr}/ws", max_size=None))
 
     async def _read(self):
         try:
