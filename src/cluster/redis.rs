@@ -319,14 +319,15 @@ async fn pubsub_task(
             return;
         }
         let mut attempt = 0;
+        let mut wait = set.backoff(attempt);
         stream = loop {
-            let wait = set.backoff(attempt);
-            attempt += 1;
             tokio::time::sleep(wait).await;
+            attempt += 1;
             match open_pubsub(&client, &set, &subs).await {
                 Ok(s) => break s,
                 Err(e) => {
-                    tracing::error!(url = %set.url, error = %e, retry_in_ms = set.backoff(attempt).as_millis() as u64,
+                    wait = set.backoff(attempt);
+                    tracing::error!(url = %set.url, error = %e, retry_in_ms = wait.as_millis() as u64,
                         "cluster: cannot reconnect to Redis pub/sub; retrying");
                 }
             }
