@@ -632,15 +632,23 @@ impl Broker for Redis {
         self.sub_change(c, p, false).await
     }
 
+    /// Fire and forget, like a NATS core publish: the bridge awaits this in its heartbeat
+    /// task (which also feeds the shards) and while answering queries, so a slow or
+    /// reconnecting Redis must not hold it up. Each send is bounded by the response timeout.
     async fn raw_publish(&self, name: &str, payload: Bytes) -> Result<(), String> {
         let mut conn = self.conn.clone();
-        redis::cmd("PUBLISH")
-            .arg(format!("{}.{name}", self.prefix))
-            .arg(&payload[..])
-            .query_async::<Value>(&mut conn)
-            .await
-            .map(|_| ())
-            .map_err(|e| err("redis publish", e))
+        let channel = format!("{}.{name}", self.prefix);
+        tokio::task::spawn_local(async move {
+            let sent = redis::cmd("PUBLISH")
+                .arg(&channel)
+                .arg(&payload[..])
+                .query_async::<Value>(&mut conn)
+                .await;
+            if let Err(e) = sent {
+                tracing::debug!(channel, error = %e, "cluster: redis publish failed");
+            }
+        });
+        Ok(())
     }
 
     /// Every (un)subscribe awaits the server's confirmation before it returns, and they are
