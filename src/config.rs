@@ -941,7 +941,7 @@ impl Config {
         let scheme = match c.engine {
             Engine::Memory => return Ok(()),
             Engine::Nats => "nats://",
-            Engine::Redis => return bad("engine", "redis is not available yet".into()),
+            Engine::Redis => "redis://",
         };
         if !c.url.is_empty() && !c.url.starts_with(scheme) {
             return bad("url", format!("{:?} does not start with {scheme}", c.url));

@@ -1,39 +1,752 @@
-//! The Redis engine: not built yet (config validation refuses `cluster.engine = "redis"`).
+//! The Redis engine, docs/CLUSTER.md "Redis".
+//!
+//! Keys and channels, below `cluster.prefix` (`tc` here); `{topic}` is a hash tag, so a
+//! topic's keys share a Redis Cluster slot and one script may touch them all:
+//! - `tc:m:{<topic>}`: hash, `s` = the topic's last `seq`, `e` = its epoch.
+//! - `tc:h:{<topic>}`: stream, the history. Entry id `<seq>-1`, one field `m` = the envelope's
+//!   wire form. Trimmed with `MAXLEN ~ <largest class history_size>`: the approximate form
+//!   trims whole radix-tree nodes (cheap, O(1) amortised per append) and only ever keeps *more*
+//!   than asked, never less; a fetch reads the last `max` entries with `COUNT`, so the extra
+//!   entries are never seen. Memory stays bounded (at most one node, ~100 entries, over).
+//! - `tc:i:{<topic>}:<idem>`: an idempotency key → `<seq>:<epoch>` of the first publish, for
+//!   `cluster.idem_window_s` seconds (`SET NX EX`).
+//! - `tc.live.<topic>`: Pub/Sub channel of the topic's live traffic.
+//! - `tc.<name>`: the bridge's own channels (`node.hb`, `node.q`, `node.r.<id>`, `in.<topic>`).
+//!
+//! **Sequencing.** One Lua script ([`PUBLISH_LUA`]) per publish does, atomically: the
+//! idempotency check, `HINCRBY s`, the epoch (a new one, from the node, if the topic has none:
+//! the broker lost it, or it is new; its stale history is deleted since ids restart), patches
+//! `seq` and `epoch` into the envelope bytes (fixed offsets from the end of the wire form,
+//! [`envelope::seq_epoch_offsets`], written with `struct.pack('<I8', n)`: tested on Redis 7.0),
+//! `XADD` with the explicit id `<seq>-1`, `PUBLISH` on the live channel, and the idempotency
+//! key. Redis runs scripts one at a time, so every node receives a topic's live messages in
+//! `seq` order.
+//!
+//! **Order of one node's publishes.** `SERIAL_PER_TOPIC` is false: the engine keeps order
+//! itself. `publish` hands the job to one writer task (in call order: the bridge first-polls
+//! its publish tasks in spawn order, and the hand-off happens at the first poll), which sends
+//! batches of script calls as one `MULTI`/`EXEC` pipeline on one connection and waits for each
+//! batch before sending the next. So a topic's publishes are applied in the order given, with
+//! one round trip per batch rather than per message. `MULTI` makes a batch all-or-nothing with
+//! respect to the script cache: after a Redis restart every call of the batch gets `NOSCRIPT`
+//! (never some of them while another client loads the script midway, which would let a retry
+//! overtake later messages); the writer loads the script and resends them.
+//!
+//! **Interest.** An exact topic is a `SUBSCRIBE` to its channel. A pattern is a `PSUBSCRIBE`
+//! with each `*` and `>` segment turned into the glob `*`: Redis' `*` also matches dots, so
+//! `md.*` also receives `md.a.b`. That over-matching is harmless: messages go to the topic's
+//! owner shard, which delivers only to subscriptions its own index matches (and counts none
+//! for the rest). The topic charset (`[A-Za-z0-9_:@-]`, see `pubsub::topic`) holds no glob
+//! metacharacter; literal parts (and the prefix) are escaped anyway. Several tickcast patterns
+//! can map to one glob (`md.*`, `md.>`): subscriptions are counted per Redis channel.
+//!
+//! **Connections.** Commands go through a `ConnectionManager` (reconnects by itself on I/O
+//! errors). Pub/Sub has its own connection, watched by a task: on loss it reports
+//! `Inbound::Down`, reconnects with `cluster.reconnect_*_ms` backoff, re-makes every
+//! subscription and then reports `Inbound::Up` (the owners then repair from history). A
+//! `PING` every `PING_EVERY` notices a silently dead connection.
+
+use std::{cell::RefCell, collections::HashMap, rc::Rc, time::Duration};
 
 use bytes::Bytes;
+use futures_util::StreamExt;
+use redis::{
+    ErrorKind, RedisResult, ServerErrorKind, Value,
+    aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream},
+};
+use tokio::sync::{Mutex, mpsc, oneshot};
 
-use super::{Broker, Ctx, Fetched, InboundTx, envelope};
+use super::{Broker, Ctx, Fetched, Inbound, InboundTx, envelope};
 use crate::mesh::Published;
 
-pub(crate) struct Redis;
+/// KEYS[1] meta hash, KEYS[2] history stream, KEYS[3] idempotency key (optional).
+/// ARGV[1] envelope wire form (seq, epoch 0), ARGV[2] a new epoch (used if the topic has none),
+/// ARGV[3] / ARGV[4] offsets of seq / epoch from the end of ARGV[1], ARGV[5] history MAXLEN,
+/// ARGV[6] live channel, ARGV[7] idempotency window (s).
+/// Returns {seq, epoch, duplicate (0/1)}. Numbers are Lua doubles: seq and epoch stay below
+/// 2^53 (epochs are drawn below 2^52), so they are exact.
+pub(crate) const PUBLISH_LUA: &str = r#"
+if KEYS[3] then
+  local d = redis.call('GET', KEYS[3])
+  if d then
+    local s, e = string.match(d, '^(%d+):(%d+)$')
+    if s then return {tonumber(s), tonumber(e), 1} end
+  end
+end
+local seq = redis.call('HINCRBY', KEYS[1], 's', 1)
+local epoch = redis.call('HGET', KEYS[1], 'e')
+if not epoch then
+  epoch = ARGV[2]
+  redis.call('HSET', KEYS[1], 'e', epoch)
+  redis.call('DEL', KEYS[2])
+end
+epoch = tonumber(epoch)
+local env = ARGV[1]
+local n = #env
+local function patch(s, off, v)
+  local at = n - off
+  return string.sub(s, 1, at) .. struct.pack('<I8', v) .. string.sub(s, at + 9)
+end
+env = patch(env, tonumber(ARGV[3]), seq)
+env = patch(env, tonumber(ARGV[4]), epoch)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], string.format('%d-1', seq), 'm', env)
+redis.call('PUBLISH', ARGV[6], env)
+if KEYS[3] then
+  redis.call('SET', KEYS[3], string.format('%d:%d', seq, epoch), 'NX', 'EX', ARGV[7])
+end
+return {seq, epoch, 0}
+"#;
+
+/// Script calls per `MULTI`/`EXEC` batch (Redis runs a batch without interleaving others).
+const BATCH_MAX: usize = 256;
+
+/// How often the Pub/Sub connection is checked with a `PING`.
+const PING_EVERY: Duration = Duration::from_secs(5);
+
+type Reply = oneshot::Sender<Result<Published, String>>;
+
+/// A publish waiting for the writer task.
+struct Job {
+    topic: String,
+    wire: Vec<u8>,
+    idem: Option<String>,
+    /// The node's candidate epoch, in case the topic has none.
+    epoch: u64,
+    reply: Reply,
+}
+
+pub(crate) struct Redis {
+    conn: ConnectionManager,
+    prefix: String,
+    jobs: mpsc::UnboundedSender<Job>,
+    subs: Rc<Subs>,
+}
+
+/// The Pub/Sub side: the wanted subscriptions and the live connection's sink (none while
+/// reconnecting). The async mutex orders subscription changes with the re-subscription after
+/// a reconnect.
+struct Subs {
+    /// Redis channel or glob → (is a pattern, how many callers want it).
+    want: RefCell<HashMap<String, (bool, u32)>>,
+    sink: Mutex<Option<PubSubSink>>,
+}
+
+/// Settings the engine's tasks need after `connect` returned.
+#[derive(Clone)]
+struct Settings {
+    url: String,
+    prefix: String,
+    reconnect_min_ms: u64,
+    reconnect_max_ms: u64,
+    timeout: Duration,
+}
+
+impl Settings {
+    fn backoff(&self, n: usize) -> Duration {
+        let base = self
+            .reconnect_min_ms
+            .saturating_mul(1u64 << n.min(20))
+            .min(self.reconnect_max_ms);
+        Duration::from_millis(base + fastrand::u64(0..=base / 4))
+    }
+}
+
+/// Escapes Redis glob metacharacters in a literal part of a `PSUBSCRIBE` pattern.
+fn glob_escape(s: &str, out: &mut String) {
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\' | '^') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+}
+
+/// The Redis channel for a tickcast topic or pattern below `base` (e.g. `tc.live.`), and
+/// whether it is a glob (`PSUBSCRIBE`). `*` and `>` segments become `*`, which over-matches
+/// (it also matches dots; see the module doc).
+pub(crate) fn channel_for(base: &str, pattern: &str) -> (String, bool) {
+    let wild = pattern.split('.').any(|s| s == "*" || s == ">");
+    if !wild {
+        return (format!("{base}{pattern}"), false);
+    }
+    let mut out = String::with_capacity(base.len() + pattern.len() + 4);
+    glob_escape(base, &mut out);
+    for (i, seg) in pattern.split('.').enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        if seg == "*" || seg == ">" {
+            out.push('*');
+        } else {
+            glob_escape(seg, &mut out);
+        }
+    }
+    (out, true)
+}
+
+fn err(what: &str, e: impl std::fmt::Display) -> String {
+    format!("{what}: {e}")
+}
+
+impl Redis {
+    fn key(&self, kind: &str, topic: &str) -> String {
+        format!("{}:{kind}:{{{topic}}}", self.prefix)
+    }
+
+    async fn sub_change(&self, channel: String, pattern: bool, add: bool) -> Result<(), String> {
+        let mut sink = self.subs.sink.lock().await;
+        {
+            let mut want = self.subs.want.borrow_mut();
+            if add {
+                let n = &mut want.entry(channel.clone()).or_insert((pattern, 0)).1;
+                *n += 1;
+                if *n > 1 {
+                    return Ok(());
+                }
+            } else {
+                match want.get_mut(&channel) {
+                    Some((_, n)) if *n > 1 => {
+                        *n -= 1;
+                        return Ok(());
+                    }
+                    Some(_) => {
+                        want.remove(&channel);
+                    }
+                    None => return Ok(()),
+                }
+            }
+        }
+        // Without a connection the change is only recorded: the reconnect applies `want`.
+        let Some(s) = sink.as_mut() else {
+            return Ok(());
+        };
+        let r = match (add, pattern) {
+            (true, false) => s.subscribe(&channel).await,
+            (true, true) => s.psubscribe(&channel).await,
+            (false, false) => s.unsubscribe(&channel).await,
+            (false, true) => s.punsubscribe(&channel).await,
+        };
+        r.map_err(|e| err(&format!("(un)subscribe {channel}"), e))
+    }
+}
+
+/// Opens a Pub/Sub connection and makes every wanted subscription on it; stores the sink.
+async fn open_pubsub(
+    client: &redis::Client,
+    set: &Settings,
+    subs: &Subs,
+) -> Result<PubSubStream, String> {
+    let pubsub = tokio::time::timeout(set.timeout, client.get_async_pubsub())
+        .await
+        .map_err(|_| "pub/sub connection timed out".to_string())?
+        .map_err(|e| err("pub/sub connection", e))?;
+    let (mut sink, stream) = pubsub.split();
+    let mut slot = subs.sink.lock().await;
+    let want: Vec<(String, bool)> = subs
+        .want
+        .borrow()
+        .iter()
+        .map(|(c, (p, _))| (c.clone(), *p))
+        .collect();
+    for (channel, pattern) in want {
+        // One channel per command: the sink matches one reply per request.
+        let r = if pattern {
+            tokio::time::timeout(set.timeout, sink.psubscribe(&channel)).await
+        } else {
+            tokio::time::timeout(set.timeout, sink.subscribe(&channel)).await
+        };
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(err(&format!("subscribe {channel}"), e)),
+            Err(_) => return Err(format!("subscribe {channel}: timed out")),
+        }
+    }
+    *slot = Some(sink);
+    Ok(stream)
+}
+
+/// Forwards Pub/Sub messages; on loss reports `Down`, reconnects with backoff, re-subscribes
+/// and reports `Up`. Ends when the bridge is gone.
+async fn pubsub_task(
+    client: redis::Client,
+    set: Settings,
+    subs: Rc<Subs>,
+    inbound: InboundTx,
+    mut stream: PubSubStream,
+) {
+    let live = format!("{}.live.", set.prefix);
+    let own = format!("{}.", set.prefix);
+    loop {
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.tick().await;
+        loop {
+            tokio::select! {
+                m = stream.next() => {
+                    let Some(m) = m else { break };
+                    let channel = m.get_channel_name();
+                    let payload = Bytes::copy_from_slice(m.get_payload_bytes());
+                    let msg = if channel.starts_with(&live) {
+                        Inbound::Live(payload)
+                    } else if let Some(name) = channel.strip_prefix(&own) {
+                        Inbound::Raw(name.to_string(), payload)
+                    } else {
+                        continue;
+                    };
+                    if inbound.send(msg).is_err() {
+                        return;
+                    }
+                }
+                _ = ping.tick() => {
+                    let mut sink = subs.sink.lock().await;
+                    let Some(s) = sink.as_mut() else { break };
+                    match tokio::time::timeout(set.timeout, s.ping::<Value>()).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, "cluster: redis pub/sub ping failed");
+                            break;
+                        }
+                        Err(_) => {
+                            tracing::warn!("cluster: redis pub/sub ping timed out");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        *subs.sink.lock().await = None;
+        drop(stream);
+        if inbound.send(Inbound::Down).is_err() {
+            return;
+        }
+        let mut attempt = 0;
+        let mut wait = set.backoff(attempt);
+        stream = loop {
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+            match open_pubsub(&client, &set, &subs).await {
+                Ok(s) => break s,
+                Err(e) => {
+                    wait = set.backoff(attempt);
+                    tracing::error!(url = %set.url, error = %e, retry_in_ms = wait.as_millis() as u64,
+                        "cluster: cannot reconnect to Redis pub/sub; retrying");
+                }
+            }
+        };
+        if inbound.send(Inbound::Up).is_err() {
+            return;
+        }
+    }
+}
+
+/// The writer: batches of script calls, one `MULTI`/`EXEC` at a time, in the order given.
+async fn writer_task(
+    mut conn: ConnectionManager,
+    script: redis::Script,
+    keys: (String, usize, usize, usize, u64),
+    mut rx: mpsc::UnboundedReceiver<Job>,
+) {
+    let (prefix, seq_off, epoch_off, maxlen, idem_s) = keys;
+    let mut batch: Vec<Job> = Vec::new();
+    while rx.recv_many(&mut batch, BATCH_MAX).await > 0 {
+        // A caller that gave up (timeout) was told the publish failed: do not send it.
+        batch.retain(|j| !j.reply.is_closed());
+        let mut load_tried = false;
+        while !batch.is_empty() {
+            let mut pipe = redis::pipe();
+            pipe.atomic().ignore_errors();
+            for j in &batch {
+                let meta = format!("{prefix}:m:{{{}}}", j.topic);
+                let hist = format!("{prefix}:h:{{{}}}", j.topic);
+                let cmd = pipe.cmd("EVALSHA").arg(script.get_hash());
+                match &j.idem {
+                    Some(k) => {
+                        let idem = format!("{prefix}:i:{{{}}}:{k}", j.topic);
+                        cmd.arg(3).arg(meta).arg(hist).arg(idem);
+                    }
+                    None => {
+                        cmd.arg(2).arg(meta).arg(hist);
+                    }
+                }
+                cmd.arg(&j.wire[..])
+                    .arg(j.epoch)
+                    .arg(seq_off)
+                    .arg(epoch_off)
+                    .arg(maxlen)
+                    .arg(format!("{prefix}.live.{}", j.topic))
+                    .arg(idem_s);
+            }
+            let res: RedisResult<Vec<RedisResult<(u64, u64, u64)>>> =
+                pipe.query_async(&mut conn).await;
+            let results = match res {
+                Ok(r) if r.len() == batch.len() => r,
+                Ok(r) => {
+                    let e = format!("{} replies to {} publishes", r.len(), batch.len());
+                    for j in batch.drain(..) {
+                        let _ = j.reply.send(Err(e.clone()));
+                    }
+                    break;
+                }
+                Err(e) => {
+                    let e = err("redis publish", e);
+                    for j in batch.drain(..) {
+                        let _ = j.reply.send(Err(e.clone()));
+                    }
+                    break;
+                }
+            };
+            // Answer every call but those the server lacked the script for; those (all of
+            // the batch, under MULTI) are sent again once the script is loaded.
+            let mut retry = Vec::new();
+            for (j, r) in batch.drain(..).zip(results) {
+                match r {
+                    Ok((seq, epoch, dup)) => {
+                        let _ = j.reply.send(Ok(Published {
+                            seq,
+                            epoch,
+                            duplicate: dup != 0,
+                        }));
+                    }
+                    Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                        retry.push(j);
+                    }
+                    Err(e) => {
+                        let _ = j.reply.send(Err(err("redis publish script", e)));
+                    }
+                }
+            }
+            if retry.is_empty() {
+                break;
+            }
+            if load_tried {
+                for j in retry {
+                    let _ = j
+                        .reply
+                        .send(Err("redis: script missing after SCRIPT LOAD".into()));
+                }
+                break;
+            }
+            load_tried = true;
+            if let Err(e) = script.load_async(&mut conn).await {
+                let e = err("redis SCRIPT LOAD", e);
+                for j in retry {
+                    let _ = j.reply.send(Err(e.clone()));
+                }
+                break;
+            }
+            batch = retry;
+        }
+    }
+}
+
+/// The `m` field of each `XREVRANGE` entry (newest first), as given.
+fn stream_payloads(v: Value) -> Vec<Bytes> {
+    let Value::Array(entries) = v else {
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(entries.len());
+    for e in entries {
+        let Value::Array(mut parts) = e else { continue };
+        if parts.len() != 2 {
+            continue;
+        }
+        let Some(Value::Array(fields)) = parts.pop() else {
+            continue;
+        };
+        let mut it = fields.into_iter();
+        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            if let (Value::BulkString(k), Value::BulkString(v)) = (k, v) {
+                if k == b"m" {
+                    out.push(Bytes::from(v));
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A number Redis stored as a string (the meta hash fields); absent = 0.
+fn meta_num(v: &Value) -> Result<u64, String> {
+    match v {
+        Value::Nil => Ok(0),
+        Value::Int(n) => u64::try_from(*n).map_err(|_| format!("negative number {n}")),
+        Value::BulkString(b) => std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| "meta field is not a number".to_string()),
+        other => Err(format!("unexpected meta value {other:?}")),
+    }
+}
 
 impl Broker for Redis {
     const SERIAL_PER_TOPIC: bool = false;
-    async fn connect(_: &Ctx, _: InboundTx) -> Redis {
-        Redis
+
+    async fn connect(ctx: &Ctx, inbound: InboundTx) -> Redis {
+        let cfg = ctx.cfg().clone();
+        let set = Settings {
+            url: ctx.url.clone(),
+            prefix: cfg.prefix.clone(),
+            reconnect_min_ms: cfg.reconnect_min_ms,
+            reconnect_max_ms: cfg.reconnect_max_ms,
+            timeout: Duration::from_millis(cfg.publish_timeout_ms),
+        };
+        let script = redis::Script::new(PUBLISH_LUA);
+        let subs = Rc::new(Subs {
+            want: RefCell::new(HashMap::new()),
+            sink: Mutex::new(None),
+        });
+        let mut attempt = 0;
+        let (client, conn, stream) = loop {
+            let tried = async {
+                let client = redis::Client::open(ctx.url.as_str()).map_err(|e| err("url", e))?;
+                let mcfg = ConnectionManagerConfig::new()
+                    .set_number_of_retries(1)
+                    .set_min_delay(Duration::from_millis(cfg.reconnect_min_ms))
+                    .set_max_delay(Duration::from_millis(cfg.reconnect_max_ms))
+                    .set_connection_timeout(Some(set.timeout))
+                    .set_response_timeout(Some(set.timeout));
+                let mut conn = ConnectionManager::new_with_config(client.clone(), mcfg)
+                    .await
+                    .map_err(|e| err("connect", e))?;
+                script
+                    .load_async(&mut conn)
+                    .await
+                    .map_err(|e| err("SCRIPT LOAD", e))?;
+                let stream = open_pubsub(&client, &set, &subs).await?;
+                Ok::<_, String>((client, conn, stream))
+            };
+            match tried.await {
+                Ok(c) => break c,
+                Err(e) => {
+                    let wait = ctx.backoff(attempt);
+                    attempt += 1;
+                    tracing::error!(url = %ctx.url, error = %e, retry_in_ms = wait.as_millis() as u64,
+                        "cluster: cannot connect to Redis; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        };
+        tokio::task::spawn_local(pubsub_task(client, set, subs.clone(), inbound, stream));
+        let (seq_off, epoch_off) = envelope::seq_epoch_offsets();
+        let (jobs, rx) = mpsc::unbounded_channel();
+        tokio::task::spawn_local(writer_task(
+            conn.clone(),
+            script,
+            (
+                cfg.prefix.clone(),
+                seq_off,
+                epoch_off,
+                ctx.history_max(),
+                cfg.idem_window_s,
+            ),
+            rx,
+        ));
+        Redis {
+            conn,
+            prefix: cfg.prefix,
+            jobs,
+            subs,
+        }
     }
-    async fn publish(&self, _: envelope::Envelope, _: Option<&str>) -> Result<Published, String> {
-        Err("the redis engine is not built yet".into())
+
+    async fn publish(
+        &self,
+        env: envelope::Envelope,
+        idem: Option<&str>,
+    ) -> Result<Published, String> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            wire: env.encode(),
+            topic: env.topic,
+            idem: idem.map(str::to_string),
+            epoch: envelope::new_epoch(),
+            reply,
+        };
+        self.jobs
+            .send(job)
+            .map_err(|_| "redis writer stopped".to_string())?;
+        answer
+            .await
+            .map_err(|_| "redis writer dropped the publish".to_string())?
     }
-    async fn fetch(&self, _: &str, _: usize) -> Result<Fetched, String> {
-        Err("the redis engine is not built yet".into())
+
+    async fn fetch(&self, topic: &str, max: usize) -> Result<Fetched, String> {
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("HMGET")
+            .arg(self.key("m", topic))
+            .arg("s")
+            .arg("e");
+        if max > 0 {
+            pipe.cmd("XREVRANGE")
+                .arg(self.key("h", topic))
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(max);
+        }
+        let mut conn = self.conn.clone();
+        let mut got: Vec<Value> = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| err(&format!("fetch {topic}"), e))?;
+        let hist = if max > 0 { got.pop() } else { None };
+        let (last, epoch) = match got.pop() {
+            Some(Value::Array(v)) if v.len() == 2 => (meta_num(&v[0])?, meta_num(&v[1])?),
+            other => return Err(format!("fetch {topic}: unexpected HMGET reply {other:?}")),
+        };
+        let mut msgs: Vec<_> = hist
+            .map(stream_payloads)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|wire| envelope::decode(&wire).ok())
+            .filter(|r| r.epoch == epoch && *r.topic == *topic)
+            .collect();
+        msgs.reverse();
+        Ok(Fetched {
+            topic: topic.into(),
+            ok: true,
+            last,
+            epoch,
+            msgs,
+        })
     }
-    async fn live_subscribe(&self, _: &str) -> Result<(), String> {
+
+    async fn live_subscribe(&self, pattern: &str) -> Result<(), String> {
+        let (c, p) = channel_for(&format!("{}.live.", self.prefix), pattern);
+        self.sub_change(c, p, true).await
+    }
+
+    async fn live_unsubscribe(&self, pattern: &str) -> Result<(), String> {
+        let (c, p) = channel_for(&format!("{}.live.", self.prefix), pattern);
+        self.sub_change(c, p, false).await
+    }
+
+    async fn raw_subscribe(&self, name: &str) -> Result<(), String> {
+        let (c, p) = channel_for(&format!("{}.", self.prefix), name);
+        self.sub_change(c, p, true).await
+    }
+
+    async fn raw_unsubscribe(&self, name: &str) -> Result<(), String> {
+        let (c, p) = channel_for(&format!("{}.", self.prefix), name);
+        self.sub_change(c, p, false).await
+    }
+
+    /// Fire and forget, like a NATS core publish: the bridge awaits this in its heartbeat
+    /// task (which also feeds the shards) and while answering queries, so a slow or
+    /// reconnecting Redis must not hold it up. Each send is bounded by the response timeout.
+    async fn raw_publish(&self, name: &str, payload: Bytes) -> Result<(), String> {
+        let mut conn = self.conn.clone();
+        let channel = format!("{}.{name}", self.prefix);
+        tokio::task::spawn_local(async move {
+            let sent = redis::cmd("PUBLISH")
+                .arg(&channel)
+                .arg(&payload[..])
+                .query_async::<Value>(&mut conn)
+                .await;
+            if let Err(e) = sent {
+                tracing::debug!(channel, error = %e, "cluster: redis publish failed");
+            }
+        });
         Ok(())
     }
-    async fn live_unsubscribe(&self, _: &str) -> Result<(), String> {
-        Ok(())
-    }
-    async fn raw_subscribe(&self, _: &str) -> Result<(), String> {
-        Ok(())
-    }
-    async fn raw_unsubscribe(&self, _: &str) -> Result<(), String> {
-        Ok(())
-    }
-    async fn raw_publish(&self, _: &str, _: Bytes) -> Result<(), String> {
-        Ok(())
-    }
+
+    /// Every (un)subscribe awaits the server's confirmation before it returns, and they are
+    /// serialised by the sink's lock; taking the lock waits for one still in progress, and a
+    /// `PING` on the same connection is answered after everything sent before it.
     async fn flush(&self) -> Result<(), String> {
-        Ok(())
+        let mut sink = self.subs.sink.lock().await;
+        match sink.as_mut() {
+            Some(s) => s
+                .ping::<Value>()
+                .await
+                .map(|_| ())
+                .map_err(|e| err("redis pub/sub ping", e)),
+            None => Err("redis pub/sub connection is down".into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_topics_subscribe_to_their_channel() {
+        assert_eq!(
+            channel_for("tc.live.", "md.x"),
+            ("tc.live.md.x".to_string(), false)
+        );
+        assert_eq!(
+            channel_for("tc.", "node.r.n-1"),
+            ("tc.node.r.n-1".to_string(), false)
+        );
+    }
+
+    #[test]
+    fn wildcards_become_globs() {
+        assert_eq!(
+            channel_for("tc.live.", "md.*.trades"),
+            ("tc.live.md.*.trades".to_string(), true)
+        );
+        assert_eq!(
+            channel_for("tc.live.", "user.>"),
+            ("tc.live.user.*".to_string(), true)
+        );
+        assert_eq!(channel_for("tc.", "in.>"), ("tc.in.*".to_string(), true));
+        assert_eq!(
+            channel_for("tc.live.", ">"),
+            ("tc.live.*".to_string(), true)
+        );
+        assert_eq!(
+            channel_for("tc.live.", "*.*"),
+            ("tc.live.*.*".to_string(), true)
+        );
+        // `md.*` and `md.>` share one glob (counted per channel by the engine).
+        assert_eq!(
+            channel_for("tc.live.", "md.*").0,
+            channel_for("tc.live.", "md.>").0
+        );
+    }
+
+    #[test]
+    fn literal_parts_of_globs_are_escaped() {
+        assert_eq!(
+            channel_for("t[c]?.live.", "a\\b.*").0,
+            "t\\[c\\]\\?.live.a\\\\b.*"
+        );
+        // `*` inside a segment is not a wildcard (validation refuses it anyway).
+        assert_eq!(channel_for("tc.", "a*.>").0, "tc.a\\*.*");
+        // An exact channel is literal: nothing to escape.
+        assert_eq!(channel_for("t*.", "a.b").0, "t*.a.b");
+    }
+
+    #[test]
+    fn stream_replies_are_read_defensively() {
+        let entry = |id: &str, f: &str, v: &[u8]| {
+            Value::Array(vec![
+                Value::BulkString(id.into()),
+                Value::Array(vec![
+                    Value::BulkString(f.into()),
+                    Value::BulkString(v.to_vec()),
+                ]),
+            ])
+        };
+        let v = Value::Array(vec![
+            entry("2-1", "m", b"two"),
+            Value::Int(3),
+            entry("1-1", "x", b"skip"),
+            Value::Array(vec![Value::Nil]),
+            entry("0-1", "m", b"zero"),
+        ]);
+        let got = stream_payloads(v);
+        assert_eq!(
+            got,
+            vec![Bytes::from_static(b"two"), Bytes::from_static(b"zero")]
+        );
+        assert!(stream_payloads(Value::Nil).is_empty());
+        assert_eq!(meta_num(&Value::Nil), Ok(0));
+        assert_eq!(meta_num(&Value::BulkString(b"42".to_vec())), Ok(42));
+        assert!(meta_num(&Value::BulkString(b"x".to_vec())).is_err());
     }
 }
