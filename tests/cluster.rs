@@ -19,7 +19,6 @@ use common::*;
 use serde_json::{Value, json};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(dead_code)] // Redis: its tests join once the engine lands.
 enum Engine {
     Nats,
     Redis,
@@ -606,6 +605,14 @@ macro_rules! engines {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     super::$name(super::Engine::Nats).await
+                }
+            )*
+        }
+        mod redis_engine {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Engine::Redis).await
                 }
             )*
         }

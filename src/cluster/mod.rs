@@ -284,6 +284,8 @@ pub(crate) struct Ctx {
     nodes: RefCell<HashMap<String, NodeInfo>>,
     /// Cluster queries this node asked, by query id.
     queries: RefCell<HashMap<u64, PendingQuery>>,
+    /// The outlet has messages waiting (wakes its retry task).
+    outlet_waiting: tokio::sync::Notify,
     /// History fetches under way at once: after a reconnect every topic with subscribers is
     /// checked, and thousands of simultaneous reads would only queue at the broker.
     fetches: tokio::sync::Semaphore,
@@ -312,6 +314,7 @@ impl Ctx {
             queries: RefCell::new(HashMap::new()),
             settle_until: std::cell::Cell::new(Instant::now() + settle),
             fetches: tokio::sync::Semaphore::new(FETCHES_MAX),
+            outlet_waiting: tokio::sync::Notify::new(),
         }
     }
 
@@ -351,7 +354,10 @@ impl Ctx {
         if q.is_empty() {
             match self.shared.mesh.try_send_external(dst, msg) {
                 Ok(()) => return,
-                Err(back) => return q.push_back(back),
+                Err(back) => {
+                    q.push_back(back);
+                    return self.outlet_waiting.notify_one();
+                }
             }
         }
         if droppable && q.len() >= self.cfg().inbound_queue_max {
@@ -479,26 +485,34 @@ async fn run<B: Broker>(ctx: Rc<Ctx>, cmds: flume::Receiver<Cmd>) {
     let _ = broker.flush().await;
     let started = crate::frame::unix_us() / 1_000_000;
 
-    // Outlet retries, heartbeats and node expiry.
+    // Messages a full shard ring did not take: retried every millisecond while any wait
+    // (no timer at all otherwise). Nothing else runs in this task, so a slow broker call can
+    // never hold deliveries back.
+    {
+        let ctx = ctx.clone();
+        tokio::task::spawn_local(async move {
+            loop {
+                ctx.outlet_waiting.notified().await;
+                while ctx.retry_outlet() {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        });
+    }
+    // Heartbeats, node expiry, ingest leadership.
     {
         let ctx = ctx.clone();
         let broker = broker.clone();
         tokio::task::spawn_local(async move {
-            let hb = Duration::from_millis(ctx.cfg().heartbeat_ms);
-            let mut next_hb = tokio::time::Instant::now();
-            let mut tick = tokio::time::interval(Duration::from_millis(1));
+            let mut tick = tokio::time::interval(Duration::from_millis(ctx.cfg().heartbeat_ms));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                ctx.retry_outlet();
-                if tokio::time::Instant::now() >= next_hb {
-                    next_hb += hb;
-                    let _ = broker
-                        .raw_publish(HEARTBEATS, heartbeat(&ctx, started))
-                        .await;
-                    expire_nodes(&ctx).await;
-                    sync_leadership(&ctx, &*broker).await;
-                }
+                let _ = broker
+                    .raw_publish(HEARTBEATS, heartbeat(&ctx, started))
+                    .await;
+                expire_nodes(&ctx);
+                sync_leadership(&ctx, &*broker).await;
             }
         });
     }
@@ -516,7 +530,7 @@ async fn run<B: Broker>(ctx: Rc<Ctx>, cmds: flume::Receiver<Cmd>) {
             while let Some(msg) = inbound.recv().await {
                 match msg {
                     Inbound::Live(wire) => ctx.on_live(wire),
-                    Inbound::Raw(name, body) => on_raw(&ctx, &broker, &name, body).await,
+                    Inbound::Raw(name, body) => on_raw(&ctx, &broker, &name, body),
                     Inbound::Up => {
                         ctx.bridge.up.store(true, Ordering::Relaxed);
                         let settle = Duration::from_millis(ctx.cfg().node_ttl_ms);
@@ -569,7 +583,7 @@ async fn run<B: Broker>(ctx: Rc<Ctx>, cmds: flume::Receiver<Cmd>) {
                         tokio::task::spawn_local(fetch_one(ctx.clone(), broker.clone(), shard, topic, max));
                     }
                     Cmd::Query { shard, token, path } => {
-                        start_query(&ctx, &broker, shard, token, path).await;
+                        tokio::task::spawn_local(start_query(ctx.clone(), broker.clone(), shard, token, path));
                     }
                 }
             }
@@ -697,7 +711,9 @@ async fn interest_task<B: Broker>(
 }
 
 /// Heartbeats, queries and answers from other nodes, and external publishes (leader only).
-async fn on_raw<B: Broker>(ctx: &Rc<Ctx>, broker: &Rc<B>, name: &str, body: Bytes) {
+/// Never waits: whatever needs the broker or the shards runs in its own task, so the task
+/// feeding live messages to the shards is never held up.
+fn on_raw<B: Broker>(ctx: &Rc<Ctx>, broker: &Rc<B>, name: &str, body: Bytes) {
     if name == HEARTBEATS {
         let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) else {
             return;
@@ -719,15 +735,14 @@ async fn on_raw<B: Broker>(ctx: &Rc<Ctx>, broker: &Rc<B>, name: &str, body: Byte
             .borrow_mut()
             .insert(id.to_string(), info)
             .is_none();
+        publish_nodes(ctx);
         if new {
             tracing::info!(node = id, "cluster: node joined");
-            publish_nodes(ctx);
-            sync_leadership(ctx, &**broker).await;
-        } else {
-            publish_nodes(ctx);
+            let (ctx, broker) = (ctx.clone(), broker.clone());
+            tokio::task::spawn_local(async move { sync_leadership(&ctx, &*broker).await });
         }
     } else if name == QUERIES {
-        on_query(ctx, broker, body).await;
+        tokio::task::spawn_local(on_query(ctx.clone(), broker.clone(), body));
     } else if name == answers_for(&ctx.bridge.node_id) {
         on_answer(ctx, body);
     } else if let Some(topic) = name.strip_prefix(INGEST).and_then(|t| t.strip_prefix('.')) {
@@ -769,7 +784,7 @@ fn ingest_external(ctx: &Rc<Ctx>, topic: &str, body: Bytes) {
 
 /// Drops nodes not heard from within `cluster.node_ttl_ms` (not while this node cannot
 /// hear anyone: its broker connection is down).
-async fn expire_nodes(ctx: &Ctx) {
+fn expire_nodes(ctx: &Ctx) {
     if !ctx.bridge.is_up() {
         return;
     }
@@ -827,8 +842,8 @@ async fn sync_leadership<B: Broker>(ctx: &Ctx, broker: &B) {
 
 /// Asks every live node for its part of `path`'s answer; the parts go back to `shard`.
 async fn start_query<B: Broker>(
-    ctx: &Rc<Ctx>,
-    broker: &Rc<B>,
+    ctx: Rc<Ctx>,
+    broker: Rc<B>,
     shard: u8,
     token: u32,
     path: Box<str>,
@@ -866,7 +881,7 @@ async fn start_query<B: Broker>(
 
 /// Another node's query: this node's part is computed by its shards (`QueryLocal`), and the
 /// answer published to the asking node's channel.
-async fn on_query<B: Broker>(ctx: &Rc<Ctx>, broker: &Rc<B>, body: Bytes) {
+async fn on_query<B: Broker>(ctx: Rc<Ctx>, broker: Rc<B>, body: Bytes) {
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) else {
         return;
     };
