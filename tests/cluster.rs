@@ -40,6 +40,9 @@ struct Broker {
     monitor: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// Redis keeps its data across a restart (append-only file); NATS keeps the stream when
+    /// the nodes use file storage (their default).
+    persistent: bool,
 }
 
 impl Broker {
@@ -63,6 +66,7 @@ impl Broker {
             monitor: free_port(),
             dir,
             child: None,
+            persistent: true,
         }
     }
 
@@ -80,8 +84,9 @@ impl Broker {
             Engine::Redis => {
                 let mut c = Command::new("redis-server");
                 // Append-only with fsync per write: a killed server keeps what it confirmed.
+                let aof = if self.persistent { "yes" } else { "no" };
                 c.args(["--port", &port, "--bind", "127.0.0.1", "--save", ""])
-                    .args(["--appendonly", "yes", "--appendfsync", "always"])
+                    .args(["--appendonly", aof, "--appendfsync", "always"])
                     .arg("--dir")
                     .arg(&self.dir);
                 c
@@ -532,6 +537,43 @@ async fn broker_restart_repairs_the_stream_or_reports_one_gap(engine: Engine) {
     assert!(holes >= 1.0, "node B repaired from the broker's history");
 }
 
+async fn a_broker_that_loses_its_data_starts_a_new_epoch_with_one_gap(engine: Engine) {
+    let mut broker = Broker::reserve(engine);
+    broker.persistent = false;
+    broker.spawn();
+    // NATS: a memory stream is gone when the server restarts.
+    let volatile = [("TICKCAST_CLUSTER__NATS_STORAGE", "memory")];
+    let nodes = vec![
+        node_with(&broker, "node-a", &volatile),
+        node_with(&broker, "node-b", &volatile),
+    ];
+    for n in &nodes {
+        wait_cluster(n, 2).await;
+    }
+    let (mut sub, _) = connect(&nodes[1]).await;
+    subscribe(&mut sub, 1, &["md.v"]).await;
+    let (mut pubr, _) = connect(&nodes[0]).await;
+    let mut old_epoch = json!(null);
+    for i in 1..=50 {
+        old_epoch = publish(&mut pubr, i, "md.v", json!({"i": i})).await["epoch"].clone();
+    }
+    let (before, _) = read_until(&mut sub, "md.v", 50).await;
+    assert_eq!(seqs(&before), (1..=50).collect::<Vec<_>>());
+    broker.restart();
+    let first = publish(&mut pubr, 51, "md.v", json!({"i": 51})).await;
+    assert_eq!(first["seq"], 1, "the topic starts over: {first}");
+    assert_ne!(first["epoch"], old_epoch);
+    for i in 52..=80 {
+        publish(&mut pubr, i, "md.v", json!({"i": i})).await;
+    }
+    let (after, gaps) = read_until(&mut sub, "md.v", 30).await;
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    assert_eq!(gaps[0]["reason"], "epoch", "{}", gaps[0]);
+    assert_eq!(gaps[0]["from"], 51, "{}", gaps[0]);
+    assert_eq!(gaps[0]["epoch"], old_epoch, "{}", gaps[0]);
+    assert_eq!(seqs(&after), (1..=30).collect::<Vec<_>>());
+}
+
 async fn external_publishers_go_through_the_broker(engine: Engine) {
     let broker = Broker::start(engine);
     let nodes = cluster(&broker).await;
@@ -627,4 +669,5 @@ engines!(
     broker_restart_repairs_the_stream_or_reports_one_gap,
     external_publishers_go_through_the_broker,
     a_node_started_before_its_broker_serves_and_waits_for_it,
+    a_broker_that_loses_its_data_starts_a_new_epoch_with_one_gap,
 );

@@ -50,7 +50,9 @@ const CAS_CACHE_MAX: usize = 1 << 20;
 pub(crate) struct Nats {
     client: async_nats::Client,
     js: jetstream::Context,
-    stream: stream::Stream,
+    stream: RefCell<stream::Stream>,
+    /// The stream's configuration, to create it again if the broker lost it.
+    config: stream::Config,
     prefix: String,
     inbound: InboundTx,
     /// Per topic: (stream sequence, seq, epoch) of its last message as this node knows it.
@@ -59,14 +61,49 @@ pub(crate) struct Nats {
     subs: RefCell<HashMap<String, tokio::task::JoinHandle<()>>>,
 }
 
+/// Creates the stream, or brings an existing one to `config`; returns it.
+async fn ensure_stream(
+    js: &jetstream::Context,
+    config: &stream::Config,
+) -> Result<stream::Stream, String> {
+    match js.get_stream(&config.name).await {
+        Ok(_) => {
+            js.update_stream(config.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Err(_) => {
+            js.create_stream(config.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    js.get_stream(&config.name).await.map_err(|e| e.to_string())
+}
+
 impl Nats {
+    /// The broker lost the stream (a restart with `nats_storage = "memory"`, an operator):
+    /// it is created again, and topics start new epochs.
+    async fn recreate_stream(&self) -> Result<(), String> {
+        let s = ensure_stream(&self.js, &self.config).await?;
+        tracing::warn!(stream = %self.config.name, "cluster: the JetStream stream was gone; created it again");
+        *self.stream.borrow_mut() = s;
+        self.cas.borrow_mut().clear();
+        Ok(())
+    }
+
+    /// The stream handle (cloned: never borrowed across an await).
+    fn stream(&self) -> stream::Stream {
+        self.stream.borrow().clone()
+    }
+
     fn subject(&self, kind: &str, rest: &str) -> String {
         format!("{}.{kind}.{rest}", self.prefix)
     }
 
     /// (stream sequence, seq, epoch) of `topic`'s last stored message; zeros if none.
     async fn last_of(&self, subject: &str) -> Result<(u64, u64, u64), String> {
-        match self.stream.get_last_raw_message_by_subject(subject).await {
+        match self.stream().get_last_raw_message_by_subject(subject).await {
             Ok(m) => {
                 let r = envelope::decode(&m.payload)?;
                 Ok((m.sequence, r.seq, r.epoch))
@@ -184,22 +221,7 @@ impl Broker for Nats {
         };
         let mut attempt = 0;
         let stream = loop {
-            let made = match js.get_stream(&name).await {
-                Ok(_) => js
-                    .update_stream(config.clone())
-                    .await
-                    .map_err(|e| e.to_string()),
-                Err(_) => js
-                    .create_stream(config.clone())
-                    .await
-                    .map(|s| s.cached_info().clone())
-                    .map_err(|e| e.to_string()),
-            };
-            let got = match made {
-                Ok(_) => js.get_stream(&name).await.map_err(|e| e.to_string()),
-                Err(e) => Err(e),
-            };
-            match got {
+            match ensure_stream(&js, &config).await {
                 Ok(s) => break s,
                 Err(e) => {
                     let wait = ctx.backoff(attempt);
@@ -214,7 +236,8 @@ impl Broker for Nats {
         Nats {
             client,
             js,
-            stream,
+            stream: RefCell::new(stream),
+            config,
             prefix: cfg.prefix,
             inbound,
             cas: RefCell::new(HashMap::new()),
@@ -228,11 +251,21 @@ impl Broker for Nats {
         idem: Option<&str>,
     ) -> Result<Published, String> {
         let subject = self.subject("msg", &env.topic);
+        // Once per publish: if the stream is gone, create it again and retry.
+        let mut recreated = false;
         for _ in 0..CAS_ATTEMPTS {
             let cached = self.cas.borrow().get(&env.topic).copied();
             let (last_stream_seq, seq, epoch) = match cached {
                 Some(c) => c,
-                None => self.last_of(&subject).await?,
+                None => match self.last_of(&subject).await {
+                    Ok(last) => last,
+                    Err(e) if !recreated => {
+                        recreated = true;
+                        self.recreate_stream().await.map_err(|_| e)?;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
             };
             env.seq = seq + 1;
             env.epoch = if epoch == 0 {
@@ -256,7 +289,7 @@ impl Broker for Nats {
                 Ok(ack) if ack.duplicate => {
                     self.cas.borrow_mut().remove(&env.topic);
                     let first = self
-                        .stream
+                        .stream()
                         .get_raw_message(ack.sequence)
                         .await
                         .map_err(|e| format!("read duplicate's original: {e}"))?;
@@ -278,6 +311,10 @@ impl Broker for Nats {
                         epoch: env.epoch,
                         duplicate: false,
                     });
+                }
+                Err(e) if e.kind() == PublishErrorKind::StreamNotFound && !recreated => {
+                    recreated = true;
+                    self.recreate_stream().await?;
                 }
                 Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
                     metrics::counter!("tickcast_cluster_cas_retries_total").increment(1);
@@ -302,7 +339,7 @@ impl Broker for Nats {
             // An ordered consumer over the topic's subject: the stream holds at most the
             // largest class history per subject, so this reads a bounded number.
             let consumer = self
-                .stream
+                .stream()
                 .create_consumer(pull::OrderedConfig {
                     filter_subject: subject.clone(),
                     deliver_policy: DeliverPolicy::All,
@@ -332,7 +369,7 @@ impl Broker for Nats {
             }
         } else if last_stream_seq > 0 {
             let m = self
-                .stream
+                .stream()
                 .get_raw_message(last_stream_seq)
                 .await
                 .map_err(|e| format!("read {subject}: {e}"))?;

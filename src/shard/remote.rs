@@ -94,14 +94,9 @@ impl State {
         let cur = self.cluster_gen;
         let state = self.topics.get_mut(&*m.topic).expect("ensured above");
         if state.live_gen == cur && state.epoch != 0 && state.epoch != m.epoch {
-            // The broker lost the topic (a restart without persistence, eviction): the
-            // sequence starts over in a new epoch; subscribers are told once.
-            let (old_epoch, last) = (state.epoch, state.seq);
-            self.gap_to_subscribers(&m.topic, old_epoch, last + 1, u64::MAX, GapReason::Epoch);
-            let state = self.topics.get_mut(&*m.topic).expect("ensured above");
-            state.live_gen = u64::MAX;
-            return self.on_remote(m);
+            self.new_epoch_under_subscribers(&m.topic, m.epoch);
         }
+        let state = self.topics.get_mut(&*m.topic).expect("ensured above");
         if state.live_gen != cur || state.epoch != m.epoch {
             // No continuous view yet (first message, the node stopped receiving the topic for
             // a while, a new epoch): the stream starts here.
@@ -133,6 +128,24 @@ impl State {
             return;
         }
         self.accept_remote(&m);
+    }
+
+    /// The broker lost a topic this node was delivering (a restart without persistence,
+    /// eviction): its sequence starts over in `epoch`. Subscribers get one `gap` (reason
+    /// `epoch`, `to` = `u64::MAX`), then the new epoch from `seq` 1 (a missing start is
+    /// repaired or reported like any hole).
+    fn new_epoch_under_subscribers(&mut self, topic: &str, epoch: u64) {
+        let Some(state) = self.topics.get_mut(topic) else {
+            return;
+        };
+        let (old_epoch, from) = (state.epoch, state.seq + 1);
+        state.epoch = epoch;
+        state.seq = 0;
+        if let Some(h) = state.history.as_mut() {
+            h.clear();
+        }
+        state.history_gen = u64::MAX;
+        self.gap_to_subscribers(topic, old_epoch, from, u64::MAX, GapReason::Epoch);
     }
 
     /// Delivers the next message of its topic.
@@ -188,6 +201,18 @@ impl State {
         let cur = self.cluster_gen;
         let now_ns = monotonic_ns();
         let topic = f.topic;
+        let Some(state) = self.topics.get(&*topic) else {
+            return;
+        };
+        if f.ok
+            && state.live_gen == cur
+            && state.epoch != 0
+            && f.epoch != 0
+            && f.epoch != state.epoch
+        {
+            // Its messages, from `seq` 1, are news for the subscribers (below).
+            self.new_epoch_under_subscribers(&topic, f.epoch);
+        }
         let Some(state) = self.topics.get_mut(&*topic) else {
             return;
         };
