@@ -631,12 +631,13 @@ async fn a_node_started_before_its_broker_serves_and_waits_for_it(engine: Engine
         "{err}"
     );
     // Interest taken while the broker is away is subscribed once it is there.
-    subscribe(&mut ws, 2, &["md.s"]).await;
+    let (mut sub, _) = connect(&n).await;
+    subscribe(&mut sub, 2, &["md.s"]).await;
     broker.spawn();
     wait_cluster(&n, 1).await;
     let ack = publish(&mut ws, 3, "md.s", json!({"after":"start"})).await;
     assert_eq!(ack["seq"], 1, "{ack}");
-    let f = recv_json(&mut ws).await;
+    let f = recv_json(&mut sub).await;
     assert_eq!((&f["topic"], &f["seq"]), (&json!("md.s"), &json!(1)), "{f}");
 }
 
