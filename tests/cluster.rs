@@ -353,7 +353,11 @@ async fn publish_on_one_node_reaches_the_others_once_in_order(engine: Engine) {
     // on another node too, and not published again.
     let (mut other, _) = connect(&nodes[1]).await;
     let dup = publish(&mut other, 7, "md.x", json!({"i": 7})).await;
-    assert_eq!((&dup["seq"], &dup["duplicate"]), (&json!(7), &json!(true)), "{dup}");
+    assert_eq!(
+        (&dup["seq"], &dup["duplicate"]),
+        (&json!(7), &json!(true)),
+        "{dup}"
+    );
     // The next message is the next one: nothing was delivered twice.
     let ack = publish(&mut pubr, N + 1, "md.x", json!({"i": N + 1})).await;
     assert_eq!(ack["seq"], N + 1);

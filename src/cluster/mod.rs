@@ -256,7 +256,14 @@ pub(crate) trait Broker: Sized + 'static {
     async fn connect(ctx: &Ctx, inbound: InboundTx) -> Self;
     /// Publishes `env` with the next `seq` of its topic (and the topic's epoch), which the
     /// broker assigns atomically with the append to history. `idem` de-duplicates retries.
-    async fn publish(&self, env: Envelope, idem: Option<&str>) -> Result<Published, String>;
+    /// Called in the order publishes were handed to the bridge: whatever fixes a publish's
+    /// place in its topic's order must happen in this call, before the future is returned
+    /// (the futures themselves run concurrently).
+    fn publish(
+        self: &Rc<Self>,
+        env: Envelope,
+        idem: Option<Box<str>>,
+    ) -> impl std::future::Future<Output = Result<Published, String>> + 'static;
     /// Whether publishes to one topic must wait for the previous one's confirmation (a
     /// compare-and-set sequence) or may be pipelined (the broker orders them itself).
     const SERIAL_PER_TOPIC: bool;
@@ -552,12 +559,12 @@ async fn run<B: Broker>(ctx: Rc<Ctx>, cmds: flume::Receiver<Cmd>) {
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Box<str>>();
     let mut in_flight: HashMap<Box<str>, VecDeque<Box<PublishCmd>>> = HashMap::new();
     let start = |p: Box<PublishCmd>| {
-        let ctx = ctx.clone();
-        let broker = broker.clone();
+        let topic = p.topic.clone();
+        // Called here, in command order; only the wait for the broker runs in a task.
+        let publishing = publish_one(ctx.clone(), &broker, *p);
         let done = done_tx.clone();
         tokio::task::spawn_local(async move {
-            let topic = p.topic.clone();
-            publish_one(&ctx, &*broker, *p).await;
+            publishing.await;
             let _ = done.send(topic);
         });
     };
@@ -635,7 +642,11 @@ async fn fetch_one<B: Broker>(ctx: Rc<Ctx>, broker: Rc<B>, shard: u8, topic: Box
 }
 
 /// One publish through the broker, its outcome back to the shard that asked.
-async fn publish_one<B: Broker>(ctx: &Ctx, broker: &B, p: PublishCmd) {
+fn publish_one<B: Broker>(
+    ctx: Rc<Ctx>,
+    broker: &Rc<B>,
+    p: PublishCmd,
+) -> impl std::future::Future<Output = ()> + 'static {
     let env = Envelope {
         seq: 0,
         epoch: 0,
@@ -646,23 +657,26 @@ async fn publish_one<B: Broker>(ctx: &Ctx, broker: &B, p: PublishCmd) {
         data: p.data,
     };
     let limit = Duration::from_millis(ctx.cfg().publish_timeout_ms);
-    let result = match tokio::time::timeout(limit, broker.publish(env, p.idem.as_deref())).await {
-        Ok(Ok(done)) => {
-            metrics::counter!("tickcast_cluster_published_total").increment(1);
-            Ok(done)
-        }
-        Ok(Err(e)) => {
-            metrics::counter!("tickcast_cluster_publish_errors_total").increment(1);
-            tracing::warn!(topic = %p.topic, error = %e, "cluster: publish failed");
-            Err(ErrorCode::Unavailable)
-        }
-        Err(_) => {
-            metrics::counter!("tickcast_cluster_publish_errors_total").increment(1);
-            tracing::warn!(topic = %p.topic, "cluster: publish not confirmed in time");
-            Err(ErrorCode::Unavailable)
-        }
-    };
-    ctx.reply(p.shard, p.reply, result);
+    let publishing = broker.publish(env, p.idem);
+    async move {
+        let result = match tokio::time::timeout(limit, publishing).await {
+            Ok(Ok(done)) => {
+                metrics::counter!("tickcast_cluster_published_total").increment(1);
+                Ok(done)
+            }
+            Ok(Err(e)) => {
+                metrics::counter!("tickcast_cluster_publish_errors_total").increment(1);
+                tracing::warn!(topic = %p.topic, error = %e, "cluster: publish failed");
+                Err(ErrorCode::Unavailable)
+            }
+            Err(_) => {
+                metrics::counter!("tickcast_cluster_publish_errors_total").increment(1);
+                tracing::warn!(topic = %p.topic, "cluster: publish not confirmed in time");
+                Err(ErrorCode::Unavailable)
+            }
+        };
+        ctx.reply(p.shard, p.reply, result);
+    }
 }
 
 /// Applies interest changes in order; per batch one flush, then the acknowledgements.

@@ -19,6 +19,7 @@
 use std::{
     cell::RefCell,
     collections::HashMap,
+    rc::Rc,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -82,6 +83,93 @@ async fn ensure_stream(
 }
 
 impl Nats {
+    /// One publish by compare-and-set on the topic's last stream sequence.
+    async fn publish_cas(
+        &self,
+        mut env: envelope::Envelope,
+        idem: Option<&str>,
+    ) -> Result<Published, String> {
+        let subject = self.subject("msg", &env.topic);
+        // Once per publish: if the stream is gone, create it again and retry.
+        let mut recreated = false;
+        for _ in 0..CAS_ATTEMPTS {
+            let cached = self.cas.borrow().get(&env.topic).copied();
+            let (last_stream_seq, seq, epoch) = match cached {
+                Some(c) => c,
+                None => match self.last_of(&subject).await {
+                    Ok(last) => last,
+                    Err(e) if !recreated => {
+                        recreated = true;
+                        self.recreate_stream().await.map_err(|_| e)?;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
+            };
+            env.seq = seq + 1;
+            env.epoch = if epoch == 0 {
+                envelope::new_epoch()
+            } else {
+                epoch
+            };
+            let mut msg = PublishMessage::build()
+                .payload(Bytes::from(env.encode()))
+                .expected_last_subject_sequence(last_stream_seq);
+            if let Some(key) = idem {
+                msg = msg.message_id(format!("{}:{key}", env.topic));
+            }
+            let ack = self
+                .js
+                .send_publish(subject.clone(), msg)
+                .await
+                .map_err(|e| format!("publish to {subject}: {e}"))?
+                .await;
+            match ack {
+                Ok(ack) if ack.duplicate => {
+                    self.cas.borrow_mut().remove(&env.topic);
+                    let first = self
+                        .stream()
+                        .get_raw_message(ack.sequence)
+                        .await
+                        .map_err(|e| format!("read duplicate's original: {e}"))?;
+                    let r = envelope::decode(&first.payload)?;
+                    return Ok(Published {
+                        seq: r.seq,
+                        epoch: r.epoch,
+                        duplicate: true,
+                    });
+                }
+                Ok(ack) => {
+                    let mut cas = self.cas.borrow_mut();
+                    if cas.len() >= CAS_CACHE_MAX {
+                        cas.clear();
+                    }
+                    cas.insert(env.topic.clone(), (ack.sequence, env.seq, env.epoch));
+                    return Ok(Published {
+                        seq: env.seq,
+                        epoch: env.epoch,
+                        duplicate: false,
+                    });
+                }
+                Err(e) if e.kind() == PublishErrorKind::StreamNotFound && !recreated => {
+                    recreated = true;
+                    self.recreate_stream().await?;
+                }
+                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                    metrics::counter!("tickcast_cluster_cas_retries_total").increment(1);
+                    self.cas.borrow_mut().remove(&env.topic);
+                }
+                Err(e) => {
+                    self.cas.borrow_mut().remove(&env.topic);
+                    return Err(format!("publish to {subject}: {e}"));
+                }
+            }
+        }
+        Err(format!(
+            "{subject}: {CAS_ATTEMPTS} compare-and-set attempts lost to other publishers"
+        ))
+    }
+
     /// The broker lost the stream (a restart with `nats_storage = "memory"`, an operator):
     /// it is created again, and topics start new epochs.
     async fn recreate_stream(&self) -> Result<(), String> {
@@ -245,90 +333,15 @@ impl Broker for Nats {
         }
     }
 
-    async fn publish(
-        &self,
-        mut env: envelope::Envelope,
-        idem: Option<&str>,
-    ) -> Result<Published, String> {
-        let subject = self.subject("msg", &env.topic);
-        // Once per publish: if the stream is gone, create it again and retry.
-        let mut recreated = false;
-        for _ in 0..CAS_ATTEMPTS {
-            let cached = self.cas.borrow().get(&env.topic).copied();
-            let (last_stream_seq, seq, epoch) = match cached {
-                Some(c) => c,
-                None => match self.last_of(&subject).await {
-                    Ok(last) => last,
-                    Err(e) if !recreated => {
-                        recreated = true;
-                        self.recreate_stream().await.map_err(|_| e)?;
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                },
-            };
-            env.seq = seq + 1;
-            env.epoch = if epoch == 0 {
-                envelope::new_epoch()
-            } else {
-                epoch
-            };
-            let mut msg = PublishMessage::build()
-                .payload(Bytes::from(env.encode()))
-                .expected_last_subject_sequence(last_stream_seq);
-            if let Some(key) = idem {
-                msg = msg.message_id(format!("{}:{key}", env.topic));
-            }
-            let ack = self
-                .js
-                .send_publish(subject.clone(), msg)
-                .await
-                .map_err(|e| format!("publish to {subject}: {e}"))?
-                .await;
-            match ack {
-                Ok(ack) if ack.duplicate => {
-                    self.cas.borrow_mut().remove(&env.topic);
-                    let first = self
-                        .stream()
-                        .get_raw_message(ack.sequence)
-                        .await
-                        .map_err(|e| format!("read duplicate's original: {e}"))?;
-                    let r = envelope::decode(&first.payload)?;
-                    return Ok(Published {
-                        seq: r.seq,
-                        epoch: r.epoch,
-                        duplicate: true,
-                    });
-                }
-                Ok(ack) => {
-                    let mut cas = self.cas.borrow_mut();
-                    if cas.len() >= CAS_CACHE_MAX {
-                        cas.clear();
-                    }
-                    cas.insert(env.topic.clone(), (ack.sequence, env.seq, env.epoch));
-                    return Ok(Published {
-                        seq: env.seq,
-                        epoch: env.epoch,
-                        duplicate: false,
-                    });
-                }
-                Err(e) if e.kind() == PublishErrorKind::StreamNotFound && !recreated => {
-                    recreated = true;
-                    self.recreate_stream().await?;
-                }
-                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
-                    metrics::counter!("tickcast_cluster_cas_retries_total").increment(1);
-                    self.cas.borrow_mut().remove(&env.topic);
-                }
-                Err(e) => {
-                    self.cas.borrow_mut().remove(&env.topic);
-                    return Err(format!("publish to {subject}: {e}"));
-                }
-            }
-        }
-        Err(format!(
-            "{subject}: {CAS_ATTEMPTS} compare-and-set attempts lost to other publishers"
-        ))
+    fn publish(
+        self: &Rc<Self>,
+        env: envelope::Envelope,
+        idem: Option<Box<str>>,
+    ) -> impl std::future::Future<Output = Result<Published, String>> + 'static {
+        // The bridge keeps one publish per topic in flight (`SERIAL_PER_TOPIC`): the order is
+        // kept there, nothing to fix here.
+        let this = self.clone();
+        async move { this.publish_cas(env, idem.as_deref()).await }
     }
 
     async fn fetch(&self, topic: &str, max: usize) -> Result<Fetched, String> {

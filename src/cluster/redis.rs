@@ -549,25 +549,27 @@ impl Broker for Redis {
         }
     }
 
-    async fn publish(
-        &self,
+    fn publish(
+        self: &Rc<Self>,
         env: envelope::Envelope,
-        idem: Option<&str>,
-    ) -> Result<Published, String> {
+        idem: Option<Box<str>>,
+    ) -> impl std::future::Future<Output = Result<Published, String>> + 'static {
+        // Queued to the writer now, in the order of the calls: that is the topic's order.
         let (reply, answer) = oneshot::channel();
         let job = Job {
             wire: env.encode(),
             topic: env.topic,
-            idem: idem.map(str::to_string),
+            idem: idem.map(String::from),
             epoch: envelope::new_epoch(),
             reply,
         };
-        self.jobs
-            .send(job)
-            .map_err(|_| "redis writer stopped".to_string())?;
-        answer
-            .await
-            .map_err(|_| "redis writer dropped the publish".to_string())?
+        let sent = self.jobs.send(job);
+        async move {
+            sent.map_err(|_| "redis writer stopped".to_string())?;
+            answer
+                .await
+                .map_err(|_| "redis writer dropped the publish".to_string())?
+        }
     }
 
     async fn fetch(&self, topic: &str, max: usize) -> Result<Fetched, String> {
