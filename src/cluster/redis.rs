@@ -23,8 +23,8 @@
 //! `seq` order.
 //!
 //! **Order of one node's publishes.** `SERIAL_PER_TOPIC` is false: the engine keeps order
-//! itself. `publish` hands the job to one writer task (in call order: the bridge first-polls
-//! its publish tasks in spawn order, and the hand-off happens at the first poll), which sends
+//! itself. `publish` hands the job to one writer task synchronously, before it returns its
+//! future (the bridge calls it in command order, see `Broker::publish`), and the writer sends
 //! batches of script calls as one `MULTI`/`EXEC` pipeline on one connection and waits for each
 //! batch before sending the next. So a topic's publishes are applied in the order given, with
 //! one round trip per batch rather than per message. `MULTI` makes a batch all-or-nothing with
