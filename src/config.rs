@@ -1017,6 +1017,41 @@ mod tests {
     }
 
     #[test]
+    fn cluster_settings_are_checked() {
+        let refused = |f: &dyn Fn(&mut Cluster), key: &str| {
+            let mut c = Config::default();
+            f(&mut c.cluster);
+            let err = c.validate().unwrap_err();
+            assert!(err.contains(key), "{err}");
+        };
+        refused(
+            &|c| {
+                c.engine = Engine::Nats;
+                c.url = "redis://127.0.0.1:6379".into();
+            },
+            "cluster.url",
+        );
+        refused(
+            &|c| {
+                c.engine = Engine::Redis;
+                c.url = "nats://x:1".into();
+            },
+            "cluster.url",
+        );
+        refused(&|c| c.node_ttl_ms = c.heartbeat_ms, "cluster.node_ttl_ms");
+        refused(&|c| c.node_id = "a.b".into(), "cluster.node_id");
+        refused(&|c| c.prefix = "tc.x".into(), "cluster.prefix");
+        refused(&|c| c.nats_storage = "disk".into(), "cluster.nats_storage");
+        refused(&|c| c.reconnect_max_ms = 1, "cluster.reconnect_max_ms");
+        let mut c = Config::default();
+        c.cluster.engine = Engine::Redis;
+        c.validate().unwrap();
+        assert_eq!(c.cluster_url(), "redis://127.0.0.1:6379");
+        c.cluster.engine = Engine::Nats;
+        assert_eq!(c.cluster_url(), "nats://127.0.0.1:4222");
+    }
+
+    #[test]
     fn validation_names_the_key() {
         let mut c = Config::default();
         c.timeouts.idle_s = 10;

@@ -428,6 +428,22 @@ async fn user_messages_presence_and_nodes_are_cluster_wide(engine: Engine) {
         assert_eq!(f["data"]["id"], 7);
         assert_eq!(f["seq"], 1);
     }
+    send_json(
+        &mut alice[0],
+        json!({"op":"subscribe","id":1,"topics":["user.alice.orders"]}),
+    )
+    .await;
+    assert_eq!(recv_json(&mut alice[0]).await["op"], "ack");
+    let (status, presence) = nodes[0]
+        .http("GET", "/v1/presence?topic=user.alice.orders", None)
+        .await;
+    assert_eq!(status, 200, "{presence}");
+    let presence: Value = serde_json::from_str(&presence).unwrap();
+    assert_eq!(
+        presence["users"],
+        json!([{"user":"alice","connections":1}]),
+        "{presence}"
+    );
     // Node A has no connection of alice's; it answers for the whole cluster.
     let (status, online) = nodes[0].http("GET", "/v1/online", None).await;
     assert_eq!(status, 200, "{online}");
