@@ -643,6 +643,9 @@ async fn a_node_started_before_its_broker_serves_and_waits_for_it(engine: Engine
     assert_eq!(status, 200, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["broker"], "down", "{v}");
+    let (_, health) = n.http("GET", "/health", None).await;
+    let health: Value = serde_json::from_str(&health).unwrap();
+    assert_eq!((&health["status"], &health["broker"]), (&json!("ok"), &json!("down")));
     let (mut ws, _) = connect(&n).await;
     send_json(
         &mut ws,

@@ -329,9 +329,19 @@ impl State {
             .shared
             .connections
             .load(std::sync::atomic::Ordering::Relaxed);
+        // Cluster mode: the node serves its clients without the broker too, so the broker's
+        // state is reported, not folded into `status`.
+        let cluster = match &self.shared.bridge {
+            Some(b) => format!(
+                ",\"node\":\"{}\",\"broker\":\"{}\"",
+                b.node_id,
+                if b.is_up() { "up" } else { "down" }
+            ),
+            None => String::new(),
+        };
         format!(
             "{{\"status\":\"{}\",\"version\":\"{}\",\"shard\":{},\"shards\":{},\"uptime_s\":{},\
-             \"connections\":{}}}",
+             \"connections\":{}{cluster}}}",
             if self.stopping { "stopping" } else { "ok" },
             env!("CARGO_PKG_VERSION"),
             self.shard,
