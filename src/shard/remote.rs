@@ -44,6 +44,9 @@ pub(crate) struct Asked {
 #[derive(Debug, Default)]
 pub(crate) struct RemoteWait {
     fetching: bool,
+    /// A hole was left after a fetch and a second fetch is under way: what it cannot fill
+    /// is reported lost.
+    retried: bool,
     held: VecDeque<Received>,
     positions: Vec<Asked>,
 }
@@ -97,6 +100,11 @@ impl State {
             self.new_epoch_under_subscribers(&m.topic, m.epoch);
         }
         let state = self.topics.get_mut(&*m.topic).expect("ensured above");
+        if state.live_gen == cur && state.epoch == 0 && state.seq == 0 {
+            // The broker had nothing of the topic when this node looked: its first epoch
+            // starts at seq 1, and anything before this message is a hole to repair.
+            state.epoch = m.epoch;
+        }
         if state.live_gen != cur || state.epoch != m.epoch {
             // No continuous view yet (first message, the node stopped receiving the topic for
             // a while, a new epoch): the stream starts here.
@@ -272,14 +280,24 @@ impl State {
         // News and held messages, in order; a hole nobody can fill becomes one `gap`.
         news.extend(w.held.drain(..));
         news.sort_by_key(|m| m.seq);
-        for m in news {
-            let Some(state) = self.topics.get(&*topic) else {
+        let mut news = news.into_iter();
+        while let Some(m) = news.next() {
+            let Some(state) = self.topics.get_mut(&*topic) else {
                 return;
             };
             if m.seq <= state.seq || m.epoch != state.epoch {
                 continue;
             }
             if m.seq > state.seq + 1 {
+                if f.ok && !w.retried {
+                    // Published after the fetch read the broker, and missed live: the broker
+                    // has them now. One more fetch before calling them lost.
+                    w.retried = true;
+                    w.held.push_back(m);
+                    w.held.extend(news);
+                    state.remote = Some(Box::new(w));
+                    return self.start_fetch(&topic);
+                }
                 let (from, to, epoch) = (state.seq + 1, m.seq - 1, state.epoch);
                 self.gap_to_subscribers(&topic, epoch, from, to, GapReason::Lost);
             }
