@@ -160,6 +160,27 @@ impl Broker {
             .unwrap()
     }
 
+    /// Puts raw bytes on a live channel, as a faulty broker path could deliver them.
+    async fn raw_live(&self, topic: &str, payload: Vec<u8>) {
+        let subject = format!("tc.live.{topic}");
+        match self.engine {
+            Engine::Nats => {
+                let c = async_nats::connect(self.url()).await.unwrap();
+                c.publish(subject, payload.into()).await.unwrap();
+                c.flush().await.unwrap();
+            }
+            Engine::Redis => {
+                let mut c = self.redis().await;
+                let _: i64 = redis::cmd("PUBLISH")
+                    .arg(subject)
+                    .arg(payload)
+                    .query_async(&mut c)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
     /// What an external trading system does: plain JSON on `<prefix>.in.<topic>` with the
     /// broker's own client.
     async fn external_publish(&self, topic: &str, body: &str) {
@@ -599,6 +620,50 @@ async fn a_broker_that_loses_its_data_starts_a_new_epoch_with_one_gap(engine: En
     assert_eq!(seqs(&after), (1..=30).collect::<Vec<_>>());
 }
 
+async fn the_owner_drops_duplicates_and_reports_what_the_broker_cannot_fill(engine: Engine) {
+    let broker = Broker::start(engine);
+    let n = node(&broker, "node-b");
+    wait_cluster(&n, 1).await;
+    let (mut sub, _) = connect(&n).await;
+    subscribe(&mut sub, 1, &["md.f"]).await;
+    let env = |seq: u64| {
+        tickcast::cluster::Envelope {
+            seq,
+            epoch: 77,
+            ts_us: 1,
+            flags: 0,
+            origin: "forger".into(),
+            topic: "md.f".into(),
+            data: format!("{{\"n\":{seq}}}").into_bytes(),
+        }
+        .encode()
+    };
+    // Out of one broker connection, in order: a duplicate, a hole the broker's history
+    // cannot fill (4 was never stored), and junk that is not an envelope.
+    for seq in [1, 2, 2, 3] {
+        broker.raw_live("md.f", env(seq)).await;
+    }
+    broker.raw_live("md.f", b"not an envelope".to_vec()).await;
+    for seq in [5, 6] {
+        broker.raw_live("md.f", env(seq)).await;
+    }
+    let (frames, gaps) = read_until(&mut sub, "md.f", 6).await;
+    assert_eq!(seqs(&frames), [1, 2, 3, 5, 6]);
+    for f in &frames {
+        assert_eq!(f["data"]["n"], f["seq"], "{f}");
+    }
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    let g = &gaps[0];
+    assert_eq!(
+        (&g["from"], &g["to"], &g["reason"]),
+        (&json!(4), &json!(4), &json!("lost")),
+        "{g}"
+    );
+    assert_eq!(g["epoch"], "000000000000004d", "{g}");
+    assert_eq!(n.metric("tickcast_cluster_duplicates_total").await, 1.0);
+    assert_eq!(n.metric("tickcast_cluster_invalid_total").await, 1.0);
+}
+
 async fn external_publishers_go_through_the_broker(engine: Engine) {
     let broker = Broker::start(engine);
     let nodes = cluster(&broker).await;
@@ -645,7 +710,10 @@ async fn a_node_started_before_its_broker_serves_and_waits_for_it(engine: Engine
     assert_eq!(v["broker"], "down", "{v}");
     let (_, health) = n.http("GET", "/health", None).await;
     let health: Value = serde_json::from_str(&health).unwrap();
-    assert_eq!((&health["status"], &health["broker"]), (&json!("ok"), &json!("down")));
+    assert_eq!(
+        (&health["status"], &health["broker"]),
+        (&json!("ok"), &json!("down"))
+    );
     let (mut ws, _) = connect(&n).await;
     send_json(
         &mut ws,
@@ -699,4 +767,5 @@ engines!(
     external_publishers_go_through_the_broker,
     a_node_started_before_its_broker_serves_and_waits_for_it,
     a_broker_that_loses_its_data_starts_a_new_epoch_with_one_gap,
+    the_owner_drops_duplicates_and_reports_what_the_broker_cannot_fill,
 );
