@@ -1022,6 +1022,14 @@ fn describe_metrics() {
         "tickcast_cluster_ingest_rejects_total",
         "External publishes refused (invalid topic or JSON, too large, queue full)."
     );
+    describe_counter!(
+        "tickcast_cluster_cas_retries_total",
+        "NATS: publishes that lost the per-topic compare-and-set to another node and were retried."
+    );
+    describe_counter!(
+        "tickcast_cluster_slow_consumer_total",
+        "NATS: the client's subscription buffer overflowed and dropped messages (repaired)."
+    );
     describe_gauge!("tickcast_cluster_nodes", "Live nodes, this one included.");
     describe_gauge!(
         "tickcast_cluster_subscriptions",
