@@ -33,7 +33,7 @@ DURATION="${DURATION:-30}"
 WARMUP="${WARMUP:-5}"
 SRC_IPS="${SRC_IPS:-24}"
 NATS_STORAGE="${NATS_STORAGE:-file}"
-SAMPLE_S="${SAMPLE_S:-2}"
+SAMPLE_S="${SAMPLE_S:-5}"
 OUT="${OUT:-$ROOT/reports/$(date -u +%Y%m%dT%H%M%SZ)-cluster-100k}"
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
@@ -48,7 +48,7 @@ cleanup() {
   local rc=$?
   # The bench runs in its own process group (setsid): its worker processes go with it.
   if [ -n "$BENCH_PID" ]; then kill -TERM -- "-$BENCH_PID" 2>/dev/null || true; fi
-  if [ -n "$SAMPLER_PID" ]; then kill "$SAMPLER_PID" 2>/dev/null || true; fi
+  if [ -n "$SAMPLER_PID" ]; then pkill -P "$SAMPLER_PID" 2>/dev/null || true; kill "$SAMPLER_PID" 2>/dev/null || true; fi
   for p in ${NODE_PIDS[@]+"${NODE_PIDS[@]}"}; do kill -TERM "$p" 2>/dev/null || true; done
   for p in ${NODE_PIDS[@]+"${NODE_PIDS[@]}"}; do
     for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
@@ -143,8 +143,17 @@ for j in $(seq 1 "$SRC_IPS"); do SRC="${SRC:+$SRC,}127.2.$block.$j"; done
     echo "$line" >>"$OUT/samples.jsonl"
     sleep "$SAMPLE_S"
   done
-) &
+) >/dev/null 2>&1 &
 SAMPLER_PID=$!
+# Stops the sampler and its sleep.
+stop_sampler() {
+  if [ -n "$SAMPLER_PID" ]; then
+    pkill -P "$SAMPLER_PID" 2>/dev/null || true
+    kill "$SAMPLER_PID" 2>/dev/null || true
+    wait "$SAMPLER_PID" 2>/dev/null || true
+    SAMPLER_PID=""
+  fi
+}
 
 # ---- bench ---------------------------------------------------------------------------------
 cat >"$OUT/setup.json" <<EOF
@@ -165,7 +174,7 @@ bench_rc=0
 wait "$BENCH_PID" || bench_rc=$?
 BENCH_PID=""
 nats_ticks1="$(cpu_ticks "$NATS_PID")"
-kill "$SAMPLER_PID" 2>/dev/null || true; wait "$SAMPLER_PID" 2>/dev/null || true; SAMPLER_PID=""
+stop_sampler
 cat "$OUT/bench.stderr" >&2
 cat "$OUT/bench.txt"
 
