@@ -100,13 +100,14 @@ for i in $(seq 1 "$NODES"); do
   PORTS+=("$port")
   node_log="$OUT/node-$i.log"
   # Each node: one shard; the per-IP connection limits and the message rate are lifted (the
-  # bench connects thousands of clients from a few addresses); at most 19,500 connections, so
+  # bench connects thousands of clients from a few addresses); at most 18,500 connections and 1,024 handshakes in flight, so
   # the node stays under its 20,000 open files.
   TICKCAST_CLUSTER__ENGINE=nats TICKCAST_CLUSTER__URL="nats://127.0.0.1:$NATS_PORT" \
   TICKCAST_CLUSTER__NODE_ID="node-$i" TICKCAST_CLUSTER__NATS_STORAGE="$NATS_STORAGE" \
   TICKCAST_AUTH__ANONYMOUS_SUBS='[">"]' TICKCAST_AUTH__ANONYMOUS_PUBS='[">"]' \
   TICKCAST_LIMITS__CONNECT_RATE_PER_IP_PER_S=0 TICKCAST_LIMITS__CLIENT_MESSAGES_PER_S=0 \
-  TICKCAST_LIMITS__CONNECTIONS_PER_IP_MAX=1000000 TICKCAST_LIMITS__CONNECTIONS_MAX=19500 \
+  TICKCAST_LIMITS__CONNECTIONS_PER_IP_MAX=1000000 TICKCAST_LIMITS__CONNECTIONS_MAX=18500 \
+  TICKCAST_LIMITS__HANDSHAKES_PER_SHARD_MAX=1024 \
   TICKCAST_LOG__LEVEL=warn \
     "$TICKCAST_BIN" serve --listen "127.0.0.1:$port" --shards 1 >"$node_log" 2>&1 &
   NODE_PIDS+=("$!")
