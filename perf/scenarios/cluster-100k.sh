@@ -11,7 +11,10 @@
 #
 # Usage: perf/scenarios/cluster-100k.sh
 # Environment (defaults):
-#   NODES=6 SUBS=100000 TOPICS=1000 TOPICS_PER_SUB=1 PUBS=4 RATE=1000 (msgs/s, all topics)
+#   NODES=6 SUBS=100000 TOPICS=997 TOPICS_PER_SUB=1 PUBS=4 RATE=500 (msgs/s, all topics)
+#   (subscriber i takes topic i mod TOPICS and node i mod NODES: with TOPICS and NODES coprime
+#   every node has subscribers on every topic and receives every message; with 1000 topics and
+#   6 nodes even topics would live on nodes 1, 3, 5 only and odd ones on 2, 4, 6)
 #   PAYLOAD=100 DURATION=30 WARMUP=5 SRC_IPS=24 (addresses 127.2.<block>.1..N)
 #   NATS_STORAGE=file (the history stream's storage: file | memory)
 #   OUT=reports/<UTC time>-cluster-100k/ (raw output: bench.jsonl, bench.txt, samples.jsonl,
@@ -24,10 +27,10 @@ trap - EXIT
 
 NODES="${NODES:-6}"
 SUBS="${SUBS:-100000}"
-TOPICS="${TOPICS:-1000}"
+TOPICS="${TOPICS:-997}"
 TOPICS_PER_SUB="${TOPICS_PER_SUB:-1}"
 PUBS="${PUBS:-4}"
-RATE="${RATE:-1000}"
+RATE="${RATE:-500}"
 PAYLOAD="${PAYLOAD:-100}"
 DURATION="${DURATION:-30}"
 WARMUP="${WARMUP:-5}"
@@ -77,6 +80,9 @@ cpu_ticks() { awk '{sub(/.*\) /,""); print $12+$13}' "/proc/$1/stat" 2>/dev/null
 # Sum of a tickcast_* metric over its labels, from one node's /metrics.
 metric() { curl -s --max-time 5 "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1==m || index($1, m"{")==1 {s+=$2} END {printf "%d", s}'; }
 
+if [ "$(python3 -c "import math; print(math.gcd($TOPICS, $NODES))")" != 1 ]; then
+  log "note: TOPICS=$TOPICS and NODES=$NODES share a factor: each node gets only some topics"
+fi
 if [ "${SKIP_BUILD:-0}" != 1 ]; then build_bench; build_server tickcast; fi
 
 # ---- nats-server ---------------------------------------------------------------------------
@@ -126,8 +132,9 @@ done
 PIDS_CSV="$(IFS=,; echo "${NODE_PIDS[*]}")"
 PORTS_CSV="$(IFS=,; echo "${PORTS[*]}")"
 
-# Client source addresses: a block of SRC_IPS addresses not used by the other scenarios.
-block=$(( ($(date +%s) / 60) % 250 + 1 ))
+# Client source addresses: a block of SRC_IPS addresses not used by the other scenarios, a
+# different one per run (so a run does not meet the previous run's TIME_WAIT sockets).
+block=$(( ($$ + $(date +%s)) % 250 + 1 ))
 SRC=""
 for j in $(seq 1 "$SRC_IPS"); do SRC="${SRC:+$SRC,}127.2.$block.$j"; done
 
