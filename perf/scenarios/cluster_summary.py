@@ -39,7 +39,8 @@ def metrics(path):
                     continue
                 name = line.split("{")[0].split(" ")[0]
                 try:
-                    v = float(line.rsplit("}", 1)[-1].split()[0])
+                    rest = line.rsplit("}", 1)[-1] if "{" in line else line[len(name):]
+                    v = float(rest.split()[0])
                 except (ValueError, IndexError):
                     continue
                 out[name] = out.get(name, 0.0) + v
