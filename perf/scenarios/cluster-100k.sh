@@ -20,7 +20,8 @@
 #   OUT=reports/<UTC time>-cluster-100k/ (raw output: bench.jsonl, bench.txt, samples.jsonl,
 #        metrics-node-<i>.txt, nats-varz.json, nats-jsz.json, logs, summary.txt, summary.json)
 #   CARGO_TARGET_DIR (as for every scenario), SKIP_BUILD=1 to use the binaries as they are.
-#   BENCH_EXTRA extra tickcast-bench flags.
+#   BENCH_EXTRA extra tickcast-bench flags; NODE_ENV extra VAR=value settings for every node
+#   (space-separated, e.g. "TICKCAST_TIMEOUTS__PING_INTERVAL_S=3600 TICKCAST_TIMEOUTS__IDLE_S=7200").
 # Nothing is pinned: the nodes, nats-server and the bench share the machine's cores.
 source "$(dirname "$0")/lib.sh"
 trap - EXIT
@@ -115,7 +116,7 @@ for i in $(seq 1 "$NODES"); do
   TICKCAST_LIMITS__CONNECTIONS_PER_IP_MAX=1000000 TICKCAST_LIMITS__CONNECTIONS_MAX=18500 \
   TICKCAST_LIMITS__HANDSHAKES_PER_SHARD_MAX=1024 \
   TICKCAST_LOG__LEVEL=warn \
-    "$TICKCAST_BIN" serve --listen "127.0.0.1:$port" --shards 1 >"$node_log" 2>&1 &
+    env ${NODE_ENV:-} "$TICKCAST_BIN" serve --listen "127.0.0.1:$port" --shards 1 >"$node_log" 2>&1 &
   NODE_PIDS+=("$!")
   URLS="${URLS:+$URLS,}ws://127.0.0.1:$port/ws"
 done
@@ -165,7 +166,7 @@ stop_sampler() {
 
 # ---- bench ---------------------------------------------------------------------------------
 cat >"$OUT/setup.json" <<EOF
-{"date":"$(date -u +%Y-%m-%dT%H:%M:%SZ)","commit":"$(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo -dirty)","nodes":$NODES,"subs":$SUBS,"topics":$TOPICS,"topics_per_sub":$TOPICS_PER_SUB,"pubs":$PUBS,"rate":$RATE,"payload":$PAYLOAD,"duration_s":$DURATION,"warmup_s":$WARMUP,"src_ips":$SRC_IPS,"nats_storage":"$NATS_STORAGE","node_pids":[$PIDS_CSV],"node_ports":[$PORTS_CSV],"nats_pid":$NATS_PID,"nats_version":"$(nats-server --version | awk '{print $2}')","nproc":$(nproc)}
+{"date":"$(date -u +%Y-%m-%dT%H:%M:%SZ)","commit":"$(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo -dirty)","nodes":$NODES,"subs":$SUBS,"topics":$TOPICS,"topics_per_sub":$TOPICS_PER_SUB,"pubs":$PUBS,"rate":$RATE,"payload":$PAYLOAD,"duration_s":$DURATION,"warmup_s":$WARMUP,"src_ips":$SRC_IPS,"nats_storage":"$NATS_STORAGE","node_env":"${NODE_ENV:-}","node_pids":[$PIDS_CSV],"node_ports":[$PORTS_CSV],"nats_pid":$NATS_PID,"nats_version":"$(nats-server --version | awk '{print $2}')","nproc":$(nproc)}
 EOF
 nats_ticks0="$(cpu_ticks "$NATS_PID")"
 bound=$(( WARMUP + DURATION + 400 ))
