@@ -84,7 +84,9 @@ impl Topics {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ThreadPlan {
-    pub target: Target,
+    /// Servers to connect to: connection `i` goes to `targets[i % len]` (one server, or the
+    /// nodes of a cluster, `--url A,B,…`).
+    pub targets: Vec<Target>,
     /// Local addresses to bind before connecting, used round-robin by global connection index.
     pub source_ips: Vec<IpAddr>,
     /// Global indices `[first, first + count)` of this thread's connections.
@@ -149,6 +151,8 @@ struct Conn {
     sock: TcpStream,
     state: State,
     index: u64,
+    /// Index in `ThreadPlan::targets` of the server this connection went to.
+    target: usize,
     started_ns: u64,
     key: String,
     welcomed: bool,
@@ -328,7 +332,8 @@ impl IoThread {
     }
 
     fn open(&mut self, index: u64, now: u64) -> io::Result<()> {
-        let addr = self.plan.target.addr;
+        let target = (index % self.plan.targets.len() as u64) as usize;
+        let addr = self.plan.targets[target].addr;
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
         socket.set_nonblocking(true)?;
         socket.set_tcp_nodelay(true)?;
@@ -358,6 +363,7 @@ impl IoThread {
             sock,
             state: State::Connecting,
             index,
+            target,
             started_ns: now,
             key: String::new(),
             welcomed: false,
@@ -444,8 +450,8 @@ impl IoThread {
                 Err(e) => return self.fail(key, io_kind(&e)),
             }
             let key_bytes: [u8; 16] = std::array::from_fn(|_| self.rng.u8(..));
-            let (req, ws_key) =
-                wire::handshake_request(&self.plan.target.host, &self.plan.target.path, key_bytes);
+            let t = &self.plan.targets[conn.target];
+            let (req, ws_key) = wire::handshake_request(&t.host, &t.path, key_bytes);
             conn.key = ws_key;
             conn.out.extend_from_slice(&req);
             conn.state = State::AwaitResponse;
@@ -545,6 +551,11 @@ impl IoThread {
         c.state = State::Ready;
         record(&mut self.connect.latency, now - c.started_ns);
         self.connect.ok += 1;
+        *self
+            .connect
+            .per_target
+            .entry(self.plan.targets[c.target].host.clone())
+            .or_insert(0) += 1;
         self.connect.last_done_ns = self.connect.last_done_ns.max(now);
         self.in_flight -= 1;
         c.key = String::new();
@@ -616,6 +627,12 @@ impl IoThread {
                 .filter(|c| c.stalled && ready(c))
                 .count() as u64;
             stats.open_conns -= stats.stalled_open;
+            for c in self.conns.iter().map(|(_, c)| c) {
+                if !c.stalled && c.state == State::Ready {
+                    let host = &self.plan.targets[c.target].host;
+                    *stats.open_per_target.entry(host.clone()).or_insert(0) += 1;
+                }
+            }
             let _ = self.reports.send(Report::RoundDone(stats));
         }
     }

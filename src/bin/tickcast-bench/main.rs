@@ -122,15 +122,16 @@ enum Command {
 
 #[derive(Args)]
 struct CommonArgs {
-    /// Server URL; must be loopback unless --allow-remote.
+    /// Server URL; must be loopback unless --allow-remote. Several, comma-separated (the
+    /// nodes of a cluster): connection i goes to URL i mod N; fanout's publishers to the first.
     #[arg(long, default_value = "ws://127.0.0.1:9000/ws")]
     url: String,
     /// Name of the server under test, as written in the output.
     #[arg(long, default_value = "unnamed")]
     label: String,
-    /// Server process id: RSS and CPU are read from /proc/PID.
-    #[arg(long)]
-    server_pid: Option<u32>,
+    /// Server process id: RSS and CPU are read from /proc/PID. Several, comma-separated: summed.
+    #[arg(long, default_value = "")]
+    server_pid: String,
     /// Local addresses to spread connections over (bind before connect), comma-separated.
     #[arg(long, default_value = "")]
     source_ips: String,
@@ -167,7 +168,7 @@ impl CommonArgs {
             source_ips: run::parse_source_ips(&self.source_ips, self.allow_remote)?,
             url: self.url,
             label: self.label,
-            server_pid: self.server_pid,
+            server_pids: run::parse_pids(&self.server_pid)?,
             threads: self.threads.clamp(1, 64),
             per_process: self.per_process,
             workers: self.workers,

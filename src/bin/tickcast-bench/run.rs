@@ -39,7 +39,8 @@ pub type Res<T> = Result<T, String>;
 pub struct Common {
     pub url: String,
     pub label: String,
-    pub server_pid: Option<u32>,
+    /// Server process ids (several: the nodes of a cluster); CPU and RSS are summed over them.
+    pub server_pids: Vec<u32>,
     pub source_ips: Vec<IpAddr>,
     pub threads: usize,
     pub per_process: u64,
@@ -90,6 +91,29 @@ pub fn parse_target(url: &str, allow_remote: bool) -> Res<Target> {
     })
 }
 
+/// Parses `--url`: one URL, or several comma-separated (the nodes of a cluster).
+pub fn parse_targets(urls: &str, allow_remote: bool) -> Res<Vec<Target>> {
+    let v = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| parse_target(u, allow_remote))
+        .collect::<Res<Vec<_>>>()?;
+    if v.is_empty() {
+        return Err("--url: no URL".into());
+    }
+    Ok(v)
+}
+
+/// Parses `--server-pid`: comma-separated process ids.
+pub fn parse_pids(s: &str) -> Res<Vec<u32>> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| p.parse().map_err(|e| format!("--server-pid {p}: {e}")))
+        .collect()
+}
+
 pub fn parse_source_ips(s: &str, allow_remote: bool) -> Res<Vec<IpAddr>> {
     let mut v = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -122,12 +146,43 @@ fn sleep_until(t_ns: u64) {
     }
 }
 
+/// CPU seconds of the server processes, summed; `None` without pids or if one cannot be read.
 fn server_cpu(c: &Common) -> Option<f64> {
-    c.server_pid.and_then(|p| procfs::cpu_seconds(Some(p)).ok())
+    if c.server_pids.is_empty() {
+        return None;
+    }
+    c.server_pids
+        .iter()
+        .map(|&p| procfs::cpu_seconds(Some(p)).ok())
+        .sum()
 }
 
+/// RSS of the server processes, summed; `None` without pids or if one cannot be read.
 fn server_rss(c: &Common) -> Option<procfs::Mem> {
-    c.server_pid.and_then(|p| procfs::mem(p).ok())
+    if c.server_pids.is_empty() {
+        return None;
+    }
+    let mut total = procfs::Mem::default();
+    for &p in &c.server_pids {
+        let m = procfs::mem(p).ok()?;
+        total.vm_rss_bytes += m.vm_rss_bytes;
+        total.rss_anon_bytes += m.rss_anon_bytes;
+    }
+    Some(total)
+}
+
+/// `/metrics` of every server, summed; `None` if none answers.
+fn scrape_all(targets: &[Target]) -> Option<std::collections::BTreeMap<String, f64>> {
+    let mut total: Option<std::collections::BTreeMap<String, f64>> = None;
+    for t in targets {
+        if let Some(m) = procfs::scrape_metrics(t.addr, &t.host) {
+            let into = total.get_or_insert_with(Default::default);
+            for (k, v) in m {
+                *into.entry(k).or_insert(0.0) += v;
+            }
+        }
+    }
+    total
 }
 
 /// Connections to spread over groups.
@@ -144,7 +199,7 @@ struct Spread {
 }
 
 /// Plans subscriber groups: in-process threads, or worker processes past `per_process` sockets.
-fn plan_groups(c: &Common, target: &Target, s: Spread) -> Res<Vec<(GroupPlan, bool)>> {
+fn plan_groups(c: &Common, targets: &[Target], s: Spread) -> Res<Vec<(GroupPlan, bool)>> {
     let Spread {
         first,
         count,
@@ -183,7 +238,7 @@ fn plan_groups(c: &Common, target: &Target, s: Spread) -> Res<Vec<(GroupPlan, bo
             let threads = split(gfirst, gcount, threads)
                 .into_iter()
                 .map(|(tfirst, tcount)| ThreadPlan {
-                    target: target.clone(),
+                    targets: targets.to_vec(),
                     source_ips: c.source_ips.clone(),
                     first: tfirst,
                     count: tcount,
@@ -242,7 +297,7 @@ fn base_json(scenario: &str, c: &Common, workers: usize) -> Value {
         "server": c.label,
         "date": report::utc_now(),
         "url": c.url,
-        "server_pid": c.server_pid,
+        "server_pid": c.server_pids,
         "bench_workers": workers,
         "bench_threads_per_process": c.threads,
         "source_ips": c.source_ips.len().max(1),
@@ -271,7 +326,7 @@ pub struct ConnectArgs {
 }
 
 pub fn connect(c: &Common, a: &ConnectArgs) -> Res<()> {
-    let target = parse_target(&c.url, c.allow_remote)?;
+    let targets = parse_targets(&c.url, c.allow_remote)?;
     if a.n == 0 || a.n > CONNS_MAX {
         return Err(format!("-n must be in 1..={CONNS_MAX}"));
     }
@@ -294,7 +349,7 @@ pub fn connect(c: &Common, a: &ConnectArgs) -> Res<()> {
         extra_local_sockets: 0,
         stalled: Vec::new(),
     };
-    let plans = plan_groups(c, &target, spread)?;
+    let plans = plan_groups(c, &targets, spread)?;
     let workers = if plans.first().is_some_and(|p| p.1) {
         plans.len()
     } else {
@@ -340,6 +395,7 @@ pub fn connect(c: &Common, a: &ConnectArgs) -> Res<()> {
         "connects_per_s": round3(rate), "connect_span_s": round3(span_s),
         "connect_latency_ms": lat,
         "welcome_missing": conn.welcome_missing, "shards": conn.shards,
+        "conns_per_url": conn.per_target, "open_per_url_after_hold": hold.open_per_target,
         "dropped_during_hold": hold.closed, "open_after_hold": hold.open_conns,
         "pings_answered": hold.pings_answered,
         "rss_before_kib": rss_before.map(|m| m.vm_rss_bytes / 1024),
@@ -448,10 +504,11 @@ struct Step {
 }
 
 pub fn fanout(c: &Common, a: &FanoutArgs) -> Res<()> {
-    let target = parse_target(&c.url, c.allow_remote)?;
-    if a.subs + a.pubs > CONNS_MAX || a.pubs == 0 || a.pubs > PUBLISHERS_MAX {
+    // Subscribers go round-robin over the URLs; the publishers connect to the first one.
+    let targets = parse_targets(&c.url, c.allow_remote)?;
+    if a.subs > CONNS_MAX || a.pubs == 0 || a.pubs > PUBLISHERS_MAX {
         return Err(format!(
-            "--subs + --pubs ≤ {CONNS_MAX}, 1 ≤ --pubs ≤ {PUBLISHERS_MAX}"
+            "--subs ≤ {CONNS_MAX}, 1 ≤ --pubs ≤ {PUBLISHERS_MAX}"
         ));
     }
     if a.topics == 0 || a.topics > TOPICS_MAX || a.topics_per_sub == 0 {
@@ -505,7 +562,8 @@ pub fn fanout(c: &Common, a: &FanoutArgs) -> Res<()> {
         extra_local_sockets: a.pubs,
         stalled: pick_stalled(a.subs, a.stalled_pct, a.seed),
     };
-    let sub_plans = plan_groups(c, &target, spread)?;
+    let rss_before = server_rss(c);
+    let sub_plans = plan_groups(c, &targets, spread)?;
     let workers = if sub_plans.first().is_some_and(|p| p.1) {
         sub_plans.len()
     } else {
@@ -515,7 +573,7 @@ pub fn fanout(c: &Common, a: &FanoutArgs) -> Res<()> {
     let sub_conn = wait_connected(&mut subs)?;
     let pub_plan = GroupPlan {
         threads: vec![ThreadPlan {
-            target: target.clone(),
+            targets: vec![targets[0].clone()],
             source_ips: c.source_ips.clone(),
             first: a.subs,
             count: a.pubs,
@@ -530,6 +588,7 @@ pub fn fanout(c: &Common, a: &FanoutArgs) -> Res<()> {
     };
     let mut pubs = vec![Group::start(&pub_plan, false).map_err(|e| format!("publishers: {e}"))?];
     let pub_conn = wait_connected(&mut pubs)?;
+    let rss_connected = server_rss(c);
     eprintln!(
         "tickcast-bench: {} subscribers connected ({} failed: {}), {} publishers",
         sub_conn.ok,
@@ -554,6 +613,7 @@ pub fn fanout(c: &Common, a: &FanoutArgs) -> Res<()> {
     };
     for step in 0..steps {
         let mut s = fanout_round(c, a, &mut subs, &mut pubs, &sub_conn, rate, workers)?;
+        add_rss(&mut s, c, rss_before, rss_connected, sub_conn.ok);
         // A failing step is run again (same connections) before it counts: on a machine shared
         // with other work, one scheduler stall can fail a step the server sustains.
         let mut attempt = 1;
@@ -563,6 +623,7 @@ pub fn fanout(c: &Common, a: &FanoutArgs) -> Res<()> {
                 s.loss, s.p99_ms
             );
             s = fanout_round(c, a, &mut subs, &mut pubs, &sub_conn, rate, workers)?;
+            add_rss(&mut s, c, rss_before, rss_connected, sub_conn.ok);
             attempt += 1;
         }
         s.attempts = attempt;
@@ -674,6 +735,38 @@ pub fn fanout(c: &Common, a: &FanoutArgs) -> Res<()> {
     Ok(())
 }
 
+/// Adds the servers' RSS (summed over `--server-pid`) to a step: before the subscribers
+/// connected, once they and the publishers were connected, and after the round; per
+/// subscribed connection = (RSS − RSS before) ÷ subscribers connected.
+fn add_rss(
+    s: &mut Step,
+    c: &Common,
+    before: Option<procfs::Mem>,
+    connected: Option<procfs::Mem>,
+    subs_ok: u64,
+) {
+    let after = server_rss(c);
+    let kib = |m: Option<procfs::Mem>| m.map(|m| m.vm_rss_bytes / 1024);
+    let per_conn = |m: Option<procfs::Mem>| match (before, m) {
+        (Some(b), Some(m)) if subs_ok > 0 => {
+            Some(((m.vm_rss_bytes as f64 - b.vm_rss_bytes as f64) / subs_ok as f64).round())
+        }
+        _ => None,
+    };
+    let obj = s.json.as_object_mut().expect("object");
+    obj.insert("server_rss_before_kib".into(), json!(kib(before)));
+    obj.insert("server_rss_connected_kib".into(), json!(kib(connected)));
+    obj.insert("server_rss_after_kib".into(), json!(kib(after)));
+    obj.insert(
+        "server_rss_per_conn_connected_bytes".into(),
+        json!(per_conn(connected)),
+    );
+    obj.insert(
+        "server_rss_per_conn_after_bytes".into(),
+        json!(per_conn(after)),
+    );
+}
+
 fn fanout_round(
     c: &Common,
     a: &FanoutArgs,
@@ -683,10 +776,8 @@ fn fanout_round(
     rate: f64,
     workers: usize,
 ) -> Res<Step> {
-    let metrics_before = procfs::scrape_metrics(
-        parse_target(&c.url, c.allow_remote)?.addr,
-        &parse_target(&c.url, c.allow_remote)?.host,
-    );
+    let targets = parse_targets(&c.url, c.allow_remote)?;
+    let metrics_before = scrape_all(&targets);
     let start = mono_ns() + 300_000_000;
     let ws = start + (a.warmup_s * 1e9) as u64;
     let we = ws + (a.duration_s * 1e9) as u64;
@@ -732,10 +823,7 @@ fn fanout_round(
     let round_cpu1 = server_cpu(c);
     let round_wall_s = (mono_ns() - start) as f64 / 1e9 + 0.3;
     let client_cpu = procfs::cpu_seconds(None).unwrap_or(0.0) - client_cpu0 + remote_cpu;
-    let metrics_after = procfs::scrape_metrics(
-        parse_target(&c.url, c.allow_remote)?.addr,
-        &parse_target(&c.url, c.allow_remote)?.host,
-    );
+    let metrics_after = scrape_all(&targets);
 
     let expected: u64 = published
         .published_window
@@ -819,6 +907,12 @@ fn fanout_round(
         "shards": sub_conn.shards,
     });
     obj.extend(fields.as_object().expect("object").clone());
+    obj.insert("subs_per_url".into(), json!(sub_conn.per_target));
+    obj.insert("subs_open_at_end".into(), json!(got.open_conns));
+    obj.insert(
+        "subs_open_per_url_at_end".into(),
+        json!(got.open_per_target),
+    );
     Ok(Step {
         rate,
         loss,
@@ -875,6 +969,13 @@ fn print_fanout(c: &Common, a: &FanoutArgs, r: &Value, conn: &ConnectStats) {
         ),
         ("latency".into(), pct_line(&r["latency_us"], "µs")),
         ("closed".into(), format!("{}", r["closed"])),
+        (
+            "subs per url".into(),
+            format!(
+                "connected {}  open at end {}",
+                r["subs_per_url"], r["subs_open_per_url_at_end"]
+            ),
+        ),
     ];
     if conn.stalled > 0 {
         t.push((
@@ -898,6 +999,19 @@ fn print_fanout(c: &Common, a: &FanoutArgs, r: &Value, conn: &ConnectStats) {
             format!(
                 "{} s for {} frames received (warm-up + window + drain)  {} ns per delivery",
                 r["server_cpu_s_round"], r["received_round"], r["server_cpu_ns_per_delivery_round"]
+            ),
+        ));
+    }
+    if !r["server_rss_after_kib"].is_null() {
+        t.push((
+            "server RSS".into(),
+            format!(
+                "before {} KiB, connected {} KiB, after {} KiB; per subscriber {} B connected, {} B after",
+                r["server_rss_before_kib"],
+                r["server_rss_connected_kib"],
+                r["server_rss_after_kib"],
+                r["server_rss_per_conn_connected_bytes"],
+                r["server_rss_per_conn_after_bytes"]
             ),
         ));
     }
@@ -929,6 +1043,14 @@ mod tests {
                 == 2
         );
         assert!(parse_source_ips("192.168.1.1", false).is_err());
+        let ts = parse_targets("ws://127.0.0.1:9001/ws, ws://127.0.0.1:9002/ws", false).unwrap();
+        assert_eq!(ts.len(), 2);
+        assert_eq!(ts[1].host, "127.0.0.1:9002");
+        assert!(parse_targets("ws://127.0.0.1:9001/ws,ws://10.0.0.1:1/ws", false).is_err());
+        assert!(parse_targets(" , ", false).is_err());
+        assert_eq!(parse_pids("12, 34").unwrap(), vec![12, 34]);
+        assert!(parse_pids("").unwrap().is_empty());
+        assert!(parse_pids("x").is_err());
     }
 
     #[test]

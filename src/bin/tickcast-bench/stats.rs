@@ -101,6 +101,9 @@ pub struct ConnectStats {
     /// Subscribed connections that stall (`--stalled-pct`), not in `subs_per_topic`.
     #[serde(default)]
     pub stalled: u64,
+    /// Subscribed connections per server (`host:port` of its URL), for `--url A,B,…`.
+    #[serde(default)]
+    pub per_target: BTreeMap<String, u64>,
 }
 
 impl Default for ConnectStats {
@@ -116,6 +119,7 @@ impl Default for ConnectStats {
             welcome_missing: 0,
             subs_per_topic: Vec::new(),
             stalled: 0,
+            per_target: BTreeMap::new(),
         }
     }
 }
@@ -132,6 +136,7 @@ impl ConnectStats {
         self.welcome_missing += o.welcome_missing;
         add_vec(&mut self.subs_per_topic, &o.subs_per_topic);
         self.stalled += o.stalled;
+        add_map(&mut self.per_target, &o.per_target);
     }
 
     pub fn failed(&self) -> u64 {
@@ -164,6 +169,9 @@ pub struct RoundStats {
     /// Frames the bench could not use (fragmented, binary, malformed data frames).
     pub odd_frames: u64,
     pub open_conns: u64,
+    /// Healthy connections open at the end of the round, per server (`host:port`).
+    #[serde(default)]
+    pub open_per_target: BTreeMap<String, u64>,
     /// Stalled subscribers the server ended during the round, by what the socket saw.
     #[serde(default)]
     pub stalled_closed: BTreeMap<String, u64>,
@@ -194,6 +202,7 @@ impl Default for RoundStats {
             pings_answered: 0,
             odd_frames: 0,
             open_conns: 0,
+            open_per_target: BTreeMap::new(),
             stalled_closed: BTreeMap::new(),
             stalled_open: 0,
             published_window: Vec::new(),
@@ -218,6 +227,7 @@ impl RoundStats {
         self.pings_answered += o.pings_answered;
         self.odd_frames += o.odd_frames;
         self.open_conns += o.open_conns;
+        add_map(&mut self.open_per_target, &o.open_per_target);
         add_map(&mut self.stalled_closed, &o.stalled_closed);
         self.stalled_open += o.stalled_open;
         add_vec(&mut self.published_window, &o.published_window);

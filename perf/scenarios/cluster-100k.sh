@@ -1,0 +1,200 @@
+#!/usr/bin/env bash
+# A tickcast cluster on one machine: nats-server (JetStream) plus NODES tickcast nodes (one
+# shard each, each on its own loopback port, each under the 20,000 open-files limit), SUBS
+# subscribed connections spread round-robin over the nodes by tickcast-bench (worker processes
+# of ≤ 15,000 sockets, SRC_IPS client source addresses), market-data traffic published on node 1
+# and delivered on every node through NATS. Reports connections held (per node and total),
+# deliveries/s, p50/p99, loss and seq gaps, the nodes' RSS (total and per connection), the
+# nodes' and nats-server's CPU, and nats-server's RSS. Bounded: the bench runs WARMUP + DURATION
+# seconds of traffic (plus connect and drain) under a timeout; every process started here is
+# stopped on exit.
+#
+# Usage: perf/scenarios/cluster-100k.sh
+# Environment (defaults):
+#   NODES=6 SUBS=100000 TOPICS=997 TOPICS_PER_SUB=1 PUBS=4 RATE=500 (msgs/s, all topics)
+#   (subscriber i takes topic i mod TOPICS and node i mod NODES: with TOPICS and NODES coprime
+#   every node has subscribers on every topic and receives every message; with 1000 topics and
+#   6 nodes even topics would live on nodes 1, 3, 5 only and odd ones on 2, 4, 6)
+#   PAYLOAD=100 DURATION=30 WARMUP=5 SRC_IPS=24 (addresses 127.2.<block>.1..N)
+#   NATS_STORAGE=file (the history stream's storage: file | memory)
+#   OUT=reports/<UTC time>-cluster-100k/ (raw output: bench.jsonl, bench.txt, samples.jsonl,
+#        metrics-node-<i>.txt, nats-varz.json, nats-jsz.json, logs, summary.txt, summary.json)
+#   CARGO_TARGET_DIR (as for every scenario), SKIP_BUILD=1 to use the binaries as they are.
+#   BENCH_EXTRA extra tickcast-bench flags; NODE_ENV extra VAR=value settings for every node
+#   (space-separated, e.g. "TICKCAST_TIMEOUTS__PING_INTERVAL_S=3600 TICKCAST_TIMEOUTS__IDLE_S=7200").
+# Nothing is pinned: the nodes, nats-server and the bench share the machine's cores.
+source "$(dirname "$0")/lib.sh"
+trap - EXIT
+
+NODES="${NODES:-6}"
+SUBS="${SUBS:-100000}"
+TOPICS="${TOPICS:-997}"
+TOPICS_PER_SUB="${TOPICS_PER_SUB:-1}"
+PUBS="${PUBS:-4}"
+RATE="${RATE:-500}"
+PAYLOAD="${PAYLOAD:-100}"
+DURATION="${DURATION:-30}"
+WARMUP="${WARMUP:-5}"
+SRC_IPS="${SRC_IPS:-24}"
+NATS_STORAGE="${NATS_STORAGE:-file}"
+SAMPLE_S="${SAMPLE_S:-5}"
+OUT="${OUT:-$ROOT/reports/$(date -u +%Y%m%dT%H%M%SZ)-cluster-100k}"
+mkdir -p "$OUT"
+OUT="$(cd "$OUT" && pwd)"
+
+NATS_PID=""
+NODE_PIDS=()
+BENCH_PID=""
+SAMPLER_PID=""
+WORK="$(mktemp -d /tmp/tickcast-cluster.XXXXXX)"
+
+cleanup() {
+  local rc=$?
+  # The bench runs in its own process group (setsid): its worker processes go with it.
+  if [ -n "$BENCH_PID" ]; then kill -TERM -- "-$BENCH_PID" 2>/dev/null || true; fi
+  if [ -n "$SAMPLER_PID" ]; then pkill -P "$SAMPLER_PID" 2>/dev/null || true; kill "$SAMPLER_PID" 2>/dev/null || true; fi
+  for p in ${NODE_PIDS[@]+"${NODE_PIDS[@]}"}; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in ${NODE_PIDS[@]+"${NODE_PIDS[@]}"}; do
+    for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null || true
+  done
+  if [ -n "$NATS_PID" ]; then
+    kill -TERM "$NATS_PID" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$NATS_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$NATS_PID" 2>/dev/null || true
+  fi
+  if [ -n "$BENCH_PID" ]; then kill -KILL -- "-$BENCH_PID" 2>/dev/null || true; fi
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A free loopback TCP port (bound and released; nothing else here takes ports meanwhile).
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+cpu_ticks() { awk '{sub(/.*\) /,""); print $12+$13}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# Sum of a tickcast_* metric over its labels, from one node's /metrics.
+metric() { curl -s --max-time 5 "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1==m || index($1, m"{")==1 {s+=$2} END {printf "%d", s}'; }
+
+if [ "$(python3 -c "import math; print(math.gcd($TOPICS, $NODES))")" != 1 ]; then
+  log "note: TOPICS=$TOPICS and NODES=$NODES share a factor: each node gets only some topics"
+fi
+if [ "${SKIP_BUILD:-0}" != 1 ]; then build_bench; build_server tickcast; fi
+
+# ---- nats-server ---------------------------------------------------------------------------
+NATS_PORT="$(free_port)"
+NATS_MON="$(free_port)"
+mkdir -p "$WORK/js"
+log "nats-server -js on 127.0.0.1:$NATS_PORT (monitor $NATS_MON), store $WORK/js"
+nats-server -js -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MON" -sd "$WORK/js" >"$OUT/nats.log" 2>&1 &
+NATS_PID=$!
+for _ in $(seq 1 100); do
+  curl -s --max-time 1 "http://127.0.0.1:$NATS_MON/healthz" | grep -q ok && break
+  kill -0 "$NATS_PID" 2>/dev/null || { cat "$OUT/nats.log" >&2; echo "nats-server exited" >&2; exit 1; }
+  sleep 0.1
+done
+
+# ---- nodes ---------------------------------------------------------------------------------
+PORTS=()
+URLS=""
+for i in $(seq 1 "$NODES"); do
+  port="$(free_port)"
+  PORTS+=("$port")
+  node_log="$OUT/node-$i.log"
+  # Each node: one shard; the per-IP connection limits and the message rate are lifted (the
+  # bench connects thousands of clients from a few addresses); at most 18,500 connections and 1,024 handshakes in flight, so
+  # the node stays under its 20,000 open files.
+  TICKCAST_CLUSTER__ENGINE=nats TICKCAST_CLUSTER__URL="nats://127.0.0.1:$NATS_PORT" \
+  TICKCAST_CLUSTER__NODE_ID="node-$i" TICKCAST_CLUSTER__NATS_STORAGE="$NATS_STORAGE" \
+  TICKCAST_AUTH__ANONYMOUS_SUBS='[">"]' TICKCAST_AUTH__ANONYMOUS_PUBS='[">"]' \
+  TICKCAST_LIMITS__CONNECT_RATE_PER_IP_PER_S=0 TICKCAST_LIMITS__CLIENT_MESSAGES_PER_S=0 \
+  TICKCAST_LIMITS__CONNECTIONS_PER_IP_MAX=1000000 TICKCAST_LIMITS__CONNECTIONS_MAX=18500 \
+  TICKCAST_LIMITS__HANDSHAKES_PER_SHARD_MAX=1024 \
+  TICKCAST_LOG__LEVEL=warn \
+    env ${NODE_ENV:-} "$TICKCAST_BIN" serve --listen "127.0.0.1:$port" --shards 1 >"$node_log" 2>&1 &
+  NODE_PIDS+=("$!")
+  URLS="${URLS:+$URLS,}ws://127.0.0.1:$port/ws"
+done
+for i in $(seq 1 "$NODES"); do
+  pid="${NODE_PIDS[$((i - 1))]}"
+  for _ in $(seq 1 600); do
+    grep -q "^listening on" "$OUT/node-$i.log" && break
+    kill -0 "$pid" 2>/dev/null || { cat "$OUT/node-$i.log" >&2; echo "node-$i exited" >&2; exit 1; }
+    sleep 0.1
+  done
+  grep -q "^listening on" "$OUT/node-$i.log" || { echo "node-$i did not listen within 60 s" >&2; exit 1; }
+  log "node-$i pid $pid: $(grep -m1 '^listening on' "$OUT/node-$i.log")"
+done
+PIDS_CSV="$(IFS=,; echo "${NODE_PIDS[*]}")"
+PORTS_CSV="$(IFS=,; echo "${PORTS[*]}")"
+
+# Client source addresses: a block of SRC_IPS addresses not used by the other scenarios, a
+# different one per run (so a run does not meet the previous run's TIME_WAIT sockets).
+block=$(( ($$ + $(date +%s)) % 250 + 1 ))
+SRC=""
+for j in $(seq 1 "$SRC_IPS"); do SRC="${SRC:+$SRC,}127.2.$block.$j"; done
+
+# ---- sampler: every SAMPLE_S seconds, per node RSS and open connections, nats-server RSS ------
+(
+  while true; do
+    line="{\"t\":$(date +%s.%N | cut -c1-14),\"nodes\":["
+    for i in $(seq 1 "$NODES"); do
+      pid="${NODE_PIDS[$((i - 1))]}"; port="${PORTS[$((i - 1))]}"
+      [ "$i" -gt 1 ] && line+=","
+      line+="{\"node\":$i,\"rss_kib\":$(rss_kib "$pid"),\"connections\":$(metric "$port" tickcast_connections),\"cpu_ticks\":$(cpu_ticks "$pid")}"
+    done
+    line+="],\"nats_rss_kib\":$(rss_kib "$NATS_PID"),\"nats_cpu_ticks\":$(cpu_ticks "$NATS_PID")}"
+    echo "$line" >>"$OUT/samples.jsonl"
+    sleep "$SAMPLE_S"
+  done
+) >/dev/null 2>&1 &
+SAMPLER_PID=$!
+# Stops the sampler and its sleep.
+stop_sampler() {
+  if [ -n "$SAMPLER_PID" ]; then
+    pkill -P "$SAMPLER_PID" 2>/dev/null || true
+    kill "$SAMPLER_PID" 2>/dev/null || true
+    wait "$SAMPLER_PID" 2>/dev/null || true
+    SAMPLER_PID=""
+  fi
+}
+
+# ---- bench ---------------------------------------------------------------------------------
+cat >"$OUT/setup.json" <<EOF
+{"date":"$(date -u +%Y-%m-%dT%H:%M:%SZ)","commit":"$(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo -dirty)","nodes":$NODES,"subs":$SUBS,"topics":$TOPICS,"topics_per_sub":$TOPICS_PER_SUB,"pubs":$PUBS,"rate":$RATE,"payload":$PAYLOAD,"duration_s":$DURATION,"warmup_s":$WARMUP,"src_ips":$SRC_IPS,"nats_storage":"$NATS_STORAGE","node_env":"${NODE_ENV:-}","node_pids":[$PIDS_CSV],"node_ports":[$PORTS_CSV],"nats_pid":$NATS_PID,"nats_version":"$(nats-server --version | awk '{print $2}')","nproc":$(nproc)}
+EOF
+nats_ticks0="$(cpu_ticks "$NATS_PID")"
+bound=$(( WARMUP + DURATION + 400 ))
+log "bench: $SUBS subscribers over $NODES nodes, $TOPICS topics x$TOPICS_PER_SUB, $PUBS publishers on node-1 at $RATE msgs/s, ${DURATION}s window after ${WARMUP}s (bound ${bound}s)"
+# shellcheck disable=SC2086
+setsid timeout --kill-after=10 "$bound" "$BENCH_BIN" fanout --url "$URLS" \
+  --subs "$SUBS" --topics "$TOPICS" --topics-per-sub "$TOPICS_PER_SUB" --pubs "$PUBS" \
+  --rate "$RATE" --payload "$PAYLOAD" --duration "$DURATION" --warmup "$WARMUP" \
+  --drain-max-ms 10000 --connect-timeout-ms 30000 --source-ips "$SRC" \
+  --server-pid "$PIDS_CSV" --label "tickcast-cluster-$NODES" --json-out "$OUT/bench.jsonl" \
+  $BENCH_EXTRA >"$OUT/bench.txt" 2>"$OUT/bench.stderr" &
+BENCH_PID=$!
+bench_rc=0
+wait "$BENCH_PID" || bench_rc=$?
+BENCH_PID=""
+nats_ticks1="$(cpu_ticks "$NATS_PID")"
+stop_sampler
+cat "$OUT/bench.stderr" >&2
+cat "$OUT/bench.txt"
+
+# ---- after: per-node counters, nats-server state ---------------------------------------------
+for i in $(seq 1 "$NODES"); do
+  curl -s --max-time 5 "http://127.0.0.1:${PORTS[$((i - 1))]}/metrics" >"$OUT/metrics-node-$i.txt" || true
+done
+curl -s --max-time 5 "http://127.0.0.1:$NATS_MON/varz" >"$OUT/nats-varz.json" || true
+curl -s --max-time 5 "http://127.0.0.1:$NATS_MON/jsz?streams=true" >"$OUT/nats-jsz.json" || true
+echo "{\"bench_rc\":$bench_rc,\"nats_cpu_s_bench\":$(( nats_ticks1 - nats_ticks0 ))e-2}" >"$OUT/after.json"
+
+python3 "$ROOT/perf/scenarios/cluster_summary.py" "$OUT" | tee "$OUT/summary.txt"
+[ "$bench_rc" = 0 ] || { echo "tickcast-bench exited with status $bench_rc" >&2; exit 1; }
+log "raw output in $OUT"
