@@ -5,6 +5,7 @@ mod common;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -23,6 +24,7 @@ both_drivers!(
     http_endpoints_and_garbage,
     handshake_deadline_cuts_slowloris,
     server_pings_and_idle_timeout,
+    busy_subscribers_are_pinged_too,
     graceful_shutdown_sends_1001,
     connection_limits_answer_before_upgrade,
 );
@@ -668,6 +670,51 @@ async fn server_pings_and_idle_timeout(driver: Driver) {
             1.0,
         )
         .await;
+}
+
+/// A due ping waits a little for a data write to ride with (no write of its own); a subscriber
+/// that keeps getting data still gets its pings, about once per interval.
+async fn busy_subscribers_are_pinged_too(driver: Driver) {
+    let env = [
+        ("TICKCAST_TIMEOUTS__PING_INTERVAL_S", "1"),
+        ("TICKCAST_TIMEOUTS__IDLE_S", "30"),
+    ];
+    let server = Server::start(driver, &env, &[]);
+    let (mut sub, _) = connect(&server).await;
+    subscribe(&mut sub, 1, &["busy"]).await;
+    let (mut publisher, _) = connect(&server).await;
+    let stop = std::time::Instant::now() + Duration::from_millis(3500);
+    let feeder = tokio::spawn(async move {
+        while std::time::Instant::now() < stop {
+            send_json(
+                &mut publisher,
+                serde_json::json!({"op":"publish","topic":"busy","data":1}),
+            )
+            .await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        publisher
+    });
+    let (mut pings, mut data) = (0, 0);
+    while std::time::Instant::now() < stop {
+        let Ok(Some(msg)) = tokio::time::timeout(Duration::from_millis(500), sub.next()).await
+        else {
+            continue;
+        };
+        match msg.unwrap() {
+            Message::Ping(_) => pings += 1,
+            Message::Text(_) => data += 1,
+            _ => {}
+        }
+    }
+    feeder.await.unwrap();
+    assert!(data > 20, "{data} data frames");
+    // At least one ping (the scan runs once a second, and a busy machine may make it late),
+    // and never more than about one per interval.
+    assert!(
+        (1..=5).contains(&pings),
+        "{pings} pings in 3.5 s at a 1 s interval"
+    );
 }
 
 async fn graceful_shutdown_sends_1001(driver: Driver) {

@@ -100,6 +100,9 @@ pub struct Conn {
     pub recovering: bool,
     /// A batched write is scheduled with the pacer.
     pub paced: bool,
+    /// A ping is due: it goes out with the next write of data, or alone once it has waited
+    /// `timer::ping_wait_ms` (see `State::scan`).
+    pub ping_due: bool,
     /// Frames this connection did not get because of `conflate`, `drop_oldest` or
     /// `throttled` (the frames it got carry the true `seq`).
     pub skipped: u32,
@@ -154,6 +157,7 @@ impl Conn {
             auth: AuthState::Ok,
             recovering: false,
             paced: false,
+            ping_due: false,
             skipped: 0,
             tls: None,
         }
@@ -546,6 +550,13 @@ impl State {
             return;
         }
         conn.dirty = false;
+        if conn.ping_due {
+            // The due ping rides in this write: no write (and no wake-up of the client's
+            // stack) of its own.
+            conn.ping_due = false;
+            conn.last_ping_ms = self.now_ms;
+            let _ = conn.out.offer(self.ping_frame.clone(), &self.bounds);
+        }
         if conn.write_blocked || conn.phase == Phase::Dead {
             return;
         }

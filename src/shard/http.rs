@@ -301,10 +301,7 @@ impl State {
         conn.phase = Phase::Ws;
         conn.echo = echo;
         // The first ping comes at a random point of the first interval, so connections opened
-        // together are not pinged together ever after: measured with 100k connections on 6
-        // nodes, aligned ping rounds (thousands of writes in one pass every 20 s) held data
-        // frames back and set the p99 (1.1-1.6 s against 164-346 ms without pings,
-        // perf/README.md).
+        // together are not pinged in one pass ever after (thousands of writes at once).
         conn.last_ping_ms = now.saturating_sub(fastrand::u64(0..ping_ms));
         self.handshakes -= 1;
         let id = format!("{}-{}", self.shard, conn.no);

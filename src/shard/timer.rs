@@ -54,6 +54,8 @@ impl State {
         let mut expired: Vec<(u32, CloseReason)> = Vec::new();
         let mut idle: Vec<u32> = Vec::new();
         let mut ping: Vec<u32> = Vec::new();
+        let mut due: Vec<u32> = Vec::new();
+        let wait_ms = ping_wait_ms(ping_ms);
         for (key, conn) in self.conns.iter() {
             let key = key as u32;
             match conn.phase {
@@ -73,8 +75,10 @@ impl State {
                     let pinged_since_rx = conn.last_ping_ms > conn.last_rx_ms;
                     if silent && pinged_since_rx {
                         idle.push(key);
-                    } else if silent || now >= conn.last_ping_ms + ping_ms {
+                    } else if silent || now >= conn.last_ping_ms + ping_ms + wait_ms {
                         ping.push(key);
+                    } else if now >= conn.last_ping_ms + ping_ms && !conn.ping_due {
+                        due.push(key);
                     }
                 }
                 _ => {}
@@ -91,8 +95,15 @@ impl State {
                 CloseReason::IdleTimeout,
             );
         }
+        // A due ping waits up to `wait_ms` for a data write to ride with (`flush_conn`);
+        // connections that get none are pinged on their own.
+        for key in due {
+            self.conns[key as usize].ping_due = true;
+        }
         for key in ping {
-            self.conns[key as usize].last_ping_ms = now;
+            let conn = &mut self.conns[key as usize];
+            conn.last_ping_ms = now;
+            conn.ping_due = false;
             let frame = self.ping_frame.clone();
             self.enqueue(key, frame);
         }
@@ -130,4 +141,12 @@ impl State {
             }
         }
     }
+}
+
+/// How long a due ping waits for a data write to ride with: a quarter of the ping interval,
+/// at most 5 s. Measured with 100k subscribers on 6 nodes (perf/README.md), pings each in a
+/// write of their own were about one write in ten and raised p99 from ~0.3 s (no pings) to
+/// 1.1-1.7 s on a saturated machine; a subscriber that gets data at all gets its ping for free.
+pub(crate) fn ping_wait_ms(ping_ms: u64) -> u64 {
+    (ping_ms / 4).min(5000)
 }
