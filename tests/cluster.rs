@@ -440,6 +440,19 @@ async fn user_messages_presence_and_nodes_are_cluster_wide(engine: Engine) {
         assert_eq!(welcome["user"], "alice", "{welcome}");
         alice.push(ws);
     }
+    // A client's own `user.>` subscription on node C, come and gone, must not take the node's
+    // subscription to user messages with it.
+    let (mut watcher, _) = connect(&nodes[2]).await;
+    subscribe(&mut watcher, 1, &["user.>"]).await;
+    send_json(
+        &mut watcher,
+        json!({"op":"unsubscribe","id":2,"topics":["user.>"]}),
+    )
+    .await;
+    assert_eq!(recv_json(&mut watcher).await["op"], "ack");
+    // Node C applies interest changes in order and acks a new one only after the broker has
+    // it: once this ack is in, the broker has seen whatever the unsubscribe did.
+    subscribe(&mut watcher, 3, &["md.sync"]).await;
     let body = json!({"user":"alice","topic":"user.alice.orders","data":{"id":7}}).to_string();
     let (status, resp) = nodes[0].http("POST", "/v1/send", Some(&body)).await;
     assert_eq!(status, 200, "{resp}");

@@ -58,8 +58,9 @@ pub(crate) struct Nats {
     inbound: InboundTx,
     /// Per topic: (stream sequence, seq, epoch) of its last message as this node knows it.
     cas: RefCell<HashMap<String, (u64, u64, u64)>>,
-    /// Subscriptions by full subject: the task forwarding its messages.
-    subs: RefCell<HashMap<String, tokio::task::JoinHandle<()>>>,
+    /// Subscriptions by full subject: the task forwarding its messages, and how many callers
+    /// want it (the bridge's own `user.>` and a client's `user.>` share one).
+    subs: RefCell<HashMap<String, (tokio::task::JoinHandle<()>, u32)>>,
 }
 
 /// Creates the stream, or brings an existing one to `config`; returns it.
@@ -202,7 +203,8 @@ impl Nats {
     }
 
     async fn subscribe_forward(&self, subject: String, live: bool) -> Result<(), String> {
-        if self.subs.borrow().contains_key(&subject) {
+        if let Some((_, n)) = self.subs.borrow_mut().get_mut(&subject) {
+            *n += 1;
             return Ok(());
         }
         let mut sub = self
@@ -224,14 +226,19 @@ impl Nats {
                 }
             }
         });
-        self.subs.borrow_mut().insert(subject, task);
+        self.subs.borrow_mut().insert(subject, (task, 1));
         Ok(())
     }
 
     fn unsubscribe_subject(&self, subject: &str) {
         // Dropping the subscriber (with its task) sends UNSUB.
-        if let Some(task) = self.subs.borrow_mut().remove(subject) {
-            task.abort();
+        let mut subs = self.subs.borrow_mut();
+        if let Some((task, n)) = subs.get_mut(subject) {
+            *n -= 1;
+            if *n == 0 {
+                task.abort();
+                subs.remove(subject);
+            }
         }
     }
 }
