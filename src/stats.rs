@@ -189,6 +189,8 @@ pub struct Counters {
     pub cluster_duplicates: u64,
     /// Cluster: holes in a topic's broker stream (each started a repair fetch).
     pub cluster_holes: u64,
+    /// Cluster: broker messages far beyond anything the broker has (forged or corrupt).
+    pub cluster_implausible: u64,
     /// Frames a subscriber did not get because a newer frame of the topic replaced them
     /// (`conflate` queues, `throttled` delivery).
     pub conflated: u64,
@@ -280,6 +282,7 @@ struct Handles {
     duplicates: Counter,
     cluster_duplicates: Counter,
     cluster_holes: Counter,
+    cluster_implausible: Counter,
     conflated: Counter,
     dropped_oldest: Counter,
     tls_handshakes: Counter,
@@ -329,6 +332,7 @@ impl ShardStats {
             duplicates: c("tickcast_duplicate_publishes_total"),
             cluster_duplicates: c("tickcast_cluster_duplicates_total"),
             cluster_holes: c("tickcast_cluster_holes_total"),
+            cluster_implausible: c("tickcast_cluster_implausible_total"),
             conflated: c("tickcast_conflated_total"),
             dropped_oldest: c("tickcast_dropped_oldest_total"),
             security: SecEvent::ALL
@@ -403,6 +407,7 @@ impl ShardStats {
         h.duplicates.absolute(c.duplicates);
         h.cluster_duplicates.absolute(c.cluster_duplicates);
         h.cluster_holes.absolute(c.cluster_holes);
+        h.cluster_implausible.absolute(c.cluster_implausible);
         h.conflated.absolute(c.conflated);
         h.dropped_oldest.absolute(c.dropped_oldest);
         for (handle, v) in h.security.iter().zip(c.security.iter()) {
@@ -555,6 +560,10 @@ fn describe() {
     describe_counter!(
         "tickcast_cluster_holes_total",
         "Cluster: holes seen in a topic's broker stream (each repaired from history or reported as a gap)."
+    );
+    describe_counter!(
+        "tickcast_cluster_implausible_total",
+        "Cluster: broker messages far beyond anything the broker has (forged or corrupt): dropped."
     );
     describe_counter!(
         "tickcast_security_events_total",

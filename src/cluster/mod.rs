@@ -619,23 +619,27 @@ const FETCHES_MAX: usize = 32;
 async fn fetch_one<B: Broker>(ctx: Rc<Ctx>, broker: Rc<B>, shard: u8, topic: Box<str>, max: usize) {
     let _permit = ctx.fetches.acquire().await;
     let limit = Duration::from_millis(ctx.cfg().publish_timeout_ms);
-    let failed = |topic| Fetched {
-        topic,
-        ok: false,
-        last: 0,
-        epoch: 0,
-        msgs: Vec::new(),
-    };
-    let fetched = match tokio::time::timeout(limit, broker.fetch(&topic, max)).await {
-        Ok(Ok(f)) => f,
-        Ok(Err(e)) => {
-            tracing::warn!(topic = %topic, error = %e, "cluster: history fetch failed");
-            failed(topic)
+    // A failed fetch turns a hole into a reported loss: a transient error gets two more
+    // attempts, with the reconnect backoff between them.
+    let mut attempt = 0;
+    let fetched = loop {
+        let error = match tokio::time::timeout(limit, broker.fetch(&topic, max)).await {
+            Ok(Ok(f)) => break f,
+            Ok(Err(e)) => e,
+            Err(_) => "timed out".to_string(),
+        };
+        if attempt == 2 {
+            tracing::warn!(topic = %topic, error = %error, "cluster: history fetch failed");
+            break Fetched {
+                topic,
+                ok: false,
+                last: 0,
+                epoch: 0,
+                msgs: Vec::new(),
+            };
         }
-        Err(_) => {
-            tracing::warn!(topic = %topic, "cluster: history fetch timed out");
-            failed(topic)
-        }
+        tokio::time::sleep(ctx.backoff(attempt)).await;
+        attempt += 1;
     };
     metrics::counter!("tickcast_cluster_fetches_total").increment(1);
     ctx.deliver(shard as usize, MeshMsg::Fetched(Box::new(fetched)), false);

@@ -635,7 +635,7 @@ impl State {
             if *mask == 0 {
                 self.interest.remove(pattern);
                 // The node no longer gets this pattern from the broker.
-                self.cluster_gen += 1;
+                self.interest_gone(pattern);
             }
         }
         self.interest_gen += 1;

@@ -331,8 +331,8 @@ impl State {
                     history,
                     frame_class,
                     idem: None,
-                    live_gen: u64::MAX,
-                    history_gen: u64::MAX,
+                    live: false,
+                    history_full: false,
                     remote: None,
                 },
             );

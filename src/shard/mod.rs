@@ -151,11 +151,11 @@ pub(crate) struct TopicState {
     frame_class: crate::frame::FrameClass,
     /// Recent `idem` keys (allocated on the first keyed publish).
     idem: Option<Box<idem::IdemWindow>>,
-    /// Cluster: `seq` is continuous with the broker's stream since this `State::cluster_gen`
-    /// (`u64::MAX`: never).
-    live_gen: u64,
-    /// Cluster: the history holds all the broker held when fetched in this generation.
-    history_gen: u64,
+    /// Cluster: `seq` is continuous with the broker's stream (set from a fetch; lost when no
+    /// subscription of this node matches the topic any more).
+    live: bool,
+    /// Cluster: the history holds what the broker held when last fetched, without a hole.
+    history_full: bool,
     /// Cluster: a history fetch under way, what waits for it.
     remote: Option<Box<remote::RemoteWait>>,
 }
@@ -227,9 +227,6 @@ pub struct State {
     /// Cluster: the bridge has this shard's interest messages up to this sequence at the
     /// broker (`u64::MAX` in memory mode: nothing to wait for).
     bridge_acked: u64,
-    /// Cluster: bumped whenever this node stops receiving a pattern from the broker; a topic
-    /// whose `live_gen` is older has no continuous view (see `remote`).
-    cluster_gen: u64,
 }
 
 impl Shard {
@@ -291,7 +288,6 @@ impl Shard {
             ),
             admin: admin::AdminState::new(&shared.cfg),
             bridge_acked: if shared.bridge.is_some() { 0 } else { u64::MAX },
-            cluster_gen: 0,
         };
         Rc::new(Shard {
             id,

@@ -91,51 +91,90 @@ impl State {
 
     /// A message the broker sequenced, at its topic's owner.
     pub(crate) fn on_remote(&mut self, m: Received) {
-        if m.seq == 0 || !self.ensure_topic(&m.topic) {
+        if m.seq == 0 {
             return;
         }
-        let cur = self.cluster_gen;
-        let state = self.topics.get_mut(&*m.topic).expect("ensured above");
-        if state.live_gen == cur && state.epoch != 0 && state.epoch != m.epoch {
-            self.new_epoch_under_subscribers(&m.topic, m.epoch);
+        let to_user = m.flags & FLAG_TO_USER != 0;
+        if !self.topics.contains_key(&*m.topic) && !to_user && !self.has_interest(&m.topic) {
+            // Nobody here wants it (a Redis glob matches more than the pattern did): no
+            // state for it, so foreign traffic cannot fill the topic table.
+            return;
+        }
+        if !self.ensure_topic(&m.topic) {
+            return;
         }
         let state = self.topics.get_mut(&*m.topic).expect("ensured above");
-        if state.live_gen == cur && state.epoch == 0 && state.seq == 0 {
-            // The broker had nothing of the topic when this node looked: its first epoch
-            // starts at seq 1, and anything before this message is a hole to repair.
+        let fetching = state.remote.as_ref().is_some_and(|w| w.fetching);
+        if !state.live || fetching {
+            // No continuous view yet (first message, interest came back, a fetch under
+            // way): the broker's history sets the baseline; until then, hold.
+            self.hold(m);
+            return;
+        }
+        if state.epoch == 0 && state.seq == 0 {
+            // The broker had nothing of the topic when this node looked: this is its first
+            // epoch, from seq 1 (anything before this message is a hole to repair).
             state.epoch = m.epoch;
         }
-        if state.live_gen != cur || state.epoch != m.epoch {
-            // No continuous view yet (first message, the node stopped receiving the topic for
-            // a while, a new epoch): the stream starts here.
-            if state.epoch != m.epoch || state.seq + 1 != m.seq {
-                if let Some(h) = state.history.as_mut() {
-                    h.clear();
-                }
-                state.history_gen = u64::MAX;
-            }
-            state.epoch = m.epoch;
-            state.seq = m.seq - 1;
-            state.live_gen = cur;
+        if m.epoch != state.epoch {
+            // Another epoch: the broker lost the topic, or this is a stale copy. Only the
+            // broker can say which: hold and ask it.
+            self.hold(m);
+            return;
         }
         if m.seq <= state.seq {
             self.stats.c.cluster_duplicates += 1;
             return;
         }
-        let waiting = state.remote.as_ref().is_some_and(|w| w.fetching);
-        if waiting || m.seq > state.seq + 1 {
-            let w = state.remote.get_or_insert_with(Default::default);
-            if w.held.len() == HELD_MAX {
-                w.held.pop_front();
-            }
-            w.held.push_back(m.clone());
-            if !waiting {
-                self.stats.c.cluster_holes += 1;
-                self.start_fetch(&m.topic);
-            }
+        if m.seq != state.seq.saturating_add(1) {
+            self.stats.c.cluster_holes += 1;
+            self.hold(m);
             return;
         }
         self.accept_remote(&m);
+    }
+
+    /// Keeps `m` until the topic's fetch answers (starting one), dropping the oldest held
+    /// past `HELD_MAX` (the fetch's answer then reports them).
+    fn hold(&mut self, m: Received) {
+        let Some(state) = self.topics.get_mut(&*m.topic) else {
+            return;
+        };
+        let w = state.remote.get_or_insert_with(Default::default);
+        if w.held.len() == HELD_MAX {
+            w.held.pop_front();
+        }
+        let topic = m.topic.clone();
+        w.held.push_back(m);
+        self.start_fetch(&topic);
+    }
+
+    /// Whether some subscription on this node matches `topic`.
+    fn has_interest(&self, topic: &str) -> bool {
+        let mut any = false;
+        self.interest.for_each_match(topic, |_| any = true);
+        any
+    }
+
+    /// This node stopped receiving `pattern` from the broker: topics no remaining pattern
+    /// matches lose their continuous view (their next messages start from a fetch).
+    pub(crate) fn interest_gone(&mut self, pattern: &str) {
+        if self.shared.bridge.is_none() {
+            return;
+        }
+        let State {
+            topics, interest, ..
+        } = self;
+        for (name, st) in topics.iter_mut() {
+            if st.live && crate::pubsub::topic::matches(pattern, name) {
+                let mut any = false;
+                interest.for_each_match(name, |_| any = true);
+                if !any {
+                    st.live = false;
+                    st.history_full = false;
+                }
+            }
+        }
     }
 
     /// The broker lost a topic this node was delivering (a restart without persistence,
@@ -146,13 +185,13 @@ impl State {
         let Some(state) = self.topics.get_mut(topic) else {
             return;
         };
-        let (old_epoch, from) = (state.epoch, state.seq + 1);
+        let (old_epoch, from) = (state.epoch, state.seq.saturating_add(1));
         state.epoch = epoch;
         state.seq = 0;
         if let Some(h) = state.history.as_mut() {
             h.clear();
         }
-        state.history_gen = u64::MAX;
+        state.history_full = false;
         self.gap_to_subscribers(topic, old_epoch, from, u64::MAX, GapReason::Epoch);
     }
 
@@ -195,7 +234,15 @@ impl State {
             return;
         }
         w.fetching = true;
-        let max = state.history.as_ref().map_or(1, |h| h.capacity()).max(1);
+        // A baseline needs what this topic's history keeps; a hole may be longer: the broker
+        // keeps up to the largest class history of any topic.
+        let own = state.history.as_ref().map_or(1, |h| h.capacity()).max(1);
+        let max = if state.live {
+            let broker = self.shared.cfg.topics.iter().map(|c| c.history_size).max();
+            own.max(broker.unwrap_or(0))
+        } else {
+            own
+        };
         bridge.send(Cmd::Fetch {
             shard: self.shard as u8,
             topic: topic.into(),
@@ -206,24 +253,23 @@ impl State {
     /// The broker's answer to a fetch: the history merged, holes filled (or reported),
     /// held messages and waiting positions released.
     pub(crate) fn on_fetched(&mut self, f: Fetched) {
-        let cur = self.cluster_gen;
         let now_ns = monotonic_ns();
         let topic = f.topic;
         let Some(state) = self.topics.get(&*topic) else {
             return;
         };
-        if f.ok
-            && state.live_gen == cur
-            && state.epoch != 0
-            && f.epoch != 0
-            && f.epoch != state.epoch
-        {
-            // Its messages, from `seq` 1, are news for the subscribers (below).
+        if f.ok && state.live && state.epoch != 0 && f.epoch != 0 && f.epoch != state.epoch {
+            // The broker lost the topic under live subscribers: its new epoch's messages,
+            // from `seq` 1, are news for them (below).
             self.new_epoch_under_subscribers(&topic, f.epoch);
         }
         let Some(state) = self.topics.get_mut(&*topic) else {
             return;
         };
+        if state.live && state.epoch == 0 && state.seq == 0 {
+            // Empty at the broker when this node last looked: its first epoch.
+            state.epoch = f.epoch;
+        }
         let mut w = state.remote.take().map(|b| *b).unwrap_or_default();
         w.fetching = false;
         let mut news: Vec<Received> = Vec::new();
@@ -235,19 +281,34 @@ impl State {
                     encode_data_frame(&topic, m.seq, m.ts_us, &m.data, now_ns).with_class(class),
                 )
             };
-            let baseline = state.live_gen != cur || (f.epoch != 0 && f.epoch != state.epoch);
-            if baseline {
-                // No continuous live view: the broker's messages are the topic's past.
+            if !state.live {
+                // No continuous live view. What arrived live (held) is news for the
+                // subscribers here; the broker's messages before it are the topic's past.
+                let first_held = w
+                    .held
+                    .iter()
+                    .filter(|m| m.epoch == f.epoch)
+                    .map(|m| m.seq)
+                    .min();
+                let past = first_held.map_or(f.last, |s| (s - 1).min(f.last));
                 state.epoch = f.epoch;
-                state.seq = f.last;
-                state.live_gen = cur;
+                state.seq = past;
+                state.live = true;
                 if let Some(h) = state.history.as_mut() {
                     h.clear();
-                    for m in f.msgs.iter().filter(|m| m.epoch == f.epoch) {
+                }
+                let (older, newer): (Vec<Received>, Vec<Received>) = f
+                    .msgs
+                    .into_iter()
+                    .filter(|m| m.epoch == f.epoch)
+                    .partition(|m| m.seq <= past);
+                if let Some(h) = state.history.as_mut() {
+                    for m in &older {
                         h.push(encode(m), now_ns);
                         encoded += 1;
                     }
                 }
+                news = newer;
             } else {
                 // Older than what was delivered: history; newer: news (a hole being filled,
                 // or messages still on their way live, which will then be dropped).
@@ -274,9 +335,30 @@ impl State {
                 }
                 news = newer;
             }
-            state.history_gen = cur;
+            state.history_full = true;
         }
         self.stats.c.serializations += encoded;
+        if !f.ok && !state.live {
+            // The broker could not be asked and this node has no view of the topic: the held
+            // messages wait for the next attempt (the next message of the topic starts one).
+            // A subscribe waiting for a position is told its stream cannot be checked: a gap
+            // from its `since` on, so it resynchronises instead of trusting a guess.
+            let positions = std::mem::take(&mut w.positions);
+            state.remote = Some(Box::new(w));
+            for asked in positions {
+                let pos = super::history::Position {
+                    topic: topic.clone(),
+                    seq: asked.since.map_or(0, |(s, _)| s),
+                    epoch: asked.since.map_or(0, |(_, e)| e),
+                    gap: asked
+                        .since
+                        .map(|(s, _)| (s.saturating_add(1), u64::MAX, GapReason::Lost)),
+                    replay: Vec::new(),
+                };
+                self.answer_position(asked, pos);
+            }
+            return;
+        }
         // News and held messages, in order; a hole nobody can fill becomes one `gap`.
         news.extend(w.held.drain(..));
         news.sort_by_key(|m| m.seq);
@@ -285,20 +367,33 @@ impl State {
             let Some(state) = self.topics.get_mut(&*topic) else {
                 return;
             };
-            if m.seq <= state.seq || m.epoch != state.epoch {
+            if !state.live || m.seq <= state.seq || m.epoch != state.epoch {
+                // Without a view (the fetch failed) or of another epoch than the broker's:
+                // nothing here can place it.
                 continue;
             }
-            if m.seq > state.seq + 1 {
-                if f.ok && !w.retried {
-                    // Published after the fetch read the broker, and missed live: the broker
-                    // has them now. One more fetch before calling them lost.
+            if m.seq > state.seq.saturating_add(1) {
+                if !w.retried {
+                    // Published after the fetch read the broker, and missed live (or the
+                    // fetch failed): one more fetch before calling them lost.
                     w.retried = true;
                     w.held.push_back(m);
                     w.held.extend(news);
                     state.remote = Some(Box::new(w));
                     return self.start_fetch(&topic);
                 }
+                if m.seq > state.seq.saturating_add(HELD_MAX as u64) && f.last < m.seq {
+                    // Far beyond anything the broker has: not a message of this topic's
+                    // stream (forged or corrupt). Dropped, not trusted.
+                    self.stats.c.cluster_implausible += 1;
+                    continue;
+                }
                 let (from, to, epoch) = (state.seq + 1, m.seq - 1, state.epoch);
+                // The history now has a hole: it no longer answers for what came before.
+                if let Some(h) = state.history.as_mut() {
+                    h.clear();
+                }
+                state.history_full = false;
                 self.gap_to_subscribers(&topic, epoch, from, to, GapReason::Lost);
             }
             self.accept_remote(&m);
@@ -362,20 +457,21 @@ impl State {
         if !self.ensure_topic(topic) {
             return false;
         }
-        let cur = self.cluster_gen;
         let st = &self.topics[topic];
-        if st.remote.as_ref().is_some_and(|w| w.fetching) || st.live_gen != cur {
+        if st.remote.as_ref().is_some_and(|w| w.fetching) || !st.live {
             return true;
         }
-        if st.history_gen == cur {
-            return false;
-        }
-        let first = st.history.as_ref().and_then(|h| h.first_seq());
+        let same_epoch = |e: u64| e == st.epoch || e == 0;
         match since {
-            Some((s, e)) if (e == st.epoch || e == 0) && s < st.seq => {
+            // The client saw more than this node has delivered yet (it comes from a node
+            // that was ahead): the broker has it.
+            Some((s, e)) if same_epoch(e) && s > st.seq => true,
+            _ if st.history_full => false,
+            Some((s, e)) if same_epoch(e) && s < st.seq => {
+                let first = st.history.as_ref().and_then(|h| h.first_seq());
                 first.is_none_or(|f| f > s + 1)
             }
-            None if st.cache => first.is_none(),
+            None if st.cache => st.history.as_ref().is_none_or(|h| h.retained() == 0),
             _ => false,
         }
     }
@@ -383,17 +479,14 @@ impl State {
     /// The broker connection is back: every topic this node receives is checked against the
     /// broker's history, so what was published meanwhile is delivered (or reported lost).
     pub(crate) fn broker_up(&mut self) {
-        let cur = self.cluster_gen;
         let topics: Vec<Box<str>> = self
             .topics
             .iter()
-            .filter(|(_, t)| t.live_gen == cur)
+            .filter(|(_, t)| t.live)
             .map(|(name, _)| name.clone())
             .collect();
         for topic in topics {
-            let mut mask = 0;
-            self.interest.for_each_match(&topic, |m| mask |= *m);
-            if mask != 0 {
+            if self.has_interest(&topic) {
                 self.start_fetch(&topic);
             }
         }
