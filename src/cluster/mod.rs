@@ -700,7 +700,11 @@ async fn interest_task<B: Broker>(
                 if *n == 1 {
                     added = true;
                     if let Err(e) = broker.live_subscribe(pattern).await {
-                        tracing::warn!(pattern = %pattern, error = %e, "cluster: subscribe failed");
+                        // Not counted: the next local subscriber of the pattern tries again.
+                        // (The engine re-makes wanted subscriptions on a reconnect.)
+                        tracing::error!(pattern = %pattern, error = %e, "cluster: subscribe failed");
+                        counts.remove(pattern);
+                        continue;
                     }
                     metrics::gauge!("tickcast_cluster_subscriptions").increment(1.0);
                 }

@@ -118,6 +118,8 @@ struct Job {
 pub(crate) struct Redis {
     conn: ConnectionManager,
     prefix: String,
+    /// Bound on one (un)subscribe round trip (`cluster.publish_timeout_ms`).
+    timeout: Duration,
     jobs: mpsc::UnboundedSender<Job>,
     subs: Rc<Subs>,
 }
@@ -220,13 +222,34 @@ impl Redis {
         let Some(s) = sink.as_mut() else {
             return Ok(());
         };
-        let r = match (add, pattern) {
-            (true, false) => s.subscribe(&channel).await,
-            (true, true) => s.psubscribe(&channel).await,
-            (false, false) => s.unsubscribe(&channel).await,
-            (false, true) => s.punsubscribe(&channel).await,
+        let call = async {
+            match (add, pattern) {
+                (true, false) => s.subscribe(&channel).await,
+                (true, true) => s.psubscribe(&channel).await,
+                (false, false) => s.unsubscribe(&channel).await,
+                (false, true) => s.punsubscribe(&channel).await,
+            }
         };
-        r.map_err(|e| err(&format!("(un)subscribe {channel}"), e))
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Err(e)) if add => {
+                // Not made: not wanted either, so the caller's next attempt makes it.
+                let mut want = self.subs.want.borrow_mut();
+                if let Some((_, n)) = want.get_mut(&channel) {
+                    *n -= 1;
+                    if *n == 0 {
+                        want.remove(&channel);
+                    }
+                }
+                Err(err(&format!("subscribe {channel}"), e))
+            }
+            Ok(r) => r.map_err(|e| err(&format!("unsubscribe {channel}"), e)),
+            Err(_) => {
+                // A silent connection (half-open TCP): dropping the sink makes the Pub/Sub task
+                // reconnect, which re-makes every wanted subscription, this one included.
+                *sink = None;
+                Err(format!("(un)subscribe {channel}: no answer; reconnecting"))
+            }
+        }
     }
 }
 
@@ -543,6 +566,7 @@ impl Broker for Redis {
         ));
         Redis {
             conn,
+            timeout: Duration::from_millis(cfg.publish_timeout_ms),
             prefix: cfg.prefix,
             jobs,
             subs,
