@@ -550,7 +550,7 @@ impl State {
             return;
         }
         conn.dirty = false;
-        if conn.ping_due {
+        if conn.ping_due && conn.phase == Phase::Ws {
             // The due ping rides in this write: no write (and no wake-up of the client's
             // stack) of its own.
             conn.ping_due = false;

@@ -551,6 +551,23 @@ mod tests {
     }
 
     #[test]
+    fn prepend_takes_only_what_continues_the_history_and_fits() {
+        let seqs = |h: &History| h.frames.iter().map(|f| f.seq()).collect::<Vec<_>>();
+        let mut h = History::new(5, 0);
+        h.push(frame(10, 1), 1);
+        h.push(frame(11, 1), 1);
+        // 9 and 8 continue it; 11 is already there; the hole at 7 ends it (6 is not taken).
+        h.prepend([6, 8, 9, 11].map(|s| frame(s, 1)).to_vec());
+        assert_eq!(seqs(&h), [8, 9, 10, 11]);
+        // Room for one more: the newest that continues it.
+        h.prepend([5, 6, 7].map(|s| frame(s, 1)).to_vec());
+        assert_eq!(seqs(&h), [7, 8, 9, 10, 11]);
+        let mut empty = History::new(2, 0);
+        empty.prepend([1, 2, 3].map(|s| frame(s, 1)).to_vec());
+        assert_eq!(seqs(&empty), [2, 3]);
+    }
+
+    #[test]
     fn age_bound_expires_old_frames() {
         let mut h = History::new(10, 1);
         h.push(frame(1, 1), 1);

@@ -11,11 +11,13 @@
 //!   it in order, then the held messages. What the broker no longer has becomes one `gap`
 //!   event (reason `lost`) to the topic's subscribers.
 //!
-//! "Continuous" holds within one generation (`State::cluster_gen`): a topic first seen, or
-//! one this node stopped receiving (its last matching pattern left), starts over from the
-//! next message it gets. Positions for subscribes (`since` recovery, `cache`) are answered
-//! from the local history when it covers them, else after a fetch from the broker; so a
-//! client can recover on any node.
+//! The baseline comes from the broker only: a topic first seen, or one this node stopped
+//! receiving (no subscription matches it any more: `TopicState::live` false), holds its live
+//! messages until a fetch says where the topic stands; what arrived live is then delivered,
+//! what came before is history. A message of another epoch is also held until a fetch
+//! confirms the broker's epoch (a stale copy cannot flip a topic back). Positions for
+//! subscribes (`since` recovery, `cache`) are answered from the local history when it covers
+//! them, else after a fetch from the broker; so a client can recover on any node.
 
 use std::{collections::VecDeque, sync::Arc};
 
