@@ -564,7 +564,7 @@ pub fn ack_subscribe<S: AsRef<str>>(
     out.extend_from_slice(b"]}");
 }
 
-/// `{"op":"gap","topic":..,"epoch":"…","from":F,"to":T,"reason":"evicted"|"epoch"}`.
+/// `{"op":"gap","topic":..,"epoch":"…","from":F,"to":T,"reason":"evicted"|"epoch"|"lost"}`.
 pub fn gap(
     out: &mut Vec<u8>,
     topic: &str,
