@@ -37,6 +37,8 @@ DURATION="${DURATION:-30}"
 WARMUP="${WARMUP:-5}"
 SRC_IPS="${SRC_IPS:-24}"
 NATS_STORAGE="${NATS_STORAGE:-file}"
+# The broker: nats (nats-server -js, the default) or redis (redis-server, no persistence).
+ENGINE="${ENGINE:-nats}"
 SAMPLE_S="${SAMPLE_S:-5}"
 OUT="${OUT:-$ROOT/reports/$(date -u +%Y%m%dT%H%M%SZ)-cluster-100k}"
 mkdir -p "$OUT"
@@ -86,18 +88,37 @@ if [ "$(python3 -c "import math; print(math.gcd($TOPICS, $NODES))")" != 1 ]; the
 fi
 if [ "${SKIP_BUILD:-0}" != 1 ]; then build_bench; build_server tickcast; fi
 
-# ---- nats-server ---------------------------------------------------------------------------
+# ---- the broker (NATS_* names hold either broker's process) ----------------------------------
 NATS_PORT="$(free_port)"
 NATS_MON="$(free_port)"
 mkdir -p "$WORK/js"
-log "nats-server -js on 127.0.0.1:$NATS_PORT (monitor $NATS_MON), store $WORK/js"
-nats-server -js -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MON" -sd "$WORK/js" >"$OUT/nats.log" 2>&1 &
-NATS_PID=$!
-for _ in $(seq 1 100); do
-  curl -s --max-time 1 "http://127.0.0.1:$NATS_MON/healthz" | grep -q ok && break
-  kill -0 "$NATS_PID" 2>/dev/null || { cat "$OUT/nats.log" >&2; echo "nats-server exited" >&2; exit 1; }
-  sleep 0.1
-done
+case "$ENGINE" in
+  nats)
+    log "nats-server -js on 127.0.0.1:$NATS_PORT (monitor $NATS_MON), store $WORK/js"
+    nats-server -js -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MON" -sd "$WORK/js" >"$OUT/nats.log" 2>&1 &
+    NATS_PID=$!
+    BROKER_URL="nats://127.0.0.1:$NATS_PORT"
+    BROKER_VERSION="nats-server $(nats-server --version | awk '{print $2}') JetStream ($NATS_STORAGE)"
+    for _ in $(seq 1 100); do
+      curl -s --max-time 1 "http://127.0.0.1:$NATS_MON/healthz" | grep -q ok && break
+      kill -0 "$NATS_PID" 2>/dev/null || { cat "$OUT/nats.log" >&2; echo "nats-server exited" >&2; exit 1; }
+      sleep 0.1
+    done
+    ;;
+  redis)
+    log "redis-server on 127.0.0.1:$NATS_PORT (no persistence)"
+    redis-server --port "$NATS_PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK/js" >"$OUT/redis.log" 2>&1 &
+    NATS_PID=$!
+    BROKER_URL="redis://127.0.0.1:$NATS_PORT"
+    BROKER_VERSION="redis-server $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/')"
+    for _ in $(seq 1 100); do
+      redis-cli -p "$NATS_PORT" ping 2>/dev/null | grep -q PONG && break
+      kill -0 "$NATS_PID" 2>/dev/null || { cat "$OUT/redis.log" >&2; echo "redis-server exited" >&2; exit 1; }
+      sleep 0.1
+    done
+    ;;
+  *) echo "ENGINE must be nats or redis" >&2; exit 2 ;;
+esac
 
 # ---- nodes ---------------------------------------------------------------------------------
 PORTS=()
@@ -109,7 +130,7 @@ for i in $(seq 1 "$NODES"); do
   # Each node: one shard; the per-IP connection limits and the message rate are lifted (the
   # bench connects thousands of clients from a few addresses); at most 18,500 connections and 1,024 handshakes in flight, so
   # the node stays under its 20,000 open files.
-  TICKCAST_CLUSTER__ENGINE=nats TICKCAST_CLUSTER__URL="nats://127.0.0.1:$NATS_PORT" \
+  TICKCAST_CLUSTER__ENGINE="$ENGINE" TICKCAST_CLUSTER__URL="$BROKER_URL" \
   TICKCAST_CLUSTER__NODE_ID="node-$i" TICKCAST_CLUSTER__NATS_STORAGE="$NATS_STORAGE" \
   TICKCAST_AUTH__ANONYMOUS_SUBS='[">"]' TICKCAST_AUTH__ANONYMOUS_PUBS='[">"]' \
   TICKCAST_LIMITS__CONNECT_RATE_PER_IP_PER_S=0 TICKCAST_LIMITS__CLIENT_MESSAGES_PER_S=0 \
@@ -166,7 +187,7 @@ stop_sampler() {
 
 # ---- bench ---------------------------------------------------------------------------------
 cat >"$OUT/setup.json" <<EOF
-{"date":"$(date -u +%Y-%m-%dT%H:%M:%SZ)","commit":"$(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo -dirty)","nodes":$NODES,"subs":$SUBS,"topics":$TOPICS,"topics_per_sub":$TOPICS_PER_SUB,"pubs":$PUBS,"rate":$RATE,"payload":$PAYLOAD,"duration_s":$DURATION,"warmup_s":$WARMUP,"src_ips":$SRC_IPS,"nats_storage":"$NATS_STORAGE","node_env":"${NODE_ENV:-}","node_pids":[$PIDS_CSV],"node_ports":[$PORTS_CSV],"nats_pid":$NATS_PID,"nats_version":"$(nats-server --version | awk '{print $2}')","nproc":$(nproc)}
+{"date":"$(date -u +%Y-%m-%dT%H:%M:%SZ)","commit":"$(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo -dirty)","nodes":$NODES,"subs":$SUBS,"topics":$TOPICS,"topics_per_sub":$TOPICS_PER_SUB,"pubs":$PUBS,"rate":$RATE,"payload":$PAYLOAD,"duration_s":$DURATION,"warmup_s":$WARMUP,"src_ips":$SRC_IPS,"nats_storage":"$NATS_STORAGE","node_env":"${NODE_ENV:-}","node_pids":[$PIDS_CSV],"node_ports":[$PORTS_CSV],"nats_pid":$NATS_PID,"engine":"$ENGINE","nats_version":"$BROKER_VERSION","nproc":$(nproc)}
 EOF
 nats_ticks0="$(cpu_ticks "$NATS_PID")"
 bound=$(( WARMUP + DURATION + 400 ))

@@ -136,7 +136,7 @@ def main():
 
     rows = [
         ("run", f"{s['date']}  commit {s['commit']}  bench exit {s['bench_rc']}"),
-        ("setup", f"{nodes} nodes x 1 shard, nats-server {setup.get('nats_version')} JetStream ({s['nats_storage']}), "
+        ("setup", f"{nodes} nodes x 1 shard, {setup.get('nats_version')}, "
                   f"{s['subs']} subs over {s['topics']} topics x{s['topics_per_sub']}, {s['pubs']} pubs on node-1, "
                   f"{s['rate']} msgs/s, {s['payload']} B, {dur} s window after {s['warmup_s']} s, "
                   f"{s['bench_workers']} bench worker processes, {s['source_ips']} source addresses"),
@@ -152,7 +152,7 @@ def main():
         ("nodes RSS", f"before {rss_before} KiB, connected {rss_conn} KiB, after {s['nodes_rss_after_kib']} KiB, "
                       f"max sampled {max_rss_total} KiB; per connection: total {s['nodes_rss_total_per_conn_connected_bytes']} B, "
                       f"growth {s['nodes_rss_per_conn_connected_bytes']} B (connected), {s['nodes_rss_per_conn_after_bytes']} B (after)"),
-        ("nats-server", f"RSS max {nats_rss_max} KiB, CPU {s['nats_cpu_s_bench']} s during the bench, "
+        (setup.get("engine", "nats") + " broker", f"RSS max {nats_rss_max} KiB, CPU {s['nats_cpu_s_bench']} s during the bench, "
                         f"slow consumers {s['nats_slow_consumers']}"),
         ("CPU", f"nodes {s['nodes_cpu_s_window']} s in the window ({s['nodes_cpu_pct_window']}% of one core), "
                 f"{s['nodes_cpu_ns_per_delivery']} ns/delivery; bench {s['bench_cpu_s']} s"),
