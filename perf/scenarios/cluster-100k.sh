@@ -17,6 +17,8 @@
 #   6 nodes even topics would live on nodes 1, 3, 5 only and odd ones on 2, 4, 6)
 #   PAYLOAD=100 DURATION=30 WARMUP=5 SRC_IPS=24 (addresses 127.2.<block>.1..N)
 #   NATS_STORAGE=file (the history stream's storage: file | memory)
+#   ENGINE=nats (or redis: redis-server without persistence instead of nats-server; the
+#   summary's "nats_*" fields then describe redis-server)
 #   OUT=reports/<UTC time>-cluster-100k/ (raw output: bench.jsonl, bench.txt, samples.jsonl,
 #        metrics-node-<i>.txt, nats-varz.json, nats-jsz.json, logs, summary.txt, summary.json)
 #   CARGO_TARGET_DIR (as for every scenario), SKIP_BUILD=1 to use the binaries as they are.
