@@ -51,3 +51,11 @@ fn protocol_corpus() {
         "no protocol corpus"
     );
 }
+
+#[test]
+fn envelope_corpus() {
+    assert!(
+        replay("envelope", checks::envelope) > 0,
+        "no envelope corpus"
+    );
+}

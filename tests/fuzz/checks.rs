@@ -10,6 +10,7 @@
 //! - `frame`: `[limit_sel, c1, c2, c3]` then the client byte stream; it is fed in chunks of
 //!   `c1 + 1`, `c2 + 1`, `c3 + 1`, `c1 + 1`, ... bytes, like partial socket reads.
 //! - `protocol`: the text message itself.
+//! - `envelope`: the bytes a broker delivers (a cluster envelope, or anything).
 
 use tickcast::protocol::{self, ErrorCode};
 use tickcast::ws::frame::{
@@ -543,4 +544,38 @@ fn check_reply(out: &[u8], id: Option<&[u8]>) -> serde_json::Value {
     assert!(v.is_object());
     assert_eq!(v.get("id").is_some(), id.is_some());
     v
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cluster envelope (what a broker hands a node)
+
+/// `envelope::decode` on arbitrary bytes: an error or an envelope, never a panic; a decoded
+/// envelope has a valid topic, its `data` lies inside the buffer (read in place), and
+/// encoding what was read gives an envelope that reads back the same.
+pub fn envelope(data: &[u8]) {
+    use tickcast::cluster::envelope::{Envelope, decode};
+    let buf = bytes::Bytes::copy_from_slice(data);
+    let Ok(m) = decode(&buf) else {
+        return;
+    };
+    assert!(tickcast::pubsub::topic::validate_topic(&m.topic).is_ok());
+    if !m.data.is_empty() {
+        let (start, at) = (buf.as_ptr() as usize, m.data.as_ptr() as usize);
+        assert!(at >= start && at + m.data.len() <= start + buf.len(), "data not in place");
+    }
+    let env = Envelope {
+        seq: m.seq,
+        epoch: m.epoch,
+        ts_us: m.ts_us,
+        flags: m.flags,
+        origin: String::new(),
+        topic: m.topic.to_string(),
+        data: m.data.to_vec(),
+    };
+    let again = decode(&bytes::Bytes::from(env.encode())).expect("re-encoded envelope");
+    assert_eq!(
+        (again.seq, again.epoch, again.ts_us, again.flags),
+        (m.seq, m.epoch, m.ts_us, m.flags)
+    );
+    assert_eq!((&*again.topic, &again.data[..]), (&*m.topic, &m.data[..]));
 }
