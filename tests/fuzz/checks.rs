@@ -561,7 +561,10 @@ pub fn envelope(data: &[u8]) {
     assert!(tickcast::pubsub::topic::validate_topic(&m.topic).is_ok());
     if !m.data.is_empty() {
         let (start, at) = (buf.as_ptr() as usize, m.data.as_ptr() as usize);
-        assert!(at >= start && at + m.data.len() <= start + buf.len(), "data not in place");
+        assert!(
+            at >= start && at + m.data.len() <= start + buf.len(),
+            "data not in place"
+        );
     }
     let env = Envelope {
         seq: m.seq,
