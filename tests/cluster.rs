@@ -162,7 +162,11 @@ impl Broker {
 
     /// Puts raw bytes on a live channel, as a faulty broker path could deliver them.
     async fn raw_live(&self, topic: &str, payload: Vec<u8>) {
-        let subject = format!("tc.live.{topic}");
+        self.publish_raw(format!("tc.live.{topic}"), payload).await;
+    }
+
+    /// A core NATS publish or a Redis `PUBLISH`, with the broker's own client.
+    async fn publish_raw(&self, subject: String, payload: Vec<u8>) {
         match self.engine {
             Engine::Nats => {
                 let c = async_nats::connect(self.url()).await.unwrap();
@@ -221,23 +225,8 @@ impl Broker {
     /// What an external trading system does: plain JSON on `<prefix>.in.<topic>` with the
     /// broker's own client.
     async fn external_publish(&self, topic: &str, body: &str) {
-        let subject = format!("tc.in.{topic}");
-        match self.engine {
-            Engine::Nats => {
-                let c = async_nats::connect(self.url()).await.unwrap();
-                c.publish(subject, body.to_string().into()).await.unwrap();
-                c.flush().await.unwrap();
-            }
-            Engine::Redis => {
-                let mut c = self.redis().await;
-                let _: i64 = redis::cmd("PUBLISH")
-                    .arg(subject)
-                    .arg(body)
-                    .query_async(&mut c)
-                    .await
-                    .unwrap();
-            }
-        }
+        self.publish_raw(format!("tc.in.{topic}"), body.as_bytes().to_vec())
+            .await;
     }
 }
 
