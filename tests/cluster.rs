@@ -440,6 +440,20 @@ async fn interest_follows_local_subscribers(engine: Engine) {
     wait_subscribers(&broker, "md.y", 0).await;
 }
 
+/// Unsubscribes `pattern` and returns once the node has applied it at the broker too: a node
+/// applies interest changes in order and acks a new subscribe only after the broker has it,
+/// so the ack of a fresh pattern subscribed after the unsubscribe is the fence.
+async fn unsubscribe_applied(ws: &mut Ws, pattern: &str) {
+    send_json(ws, json!({"op":"unsubscribe","id":2,"topics":[pattern]})).await;
+    assert_eq!(recv_json(ws).await["op"], "ack");
+    subscribe(
+        ws,
+        3,
+        &[&format!("fence.{}", pattern.replace(['*', '>'], "w"))],
+    )
+    .await;
+}
+
 async fn wait_subscribers(broker: &Broker, topic: &str, want: usize) {
     let start = Instant::now();
     loop {
@@ -470,15 +484,7 @@ async fn user_messages_presence_and_nodes_are_cluster_wide(engine: Engine) {
     // subscription to user messages with it.
     let (mut watcher, _) = connect(&nodes[2]).await;
     subscribe(&mut watcher, 1, &["user.>"]).await;
-    send_json(
-        &mut watcher,
-        json!({"op":"unsubscribe","id":2,"topics":["user.>"]}),
-    )
-    .await;
-    assert_eq!(recv_json(&mut watcher).await["op"], "ack");
-    // Node C applies interest changes in order and acks a new one only after the broker has
-    // it: once this ack is in, the broker has seen whatever the unsubscribe did.
-    subscribe(&mut watcher, 3, &["md.sync"]).await;
+    unsubscribe_applied(&mut watcher, "user.>").await;
     let body = json!({"user":"alice","topic":"user.alice.orders","data":{"id":7}}).to_string();
     let (status, resp) = nodes[0].http("POST", "/v1/send", Some(&body)).await;
     assert_eq!(status, 200, "{resp}");
@@ -731,14 +737,7 @@ async fn an_unrelated_unsubscribe_does_not_hide_a_hole(engine: Engine) {
     read_until(&mut sub, "md.h", 2).await;
     let (mut other, _) = connect(&n).await;
     subscribe(&mut other, 1, &["zz.q"]).await;
-    send_json(
-        &mut other,
-        json!({"op":"unsubscribe","id":2,"topics":["zz.q"]}),
-    )
-    .await;
-    assert_eq!(recv_json(&mut other).await["op"], "ack");
-    // Interest changes apply in order: once this ack is in, the unsubscribe was applied.
-    subscribe(&mut other, 3, &["zz.r"]).await;
+    unsubscribe_applied(&mut other, "zz.q").await;
     broker.raw_live("md.h", forged("md.h", 4)).await;
     let (frames, gaps) = read_until(&mut sub, "md.h", 4).await;
     assert_eq!(seqs(&frames), [4]);

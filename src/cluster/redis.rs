@@ -658,9 +658,8 @@ impl Broker for Redis {
         self.sub_change(c, p, false).await
     }
 
-    /// Fire and forget, like a NATS core publish: the bridge awaits this in its heartbeat
-    /// task (which also feeds the shards) and while answering queries, so a slow or
-    /// reconnecting Redis must not hold it up. Each send is bounded by the response timeout.
+    /// Fire and forget, like a NATS core publish: heartbeats and query answers must not wait
+    /// for a slow or reconnecting Redis. Each send is bounded by the response timeout.
     async fn raw_publish(&self, name: &str, payload: Bytes) -> Result<(), String> {
         let mut conn = self.conn.clone();
         let channel = format!("{}.{name}", self.prefix);
