@@ -64,7 +64,8 @@ pub struct Spans {
 
 /// Finds the raw spans of the top-level `"id"` and `"data"` values. Tolerant and bounded: on
 /// anything that is not a JSON object it returns what it found so far; the simd-json pass that
-/// follows is what decides validity. Linear time, no allocation, no recursion.
+/// follows is what decides validity (duplicate keys included, escaped or not). Linear time, no
+/// recursion, no allocation unless a key is written with escapes.
 ///
 /// Measured: 13 ns for a 20 B ping, 36 ns for a 119 B subscribe, 69 ns for a 190 B publish and
 /// 0.32-0.36 µs for a 1 KiB publish (about 2.7 GiB/s, byte at a time), medians
@@ -86,8 +87,16 @@ pub fn scan_top_level(json: &[u8]) -> Spans {
         let Some(key_end) = skip_string(json, i) else {
             return spans;
         };
-        // key_end is one past the closing quote.
-        let key = &json[key_start..key_end - 1];
+        // key_end is one past the closing quote. A key written with escapes (`"\u0064ata"`)
+        // is decoded, so this scan and simd-json agree on what every key is.
+        let raw_key = &json[key_start..key_end - 1];
+        let decoded;
+        let key = if raw_key.contains(&b'\\') {
+            decoded = serde_json::from_slice::<String>(&json[key_start - 1..key_end]).ok();
+            decoded.as_deref().map_or(&b""[..], str::as_bytes)
+        } else {
+            raw_key
+        };
         i = skip_ws(json, key_end);
         if json.get(i) != Some(&b':') {
             return spans;
@@ -643,6 +652,21 @@ mod tests {
         let spans = scan_top_level(s);
         assert_eq!(&s[spans.id.unwrap()], b"3");
         assert_eq!(&s[spans.data.unwrap()], br#"{"id":7,"data":1}"#);
+    }
+
+    #[test]
+    fn escaped_keys_are_the_keys_they_spell() {
+        let (op, id, data) =
+            parse_str(r#"{"op":"publish","\u0069d":5,"topic":"a.b","d\u0061ta":{"x":1}}"#).unwrap();
+        assert!(op.starts_with("Publish"));
+        assert_eq!(id.as_deref(), Some("5"));
+        assert_eq!(data.as_deref(), Some(r#"{"x":1}"#));
+        // Written twice, once escaped: a duplicate, refused like any other.
+        let err = parse_str(r#"{"op":"publish","topic":"a","data":1,"\u0064ata":2}"#);
+        assert!(err.unwrap_err().contains("malformed"));
+        // A broken escape in a key is not a key the scan knows.
+        let s = br#"{"\u00zzata":1,"data":2}"#;
+        assert_eq!(&s[scan_top_level(s).data.unwrap()], b"2");
     }
 
     #[test]

@@ -22,7 +22,7 @@ use super::{
     conn::{Conn, Phase},
     fanout::owner_of,
     history::epoch_str,
-    http::{Answer, present},
+    http::{Answer, Handler, present},
 };
 use crate::{
     config::Config,
@@ -35,18 +35,8 @@ use crate::{
         trie::is_wildcard,
     },
     stats::CloseReason,
-    ws::http::{Method, Request, write_response},
+    ws::http::{Request, write_response},
 };
-
-/// The admin endpoints and their methods.
-pub(crate) fn method_of(path: &str) -> Option<(&'static str, Method)> {
-    match path {
-        "/v1/stats" | "/v1/connections" | "/v1/topics" | "/v1/history" | "/v1/presence"
-        | "/v1/online" | "/v1/cluster" => Some(("GET", Method::Get)),
-        "/v1/broadcast" | "/v1/disconnect" | "/v1/send" => Some(("POST", Method::Post)),
-        _ => None,
-    }
-}
 
 /// A shard's admin state.
 #[derive(Debug, Default)]
@@ -324,7 +314,7 @@ struct SendBody {
 }
 
 /// The query parameters `names` of `query` (percent-decoded); unknown or repeated ones are
-/// refused.
+/// refused. `token` (the admin credential) is taken by every endpoint and skipped here.
 fn params<const N: usize>(
     query: Option<&str>,
     names: [&str; N],
@@ -332,6 +322,10 @@ fn params<const N: usize>(
     let mut out: [Option<String>; N] = std::array::from_fn(|_| None);
     for kv in query.unwrap_or("").split('&').filter(|kv| !kv.is_empty()) {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        if k == "token" {
+            // The credential, already checked by `http_access` (every endpoint takes it).
+            continue;
+        }
         let Some(i) = names.iter().position(|n| *n == k) else {
             let known = if N == 0 {
                 "none".into()
@@ -402,18 +396,24 @@ fn parse_body<'a, T: Deserialize<'a>>(
 
 impl State {
     /// Routes an admin request (access already checked).
-    pub(super) fn admin_http(&mut self, key: u32, req: &Request<'_>, body: &[u8]) -> Answer {
+    pub(super) fn admin_http(
+        &mut self,
+        key: u32,
+        handler: Handler,
+        req: &Request<'_>,
+        body: &[u8],
+    ) -> Answer {
         let keep_alive = req.keep_alive;
         let q = req.query;
         let all = self.all_shards();
-        let asked: Result<Asked, Bad> = match req.path {
-            "/v1/stats" => {
+        let asked: Result<Asked, Bad> = match handler {
+            Handler::Stats => {
                 params(q, []).map(|_| Asked::Gather(AdminQuery::Stats, Kind::Stats, all))
             }
-            "/v1/connections" => self.connections_query(q).map(|(f, limit)| {
+            Handler::Connections => self.connections_query(q).map(|(f, limit)| {
                 Asked::Gather(AdminQuery::Connections(f), Kind::Connections { limit }, all)
             }),
-            "/v1/topics" => params(q, ["prefix", "limit", "cursor"]).and_then(|[p, l, c]| {
+            Handler::Topics => params(q, ["prefix", "limit", "cursor"]).and_then(|[p, l, c]| {
                 let limit = page_limit(l)?;
                 let query = AdminQuery::Topics {
                     prefix: p.unwrap_or_default().into(),
@@ -422,8 +422,8 @@ impl State {
                 };
                 Ok(Asked::Gather(query, Kind::Topics { limit }, all))
             }),
-            "/v1/history" => self.history_query(q),
-            "/v1/cluster" => {
+            Handler::History => self.history_query(q),
+            Handler::Cluster => {
                 return match params(q, []) {
                     Ok(_) => self.cluster_status(keep_alive),
                     Err((status, code, message)) => {
@@ -432,7 +432,7 @@ impl State {
                     }
                 };
             }
-            "/v1/presence" => params(q, ["topic"]).and_then(|[t]| {
+            Handler::Presence => params(q, ["topic"]).and_then(|[t]| {
                 let topic = required(t, "topic")?;
                 valid_topic(&topic)?;
                 let kind = Kind::Presence {
@@ -440,7 +440,7 @@ impl State {
                 };
                 Ok(Asked::Gather(AdminQuery::Presence(topic.into()), kind, all))
             }),
-            "/v1/online" => params(q, ["limit", "cursor"]).and_then(|[l, c]| {
+            Handler::Online => params(q, ["limit", "cursor"]).and_then(|[l, c]| {
                 let limit = page_limit(l)?;
                 let query = AdminQuery::Online {
                     after: c.filter(|c| !c.is_empty()).map(Into::into),
@@ -448,9 +448,10 @@ impl State {
                 };
                 Ok(Asked::Gather(query, Kind::Online { limit }, all))
             }),
-            "/v1/broadcast" => params(q, []).and_then(|_| self.broadcast_query(body, all)),
-            "/v1/disconnect" => params(q, []).and_then(|_| self.disconnect_query(body)),
-            _ => params(q, []).and_then(|_| self.send_request(body, keep_alive)),
+            Handler::Broadcast => params(q, []).and_then(|_| self.broadcast_query(body, all)),
+            Handler::Disconnect => params(q, []).and_then(|_| self.disconnect_query(body)),
+            Handler::Send => params(q, []).and_then(|_| self.send_request(body, keep_alive)),
+            other => unreachable!("{other:?} is not an admin route"),
         };
         match asked {
             Ok(Asked::Waiting(rx)) => Answer::Await(rx),

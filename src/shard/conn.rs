@@ -69,6 +69,9 @@ pub struct Conn {
     pub keep_alive: bool,
     /// Reset (SO_LINGER 0) instead of a graceful FIN when closing.
     pub reset_on_close: bool,
+    /// Holds one of the shard's handshake slots (`limits.handshakes_per_shard_max`): from
+    /// accept until the upgrade, or until the connection is removed, whatever ended it.
+    pub handshake_slot: bool,
     /// Input is read and discarded (after a protocol violation).
     pub drop_input: bool,
     pub close_reason: Option<CloseReason>,
@@ -136,6 +139,7 @@ impl Conn {
             echo: false,
             keep_alive: false,
             reset_on_close: false,
+            handshake_slot: true,
             drop_input: false,
             close_reason: None,
             epoch,
@@ -723,7 +727,7 @@ impl State {
             self.forget_recovering(key);
         }
         self.forget_paced(key);
-        if conn.in_http() {
+        if conn.handshake_slot {
             self.handshakes -= 1;
         }
         self.stats

@@ -492,24 +492,21 @@ impl State {
                 && accepted
                     .iter()
                     .any(|p| crate::pubsub::topic::matches(p, &s.topic));
-            if !covered {
+            let epoch = parse_epoch(&s.epoch);
+            let refused = match (covered, epoch) {
+                (false, _) => "\"since\" names a topic no accepted pattern of this request covers",
+                (true, None) => "\"since\" epoch must be 1 to 16 hex digits, as acks report it",
+                (true, Some(_)) => "",
+            };
+            let Some(epoch) = epoch.filter(|_| covered) else {
                 self.reply_with(key, |out| {
-                    let msg = "\"since\" names a topic no accepted pattern of this request covers";
-                    protocol::error(
-                        out,
-                        id.as_deref(),
-                        ErrorCode::BadRequest,
-                        msg,
-                        Some(&s.topic),
-                    )
+                    let (code, topic) = (ErrorCode::BadRequest, Some(&*s.topic));
+                    protocol::error(out, id.as_deref(), code, refused, topic)
                 });
                 continue;
-            }
+            };
             if !wanted.iter().any(|(w, _)| **w == *s.topic) {
-                wanted.push((
-                    s.topic.as_ref().into(),
-                    Some((s.seq, parse_epoch(&s.epoch))),
-                ));
+                wanted.push((s.topic.as_ref().into(), Some((s.seq, epoch))));
             }
         }
         for t in &accepted {

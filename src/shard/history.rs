@@ -227,9 +227,13 @@ pub fn epoch_str(epoch: u64) -> String {
     format!("{epoch:016x}")
 }
 
-/// Parses a client's epoch string; anything unparsable is an epoch no topic has (0).
-pub fn parse_epoch(s: &str) -> u64 {
-    u64::from_str_radix(s, 16).unwrap_or(0)
+/// Parses a client's epoch string: 1 to 16 hex digits (`"0"` or all zeros: "not known",
+/// compared by `seq` alone). Anything else is malformed: `None`.
+pub fn parse_epoch(s: &str) -> Option<u64> {
+    if s.is_empty() || s.len() > 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(s, 16).ok()
 }
 
 impl State {
@@ -579,7 +583,11 @@ mod tests {
     #[test]
     fn epochs_round_trip_as_hex() {
         assert_eq!(epoch_str(0xab), "00000000000000ab");
-        assert_eq!(parse_epoch(&epoch_str(u64::MAX)), u64::MAX);
-        assert_eq!(parse_epoch("zz"), 0);
+        assert_eq!(parse_epoch(&epoch_str(u64::MAX)), Some(u64::MAX));
+        assert_eq!(parse_epoch("0"), Some(0));
+        assert_eq!(parse_epoch("AB"), Some(0xab));
+        for bad in ["zz", "", "+1", "-1", "0x1", "00000000000000000", " 1"] {
+            assert_eq!(parse_epoch(bad), None, "{bad:?}");
+        }
     }
 }

@@ -63,6 +63,8 @@ pub struct Shared {
     pub hub: StatsHub,
     /// Open TCP connections in the process (checked against `limits.connections_max`).
     pub connections: AtomicUsize,
+    /// Shards whose listeners accept (`/ready`).
+    pub listening: AtomicUsize,
     pub per_ip: Box<[AtomicU32]>,
     /// Open authenticated connections per user, hashed like `per_ip`.
     pub per_user: Box<[AtomicU32]>,
@@ -93,6 +95,7 @@ impl Shared {
             hub,
             auth,
             connections: AtomicUsize::new(0),
+            listening: AtomicUsize::new(0),
             per_ip: (0..IP_BUCKETS).map(|_| AtomicU32::new(0)).collect(),
             per_user: (0..IP_BUCKETS).map(|_| AtomicU32::new(0)).collect(),
             connect_tat: (0..IP_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
@@ -370,6 +373,9 @@ impl Shard {
         if self.shared.cfg.server.demo_feed {
             monoio::spawn(crate::ingest::demo::demo_task(self.clone()));
         }
+        self.shared
+            .listening
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         on_ready();
         Done(&self).await;
         Ok(())
@@ -461,6 +467,11 @@ async fn dispatcher(shard: Rc<Shard>) {
 impl State {
     /// Stops accepting: the accept loop sees an error from its shut-down listener and ends.
     fn stop_accepting(&mut self) {
+        if !self.listeners.is_empty() {
+            self.shared
+                .listening
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
         for listener in self.listeners.drain(..) {
             let _ =
                 rustix::net::shutdown(crate::sys::fd_of(&*listener), rustix::net::Shutdown::Read);

@@ -66,6 +66,8 @@ pub struct Request<'a> {
 pub enum HttpError {
     /// 400
     Malformed,
+    /// 400: an HTTP/1.1 request without a `Host` header, or with more than one.
+    Host,
     /// 431
     HeadTooLarge,
     /// 505
@@ -76,7 +78,7 @@ impl HttpError {
     /// The response status.
     pub fn status(&self) -> u16 {
         match self {
-            HttpError::Malformed => 400,
+            HttpError::Malformed | HttpError::Host => 400,
             HttpError::HeadTooLarge => 431,
             HttpError::BadVersion => 505,
         }
@@ -86,6 +88,7 @@ impl HttpError {
     pub fn reason(&self) -> &'static str {
         match self {
             HttpError::Malformed => "malformed request",
+            HttpError::Host => "an HTTP/1.1 request needs exactly one Host header",
             HttpError::HeadTooLarge => "request head too large",
             HttpError::BadVersion => "HTTP version not supported",
         }
@@ -95,6 +98,7 @@ impl HttpError {
     pub fn code(&self) -> &'static str {
         match self {
             HttpError::Malformed => "malformed_request",
+            HttpError::Host => "bad_host",
             HttpError::HeadTooLarge => "head_too_large",
             HttpError::BadVersion => "http_version_not_supported",
         }
@@ -206,7 +210,7 @@ impl<'a> Headers<'a> {
             } else if is("host") {
                 // RFC 9112 §3.2: a request with more than one Host line gets a 400.
                 if std::mem::replace(&mut h.host, true) {
-                    return Err(HttpError::Malformed);
+                    return Err(HttpError::Host);
                 }
             } else if is("sec-websocket-key") {
                 // RFC 6455 §11.3.1: "MUST NOT appear more than once in an HTTP request."
@@ -220,6 +224,11 @@ impl<'a> Headers<'a> {
             } else if is("authorization") {
                 set_once(&mut h.authorization, value)?;
             }
+        }
+        // RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status code to any
+        // HTTP/1.1 request message that lacks a Host header field".
+        if version_minor == 1 && !h.host {
+            return Err(HttpError::Host);
         }
         if h.transfer_encoding {
             // RFC 9112 §6.1: a message with both "ought to be handled as an error" (it is the

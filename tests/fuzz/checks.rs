@@ -446,7 +446,7 @@ pub fn protocol(data: &[u8]) {
                         protocol::gap(
                             &mut out,
                             &s.topic,
-                            tickcast::shard::history::parse_epoch(&s.epoch),
+                            tickcast::shard::history::parse_epoch(&s.epoch).unwrap_or(0),
                             s.seq,
                             s.seq,
                             tickcast::shard::history::GapReason::Epoch,

@@ -144,34 +144,35 @@ fn methods_are_recognised() {
 fn keep_alive_defaults_depend_on_the_version() {
     assert!(!parsed(b"GET / HTTP/1.0\r\n\r\n").keep_alive);
     assert!(parsed(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
-    assert!(parsed(b"GET / HTTP/1.1\r\n\r\n").keep_alive);
-    assert!(!parsed(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").keep_alive);
-    assert!(!parsed(b"GET / HTTP/1.1\r\nconnection: upgrade, CLOSE\r\n\r\n").keep_alive);
+    assert!(parsed(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").keep_alive);
+    assert!(!parsed(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").keep_alive);
+    assert!(!parsed(b"GET / HTTP/1.1\r\nHost: x\r\nconnection: upgrade, CLOSE\r\n\r\n").keep_alive);
 }
 
 #[test]
 fn upgrade_tokens_are_case_insensitive_list_members() {
-    let head = b"GET / HTTP/1.1\r\nUPGRADE: WebSocket\r\nconnection: keep-alive, Upgrade\r\n\r\n";
+    let head = b"GET / HTTP/1.1\r\nHost: x\r\nUPGRADE: WebSocket\r\nconnection: keep-alive, Upgrade\r\n\r\n";
     assert!(parsed(head).upgrade_websocket);
     // Firefox sends exactly this Connection value.
-    let head = b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: keep-alive,upgrade\r\n\r\n";
+    let head = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: keep-alive,upgrade\r\n\r\n";
     assert!(parsed(head).upgrade_websocket);
     // A token must match whole, not as a substring.
-    let head = b"GET / HTTP/1.1\r\nUpgrade: websocketx\r\nConnection: upgrade\r\n\r\n";
+    let head = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocketx\r\nConnection: upgrade\r\n\r\n";
     assert!(!parsed(head).upgrade_websocket);
-    let head = b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgraded\r\n\r\n";
+    let head = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgraded\r\n\r\n";
     assert!(!parsed(head).upgrade_websocket);
-    let head = b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n";
+    let head = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n";
     assert!(!parsed(head).upgrade_websocket);
 }
 
 #[test]
 fn non_utf8_origin_and_authorization_are_dropped() {
-    let head = b"GET / HTTP/1.1\r\nOrigin: http://\xFF\r\nAuthorization: Bearer \xC3\r\n\r\n";
+    let head =
+        b"GET / HTTP/1.1\r\nHost: x\r\nOrigin: http://\xFF\r\nAuthorization: Bearer \xC3\r\n\r\n";
     let req = parsed(head);
     assert_eq!(req.origin, None);
     assert_eq!(req.authorization, None);
-    let head = b"GET / HTTP/1.1\r\nauthorization: Bearer t0k3n\r\n\r\n";
+    let head = b"GET / HTTP/1.1\r\nHost: x\r\nauthorization: Bearer t0k3n\r\n\r\n";
     assert_eq!(parsed(head).authorization, Some("Bearer t0k3n"));
 }
 
@@ -191,9 +192,9 @@ fn too_many_headers_is_head_too_large() {
         header_bytes_max: 8192,
         headers_max: 3,
     };
-    let ok = b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n";
+    let ok = b"GET / HTTP/1.1\r\nHost: x\r\nA: 1\r\nB: 2\r\n\r\n";
     assert!(parse_request(ok, &limits).unwrap().is_some());
-    let too_many = b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n";
+    let too_many = b"GET / HTTP/1.1\r\nHost: x\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n";
     let err = parse_request(too_many, &limits).unwrap_err();
     assert_eq!(err, HttpError::HeadTooLarge);
     assert_eq!(err.status(), 431);
@@ -216,7 +217,7 @@ fn head_over_the_byte_limit_is_refused_without_its_end() {
         HttpError::HeadTooLarge
     );
     // An endless header line is refused once the limit is reached, no CRLF CRLF needed.
-    let mut endless = b"GET / HTTP/1.1\r\nX-Pad: ".to_vec();
+    let mut endless = b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: ".to_vec();
     endless.resize(100, b'a');
     let limits = HttpLimits {
         header_bytes_max: 64,
@@ -237,10 +238,10 @@ fn head_over_the_byte_limit_is_refused_without_its_end() {
 #[test]
 fn malformed_heads_are_rejected() {
     for head in [
-        &b"GET / HTTP/1.1\r\nNo colon here\r\n\r\n"[..],
+        &b"GET / HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n"[..],
         b"GET / FOO/1.1\r\n\r\n",
-        b"GET  / HTTP/1.1\r\n\r\n",
-        b"G\x01T / HTTP/1.1\r\n\r\n",
+        b"GET  / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"G\x01T / HTTP/1.1\r\nHost: x\r\n\r\n",
     ] {
         let err = parse(head).unwrap_err();
         assert_eq!(
@@ -275,9 +276,10 @@ fn other_http_versions_are_unsupported() {
 
 #[test]
 fn content_length_is_parsed_strictly() {
-    let req = parsed(b"POST /p HTTP/1.1\r\nContent-Length: 42\r\n\r\n");
+    let req = parsed(b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 42\r\n\r\n");
     assert_eq!(req.content_length, Some(42));
-    let req = parsed(b"POST /p HTTP/1.1\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\n");
+    let req =
+        parsed(b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\n");
     assert_eq!(req.content_length, Some(5));
     for value in [
         "",
@@ -289,7 +291,7 @@ fn content_length_is_parsed_strictly() {
         "1e3",
         "99999999999999999999999",
     ] {
-        let head = format!("POST /p HTTP/1.1\r\nContent-Length: {value}\r\n\r\n");
+        let head = format!("POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: {value}\r\n\r\n");
         assert_eq!(
             parse(head.as_bytes()).unwrap_err(),
             HttpError::Malformed,
@@ -300,21 +302,23 @@ fn content_length_is_parsed_strictly() {
 
 #[test]
 fn differing_content_lengths_are_malformed() {
-    let head = b"POST /p HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n";
+    let head = b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n";
     assert_eq!(parse(head).unwrap_err(), HttpError::Malformed);
 }
 
 #[test]
 fn content_length_with_transfer_encoding_is_malformed() {
-    let head = b"POST /p HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let head =
+        b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n";
     assert_eq!(parse(head).unwrap_err(), HttpError::Malformed);
-    let head = b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n";
+    let head =
+        b"POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n";
     assert_eq!(parse(head).unwrap_err(), HttpError::Malformed);
 }
 
 #[test]
 fn chunked_transfer_encoding_is_reported() {
-    let req = parsed(b"POST /p HTTP/1.1\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n");
+    let req = parsed(b"POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n");
     assert!(req.chunked);
     assert_eq!(req.content_length, None);
 }
@@ -323,7 +327,7 @@ fn chunked_transfer_encoding_is_reported() {
 fn transfer_encoding_that_leaves_the_length_unknown_is_malformed() {
     // Not ending in chunked: the body would run until the connection closes.
     for value in ["gzip", "chunked, gzip", ""] {
-        let head = format!("POST /p HTTP/1.1\r\nTransfer-Encoding: {value}\r\n\r\n");
+        let head = format!("POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {value}\r\n\r\n");
         assert_eq!(
             parse(head.as_bytes()).unwrap_err(),
             HttpError::Malformed,
@@ -336,15 +340,27 @@ fn transfer_encoding_that_leaves_the_length_unknown_is_malformed() {
 }
 
 #[test]
+fn one_host_header_exactly() {
+    // RFC 9112 §3.2: HTTP/1.1 needs one; two are refused too. HTTP/1.0 needs none.
+    for head in [
+        &b"GET / HTTP/1.1\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n",
+    ] {
+        let err = parse(head).unwrap_err();
+        assert_eq!((err, err.status()), (HttpError::Host, 400));
+    }
+    assert!(parsed(b"GET / HTTP/1.0\r\n\r\n").path == "/");
+}
+
+#[test]
 fn duplicated_singleton_headers_are_malformed() {
     for name in [
-        "Host",
         "Sec-WebSocket-Key",
         "Sec-WebSocket-Version",
         "Origin",
         "Authorization",
     ] {
-        let head = format!("GET / HTTP/1.1\r\n{name}: a\r\n{name}: a\r\n\r\n");
+        let head = format!("GET / HTTP/1.1\r\nHost: x\r\n{name}: a\r\n{name}: a\r\n\r\n");
         assert_eq!(
             parse(head.as_bytes()).unwrap_err(),
             HttpError::Malformed,
@@ -357,7 +373,7 @@ fn duplicated_singleton_headers_are_malformed() {
 
 #[test]
 fn upgrade_requires_get() {
-    let head = b"POST /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+    let head = b"POST /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
     assert_eq!(check_upgrade(&parsed(head)), Err(UpgradeError::Method));
 }

@@ -8,6 +8,11 @@ use std::{mem, rc::Rc, sync::Arc};
 
 use serde::Deserialize;
 
+mod routes;
+
+use routes::Access;
+pub(crate) use routes::Handler;
+
 use super::{
     HttpWaiter, State,
     auth::{AuthState, Refusal},
@@ -178,44 +183,23 @@ impl State {
     fn route(&mut self, key: u32, req: &Request<'_>, body: &[u8]) -> Answer {
         let keep_alive = req.keep_alive;
         self.conns[key as usize].keep_alive = keep_alive;
-        let echo = self.shared.cfg.server.echo;
-        let (allowed, ok): (&str, bool) = match req.path {
-            "/ws" => ("GET", req.method == Method::Get),
-            "/echo" if echo => ("GET", req.method == Method::Get),
-            "/health" | "/metrics" => (
-                "GET, HEAD",
-                matches!(req.method, Method::Get | Method::Head),
-            ),
-            "/v1/publish" => ("POST", req.method == Method::Post),
-            p if super::admin::method_of(p).is_some() => {
-                let (name, m) = super::admin::method_of(p).expect("matched");
-                (name, req.method == m)
-            }
-            _ => {
-                self.respond_error(key, 404, "not_found", "no such endpoint", keep_alive);
-                return Answer::Responded { keep_alive };
-            }
+        let Some(route) = routes::find(req.path, self.shared.cfg.server.echo) else {
+            self.respond_error(key, 404, "not_found", "no such endpoint", keep_alive);
+            return Answer::Responded { keep_alive };
         };
-        if !ok {
+        if !route.allows(req.method) {
             let mut out = Vec::with_capacity(256);
             let body = br#"{"error":"method_not_allowed","message":"method not allowed"}"#;
-            write_response(
-                &mut out,
-                405,
-                "application/json",
-                body,
-                keep_alive,
-                &[("Allow", allowed)],
-            );
+            let allow = [("Allow", route.allow_header())];
+            write_response(&mut out, 405, "application/json", body, keep_alive, &allow);
             self.enqueue(key, raw(out));
             return Answer::Responded { keep_alive };
         }
         let head = req.method == Method::Head;
-        let access = match req.path {
-            "/health" | "/metrics" => Some(self.shared.cfg.auth.health_metrics),
-            "/v1/publish" => Some(EndpointAccess::Admin),
-            p if super::admin::method_of(p).is_some() => Some(EndpointAccess::Admin),
-            _ => None,
+        let access = match route.access {
+            Access::Upgrade => None,
+            Access::HealthMetrics => Some(self.shared.cfg.auth.health_metrics),
+            Access::Admin => Some(EndpointAccess::Admin),
         };
         let mut admin = None;
         if let Some(access) = access {
@@ -227,24 +211,24 @@ impl State {
                 }
             }
         }
-        match req.path {
-            "/ws" => self.upgrade(key, req, false),
-            "/echo" => self.upgrade(key, req, true),
-            "/health" => {
+        match route.handler {
+            Handler::Ws => self.upgrade(key, req, false),
+            Handler::Echo => self.upgrade(key, req, true),
+            Handler::Health => {
                 let body = self.health_json();
-                self.respond(
-                    key,
-                    200,
-                    "application/json",
-                    body.as_bytes(),
-                    keep_alive,
-                    head,
-                );
+                let json = "application/json";
+                self.respond(key, 200, json, body.as_bytes(), keep_alive, head);
                 Answer::Responded { keep_alive }
             }
-            "/metrics" => self.metrics_request(keep_alive, head),
-            "/v1/publish" => self.http_publish(key, body, keep_alive, admin.as_ref()),
-            _ => self.admin_http(key, req, body),
+            Handler::Ready => {
+                let (status, body) = self.readiness();
+                let json = "application/json";
+                self.respond(key, status, json, body.as_bytes(), keep_alive, head);
+                Answer::Responded { keep_alive }
+            }
+            Handler::Metrics => self.metrics_request(keep_alive, head),
+            Handler::Publish => self.http_publish(key, body, keep_alive, admin.as_ref()),
+            admin_handler => self.admin_http(key, admin_handler, req, body),
         }
     }
 
@@ -303,6 +287,7 @@ impl State {
         // The first ping comes at a random point of the first interval, so connections opened
         // together are not pinged in one pass ever after (thousands of writes at once).
         conn.last_ping_ms = now.saturating_sub(fastrand::u64(0..ping_ms));
+        conn.handshake_slot = false;
         self.handshakes -= 1;
         let id = format!("{}-{}", self.shard, conn.no);
         if echo {
@@ -352,6 +337,44 @@ impl State {
             self.shared.started.elapsed().as_secs(),
             connections,
         )
+    }
+
+    /// `/ready`: 200 once every shard listens and (cluster mode) the broker is connected; 503
+    /// with the reasons otherwise. `/health` is liveness: it stays 200 through both.
+    fn readiness(&self) -> (u16, String) {
+        let mut reasons: Vec<String> = Vec::new();
+        if self.stopping {
+            reasons.push("shutting down".into());
+        }
+        let listening = self
+            .shared
+            .listening
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if listening < self.shared.shards {
+            reasons.push(format!(
+                "{listening} of {} shards listening",
+                self.shared.shards
+            ));
+        }
+        if let Some(bridge) = &self.shared.bridge {
+            if !bridge.is_up() {
+                reasons.push("cluster broker not connected".into());
+            }
+        }
+        let mut body = Vec::with_capacity(96);
+        if reasons.is_empty() {
+            body.extend_from_slice(b"{\"status\":\"ready\"}");
+            return (200, String::from_utf8(body).expect("ASCII"));
+        }
+        body.extend_from_slice(b"{\"status\":\"not_ready\",\"reasons\":[");
+        for (i, r) in reasons.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            protocol::push_json_str(&mut body, r);
+        }
+        body.extend_from_slice(b"]}");
+        (503, String::from_utf8(body).expect("JSON is UTF-8"))
     }
 
     /// `/metrics`: every shard flushes its counters into the registry first (exact totals),

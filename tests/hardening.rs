@@ -1,0 +1,332 @@
+//! Defects that would take a production node down or mislead a client (issue 11), each as the
+//! behaviour a user relies on. Every test runs the real server on io_uring and on epoll.
+
+mod common;
+
+use std::time::Instant;
+
+use common::*;
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+both_drivers!(
+    server_closed_http_connections_give_their_handshake_slot_back,
+    admin_get_endpoints_take_the_token_query_parameter,
+    escaped_keys_mean_the_same_to_every_parser,
+    since_epochs_are_checked,
+    requests_without_one_host_header_get_400,
+    ready_says_whether_the_node_can_serve,
+);
+
+/// Reads one HTTP response (head and its `Content-Length` body) from a keep-alive connection.
+async fn read_response(s: &mut TcpStream) -> (u16, String) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(head_end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            if buf.len() >= head_end + 4 + len {
+                return parse_http(&buf[..head_end + 4 + len]);
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let n = tokio::time::timeout(left, s.read(&mut chunk))
+            .await
+            .expect("no complete response within the deadline")
+            .expect("read");
+        assert!(n > 0, "connection closed before a complete response");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Waits until the server ends the connection (EOF or reset); the client keeps its side open.
+async fn wait_closed_by_server(s: &mut TcpStream) {
+    let mut chunk = [0u8; 4096];
+    let waited = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "the server never closed the connection");
+}
+
+/// Defect 1: an HTTP-phase connection the server closes on a timer (keep-alive idle, handshake
+/// timeout, the `close_ms` wait after a final response while the client keeps its socket) must
+/// give its handshake slot back, or after `handshakes_per_shard_max` such closes every new
+/// connection (health checks included) is refused until restart.
+async fn server_closed_http_connections_give_their_handshake_slot_back(driver: Driver) {
+    let env = [
+        ("TICKCAST_LIMITS__HANDSHAKES_PER_SHARD_MAX", "4"),
+        ("TICKCAST_TIMEOUTS__HANDSHAKE_MS", "200"),
+        ("TICKCAST_TIMEOUTS__CLOSE_MS", "200"),
+    ];
+    let server = Server::start(driver, &env, &[]);
+    // 4 rounds x 3 kinds = 12 server-side closes, over 2 shards of 4 slots each; never more
+    // than 3 connections in their HTTP phase at a time.
+    for _ in 0..4 {
+        let mut conns = Vec::new();
+        // Keep-alive scraper: one request answered, then idle until the server closes it.
+        let mut s = TcpStream::connect(server.addr).await.unwrap();
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!(read_response(&mut s).await.0, 200);
+        conns.push(s);
+        // A client that never sends its request (handshake timeout).
+        conns.push(TcpStream::connect(server.addr).await.unwrap());
+        // A final response (404, Connection: close) to a client that keeps its socket open:
+        // the server waits `close_ms` for its EOF, then drops it.
+        let mut s = TcpStream::connect(server.addr).await.unwrap();
+        s.write_all(b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!(read_response(&mut s).await.0, 404);
+        conns.push(s);
+        for s in &mut conns {
+            wait_closed_by_server(s).await;
+        }
+    }
+    // Every slot is free again: health checks, metrics and new WebSockets get through.
+    for _ in 0..8 {
+        let (status, body) = server.http("GET", "/health", None).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (mut ws, _) = connect(&server).await;
+    subscribe(&mut ws, 1, &["a.b"]).await;
+}
+
+/// Defect 5: every admin endpoint takes its token as `?token=` (docs/API.md), GETs included.
+async fn admin_get_endpoints_take_the_token_query_parameter(driver: Driver) {
+    let server = Server::start(driver, &[], &[]);
+    let token = format!("token={ADMIN_KEY}");
+    for path in [
+        format!("/v1/stats?{token}"),
+        format!("/v1/connections?limit=5&{token}"),
+        format!("/v1/topics?{token}&prefix=a"),
+        format!("/v1/online?{token}"),
+        format!("/v1/presence?topic=a.b&{token}"),
+        format!("/v1/history?topic=a.b&{token}"),
+        format!("/v1/cluster?{token}"),
+        format!("/metrics?{token}"),
+        format!("/health?{token}"),
+    ] {
+        let (status, body) = server.http_with("GET", &path, None, "").await;
+        // History of a topic nothing was published to is a 404; everything else a 200.
+        let want = if path.starts_with("/v1/history") {
+            404
+        } else {
+            200
+        };
+        assert_eq!(status, want, "{path}: {body}");
+    }
+    // Without it (and without a header) the admin API still refuses.
+    let (status, _) = server.http_with("GET", "/v1/stats", None, "").await;
+    assert_eq!(status, 401);
+    // A wrong one is refused, not ignored.
+    let (status, _) = server
+        .http_with("GET", "/v1/stats?token=nope", None, "")
+        .await;
+    assert_eq!(status, 401);
+}
+
+/// Defect 6: a key written with JSON escapes is the same key to every part of the server: the
+/// publish below carries `data`, so it is published with that data verbatim.
+async fn escaped_keys_mean_the_same_to_every_parser(driver: Driver) {
+    let server = Server::start(driver, &[], &[]);
+    let (mut sub, _) = connect(&server).await;
+    subscribe(&mut sub, 1, &["a.b"]).await;
+    let (mut publ, _) = connect(&server).await;
+    let op = r#"{"op":"publish","id":2,"topic":"a.b","\u0064ata":{"x":1}}"#;
+    publ.send_text(op).await;
+    let ack = recv_json(&mut publ).await;
+    assert_eq!(
+        (&ack["op"], &ack["seq"]),
+        (&json!("ack"), &json!(1)),
+        "{ack}"
+    );
+    let frame = recv_json(&mut sub).await;
+    assert_eq!(frame["data"], json!({"x":1}), "{frame}");
+    // The same over HTTP, and for `id`.
+    let body = r#"{"topic":"a.b","d\u0061ta":[2]}"#;
+    let (status, reply) = server.http("POST", "/v1/publish", Some(body)).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(recv_json(&mut sub).await["data"], json!([2]));
+    publ.send_text(r#"{"op":"ping","\u0069d":"x7"}"#).await;
+    let pong = recv_json(&mut publ).await;
+    assert_eq!(
+        (&pong["op"], &pong["id"]),
+        (&json!("pong"), &json!("x7")),
+        "{pong}"
+    );
+    // An escaped key the protocol does not know is still refused, and a duplicate `data`
+    // written twice (once escaped) is malformed, not "whichever parser wins".
+    publ.send_text(r#"{"op":"publish","topic":"a.b","data":1,"\u0064ata":2}"#)
+        .await;
+    let err = recv_json(&mut publ).await;
+    assert_eq!(err["code"], "bad_request", "{err}");
+}
+
+/// Defect 7: an epoch in `since` that is not 16 hex digits is a `bad_request` for that topic;
+/// a well-formed epoch the topic does not have is a `gap` with reason `epoch`, never a replay
+/// compared by `seq` alone.
+async fn since_epochs_are_checked(driver: Driver) {
+    let classes = r#"[{pattern="h.>",history_size=100}]"#;
+    let server = Server::with_topics(driver, classes, &[]);
+    let (mut publ, _) = connect(&server).await;
+    let mut epoch = String::new();
+    for i in 1..=5 {
+        publ.send_text(&json!({"op":"publish","id":i,"topic":"h.t","data":i}).to_string())
+            .await;
+        let ack = recv_json(&mut publ).await;
+        epoch = ack["epoch"].as_str().unwrap().to_string();
+    }
+    let (mut ws, _) = connect(&server).await;
+    for bad in ["zz", "", "00000000000000000", "0x12", "-1"] {
+        send_json(
+            &mut ws,
+            json!({"op":"subscribe","id":1,"topics":["h.t"],"since":{"h.t":{"seq":2,"epoch":bad}}}),
+        )
+        .await;
+        // The malformed `since` entry is refused with its topic; the subscription itself is
+        // still acknowledged.
+        let mut got_error = false;
+        let mut got_ack = false;
+        while !(got_error && got_ack) {
+            let m = recv_json(&mut ws).await;
+            match m["op"].as_str() {
+                Some("error") => {
+                    assert_eq!(
+                        (&m["code"], &m["topic"]),
+                        (&json!("bad_request"), &json!("h.t")),
+                        "{bad:?}: {m}"
+                    );
+                    got_error = true;
+                }
+                Some("ack") => got_ack = true,
+                Some("gap") => panic!("{bad:?}: a malformed epoch must not be compared: {m}"),
+                _ => {}
+            }
+        }
+        send_json(&mut ws, json!({"op":"unsubscribe","id":9,"topics":["h.t"]})).await;
+        loop {
+            let m = recv_json(&mut ws).await;
+            assert_ne!(m["op"], "gap", "{bad:?}: {m}");
+            if m["op"] == "ack" && m["id"] == 9 {
+                break;
+            }
+        }
+    }
+    // A well-formed epoch that is not the topic's: one gap, reason epoch, nothing replayed.
+    let other = if epoch == "0123456789abcdef" {
+        "fedcba9876543210"
+    } else {
+        "0123456789abcdef"
+    };
+    send_json(
+        &mut ws,
+        json!({"op":"subscribe","id":2,"topics":["h.t"],"since":{"h.t":{"seq":2,"epoch":other}}}),
+    )
+    .await;
+    let ack = recv_json(&mut ws).await;
+    assert_eq!(
+        (&ack["op"], &ack["id"]),
+        (&json!("ack"), &json!(2)),
+        "{ack}"
+    );
+    let gap = recv_json(&mut ws).await;
+    assert_eq!(
+        (&gap["op"], &gap["reason"], &gap["from"], &gap["to"]),
+        (&json!("gap"), &json!("epoch"), &json!(1), &json!(5)),
+        "{gap}"
+    );
+    // The right epoch replays what was missed.
+    let (mut ws2, _) = connect(&server).await;
+    send_json(
+        &mut ws2,
+        json!({"op":"subscribe","id":3,"topics":["h.t"],"since":{"h.t":{"seq":3,"epoch":epoch}}}),
+    )
+    .await;
+    assert_eq!(recv_json(&mut ws2).await["op"], "ack");
+    let seqs: Vec<Value> = vec![
+        recv_json(&mut ws2).await["seq"].clone(),
+        recv_json(&mut ws2).await["seq"].clone(),
+    ];
+    assert_eq!(seqs, vec![json!(4), json!(5)]);
+}
+
+/// Defect 10: RFC 9112 §3.2: an HTTP/1.1 request without a Host header, or with two, gets 400.
+async fn requests_without_one_host_header_get_400(driver: Driver) {
+    let server = Server::start(driver, &[], &[]);
+    for req in [
+        &b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n"[..],
+        b"GET /health HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n",
+        b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    ] {
+        let (status, body) = parse_http(&server.raw_exchange(req).await);
+        assert_eq!(status, 400, "{}: {body}", String::from_utf8_lossy(req));
+        assert!(body.contains("Host"), "{body}");
+    }
+    // HTTP/1.0 has no Host requirement.
+    let (status, _) = parse_http(&server.raw_exchange(b"GET /health HTTP/1.0\r\n\r\n").await);
+    assert_eq!(status, 200);
+}
+
+/// Defect 11: `/ready` is 200 once every shard listens and, in cluster mode, the broker is
+/// connected; 503 with the reason otherwise. `/health` (liveness) stays 200 meanwhile.
+async fn ready_says_whether_the_node_can_serve(driver: Driver) {
+    let server = Server::start(driver, &[], &[]);
+    let (status, body) = server.http("GET", "/ready", None).await;
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"ready"}"#));
+    let (status, body) = server.http("HEAD", "/ready", None).await;
+    assert_eq!((status, body.as_str()), (200, ""));
+    // A cluster node whose broker is unreachable serves its clients but is not ready.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("nats://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let node = Server::start(driver, &[], &["--cluster", "nats", "--broker", &url]);
+    let (status, body) = node.http("GET", "/ready", None).await;
+    assert_eq!(status, 503, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["status"], "not_ready");
+    assert_eq!(
+        v["reasons"],
+        json!(["cluster broker not connected"]),
+        "{body}"
+    );
+    let (status, body) = node.http("GET", "/health", None).await;
+    assert_eq!(status, 200, "{body}");
+    let (_ws, _) = connect(&node).await;
+}
+
+/// Sends a text message from any client stream.
+trait SendText {
+    async fn send_text(&mut self, text: &str);
+}
+
+impl SendText for Ws {
+    async fn send_text(&mut self, text: &str) {
+        use futures_util::SinkExt;
+        self.send(tokio_tungstenite::tungstenite::Message::text(
+            text.to_string(),
+        ))
+        .await
+        .unwrap();
+    }
+}
