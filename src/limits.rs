@@ -6,6 +6,15 @@ use crate::pubsub::topic::TOPIC_BYTES_MAX;
 /// Shards per process: shard sets travel as a `u64` bit mask in the interest map.
 pub const SHARDS_MAX: usize = 64;
 
+/// Descriptors that are not client connections: per shard its listeners (plain, TLS), its
+/// io_uring or epoll descriptor, eventfds and the spare kept for answering 503 when the process
+/// is out of descriptors (8 is above what they take); for the process stdio, log files, the
+/// cluster bridge's broker sockets and its runtime (64). `limits.connections_max` is lowered
+/// to `RLIMIT_NOFILE` minus this at start.
+pub const fn reserved_descriptors(shards: usize) -> u64 {
+    64 + 8 * shards as u64
+}
+
 /// Bytes a shard reads from one socket per `recv`. Client traffic is small ops; 64 KiB takes a
 /// burst of a publisher's messages in one call. One buffer per shard, not per connection.
 pub const READ_CHUNK_BYTES: usize = 64 * 1024;

@@ -181,26 +181,25 @@ fn hash_key(generate: bool) -> i32 {
     0
 }
 
-fn serve(cfg: Config) -> i32 {
+fn serve(mut cfg: Config) -> i32 {
     init_logging(&cfg.log.level);
+    exit_on_panic();
     if !tickcast::sys::disable_transparent_huge_pages() {
         tracing::debug!("could not opt out of transparent huge pages");
     }
+    // Every open connection is a descriptor, and so is every handshake in flight; the soft
+    // limit is raised to the hard one, and the connection limit lowered to what fits.
     let nofile = tickcast::sys::raise_nofile_limit();
-    // Every open connection is a descriptor, and so is every handshake in flight; plus the
-    // listeners, rings, eventfds and log files.
     let shards = tickcast::topology::shard_count(&cfg) as u64;
-    let needed = cfg.limits.connections_max as u64
-        + shards * cfg.limits.handshakes_per_shard_max as u64
-        + 64;
-    if nofile < needed {
-        tracing::warn!(
+    let fits = nofile.saturating_sub(tickcast::limits::reserved_descriptors(shards as usize));
+    if (cfg.limits.connections_max as u64) > fits {
+        tracing::info!(
             rlimit_nofile = nofile,
-            needed,
-            "RLIMIT_NOFILE is below limits.connections_max + shards x \
-             limits.handshakes_per_shard_max: the process runs out of descriptors before its \
-             limits apply (raise LimitNOFILE, see tuning/)"
+            "limits.connections_max {} lowered to {fits}: RLIMIT_NOFILE allows no more \
+             (raise LimitNOFILE, see tuning/README.md)",
+            cfg.limits.connections_max,
         );
+        cfg.limits.connections_max = fits.max(1) as usize;
     }
     let demo = cfg.server.demo_feed;
     let echo = cfg.server.echo;
@@ -265,9 +264,30 @@ fn serve(cfg: Config) -> i32 {
         }
         Err(e) => tracing::warn!(error = %e, "no signal handling: SIGTERM will not drain"),
     }
-    server.join();
+    if !server.join() {
+        // Only without the panic hook (which exits first): never report a crash as a clean stop.
+        tracing::error!("a shard thread ended abnormally");
+        return 70;
+    }
     tracing::info!("tickcast stopped");
     0
+}
+
+/// Any panic, on any thread (a shard, the cluster bridge, the signal thread), ends the process
+/// with status 70 and the panic in the log: a crashed shard would otherwise leave its topics
+/// silently undelivered while `/health` still answers. The service manager restarts it.
+fn exit_on_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        // The standard report (thread, message, location; a backtrace with RUST_BACKTRACE).
+        default(info);
+        let thread = std::thread::current();
+        tracing::error!(
+            thread = thread.name().unwrap_or("unnamed"),
+            "{info}; exiting with status 70"
+        );
+        std::process::exit(70);
+    }));
 }
 
 /// SIGHUP: re-read the TLS certificate and key; on failure the old ones keep serving.

@@ -153,56 +153,109 @@ impl SecEvent {
     }
 }
 
-/// Per-shard counters; the hot path increments these directly.
-#[derive(Debug, Default, Clone)]
-pub struct Counters {
+/// The per-shard counters: one line each (field, Prometheus name, help). The macro below turns
+/// this table into the hot-path struct, the registry handles, the flush and the descriptions.
+macro_rules! shard_counters {
+    ($( $(#[$doc:meta])* $field:ident: $name:literal, $help:expr; )*) => {
+        /// Per-shard counters; the hot path increments these directly.
+        #[derive(Debug, Default, Clone)]
+        pub struct Counters {
+            $( $(#[$doc])* pub $field: u64, )*
+            pub closed: [u64; CloseReason::ALL.len()],
+            pub security: [u64; SecEvent::ALL.len()],
+            /// Tokens refused, by `AuthError::label`.
+            pub auth_failures: [u64; crate::auth::AuthError::LABELS.len()],
+        }
+
+        /// Registry handles of the unlabelled counters of one shard.
+        struct Scalars {
+            $( $field: Counter, )*
+        }
+
+        impl Scalars {
+            fn register(shard: &str) -> Scalars {
+                Scalars { $( $field: metrics::counter!($name, "shard" => shard.to_string()), )* }
+            }
+
+            fn flush(&self, c: &Counters) {
+                $( self.$field.absolute(c.$field); )*
+            }
+        }
+
+        /// Every unlabelled per-shard counter: (name, help).
+        pub const SHARD_COUNTERS: &[(&str, &str)] = &[ $( ($name, $help), )* ];
+    };
+}
+
+shard_counters! {
     /// Publishes accepted at ingest (client op, HTTP, demo feed), counted where they enter.
-    pub publishes: u64,
+    publishes: "tickcast_publishes_total",
+        "Publishes accepted at ingest.";
     /// Data frames built (encode once: must equal `publishes`).
-    pub serializations: u64,
+    serializations: "tickcast_serializations_total",
+        "Data frames built, once per publish sequenced (encode once).";
     /// Data frames completely written to a subscriber socket.
-    pub deliveries: u64,
-    pub bytes_out: u64,
+    deliveries: "tickcast_deliveries_total",
+        "Data frames fully written to subscribers.";
+    bytes_out: "tickcast_bytes_out_total",
+        "Bytes written to client sockets.";
     /// `sendmsg` calls that wrote data (deliveries / writes = frames coalesced per write).
-    pub writes: u64,
-    pub messages_in: u64,
-    pub accepted: u64,
-    pub closed: [u64; CloseReason::ALL.len()],
-    pub http_requests: u64,
+    writes: "tickcast_writes_total",
+        "sendmsg calls that wrote to client sockets.";
+    messages_in: "tickcast_messages_in_total",
+        "WebSocket messages received from clients, control frames (ping, pong, close) included.";
+    accepted: "tickcast_connections_accepted_total",
+        "TCP connections accepted.";
+    http_requests: "tickcast_http_requests_total",
+        "Complete HTTP requests handled, WebSocket upgrade requests included.";
     /// Mesh messages that found a peer's ring full and waited in the local spill.
-    pub mesh_spills: u64,
+    mesh_spills: "tickcast_mesh_spills_total",
+        "Cross-shard messages held back because the peer's ring was full.";
     /// Mesh messages dropped because the spill was full too.
-    pub mesh_drops: u64,
+    mesh_drops: "tickcast_mesh_drops_total",
+        "Cross-shard messages dropped because ring and spill (mesh.spill_max) were full.";
     /// Connections refused for `limits.connections_max` / `connections_per_ip_max` /
     /// `handshakes_per_shard_max`.
-    pub limit_rejects: u64,
+    limit_rejects: "tickcast_limit_rejects_total",
+        "Connections refused by connection limits (HTTP 503/429).";
+    /// Connections answered 503 at accept because the process was out of descriptors.
+    fd_rejects: "tickcast_fd_rejects_total",
+        "Connections answered 503 and closed at accept: the process was out of file descriptors.";
     /// Publishes refused for `limits.topics_per_shard_max`.
-    pub topic_limit_rejects: u64,
-    pub security: [u64; SecEvent::ALL.len()],
+    topic_limit_rejects: "tickcast_topic_limit_rejects_total",
+        "Publishes refused by limits.topics_per_shard_max.";
     /// `gap` messages sent (recovery could not cover what a client missed).
-    pub gaps: u64,
+    gaps: "tickcast_gaps_total",
+        "gap messages sent: a subscriber's since could not be covered by history.";
     /// Frames replayed from history to recovering subscribers.
-    pub replayed: u64,
+    replayed: "tickcast_replayed_total",
+        "Frames replayed from history to recovering subscribers.";
     /// Publishes answered as duplicates of an earlier one with the same `idem` key.
-    pub duplicates: u64,
+    duplicates: "tickcast_duplicate_publishes_total",
+        "Publishes not published again: an earlier one with the same idem key got their seq.";
     /// Cluster: broker messages a topic's owner had already delivered (dropped).
-    pub cluster_duplicates: u64,
+    cluster_duplicates: "tickcast_cluster_duplicates_total",
+        "Cluster: broker messages a topic's owner had already delivered (dropped).";
     /// Cluster: holes in a topic's broker stream (each started a repair fetch).
-    pub cluster_holes: u64,
+    cluster_holes: "tickcast_cluster_holes_total",
+        "Cluster: holes seen in a topic's broker stream (each repaired from history or reported as a gap).";
     /// Cluster: broker messages far beyond anything the broker has (forged or corrupt).
-    pub cluster_implausible: u64,
+    cluster_implausible: "tickcast_cluster_implausible_total",
+        "Cluster: broker messages far beyond anything the broker has (forged or corrupt): dropped.";
     /// Frames a subscriber did not get because a newer frame of the topic replaced them
     /// (`conflate` queues, `throttled` delivery).
-    pub conflated: u64,
+    conflated: "tickcast_conflated_total",
+        "Frames a subscriber skipped because a newer frame of the same topic replaced them (conflate queues, throttled delivery).";
     /// Frames dropped from a full lane (`drop_oldest`, or `conflate` with nothing to replace).
-    pub dropped_oldest: u64,
-    /// Tokens refused, by `AuthError::label`.
-    pub auth_failures: [u64; crate::auth::AuthError::LABELS.len()],
+    dropped_oldest: "tickcast_dropped_oldest_total",
+        "Frames dropped from a subscriber's full lane (drop_oldest; conflate with nothing to replace).";
     /// TLS handshakes completed.
-    pub tls_handshakes: u64,
+    tls_handshakes: "tickcast_tls_handshakes_total",
+        "TLS handshakes completed on the TLS listener.";
     /// TLS connections that ended before their handshake completed (bad records, plain HTTP
     /// on the TLS port, handshake deadline, EOF).
-    pub tls_handshake_failures: u64,
+    tls_handshake_failures: "tickcast_tls_handshake_failures_total",
+        "TLS connections that ended before their handshake completed.";
 }
 
 /// Per-shard gauges, set on flush.
@@ -261,32 +314,11 @@ impl Latency {
 
 /// Registered metric handles of one shard (label `shard`).
 struct Handles {
-    publishes: Counter,
-    serializations: Counter,
-    deliveries: Counter,
-    bytes_out: Counter,
-    writes: Counter,
-    messages_in: Counter,
-    accepted: Counter,
+    scalars: Scalars,
     closed: Vec<Counter>,
     slow_consumer_closes: Counter,
-    http_requests: Counter,
-    mesh_spills: Counter,
-    mesh_drops: Counter,
-    limit_rejects: Counter,
-    topic_limit_rejects: Counter,
     security: Vec<Counter>,
     auth_failures: Vec<Counter>,
-    gaps: Counter,
-    replayed: Counter,
-    duplicates: Counter,
-    cluster_duplicates: Counter,
-    cluster_holes: Counter,
-    cluster_implausible: Counter,
-    conflated: Counter,
-    dropped_oldest: Counter,
-    tls_handshakes: Counter,
-    tls_handshake_failures: Counter,
     connections: Gauge,
     subscriptions: Gauge,
     patterns: Gauge,
@@ -307,13 +339,7 @@ impl ShardStats {
         let c = |name: &'static str| metrics::counter!(name, "shard" => label.clone());
         let g = |name: &'static str| metrics::gauge!(name, "shard" => label.clone());
         let handles = Handles {
-            publishes: c("tickcast_publishes_total"),
-            serializations: c("tickcast_serializations_total"),
-            deliveries: c("tickcast_deliveries_total"),
-            bytes_out: c("tickcast_bytes_out_total"),
-            writes: c("tickcast_writes_total"),
-            messages_in: c("tickcast_messages_in_total"),
-            accepted: c("tickcast_connections_accepted_total"),
+            scalars: Scalars::register(&label),
             closed: CloseReason::ALL
                 .iter()
                 .map(|r| {
@@ -322,19 +348,6 @@ impl ShardStats {
                 })
                 .collect(),
             slow_consumer_closes: c("tickcast_slow_consumer_closes_total"),
-            http_requests: c("tickcast_http_requests_total"),
-            mesh_spills: c("tickcast_mesh_spills_total"),
-            mesh_drops: c("tickcast_mesh_drops_total"),
-            limit_rejects: c("tickcast_limit_rejects_total"),
-            topic_limit_rejects: c("tickcast_topic_limit_rejects_total"),
-            gaps: c("tickcast_gaps_total"),
-            replayed: c("tickcast_replayed_total"),
-            duplicates: c("tickcast_duplicate_publishes_total"),
-            cluster_duplicates: c("tickcast_cluster_duplicates_total"),
-            cluster_holes: c("tickcast_cluster_holes_total"),
-            cluster_implausible: c("tickcast_cluster_implausible_total"),
-            conflated: c("tickcast_conflated_total"),
-            dropped_oldest: c("tickcast_dropped_oldest_total"),
             security: SecEvent::ALL
                 .iter()
                 .map(|e| {
@@ -349,8 +362,6 @@ impl ShardStats {
                         "shard" => label.clone(), "reason" => *r)
                 })
                 .collect(),
-            tls_handshakes: c("tickcast_tls_handshakes_total"),
-            tls_handshake_failures: c("tickcast_tls_handshake_failures_total"),
             connections: g("tickcast_connections"),
             subscriptions: g("tickcast_subscriptions"),
             patterns: g("tickcast_subscription_patterns"),
@@ -385,39 +396,18 @@ impl ShardStats {
     pub fn flush(&self, gauges: Gauges, hub: &StatsHub) {
         let h = &self.handles;
         let c = &self.c;
-        h.publishes.absolute(c.publishes);
-        h.serializations.absolute(c.serializations);
-        h.deliveries.absolute(c.deliveries);
-        h.bytes_out.absolute(c.bytes_out);
-        h.writes.absolute(c.writes);
-        h.messages_in.absolute(c.messages_in);
-        h.accepted.absolute(c.accepted);
+        h.scalars.flush(c);
         for (handle, v) in h.closed.iter().zip(c.closed.iter()) {
             handle.absolute(*v);
         }
         h.slow_consumer_closes
             .absolute(c.closed[CloseReason::SlowConsumer as usize]);
-        h.http_requests.absolute(c.http_requests);
-        h.mesh_spills.absolute(c.mesh_spills);
-        h.mesh_drops.absolute(c.mesh_drops);
-        h.limit_rejects.absolute(c.limit_rejects);
-        h.topic_limit_rejects.absolute(c.topic_limit_rejects);
-        h.gaps.absolute(c.gaps);
-        h.replayed.absolute(c.replayed);
-        h.duplicates.absolute(c.duplicates);
-        h.cluster_duplicates.absolute(c.cluster_duplicates);
-        h.cluster_holes.absolute(c.cluster_holes);
-        h.cluster_implausible.absolute(c.cluster_implausible);
-        h.conflated.absolute(c.conflated);
-        h.dropped_oldest.absolute(c.dropped_oldest);
         for (handle, v) in h.security.iter().zip(c.security.iter()) {
             handle.absolute(*v);
         }
         for (handle, v) in h.auth_failures.iter().zip(c.auth_failures.iter()) {
             handle.absolute(*v);
         }
-        h.tls_handshakes.absolute(c.tls_handshakes);
-        h.tls_handshake_failures.absolute(c.tls_handshake_failures);
         h.connections.set(gauges.connections as f64);
         h.subscriptions.set(gauges.subscriptions as f64);
         h.patterns.set(gauges.patterns as f64);
@@ -477,128 +467,72 @@ impl StatsHub {
     }
 }
 
-fn describe() {
-    use metrics::{describe_counter, describe_gauge};
-    describe_counter!("tickcast_publishes_total", "Publishes accepted at ingest.");
-    describe_counter!(
-        "tickcast_serializations_total",
-        "Data frames built, once per publish sequenced (encode once)."
-    );
-    describe_counter!(
-        "tickcast_deliveries_total",
-        "Data frames fully written to subscribers."
-    );
-    describe_counter!(
-        "tickcast_bytes_out_total",
-        "Bytes written to client sockets."
-    );
-    describe_counter!(
-        "tickcast_writes_total",
-        "sendmsg calls that wrote to client sockets."
-    );
-    describe_counter!(
-        "tickcast_messages_in_total",
-        "WebSocket messages received from clients, control frames (ping, pong, close) included."
-    );
-    describe_counter!(
-        "tickcast_connections_accepted_total",
-        "TCP connections accepted."
-    );
-    describe_counter!(
+/// The labelled per-shard counters and the gauges: (name, help).
+const OTHER_SHARD_METRICS: &[(&str, &str)] = &[
+    (
         "tickcast_connections_closed_total",
-        "Connections closed, by reason."
-    );
-    describe_counter!(
+        "Connections closed, by reason.",
+    ),
+    (
         "tickcast_slow_consumer_closes_total",
-        "Connections closed with 4008 for exceeding limits.write_queue_bytes_max."
-    );
-    describe_counter!(
-        "tickcast_http_requests_total",
-        "Complete HTTP requests handled, WebSocket upgrade requests included."
-    );
-    describe_counter!(
-        "tickcast_mesh_spills_total",
-        "Cross-shard messages held back because the peer's ring was full."
-    );
-    describe_counter!(
-        "tickcast_mesh_drops_total",
-        "Cross-shard messages dropped because ring and spill (mesh.spill_max) were full."
-    );
-    describe_counter!(
-        "tickcast_limit_rejects_total",
-        "Connections refused by connection limits (HTTP 503/429)."
-    );
-    describe_counter!(
-        "tickcast_topic_limit_rejects_total",
-        "Publishes refused by limits.topics_per_shard_max."
-    );
-    describe_counter!(
-        "tickcast_gaps_total",
-        "gap messages sent: a subscriber's since could not be covered by history."
-    );
-    describe_counter!(
-        "tickcast_duplicate_publishes_total",
-        "Publishes not published again: an earlier one with the same idem key got their seq."
-    );
-    describe_counter!(
-        "tickcast_conflated_total",
-        "Frames a subscriber skipped because a newer frame of the same topic replaced them \
-         (conflate queues, throttled delivery)."
-    );
-    describe_counter!(
-        "tickcast_dropped_oldest_total",
-        "Frames dropped from a subscriber's full lane (drop_oldest; conflate with nothing to replace)."
-    );
-    describe_counter!(
-        "tickcast_replayed_total",
-        "Frames replayed from history to recovering subscribers."
-    );
-    describe_counter!(
-        "tickcast_cluster_duplicates_total",
-        "Cluster: broker messages a topic's owner had already delivered (dropped)."
-    );
-    describe_counter!(
-        "tickcast_cluster_holes_total",
-        "Cluster: holes seen in a topic's broker stream (each repaired from history or reported as a gap)."
-    );
-    describe_counter!(
-        "tickcast_cluster_implausible_total",
-        "Cluster: broker messages far beyond anything the broker has (forged or corrupt): dropped."
-    );
-    describe_counter!(
+        "Connections closed with 4008 for exceeding limits.write_queue_bytes_max.",
+    ),
+    (
         "tickcast_security_events_total",
-        "Authentication, authorization and rate-limit decisions, by event."
-    );
-    describe_counter!("tickcast_auth_failures_total", "Tokens refused, by reason.");
-    describe_counter!(
-        "tickcast_tls_handshakes_total",
-        "TLS handshakes completed on the TLS listener."
-    );
-    describe_counter!(
-        "tickcast_tls_handshake_failures_total",
-        "TLS connections that ended before their handshake completed."
-    );
-    describe_gauge!(
+        "Authentication, authorization and rate-limit decisions, by event.",
+    ),
+    ("tickcast_auth_failures_total", "Tokens refused, by reason."),
+];
+
+const SHARD_GAUGES: &[(&str, &str)] = &[
+    (
         "tickcast_connections",
-        "Open connections (HTTP and WebSocket)."
-    );
-    describe_gauge!(
+        "Open connections (HTTP and WebSocket).",
+    ),
+    (
         "tickcast_subscriptions",
-        "(pattern, connection) subscription pairs."
-    );
-    describe_gauge!(
+        "(pattern, connection) subscription pairs.",
+    ),
+    (
         "tickcast_subscription_patterns",
-        "Distinct subscribed patterns."
-    );
-    describe_gauge!(
+        "Distinct subscribed patterns.",
+    ),
+    (
         "tickcast_topics",
-        "Topics with a sequence counter on this shard."
-    );
+        "Topics with a sequence counter on this shard.",
+    ),
+];
+
+fn describe() {
+    for (name, help) in SHARD_COUNTERS.iter().chain(OTHER_SHARD_METRICS) {
+        metrics::describe_counter!(*name, *help);
+    }
+    for (name, help) in SHARD_GAUGES {
+        metrics::describe_gauge!(*name, *help);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every metric a shard registers has its line in docs/METRICS.md.
+    #[test]
+    fn every_metric_is_documented() {
+        let doc = include_str!("../docs/METRICS.md");
+        let names = SHARD_COUNTERS
+            .iter()
+            .chain(OTHER_SHARD_METRICS)
+            .chain(SHARD_GAUGES)
+            .map(|(n, _)| *n)
+            .chain(["tickcast_publish_to_write_seconds"]);
+        for name in names {
+            assert!(
+                doc.contains(&format!("`{name}")),
+                "{name} is not in docs/METRICS.md"
+            );
+        }
+    }
 
     #[test]
     fn latency_buckets_are_powers_of_two_microseconds() {

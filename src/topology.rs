@@ -202,11 +202,13 @@ impl Server {
         }
     }
 
-    /// Waits for every shard to finish.
-    pub fn join(self) {
+    /// Waits for every shard to finish; false if one ended by panicking.
+    pub fn join(self) -> bool {
+        let mut clean = true;
         for t in self.threads {
-            let _ = t.join();
+            clean &= t.join().is_ok();
         }
+        clean
     }
 }
 

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Instant;
 
-use common::*;
+use common::{proc::Proc, *};
 use serde_json::{Value, json};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -19,6 +19,7 @@ both_drivers!(
     since_epochs_are_checked,
     requests_without_one_host_header_get_400,
     ready_says_whether_the_node_can_serve,
+    out_of_descriptors_new_connections_get_503,
 );
 
 /// Reads one HTTP response (head and its `Content-Length` body) from a keep-alive connection.
@@ -313,6 +314,62 @@ async fn ready_says_whether_the_node_can_serve(driver: Driver) {
     let (status, body) = node.http("GET", "/health", None).await;
     assert_eq!(status, 200, "{body}");
     let (_ws, _) = connect(&node).await;
+}
+
+/// Defect 9: the connection limit follows `RLIMIT_NOFILE` (said once, at INFO); out of
+/// descriptors, a new connection is answered 503 at once instead of waiting unanswered in the
+/// backlog, and service resumes when descriptors free up.
+async fn out_of_descriptors_new_connections_get_503(driver: Driver) {
+    let env = [
+        ("RUST_LOG", "info"),
+        // Connections that never send a request are held as long as the test needs them.
+        ("TICKCAST_TIMEOUTS__HANDSHAKE_MS", "60000"),
+    ];
+    let p = Proc::start("ulimit -n 200", &env, &["--driver", driver.flag()]);
+    let server = p.server();
+    let log = p.stderr();
+    // 200 descriptors, 64 + 8 per shard reserved: 120 connections.
+    let lowered: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("RLIMIT_NOFILE"))
+        .collect();
+    assert_eq!(lowered.len(), 1, "{log}");
+    assert!(
+        lowered[0].contains("INFO") && lowered[0].contains("connections_max 100000 lowered to 120"),
+        "{log}"
+    );
+    // The limit applies at the upgrade: 120 WebSockets, then 503.
+    let mut held = Vec::new();
+    for _ in 0..120 {
+        held.push(connect(&server).await.0);
+    }
+    let refused = tokio_tungstenite::connect_async(server.ws_url()).await;
+    let err = refused
+        .expect_err("a 121st WebSocket is refused")
+        .to_string();
+    assert!(err.contains("503"), "{err}");
+    // Connections that hold their descriptor without a request, until there are none left.
+    let mut raw = Vec::new();
+    for _ in 0..100 {
+        raw.push(TcpStream::connect(server.addr).await.unwrap());
+    }
+    // Out of descriptors: a health check is answered (503), not left in the backlog.
+    let (status, body) = server.http("GET", "/health", None).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("out of file descriptors"), "{body}");
+    drop(raw);
+    drop(held);
+    let start = Instant::now();
+    loop {
+        let (status, _) = server.http("GET", "/health", None).await;
+        if status == 200 {
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "service never resumed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(server.metric("tickcast_fd_rejects_total").await >= 1.0);
+    let (_ws, _) = connect(&server).await;
 }
 
 /// Sends a text message from any client stream.

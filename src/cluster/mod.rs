@@ -459,6 +459,7 @@ async fn run<B: Broker>(ctx: Rc<Ctx>, cmds: flume::Receiver<Cmd>) {
                 let Ok(cmd) = cmd else { return };
                 match cmd {
                     Cmd::Publish(p) => {
+                        crate::fault::check(crate::fault::Site::Bridge, &p.topic);
                         ctx.bridge.publishes.fetch_sub(1, Ordering::Relaxed);
                         ctx.reply(p.shard, p.reply, Err(ErrorCode::Unavailable));
                     }
@@ -574,6 +575,7 @@ async fn run<B: Broker>(ctx: Rc<Ctx>, cmds: flume::Receiver<Cmd>) {
                 let Ok(cmd) = cmd else { return };
                 match cmd {
                     Cmd::Publish(p) => {
+                        crate::fault::check(crate::fault::Site::Bridge, &p.topic);
                         if !B::SERIAL_PER_TOPIC {
                             start(p);
                         } else if let Some(waiting) = in_flight.get_mut(&p.topic) {

@@ -15,6 +15,9 @@ use super::{IP_BUCKETS, Shard, conn::Conn};
 /// `tls`: the connections of this listener speak TLS (see `super::tls`).
 pub async fn accept_loop(shard: Rc<Shard>, listener: Rc<TcpListener>, tls: bool) {
     let mut errors_logged = 0u32;
+    // Out of descriptors, a connection would wait in the backlog with no answer (a health
+    // check hangs): one descriptor is kept in reserve to accept it and answer 503.
+    let mut spare = open_spare();
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => shard.on_accept(stream, peer, tls),
@@ -22,16 +25,52 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: Rc<TcpListener>, tls: bool)
                 if shard.st.borrow().stopping {
                     return;
                 }
+                let out_of_fds =
+                    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE));
+                if out_of_fds && spare.take().is_some() {
+                    let answered = refuse_one(&listener);
+                    spare = open_spare();
+                    if answered {
+                        let mut st = shard.st.borrow_mut();
+                        st.stats.c.accepted += 1;
+                        st.stats.c.limit_rejects += 1;
+                        st.stats.c.fd_rejects += 1;
+                        st.stats.closed(crate::stats::CloseReason::Rejected);
+                    }
+                }
                 // EMFILE/ENFILE/ENOBUFS: the connection stays in the backlog; back off
                 // instead of spinning on it.
                 if errors_logged < 10 || errors_logged.is_power_of_two() {
                     tracing::warn!(shard = shard.id, error = %e, "accept failed");
                 }
                 errors_logged = errors_logged.saturating_add(1);
-                monoio::time::sleep(Duration::from_millis(20)).await;
+                if !out_of_fds || spare.is_none() {
+                    monoio::time::sleep(Duration::from_millis(20)).await;
+                }
             }
         }
     }
+}
+
+/// The reserve descriptor (see `accept_loop`).
+fn open_spare() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").ok()
+}
+
+/// Accepts one connection from the backlog with the descriptor the spare just freed, answers
+/// it 503 and closes it. Returns whether there was one.
+fn refuse_one(listener: &TcpListener) -> bool {
+    let flags = rustix::net::SocketFlags::NONBLOCK | rustix::net::SocketFlags::CLOEXEC;
+    let Ok(sock) = rustix::net::accept_with(crate::sys::fd_of(listener), flags) else {
+        return false;
+    };
+    let body = br#"{"error":"overloaded","message":"server out of file descriptors"}"#;
+    let mut out = Vec::with_capacity(256);
+    crate::ws::http::write_response(&mut out, 503, "application/json", body, false, &[]);
+    let send = rustix::net::SendFlags::DONTWAIT | rustix::net::SendFlags::NOSIGNAL;
+    let _ = rustix::net::send(&sock, &out, send);
+    // Dropping `sock` closes it (FIN after the response).
+    true
 }
 
 /// The bucket of a peer address in the per-IP connection counters.

@@ -107,6 +107,7 @@ impl State {
         reply: ReplyTo,
         to_user: bool,
     ) {
+        crate::fault::check(crate::fault::Site::Shard, topic);
         self.stats.c.publishes += 1;
         if self.shared.bridge.is_some() {
             return self.publish_to_broker(topic, data, idem, reply, to_user);

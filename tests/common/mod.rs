@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod proc;
+
 use std::{
     io::{BufRead, BufReader},
     net::SocketAddr,
@@ -37,7 +39,7 @@ pub enum Driver {
 }
 
 impl Driver {
-    fn flag(self) -> &'static str {
+    pub fn flag(self) -> &'static str {
         match self {
             Driver::IoUring => "io_uring",
             Driver::Epoll => "epoll",
@@ -146,6 +148,15 @@ impl Server {
             addr,
             tls_addr,
             child: Some(child),
+        }
+    }
+
+    /// A handle on a server some other owner started (`proc::Proc`): not killed on drop.
+    pub fn attach(addr: SocketAddr) -> Server {
+        Server {
+            addr,
+            tls_addr: None,
+            child: None,
         }
     }
 
