@@ -19,25 +19,9 @@ both_drivers!(
 const CRASH_STATUS: i32 = 70;
 
 async fn a_shard_panic_ends_the_process(driver: Driver) {
-    let mut p = Proc::start("", &[], &["--driver", driver.flag()]);
-    let server = p.server();
-    let (mut ws, _) = connect(&server).await;
-    subscribe(&mut ws, 1, &["x.y"]).await;
-    send_json(
-        &mut ws,
-        json!({"op":"publish","topic":"fault.panic.shard","data":1}),
-    )
-    .await;
-    let status = p.wait_exit();
-    let log = p.stderr();
-    assert_eq!(
-        status.code(),
-        Some(CRASH_STATUS),
-        "{status:?}; stderr: {log}"
-    );
-    assert!(log.contains("fault injection"), "{log}");
+    let p = Proc::start("", &[], &["--driver", driver.flag()]);
+    let log = crash(p, "fault.panic.shard").await;
     assert!(log.contains("tc-shard-"), "the log names the thread: {log}");
-    assert!(log.contains("exiting with status 70"), "{log}");
 }
 
 async fn a_bridge_panic_ends_the_process(driver: Driver) {
@@ -54,14 +38,17 @@ async fn a_bridge_panic_ends_the_process(driver: Driver) {
         "--broker",
         &url,
     ];
-    let mut p = Proc::start("", &[], &args);
+    let log = crash(Proc::start("", &[], &args), "fault.panic.bridge").await;
+    assert!(log.contains("tc-bridge"), "the log names the thread: {log}");
+}
+
+/// Publishes to the fault topic from a subscribed client; the process must exit with
+/// `CRASH_STATUS` and say why. Returns its stderr.
+async fn crash(mut p: Proc, topic: &str) -> String {
     let server = p.server();
     let (mut ws, _) = connect(&server).await;
-    send_json(
-        &mut ws,
-        json!({"op":"publish","topic":"fault.panic.bridge","data":1}),
-    )
-    .await;
+    subscribe(&mut ws, 1, &["x.y"]).await;
+    send_json(&mut ws, json!({"op":"publish","topic":topic,"data":1})).await;
     let status = p.wait_exit();
     let log = p.stderr();
     assert_eq!(
@@ -69,6 +56,7 @@ async fn a_bridge_panic_ends_the_process(driver: Driver) {
         Some(CRASH_STATUS),
         "{status:?}; stderr: {log}"
     );
-    assert!(log.contains("tc-bridge"), "the log names the thread: {log}");
     assert!(log.contains("fault injection"), "{log}");
+    assert!(log.contains("exiting with status 70"), "{log}");
+    log
 }
