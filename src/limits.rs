@@ -15,6 +15,11 @@ pub const fn reserved_descriptors(shards: usize) -> u64 {
     64 + 8 * shards as u64
 }
 
+/// Connections kept for plain HTTP (health checks, scrapes, the admin API) when
+/// `limits.connections_max` is lowered to fit `RLIMIT_NOFILE`: WebSockets may take all the
+/// descriptors but these.
+pub const HTTP_HEADROOM: u64 = 64;
+
 /// Bytes a shard reads from one socket per `recv`. Client traffic is small ops; 64 KiB takes a
 /// burst of a publisher's messages in one call. One buffer per shard, not per connection.
 pub const READ_CHUNK_BYTES: usize = 64 * 1024;

@@ -191,7 +191,9 @@ fn serve(mut cfg: Config) -> i32 {
     // limit is raised to the hard one, and the connection limit lowered to what fits.
     let nofile = tickcast::sys::raise_nofile_limit();
     let shards = tickcast::topology::shard_count(&cfg) as u64;
-    let fits = nofile.saturating_sub(tickcast::limits::reserved_descriptors(shards as usize));
+    let fits = nofile
+        .saturating_sub(tickcast::limits::reserved_descriptors(shards as usize))
+        .saturating_sub(tickcast::limits::HTTP_HEADROOM);
     if (cfg.limits.connections_max as u64) > fits {
         tracing::info!(
             rlimit_nofile = nofile,

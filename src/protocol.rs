@@ -23,6 +23,9 @@ pub enum ErrorCode {
     MessageTooLarge,
     /// Cluster mode: the broker did not confirm a publish (down, or too slow).
     Unavailable,
+    /// A publish refused because the server is at capacity: its topic's owner cannot hold
+    /// another topic (`limits.topics_per_shard_max`), or a queue on its way is full.
+    Capacity,
     Internal,
 }
 
@@ -37,6 +40,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::MessageTooLarge => "message_too_large",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Capacity => "capacity",
             ErrorCode::Internal => "internal",
         }
     }
@@ -50,7 +54,7 @@ impl ErrorCode {
             ErrorCode::MessageTooLarge => 413,
             ErrorCode::TooManySubscriptions | ErrorCode::RateLimited => 429,
             ErrorCode::Internal => 500,
-            ErrorCode::Unavailable => 503,
+            ErrorCode::Unavailable | ErrorCode::Capacity => 503,
         }
     }
 }
@@ -552,14 +556,12 @@ pub fn ack_subscribe<S: AsRef<str>>(
     positions: &[crate::shard::history::Position],
 ) {
     ack_topics(out, id, topics);
-    // Epoch 0: the owner could not track the topic (`limits.topics_per_shard_max`).
-    let mut positions = positions.iter().filter(|p| p.epoch != 0).peekable();
-    if positions.peek().is_none() {
+    if positions.is_empty() {
         return;
     }
     out.pop();
     out.extend_from_slice(b",\"positions\":[");
-    for (i, p) in positions.enumerate() {
+    for (i, p) in positions.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }

@@ -218,6 +218,9 @@ shard_counters! {
     /// `handshakes_per_shard_max`.
     limit_rejects: "tickcast_limit_rejects_total",
         "Connections refused by connection limits (HTTP 503/429).";
+    /// Topics whose owner state was dropped because nothing needed it any more.
+    topics_dropped: "tickcast_topics_dropped_total",
+        "Topics forgotten by their owner shard: no subscriber, history or idem key needed them.";
     /// Connections answered 503 at accept because the process was out of descriptors.
     fd_rejects: "tickcast_fd_rejects_total",
         "Connections answered 503 and closed at accept: the process was out of file descriptors.";

@@ -46,6 +46,13 @@ pub fn raise_nofile_limit() -> u64 {
     getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
 }
 
+/// The soft RLIMIT_NOFILE (`u64::MAX` when unlimited).
+pub fn nofile_limit() -> u64 {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX)
+}
+
 /// Opts the process out of transparent huge pages. tickcast's heap is many small per-connection
 /// objects; backed by 2 MiB pages, partly used regions count whole in RSS (measured: ~600 B more
 /// per idle connection at 10k connections). Returns whether the kernel accepted it.

@@ -392,7 +392,10 @@ async fn error_replies_keep_connection_usable(driver: Driver) {
         "x".repeat(2000)
     );
     expect_error(&mut ws, &big, "message_too_large", json!(9)).await;
-    // Each shard owns at most one topic: of three new topics, at least one is refused.
+    // Each shard holds at most one topic: of three new topics a subscriber needs, at least
+    // one is refused (`capacity`), since the table has no idle topic to give up.
+    let (mut sub, _) = connect(&server).await;
+    subscribe(&mut sub, 1, &["t1", "t2", "t3"]).await;
     let mut refused = 0;
     for (i, t) in ["t1", "t2", "t3"].iter().enumerate() {
         send_json(
@@ -402,7 +405,7 @@ async fn error_replies_keep_connection_usable(driver: Driver) {
         .await;
         let r = recv_json(&mut ws).await;
         if r["op"] == "error" {
-            assert_eq!(r["code"], "rate_limited", "{r}");
+            assert_eq!(r["code"], "capacity", "{r}");
             refused += 1;
         }
     }
@@ -428,7 +431,8 @@ async fn error_replies_keep_connection_usable(driver: Driver) {
     }
     assert_eq!(
         recv_json(&mut ws).await,
-        json!({"op":"ack","id":5,"topics":["ok.topic"]})
+        json!({"op":"ack","id":5,"topics":["ok.topic"],
+            "positions":[{"topic":"ok.topic","seq":0,"epoch":"0000000000000000"}]})
     );
     // Nothing valid: errors only, no ack (the next reply is the pong).
     send_json(

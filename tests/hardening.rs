@@ -20,6 +20,9 @@ both_drivers!(
     requests_without_one_host_header_get_400,
     ready_says_whether_the_node_can_serve,
     out_of_descriptors_new_connections_get_503,
+    subscribe_churn_creates_no_topic_state,
+    topics_nobody_needs_are_forgotten,
+    a_full_topic_table_refuses_with_capacity,
 );
 
 /// Reads one HTTP response (head and its `Content-Length` body) from a keep-alive connection.
@@ -316,9 +319,10 @@ async fn ready_says_whether_the_node_can_serve(driver: Driver) {
     let (_ws, _) = connect(&node).await;
 }
 
-/// Defect 9: the connection limit follows `RLIMIT_NOFILE` (said once, at INFO); out of
-/// descriptors, a new connection is answered 503 at once instead of waiting unanswered in the
-/// backlog, and service resumes when descriptors free up.
+/// Defect 9: the connection limits follow `RLIMIT_NOFILE` (said once, at INFO): WebSockets
+/// up to what leaves room for plain HTTP, all connections up to what leaves the process its
+/// own descriptors. Beyond that a new connection is answered 503 at once instead of waiting
+/// unanswered in the backlog, and service resumes when connections close.
 async fn out_of_descriptors_new_connections_get_503(driver: Driver) {
     let env = [
         ("RUST_LOG", "info"),
@@ -328,37 +332,58 @@ async fn out_of_descriptors_new_connections_get_503(driver: Driver) {
     let p = Proc::start("ulimit -n 200", &env, &["--driver", driver.flag()]);
     let server = p.server();
     let log = p.stderr();
-    // 200 descriptors, 64 + 8 per shard reserved: 120 connections.
+    // 200 descriptors, 64 + 8 per shard kept by the process: 120 connections; of them 64 kept
+    // for plain HTTP: 56 WebSockets.
     let lowered: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("RLIMIT_NOFILE"))
         .collect();
     assert_eq!(lowered.len(), 1, "{log}");
     assert!(
-        lowered[0].contains("INFO") && lowered[0].contains("connections_max 100000 lowered to 120"),
+        lowered[0].contains("INFO") && lowered[0].contains("connections_max 100000 lowered to 56"),
         "{log}"
     );
-    // The limit applies at the upgrade: 120 WebSockets, then 503.
     let mut held = Vec::new();
-    for _ in 0..120 {
+    for _ in 0..56 {
         held.push(connect(&server).await.0);
     }
     let refused = tokio_tungstenite::connect_async(server.ws_url()).await;
     let err = refused
-        .expect_err("a 121st WebSocket is refused")
+        .expect_err("a 57th WebSocket is refused")
         .to_string();
     assert!(err.contains("503"), "{err}");
-    // Connections that hold their descriptor without a request, until there are none left.
-    let mut raw = Vec::new();
-    for _ in 0..100 {
-        raw.push(TcpStream::connect(server.addr).await.unwrap());
+    // Once the refused one is gone, 56 connections are open (57 with the scrape asking).
+    let start = Instant::now();
+    while server.metric("tickcast_connections").await != 57.0 {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the refused connection was never closed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    // Out of descriptors: a health check is answered (503), not left in the backlog.
-    let (status, body) = server.http("GET", "/health", None).await;
-    assert_eq!(status, 503, "{body}");
-    assert!(body.contains("out of file descriptors"), "{body}");
+    // Plain HTTP keep-alive connections take the rest: 64 more are held ...
+    let mut raw = Vec::new();
+    for _ in 0..64 {
+        let mut s = TcpStream::connect(server.addr).await.unwrap();
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!(read_response(&mut s).await.0, 200);
+        raw.push(s);
+    }
+    // ... and the next ones are answered 503 at once, not left in the backlog.
+    for _ in 0..3 {
+        let (status, body) = server.http("GET", "/health", None).await;
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("out of file descriptors"), "{body}");
+    }
+    assert_eq!(
+        p.stderr().matches("accept failed").count(),
+        0,
+        "{}",
+        p.stderr()
+    );
     drop(raw);
-    drop(held);
     let start = Instant::now();
     loop {
         let (status, _) = server.http("GET", "/health", None).await;
@@ -368,8 +393,157 @@ async fn out_of_descriptors_new_connections_get_503(driver: Driver) {
         assert!(start.elapsed() < DEADLINE, "service never resumed");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert!(server.metric("tickcast_fd_rejects_total").await >= 1.0);
+    assert_eq!(server.metric("tickcast_fd_rejects_total").await, 3.0);
+    drop(held);
     let (_ws, _) = connect(&server).await;
+}
+
+/// Defect 2: subscribing and unsubscribing exact topics (what an anonymous client may do at
+/// its allowed rate) must not create topic state: the table grows with what publishers do,
+/// never with what subscribers ask. A topic nothing was published to has position 0, epoch 0.
+async fn subscribe_churn_creates_no_topic_state(driver: Driver) {
+    let server = Server::start(driver, &[], &[]);
+    let mut clients = Vec::new();
+    for _ in 0..10 {
+        clients.push(connect(&server).await.0);
+    }
+    for round in 0..10 {
+        for (c, ws) in clients.iter_mut().enumerate() {
+            let topics: Vec<String> = (0..20)
+                .map(|i| format!("public.r{round}c{c}t{i}"))
+                .collect();
+            let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+            let ack = subscribe(ws, 1, &refs).await;
+            let positions = ack["positions"].as_array().unwrap();
+            assert_eq!(positions.len(), 20, "{ack}");
+            assert_eq!(positions[0]["seq"], 0);
+            assert_eq!(positions[0]["epoch"], "0000000000000000", "{ack}");
+            send_json(ws, json!({"op":"unsubscribe","id":2,"topics":refs})).await;
+            assert_eq!(recv_json(ws).await["op"], "ack");
+        }
+    }
+    // 2,000 topics subscribed and unsubscribed: none is held by any shard.
+    assert_eq!(server.metric("tickcast_topics").await, 0.0);
+    let (status, body) = server.http("GET", "/v1/stats", None).await;
+    assert_eq!(status, 200);
+    let stats: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(stats["total"]["topics"], 0, "{body}");
+    // Publishing still works, to new topics too.
+    let (status, body) = server
+        .http(
+            "POST",
+            "/v1/publish",
+            Some(r#"{"topic":"public.new","data":1}"#),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Defect 2: a topic's state lives while something needs it (here: a subscriber), then it is
+/// forgotten; published to again, it starts a new epoch, and a client recovering with the old
+/// epoch is told so (`gap`, reason `epoch`).
+async fn topics_nobody_needs_are_forgotten(driver: Driver) {
+    let server = Server::start(driver, &[], &[]);
+    let (mut sub, _) = connect(&server).await;
+    subscribe(&mut sub, 1, &["f.t"]).await;
+    let (status, body) = server
+        .http("POST", "/v1/publish", Some(r#"{"topic":"f.t","data":1}"#))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let first: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(recv_json(&mut sub).await["seq"], 1);
+    // Held while subscribed.
+    assert_eq!(server.metric("tickcast_topics").await, 1.0);
+    drop(sub);
+    // Nobody needs it now: the owner's sweep forgets it.
+    server
+        .wait_metric("tickcast_topics_dropped_total", 1.0)
+        .await;
+    assert_eq!(server.metric("tickcast_topics").await, 0.0);
+    let (_, body) = server
+        .http("POST", "/v1/publish", Some(r#"{"topic":"f.t","data":2}"#))
+        .await;
+    let second: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(second["seq"], 1, "{body}");
+    assert_ne!(second["epoch"], first["epoch"]);
+    let (mut ws, _) = connect(&server).await;
+    send_json(
+        &mut ws,
+        json!({"op":"subscribe","id":3,"topics":["f.t"],"since":{"f.t":{"seq":1,"epoch":first["epoch"]}}}),
+    )
+    .await;
+    let ack = recv_json(&mut ws).await;
+    assert_eq!(ack["positions"][0]["epoch"], second["epoch"], "{ack}");
+    let gap = recv_json(&mut ws).await;
+    assert_eq!(
+        (&gap["op"], &gap["reason"]),
+        (&json!("gap"), &json!("epoch")),
+        "{gap}"
+    );
+}
+
+/// Defect 2: a publish the owner cannot take because its table is full of topics that are
+/// needed gets its own code, `capacity` (HTTP 503), not `rate_limited`; once a topic is no
+/// longer needed (its subscriber left), its slot serves a new topic.
+async fn a_full_topic_table_refuses_with_capacity(driver: Driver) {
+    let env = [("TICKCAST_LIMITS__TOPICS_PER_SHARD_MAX", "1")];
+    let server = Server::start(driver, &env, &[]);
+    // Two topics with the same owner shard; the first fills its table and a subscriber needs it.
+    let (a, b) = same_owner_pair("cap.");
+    let (mut sub, _) = connect(&server).await;
+    subscribe(&mut sub, 1, &[&a]).await;
+    let publish = |t: &str| format!(r#"{{"topic":"{t}","data":1}}"#);
+    let (status, body) = server.http("POST", "/v1/publish", Some(&publish(&a))).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server.http("POST", "/v1/publish", Some(&publish(&b))).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains(r#""error":"capacity""#), "{body}");
+    let (mut ws, _) = connect(&server).await;
+    send_json(&mut ws, json!({"op":"publish","id":4,"topic":b,"data":1})).await;
+    let err = recv_json(&mut ws).await;
+    assert_eq!(
+        (&err["op"], &err["code"]),
+        (&json!("error"), &json!("capacity")),
+        "{err}"
+    );
+    assert_eq!(
+        server.metric("tickcast_topic_limit_rejects_total").await,
+        2.0
+    );
+    // The subscriber leaves: `a` is no longer needed and gives `b` its slot.
+    drop(sub);
+    let start = Instant::now();
+    loop {
+        let (status, body) = server.http("POST", "/v1/publish", Some(&publish(&b))).await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the unneeded topic never gave its slot"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Two topics `<prefix>N` owned by the same shard of a 2-shard server (the owner is FNV-1a of
+/// the name modulo the shard count, as in `src/shard/fanout.rs`).
+fn same_owner_pair(prefix: &str) -> (String, String) {
+    let owner = |t: &str| {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in t.bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h % 2
+    };
+    let first = format!("{prefix}0");
+    let second = (1..)
+        .map(|i| format!("{prefix}{i}"))
+        .find(|t| owner(t) == owner(&first))
+        .unwrap();
+    (first, second)
 }
 
 /// Sends a text message from any client stream.

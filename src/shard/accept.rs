@@ -15,8 +15,10 @@ use super::{IP_BUCKETS, Shard, conn::Conn};
 /// `tls`: the connections of this listener speak TLS (see `super::tls`).
 pub async fn accept_loop(shard: Rc<Shard>, listener: Rc<TcpListener>, tls: bool) {
     let mut errors_logged = 0u32;
-    // Out of descriptors, a connection would wait in the backlog with no answer (a health
-    // check hangs): one descriptor is kept in reserve to accept it and answer 503.
+    // Connections are capped below the descriptor limit (`Shared::accept_cap`), so the process
+    // keeps descriptors for itself; should it run out anyway (a broker reconnect storm, a
+    // descriptor leak), one is kept in reserve to accept a waiting connection and answer 503
+    // rather than leave it unanswered in the backlog (a health check would hang).
     let mut spare = open_spare();
     loop {
         match listener.accept().await {
@@ -27,16 +29,24 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: Rc<TcpListener>, tls: bool)
                 }
                 let out_of_fds =
                     matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE));
+                let mut answered = false;
                 if out_of_fds && spare.take().is_some() {
-                    let answered = refuse_one(&listener);
-                    spare = open_spare();
-                    if answered {
-                        let mut st = shard.st.borrow_mut();
-                        st.stats.c.accepted += 1;
-                        st.stats.c.limit_rejects += 1;
-                        st.stats.c.fd_rejects += 1;
-                        st.stats.closed(crate::stats::CloseReason::Rejected);
+                    if let Ok(sock) = rustix::net::accept(crate::sys::fd_of(&*listener)) {
+                        refuse(&sock);
+                        answered = true;
                     }
+                }
+                // Another thread may have taken the freed descriptor: retried on every error.
+                if spare.is_none() {
+                    spare = open_spare();
+                }
+                if answered {
+                    let mut st = shard.st.borrow_mut();
+                    st.stats.c.accepted += 1;
+                    st.stats.c.fd_rejects += 1;
+                    st.stats.c.limit_rejects += 1;
+                    st.stats.closed(crate::stats::CloseReason::Rejected);
+                    continue;
                 }
                 // EMFILE/ENFILE/ENOBUFS: the connection stays in the backlog; back off
                 // instead of spinning on it.
@@ -44,9 +54,7 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: Rc<TcpListener>, tls: bool)
                     tracing::warn!(shard = shard.id, error = %e, "accept failed");
                 }
                 errors_logged = errors_logged.saturating_add(1);
-                if !out_of_fds || spare.is_none() {
-                    monoio::time::sleep(Duration::from_millis(20)).await;
-                }
+                monoio::time::sleep(Duration::from_millis(20)).await;
             }
         }
     }
@@ -57,20 +65,15 @@ fn open_spare() -> Option<std::fs::File> {
     std::fs::File::open("/dev/null").ok()
 }
 
-/// Accepts one connection from the backlog with the descriptor the spare just freed, answers
-/// it 503 and closes it. Returns whether there was one.
-fn refuse_one(listener: &TcpListener) -> bool {
-    let flags = rustix::net::SocketFlags::NONBLOCK | rustix::net::SocketFlags::CLOEXEC;
-    let Ok(sock) = rustix::net::accept_with(crate::sys::fd_of(listener), flags) else {
-        return false;
-    };
-    let body = br#"{"error":"overloaded","message":"server out of file descriptors"}"#;
-    let mut out = Vec::with_capacity(256);
-    crate::ws::http::write_response(&mut out, 503, "application/json", body, false, &[]);
-    let send = rustix::net::SendFlags::DONTWAIT | rustix::net::SendFlags::NOSIGNAL;
-    let _ = rustix::net::send(&sock, &out, send);
-    // Dropping `sock` closes it (FIN after the response).
-    true
+/// Answers a connection the process has no room for `503 overloaded` (one nonblocking
+/// write, no wait) before it is closed.
+fn refuse(sock: &impl std::os::fd::AsFd) {
+    const RESPONSE: &[u8] =
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
+        Content-Length: 65\r\nConnection: close\r\n\r\n\
+        {\"error\":\"overloaded\",\"message\":\"server out of file descriptors\"}";
+    let flags = rustix::net::SendFlags::DONTWAIT | rustix::net::SendFlags::NOSIGNAL;
+    let _ = rustix::net::send(sock, RESPONSE, flags);
 }
 
 /// The bucket of a peer address in the per-IP connection counters.
@@ -88,7 +91,18 @@ impl Shard {
             st.stats.closed(crate::stats::CloseReason::Shutdown);
             return;
         }
+        // Counted first, checked after: two shards cannot both take the last slot.
+        let open = self.shared.connections.fetch_add(1, Ordering::Relaxed);
+        if open >= self.shared.accept_cap {
+            self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+            refuse(&crate::sys::fd_of(&stream));
+            st.stats.c.fd_rejects += 1;
+            st.stats.c.limit_rejects += 1;
+            st.stats.closed(crate::stats::CloseReason::Rejected);
+            return;
+        }
         if st.handshakes >= self.shared.cfg.limits.handshakes_per_shard_max {
+            self.shared.connections.fetch_sub(1, Ordering::Relaxed);
             // No response: under a handshake flood, answering costs what it defends.
             st.stats.c.limit_rejects += 1;
             st.stats.closed(crate::stats::CloseReason::Rejected);
@@ -100,6 +114,7 @@ impl Shard {
             true => match self.new_tls_session() {
                 Some(session) => Some(session),
                 None => {
+                    self.shared.connections.fetch_sub(1, Ordering::Relaxed);
                     st.stats.c.tls_handshake_failures += 1;
                     st.stats.closed(crate::stats::CloseReason::Rejected);
                     return;
@@ -114,7 +129,6 @@ impl Shard {
         }
         let ip = peer.ip().to_canonical();
         let bucket = ip_bucket(ip);
-        self.shared.connections.fetch_add(1, Ordering::Relaxed);
         self.shared.per_ip[bucket as usize].fetch_add(1, Ordering::Relaxed);
         let now = st.clock();
         let deadline = now + self.shared.cfg.timeouts.handshake_ms;
@@ -128,5 +142,33 @@ impl Shard {
         st.handshakes += 1;
         drop(st);
         monoio::spawn(super::conn::conn_task(self.clone(), key, stream));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The canned 503 is one well-formed response whose body is exactly its length.
+    #[test]
+    fn the_refusal_is_a_complete_response() {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        super::refuse(&a);
+        drop(a);
+        let mut got = Vec::new();
+        std::io::Read::read_to_end(&mut &b, &mut got).unwrap();
+        let mut headers = [httparse::EMPTY_HEADER; 8];
+        let mut res = httparse::Response::new(&mut headers);
+        let httparse::Status::Complete(n) = res.parse(&got).unwrap() else {
+            panic!("incomplete");
+        };
+        assert_eq!(res.code, Some(503));
+        let len = res
+            .headers
+            .iter()
+            .find(|h| h.name == "Content-Length")
+            .unwrap();
+        let len: usize = std::str::from_utf8(len.value).unwrap().parse().unwrap();
+        assert_eq!(got.len() - n, len);
+        let body: serde_json::Value = serde_json::from_slice(&got[n..]).unwrap();
+        assert_eq!(body["error"], "overloaded");
     }
 }

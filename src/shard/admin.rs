@@ -732,7 +732,7 @@ impl State {
                 bytes_max,
             } => {
                 let now_ns = monotonic_ns();
-                AdminPart::History(self.topics.get_mut(&*topic).map(|t| {
+                AdminPart::History(self.topics.get_mut(&topic).map(|t| {
                     let frames = t
                         .history
                         .as_mut()

@@ -17,6 +17,7 @@ use super::{
     State,
     conn::Phase,
     history::{PendingSub, Wanted},
+    idem::IdemWindow,
     out::Offer,
     pacing::Pacing,
 };
@@ -33,27 +34,11 @@ use crate::{
     stats::{Gauges, SecEvent},
 };
 
-/// The shards with a subscriber matching `topic`, recomputed only when interest changed.
-pub(super) fn shard_mask(
-    state: &mut super::TopicState,
-    interest: &crate::pubsub::trie::PatternTrie<u64>,
-    interest_gen: u64,
-    topic: &str,
-) -> u64 {
-    if state.mask_gen != interest_gen {
-        let mut mask = 0;
-        interest.for_each_match(topic, |m| mask |= *m);
-        state.mask = mask;
-        state.mask_gen = interest_gen;
-    }
-    state.mask
-}
-
 /// Encodes message `seq` of `topic` once and keeps it in the topic's history; returns the
 /// frame and the shards to send it to. The topic's owner only.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn encode_once(
-    state: &mut super::TopicState,
+    state: &mut super::topics::TopicState,
     interest: &crate::pubsub::trie::PatternTrie<u64>,
     interest_gen: u64,
     stats: &mut crate::stats::ShardStats,
@@ -62,7 +47,7 @@ pub(super) fn encode_once(
     ts_us: u64,
     data: &[u8],
 ) -> (SharedFrame, u64) {
-    let mask = shard_mask(state, interest, interest_gen, topic);
+    let mask = state.shard_mask(interest, interest_gen, topic);
     // Built even when no shard listens (~100 ns), so `serializations` counts every publish
     // sequenced, with or without subscribers.
     let frame: SharedFrame = Arc::new(
@@ -74,6 +59,12 @@ pub(super) fn encode_once(
     }
     (frame, mask)
 }
+
+/// Why a publish got `capacity`: the topic table of its owner is full of topics that are
+/// needed, a cross-shard queue is full, or (cluster mode) the queue of publishes waiting for
+/// the broker is.
+pub(crate) const CAPACITY_MESSAGE: &str =
+    "publish refused: the server is at capacity (topic table or publish queue full); retry later";
 
 /// The shard owning `topic` (FNV-1a: stable, fast on short strings, identical on every shard).
 pub fn owner_of(topic: &str, shards: usize) -> usize {
@@ -130,7 +121,7 @@ impl State {
             SendOutcome::Spilled => self.stats.c.mesh_spills += 1,
             SendOutcome::Dropped(MeshMsg::Publish(msg)) => {
                 self.stats.c.mesh_drops += 1;
-                self.apply_publish_reply(msg.reply, Err(ErrorCode::RateLimited));
+                self.apply_publish_reply(msg.reply, Err(ErrorCode::Capacity));
             }
             SendOutcome::Dropped(_) => unreachable!("send gives back what it was given"),
         }
@@ -147,10 +138,12 @@ impl State {
         origin: usize,
         to_user: bool,
     ) {
-        if !self.ensure_topic(topic) {
-            return self.publish_done(reply, Err(ErrorCode::RateLimited), origin);
+        if self.ensure_topic(topic).is_err() {
+            return self.publish_done(reply, Err(ErrorCode::Capacity), origin);
         }
         let idem_max = self.shared.cfg.limits.idem_keys_per_topic;
+        let idem_ttl_ns = self.shared.cfg.cluster.idem_window_s * 1_000_000_000;
+        let now_ns = monotonic_ns();
         let State {
             topics,
             interest,
@@ -161,8 +154,10 @@ impl State {
         let state = topics.get_mut(topic).expect("ensured above");
         let topic_epoch = state.epoch;
         if let Some(key) = idem {
-            let window = state.idem.get_or_insert_with(Default::default);
-            if let Some(seq) = window.get(&key) {
+            let window = state
+                .idem
+                .get_or_insert_with(|| Box::new(IdemWindow::new(idem_ttl_ns)));
+            if let Some(seq) = window.get(&key, now_ns) {
                 let done = Published {
                     seq,
                     epoch: topic_epoch,
@@ -171,7 +166,7 @@ impl State {
                 stats.c.duplicates += 1;
                 return self.publish_done(reply, Ok(done), origin);
             }
-            window.insert(key, state.seq + 1, idem_max);
+            window.insert(key, state.seq + 1, idem_max, now_ns);
         }
         state.seq += 1;
         let seq = state.seq;
@@ -357,9 +352,7 @@ impl State {
                     }
                     Err(code) => {
                         let message = match code {
-                            ErrorCode::RateLimited => {
-                                "publish refused: topic or mesh capacity exhausted"
-                            }
+                            ErrorCode::Capacity => CAPACITY_MESSAGE,
                             ErrorCode::Unavailable => {
                                 "the cluster broker did not confirm the publish: retry with the \
                                  same idem"
@@ -730,6 +723,7 @@ impl State {
             patterns: self.index.pattern_count() as u64,
             topics: self.topics.len() as u64,
         };
+        self.stats.c.topics_dropped = self.topics.dropped();
         self.stats.flush(gauges, &self.shared.hub);
     }
 }

@@ -18,14 +18,10 @@
 
 use std::{collections::VecDeque, rc::Rc};
 
-use super::{State, TopicState, fanout::owner_of};
+use super::{State, fanout::owner_of};
 
 use crate::{
-    config::{Lane, SlowPolicy},
-    frame::{
-        FrameClass, LANE_ALERT, LANE_DATA, LANE_PRIVATE, OutFrame, POLICY_CONFLATE,
-        POLICY_DISCONNECT, POLICY_DROP_OLDEST, SharedFrame, monotonic_ns,
-    },
+    frame::{OutFrame, SharedFrame, monotonic_ns},
     mesh::{MeshMsg, PositionRep, PositionReq},
     protocol,
 };
@@ -150,6 +146,12 @@ impl History {
         self.frames.len()
     }
 
+    /// Frames retained once those past `history_ttl_s` at `now_ns` are gone.
+    pub(crate) fn retained_now(&mut self, now_ns: u64) -> usize {
+        self.expire(now_ns);
+        self.frames.len()
+    }
+
     fn last(&mut self, now_ns: u64) -> Option<SharedFrame> {
         self.expire(now_ns);
         self.frames.back().cloned()
@@ -240,17 +242,20 @@ impl State {
     /// Owner side: the position of `topic` and what a client at `since` missed.
     pub(crate) fn position(&mut self, topic: &str, since: Option<(u64, u64)>) -> Position {
         let now_ns = monotonic_ns();
-        if !self.ensure_topic(topic) {
-            // Over `limits.topics_per_shard_max`: no position to give.
+        let Some(state) = self.topics.get_mut(topic) else {
+            // Nothing published (or nothing anyone needed kept it): no epoch yet, `seq` 0. A
+            // client that saw messages of an earlier life of the topic has lost them.
+            let gap = since
+                .filter(|(s, _)| *s > 0)
+                .map(|_| (1, 0, GapReason::Epoch));
             return Position {
                 topic: topic.into(),
                 seq: 0,
                 epoch: 0,
-                gap: None,
+                gap,
                 replay: Vec::new(),
             };
-        }
-        let state = self.topics.get_mut(topic).expect("ensured above");
+        };
         // A replay fills at most half of the topic's lane at the subscriber.
         let bytes_max = self.bounds.lane_max[state.frame_class.lane as usize] as usize / 2;
         let (seq, epoch) = (state.seq, state.epoch);
@@ -284,64 +289,6 @@ impl State {
             gap,
             replay,
         }
-    }
-
-    /// Creates the owner's state of `topic` (class, epoch, history) on first use; false over
-    /// `limits.topics_per_shard_max`.
-    pub(crate) fn ensure_topic(&mut self, topic: &str) -> bool {
-        if !self.topics.contains_key(topic) {
-            if self.topics.len() >= self.shared.cfg.limits.topics_per_shard_max {
-                self.stats.c.topic_limit_rejects += 1;
-                return false;
-            }
-            let found = self
-                .shared
-                .cfg
-                .topics
-                .iter()
-                .enumerate()
-                .find(|(_, c)| crate::pubsub::topic::matches(&c.pattern, topic));
-            let frame_class = found.map_or(FrameClass::DATA, |(i, c)| FrameClass {
-                class: i as u16,
-                lane: match c.lane {
-                    Lane::Alert => LANE_ALERT,
-                    Lane::Private => LANE_PRIVATE,
-                    Lane::Data => LANE_DATA,
-                },
-                policy: match c.slow_policy {
-                    SlowPolicy::Disconnect => POLICY_DISCONNECT,
-                    SlowPolicy::Conflate => POLICY_CONFLATE,
-                    SlowPolicy::DropOldest => POLICY_DROP_OLDEST,
-                },
-            });
-            let class = found.map(|(_, c)| c);
-            let history = class
-                .filter(|c| c.history_size > 0)
-                .map(|c| Box::new(History::new(c.history_size, c.history_ttl_s)));
-            self.topics.insert(
-                topic.into(),
-                TopicState {
-                    seq: 0,
-                    mask: 0,
-                    mask_gen: u64::MAX,
-                    // Never 0: 0 stands for "no epoch yet". In cluster mode the broker's
-                    // messages bring the topic's epoch.
-                    epoch: if self.shared.bridge.is_some() {
-                        0
-                    } else {
-                        fastrand::u64(1..)
-                    },
-                    cache: class.is_some_and(|c| c.cache),
-                    history,
-                    frame_class,
-                    idem: None,
-                    live: false,
-                    history_full: false,
-                    remote: None,
-                },
-            );
-        }
-        true
     }
 
     /// Subscriber side: asks the owner of each of `wanted` for its position (answered at once

@@ -22,6 +22,7 @@ mod pacing;
 mod remote;
 mod timer;
 mod tls;
+mod topics;
 
 use std::{
     cell::{Cell, RefCell, RefMut},
@@ -65,6 +66,10 @@ pub struct Shared {
     pub connections: AtomicUsize,
     /// Shards whose listeners accept (`/ready`).
     pub listening: AtomicUsize,
+    /// TCP connections the process accepts at most: `RLIMIT_NOFILE` less the descriptors it
+    /// needs for itself. Beyond it a new connection is answered 503 and closed at once, so the
+    /// process never runs out of descriptors (`limits::reserved_descriptors`).
+    pub accept_cap: usize,
     pub per_ip: Box<[AtomicU32]>,
     /// Open authenticated connections per user, hashed like `per_ip`.
     pub per_user: Box<[AtomicU32]>,
@@ -96,6 +101,9 @@ impl Shared {
             auth,
             connections: AtomicUsize::new(0),
             listening: AtomicUsize::new(0),
+            accept_cap: crate::sys::nofile_limit()
+                .saturating_sub(crate::limits::reserved_descriptors(shards))
+                .min(usize::MAX as u64) as usize,
             per_ip: (0..IP_BUCKETS).map(|_| AtomicU32::new(0)).collect(),
             per_user: (0..IP_BUCKETS).map(|_| AtomicU32::new(0)).collect(),
             connect_tat: (0..IP_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
@@ -136,31 +144,6 @@ pub(crate) struct HttpWaiter {
     head: bool,
     /// An admin API request collecting one part per shard (`admin.rs`).
     gather: Option<Box<admin::Gather>>,
-}
-
-/// Owner-side state of one topic.
-#[derive(Debug)]
-pub(crate) struct TopicState {
-    seq: u64,
-    /// Shards with a subscriber matching this topic, valid while `mask_gen == interest_gen`.
-    mask: u64,
-    mask_gen: u64,
-    /// Random, drawn when this shard first saw the topic; `seq` counts within it.
-    epoch: u64,
-    /// New exact-topic subscribers first get the last message (`topics[].cache`).
-    cache: bool,
-    history: Option<Box<history::History>>,
-    /// Lane and slow-consumer policy of this topic's frames (its class).
-    frame_class: crate::frame::FrameClass,
-    /// Recent `idem` keys (allocated on the first keyed publish).
-    idem: Option<Box<idem::IdemWindow>>,
-    /// Cluster: `seq` is continuous with the broker's stream (set from a fetch; lost when no
-    /// subscription of this node matches the topic any more).
-    live: bool,
-    /// Cluster: the history holds what the broker held when last fetched, without a hole.
-    history_full: bool,
-    /// Cluster: a history fetch under way, what waits for it.
-    remote: Option<Box<remote::RemoteWait>>,
 }
 
 /// Everything a shard owns. Mutated only by the shard's own thread.
@@ -205,7 +188,7 @@ pub struct State {
     /// Per connection, topics waiting for their position (see `history`).
     recovering: HashMap<u32, Vec<history::Recovering>>,
     /// Topics this shard owns.
-    topics: HashMap<Box<str>, TopicState>,
+    topics: topics::Topics,
     http_waiters: Slab<HttpWaiter>,
     /// The server ping frame, built once and shared by every connection.
     ping_frame: OutFrame,
@@ -264,7 +247,7 @@ impl Shard {
             interest_acked: vec![0; shared.shards],
             pending_subs: Slab::new(),
             recovering: HashMap::new(),
-            topics: HashMap::new(),
+            topics: topics::Topics::new(&shared.cfg),
             http_waiters: Slab::new(),
             ping_frame: Rc::new(Arc::new(Frame::control(ping))),
             last_scan_ms: 0,

@@ -75,7 +75,7 @@ impl State {
         };
         if let Err(cmd) = bridge.send_publish(cmd) {
             self.stats.c.mesh_drops += 1;
-            self.apply_publish_reply(cmd.reply, Err(ErrorCode::RateLimited));
+            self.apply_publish_reply(cmd.reply, Err(ErrorCode::Capacity));
         }
     }
 
@@ -97,15 +97,15 @@ impl State {
             return;
         }
         let to_user = m.flags & FLAG_TO_USER != 0;
-        if !self.topics.contains_key(&*m.topic) && !to_user && !self.has_interest(&m.topic) {
+        if !self.topics.contains(&m.topic) && !to_user && !self.has_interest(&m.topic) {
             // Nobody here wants it (a Redis glob matches more than the pattern did): no
             // state for it, so foreign traffic cannot fill the topic table.
             return;
         }
-        if !self.ensure_topic(&m.topic) {
+        let Ok(state) = self.ensure_topic(&m.topic) else {
+            // The table is full of topics that are needed: this one cannot be tracked.
             return;
-        }
-        let state = self.topics.get_mut(&*m.topic).expect("ensured above");
+        };
         let fetching = state.remote.as_ref().is_some_and(|w| w.fetching);
         if !state.live || fetching {
             // No continuous view yet (first message, interest came back, a fetch under
@@ -139,7 +139,7 @@ impl State {
     /// Keeps `m` until the topic's fetch answers (starting one), dropping the oldest held
     /// past `HELD_MAX` (the fetch's answer then reports them).
     fn hold(&mut self, m: Received) {
-        let Some(state) = self.topics.get_mut(&*m.topic) else {
+        let Some(state) = self.topics.get_mut(&m.topic) else {
             return;
         };
         let w = state.remote.get_or_insert_with(Default::default);
@@ -206,7 +206,7 @@ impl State {
             stats,
             ..
         } = self;
-        let Some(state) = topics.get_mut(&*m.topic) else {
+        let Some(state) = topics.get_mut(&m.topic) else {
             return;
         };
         state.seq = m.seq;
@@ -257,7 +257,7 @@ impl State {
     pub(crate) fn on_fetched(&mut self, f: Fetched) {
         let now_ns = monotonic_ns();
         let topic = f.topic;
-        let Some(state) = self.topics.get(&*topic) else {
+        let Some(state) = self.topics.get(&topic) else {
             return;
         };
         if f.ok && state.live && state.epoch != 0 && f.epoch != 0 && f.epoch != state.epoch {
@@ -265,7 +265,7 @@ impl State {
             // from `seq` 1, are news for them (below).
             self.new_epoch_under_subscribers(&topic, f.epoch);
         }
-        let Some(state) = self.topics.get_mut(&*topic) else {
+        let Some(state) = self.topics.get_mut(&topic) else {
             return;
         };
         if state.live && state.epoch == 0 && state.seq == 0 {
@@ -348,16 +348,7 @@ impl State {
             let positions = std::mem::take(&mut w.positions);
             state.remote = Some(Box::new(w));
             for asked in positions {
-                let pos = super::history::Position {
-                    topic: topic.clone(),
-                    seq: asked.since.map_or(0, |(s, _)| s),
-                    epoch: asked.since.map_or(0, |(_, e)| e),
-                    gap: asked
-                        .since
-                        .map(|(s, _)| (s.saturating_add(1), u64::MAX, GapReason::Lost)),
-                    replay: Vec::new(),
-                };
-                self.answer_position(asked, pos);
+                self.answer_position(asked, unchecked(&topic, asked));
             }
             return;
         }
@@ -366,7 +357,7 @@ impl State {
         news.sort_by_key(|m| m.seq);
         let mut news = news.into_iter();
         while let Some(m) = news.next() {
-            let Some(state) = self.topics.get_mut(&*topic) else {
+            let Some(state) = self.topics.get_mut(&topic) else {
                 return;
             };
             if !state.live || m.seq <= state.seq || m.epoch != state.epoch {
@@ -429,7 +420,7 @@ impl State {
         let Some(state) = topics.get_mut(topic) else {
             return;
         };
-        let mask = super::fanout::shard_mask(state, interest, *interest_gen, topic);
+        let mask = state.shard_mask(interest, *interest_gen, topic);
         self.send_to_shards(mask, &frame);
         if mask & (1 << self.shard) != 0 {
             self.deliver_local(topic, std::rc::Rc::new(frame));
@@ -439,32 +430,34 @@ impl State {
     /// Owner side of a subscribe's position request: answered now, or (cluster mode) after
     /// the broker's view of the topic arrives.
     pub(crate) fn position_request(&mut self, topic: &str, asked: Asked) {
-        if self.shared.bridge.is_some() && self.needs_broker(topic, asked.since) {
-            if let Some(state) = self.topics.get_mut(topic) {
-                state
-                    .remote
-                    .get_or_insert_with(Default::default)
-                    .positions
-                    .push(asked);
-                self.start_fetch(topic);
-                return;
+        if self.shared.bridge.is_some() {
+            match self.needs_broker(topic, asked.since) {
+                Some(true) => {
+                    if let Some(state) = self.topics.get_mut(topic) {
+                        let w = state.remote.get_or_insert_with(Default::default);
+                        w.positions.push(asked);
+                        self.start_fetch(topic);
+                        return;
+                    }
+                }
+                Some(false) => {}
+                // The table is full: the topic cannot be checked against the broker.
+                None => return self.answer_position(asked, unchecked(topic, asked)),
             }
         }
         let pos = self.position(topic, asked.since);
         self.answer_position(asked, pos);
     }
 
-    /// Whether the local state cannot answer a position for `since` (cluster mode).
-    fn needs_broker(&mut self, topic: &str, since: Option<(u64, u64)>) -> bool {
-        if !self.ensure_topic(topic) {
-            return false;
-        }
-        let st = &self.topics[topic];
+    /// Whether the local state cannot answer a position for `since` (cluster mode); `None`
+    /// if the topic cannot be tracked (table full).
+    fn needs_broker(&mut self, topic: &str, since: Option<(u64, u64)>) -> Option<bool> {
+        let st = self.ensure_topic(topic).ok()?;
         if st.remote.as_ref().is_some_and(|w| w.fetching) || !st.live {
-            return true;
+            return Some(true);
         }
         let same_epoch = |e: u64| e == st.epoch || e == 0;
-        match since {
+        Some(match since {
             // The client saw more than this node has delivered yet (it comes from a node
             // that was ahead): the broker has it.
             Some((s, e)) if same_epoch(e) && s > st.seq => true,
@@ -475,7 +468,7 @@ impl State {
             }
             None if st.cache => st.history.as_ref().is_none_or(|h| h.retained() == 0),
             _ => false,
-        }
+        })
     }
 
     /// The broker connection is back: every topic this node receives is checked against the
@@ -492,5 +485,20 @@ impl State {
                 self.start_fetch(&topic);
             }
         }
+    }
+}
+
+/// The answer for a topic this node cannot check against the broker (the broker could not be
+/// asked, or the topic table is full): a gap from the client's `since` on, so it
+/// resynchronises instead of trusting a guess.
+fn unchecked(topic: &str, asked: Asked) -> super::history::Position {
+    super::history::Position {
+        topic: topic.into(),
+        seq: asked.since.map_or(0, |(s, _)| s),
+        epoch: asked.since.map_or(0, |(_, e)| e),
+        gap: asked
+            .since
+            .map(|(s, _)| (s.saturating_add(1), u64::MAX, GapReason::Lost)),
+        replay: Vec::new(),
     }
 }

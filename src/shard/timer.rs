@@ -38,6 +38,7 @@ impl State {
             self.scan(now);
             return self.conns.is_empty() || now >= self.stop_deadline_ms;
         }
+        self.sweep_topics();
         if now >= self.last_scan_ms + SCAN_EVERY_MS {
             self.last_scan_ms = now;
             self.scan(now);
