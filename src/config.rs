@@ -211,10 +211,18 @@ pub struct Limits {
     pub client_messages_per_s: u32,
     /// Burst of `client_messages_per_s`.
     pub client_messages_burst: u32,
-    /// Bytes of control frames (acks, errors, pongs) queued for one connection: replies to a
-    /// client that does not read. Its own requests are rate limited, so 64 KiB is hundreds of
-    /// replies. Over: close 4008.
+    /// Bytes of control frames (acks, errors, pongs) queued for one connection. While replies
+    /// to its own requests hold this much, the server stops reading the connection (it is
+    /// waiting for the client to read), and resumes once half of it is written: a client's own
+    /// requests never make it a slow consumer. 64 KiB is hundreds of replies. Server-initiated
+    /// control frames (pings, broadcasts) close it with 4008 only at four times this.
     pub control_queue_bytes_max: usize,
+    /// Bytes of messages and HTTP requests that arrived in part (a frame waiting for its end,
+    /// fragments being reassembled), over the whole process. A client may pin at most one
+    /// message's worth for at most `timeouts.message_ms`; this bounds all of them together
+    /// (100k connections × 64 KiB would be 6.4 GB). 64 MiB is a thousand maximal messages in
+    /// flight at once. Over: the connection that would pass it is closed with 1013 (HTTP 503).
+    pub partial_bytes_max: usize,
     /// Bytes of `alert`-lane frames queued for one connection (risk alerts, notices).
     pub alert_queue_bytes_max: usize,
     /// Bytes of `private`-lane frames queued for one connection (orders, positions).
@@ -254,6 +262,7 @@ impl Default for Limits {
             client_rate_limited_close_after: 40,
             idem_keys_per_topic: 1024,
             control_queue_bytes_max: 64 * 1024,
+            partial_bytes_max: 64 * 1024 * 1024,
             alert_queue_bytes_max: 256 * 1024,
             private_queue_bytes_max: 1024 * 1024,
             conflate_after_bytes: 64 * 1024,
@@ -276,6 +285,11 @@ pub struct Timeouts {
     /// After the server sends a close frame, how long it waits for the client's close frame
     /// before dropping the TCP connection.
     pub close_ms: u64,
+    /// A WebSocket message that has started arriving must be complete within this (a frame
+    /// waiting for the rest of its bytes, a fragmented message waiting for its last fragment).
+    /// A client on a slow link sends 64 KiB in well under a second; a stalled one pins its
+    /// bytes no longer than 10 s. Over: close 1008.
+    pub message_ms: u64,
     /// On SIGTERM/SIGINT: time for clients to receive close 1001 before the process exits.
     /// systemd's default stop timeout is 90 s; 5 s is a quick restart.
     pub shutdown_grace_s: u64,
@@ -290,6 +304,7 @@ impl Default for Timeouts {
             ping_interval_s: 20,
             idle_s: 60,
             close_ms: 2_000,
+            message_ms: 10_000,
             shutdown_grace_s: 5,
             tick_ms: 250,
         }
@@ -762,6 +777,23 @@ impl Config {
             );
         }
         range("timeouts.close_ms", t.close_ms, 1, 60_000)?;
+        range("timeouts.message_ms", t.message_ms, 100, 600_000)?;
+        if l.partial_bytes_max < l.message_bytes_max {
+            return bad(
+                "limits.partial_bytes_max",
+                format!(
+                    "{} is below limits.message_bytes_max ({}): no large message could ever \
+                     arrive",
+                    l.partial_bytes_max, l.message_bytes_max
+                ),
+            );
+        }
+        range(
+            "limits.partial_bytes_max",
+            l.partial_bytes_max,
+            1024,
+            1 << 40,
+        )?;
         range(
             "limits.connect_burst_per_ip",
             l.connect_burst_per_ip,

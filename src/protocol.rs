@@ -307,6 +307,13 @@ pub fn parse<'a>(
     buffers: &mut simd_json::Buffers,
 ) -> Result<Request<'a>, BadRequest> {
     let spans = scan_top_level(msg);
+    if spans.id.as_ref().is_some_and(|r| r.len() > ID_BYTES_MAX) {
+        // Every reply echoes the id: a client must not make its replies this large.
+        return Err(BadRequest {
+            id: None,
+            message: format!("\"id\" is longer than {ID_BYTES_MAX} bytes"),
+        });
+    }
     let id = spans.id.clone().map(|r| Box::<[u8]>::from(&msg[r]));
     let data = spans.data.clone().map(|r| msg[r].to_vec());
     let fields: OpFields<'a> = match simd_json::serde::from_slice_with_buffers(msg, buffers) {
@@ -505,6 +512,9 @@ pub fn ack_auth<S: AsRef<str>>(
 /// Topics named in one subscribe's `since` (wildcard subscriptions may name many topics).
 pub const SINCE_PER_REQUEST_MAX: usize = 100;
 
+/// Longest `id` (its JSON text, quotes included): replies echo it.
+pub const ID_BYTES_MAX: usize = 256;
+
 /// Longest `idem` key.
 pub const IDEM_BYTES_MAX: usize = 128;
 
@@ -654,6 +664,17 @@ mod tests {
         let spans = scan_top_level(s);
         assert_eq!(&s[spans.id.unwrap()], b"3");
         assert_eq!(&s[spans.data.unwrap()], br#"{"id":7,"data":1}"#);
+    }
+
+    #[test]
+    fn ids_are_bounded() {
+        let ok = format!(r#"{{"op":"ping","id":"{}"}}"#, "x".repeat(ID_BYTES_MAX - 2));
+        assert!(parse_str(&ok).is_ok());
+        let long = format!(r#"{{"op":"ping","id":"{}"}}"#, "x".repeat(ID_BYTES_MAX - 1));
+        let mut buf = long.into_bytes();
+        let err = parse(&mut buf, &mut simd_json::Buffers::default()).unwrap_err();
+        assert!(err.message.contains("longer than 256"), "{}", err.message);
+        assert!(err.id.is_none(), "a refused id is not echoed");
     }
 
     #[test]

@@ -49,10 +49,14 @@ pub enum CloseReason {
     RateLimited,
     /// Closed by an operator (`POST /v1/disconnect`).
     Admin,
+    /// A message started and not finished within `timeouts.message_ms` (1008).
+    MessageTimeout,
+    /// Its partial message would have passed `limits.partial_bytes_max` (1013, HTTP 503).
+    Overloaded,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 16] = [
+    pub const ALL: [CloseReason; 18] = [
         CloseReason::ClientClose,
         CloseReason::ClientGone,
         CloseReason::ProtocolError,
@@ -69,6 +73,8 @@ impl CloseReason {
         CloseReason::AuthFailed,
         CloseReason::RateLimited,
         CloseReason::Admin,
+        CloseReason::MessageTimeout,
+        CloseReason::Overloaded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -89,6 +95,8 @@ impl CloseReason {
             CloseReason::AuthFailed => "auth_failed",
             CloseReason::RateLimited => "rate_limited",
             CloseReason::Admin => "admin",
+            CloseReason::MessageTimeout => "message_timeout",
+            CloseReason::Overloaded => "overloaded",
         }
     }
 }
@@ -221,6 +229,12 @@ shard_counters! {
     /// Topics whose owner state was dropped because nothing needed it any more.
     topics_dropped: "tickcast_topics_dropped_total",
         "Topics forgotten by their owner shard: no subscriber, history or idem key needed them.";
+    /// Times a connection's reading paused because replies to its own requests waited.
+    reply_pauses: "tickcast_reply_pauses_total",
+        "Times reading a connection paused: replies to its own requests held limits.control_queue_bytes_max.";
+    /// Connections closed because their partial message would pass `limits.partial_bytes_max`.
+    partial_budget_closes: "tickcast_partial_budget_closes_total",
+        "Connections closed (1013, HTTP 503) because their partial message would pass limits.partial_bytes_max.";
     /// Connections answered 503 at accept because the process was out of descriptors.
     fd_rejects: "tickcast_fd_rejects_total",
         "Connections answered 503 and closed at accept: the process was out of file descriptors.";
@@ -265,6 +279,11 @@ shard_counters! {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Gauges {
     pub connections: u64,
+    /// Connections in their HTTP phase (holding a handshake slot).
+    pub handshakes: u64,
+    /// Process-wide: bytes of partial messages held (`limits.partial_bytes_max`); set by
+    /// shard 0 only.
+    pub partial_bytes: Option<u64>,
     pub subscriptions: u64,
     pub patterns: u64,
     pub topics: u64,
@@ -323,6 +342,8 @@ struct Handles {
     security: Vec<Counter>,
     auth_failures: Vec<Counter>,
     connections: Gauge,
+    handshakes: Gauge,
+    partial_bytes: Gauge,
     subscriptions: Gauge,
     patterns: Gauge,
     topics: Gauge,
@@ -366,6 +387,8 @@ impl ShardStats {
                 })
                 .collect(),
             connections: g("tickcast_connections"),
+            handshakes: g("tickcast_handshakes"),
+            partial_bytes: metrics::gauge!("tickcast_partial_bytes"),
             subscriptions: g("tickcast_subscriptions"),
             patterns: g("tickcast_subscription_patterns"),
             topics: g("tickcast_topics"),
@@ -412,6 +435,10 @@ impl ShardStats {
             handle.absolute(*v);
         }
         h.connections.set(gauges.connections as f64);
+        h.handshakes.set(gauges.handshakes as f64);
+        if let Some(bytes) = gauges.partial_bytes {
+            h.partial_bytes.set(bytes as f64);
+        }
         h.subscriptions.set(gauges.subscriptions as f64);
         h.patterns.set(gauges.patterns as f64);
         h.topics.set(gauges.topics as f64);
@@ -488,6 +515,14 @@ const OTHER_SHARD_METRICS: &[(&str, &str)] = &[
 ];
 
 const SHARD_GAUGES: &[(&str, &str)] = &[
+    (
+        "tickcast_handshakes",
+        "Connections in their HTTP phase on this shard (limits.handshakes_per_shard_max).",
+    ),
+    (
+        "tickcast_partial_bytes",
+        "Bytes of partly arrived messages and requests held by the process (limits.partial_bytes_max).",
+    ),
     (
         "tickcast_connections",
         "Open connections (HTTP and WebSocket).",

@@ -23,6 +23,11 @@ both_drivers!(
     subscribe_churn_creates_no_topic_state,
     topics_nobody_needs_are_forgotten,
     a_full_topic_table_refuses_with_capacity,
+    replies_to_a_burst_pause_reading_instead_of_closing,
+    ids_are_bounded,
+    a_stalled_message_is_closed_after_its_deadline,
+    a_client_that_keeps_sending_is_not_cut,
+    partial_messages_share_one_budget,
 );
 
 /// Reads one HTTP response (head and its `Content-Length` body) from a keep-alive connection.
@@ -524,6 +529,235 @@ async fn a_full_topic_table_refuses_with_capacity(driver: Driver) {
             "the unneeded topic never gave its slot"
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Defect 3: replies to a client's own legal requests never make it a slow consumer: a burst
+/// of 16 requests in one write, whose replies are larger than the control lane, is answered in
+/// full (reading pauses meanwhile), even when the client reads only after all were sent.
+async fn replies_to_a_burst_pause_reading_instead_of_closing(driver: Driver) {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let server = Server::start(driver, &[], &[]);
+    // A client with a small receive buffer, so unread replies back up into the server.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let stream = sock.connect(server.addr).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(server.ws_url(), stream)
+        .await
+        .unwrap();
+    assert_eq!(recv_json(&mut ws).await["op"], "welcome");
+    // 100 topics of 200 bytes: each subscribe ack is ~45 KB, each unsubscribe ack ~20 KB.
+    let seg = "s".repeat(60);
+    let topics: Vec<String> = (0..100)
+        .map(|i| format!("public.{seg}.{seg}.{seg}.t{i:03}"))
+        .collect();
+    for round in 0..8 {
+        let sub = json!({"op":"subscribe","id":round * 2,"topics":topics});
+        let unsub = json!({"op":"unsubscribe","id":round * 2 + 1,"topics":topics});
+        ws.feed(Message::text(sub.to_string())).await.unwrap();
+        ws.feed(Message::text(unsub.to_string())).await.unwrap();
+    }
+    ws.flush().await.unwrap();
+    // Not reading yet: the server pauses reading this client instead of closing it.
+    server.wait_metric("tickcast_reply_pauses_total", 1.0).await;
+    let mut acked = Vec::new();
+    while acked.len() < 16 {
+        let m = recv_json(&mut ws).await;
+        assert_eq!(m["op"], "ack", "{m}");
+        acked.push(m["id"].as_u64().unwrap());
+    }
+    acked.sort();
+    assert_eq!(acked, (0..16).collect::<Vec<u64>>());
+    assert_eq!(
+        server.metric("tickcast_slow_consumer_closes_total").await,
+        0.0
+    );
+    send_json(&mut ws, json!({"op":"ping","id":"after"})).await;
+    assert_eq!(recv_json(&mut ws).await["id"], "after");
+}
+
+/// Defect 3: replies echo the `id`; an `id` over 256 bytes is refused (not echoed), and the
+/// connection goes on.
+async fn ids_are_bounded(driver: Driver) {
+    let server = Server::start(driver, &[], &[]);
+    let (mut ws, _) = connect(&server).await;
+    let long = "x".repeat(60_000);
+    send_json(&mut ws, json!({"op":"ping","id":long})).await;
+    let err = recv_json(&mut ws).await;
+    assert_eq!(err["code"], "bad_request", "{err}");
+    assert!(err.get("id").is_none(), "the long id is not echoed");
+    send_json(&mut ws, json!({"op":"ping","id":"y".repeat(250)})).await;
+    assert_eq!(recv_json(&mut ws).await["op"], "pong");
+}
+
+/// Defect 4: a message that started arriving must complete within `timeouts.message_ms`:
+/// a client stalled in the middle of a frame is closed with 1008, not held forever.
+async fn a_stalled_message_is_closed_after_its_deadline(driver: Driver) {
+    let env = [("TICKCAST_TIMEOUTS__MESSAGE_MS", "300")];
+    let server = Server::start(driver, &env, &[]);
+    let mut s = raw_ws(&server).await;
+    // A text frame announcing 1,000 bytes, of which 10 arrive.
+    let frame = client_frame(true, 0, 1, &[b'x'; 1000], true);
+    s.write_all(&frame[..18]).await.unwrap();
+    assert_eq!(raw_read_close_code(&mut s).await, Some(1008));
+    server
+        .wait_metric_with(
+            "tickcast_connections_closed_total",
+            "reason",
+            "message_timeout",
+            1.0,
+        )
+        .await;
+    // So is one whose fragmented message never gets its last fragment.
+    let mut s = raw_ws(&server).await;
+    s.write_all(&client_frame(false, 0, 1, b"{\"op\":", true))
+        .await
+        .unwrap();
+    assert_eq!(raw_read_close_code(&mut s).await, Some(1008));
+}
+
+/// Defect 4: the deadline is per message: a client that keeps sending (every read ends inside
+/// the next message) for several deadlines in a row is not cut.
+async fn a_client_that_keeps_sending_is_not_cut(driver: Driver) {
+    let env = [("TICKCAST_TIMEOUTS__MESSAGE_MS", "300")];
+    let server = Server::start(driver, &env, &[]);
+    let mut s = raw_ws(&server).await;
+    let ping = client_frame(true, 0, 1, br#"{"op":"ping"}"#, true);
+    let half = ping.len() / 2;
+    let start = Instant::now();
+    let mut sent = 0;
+    // Each write completes the previous ping and starts the next one.
+    s.write_all(&ping[..half]).await.unwrap();
+    while start.elapsed() < std::time::Duration::from_millis(2500) {
+        let mut chunk = ping[half..].to_vec();
+        chunk.extend_from_slice(&ping[..half]);
+        s.write_all(&chunk).await.unwrap();
+        sent += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    s.write_all(&ping[half..]).await.unwrap();
+    sent += 1;
+    // Every ping is answered; the connection is still open.
+    let mut pongs = 0;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while pongs < sent {
+        let n = tokio::time::timeout(DEADLINE, s.read(&mut chunk))
+            .await
+            .expect("pongs within the deadline")
+            .unwrap();
+        assert!(n > 0, "closed after {pongs} of {sent} pongs");
+        buf.extend_from_slice(&chunk[..n]);
+        pongs = String::from_utf8_lossy(&buf)
+            .matches("\"op\":\"pong\"")
+            .count();
+    }
+    assert!(!String::from_utf8_lossy(&buf).contains("not completed"));
+}
+
+/// Defect 4: bytes of partial messages over the process share one budget
+/// (`limits.partial_bytes_max`): connections that would pass it are closed with 1013, and the
+/// budget comes back when stalled connections go.
+async fn partial_messages_share_one_budget(driver: Driver) {
+    let env = [
+        ("TICKCAST_LIMITS__PARTIAL_BYTES_MAX", "262144"),
+        ("TICKCAST_TIMEOUTS__MESSAGE_MS", "60000"),
+    ];
+    let server = Server::start(driver, &env, &[]);
+    let frame = client_frame(true, 0, 1, &vec![b' '; 60_000], true);
+    let mut stalled = Vec::new();
+    let (mut held, mut refused) = (0.0, 0.0);
+    for _ in 0..8 {
+        let mut s = raw_ws(&server).await;
+        read_frames(&mut s, 1).await;
+        s.write_all(&frame[..50_000]).await.unwrap();
+        // Wait until the server has taken these bytes into the budget, or refused them.
+        let start = Instant::now();
+        loop {
+            let closes = server
+                .metric_with("tickcast_connections_closed_total", "reason", "overloaded")
+                .await;
+            if closes > refused {
+                refused = closes;
+                assert_eq!(raw_read_close_code(&mut s).await, Some(1013));
+                break;
+            }
+            let now = server.metric("tickcast_partial_bytes").await;
+            if now >= held + 50_000.0 {
+                held = now;
+                stalled.push(s);
+                break;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "the server neither held nor refused them"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    // 256 KiB hold at most five of these: the others were refused.
+    assert!(refused >= 3.0, "{refused} refused");
+    assert!(held <= 262_144.0, "{held}");
+    assert_eq!(
+        server.metric("tickcast_partial_budget_closes_total").await,
+        refused
+    );
+    drop(stalled);
+    // Every byte is given back once they are gone.
+    let start = Instant::now();
+    while server.metric("tickcast_partial_bytes").await != 0.0 {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "partial bytes were not released"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // A large message arriving in parts is taken again.
+    let mut s = raw_ws(&server).await;
+    read_frames(&mut s, 1).await;
+    let publish = json!({"op":"publish","id":"big","topic":"p.big","data":"d".repeat(30_000)});
+    let big = client_frame(true, 0, 1, publish.to_string().as_bytes(), true);
+    s.write_all(&big[..10_000]).await.unwrap();
+    s.write_all(&big[10_000..]).await.unwrap();
+    let reply = read_frames(&mut s, 1).await;
+    assert!(String::from_utf8_lossy(&reply).contains(r#""op":"ack","id":"big""#));
+}
+
+/// Reads `n` complete server frames from a raw WebSocket; returns their bytes.
+async fn read_frames(s: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let mut i = 0;
+        let mut frames = 0;
+        while i + 2 <= buf.len() {
+            let (len, hdr) = match buf[i + 1] & 0x7f {
+                126 if i + 4 <= buf.len() => {
+                    (u16::from_be_bytes([buf[i + 2], buf[i + 3]]) as usize, 4)
+                }
+                127 if i + 10 <= buf.len() => (
+                    u64::from_be_bytes(buf[i + 2..i + 10].try_into().unwrap()) as usize,
+                    10,
+                ),
+                x if x < 126 => (x as usize, 2),
+                _ => break,
+            };
+            if i + hdr + len > buf.len() {
+                break;
+            }
+            i += hdr + len;
+            frames += 1;
+        }
+        if frames >= n {
+            return buf;
+        }
+        let got = tokio::time::timeout(DEADLINE, s.read(&mut chunk))
+            .await
+            .expect("frames within the deadline")
+            .unwrap();
+        assert!(got > 0, "closed while waiting for {n} frames");
+        buf.extend_from_slice(&chunk[..got]);
     }
 }
 

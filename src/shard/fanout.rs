@@ -719,6 +719,12 @@ impl State {
     pub(crate) fn flush_stats(&mut self) {
         let gauges = Gauges {
             connections: self.conns.len() as u64,
+            handshakes: self.handshakes as u64,
+            partial_bytes: (self.shard == 0).then(|| {
+                self.shared
+                    .partial_bytes
+                    .load(std::sync::atomic::Ordering::Relaxed) as u64
+            }),
             subscriptions: self.index.subscription_count() as u64,
             patterns: self.index.pattern_count() as u64,
             topics: self.topics.len() as u64,

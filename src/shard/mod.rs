@@ -66,6 +66,9 @@ pub struct Shared {
     pub connections: AtomicUsize,
     /// Shards whose listeners accept (`/ready`).
     pub listening: AtomicUsize,
+    /// Bytes of partial messages and requests held by all connections
+    /// (`limits.partial_bytes_max`).
+    pub partial_bytes: AtomicUsize,
     /// TCP connections the process accepts at most: `RLIMIT_NOFILE` less the descriptors it
     /// needs for itself. Beyond it a new connection is answered 503 and closed at once, so the
     /// process never runs out of descriptors (`limits::reserved_descriptors`).
@@ -101,6 +104,7 @@ impl Shared {
             auth,
             connections: AtomicUsize::new(0),
             listening: AtomicUsize::new(0),
+            partial_bytes: AtomicUsize::new(0),
             accept_cap: crate::sys::nofile_limit()
                 .saturating_sub(crate::limits::reserved_descriptors(shards))
                 .min(usize::MAX as u64) as usize,
@@ -213,6 +217,10 @@ pub struct State {
     /// Cluster: the bridge has this shard's interest messages up to this sequence at the
     /// broker (`u64::MAX` in memory mode: nothing to wait for).
     bridge_acked: u64,
+    /// Reader tasks of paused connections (`conn::write`), by connection.
+    pause_wakers: HashMap<u32, Waker>,
+    /// Tasks to wake once the current section ends (`Shard::finish`).
+    to_wake: Vec<Waker>,
 }
 
 impl Shard {
@@ -258,8 +266,10 @@ impl Shard {
             bounds: {
                 let l = &shared.cfg.limits;
                 out::Bounds {
+                    // Server-initiated control frames (pings, broadcasts) meet their bound at
+                    // four times the pause point of replies (`conn::write`).
                     lane_max: [
-                        l.control_queue_bytes_max as u32,
+                        (l.control_queue_bytes_max * 4).min(u32::MAX as usize) as u32,
                         l.alert_queue_bytes_max as u32,
                         l.private_queue_bytes_max as u32,
                         l.write_queue_bytes_max as u32,
@@ -274,6 +284,8 @@ impl Shard {
             ),
             admin: admin::AdminState::new(&shared.cfg),
             bridge_acked: if shared.bridge.is_some() { 0 } else { u64::MAX },
+            pause_wakers: HashMap::new(),
+            to_wake: Vec::new(),
         };
         Rc::new(Shard {
             id,
@@ -302,7 +314,11 @@ impl Shard {
         let dirty = !st.dirty.is_empty();
         let drains = std::mem::take(&mut st.need_drain);
         let wake_pacer = std::mem::take(&mut st.pacer.wake);
+        let to_wake = std::mem::take(&mut st.to_wake);
         drop(st);
+        for waker in to_wake {
+            waker.wake();
+        }
         if wake_pacer {
             if let Some(waker) = self.pacer_waker.take() {
                 waker.wake();
@@ -485,10 +501,11 @@ impl State {
         self.next_epoch
     }
 
-    /// A frame built for one connection (reply, event).
+    /// A JSON message for one connection answering what it sent (ack, error, pong, welcome):
+    /// never refused, see `conn::write`.
     pub fn reply(&mut self, key: u32, json: &[u8]) {
         let frame: OutFrame = Rc::new(Arc::new(crate::frame::text_frame(json)));
-        self.enqueue(key, frame);
+        self.push_reply(key, frame);
     }
 
     /// Builds a JSON reply with `f` and queues it for `key`.

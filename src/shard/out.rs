@@ -188,6 +188,12 @@ impl OutQueue {
         self.bytes as usize
     }
 
+    /// Bytes of the frames queued in `lane` (the partly written head included).
+    #[inline]
+    pub fn lane_bytes(&self, lane: u8) -> usize {
+        self.lane_bytes[lane as usize] as usize
+    }
+
     pub fn is_empty(&self) -> bool {
         self.frames.is_empty()
     }

@@ -56,7 +56,9 @@ impl State {
         let mut idle: Vec<u32> = Vec::new();
         let mut ping: Vec<u32> = Vec::new();
         let mut due: Vec<u32> = Vec::new();
+        let mut stalled: Vec<u32> = Vec::new();
         let wait_ms = ping_wait_ms(ping_ms);
+        let message_ms = t.message_ms;
         for (key, conn) in self.conns.iter() {
             let key = key as u32;
             match conn.phase {
@@ -67,6 +69,16 @@ impl State {
                 }
                 Phase::HttpClosing | Phase::Closing if now >= conn.deadline_ms => {
                     expired.push((key, conn.close_reason.unwrap_or(CloseReason::ClientGone)))
+                }
+                Phase::Ws
+                    if !conn.echo
+                        && !conn.paused
+                        && conn
+                            .partial
+                            .as_ref()
+                            .is_some_and(|p| now >= p.since_ms.saturating_add(message_ms)) =>
+                {
+                    stalled.push(key)
                 }
                 Phase::Ws => {
                     // A connection is closed for idleness only after it was pinged at least
@@ -87,6 +99,15 @@ impl State {
         }
         for (key, reason) in expired {
             self.kill(key, reason);
+        }
+        for key in stalled {
+            // A message started and never finished: its bytes are not kept any longer.
+            self.close_code(
+                key,
+                cc::POLICY,
+                "message not completed in time",
+                CloseReason::MessageTimeout,
+            );
         }
         for key in idle {
             self.close_code(

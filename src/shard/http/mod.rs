@@ -4,7 +4,7 @@
 //! arrive within `timeouts.handshake_ms`; keep-alive is supported, pipelined requests are
 //! answered in order.
 
-use std::{mem, rc::Rc, sync::Arc};
+use std::{rc::Rc, sync::Arc};
 
 use serde::Deserialize;
 
@@ -68,14 +68,14 @@ impl State {
             let conn = &mut self.conns[key as usize];
             if conn.phase != Phase::Http {
                 // After a final response: input is read and dropped until EOF.
-                conn.rbuf.clear();
+                drop(conn.take_bytes());
                 return Step::Wait;
             }
-            let mut rbuf = mem::take(&mut conn.rbuf);
+            let mut rbuf = conn.take_bytes();
             let req = match h::parse_request(&rbuf, &limits) {
                 Ok(Some(req)) => req,
                 Ok(None) => {
-                    self.conns[key as usize].rbuf = rbuf;
+                    self.conns[key as usize].keep_bytes(rbuf);
                     return Step::Wait;
                 }
                 Err(e) => {
@@ -107,7 +107,7 @@ impl State {
             let total = req.head_len + body_len;
             if rbuf.len() < total {
                 // Wait for the body; the buffer is bounded by head + body limits.
-                self.conns[key as usize].rbuf = rbuf;
+                self.conns[key as usize].keep_bytes(rbuf);
                 return Step::Wait;
             }
             self.stats.c.http_requests += 1;
@@ -116,12 +116,16 @@ impl State {
             let Some(conn) = self.conns.get_mut(key as usize) else {
                 return Step::Exit;
             };
-            conn.rbuf = rbuf;
+            let more = !rbuf.is_empty();
+            conn.keep_bytes(if more { rbuf } else { Vec::new() });
             match answer {
                 Answer::Responded { keep_alive: true } => {
                     conn.deadline_ms = self.now_ms + self.shared.cfg.timeouts.handshake_ms;
-                    if conn.rbuf.is_empty() {
-                        conn.rbuf = Vec::new();
+                    if self.should_pause(key) {
+                        // Pipelined requests wait while the responses are not read.
+                        return Step::Pause;
+                    }
+                    if !more {
                         return Step::Wait;
                     }
                 }
@@ -130,12 +134,11 @@ impl State {
                     return Step::Wait;
                 }
                 Answer::Upgraded => {
-                    if conn.rbuf.is_empty() {
-                        conn.rbuf = Vec::new();
+                    if !more {
                         return Step::Wait;
                     }
                     // Frames sent right behind the upgrade request.
-                    return self.ws_input(key, true);
+                    return self.ws_input(key, true).0;
                 }
                 Answer::Await(rx) => {
                     conn.phase = Phase::HttpBusy;
@@ -173,10 +176,12 @@ impl State {
         }
         let conn = &mut self.conns[key as usize];
         conn.deadline_ms = self.now_ms + self.shared.cfg.timeouts.handshake_ms;
-        if conn.rbuf.is_empty() {
-            Step::Wait
-        } else {
+        if self.should_pause(key) {
+            Step::Pause
+        } else if self.conns[key as usize].has_bytes() {
             self.http_input(key)
+        } else {
+            Step::Wait
         }
     }
 

@@ -1,0 +1,253 @@
+//! One connection: its state in the shard's slab, and its life.
+//!
+//! **Memory.** An idle subscribed connection holds its slab entry ([`Conn`], size pinned
+//! below), a reader task parked on io_uring POLLIN (no buffer: bytes are read into the shard's
+//! one scratch buffer only once the socket is readable), its socket, and its index entries. A
+//! read buffer ([`Partial`]) exists only while a message or request is in flight; an out-queue
+//! allocation only while frames wait.
+//!
+//! **Lifecycle.** One state machine, one exit:
+//!
+//! ```text
+//!  accept ─► Http ─upgrade─► Ws ─close frame queued─► Closing ──┐
+//!             │ ▲                                                │ peer's close / EOF /
+//!             ▼ │ answer from peers                              │ timeouts.close_ms
+//!          HttpBusy                                              │
+//!             │                                                  │
+//!             └─final response queued─► HttpClosing ─────────────┤
+//!  any phase ─kill: socket error, deadline, slow consumer, shutdown, violation─► Dead
+//!                                                                 ▼
+//!                                 the reader task exits ─► `remove_conn` (the only exit)
+//! ```
+//!
+//! Any part of the shard may decide that a connection ends, either gracefully
+//! ([`State::close_with`], [`State::last_frame_queued`]: the last frame is written, then the
+//! write side is shut and input is read until the peer's EOF or `timeouts.close_ms`) or at once
+//! ([`State::kill`]). Only the connection's reader task removes it, in `remove_conn`, which
+//! releases everything the connection holds whatever phase it died in: its handshake slot, its
+//! share of the process, per-IP and per-user connection counts, its subscriptions and their
+//! interest, its presence and user-index entries, its recovering subscribes and paced frames,
+//! its partial-message bytes, its pause waker, its queued frames and its TLS state
+//! (`end.rs`).
+//!
+//! Files: `read.rs` (the reader task and everything that arrives), `write.rs` (queues, writes,
+//! backpressure on a client's own replies), `end.rs` (closing and the exit).
+
+mod end;
+mod read;
+mod write;
+
+use std::{mem, rc::Rc};
+
+use monoio::net::TcpStream;
+
+pub use read::{Step, conn_task};
+pub use write::drain_task;
+
+use super::{auth::AuthState, out::OutQueue};
+use crate::{stats::CloseReason, ws::frame::Decoder};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Reading an HTTP request (before an upgrade, or between keep-alive requests).
+    Http,
+    /// Waiting for other shards to answer an HTTP request (`/metrics`, `/v1/publish`).
+    HttpBusy,
+    /// HTTP response sent with `Connection: close`; waiting for it to flush, then EOF.
+    HttpClosing,
+    Ws,
+    /// Close frame queued or sent; frames other than the peer's close are ignored.
+    Closing,
+    /// Decided to end; the reader task removes it on its next wake.
+    Dead,
+}
+
+/// Bytes of a message or HTTP request that arrived in part (or, while reading is paused,
+/// complete messages not yet handled), kept between reads. Exists only while there are some,
+/// or while a fragmented message is being reassembled by the decoder.
+#[derive(Debug)]
+pub struct Partial {
+    pub bytes: Vec<u8>,
+    /// Shard clock (ms) when the message started arriving (`timeouts.message_ms`).
+    pub since_ms: u64,
+    /// Bytes charged to the process-wide budget (`limits.partial_bytes_max`).
+    pub charged: usize,
+}
+
+/// A connection's state. Hot fields first.
+#[derive(Debug)]
+pub struct Conn {
+    pub out: OutQueue,
+    /// Fan-out round this connection last received a frame in (dedup of overlapping patterns).
+    pub round: u64,
+    pub stream: Rc<TcpStream>,
+    pub phase: Phase,
+    pub dirty: bool,
+    /// The socket buffer is full; a drain task waits for POLLOUT.
+    pub write_blocked: bool,
+    pub drain_task: bool,
+    /// After the out-queue empties, `shutdown(SHUT_WR)` (close frame or final HTTP response).
+    pub shutdown_after_flush: bool,
+    /// The `/echo` conformance route instead of the protocol.
+    pub echo: bool,
+    pub keep_alive: bool,
+    /// Reset (SO_LINGER 0) instead of a graceful FIN when closing.
+    pub reset_on_close: bool,
+    /// Holds one of the shard's handshake slots (`limits.handshakes_per_shard_max`): from
+    /// accept until the upgrade, or until the connection is removed, whatever ended it.
+    pub handshake_slot: bool,
+    /// Reading is paused: replies to the client's own requests wait to be read
+    /// (`limits.control_queue_bytes_max`); its reader task waits for them to drain.
+    pub paused: bool,
+    /// Input is read and discarded (after a protocol violation).
+    pub drop_input: bool,
+    pub close_reason: Option<CloseReason>,
+    pub epoch: u32,
+    /// The peer's address as accepted, IPv6 form (IPv4 mapped): 16 bytes where `IpAddr` takes
+    /// 17 and would not fit the size bound below. See [`Conn::ip`], [`Conn::ip_bucket`].
+    pub peer_ip: [u8; 16],
+    /// Shard clock (s) at accept (`GET /v1/connections` `age_s`).
+    pub accepted_s: u32,
+    /// A message or request in flight (see [`Partial`]); `None` for an idle connection.
+    pub partial: Option<Box<Partial>>,
+    pub decoder: Decoder,
+    /// Subscribed patterns (at most `limits.subscriptions_per_conn_max`).
+    pub subs: Vec<Box<str>>,
+    pub last_rx_ms: u64,
+    pub last_ping_ms: u64,
+    /// Handshake / HTTP keep-alive / close deadline, by phase.
+    pub deadline_ms: u64,
+    /// Number of this connection on its shard (the `conn` id is `<shard>-<no>`).
+    pub no: u64,
+    /// Who this is; `None` = anonymous. Boxed: a market-data fan-out is mostly anonymous.
+    pub ident: Option<Box<crate::auth::Identity>>,
+    /// Inbound message rate: GCRA arrival time (µs of the shard clock).
+    pub rate_tat_us: u64,
+    /// Messages refused by the rate limit in a row.
+    pub rate_strikes: u16,
+    pub auth: AuthState,
+    /// Some topic of this connection waits for its position (`State::recovering`).
+    pub recovering: bool,
+    /// A batched write is scheduled with the pacer.
+    pub paced: bool,
+    /// A ping is due: it goes out with the next write of data, or alone once it has waited
+    /// `timer::ping_wait_ms` (see `State::scan`).
+    pub ping_due: bool,
+    /// Frames this connection did not get because of `conflate`, `drop_oldest` or
+    /// `throttled` (the frames it got carry the true `seq`).
+    pub skipped: u32,
+    /// Accepted on the TLS listener: its rustls session (see `super::tls`).
+    pub tls: Option<Box<super::tls::TlsConn>>,
+}
+
+// There is one per connection (19k per process in the benchmarks, 1 KiB budget each in all).
+// 256 bytes until the admin API (peer address, accept time: 16 bytes) and the lanes (per-lane
+// byte counts, skipped frames: 16 bytes) came; 272 keeps the slab entry at 4.25 cache lines.
+// The read buffer became an `Option<Box<Partial>>` (8 bytes instead of a 24-byte `Vec`) when
+// partial messages got a deadline and a budget.
+const _: () = assert!(mem::size_of::<Conn>() <= 272);
+
+impl Conn {
+    pub fn new(
+        stream: Rc<TcpStream>,
+        epoch: u32,
+        ip: std::net::IpAddr,
+        no: u64,
+        now_ms: u64,
+        deadline_ms: u64,
+    ) -> Conn {
+        Conn {
+            out: OutQueue::default(),
+            round: 0,
+            stream,
+            phase: Phase::Http,
+            dirty: false,
+            write_blocked: false,
+            drain_task: false,
+            shutdown_after_flush: false,
+            echo: false,
+            keep_alive: false,
+            reset_on_close: false,
+            handshake_slot: true,
+            paused: false,
+            drop_input: false,
+            close_reason: None,
+            epoch,
+            peer_ip: match ip {
+                std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+                std::net::IpAddr::V6(v6) => v6.octets(),
+            },
+            accepted_s: (now_ms / 1000) as u32,
+            partial: None,
+            decoder: Decoder::new(),
+            subs: Vec::new(),
+            last_rx_ms: now_ms,
+            last_ping_ms: now_ms,
+            deadline_ms,
+            no,
+            ident: None,
+            rate_tat_us: 0,
+            rate_strikes: 0,
+            auth: AuthState::Ok,
+            recovering: false,
+            paced: false,
+            ping_due: false,
+            skipped: 0,
+            tls: None,
+        }
+    }
+
+    /// The peer's address (IPv4 as IPv4).
+    pub fn ip(&self) -> std::net::IpAddr {
+        std::net::Ipv6Addr::from(self.peer_ip).to_canonical()
+    }
+
+    /// The peer's bucket in the per-IP counters (`Shared::per_ip`, `connect_tat`).
+    pub fn ip_bucket(&self) -> u32 {
+        super::accept::ip_bucket(self.ip())
+    }
+
+    /// Marks the connection as having frames to write; true the first time since the last
+    /// flush, when the caller adds it to the shard's dirty list.
+    #[inline]
+    pub fn mark_dirty(&mut self) -> bool {
+        !mem::replace(&mut self.dirty, true)
+    }
+
+    pub(crate) fn in_http(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Http | Phase::HttpBusy | Phase::HttpClosing
+        )
+    }
+
+    /// The bytes kept from earlier reads (empty if none), taken out to be extended or parsed;
+    /// give the rest back with [`Conn::keep_bytes`].
+    pub(crate) fn take_bytes(&mut self) -> Vec<u8> {
+        self.partial
+            .as_mut()
+            .map(|p| mem::take(&mut p.bytes))
+            .unwrap_or_default()
+    }
+
+    /// Keeps `bytes` for the next read (the budget and deadline are settled by
+    /// `State::settle_partial`).
+    pub(crate) fn keep_bytes(&mut self, bytes: Vec<u8>) {
+        match self.partial.as_mut() {
+            Some(p) => p.bytes = bytes,
+            None if bytes.is_empty() => {}
+            None => {
+                self.partial = Some(Box::new(Partial {
+                    bytes,
+                    since_ms: u64::MAX,
+                    charged: 0,
+                }))
+            }
+        }
+    }
+
+    /// Whether bytes from earlier reads are waiting.
+    pub(crate) fn has_bytes(&self) -> bool {
+        self.partial.as_ref().is_some_and(|p| !p.bytes.is_empty())
+    }
+}

@@ -1,0 +1,408 @@
+//! The reader task of a connection and everything that arrives on it: bytes read into the
+//! shard's scratch buffer, HTTP requests (`super::super::http`), WebSocket frames decoded and
+//! their messages handled (protocol v1 ops, the echo route, control frames).
+//!
+//! Reading pauses while replies to the client's own requests are waiting to be read
+//! (`write.rs`): the reader task then waits on the connection's pause instead of its socket,
+//! and the bytes already read but not handled wait in the connection's [`Partial`].
+
+use std::{mem, rc::Rc, sync::Arc, task::Poll};
+
+use monoio::net::TcpStream;
+use rustix::{io::Errno, net::RecvFlags};
+
+use super::{super::Shard, super::State, Phase};
+use crate::{
+    frame::Frame,
+    limits::READS_PER_WAKE_MAX,
+    protocol::{self, ErrorCode, Op},
+    stats::CloseReason,
+    sys::fd_of,
+    ws::frame::{
+        Decoder, HEADER_BYTES_MAX, Message, OP_BINARY, OP_CLOSE, OP_PONG, OP_TEXT, encode_close,
+        encode_frame,
+    },
+};
+
+/// What a reader task does next.
+pub enum Step {
+    /// Wait for the socket to become readable.
+    Wait,
+    /// The read budget is spent and the socket may hold more: let the shard's other tasks
+    /// run first, then read again.
+    Yield,
+    /// Wait for other shards to answer an HTTP request, then call `on_http_reply`.
+    Await(futures_channel::oneshot::Receiver<Vec<u8>>),
+    /// Replies to the client's own requests are backlogged: wait until they drain, then
+    /// handle what was read and not yet handled.
+    Pause,
+    /// Remove the connection.
+    Exit,
+}
+
+/// The reader task of one connection: waits for readability (no buffer pinned while idle),
+/// then lets the shard read and handle what arrived.
+pub async fn conn_task(shard: Rc<Shard>, key: u32, stream: Rc<TcpStream>) {
+    let mut step = Step::Wait;
+    loop {
+        step = match step {
+            Step::Wait => {
+                let ready = stream.readable(false).await;
+                shard.on_readable(key, ready.is_err())
+            }
+            Step::Yield => {
+                // Without this, a client that never stops sending would keep its shard: the
+                // epoll driver reports a socket still readable without suspending the task.
+                super::super::YieldNow(false).await;
+                shard.on_readable(key, false)
+            }
+            Step::Await(rx) => {
+                // Boxed: monoio's timer future is ~770 bytes and would otherwise be part of
+                // every connection's task, idle WebSockets included.
+                let wait = std::time::Duration::from_millis(shard.shared.cfg.timeouts.handshake_ms);
+                let reply = Box::pin(monoio::time::timeout(wait, rx)).await;
+                shard.on_http_reply(key, reply.ok().and_then(Result::ok))
+            }
+            Step::Pause => {
+                std::future::poll_fn(|cx| {
+                    let mut st = shard.st.borrow_mut();
+                    if st.pause_pending(key) {
+                        st.pause_wakers.insert(key, cx.waker().clone());
+                        Poll::Pending
+                    } else {
+                        Poll::Ready(())
+                    }
+                })
+                .await;
+                shard.on_resume(key)
+            }
+            Step::Exit => break,
+        };
+    }
+    let mut st = shard.st.borrow_mut();
+    st.remove_conn(key);
+    shard.finish(st);
+}
+
+impl Shard {
+    fn on_readable(self: &Rc<Self>, key: u32, poll_failed: bool) -> Step {
+        let mut st = self.st.borrow_mut();
+        let step = st.read_conn(key, poll_failed);
+        self.finish(st);
+        step
+    }
+
+    fn on_http_reply(self: &Rc<Self>, key: u32, reply: Option<Vec<u8>>) -> Step {
+        let mut st = self.st.borrow_mut();
+        let step = st.http_reply(key, reply);
+        st.settle_partial(key, false);
+        self.finish(st);
+        step
+    }
+
+    fn on_resume(self: &Rc<Self>, key: u32) -> Step {
+        let mut st = self.st.borrow_mut();
+        let step = st.resume_input(key);
+        self.finish(st);
+        step
+    }
+}
+
+impl State {
+    /// Reads what the socket has (up to `READS_PER_WAKE_MAX` reads) and handles it.
+    fn read_conn(&mut self, key: u32, poll_failed: bool) -> Step {
+        let Some(conn) = self.conns.get(key as usize) else {
+            return Step::Exit;
+        };
+        if conn.phase == Phase::Dead {
+            return Step::Exit;
+        }
+        if poll_failed {
+            self.kill(key, CloseReason::IoError);
+            return Step::Exit;
+        }
+        let now = self.clock();
+        for _ in 0..READS_PER_WAKE_MAX {
+            // Every read lands in the shard's one scratch buffer; a connection keeps (in its
+            // `Partial`) only the bytes it actually received and must keep (a partial frame,
+            // an HTTP request being assembled). A slow handshake costs its few bytes, not 64 KiB.
+            self.scratch.clear();
+            let State { conns, scratch, .. } = self;
+            let res = rustix::net::recv(
+                fd_of(&*conns[key as usize].stream),
+                rustix::buffer::spare_capacity(scratch),
+                RecvFlags::DONTWAIT,
+            );
+            match res {
+                Ok((0, _)) => {
+                    let conn = &mut self.conns[key as usize];
+                    let reason = if conn.phase == Phase::Closing {
+                        CloseReason::ClientClose
+                    } else if conn.in_http() {
+                        CloseReason::HttpDone
+                    } else {
+                        CloseReason::ClientGone
+                    };
+                    conn.close_reason.get_or_insert(reason);
+                    return Step::Exit;
+                }
+                Ok(_) => {
+                    let conn = &mut self.conns[key as usize];
+                    conn.last_rx_ms = now;
+                    if conn.drop_input {
+                        // The connection was failed (RFC 6455 §7.1.7): its input is read and
+                        // dropped until EOF or the close deadline.
+                        continue;
+                    }
+                    // TLS: the scratch buffer's ciphertext is replaced by its plaintext.
+                    if conn.tls.is_some() {
+                        match self.tls_read(key) {
+                            super::super::tls::TlsRead::Data => {}
+                            super::super::tls::TlsRead::Nothing => continue,
+                            super::super::tls::TlsRead::Failed => return Step::Exit,
+                        }
+                    }
+                    let step = self.handle_input(key);
+                    match step {
+                        Step::Wait => {}
+                        other => return other,
+                    }
+                    if self
+                        .conns
+                        .get(key as usize)
+                        .is_none_or(|c| c.phase == Phase::Dead)
+                    {
+                        return Step::Exit;
+                    }
+                }
+                Err(Errno::AGAIN) => return Step::Wait,
+                Err(Errno::INTR) => {}
+                Err(_) => {
+                    self.kill(key, CloseReason::IoError);
+                    return Step::Exit;
+                }
+            }
+        }
+        Step::Yield
+    }
+
+    /// Handles the bytes of one read (in the scratch buffer), after those kept from earlier
+    /// reads, then settles what is kept (budget, deadline).
+    fn handle_input(&mut self, key: u32) -> Step {
+        let State { conns, scratch, .. } = self;
+        let conn = &mut conns[key as usize];
+        let (step, restarted) = if conn.in_http() {
+            let mut bytes = conn.take_bytes();
+            bytes.extend_from_slice(scratch);
+            conn.keep_bytes(bytes);
+            (self.http_input(key), false)
+        } else if conn.has_bytes() {
+            let mut bytes = conn.take_bytes();
+            bytes.extend_from_slice(scratch);
+            conn.keep_bytes(bytes);
+            self.ws_input(key, true)
+        } else {
+            self.ws_input(key, false)
+        };
+        if !self.settle_partial(key, restarted) {
+            return Step::Wait;
+        }
+        step
+    }
+
+    /// Reading resumed after a pause: handle what was read and kept, then read on.
+    fn resume_input(&mut self, key: u32) -> Step {
+        let Some(conn) = self.conns.get(key as usize) else {
+            return Step::Exit;
+        };
+        if conn.phase == Phase::Dead {
+            return Step::Exit;
+        }
+        if !conn.has_bytes() {
+            return Step::Wait;
+        }
+        let step = if conn.in_http() {
+            self.http_input(key)
+        } else {
+            self.ws_input(key, true).0
+        };
+        // Whatever is still kept started arriving long ago but waited on the server: its
+        // deadline starts now.
+        self.settle_partial(key, true);
+        step
+    }
+
+    /// Decodes WebSocket frames from the bytes just read (`own`: kept in the connection's
+    /// `Partial`, else in the scratch buffer) and handles each complete message. Keeps a
+    /// partial frame, and, when reading pauses, the frames not yet handled. Returns the next
+    /// step and whether what is kept now is a message started in this call (the deadline of
+    /// `timeouts.message_ms` restarts).
+    pub(crate) fn ws_input(&mut self, key: u32, own: bool) -> (Step, bool) {
+        let conn = &mut self.conns[key as usize];
+        let mut buf = if own {
+            conn.take_bytes()
+        } else {
+            mem::take(&mut self.scratch)
+        };
+        let mut decoder = mem::take(&mut conn.decoder);
+        let limit = if conn.echo {
+            self.shared.cfg.limits.echo_message_bytes_max
+        } else {
+            self.shared.cfg.limits.message_bytes_max
+        };
+        let mut pos = 0;
+        let mut step = Step::Wait;
+        let mut completed = false;
+        while pos < buf.len() {
+            let decoded = match decoder.decode(&mut buf[pos..], limit) {
+                Ok(d) => d,
+                Err(violation) => {
+                    self.violation(key, violation);
+                    // The stream cannot be parsed past this point: drop the rest.
+                    self.conns[key as usize].drop_input = true;
+                    decoder = Decoder::new();
+                    pos = buf.len();
+                    break;
+                }
+            };
+            let consumed = decoded.consumed;
+            if let Some(msg) = decoded.message {
+                completed = true;
+                step = self.on_message(key, msg);
+            }
+            pos += consumed;
+            if consumed == 0 || !matches!(step, Step::Wait) {
+                break;
+            }
+            if self.conns[key as usize].phase == Phase::Dead {
+                break;
+            }
+            if self.should_pause(key) {
+                step = Step::Pause;
+                break;
+            }
+        }
+        // A fragmented message that completed at the very end of the input leaves the
+        // decoder's reassembly buffer allocated until it is called once more.
+        if decoder.buffered_bytes() > 0 && !decoder.in_fragmented_message() {
+            let _ = decoder.decode(&mut [], limit);
+        }
+        let restarted = completed && !decoder.in_fragmented_message();
+        let Some(conn) = self.conns.get_mut(key as usize) else {
+            return (Step::Exit, false);
+        };
+        conn.decoder = decoder;
+        let dead = conn.phase == Phase::Dead;
+        if own {
+            buf.drain(..pos);
+            conn.keep_bytes(if buf.is_empty() || dead {
+                Vec::new()
+            } else {
+                buf
+            });
+        } else {
+            if pos < buf.len() && !dead {
+                let mut kept = conn.take_bytes();
+                kept.extend_from_slice(&buf[pos..]);
+                conn.keep_bytes(kept);
+            }
+            self.scratch = buf;
+        }
+        (step, restarted)
+    }
+
+    fn on_message(&mut self, key: u32, msg: Message<'_>) -> Step {
+        self.stats.c.messages_in += 1;
+        let conn = &mut self.conns[key as usize];
+        if conn.phase == Phase::Closing {
+            // RFC 6455 §7.1.1: after both close frames, the server closes the TCP connection.
+            return match msg {
+                Message::Close(_) => Step::Exit,
+                _ => Step::Wait,
+            };
+        }
+        // Every message that costs work counts against the connection's rate (the `/echo`
+        // conformance route excepted); pongs and closes do not.
+        let counted = !conn.echo
+            && matches!(
+                msg,
+                Message::Text(_) | Message::Binary(_) | Message::Ping(_)
+            );
+        if counted && !self.rate_ok(key, !matches!(msg, Message::Ping(_))) {
+            return Step::Wait;
+        }
+        let conn = &self.conns[key as usize];
+        match msg {
+            Message::Text(text) if conn.echo => self.echo(key, OP_TEXT, text),
+            Message::Binary(data) if conn.echo => self.echo(key, OP_BINARY, data),
+            Message::Text(text) => self.on_op(key, text),
+            Message::Binary(_) => self.reply_with(key, |out| {
+                protocol::error(
+                    out,
+                    None,
+                    ErrorCode::BadRequest,
+                    "binary messages are not supported",
+                    None,
+                )
+            }),
+            // §5.5.2: a pong carries the ping's application data.
+            Message::Ping(payload) => self.echo(key, OP_PONG, payload),
+            Message::Pong(_) => {}
+            Message::Close(close) => {
+                // §5.5.1: echo the status code; an empty close gets an empty close.
+                let mut frame = Vec::with_capacity(16);
+                match close {
+                    Some((code, _)) => encode_close(&mut frame, code, ""),
+                    None => encode_frame(&mut frame, OP_CLOSE, b""),
+                }
+                self.close_with(key, frame, CloseReason::ClientClose);
+                return Step::Wait;
+            }
+        }
+        Step::Wait
+    }
+
+    /// A frame answering the client's own message with its payload (echo route, pong).
+    fn echo(&mut self, key: u32, opcode: u8, payload: &[u8]) {
+        let mut frame = Vec::with_capacity(payload.len() + HEADER_BYTES_MAX);
+        encode_frame(&mut frame, opcode, payload);
+        self.push_reply(key, Rc::new(Arc::new(Frame::control(frame))));
+    }
+
+    /// A client op (protocol v1).
+    fn on_op(&mut self, key: u32, text: &mut [u8]) {
+        let req = match protocol::parse(text, &mut self.json) {
+            Ok(req) => req,
+            Err(bad) => {
+                let id = bad.id;
+                return self.reply_with(key, |out| {
+                    protocol::error(
+                        out,
+                        id.as_deref(),
+                        ErrorCode::BadRequest,
+                        &bad.message,
+                        None,
+                    )
+                });
+            }
+        };
+        let id = req.id;
+        let gated = matches!(req.op, Op::Subscribe { .. } | Op::Publish { .. });
+        if gated && !self.auth_gate(key, id.as_deref()) {
+            return;
+        }
+        match req.op {
+            Op::Auth { token } => self.auth_op(key, id, &token),
+            Op::Subscribe { topics, since } => self.subscribe(key, id, &topics, &since),
+            Op::Unsubscribe { topics } => self.unsubscribe(key, id, &topics),
+            Op::Publish { topic, idem } => {
+                let data = req.data.expect("parse checks data for publish");
+                self.publish_op(key, id, &topic, data, idem.map(|k| k.as_ref().into()))
+            }
+            Op::Ping => {
+                let ts = crate::frame::unix_us();
+                self.reply_with(key, |out| protocol::pong(out, id.as_deref(), ts))
+            }
+        }
+    }
+}

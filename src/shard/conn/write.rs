@@ -1,0 +1,215 @@
+//! What a connection is sent: frames queued (replies, server-initiated frames, data), written
+//! once per scheduler round by the flusher, or by a drain task while its socket is full.
+//!
+//! **Replies apply backpressure, never a close.** A reply to the client's own message (ack,
+//! error, pong, echo) is queued whatever the control lane holds, and while the lane holds
+//! `limits.control_queue_bytes_max` or more the connection is not read: its reader task waits
+//! until half of it is written (`should_pause`, `maybe_resume`). A client that sends faster
+//! than it reads its answers is slowed down by TCP flow control, not disconnected, and what
+//! one message can add to the lane is bounded by the message size limits. Server-initiated
+//! control frames (pings, broadcasts) close a connection as a slow consumer only at four times
+//! the bound; data frames follow their lane's bound and policy.
+
+use std::rc::Rc;
+
+use monoio::net::TcpStream;
+use rustix::net::Shutdown;
+
+use super::{super::Shard, super::State, super::out::Flush, Phase};
+use crate::{
+    frame::{LANE_CONTROL, OutFrame},
+    stats::CloseReason,
+    sys::fd_of,
+    ws::frame::HEADER_BYTES_MAX,
+};
+
+/// Writes a blocked connection's queue whenever its socket takes more; ends when the queue is
+/// empty or the connection is gone. Exists only while a socket is full.
+pub async fn drain_task(shard: Rc<Shard>, key: u32, epoch: u32, stream: Rc<TcpStream>) {
+    loop {
+        let ready = stream.writable(false).await;
+        let mut st = shard.st.borrow_mut();
+        let done = st.on_writable(key, epoch, ready.is_err());
+        shard.finish(st);
+        if done {
+            return;
+        }
+    }
+}
+
+impl State {
+    /// Queues a server-initiated frame (ping, broadcast, replayed or held data) or an HTTP
+    /// response for `key`, in any phase that still writes. Over its bound the connection is a
+    /// slow consumer.
+    pub fn enqueue(&mut self, key: u32, frame: OutFrame) {
+        let Some(conn) = self.conns.get_mut(key as usize) else {
+            return;
+        };
+        if matches!(conn.phase, Phase::Closing | Phase::Dead) {
+            return;
+        }
+        if conn.echo || conn.in_http() {
+            return self.push_whole_queue(key, frame);
+        }
+        // Control frames in the control lane, replayed and held frames in their topic's lane.
+        self.offer_now(key, frame, true);
+    }
+
+    /// Queues a reply to the client's own message. A WebSocket's replies are never refused:
+    /// the connection's reading pauses instead (see the module doc).
+    pub(crate) fn push_reply(&mut self, key: u32, frame: OutFrame) {
+        let Some(conn) = self.conns.get_mut(key as usize) else {
+            return;
+        };
+        if matches!(conn.phase, Phase::Closing | Phase::Dead) {
+            return;
+        }
+        if conn.echo || conn.in_http() {
+            return self.push_whole_queue(key, frame);
+        }
+        conn.out.push(frame);
+        if conn.mark_dirty() {
+            self.dirty.push(key);
+        }
+    }
+
+    /// HTTP responses and the echo route: one bound on the whole queue (the echo route must
+    /// hold one echoed message of its larger size); reading pauses well before it.
+    fn push_whole_queue(&mut self, key: u32, frame: OutFrame) {
+        let limits = &self.shared.cfg.limits;
+        let conn = &mut self.conns[key as usize];
+        let max = if conn.echo {
+            limits
+                .write_queue_bytes_max
+                .max(limits.echo_message_bytes_max + HEADER_BYTES_MAX)
+        } else {
+            limits.write_queue_bytes_max
+        };
+        if conn.out.bytes() + frame.len() > max {
+            self.slow_consumer(key);
+            return;
+        }
+        conn.out.push(frame);
+        if conn.mark_dirty() {
+            self.dirty.push(key);
+        }
+    }
+
+    /// Bytes of replies (control lane; for HTTP and the echo route, the whole queue) waiting
+    /// to be written to `key`.
+    fn reply_backlog(&self, key: u32) -> usize {
+        let conn = &self.conns[key as usize];
+        if conn.echo || conn.in_http() {
+            conn.out.bytes()
+        } else {
+            conn.out.lane_bytes(LANE_CONTROL)
+        }
+    }
+
+    /// Whether reading `key` must pause for its replies to drain; if so, it is now paused
+    /// (counted in `tickcast_reply_pauses_total`).
+    pub(crate) fn should_pause(&mut self, key: u32) -> bool {
+        if self.reply_backlog(key) < self.shared.cfg.limits.control_queue_bytes_max {
+            return false;
+        }
+        let conn = &mut self.conns[key as usize];
+        if !conn.paused {
+            conn.paused = true;
+            self.stats.c.reply_pauses += 1;
+        }
+        true
+    }
+
+    /// The reader task of `key` is to keep waiting (paused, alive).
+    pub(crate) fn pause_pending(&self, key: u32) -> bool {
+        self.conns
+            .get(key as usize)
+            .is_some_and(|c| c.paused && c.phase != Phase::Dead)
+    }
+
+    /// After a write: a paused connection whose replies are down to half the bound reads
+    /// again.
+    fn maybe_resume(&mut self, key: u32) {
+        let half = self.shared.cfg.limits.control_queue_bytes_max / 2;
+        if self.conns[key as usize].paused && self.reply_backlog(key) <= half {
+            self.unpause(key);
+        }
+    }
+
+    /// Lets the reader task of `key` run again (woken after the current section).
+    pub(crate) fn unpause(&mut self, key: u32) {
+        if let Some(conn) = self.conns.get_mut(key as usize) {
+            conn.paused = false;
+        }
+        if let Some(waker) = self.pause_wakers.remove(&key) {
+            self.to_wake.push(waker);
+        }
+    }
+
+    /// Writes what `key` has queued, as one vectored write per `IOVECS_PER_WRITE` frames.
+    pub(crate) fn flush_conn(&mut self, key: u32, now_ns: u64) {
+        let Some(conn) = self.conns.get_mut(key as usize) else {
+            return;
+        };
+        if !conn.dirty && !conn.shutdown_after_flush {
+            return;
+        }
+        conn.dirty = false;
+        if conn.ping_due && conn.phase == Phase::Ws {
+            // The due ping rides in this write: no write (and no wake-up of the client's
+            // stack) of its own.
+            conn.ping_due = false;
+            conn.last_ping_ms = self.now_ms;
+            let _ = conn.out.offer(self.ping_frame.clone(), &self.bounds);
+        }
+        if conn.write_blocked || conn.phase == Phase::Dead {
+            return;
+        }
+        match conn.flush_out(conn.shutdown_after_flush, now_ns, &mut self.stats) {
+            Flush::Done => {
+                if conn.shutdown_after_flush {
+                    conn.shutdown_after_flush = false;
+                    let _ = rustix::net::shutdown(fd_of(&*conn.stream), Shutdown::Write);
+                }
+            }
+            Flush::Blocked => {
+                conn.write_blocked = true;
+                if !conn.drain_task {
+                    conn.drain_task = true;
+                    self.need_drain.push((key, conn.epoch, conn.stream.clone()));
+                }
+            }
+            Flush::Failed(_) => return self.kill(key, CloseReason::IoError),
+        }
+        self.maybe_resume(key);
+    }
+
+    /// The drain task's socket is writable again. Returns whether the task is done.
+    fn on_writable(&mut self, key: u32, epoch: u32, poll_failed: bool) -> bool {
+        let Some(conn) = self.conns.get_mut(key as usize) else {
+            return true;
+        };
+        if conn.epoch != epoch {
+            return true;
+        }
+        if conn.phase == Phase::Dead {
+            conn.drain_task = false;
+            return true;
+        }
+        if poll_failed {
+            conn.drain_task = false;
+            self.kill(key, CloseReason::IoError);
+            return true;
+        }
+        conn.write_blocked = false;
+        conn.dirty = true;
+        let now_ns = crate::frame::monotonic_ns();
+        self.flush_conn(key, now_ns);
+        let conn = &mut self.conns[key as usize];
+        if conn.write_blocked && conn.phase != Phase::Dead {
+            return false;
+        }
+        conn.drain_task = false;
+        true
+    }
+}
