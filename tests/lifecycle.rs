@@ -319,7 +319,8 @@ async fn apply(server: &Server, publisher: &mut Ws, c: &mut Client, ev: &Event) 
         }
         (Event::Reset, At::Http | At::Ws | At::Ending) => {
             let s = c.sock.take().unwrap();
-            let _ = s.set_linger(Some(Duration::ZERO));
+            // SO_LINGER 0: the close is a TCP reset.
+            let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
             drop(s);
             c.at = At::None;
         }
