@@ -12,6 +12,7 @@ pub mod ingest;
 pub mod limits;
 pub mod mesh;
 pub mod protocol;
+pub mod publish;
 pub mod pubsub;
 pub mod shard;
 pub mod stats;

@@ -10,6 +10,9 @@
 //!   past `mesh.spill_max` data messages are dropped and counted. Control messages (interest,
 //!   replies) are never dropped: they are rare and losing one would wedge a request.
 //!
+//! Transport only: the mesh is generic over what it carries (`shard::msg::MeshMsg` for the
+//! shards); it knows of a message only whether it may be dropped ([`Droppable`]).
+//!
 //! Parking is the Dekker pattern: the consumer registers its waker, sets `parked`, fences and
 //! re-checks its rings; the producer pushes, fences and checks `parked`. One of the two sees
 //! the other.
@@ -29,166 +32,24 @@ use atomic_waker::AtomicWaker;
 use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::CachePadded;
 
-use crate::frame::SharedFrame;
-
-/// Everything that travels between shards. Kept to two words: big payloads are boxed.
-#[derive(Debug)]
-pub enum MeshMsg {
-    /// A data frame for the destination's local subscribers (the hot path).
-    Deliver(SharedFrame),
-    /// A publish for the topic's owner to sequence and encode.
-    Publish(Box<PublishMsg>),
-    /// The owner's answer to a publish, back to where it entered.
-    Published(Box<PublishReply>),
-    /// The sender's local interest in a pattern changed.
-    Interest(Box<InterestMsg>),
-    /// The sender has applied every `Interest` up to `seq` from the destination.
-    InterestAck {
-        from: u8,
-        seq: u64,
-    },
-    /// Write your statistics into the registry, then acknowledge to `reply_to`.
-    FlushStats {
-        reply_to: u8,
-        token: u32,
-    },
-    StatsFlushed {
-        token: u32,
-    },
-    /// Stop accepting, close every connection with 1001, exit within the grace period.
-    Shutdown,
-    /// To a topic's owner: the topic's position and what a subscriber missed.
-    Position(Box<PositionReq>),
-    /// The owner's answer, back to the subscriber's shard.
-    PositionReply(Box<PositionRep>),
-    /// A user message's data frame (topic `user.<id>.…`): for the destination's local
-    /// subscribers of the topic and every local connection of user `<id>`, once each.
-    DeliverUser(SharedFrame),
-    /// An admin API question for the destination (`src/shard/admin.rs`).
-    Admin(Box<AdminReq>),
-    /// The destination's part of the answer, back to the asking shard.
-    AdminReply(Box<AdminRep>),
-    /// Cluster (from the bridge, to the topic's owner): a message the broker sequenced.
-    Remote(Box<crate::cluster::Received>),
-    /// Cluster (from the bridge, to the topic's owner): the broker's history of a topic.
-    Fetched(Box<crate::cluster::Fetched>),
-    /// Cluster (from the bridge): the broker has this shard's interest up to `seq`.
-    BrokerInterestAck {
-        seq: u64,
-    },
-    /// Cluster (from the bridge): the broker connection is back; owners repair their topics.
-    BrokerUp,
-    /// Cluster (from the bridge, to shard 0): this node's part of another node's admin query.
-    QueryLocal(Box<QueryLocal>),
-    /// Cluster (from the bridge): the other nodes' parts of this shard's admin query.
-    QueryReply(Box<crate::cluster::QueryReply>),
+/// A message the mesh carries. Data messages may be dropped once the sender's spill is full
+/// (`mesh.spill_max`); control messages never are: they are rare, and losing one would wedge
+/// a request.
+pub trait Droppable {
+    fn droppable(&self) -> bool;
 }
-
-/// An admin query from another node, answered with this node's part as JSON.
-#[derive(Debug)]
-pub struct QueryLocal {
-    pub path: Box<str>,
-    pub reply: Option<tokio::sync::oneshot::Sender<Vec<u8>>>,
-}
-
-#[derive(Debug)]
-pub struct AdminReq {
-    pub from: u8,
-    /// The HTTP waiter on the asking shard.
-    pub token: u32,
-    pub query: crate::shard::admin::AdminQuery,
-}
-
-#[derive(Debug)]
-pub struct AdminRep {
-    pub token: u32,
-    pub part: crate::shard::admin::AdminPart,
-}
-
-#[derive(Debug)]
-pub struct PositionReq {
-    pub topic: Box<str>,
-    /// The client's `since`: (seq, epoch).
-    pub since: Option<(u64, u64)>,
-    pub from: u8,
-    /// The pending subscribe on the sender.
-    pub token: u32,
-    pub conn_epoch: u32,
-}
-
-#[derive(Debug)]
-pub struct PositionRep {
-    pub pos: crate::shard::history::Position,
-    pub token: u32,
-    pub conn_epoch: u32,
-}
-
-const _: () = assert!(std::mem::size_of::<MeshMsg>() <= 16);
 
 /// Smallest ring between two shards: a burst of a thousand frames never spills.
 pub const RING_MIN: usize = 1024;
 
-/// Who waits for a publish's outcome.
-#[derive(Debug, Clone)]
-pub enum ReplyTo {
-    /// Nobody (fire-and-forget op without `id`, demo feed).
-    None,
-    /// A WebSocket connection; `id` is the raw JSON id to echo (None: reply only on error).
-    Conn {
-        conn: u32,
-        epoch: u32,
-        id: Option<Box<[u8]>>,
-    },
-    /// An HTTP request waiting on its shard.
-    Http { token: u32 },
-}
-
-#[derive(Debug)]
-pub struct PublishMsg {
-    /// Validated concrete topic.
-    pub topic: Box<str>,
-    /// One JSON value, verbatim.
-    pub data: Vec<u8>,
-    pub origin: u8,
-    pub reply: ReplyTo,
-    /// Deduplication key (`idem`), if the publisher gave one.
-    pub idem: Option<Box<str>>,
-    /// A user message (`POST /v1/send`): delivered to the user's connections too.
-    pub to_user: bool,
-}
-
-/// The outcome of a publish at the topic's owner.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Published {
-    pub seq: u64,
-    pub epoch: u64,
-    /// An earlier publish with the same `idem` key got `seq`; nothing was published now.
-    pub duplicate: bool,
-}
-
-#[derive(Debug)]
-pub struct PublishReply {
-    pub reply: ReplyTo,
-    pub result: Result<Published, crate::protocol::ErrorCode>,
-}
-
-#[derive(Debug)]
-pub struct InterestMsg {
-    pub from: u8,
-    pub pattern: Box<str>,
-    pub add: bool,
-    /// Per-sender sequence; acknowledged with `InterestAck`.
-    pub seq: u64,
-}
-
 /// What happened to a message handed to [`ShardMesh::send`].
 #[derive(Debug)]
-pub enum SendOutcome {
+pub enum SendOutcome<M> {
     Sent,
     /// Held back locally until the peer's ring has room.
     Spilled,
     /// Ring and spill full: the message is given back.
-    Dropped(MeshMsg),
+    Dropped(M),
 }
 
 struct Park {
@@ -196,20 +57,20 @@ struct Park {
     waker: AtomicWaker,
 }
 
-/// The process-wide mesh, shared by all shards.
-pub struct Mesh {
+/// The process-wide mesh, shared by all shards: transport only, for any message type.
+pub struct Mesh<M> {
     shards: usize,
     /// `rings[src * shards + dst]`; `src == shards` is the external producers' ring.
-    rings: Vec<CachePadded<ArrayQueue<MeshMsg>>>,
+    rings: Vec<CachePadded<ArrayQueue<M>>>,
     parks: Vec<Park>,
 }
 
-impl Mesh {
+impl<M> Mesh<M> {
     /// `queue_len` is what one shard can have in flight towards it, from all senders together:
     /// each of its rings holds `queue_len / shards` (at least [`RING_MIN`]). Rings are
     /// allocated in full, so the mesh takes about `(shards + 1) × queue_len × 24` bytes: linear
     /// in the shard count (~4.7 MB for 2 shards, ~100 MB for 64 at the default 64k).
-    pub fn new(shards: usize, queue_len: usize) -> Arc<Mesh> {
+    pub fn new(shards: usize, queue_len: usize) -> Arc<Mesh<M>> {
         let per_ring = (queue_len / shards.max(1)).max(RING_MIN);
         let rings = (0..(shards + 1) * shards)
             .map(|_| CachePadded::new(ArrayQueue::new(per_ring)))
@@ -231,7 +92,7 @@ impl Mesh {
         self.shards
     }
 
-    fn ring(&self, src: usize, dst: usize) -> &ArrayQueue<MeshMsg> {
+    fn ring(&self, src: usize, dst: usize) -> &ArrayQueue<M> {
         &self.rings[src * self.shards + dst]
     }
 
@@ -244,7 +105,7 @@ impl Mesh {
     }
 
     /// Sends from outside the shards (signal thread). Control only; retries while full.
-    pub fn send_external(&self, dst: usize, mut msg: MeshMsg) {
+    pub fn send_external(&self, dst: usize, mut msg: M) {
         loop {
             match self.ring(self.shards, dst).push(msg) {
                 Ok(()) => break,
@@ -259,7 +120,7 @@ impl Mesh {
 
     /// Sends from outside the shards without waiting: gives `msg` back when the ring is full
     /// (the cluster bridge retries it later).
-    pub fn try_send_external(&self, dst: usize, msg: MeshMsg) -> Result<(), MeshMsg> {
+    pub fn try_send_external(&self, dst: usize, msg: M) -> Result<(), M> {
         self.ring(self.shards, dst).push(msg)?;
         self.wake_if_parked(dst);
         Ok(())
@@ -272,10 +133,10 @@ impl Mesh {
 }
 
 /// One shard's endpoint: its spills and the peers to wake at the end of the current work.
-pub struct ShardMesh {
-    mesh: Arc<Mesh>,
+pub struct ShardMesh<M> {
+    mesh: Arc<Mesh<M>>,
     me: usize,
-    spill: Vec<VecDeque<MeshMsg>>,
+    spill: Vec<VecDeque<M>>,
     spill_len: usize,
     spill_max: usize,
     /// Bit per peer sent to since the last flush.
@@ -284,8 +145,8 @@ pub struct ShardMesh {
     next_src: usize,
 }
 
-impl ShardMesh {
-    pub fn new(mesh: Arc<Mesh>, me: usize, spill_max: usize) -> ShardMesh {
+impl<M: Droppable> ShardMesh<M> {
+    pub fn new(mesh: Arc<Mesh<M>>, me: usize, spill_max: usize) -> ShardMesh<M> {
         let spill = (0..mesh.shards).map(|_| VecDeque::new()).collect();
         ShardMesh {
             mesh,
@@ -300,7 +161,7 @@ impl ShardMesh {
 
     /// Queues `msg` for shard `dst` (not self). Data messages may be dropped past the spill
     /// bound; control messages never are.
-    pub fn send(&mut self, dst: usize, msg: MeshMsg) -> SendOutcome {
+    pub fn send(&mut self, dst: usize, msg: M) -> SendOutcome<M> {
         debug_assert_ne!(dst, self.me);
         self.to_wake |= 1 << dst;
         if self.spill[dst].is_empty() {
@@ -312,12 +173,8 @@ impl ShardMesh {
         self.spill_msg(dst, msg)
     }
 
-    fn spill_msg(&mut self, dst: usize, msg: MeshMsg) -> SendOutcome {
-        let droppable = matches!(
-            msg,
-            MeshMsg::Deliver(_) | MeshMsg::DeliverUser(_) | MeshMsg::Publish(_)
-        );
-        if droppable && self.spill_len >= self.spill_max {
+    fn spill_msg(&mut self, dst: usize, msg: M) -> SendOutcome<M> {
+        if msg.droppable() && self.spill_len >= self.spill_max {
             return SendOutcome::Dropped(msg);
         }
         self.spill[dst].push_back(msg);
@@ -354,7 +211,7 @@ impl ShardMesh {
     }
 
     /// Pops up to `budget` inbound messages, round-robin over sources. Returns how many.
-    pub fn drain(&mut self, budget: usize, mut f: impl FnMut(MeshMsg)) -> usize {
+    pub fn drain(&mut self, budget: usize, mut f: impl FnMut(M)) -> usize {
         let sources = self.mesh.shards + 1;
         let mut n = 0;
         let mut idle_rounds = 0;
@@ -381,21 +238,21 @@ impl ShardMesh {
     }
 }
 
-impl Mesh {
+impl<M> Mesh<M> {
     /// Resolves when another thread has sent shard `me` something (or at once if it already
     /// has). Only the shard's dispatcher parks.
-    pub fn parked(&self, me: usize) -> Parked<'_> {
+    pub fn parked(&self, me: usize) -> Parked<'_, M> {
         Parked { mesh: self, me }
     }
 }
 
-/// Future returned by [`ShardMesh::parked`].
-pub struct Parked<'a> {
-    mesh: &'a Mesh,
+/// Future returned by [`Mesh::parked`].
+pub struct Parked<'a, M> {
+    mesh: &'a Mesh<M>,
     me: usize,
 }
 
-impl Future for Parked<'_> {
+impl<M> Future for Parked<'_, M> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
@@ -415,21 +272,34 @@ impl Future for Parked<'_> {
 mod tests {
     use super::*;
 
+    /// A data message carrying a byte, or a control message.
+    #[derive(Debug)]
+    enum MeshMsg {
+        Data(u8),
+        Shutdown,
+    }
+
+    impl Droppable for MeshMsg {
+        fn droppable(&self) -> bool {
+            matches!(self, MeshMsg::Data(_))
+        }
+    }
+
     fn frame(n: u8) -> MeshMsg {
-        MeshMsg::Deliver(Arc::new(crate::frame::Frame::control(vec![n])))
+        MeshMsg::Data(n)
     }
 
     fn byte(msg: &MeshMsg) -> u8 {
         match msg {
-            MeshMsg::Deliver(f) => f.bytes()[0],
-            _ => panic!("not a frame"),
+            MeshMsg::Data(b) => *b,
+            _ => panic!("not data"),
         }
     }
 
     #[test]
     fn full_ring_spills_in_order_then_drops_data_but_not_control() {
         const RING: usize = RING_MIN;
-        let mesh = Mesh::new(2, 2 * RING);
+        let mesh = Mesh::<MeshMsg>::new(2, 2 * RING);
         let mut a = ShardMesh::new(mesh.clone(), 0, 4);
         let mut b = ShardMesh::new(mesh, 1, 4);
         for i in 0..RING + 4 {
@@ -461,7 +331,7 @@ mod tests {
 
     #[test]
     fn drain_respects_budget_and_keeps_fifo_per_source() {
-        let mesh = Mesh::new(3, 256);
+        let mesh = Mesh::<MeshMsg>::new(3, 256);
         let mut s0 = ShardMesh::new(mesh.clone(), 0, 0);
         let mut s1 = ShardMesh::new(mesh.clone(), 1, 0);
         let mut s2 = ShardMesh::new(mesh, 2, 0);
@@ -480,7 +350,7 @@ mod tests {
 
     #[test]
     fn parked_consumer_is_woken_by_a_producer_on_another_thread() {
-        let mesh = Mesh::new(2, 1024);
+        let mesh = Mesh::<MeshMsg>::new(2, 1024);
         let consumer = ShardMesh::new(mesh.clone(), 1, 0);
         let producer = std::thread::spawn(move || {
             let mut p = ShardMesh::new(mesh, 0, 0);

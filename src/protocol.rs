@@ -407,6 +407,42 @@ fn describe_json_error(e: &simd_json::Error) -> String {
     format!("malformed request: {text}")
 }
 
+/// Why a `gap` is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GapReason {
+    /// The history no longer holds (or never held) the missed frames.
+    Evicted,
+    /// The topic's epoch changed (server restart, topic dropped): the client's `seq` is void.
+    Epoch,
+    /// Cluster: messages this node did not get from the broker, and the broker's history no
+    /// longer holds (or the broker could not be asked).
+    Lost,
+}
+
+impl GapReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GapReason::Evicted => "evicted",
+            GapReason::Epoch => "epoch",
+            GapReason::Lost => "lost",
+        }
+    }
+}
+
+/// Renders a topic epoch as clients see it: 16 hex digits.
+pub fn epoch_str(epoch: u64) -> String {
+    format!("{epoch:016x}")
+}
+
+/// Parses a client's epoch string: 1 to 16 hex digits (`"0"` or all zeros: "not known",
+/// compared by `seq` alone). Anything else is malformed: `None`.
+pub fn parse_epoch(s: &str) -> Option<u64> {
+    if s.is_empty() || s.len() > 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(s, 16).ok()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Replies. Built into a caller-provided Vec (then framed) so there is one allocation per reply.
 
@@ -528,7 +564,7 @@ pub fn check_idem(idem: Option<&str>) -> Result<(), &'static str> {
 }
 
 /// The publish ack: `{"op":"ack","id":..,"seq":N,"epoch":"…"}` (+ `"duplicate":true`).
-pub fn ack_seq(out: &mut Vec<u8>, id: Option<&[u8]>, done: crate::mesh::Published) {
+pub fn ack_seq(out: &mut Vec<u8>, id: Option<&[u8]>, done: Published) {
     open(out, "ack", id);
     out.push(b',');
     publish_fields(out, done);
@@ -536,13 +572,13 @@ pub fn ack_seq(out: &mut Vec<u8>, id: Option<&[u8]>, done: crate::mesh::Publishe
 }
 
 /// The body of `POST /v1/publish`'s answer: `{"seq":N,"epoch":"…"}` (+ `"duplicate":true`).
-pub fn publish_result(out: &mut Vec<u8>, done: crate::mesh::Published) {
+pub fn publish_result(out: &mut Vec<u8>, done: Published) {
     out.push(b'{');
     publish_fields(out, done);
     out.push(b'}');
 }
 
-fn publish_fields(out: &mut Vec<u8>, done: crate::mesh::Published) {
+fn publish_fields(out: &mut Vec<u8>, done: Published) {
     out.extend_from_slice(b"\"seq\":");
     out.extend_from_slice(itoa::Buffer::new().format(done.seq).as_bytes());
     push_epoch(out, done.epoch);
@@ -553,8 +589,25 @@ fn publish_fields(out: &mut Vec<u8>, done: crate::mesh::Published) {
 
 fn push_epoch(out: &mut Vec<u8>, epoch: u64) {
     out.extend_from_slice(b",\"epoch\":\"");
-    out.extend_from_slice(crate::shard::history::epoch_str(epoch).as_bytes());
+    out.extend_from_slice(epoch_str(epoch).as_bytes());
     out.push(b'"');
+}
+
+/// The outcome of a publish at the topic's owner (or the broker), as its ack reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    pub seq: u64,
+    pub epoch: u64,
+    /// An earlier publish with the same `idem` key got `seq`; nothing was published now.
+    pub duplicate: bool,
+}
+
+/// Where one topic stands, as a subscribe ack reports it.
+#[derive(Debug, Clone, Copy)]
+pub struct TopicPosition<'a> {
+    pub topic: &'a str,
+    pub seq: u64,
+    pub epoch: u64,
 }
 
 /// The subscribe ack: accepted patterns, and the position of every exact topic and every
@@ -563,7 +616,7 @@ pub fn ack_subscribe<S: AsRef<str>>(
     out: &mut Vec<u8>,
     id: Option<&[u8]>,
     topics: &[S],
-    positions: &[crate::shard::history::Position],
+    positions: &[TopicPosition<'_>],
 ) {
     ack_topics(out, id, topics);
     if positions.is_empty() {
@@ -576,7 +629,7 @@ pub fn ack_subscribe<S: AsRef<str>>(
             out.push(b',');
         }
         out.extend_from_slice(b"{\"topic\":");
-        push_json_str(out, &p.topic);
+        push_json_str(out, p.topic);
         out.extend_from_slice(b",\"seq\":");
         out.extend_from_slice(itoa::Buffer::new().format(p.seq).as_bytes());
         push_epoch(out, p.epoch);
@@ -586,14 +639,7 @@ pub fn ack_subscribe<S: AsRef<str>>(
 }
 
 /// `{"op":"gap","topic":..,"epoch":"…","from":F,"to":T,"reason":"evicted"|"epoch"|"lost"}`.
-pub fn gap(
-    out: &mut Vec<u8>,
-    topic: &str,
-    epoch: u64,
-    from: u64,
-    to: u64,
-    reason: crate::shard::history::GapReason,
-) {
+pub fn gap(out: &mut Vec<u8>, topic: &str, epoch: u64, from: u64, to: u64, reason: GapReason) {
     open(out, "gap", None);
     out.extend_from_slice(b",\"topic\":");
     push_json_str(out, topic);
@@ -664,6 +710,17 @@ mod tests {
         let spans = scan_top_level(s);
         assert_eq!(&s[spans.id.unwrap()], b"3");
         assert_eq!(&s[spans.data.unwrap()], br#"{"id":7,"data":1}"#);
+    }
+
+    #[test]
+    fn epochs_round_trip_as_hex() {
+        assert_eq!(epoch_str(0xab), "00000000000000ab");
+        assert_eq!(parse_epoch(&epoch_str(u64::MAX)), Some(u64::MAX));
+        assert_eq!(parse_epoch("0"), Some(0));
+        assert_eq!(parse_epoch("AB"), Some(0xab));
+        for bad in ["zz", "", "+1", "-1", "0x1", "00000000000000000", " 1"] {
+            assert_eq!(parse_epoch(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

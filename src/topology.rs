@@ -12,8 +12,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::{
     config::{Config, DriverKind},
-    mesh::{Mesh, MeshMsg},
-    shard::{Shard, Shared},
+    mesh::Mesh,
+    shard::{Shard, Shared, msg::MeshMsg},
     stats::StatsHub,
     tls::TlsState,
 };
@@ -98,7 +98,7 @@ pub struct Server {
     /// The TLS configuration (reloaded on SIGHUP), when `tls.listen` is set.
     pub tls: Option<Arc<TlsState>>,
     pub drivers: Vec<&'static str>,
-    mesh: Arc<Mesh>,
+    mesh: Arc<Mesh<MeshMsg>>,
     threads: Vec<thread::JoinHandle<()>>,
 }
 
@@ -142,7 +142,7 @@ impl Server {
         shared.bridge = bridge.clone();
         let shared = Arc::new(shared);
         if let Some(bridge) = &bridge {
-            bridge.spawn(shared.clone())?;
+            bridge.spawn(shared.cfg.clone(), shared.clone())?;
         }
         let (ready_tx, ready_rx) = mpsc::channel::<Result<&'static str, String>>();
         let mut threads = Vec::with_capacity(shards);
@@ -215,7 +215,7 @@ impl Server {
 /// Stops a running [`Server`] from any thread.
 #[derive(Clone)]
 pub struct Stopper {
-    mesh: Arc<Mesh>,
+    mesh: Arc<Mesh<MeshMsg>>,
 }
 
 impl Stopper {
@@ -288,7 +288,12 @@ async fn shard_main(
     driver: &'static str,
     ready: mpsc::Sender<Result<&'static str, String>>,
 ) -> Result<(), String> {
+    let demo_feed = shared.cfg.server.demo_feed;
     let shard = Shard::new(id, shared);
+    if demo_feed {
+        // A publisher like any other, on the shard's runtime (`crate::ingest::demo`).
+        monoio::spawn(crate::ingest::demo::demo_task(shard.clone()));
+    }
     let run = shard.run(listener, move || {
         let _ = ready.send(Ok(driver));
     });

@@ -5,7 +5,7 @@
 //!
 //! - shard → bridge: [`Cmd`]s on a bounded flume channel (publish, interest, history fetch,
 //!   cluster query). A full channel refuses the command at once.
-//! - bridge → shard: [`MeshMsg`]s on the mesh's ring for producers outside the shards, the
+//! - bridge → shard: [`ToShard`] messages on the mesh's ring for producers outside the shards, the
 //!   same path a peer shard's frames take. A full ring spills into a bounded per-shard queue
 //!   the bridge retries every millisecond; past `cluster.inbound_queue_max` broker messages
 //!   are dropped and counted (the topic's owner sees the hole and repairs it from history).
@@ -39,19 +39,58 @@ use tokio::sync::mpsc;
 
 use crate::{
     config::{Config, Engine},
-    mesh::{MeshMsg, PublishReply, Published, ReplyTo},
-    protocol::ErrorCode,
-    shard::Shared,
+    protocol::{ErrorCode, Published},
+    publish::{PublishOutcome, ReplyTo},
 };
 pub use envelope::{Envelope, Received};
+
+/// What the bridge hands a shard (over the mesh's ring for producers outside the shards).
+#[derive(Debug)]
+pub enum ToShard {
+    /// To a topic's owner: a message the broker sequenced.
+    Remote(Box<Received>),
+    /// To a topic's owner: the broker's history of a topic ([`Cmd::Fetch`]).
+    Fetched(Box<Fetched>),
+    /// The broker has this shard's interest up to `seq` ([`Cmd::Interest`]).
+    InterestAck { seq: u64 },
+    /// The broker connection is back: owners repair their topics.
+    Up,
+    /// To shard 0: this node's part of another node's admin query.
+    QueryLocal(Box<QueryLocal>),
+    /// The other nodes' parts of this shard's admin query ([`Cmd::Query`]).
+    QueryReply(Box<QueryReply>),
+    /// The outcome of a [`Cmd::Publish`].
+    Published(Box<PublishOutcome>),
+}
+
+/// An admin query from another node, answered with this node's part as JSON.
+#[derive(Debug)]
+pub struct QueryLocal {
+    pub path: Box<str>,
+    pub reply: Option<tokio::sync::oneshot::Sender<Vec<u8>>>,
+}
+
+/// The bridge's view of the node it serves: where to hand messages, and what its
+/// heartbeats announce. Implemented by the shards' side, so the bridge
+/// needs nothing of their state.
+pub trait ShardLink: Send + Sync + 'static {
+    /// Shards of this node.
+    fn shards(&self) -> usize;
+    /// Hands `msg` to shard `dst` without waiting; gives it back when its queue is full.
+    fn deliver(&self, dst: usize, msg: ToShard) -> Result<(), ToShard>;
+    /// Open connections of this node.
+    fn connections(&self) -> usize;
+    /// This node's WebSocket listen address.
+    fn local_addr(&self) -> std::net::SocketAddr;
+}
 
 /// A request from a shard to the bridge.
 #[derive(Debug)]
 pub enum Cmd {
-    /// Publish through the broker; the outcome goes back to `shard` as `MeshMsg::Published`.
+    /// Publish through the broker; the outcome goes back to `shard` as `ToShard::Published`.
     Publish(Box<PublishCmd>),
     /// Shard `shard`'s local interest in `pattern` appeared (`add`) or vanished; acknowledged
-    /// with `MeshMsg::BrokerInterestAck { seq }` once the broker has it.
+    /// with `ToShard::InterestAck { seq }` once the broker has it.
     Interest {
         shard: u8,
         pattern: Box<str>,
@@ -59,7 +98,7 @@ pub enum Cmd {
         seq: u64,
     },
     /// The broker's position and last `max` messages of `topic`, for its owner `shard`
-    /// (answered with `MeshMsg::Fetched`, also on failure).
+    /// (answered with `ToShard::Fetched`, also on failure).
     Fetch {
         shard: u8,
         topic: Box<str>,
@@ -167,7 +206,7 @@ impl Bridge {
     }
 
     /// Starts the bridge thread.
-    pub fn spawn(self: &Arc<Self>, shared: Arc<Shared>) -> Result<(), String> {
+    pub fn spawn(self: &Arc<Self>, cfg: Config, link: Arc<dyn ShardLink>) -> Result<(), String> {
         let rx = self
             .rx
             .lock()
@@ -184,7 +223,7 @@ impl Bridge {
                     .expect("a current-thread tokio runtime");
                 let local = tokio::task::LocalSet::new();
                 local.block_on(&rt, async move {
-                    let ctx = Rc::new(Ctx::new(bridge, shared));
+                    let ctx = Rc::new(Ctx::new(bridge, cfg, link));
                     match ctx.bridge.engine {
                         Engine::Nats => run::<nats::Nats>(ctx, rx).await,
                         Engine::Redis => run::<redis::Redis>(ctx, rx).await,
@@ -283,10 +322,12 @@ pub(crate) trait Broker: Sized + 'static {
 /// Shared state of the bridge's tasks (one thread: `Rc`/`RefCell`).
 pub(crate) struct Ctx {
     pub bridge: Arc<Bridge>,
-    pub shared: Arc<Shared>,
+    pub cfg: Config,
+    /// The shards of this node.
+    pub link: Arc<dyn ShardLink>,
     pub url: String,
     /// Per shard: messages the shard's ring had no room for.
-    outlet: RefCell<Vec<VecDeque<MeshMsg>>>,
+    outlet: RefCell<Vec<VecDeque<ToShard>>>,
     /// Known nodes by id (this one excluded).
     nodes: RefCell<HashMap<String, NodeInfo>>,
     /// Cluster queries this node asked, by query id.
@@ -309,13 +350,14 @@ struct PendingQuery {
 }
 
 impl Ctx {
-    fn new(bridge: Arc<Bridge>, shared: Arc<Shared>) -> Ctx {
-        let shards = shared.shards;
-        let settle = Duration::from_millis(shared.cfg.cluster.node_ttl_ms);
+    fn new(bridge: Arc<Bridge>, cfg: Config, link: Arc<dyn ShardLink>) -> Ctx {
+        let shards = link.shards();
+        let settle = Duration::from_millis(cfg.cluster.node_ttl_ms);
         Ctx {
-            url: shared.cfg.cluster_url(),
+            url: cfg.cluster_url(),
             bridge,
-            shared,
+            cfg,
+            link,
             outlet: RefCell::new((0..shards).map(|_| VecDeque::new()).collect()),
             nodes: RefCell::new(HashMap::new()),
             queries: RefCell::new(HashMap::new()),
@@ -325,14 +367,14 @@ impl Ctx {
         }
     }
 
-    pub fn cfg(&self) -> &crate::config::Cluster {
-        &self.shared.cfg.cluster
+    pub fn cluster(&self) -> &crate::config::Cluster {
+        &self.cfg.cluster
     }
 
     /// The reconnect delay before attempt `n` (0-based): doubling from `reconnect_min_ms` to
     /// `reconnect_max_ms`, with up to 25 % jitter so restarted nodes do not retry in step.
     pub fn backoff(&self, n: usize) -> Duration {
-        let c = self.cfg();
+        let c = self.cluster();
         let base = c
             .reconnect_min_ms
             .saturating_mul(1u64 << n.min(20))
@@ -343,8 +385,7 @@ impl Ctx {
     /// Largest history any topic class keeps (the broker keeps this many per topic, and at
     /// least the last message).
     pub fn history_max(&self) -> usize {
-        self.shared
-            .cfg
+        self.cfg
             .topics
             .iter()
             .map(|c| c.history_size)
@@ -355,11 +396,11 @@ impl Ctx {
 
     /// Sends `msg` to shard `dst` through the mesh. `droppable` messages (broker traffic) are
     /// dropped past `cluster.inbound_queue_max` queued; control messages never are.
-    fn deliver(&self, dst: usize, msg: MeshMsg, droppable: bool) {
+    fn deliver(&self, dst: usize, msg: ToShard, droppable: bool) {
         let mut outlet = self.outlet.borrow_mut();
         let q = &mut outlet[dst];
         if q.is_empty() {
-            match self.shared.mesh.try_send_external(dst, msg) {
+            match self.link.deliver(dst, msg) {
                 Ok(()) => return,
                 Err(back) => {
                     q.push_back(back);
@@ -367,7 +408,7 @@ impl Ctx {
                 }
             }
         }
-        if droppable && q.len() >= self.cfg().inbound_queue_max {
+        if droppable && q.len() >= self.cluster().inbound_queue_max {
             metrics::counter!("tickcast_cluster_inbound_drops_total").increment(1);
             return;
         }
@@ -380,7 +421,7 @@ impl Ctx {
         let mut waiting = false;
         for (dst, q) in outlet.iter_mut().enumerate() {
             while let Some(msg) = q.pop_front() {
-                if let Err(back) = self.shared.mesh.try_send_external(dst, msg) {
+                if let Err(back) = self.link.deliver(dst, msg) {
                     q.push_front(back);
                     waiting = true;
                     break;
@@ -394,12 +435,12 @@ impl Ctx {
         if matches!(reply, ReplyTo::None) {
             return;
         }
-        let msg = MeshMsg::Published(Box::new(PublishReply { reply, result }));
+        let msg = ToShard::Published(Box::new(PublishOutcome { reply, result }));
         self.deliver(shard as usize, msg, false);
     }
 
-    fn to_every_shard(&self, msg: impl Fn() -> MeshMsg) {
-        for dst in 0..self.shared.shards {
+    fn to_every_shard(&self, msg: impl Fn() -> ToShard) {
+        for dst in 0..self.link.shards() {
             self.deliver(dst, msg(), false);
         }
     }
@@ -409,8 +450,8 @@ impl Ctx {
         match envelope::decode(&wire) {
             Ok(m) => {
                 metrics::counter!("tickcast_cluster_received_total").increment(1);
-                let owner = crate::shard::owner_of(&m.topic, self.shared.shards);
-                self.deliver(owner, MeshMsg::Remote(Box::new(m)), true);
+                let owner = crate::pubsub::topic::owner_shard(&m.topic, self.link.shards());
+                self.deliver(owner, ToShard::Remote(Box::new(m)), true);
             }
             Err(e) => {
                 metrics::counter!("tickcast_cluster_invalid_total").increment(1);
@@ -424,9 +465,9 @@ impl Ctx {
 fn heartbeat(ctx: &Ctx, started_unix_s: u64) -> Bytes {
     let body = serde_json::json!({
         "node": ctx.bridge.node_id,
-        "connections": ctx.shared.connections.load(Ordering::Relaxed),
-        "shards": ctx.shared.shards,
-        "addr": ctx.shared.local_addr.to_string(),
+        "connections": ctx.link.connections(),
+        "shards": ctx.link.shards(),
+        "addr": ctx.link.local_addr().to_string(),
         "started": started_unix_s,
     });
     Bytes::from(body.to_string())
@@ -465,15 +506,15 @@ async fn run<B: Broker>(ctx: Rc<Ctx>, cmds: flume::Receiver<Cmd>) {
                     }
                     Cmd::Interest { shard, pattern, add, seq } => {
                         early_interest.push((shard, pattern, add, seq));
-                        ctx.deliver(shard as usize, MeshMsg::BrokerInterestAck { seq }, false);
+                        ctx.deliver(shard as usize, ToShard::InterestAck { seq }, false);
                     }
                     Cmd::Fetch { shard, topic, .. } => {
                         let failed = Fetched { topic, ok: false, last: 0, epoch: 0, msgs: Vec::new() };
-                        ctx.deliver(shard as usize, MeshMsg::Fetched(Box::new(failed)), false);
+                        ctx.deliver(shard as usize, ToShard::Fetched(Box::new(failed)), false);
                     }
                     Cmd::Query { shard, token, .. } => {
                         let rep = QueryReply { token, parts: Vec::new(), missing: Vec::new() };
-                        ctx.deliver(shard as usize, MeshMsg::QueryReply(Box::new(rep)), false);
+                        ctx.deliver(shard as usize, ToShard::QueryReply(Box::new(rep)), false);
                     }
                 }
             }
@@ -512,7 +553,7 @@ async fn run<B: Broker>(ctx: Rc<Ctx>, cmds: flume::Receiver<Cmd>) {
         let ctx = ctx.clone();
         let broker = broker.clone();
         tokio::task::spawn_local(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(ctx.cfg().heartbeat_ms));
+            let mut tick = tokio::time::interval(Duration::from_millis(ctx.cluster().heartbeat_ms));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
@@ -541,11 +582,11 @@ async fn run<B: Broker>(ctx: Rc<Ctx>, cmds: flume::Receiver<Cmd>) {
                     Inbound::Raw(name, body) => on_raw(&ctx, &broker, &name, body),
                     Inbound::Up => {
                         ctx.bridge.up.store(true, Ordering::Relaxed);
-                        let settle = Duration::from_millis(ctx.cfg().node_ttl_ms);
+                        let settle = Duration::from_millis(ctx.cluster().node_ttl_ms);
                         ctx.settle_until.set(Instant::now() + settle);
                         tracing::warn!("cluster: broker connection restored; repairing topics");
                         metrics::counter!("tickcast_cluster_reconnects_total").increment(1);
-                        ctx.to_every_shard(|| MeshMsg::BrokerUp);
+                        ctx.to_every_shard(|| ToShard::Up);
                     }
                     Inbound::Down => {
                         ctx.bridge.up.store(false, Ordering::Relaxed);
@@ -620,7 +661,7 @@ const FETCHES_MAX: usize = 32;
 /// A history fetch for the topic's owner shard; always answered (`ok: false` on failure).
 async fn fetch_one<B: Broker>(ctx: Rc<Ctx>, broker: Rc<B>, shard: u8, topic: Box<str>, max: usize) {
     let _permit = ctx.fetches.acquire().await;
-    let limit = Duration::from_millis(ctx.cfg().publish_timeout_ms);
+    let limit = Duration::from_millis(ctx.cluster().publish_timeout_ms);
     // A failed fetch turns a hole into a reported loss: a transient error gets two more
     // attempts, with the reconnect backoff between them.
     let mut attempt = 0;
@@ -644,7 +685,7 @@ async fn fetch_one<B: Broker>(ctx: Rc<Ctx>, broker: Rc<B>, shard: u8, topic: Box
         attempt += 1;
     };
     metrics::counter!("tickcast_cluster_fetches_total").increment(1);
-    ctx.deliver(shard as usize, MeshMsg::Fetched(Box::new(fetched)), false);
+    ctx.deliver(shard as usize, ToShard::Fetched(Box::new(fetched)), false);
 }
 
 /// One publish through the broker, its outcome back to the shard that asked.
@@ -662,7 +703,7 @@ fn publish_one<B: Broker>(
         topic: p.topic.to_string(),
         data: p.data,
     };
-    let limit = Duration::from_millis(ctx.cfg().publish_timeout_ms);
+    let limit = Duration::from_millis(ctx.cluster().publish_timeout_ms);
     let publishing = broker.publish(env, p.idem);
     async move {
         let result = match tokio::time::timeout(limit, publishing).await {
@@ -725,11 +766,11 @@ async fn interest_task<B: Broker>(
         // re-subscribes on reconnect and the owners repair what was missed, so subscribers are
         // not held back.
         if added && ctx.bridge.is_up() {
-            let limit = Duration::from_millis(ctx.cfg().publish_timeout_ms);
+            let limit = Duration::from_millis(ctx.cluster().publish_timeout_ms);
             let _ = tokio::time::timeout(limit, broker.flush()).await;
         }
         for (shard, _, _, seq) in batch.drain(..) {
-            ctx.deliver(shard as usize, MeshMsg::BrokerInterestAck { seq }, false);
+            ctx.deliver(shard as usize, ToShard::InterestAck { seq }, false);
         }
     }
 }
@@ -777,7 +818,7 @@ fn on_raw<B: Broker>(ctx: &Rc<Ctx>, broker: &Rc<B>, name: &str, body: Bytes) {
 /// An external system's publish (`<prefix>.in.<topic>`, plain JSON): validated like any
 /// publish, then sequenced through the broker by this node (the leader).
 fn ingest_external(ctx: &Rc<Ctx>, topic: &str, body: Bytes) {
-    let cfg = &ctx.shared.cfg;
+    let cfg = &ctx.cfg;
     let fail = |why: &str| {
         metrics::counter!("tickcast_cluster_ingest_rejects_total").increment(1);
         tracing::warn!(topic, why, "cluster: external publish refused");
@@ -812,7 +853,7 @@ fn expire_nodes(ctx: &Ctx) {
     if !ctx.bridge.is_up() {
         return;
     }
-    let ttl = Duration::from_millis(ctx.cfg().node_ttl_ms);
+    let ttl = Duration::from_millis(ctx.cluster().node_ttl_ms);
     let mut gone = Vec::new();
     ctx.nodes.borrow_mut().retain(|id, n| {
         let live = n.seen.elapsed() < ttl;
@@ -879,7 +920,7 @@ async fn start_query<B: Broker>(
             parts: Vec::new(),
             missing: Vec::new(),
         };
-        ctx.deliver(shard as usize, MeshMsg::QueryReply(Box::new(rep)), false);
+        ctx.deliver(shard as usize, ToShard::QueryReply(Box::new(rep)), false);
         return;
     }
     let id = fastrand::u64(..);
@@ -898,7 +939,7 @@ async fn start_query<B: Broker>(
         .await;
     let ctx = ctx.clone();
     tokio::task::spawn_local(async move {
-        tokio::time::sleep(Duration::from_millis(ctx.cfg().query_timeout_ms)).await;
+        tokio::time::sleep(Duration::from_millis(ctx.cluster().query_timeout_ms)).await;
         finish_query(&ctx, id);
     });
 }
@@ -920,13 +961,13 @@ async fn on_query<B: Broker>(ctx: Rc<Ctx>, broker: Rc<B>, body: Bytes) {
     let (tx, rx) = tokio::sync::oneshot::channel::<Vec<u8>>();
     ctx.deliver(
         0,
-        MeshMsg::QueryLocal(Box::new(crate::mesh::QueryLocal {
+        ToShard::QueryLocal(Box::new(QueryLocal {
             path: path.into(),
             reply: Some(tx),
         })),
         false,
     );
-    let limit = Duration::from_millis(ctx.cfg().query_timeout_ms);
+    let limit = Duration::from_millis(ctx.cluster().query_timeout_ms);
     let Ok(Ok(part)) = tokio::time::timeout(limit, rx).await else {
         return;
     };
@@ -983,7 +1024,7 @@ fn finish_query(ctx: &Ctx, id: u64) {
         parts: q.parts,
         missing,
     };
-    ctx.deliver(q.shard as usize, MeshMsg::QueryReply(Box::new(rep)), false);
+    ctx.deliver(q.shard as usize, ToShard::QueryReply(Box::new(rep)), false);
 }
 
 fn describe_metrics() {

@@ -38,7 +38,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use super::{Broker, Ctx, Fetched, Inbound, InboundTx, envelope};
-use crate::mesh::Published;
+use crate::protocol::Published;
 
 /// Compare-and-set attempts per publish before giving up (each lost race means another
 /// node's publish to the same topic got in first).
@@ -247,7 +247,7 @@ impl Broker for Nats {
     const SERIAL_PER_TOPIC: bool = true;
 
     async fn connect(ctx: &Ctx, inbound: InboundTx) -> Nats {
-        let cfg = ctx.cfg().clone();
+        let cfg = ctx.cluster().clone();
         let mut attempt = 0;
         let client = loop {
             let events = inbound.clone();

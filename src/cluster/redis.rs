@@ -57,7 +57,7 @@ use redis::{
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::{Broker, Ctx, Fetched, Inbound, InboundTx, envelope};
-use crate::mesh::Published;
+use crate::protocol::Published;
 
 /// KEYS[1] meta hash, KEYS[2] history stream, KEYS[3] idempotency key (optional).
 /// ARGV[1] envelope wire form (seq, epoch 0), ARGV[2] a new epoch (used if the topic has none),
@@ -505,7 +505,7 @@ impl Broker for Redis {
     const SERIAL_PER_TOPIC: bool = false;
 
     async fn connect(ctx: &Ctx, inbound: InboundTx) -> Redis {
-        let cfg = ctx.cfg().clone();
+        let cfg = ctx.cluster().clone();
         let set = Settings {
             url: ctx.url.clone(),
             prefix: cfg.prefix.clone(),

@@ -6,7 +6,7 @@
 
 use std::{fmt::Write as _, rc::Rc, time::Duration};
 
-use crate::{frame::unix_us, mesh::ReplyTo, shard::Shard};
+use crate::{frame::unix_us, publish::ReplyTo, shard::Shard};
 
 /// (symbol, start price, price decimals, quantity decimals)
 const DEFAULT_SYMBOLS: [(&str, f64, usize, usize); 20] = [

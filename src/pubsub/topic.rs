@@ -179,6 +179,16 @@ pub fn matches(pattern: &str, topic: &str) -> bool {
     top.next().is_none()
 }
 
+/// The shard owning `topic` (FNV-1a: stable, fast on short strings, identical on every shard).
+pub fn owner_shard(topic: &str, shards: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in topic.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % shards as u64) as usize
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,16 +20,16 @@ use serde::Deserialize;
 use super::{
     State,
     conn::{Conn, Phase},
-    fanout::owner_of,
-    history::epoch_str,
     http::{Answer, Handler, present},
+    msg::{AdminRep, AdminReq, MeshMsg},
 };
 use crate::{
     config::Config,
     frame::{OutFrame, SharedFrame, monotonic_ns, text_frame, unix_us},
     limits::{ADMIN_PAGE_DEFAULT, ADMIN_PAGE_MAX, CLOSE_REASON_BYTES_MAX},
-    mesh::{AdminRep, AdminReq, MeshMsg, ReplyTo},
+    protocol::epoch_str,
     protocol::{self, push_json_str},
+    publish::ReplyTo,
     pubsub::{
         topic::{matches, validate_topic},
         trie::is_wildcard,
@@ -500,7 +500,7 @@ impl State {
                 .map_err(|_| bad(format!("since must be a sequence number, not {s:?}")))?,
         };
         let limit = page_limit(l)?;
-        let owner = owner_of(&topic, self.shared.shards);
+        let owner = crate::pubsub::topic::owner_shard(&topic, self.shared.shards);
         let query = AdminQuery::History {
             topic: topic.as_str().into(),
             since,

@@ -15,10 +15,7 @@ use super::{
     admin::{AdminPart, AdminQuery, Gather, Kind, end, key, merge_users, num, render_user, string},
     http::Answer,
 };
-use crate::{
-    cluster::{Cmd, QueryReply},
-    mesh::QueryLocal,
-};
+use crate::cluster::{Cmd, QueryLocal, QueryReply};
 
 /// Where a gather stands with the other nodes.
 #[derive(Debug, Default)]

@@ -18,19 +18,21 @@ use super::{
     conn::Phase,
     history::{PendingSub, Wanted},
     idem::IdemWindow,
+    msg::{InterestMsg, MeshMsg, PublishMsg},
     out::Offer,
     pacing::Pacing,
 };
 use crate::{
     frame::{OutFrame, SharedFrame, encode_data_frame, monotonic_ns, unix_us},
-    mesh::{InterestMsg, MeshMsg, PublishMsg, PublishReply, Published, ReplyTo, SendOutcome},
-    protocol::{self, ErrorCode},
+    mesh::SendOutcome,
+    protocol::Published,
+    protocol::{self, ErrorCode, parse_epoch},
+    publish::{PublishOutcome, ReplyTo},
     pubsub::trie::is_wildcard,
     pubsub::{
         index::{SubOutcome, UnsubOutcome},
         topic::{validate_pattern, validate_topic},
     },
-    shard::history::parse_epoch,
     stats::{Gauges, SecEvent},
 };
 
@@ -66,16 +68,6 @@ pub(super) fn encode_once(
 pub(crate) const CAPACITY_MESSAGE: &str =
     "publish refused: the server is at capacity (topic table or publish queue full); retry later";
 
-/// The shard owning `topic` (FNV-1a: stable, fast on short strings, identical on every shard).
-pub fn owner_of(topic: &str, shards: usize) -> usize {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in topic.bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    (h % shards as u64) as usize
-}
-
 impl State {
     /// A validated publish enters here (client op, HTTP, demo feed).
     pub fn ingest_publish(
@@ -103,7 +95,7 @@ impl State {
         if self.shared.bridge.is_some() {
             return self.publish_to_broker(topic, data, idem, reply, to_user);
         }
-        let owner = owner_of(topic, self.shared.shards);
+        let owner = crate::pubsub::topic::owner_shard(topic, self.shared.shards);
         if owner == self.shard {
             self.sequence(topic, &data, idem, reply, self.shard, to_user);
             return;
@@ -324,7 +316,7 @@ impl State {
         // Control messages are never dropped by the mesh.
         let _ = self.mesh.send(
             origin,
-            MeshMsg::Published(Box::new(PublishReply { reply, result })),
+            MeshMsg::Published(Box::new(PublishOutcome { reply, result })),
         );
     }
 
@@ -671,7 +663,7 @@ impl State {
                 self.sequence(&topic, &data, idem, reply, origin as usize, to_user);
             }
             MeshMsg::Published(reply) => {
-                let PublishReply { reply, result } = *reply;
+                let PublishOutcome { reply, result } = *reply;
                 self.apply_publish_reply(reply, result);
             }
             MeshMsg::Interest(msg) => {

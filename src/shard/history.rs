@@ -18,12 +18,14 @@
 
 use std::{collections::VecDeque, rc::Rc};
 
-use super::{State, fanout::owner_of};
+use super::{
+    State,
+    msg::{MeshMsg, PositionRep, PositionReq},
+};
 
 use crate::{
     frame::{OutFrame, SharedFrame, monotonic_ns},
-    mesh::{MeshMsg, PositionRep, PositionReq},
-    protocol,
+    protocol::{self, GapReason},
 };
 
 /// The retained frames of one topic.
@@ -163,28 +165,6 @@ impl History {
     }
 }
 
-/// Why a `gap` is sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GapReason {
-    /// The history no longer holds (or never held) the missed frames.
-    Evicted,
-    /// The topic's epoch changed (server restart, topic dropped): the client's `seq` is void.
-    Epoch,
-    /// Cluster: messages this node did not get from the broker, and the broker's history no
-    /// longer holds (or the broker could not be asked).
-    Lost,
-}
-
-impl GapReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            GapReason::Evicted => "evicted",
-            GapReason::Epoch => "epoch",
-            GapReason::Lost => "lost",
-        }
-    }
-}
-
 /// The owner's answer for one topic.
 #[derive(Debug)]
 pub struct Position {
@@ -223,20 +203,6 @@ pub(crate) struct PendingSub {
 
 /// A topic whose position a subscribe needs, with the client's `since` (seq, epoch).
 pub(crate) type Wanted = (Box<str>, Option<(u64, u64)>);
-
-/// Renders a topic epoch as clients see it: 16 hex digits.
-pub fn epoch_str(epoch: u64) -> String {
-    format!("{epoch:016x}")
-}
-
-/// Parses a client's epoch string: 1 to 16 hex digits (`"0"` or all zeros: "not known",
-/// compared by `seq` alone). Anything else is malformed: `None`.
-pub fn parse_epoch(s: &str) -> Option<u64> {
-    if s.is_empty() || s.len() > 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    u64::from_str_radix(s, 16).ok()
-}
 
 impl State {
     /// Owner side: the position of `topic` and what a client at `since` missed.
@@ -307,7 +273,7 @@ impl State {
         }
         self.conns[key as usize].recovering = true;
         for (topic, since) in wanted {
-            let owner = owner_of(&topic, self.shared.shards);
+            let owner = crate::pubsub::topic::owner_shard(&topic, self.shared.shards);
             if owner == self.shard {
                 let asked = super::remote::Asked {
                     from: self.shard as u8,
@@ -430,7 +396,16 @@ impl State {
             return;
         }
         let mut json = Vec::with_capacity(64 + 64 * p.positions.len());
-        protocol::ack_subscribe(&mut json, p.id.as_deref(), &p.topics, &p.positions);
+        let positions: Vec<protocol::TopicPosition<'_>> = p
+            .positions
+            .iter()
+            .map(|pos| protocol::TopicPosition {
+                topic: &pos.topic,
+                seq: pos.seq,
+                epoch: pos.epoch,
+            })
+            .collect();
+        protocol::ack_subscribe(&mut json, p.id.as_deref(), &p.topics, &positions);
         self.reply(key, &json);
         for pos in p.positions {
             if let Some((from, to, reason)) = pos.gap {
@@ -525,16 +500,5 @@ mod tests {
         h.push(frame(2, 2_000_000_000), 2_000_000_000);
         assert_eq!(h.len(), 1, "frame 1 is over a second old");
         assert!(h.last(10_000_000_000).is_none(), "everything expired");
-    }
-
-    #[test]
-    fn epochs_round_trip_as_hex() {
-        assert_eq!(epoch_str(0xab), "00000000000000ab");
-        assert_eq!(parse_epoch(&epoch_str(u64::MAX)), Some(u64::MAX));
-        assert_eq!(parse_epoch("0"), Some(0));
-        assert_eq!(parse_epoch("AB"), Some(0xab));
-        for bad in ["zz", "", "+1", "-1", "0x1", "00000000000000000", " 1"] {
-            assert_eq!(parse_epoch(bad), None, "{bad:?}");
-        }
     }
 }

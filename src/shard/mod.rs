@@ -17,6 +17,7 @@ mod fanout;
 pub mod history;
 mod http;
 mod idem;
+pub mod msg;
 pub mod out;
 mod pacing;
 mod remote;
@@ -48,10 +49,10 @@ use crate::{
     limits::{MESH_ROUND_MAX, READ_CHUNK_BYTES},
     mesh::{Mesh, ShardMesh},
     pubsub::{index::LocalIndex, trie::PatternTrie},
+    shard::msg::MeshMsg,
     stats::{ShardStats, StatsHub},
 };
 pub use conn::Conn;
-pub use fanout::owner_of;
 
 /// Per-IP connection counters are hashed into this many buckets (lock-free, approximate: two
 /// addresses sharing a bucket share its allowance, which only errs on the strict side).
@@ -60,7 +61,7 @@ pub const IP_BUCKETS: usize = 1 << 16;
 /// What every shard shares: configuration, the mesh, metrics, process-wide connection counts.
 pub struct Shared {
     pub cfg: Config,
-    pub mesh: Arc<Mesh>,
+    pub mesh: Arc<Mesh<MeshMsg>>,
     pub hub: StatsHub,
     /// Open TCP connections in the process (checked against `limits.connections_max`).
     pub connections: AtomicUsize,
@@ -92,7 +93,7 @@ impl Shared {
     pub fn new(
         cfg: Config,
         auth: crate::auth::Auth,
-        mesh: Arc<Mesh>,
+        mesh: Arc<Mesh<MeshMsg>>,
         hub: StatsHub,
         local_addr: SocketAddr,
     ) -> Shared {
@@ -117,6 +118,34 @@ impl Shared {
             tls: None,
             bridge: None,
         }
+    }
+}
+
+/// The cluster bridge's view of this node: it hands messages to shards over the mesh's ring
+/// for producers outside the shards, and knows nothing else of their state.
+impl crate::cluster::ShardLink for Shared {
+    fn shards(&self) -> usize {
+        self.shards
+    }
+
+    fn deliver(
+        &self,
+        dst: usize,
+        msg: crate::cluster::ToShard,
+    ) -> Result<(), crate::cluster::ToShard> {
+        // `ToShard` -> `MeshMsg` is a move of the same boxed payload; a full ring hands the
+        // message back as it came.
+        self.mesh
+            .try_send_external(dst, MeshMsg::from(msg))
+            .map_err(msg::to_bridge_msg)
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        self.local_addr
     }
 }
 
@@ -157,7 +186,7 @@ pub struct State {
     pub conns: Slab<Conn>,
     pub index: LocalIndex,
     pub stats: ShardStats,
-    pub mesh: ShardMesh,
+    pub mesh: ShardMesh<MeshMsg>,
     /// Connections with frames queued since the flusher last ran.
     dirty: Vec<u32>,
     /// Connections that found their socket full and need a drain task.
@@ -205,7 +234,7 @@ pub struct State {
     /// loops.
     listeners: Vec<Rc<monoio::net::TcpListener>>,
     /// Messages taken from the mesh in the current round (kept to reuse its allocation).
-    inbox: Vec<crate::mesh::MeshMsg>,
+    inbox: Vec<MeshMsg>,
     /// `limits.client_messages_per_s` / `_burst`, prepared once.
     msg_rate: crate::auth::Rate,
     /// Per-lane queue bounds, prepared once.
@@ -369,9 +398,6 @@ impl Shard {
         monoio::spawn(flusher(self.clone()));
         monoio::spawn(pacing::pacer_task(self.clone()));
         monoio::spawn(timer::timer_task(self.clone()));
-        if self.shared.cfg.server.demo_feed {
-            monoio::spawn(crate::ingest::demo::demo_task(self.clone()));
-        }
         self.shared
             .listening
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -21,12 +21,12 @@
 
 use std::{collections::VecDeque, sync::Arc};
 
-use super::{State, history::GapReason};
+use super::State;
 use crate::{
     cluster::{Cmd, Fetched, PublishCmd, Received, envelope::FLAG_TO_USER},
     frame::{SharedFrame, encode_data_frame, monotonic_ns},
-    mesh::ReplyTo,
-    protocol::{self, ErrorCode},
+    protocol::{self, ErrorCode, GapReason},
+    publish::ReplyTo,
 };
 
 /// Messages a topic's owner holds while a fetch fills a hole; past this, the oldest held

@@ -423,7 +423,7 @@ pub fn protocol(data: &[u8]) {
             protocol::error(&mut out, id, ErrorCode::Internal, "x", Some("t"));
             check_reply(&out, id);
             out.clear();
-            let done = tickcast::mesh::Published {
+            let done = tickcast::protocol::Published {
                 seq: 7,
                 epoch: u64::MAX,
                 duplicate: true,
@@ -446,10 +446,10 @@ pub fn protocol(data: &[u8]) {
                         protocol::gap(
                             &mut out,
                             &s.topic,
-                            tickcast::shard::history::parse_epoch(&s.epoch).unwrap_or(0),
+                            tickcast::protocol::parse_epoch(&s.epoch).unwrap_or(0),
                             s.seq,
                             s.seq,
-                            tickcast::shard::history::GapReason::Epoch,
+                            tickcast::protocol::GapReason::Epoch,
                         );
                         let v = check_reply(&out, None);
                         assert_eq!(v["topic"].as_str(), Some(&*s.topic));

@@ -18,12 +18,13 @@ use super::{
     auth::{AuthState, Refusal},
     conn::Phase,
     conn::Step,
+    msg::MeshMsg,
 };
 use crate::{
     config::EndpointAccess,
     frame::{Frame, OutFrame},
-    mesh::{MeshMsg, ReplyTo},
     protocol::{self, ErrorCode},
+    publish::ReplyTo,
     stats::CloseReason,
     ws::http::{
         self as h, HttpLimits, Method, Request, check_upgrade, upgrade_error_response,
@@ -517,7 +518,7 @@ impl State {
     pub(crate) fn http_published(
         &mut self,
         token: u32,
-        result: Result<crate::mesh::Published, ErrorCode>,
+        result: Result<crate::protocol::Published, ErrorCode>,
     ) {
         let Some(waiter) = self.http_waiters.try_remove(token as usize) else {
             return;
