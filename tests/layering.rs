@@ -11,7 +11,13 @@ use std::path::{Path, PathBuf};
 const RULES: &[(&[&str], &[&str])] = &[
     (
         &[
-            "ws", "pubsub", "protocol.rs", "frame.rs", "publish.rs", "mesh.rs", "limits.rs",
+            "ws",
+            "pubsub",
+            "protocol.rs",
+            "frame.rs",
+            "publish.rs",
+            "mesh.rs",
+            "limits.rs",
             "sys.rs",
         ],
         &[
