@@ -9,9 +9,14 @@
 mod common;
 
 use std::{
+    collections::BTreeSet,
     net::TcpListener,
     path::PathBuf,
     process::{Child, Command, Stdio},
+    sync::{
+        Mutex,
+        atomic::{AtomicU32, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -24,12 +29,34 @@ enum Engine {
     Redis,
 }
 
+/// A loopback port for a broker: free now, and below the kernel's ephemeral port range. A port
+/// from that range (what binding port 0 gives) is free only until the kernel hands it out
+/// again, as the source port of any outgoing connection or to any server binding port 0, and
+/// a broker's port stays unbound for a while: from here until its process listens, and again
+/// while a test restarts it. A port taken meanwhile makes the broker fail to start, or the
+/// nodes reconnect to whatever has it. Each port is handed out once per test process.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static TAKEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let range = 10_000..ephemeral_low.max(10_000);
+    if range.len() < 1000 {
+        // No room below the ephemeral range on this machine: the kernel's choice, then.
+        return TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+    }
+    for _ in 0..1000 {
+        let port = fastrand::u16(range.clone());
+        if TAKEN.lock().unwrap().insert(port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {range:?}");
 }
 
 /// A broker process on a free loopback port, with its data in a fresh directory.
@@ -54,11 +81,14 @@ impl Broker {
 
     /// A broker's port and directory, the process not started yet.
     fn reserve(engine: Engine) -> Broker {
+        static N: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "tickcast-broker-{}-{}",
             std::process::id(),
-            free_port()
+            N.fetch_add(1, Ordering::Relaxed)
         ));
+        // A directory left by an earlier process with the same id would hold its data.
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         Broker {
             engine,
@@ -106,6 +136,12 @@ impl Broker {
         self.child = Some(child);
         let start = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "the {:?} broker exited before listening on {}: {status}",
+                    self.engine, self.port
+                );
+            }
             assert!(start.elapsed() < DEADLINE, "broker did not start listening");
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -329,22 +365,39 @@ async fn wait_cluster(n: &Server, count: usize) -> Value {
     }
 }
 
-/// Publishes `data` to `topic` and returns the ack (retrying while the broker is away:
-/// `unavailable` means "not confirmed, retry").
+/// Publishes `data` to `topic` with the `idem` key `p<id>` and returns the ack, retrying what a
+/// real publisher retries (docs/PROTOCOL.md, docs/CLUSTER.md): `unavailable` (the broker did
+/// not confirm in time: away, restarting, or reconnecting; the message may or may not be
+/// stored) and `rate_limited` (the node's queue to the broker is full) are both answered by
+/// sending the same publish again, with the same `idem`. The broker de-duplicates: a retry of
+/// a publish it did store is acknowledged with the original `seq` and `"duplicate":true`.
+/// Only `DEADLINE` bounds the retries (each `unavailable` may take
+/// `cluster.publish_timeout_ms`, 5 s, to come).
 async fn publish(ws: &mut Ws, id: u64, topic: &str, data: Value) -> Value {
     let start = Instant::now();
+    let mut refusals = Vec::new();
     loop {
         send_json(
             ws,
             json!({"op":"publish","id":id,"topic":topic,"data":data,"idem":format!("p{id}")}),
         )
         .await;
-        let ack = recv_json(ws).await;
-        if ack["op"] == "ack" {
-            return ack;
+        let answer = recv_json(ws).await;
+        assert_eq!(answer["id"], id, "the answer to another request: {answer}");
+        if answer["op"] == "ack" {
+            return answer;
         }
-        assert_eq!(ack["code"], "unavailable", "{ack}");
-        assert!(start.elapsed() < DEADLINE, "publish never confirmed: {ack}");
+        let code = answer["code"].as_str().unwrap_or_default().to_string();
+        assert!(
+            answer["op"] == "error" && ["unavailable", "rate_limited"].contains(&code.as_str()),
+            "publish {id} to {topic} refused for good: {answer}"
+        );
+        refusals.push(code);
+        assert!(
+            start.elapsed() < DEADLINE,
+            "publish {id} to {topic} never confirmed in {DEADLINE:?}, answers: {refusals:?}; \
+             last: {answer}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
