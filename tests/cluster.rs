@@ -418,6 +418,26 @@ async fn publish(ws: &mut Ws, id: u64, topic: &str, data: Value) -> Value {
     }
 }
 
+/// POSTs `body` (with an `idem` key) to `path` until the node answers 200, and returns the
+/// answer: a 503 (`unavailable`: the broker did not confirm in time; it may or may not have
+/// stored the message) is retried with the same body, as a real client retries it; the broker
+/// de-duplicates by `idem`. Bounded by `DEADLINE`.
+async fn post_confirmed(node: &Server, path: &str, body: &str) -> Value {
+    let start = Instant::now();
+    loop {
+        let (status, text) = node.http("POST", path, Some(body)).await;
+        if status == 200 {
+            return serde_json::from_str(&text).unwrap();
+        }
+        assert_eq!(status, 503, "{path} {body}: {text}");
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{path} {body} never confirmed: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Reads data frames of `topic` until one with `seq >= last`; returns them, and the `gap`
 /// events seen on the way.
 async fn read_until(ws: &mut Ws, topic: &str, last: u64) -> (Vec<Value>, Vec<Value>) {
@@ -578,9 +598,8 @@ async fn user_messages_presence_and_nodes_are_cluster_wide(engine: Engine) {
     let (mut watcher, _) = connect(&nodes[2]).await;
     subscribe(&mut watcher, 1, &["user.>"]).await;
     unsubscribe_applied(&mut watcher, "user.>").await;
-    let body = json!({"user":"alice","topic":"user.alice.orders","data":{"id":7}}).to_string();
-    let (status, resp) = nodes[0].http("POST", "/v1/send", Some(&body)).await;
-    assert_eq!(status, 200, "{resp}");
+    let body = json!({"user":"alice","topic":"user.alice.orders","data":{"id":7},"idem":"s7"});
+    post_confirmed(&nodes[0], "/v1/send", &body.to_string()).await;
     for ws in &mut alice {
         let f = recv_json(ws).await;
         assert_eq!(f["topic"], "user.alice.orders", "{f}");
