@@ -1004,6 +1004,139 @@ async fn a_node_started_before_its_broker_serves_and_waits_for_it(engine: Engine
     assert_eq!((&f["topic"], &f["seq"]), (&json!("md.s"), &json!(1)), "{f}");
 }
 
+/// A TCP gate in front of a broker, on its own loopback port: until opened it accepts every
+/// connection and closes it at once (a broker a node cannot reach yet), noting when; once
+/// opened it forwards connections to the broker.
+struct Gate {
+    port: u16,
+    /// When each refused connection came.
+    refused: std::sync::Arc<Mutex<Vec<Instant>>>,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Gate {
+    async fn new(broker_port: u16) -> Gate {
+        let port = free_port();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let refused = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (r, o) = (refused.clone(), open.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if !o.load(Ordering::SeqCst) {
+                    r.lock().unwrap().push(Instant::now());
+                    continue;
+                }
+                tokio::spawn(async move {
+                    let Ok(mut outbound) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", broker_port)).await
+                    else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                });
+            }
+        });
+        Gate {
+            port,
+            refused,
+            open,
+            task,
+        }
+    }
+
+    fn url(&self, engine: Engine) -> String {
+        match engine {
+            Engine::Nats => format!("nats://127.0.0.1:{}", self.port),
+            Engine::Redis => format!("redis://127.0.0.1:{}", self.port),
+        }
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The ingest lead goes to the smallest live node id, claimed only once a node has had
+/// `cluster.node_ttl_ms` to hear the others' heartbeats. A node whose first broker connection
+/// comes later than that after its start must still wait after connecting (found while
+/// auditing this suite: a node-b that could not reach the broker at first took the lead next
+/// to node-a at its first heartbeat tick after connecting, before hearing anyone, and held it
+/// until node-a's next heartbeat; external publishes meanwhile were sequenced by both).
+async fn a_node_that_connects_late_hears_the_others_before_taking_the_lead(engine: Engine) {
+    let broker = Broker::start(engine);
+    // node-a leads; its heartbeats come once a second (a TTL of 3 s keeps it meanwhile).
+    let slow_heartbeats = [
+        ("TICKCAST_CLUSTER__HEARTBEAT_MS", "1000"),
+        ("TICKCAST_CLUSTER__NODE_TTL_MS", "3000"),
+    ];
+    let a = node_with(&broker, "node-a", &slow_heartbeats);
+    let start = Instant::now();
+    loop {
+        let v = wait_cluster(&a, 1).await;
+        if v["nodes"][0]["leader"] == true {
+            break;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "node-a never took the lead: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let gate = Gate::new(broker.port).await;
+    let url = gate.url(engine);
+    let b = node_with(
+        &broker,
+        "node-b",
+        &[
+            ("TICKCAST_CLUSTER__URL", url.as_str()),
+            ("TICKCAST_CLUSTER__NODE_TTL_MS", "3000"),
+        ],
+    );
+    // node-b's first attempt comes after its start; the gate opens once an attempt has been
+    // refused a TTL after that one, so node-b connects more than a TTL after its start.
+    let start = Instant::now();
+    loop {
+        let refused = gate.refused.lock().unwrap().clone();
+        if let (Some(first), Some(last)) = (refused.first(), refused.last()) {
+            if *last >= *first + Duration::from_millis(3000) {
+                break;
+            }
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "node-b stopped trying to connect"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    gate.open.store(true, Ordering::SeqCst);
+    // From its connection until it has heard node-a, node-b must not claim the lead.
+    let start = Instant::now();
+    loop {
+        let (status, body) = b.http("GET", "/v1/cluster", None).await;
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        let nodes = v["nodes"].as_array().unwrap();
+        let me = nodes.iter().find(|e| e["self"] == true).unwrap();
+        assert_ne!(
+            me["leader"], true,
+            "node-b took the lead before hearing node-a: {v}"
+        );
+        if nodes.iter().any(|e| e["node"] == "node-a") {
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "node-b never heard node-a: {v}");
+    }
+}
+
 macro_rules! engines {
     ($($name:ident),* $(,)?) => {
         mod nats {
@@ -1037,4 +1170,5 @@ engines!(
     the_owner_drops_duplicates_and_reports_what_the_broker_cannot_fill,
     an_unrelated_unsubscribe_does_not_hide_a_hole,
     a_since_ahead_of_the_node_is_served_from_the_broker,
+    a_node_that_connects_late_hears_the_others_before_taking_the_lead,
 );
