@@ -210,6 +210,7 @@ async fn batched_delivery_coalesces_writes(driver: Driver) {
     subscribe(&mut sub, 1, &["stats.cpu"]).await;
     let (mut p, _) = connect(&server).await;
     let writes_before = server.metric("tickcast_writes_total").await;
+    let start = std::time::Instant::now();
     for i in 0..20 {
         let op = json!({"op":"publish","topic":"stats.cpu","data":i});
         p.feed(Message::text(op.to_string())).await.unwrap();
@@ -219,9 +220,17 @@ async fn batched_delivery_coalesces_writes(driver: Driver) {
         let m = recv_json(&mut sub).await;
         assert_eq!((&m["seq"], &m["data"]), (&json!(i + 1), &json!(i)));
     }
+    let elapsed = start.elapsed();
     let writes = server.metric("tickcast_writes_total").await - writes_before;
-    // 20 frames for the subscriber plus the /metrics answers: far fewer writes than frames.
-    assert!(writes < 10.0, "{writes} writes for 20 batched frames");
+    // The subscriber's frames leave in one write per 200 ms window they arrive in: one window
+    // when the server takes them in at once, more only if it took longer than a window over
+    // them (one more for the rounding). Besides: the answer to the first /metrics request, and
+    // a server ping to each connection.
+    let most = (elapsed.as_secs_f64() / 0.2) as u64 + 2 + 3;
+    assert!(
+        writes <= most as f64,
+        "{writes} writes for 20 batched frames in {elapsed:?}"
+    );
 }
 
 async fn throttled_delivery_sends_the_latest(driver: Driver) {
@@ -233,13 +242,21 @@ async fn throttled_delivery_sends_the_latest(driver: Driver) {
     let (mut sub, _) = connect(&server).await;
     subscribe(&mut sub, 1, &["mon.load"]).await;
     let (mut p, _) = connect(&server).await;
+    let start = std::time::Instant::now();
     let last = flood(&mut p, &["mon.load"], 50, 10).await;
     let mut seqs = Vec::new();
     while seqs.last() != Some(&last["mon.load"]) {
         seqs.push(recv_json(&mut sub).await["seq"].as_u64().unwrap());
     }
+    let elapsed = start.elapsed();
     assert_eq!(seqs[0], 1, "the first goes out at once");
     assert!(seqs.windows(2).all(|w| w[0] < w[1]));
-    assert!(seqs.len() < 10, "throttled to the latest values: {seqs:?}");
+    // Then at most one per half second the flood and its delivery took (one more for the
+    // rounding): 51 messages, but the subscriber gets only a few of them.
+    let most = 1 + (elapsed.as_secs_f64() * 2.0) as usize + 1;
+    assert!(
+        seqs.len() <= most,
+        "throttled to the latest values, 2/s: {seqs:?} in {elapsed:?}"
+    );
     assert!(server.metric("tickcast_conflated_total").await >= 1.0);
 }

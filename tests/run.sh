@@ -13,6 +13,10 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n=== %s\n' "$*"; }
 
+# Every step runs even when an earlier one failed (one failure must not hide the others); the
+# script fails at the end if any did.
+failed=()
+
 missing=()
 command -v nats-server >/dev/null || missing+=(nats-server)
 command -v redis-server >/dev/null || missing+=(redis-server)
@@ -28,14 +32,15 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 step "rustfmt"
-cargo fmt --all -- --check
+cargo fmt --all -- --check || failed+=(rustfmt)
 
 step "clippy"
-cargo clippy --all-targets --all-features -- -D warnings
+cargo clippy --all-targets --all-features -- -D warnings || failed+=(clippy)
 
 step "cargo test"
+# --no-fail-fast: a failing test binary does not skip the ones after it.
 # fault-injection: tests/crash.rs makes a shard and the cluster bridge panic on purpose.
-cargo test --all-targets --features fault-injection
+cargo test --all-targets --features fault-injection --no-fail-fast || failed+=("cargo test")
 
 step "conformance (Autobahn cases 1-10 via kosoku)"
 venv=target/venv
@@ -52,16 +57,33 @@ for driver in io_uring epoll; do
         ./target/debug/tickcast serve --echo --driver "$driver" --listen 127.0.0.1:0 >"$log" 2>&1 &
     pid=$!
     trap 'kill $pid 2>/dev/null || true' EXIT
-    for _ in $(seq 100); do grep -q '^listening on ' "$log" && break; sleep 0.05; done
+    # Waits for the address line while the process lives; 60 s is a failure bound (a loaded
+    # machine may take a while to start it), not a pause.
+    for _ in $(seq 1200); do
+        grep -q '^listening on ' "$log" && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
     addr=$(sed -n 's/^listening on //p' "$log" | head -n1)
-    [ -n "$addr" ] || { cat "$log"; echo "tickcast did not start"; exit 1; }
-    out="target/conformance/$driver"
-    rm -rf "$out"
-    echo "driver $driver on $addr"
-    # kosoku exits non-zero unless every case passes; reports go to $out.
-    "$venv/bin/kosoku" -x '12.*' -x '13.*' -p 4 -o "$out" "ws://$addr/echo" | tail -n 3
-    kill "$pid"
+    if [ -z "$addr" ]; then
+        cat "$log"
+        echo "tickcast did not start"
+        failed+=("conformance $driver")
+    else
+        out="target/conformance/$driver"
+        rm -rf "$out"
+        echo "driver $driver on $addr"
+        # kosoku exits non-zero unless every case passes; reports go to $out.
+        "$venv/bin/kosoku" -x '12.*' -x '13.*' -p 4 -o "$out" "ws://$addr/echo" | tail -n 3 ||
+            failed+=("conformance $driver")
+    fi
+    kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
     trap - EXIT
+    rm -f "$log"
 done
+if [ ${#failed[@]} -gt 0 ]; then
+    step "FAILED: ${failed[*]}"
+    exit 1
+fi
 step "all tests passed"

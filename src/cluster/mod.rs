@@ -337,8 +337,8 @@ pub(crate) struct Ctx {
     /// History fetches under way at once: after a reconnect every topic with subscribers is
     /// checked, and thousands of simultaneous reads would only queue at the broker.
     fetches: tokio::sync::Semaphore,
-    /// No leadership is claimed before this: `cluster.node_ttl_ms` after the start and after
-    /// every reconnect, the time to hear every live node's heartbeat.
+    /// No leadership is claimed before this: `cluster.node_ttl_ms` after the first connection
+    /// to the broker and after every reconnect, the time to hear every live node's heartbeat.
     settle_until: std::cell::Cell<Instant>,
 }
 
@@ -521,6 +521,11 @@ async fn run<B: Broker>(ctx: Rc<Ctx>, cmds: flume::Receiver<Cmd>) {
         }
     };
     ctx.bridge.up.store(true, Ordering::Relaxed);
+    // Heartbeats are heard from now on: no lead before they have had a TTL to come, however
+    // long the first connection took (before, a node connecting later than that after its
+    // start took the lead at once, next to the node holding it).
+    let settle = Duration::from_millis(ctx.cfg().node_ttl_ms);
+    ctx.settle_until.set(Instant::now() + settle);
     tracing::info!(node = %ctx.bridge.node_id, url = %ctx.url, "cluster: connected to the broker");
     for name in [HEARTBEATS, QUERIES, &answers_for(&ctx.bridge.node_id)] {
         if let Err(e) = broker.raw_subscribe(name).await {

@@ -26,8 +26,12 @@ use tokio_tungstenite::{
     tungstenite::{Message, protocol::CloseFrame},
 };
 
-/// Upper bound on any single wait in a test.
-pub const DEADLINE: Duration = Duration::from_secs(20);
+/// Upper bound on any single wait in a test: a failure bound, so generous. Its slowest users
+/// are a broker restart followed by the first publish (a new broker process, the nodes'
+/// reconnect backoff, JetStream creating its stream again, and publishes that time out after
+/// `cluster.publish_timeout_ms` = 5 s each while the node is still reconnecting), on a machine
+/// whose cores a parallel build keeps busy. A passing test never waits for it.
+pub const DEADLINE: Duration = Duration::from_secs(60);
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -213,14 +217,36 @@ impl Server {
 
     /// One Prometheus metric summed over its labels (e.g. over shards).
     pub async fn metric(&self, name: &str) -> f64 {
-        let text = self.http("GET", "/metrics", None).await.1;
-        sum_metric(&text, name, None)
+        sum_metric(&self.scrape().await, name, None)
     }
 
     /// Like `metric`, only over series carrying `label="value"`.
     pub async fn metric_with(&self, name: &str, label: &str, value: &str) -> f64 {
-        let text = self.http("GET", "/metrics", None).await.1;
-        sum_metric(&text, name, Some((label, value)))
+        sum_metric(&self.scrape().await, name, Some((label, value)))
+    }
+
+    /// The `/metrics` text. A scrape the server could not complete is made again, as
+    /// Prometheus would: a 503 (a shard did not answer within `timeouts.handshake_ms`) or a
+    /// connection closed without an answer (tests that shorten `handshake_ms` to a few hundred
+    /// milliseconds cut slow scrapes too on a loaded machine). Bounded by `DEADLINE`.
+    pub async fn scrape(&self) -> String {
+        let start = std::time::Instant::now();
+        loop {
+            let req = format!(
+                "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+                 Authorization: Bearer {ADMIN_KEY}\r\n\r\n"
+            );
+            let raw = self.raw_exchange(req.as_bytes()).await;
+            let answer = try_parse_http(&raw);
+            if let Some((200, body)) = answer {
+                return body;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "/metrics never answered 200; last answer: {answer:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Polls `/metrics` until the labelled series sums to at least `min` (bounded by
@@ -236,16 +262,33 @@ impl Server {
     }
 
     async fn wait_metric_where(&self, name: &str, label: Option<(&str, &str)>, min: f64) -> f64 {
+        self.wait_metric_until(name, label, &format!(">= {min}"), |v| v >= min)
+            .await
+    }
+
+    /// Polls `/metrics` until `name` (summed over all its series) is at most `max`: for gauges
+    /// that fall when the server has finished releasing something.
+    pub async fn wait_metric_at_most(&self, name: &str, max: f64) -> f64 {
+        self.wait_metric_until(name, None, &format!("<= {max}"), |v| v <= max)
+            .await
+    }
+
+    async fn wait_metric_until(
+        &self,
+        name: &str,
+        label: Option<(&str, &str)>,
+        want: &str,
+        done: impl Fn(f64) -> bool,
+    ) -> f64 {
         let start = std::time::Instant::now();
         loop {
-            let text = self.http("GET", "/metrics", None).await.1;
-            let v = sum_metric(&text, name, label);
-            if v >= min {
+            let v = sum_metric(&self.scrape().await, name, label);
+            if done(v) {
                 return v;
             }
             assert!(
                 start.elapsed() < DEADLINE,
-                "{name} {label:?} stayed at {v} < {min}"
+                "{name} {label:?} stayed at {v}, want {want}"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -317,17 +360,23 @@ pub async fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
 }
 
 pub fn parse_http(raw: &[u8]) -> (u16, String) {
+    try_parse_http(raw)
+        .unwrap_or_else(|| panic!("not an HTTP response: {:?}", String::from_utf8_lossy(raw)))
+}
+
+/// (status, body) of an HTTP response; `None` if `raw` is not one (e.g. empty: the server
+/// closed the connection without answering).
+pub fn try_parse_http(raw: &[u8]) -> Option<(u16, String)> {
     let text = String::from_utf8_lossy(raw).to_string();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
+    if !text.starts_with("HTTP/") {
+        return None;
+    }
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok())?;
     let body = text
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
-    (status, body)
+    Some((status, body))
 }
 
 pub fn sum_metric(text: &str, name: &str, label: Option<(&str, &str)>) -> f64 {
