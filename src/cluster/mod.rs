@@ -524,7 +524,7 @@ async fn run<B: Broker>(ctx: Rc<Ctx>, cmds: flume::Receiver<Cmd>) {
     // Heartbeats are heard from now on: no lead before they have had a TTL to come, however
     // long the first connection took (before, a node connecting later than that after its
     // start took the lead at once, next to the node holding it).
-    let settle = Duration::from_millis(ctx.cfg().node_ttl_ms);
+    let settle = Duration::from_millis(ctx.cluster().node_ttl_ms);
     ctx.settle_until.set(Instant::now() + settle);
     tracing::info!(node = %ctx.bridge.node_id, url = %ctx.url, "cluster: connected to the broker");
     for name in [HEARTBEATS, QUERIES, &answers_for(&ctx.bridge.node_id)] {
