@@ -361,7 +361,7 @@ impl State {
     /// Completes pending subscribe `token` if nothing is missing: the ack with positions, then
     /// per topic the gap, the replay and the held frames.
     pub(crate) fn try_complete_sub(&mut self, token: u32) {
-        let acked = self.interest_acked_by_all();
+        let acked = self.interest.acked_by_all();
         let Some(p) = self.pending_subs.get(token as usize) else {
             return;
         };

@@ -17,10 +17,14 @@ mod fanout;
 pub mod history;
 mod http;
 mod idem;
+mod inbox;
+mod interest;
 pub mod msg;
 pub mod out;
 mod pacing;
+mod publish;
 mod remote;
+mod subscribe;
 mod timer;
 mod tls;
 mod topics;
@@ -48,7 +52,7 @@ use crate::{
     frame::{Frame, OutFrame, monotonic_ns},
     limits::{MESH_ROUND_MAX, READ_CHUNK_BYTES},
     mesh::{Mesh, ShardMesh},
-    pubsub::{index::LocalIndex, trie::PatternTrie},
+    pubsub::index::LocalIndex,
     shard::msg::MeshMsg,
     stats::{ShardStats, StatsHub},
 };
@@ -207,15 +211,8 @@ pub struct State {
     tls_plain: Vec<u8>,
     /// simd-json's reusable parse buffers.
     json: simd_json::Buffers,
-    /// Interest of every shard (this one included) by pattern: bit `s` = shard `s` has a
-    /// local subscriber.
-    interest: PatternTrie<u64>,
-    interest_gen: u64,
-    /// Sequence of the last interest message this shard broadcast, per pattern it added.
-    interest_sent: HashMap<Box<str>, u64>,
-    interest_seq: u64,
-    /// Highest interest sequence each peer has acknowledged.
-    interest_acked: Vec<u64>,
+    /// Which shards subscribe to what (`interest.rs`).
+    interest: interest::Interest,
     /// Subscribes waiting for interest acknowledgements and topic positions.
     pending_subs: Slab<history::PendingSub>,
     /// Per connection, topics waiting for their position (see `history`).
@@ -243,9 +240,6 @@ pub struct State {
     pacer: pacing::Pacer,
     /// Per-user index of connections and presence settings (`admin.rs`).
     admin: admin::AdminState,
-    /// Cluster: the bridge has this shard's interest messages up to this sequence at the
-    /// broker (`u64::MAX` in memory mode: nothing to wait for).
-    bridge_acked: u64,
     /// Reader tasks of paused connections (`conn::write`), by connection.
     pause_wakers: HashMap<u32, Waker>,
     /// Tasks to wake once the current section ends (`Shard::finish`).
@@ -277,11 +271,7 @@ impl Shard {
             scratch: Vec::with_capacity(READ_CHUNK_BYTES),
             tls_plain: Vec::new(),
             json: simd_json::Buffers::default(),
-            interest: PatternTrie::default(),
-            interest_gen: 0,
-            interest_sent: HashMap::new(),
-            interest_seq: 0,
-            interest_acked: vec![0; shared.shards],
+            interest: interest::Interest::new(id, shared.shards, shared.bridge.is_some()),
             pending_subs: Slab::new(),
             recovering: HashMap::new(),
             topics: topics::Topics::new(&shared.cfg),
@@ -312,7 +302,6 @@ impl Shard {
                 shared.cfg.limits.client_messages_burst,
             ),
             admin: admin::AdminState::new(&shared.cfg),
-            bridge_acked: if shared.bridge.is_some() { 0 } else { u64::MAX },
             pause_wakers: HashMap::new(),
             to_wake: Vec::new(),
         };

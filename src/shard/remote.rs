@@ -153,9 +153,7 @@ impl State {
 
     /// Whether some subscription on this node matches `topic`.
     fn has_interest(&self, topic: &str) -> bool {
-        let mut any = false;
-        self.interest.for_each_match(topic, |_| any = true);
-        any
+        self.interest.any_match(topic)
     }
 
     /// This node stopped receiving `pattern` from the broker: topics no remaining pattern
@@ -168,13 +166,10 @@ impl State {
             topics, interest, ..
         } = self;
         for (name, st) in topics.iter_mut() {
-            if st.live && crate::pubsub::topic::matches(pattern, name) {
-                let mut any = false;
-                interest.for_each_match(name, |_| any = true);
-                if !any {
-                    st.live = false;
-                    st.history_full = false;
-                }
+            if st.live && crate::pubsub::topic::matches(pattern, name) && !interest.any_match(name)
+            {
+                st.live = false;
+                st.history_full = false;
             }
         }
     }
@@ -202,7 +197,6 @@ impl State {
         let State {
             topics,
             interest,
-            interest_gen,
             stats,
             ..
         } = self;
@@ -210,16 +204,8 @@ impl State {
             return;
         };
         state.seq = m.seq;
-        let (frame, mask) = super::fanout::encode_once(
-            state,
-            interest,
-            *interest_gen,
-            stats,
-            &m.topic,
-            m.seq,
-            m.ts_us,
-            &m.data,
-        );
+        let (frame, mask) =
+            super::fanout::encode_once(state, interest, stats, &m.topic, m.seq, m.ts_us, &m.data);
         self.dispatch(&m.topic, frame, mask, m.flags & FLAG_TO_USER != 0);
     }
 
@@ -412,15 +398,12 @@ impl State {
         protocol::gap(&mut json, topic, epoch, from, to, reason);
         let frame = Arc::new(crate::frame::topic_event(topic, &json));
         let State {
-            topics,
-            interest,
-            interest_gen,
-            ..
+            topics, interest, ..
         } = self;
         let Some(state) = topics.get_mut(topic) else {
             return;
         };
-        let mask = state.shard_mask(interest, *interest_gen, topic);
+        let mask = state.shard_mask(interest, topic);
         self.send_to_shards(mask, &frame);
         if mask & (1 << self.shard) != 0 {
             self.deliver_local(topic, std::rc::Rc::new(frame));

@@ -543,7 +543,7 @@ impl State {
                     ErrorCode::Unavailable => {
                         "the cluster broker did not confirm the publish: retry with the same idem"
                     }
-                    ErrorCode::Capacity => super::fanout::CAPACITY_MESSAGE,
+                    ErrorCode::Capacity => super::publish::CAPACITY_MESSAGE,
                     _ => "publish refused by the topic's shard",
                 };
                 let body = error_body(code.as_str(), message);

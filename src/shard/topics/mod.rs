@@ -14,14 +14,13 @@
 
 use indexmap::IndexMap;
 
-use super::{history::History, idem::IdemWindow, remote::RemoteWait};
+use super::{history::History, idem::IdemWindow, interest::Interest, remote::RemoteWait};
 use crate::{
     config::{Config, Lane, SlowPolicy},
     frame::{
         FrameClass, LANE_ALERT, LANE_DATA, LANE_PRIVATE, POLICY_CONFLATE, POLICY_DISCONNECT,
         POLICY_DROP_OLDEST,
     },
-    pubsub::trie::PatternTrie,
 };
 
 /// Topics a full table examines for an idle one before refusing a new topic: bounds the cost
@@ -80,17 +79,10 @@ impl TopicState {
     }
 
     /// The shards with a subscriber matching `topic`, recomputed only when interest changed.
-    pub(crate) fn shard_mask(
-        &mut self,
-        interest: &PatternTrie<u64>,
-        generation: u64,
-        topic: &str,
-    ) -> u64 {
-        if self.mask_gen != generation {
-            let mut mask = 0;
-            interest.for_each_match(topic, |m| mask |= *m);
-            self.mask = mask;
-            self.mask_gen = generation;
+    pub(crate) fn shard_mask(&mut self, interest: &Interest, topic: &str) -> u64 {
+        if self.mask_gen != interest.generation() {
+            self.mask = interest.mask_of(topic);
+            self.mask_gen = interest.generation();
         }
         self.mask
     }
@@ -103,15 +95,13 @@ impl super::State {
         let super::State {
             topics,
             interest,
-            interest_gen,
             shared,
             stats,
             ..
         } = self;
         let now_ns = crate::frame::monotonic_ns();
-        let generation = *interest_gen;
         let idle = |name: &str, st: &mut TopicState| {
-            st.is_idle(now_ns, |st| st.shard_mask(interest, generation, name) != 0)
+            st.is_idle(now_ns, |st| st.shard_mask(interest, name) != 0)
         };
         let found = topics.ensure(topic, &shared.cfg, idle);
         if found.is_err() {
@@ -123,15 +113,11 @@ impl super::State {
     /// Timer: drops idle topics from a slice of the table (`SWEEP_PER_TICK`).
     pub(crate) fn sweep_topics(&mut self) {
         let super::State {
-            topics,
-            interest,
-            interest_gen,
-            ..
+            topics, interest, ..
         } = self;
         let now_ns = crate::frame::monotonic_ns();
-        let generation = *interest_gen;
         topics.sweep(SWEEP_PER_TICK, |name, st| {
-            st.is_idle(now_ns, |st| st.shard_mask(interest, generation, name) != 0)
+            st.is_idle(now_ns, |st| st.shard_mask(interest, name) != 0)
         });
     }
 }

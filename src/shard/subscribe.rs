@@ -1,0 +1,190 @@
+//! The `subscribe` and `unsubscribe` ops: patterns validated and checked against the
+//! connection's rights and limits, the local index and interest updated, and the ack sent once
+//! every shard (and the broker) knows of the new interest and every position asked for is in
+//! (`history.rs`).
+
+use super::{
+    State,
+    history::{PendingSub, Wanted},
+};
+use crate::{
+    protocol::{self, ErrorCode, parse_epoch},
+    pubsub::trie::is_wildcard,
+    pubsub::{
+        index::{SubOutcome, UnsubOutcome},
+        topic::{validate_pattern, validate_topic},
+    },
+    stats::SecEvent,
+};
+
+impl State {
+    /// The `subscribe` op: invalid topics get an error each, the rest are subscribed and
+    /// acknowledged together once other shards know of any new interest.
+    pub(crate) fn subscribe(
+        &mut self,
+        key: u32,
+        id: Option<Box<[u8]>>,
+        topics: &[std::borrow::Cow<'_, str>],
+        since: &[protocol::Since<'_>],
+    ) {
+        let Some(mut accepted) = self.valid_patterns(key, id.as_deref(), topics) else {
+            return;
+        };
+        // Each pattern is checked once, here; deliveries are never checked.
+        accepted.retain(|topic| {
+            if self.may_subscribe(key, topic) {
+                return true;
+            }
+            self.stats.security(SecEvent::ForbiddenSubscribe);
+            self.reply_with(key, |out| {
+                let msg = "no permission to subscribe to this topic";
+                protocol::error(out, id.as_deref(), ErrorCode::Forbidden, msg, Some(topic))
+            });
+            false
+        });
+        let sub_max = self.shared.cfg.limits.subscriptions_per_conn_max;
+        if accepted.is_empty() {
+            return;
+        }
+        let conn = &self.conns[key as usize];
+        let new = accepted
+            .iter()
+            .filter(|t| !conn.subs.iter().any(|s| &**s == **t))
+            .count();
+        if conn.subs.len() + new > sub_max {
+            let msg = format!(
+                "{} subscriptions held, {new} more requested; the limit is {sub_max}",
+                conn.subs.len()
+            );
+            return self.reply_with(key, |out| {
+                protocol::error(
+                    out,
+                    id.as_deref(),
+                    ErrorCode::TooManySubscriptions,
+                    &msg,
+                    None,
+                )
+            });
+        }
+        let mut need = 0;
+        for topic in &accepted {
+            if let SubOutcome::Added { first } = self.index.subscribe(topic, key) {
+                self.conns[key as usize].subs.push((*topic).into());
+                self.presence_changed(key, topic, true);
+                if first {
+                    self.interest_changed(topic, true);
+                }
+            }
+            need = need.max(self.interest.needed_for(topic));
+        }
+        // Positions: every exact topic of the request, and every topic named in `since`
+        // that one of the accepted patterns covers.
+        let mut wanted: Vec<Wanted> = Vec::new();
+        for s in since {
+            let covered = validate_topic(&s.topic).is_ok()
+                && accepted
+                    .iter()
+                    .any(|p| crate::pubsub::topic::matches(p, &s.topic));
+            let epoch = parse_epoch(&s.epoch);
+            let refused = match (covered, epoch) {
+                (false, _) => "\"since\" names a topic no accepted pattern of this request covers",
+                (true, None) => "\"since\" epoch must be 1 to 16 hex digits, as acks report it",
+                (true, Some(_)) => "",
+            };
+            let Some(epoch) = epoch.filter(|_| covered) else {
+                self.reply_with(key, |out| {
+                    let (code, topic) = (ErrorCode::BadRequest, Some(&*s.topic));
+                    protocol::error(out, id.as_deref(), code, refused, topic)
+                });
+                continue;
+            };
+            if !wanted.iter().any(|(w, _)| **w == *s.topic) {
+                wanted.push((s.topic.as_ref().into(), Some((s.seq, epoch))));
+            }
+        }
+        for t in &accepted {
+            if !is_wildcard(t) && !wanted.iter().any(|(w, _)| **w == **t) {
+                wanted.push(((*t).into(), None));
+            }
+        }
+        let token = self.pending_subs.insert(PendingSub {
+            conn: key,
+            epoch: self.conns[key as usize].epoch,
+            need,
+            id,
+            topics: accepted.iter().map(|t| (*t).into()).collect(),
+            waiting: wanted.len(),
+            positions: Vec::with_capacity(wanted.len()),
+        }) as u32;
+        if !wanted.is_empty() {
+            self.request_positions(key, token, wanted);
+        }
+        self.try_complete_sub(token);
+    }
+
+    /// The `unsubscribe` op: idempotent; acknowledges every valid topic given.
+    pub(crate) fn unsubscribe(
+        &mut self,
+        key: u32,
+        id: Option<Box<[u8]>>,
+        topics: &[std::borrow::Cow<'_, str>],
+    ) {
+        let Some(valid) = self.valid_patterns(key, id.as_deref(), topics) else {
+            return;
+        };
+        for topic in &valid {
+            let subs = &mut self.conns[key as usize].subs;
+            if let Some(i) = subs.iter().position(|s| &**s == *topic) {
+                subs.swap_remove(i);
+                self.unsubscribe_pattern(topic, key);
+            }
+        }
+        if !valid.is_empty() {
+            self.reply_with(key, |out| protocol::ack_topics(out, id.as_deref(), &valid));
+        }
+    }
+
+    /// The topics of a (un)subscribe that are valid patterns, each once. Every invalid one gets
+    /// its own `invalid_topic` error (with the request id and the topic); a request naming more
+    /// than `limits.topics_per_request_max` topics gets `bad_request` and `None`.
+    fn valid_patterns<'t>(
+        &mut self,
+        key: u32,
+        id: Option<&[u8]>,
+        topics: &'t [std::borrow::Cow<'_, str>],
+    ) -> Option<Vec<&'t str>> {
+        let max = self.shared.cfg.limits.topics_per_request_max;
+        if topics.len() > max {
+            let msg = format!("at most {max} topics per request");
+            self.reply_with(key, |out| {
+                protocol::error(out, id, ErrorCode::BadRequest, &msg, None)
+            });
+            return None;
+        }
+        let mut valid: Vec<&str> = Vec::with_capacity(topics.len());
+        for topic in topics {
+            match validate_pattern(topic) {
+                Ok(_) if valid.contains(&&**topic) => {}
+                Ok(_) => valid.push(topic),
+                Err(e) => {
+                    let msg = e.to_string();
+                    self.reply_with(key, |out| {
+                        protocol::error(out, id, ErrorCode::InvalidTopic, &msg, Some(topic))
+                    });
+                }
+            }
+        }
+        Some(valid)
+    }
+
+    /// Removes `key` from `pattern` in the index; tells peers when it was the last one here.
+    pub(crate) fn unsubscribe_pattern(&mut self, pattern: &str, key: u32) {
+        let outcome = self.index.unsubscribe(pattern, key);
+        if let UnsubOutcome::Removed { last } = outcome {
+            self.presence_changed(key, pattern, false);
+            if last {
+                self.interest_changed(pattern, false);
+            }
+        }
+    }
+}
