@@ -14,7 +14,7 @@ use crate::{
 
 /// Encodes message `seq` of `topic` once and keeps it in the topic's history; returns the
 /// frame and the shards to send it to. The topic's owner only.
-pub(super) fn encode_once(
+fn encode_once(
     state: &mut super::topics::TopicState,
     interest: &super::interest::Interest,
     stats: &mut crate::stats::ShardStats,
@@ -37,6 +37,25 @@ pub(super) fn encode_once(
 }
 
 impl State {
+    /// The one commit path, for messages sequenced here (`publish.rs`) and by the cluster's
+    /// broker (`remote.rs`) alike: message `seq` of `topic` is the topic's next; it is encoded
+    /// once, kept in the topic's history and handed to every shard with a matching subscriber
+    /// (`to_user`: to every shard, for the user's connections). The topic's owner only.
+    pub(crate) fn commit(&mut self, topic: &str, seq: u64, ts_us: u64, data: &[u8], to_user: bool) {
+        let State {
+            topics,
+            interest,
+            stats,
+            ..
+        } = self;
+        let Some(state) = topics.get_mut(topic) else {
+            return;
+        };
+        state.seq = seq;
+        let (frame, mask) = encode_once(state, interest, stats, topic, seq, ts_us, data);
+        self.dispatch(topic, frame, mask, to_user);
+    }
+
     /// Hands an encoded frame of `topic` to every shard in `mask` (`to_user`: every shard,
     /// for the user's connections). The topic's owner only.
     pub(crate) fn dispatch(&mut self, topic: &str, frame: SharedFrame, mask: u64, to_user: bool) {

@@ -93,12 +93,7 @@ impl State {
         let idem_max = self.shared.cfg.limits.idem_keys_per_topic;
         let idem_ttl_ns = self.shared.cfg.cluster.idem_window_s * 1_000_000_000;
         let now_ns = monotonic_ns();
-        let State {
-            topics,
-            interest,
-            stats,
-            ..
-        } = self;
+        let State { topics, stats, .. } = self;
         let state = topics.get_mut(topic).expect("ensured above");
         let topic_epoch = state.epoch;
         if let Some(key) = idem {
@@ -116,11 +111,8 @@ impl State {
             }
             window.insert(key, state.seq + 1, idem_max, now_ns);
         }
-        state.seq += 1;
-        let seq = state.seq;
-        let (frame, mask) =
-            super::fanout::encode_once(state, interest, stats, topic, seq, unix_us(), data);
-        self.dispatch(topic, frame, mask, to_user);
+        let seq = state.seq + 1;
+        self.commit(topic, seq, unix_us(), data, to_user);
         let done = Published {
             seq,
             epoch: topic_epoch,

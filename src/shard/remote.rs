@@ -194,19 +194,8 @@ impl State {
 
     /// Delivers the next message of its topic.
     fn accept_remote(&mut self, m: &Received) {
-        let State {
-            topics,
-            interest,
-            stats,
-            ..
-        } = self;
-        let Some(state) = topics.get_mut(&m.topic) else {
-            return;
-        };
-        state.seq = m.seq;
-        let (frame, mask) =
-            super::fanout::encode_once(state, interest, stats, &m.topic, m.seq, m.ts_us, &m.data);
-        self.dispatch(&m.topic, frame, mask, m.flags & FLAG_TO_USER != 0);
+        let to_user = m.flags & FLAG_TO_USER != 0;
+        self.commit(&m.topic, m.seq, m.ts_us, &m.data, to_user);
     }
 
     /// Asks the broker for `topic`'s position and history (once at a time per topic).
