@@ -1,0 +1,220 @@
+//! Configuration: TOML file, then `TICKCAST_<SECTION>__<KEY>` environment variables, then CLI
+//! flags, in increasing precedence. Every field has a default with the reason for it; `validate`
+//! rejects bad values naming the key. `config/default.toml` mirrors these defaults key by key.
+
+mod keys;
+mod sections;
+mod validate;
+
+pub use sections::*;
+
+pub use keys::{Bounds, Key, keys};
+
+use std::{net::SocketAddr, path::Path};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: Server,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
+    pub mesh: Mesh,
+    pub demo: Demo,
+    pub log: Log,
+    pub tls: Tls,
+    pub auth: AuthConfig,
+    pub cluster: Cluster,
+    /// Topic classes (`[[topics]]`): per topic pattern, history and delivery policy. The first
+    /// class whose pattern matches a topic applies to it.
+    pub topics: Vec<TopicClass>,
+}
+
+/// Settings from the command line that override the file and the environment.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub shards: Option<usize>,
+    pub demo_feed: bool,
+    pub echo: bool,
+    pub driver: Option<DriverKind>,
+    pub tls_listen: Option<String>,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    pub cluster_engine: Option<Engine>,
+    pub cluster_url: Option<String>,
+    pub node_id: Option<String>,
+}
+
+impl Config {
+    /// Defaults, then `path` (if any), then `TICKCAST_*` env vars, then `overrides`; validated.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, String> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = path {
+            if !path.exists() {
+                return Err(format!("config file {} does not exist", path.display()));
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        fig = fig.merge(Env::prefixed("TICKCAST_").split("__"));
+        let mut config: Config = fig.extract().map_err(|e| format!("config: {e}"))?;
+        if let Some(listen) = &overrides.listen {
+            config.server.listen = listen.clone();
+        }
+        if let Some(shards) = overrides.shards {
+            config.server.shards = shards;
+        }
+        if let Some(driver) = overrides.driver {
+            config.server.driver = driver;
+        }
+        if let Some(v) = &overrides.tls_listen {
+            config.tls.listen = v.clone();
+        }
+        if let Some(v) = &overrides.tls_cert {
+            config.tls.cert_file = v.clone();
+        }
+        if let Some(v) = &overrides.tls_key {
+            config.tls.key_file = v.clone();
+        }
+        if let Some(e) = overrides.cluster_engine {
+            config.cluster.engine = e;
+        }
+        if let Some(v) = &overrides.cluster_url {
+            config.cluster.url = v.clone();
+        }
+        if let Some(v) = &overrides.node_id {
+            config.cluster.node_id = v.clone();
+        }
+        config.server.demo_feed |= overrides.demo_feed;
+        config.server.echo |= overrides.echo;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The listen address, parsed (validated by `validate`).
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.server.listen.parse().expect("validated")
+    }
+
+    /// The TLS listen address, if TLS is enabled (validated by `validate`).
+    pub fn tls_listen_addr(&self) -> Option<SocketAddr> {
+        (!self.tls.listen.is_empty()).then(|| self.tls.listen.parse().expect("validated"))
+    }
+
+    /// Checks every value; the error names the key and says why.
+    /// The broker URL, with the engine's loopback default when `cluster.url` is empty.
+    pub fn cluster_url(&self) -> String {
+        match (self.cluster.url.is_empty(), self.cluster.engine) {
+            (false, _) => self.cluster.url.clone(),
+            (true, Engine::Nats) => "nats://127.0.0.1:4222".into(),
+            (true, Engine::Redis) => "redis://127.0.0.1:6379".into(),
+            (true, Engine::Memory) => String::new(),
+        }
+    }
+
+    /// The effective configuration as TOML (for `tickcast config`), inline HMAC secrets
+    /// redacted.
+    pub fn to_toml(&self) -> String {
+        let mut shown = self.clone();
+        for k in &mut shown.auth.jwt_keys {
+            if !k.secret.is_empty() {
+                k.secret = "<redacted>".into();
+            }
+        }
+        toml_string(&shown)
+    }
+}
+
+fn toml_string(config: &Config) -> String {
+    toml::to_string(config).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn cluster_settings_are_checked() {
+        let refused = |f: &dyn Fn(&mut Cluster), key: &str| {
+            let mut c = Config::default();
+            f(&mut c.cluster);
+            let err = c.validate().unwrap_err();
+            assert!(err.contains(key), "{err}");
+        };
+        refused(
+            &|c| {
+                c.engine = Engine::Nats;
+                c.url = "redis://127.0.0.1:6379".into();
+            },
+            "cluster.url",
+        );
+        refused(
+            &|c| {
+                c.engine = Engine::Redis;
+                c.url = "nats://x:1".into();
+            },
+            "cluster.url",
+        );
+        refused(&|c| c.node_ttl_ms = c.heartbeat_ms, "cluster.node_ttl_ms");
+        refused(&|c| c.node_id = "a.b".into(), "cluster.node_id");
+        refused(&|c| c.prefix = "tc.x".into(), "cluster.prefix");
+        refused(&|c| c.nats_storage = "disk".into(), "cluster.nats_storage");
+        refused(&|c| c.reconnect_max_ms = 1, "cluster.reconnect_max_ms");
+        let mut c = Config::default();
+        c.cluster.engine = Engine::Redis;
+        c.validate().unwrap();
+        assert_eq!(c.cluster_url(), "redis://127.0.0.1:6379");
+        c.cluster.engine = Engine::Nats;
+        assert_eq!(c.cluster_url(), "nats://127.0.0.1:4222");
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let mut c = Config::default();
+        c.timeouts.idle_s = 10;
+        c.timeouts.ping_interval_s = 20;
+        let err = c.validate().unwrap_err();
+        assert!(err.contains("timeouts.idle_s"), "{err}");
+
+        let mut c = Config::default();
+        c.server.listen = "nope".into();
+        assert!(c.validate().unwrap_err().contains("server.listen"));
+
+        let mut c = Config::default();
+        c.topics.push(TopicClass {
+            pattern: "presence.>".into(),
+            presence: true,
+            ..Default::default()
+        });
+        assert!(c.validate().unwrap_err().contains("topics[0].presence"));
+
+        let mut c = Config::default();
+        c.server.tcp_notsent_lowat_bytes = 100;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .contains("server.tcp_notsent_lowat_bytes")
+        );
+        c.server.tcp_notsent_lowat_bytes = 0;
+        c.validate().unwrap();
+
+        let mut c = Config::default();
+        c.limits.write_queue_bytes_max = 1000;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .contains("limits.write_queue_bytes_max")
+        );
+    }
+}
