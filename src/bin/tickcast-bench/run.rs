@@ -14,8 +14,9 @@ use std::{
 use serde_json::{Value, json};
 
 use crate::{
-    engine::{PublishPlan, RoundPlan, Target, ThreadPlan, Topics, mono_ns},
+    engine::mono_ns,
     group::{Group, GroupPlan, split, watchdog},
+    plan::{PublishPlan, RoundPlan, Target, ThreadPlan, Topics},
     procfs,
     report::{self, pct_line, percentiles, round3},
     stats::{ConnectStats, RoundStats},
