@@ -91,3 +91,21 @@ pub struct RoundPlan {
     pub finish_by_ns: u64,
     pub publish: Option<PublishPlan>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bench_topics_are_distinct_and_deterministic() {
+        let a = Topics::bench_indices(200, 5, 7, 42);
+        assert_eq!(a.len(), 5);
+        assert_eq!(a, Topics::bench_indices(200, 5, 7, 42));
+        let mut s = a.clone();
+        s.sort();
+        s.dedup();
+        assert_eq!(s.len(), 5);
+        assert_eq!(Topics::bench_indices(10, 1, 0, 13), vec![3]);
+        assert_eq!(Topics::bench_indices(3, 9, 0, 1).len(), 3);
+    }
+}
