@@ -19,7 +19,8 @@ use mio::Waker;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    engine::{Cmd, IoThread, Report, RoundPlan, ThreadPlan, mono_ns},
+    engine::{Cmd, IoThread, Report, mono_ns},
+    plan::{RoundPlan, ThreadPlan},
     procfs,
     stats::{ConnectStats, RoundStats},
 };

@@ -18,6 +18,7 @@
 
 mod engine;
 mod group;
+mod plan;
 mod procfs;
 mod report;
 mod run;

@@ -1,0 +1,133 @@
+//! What a connection's incoming bytes mean: the handshake response, then server frames (pings
+//! answered, a close ends the connection), protocol v1 replies (welcome, the subscribe ack,
+//! errors) and data frames, counted and timed into the round's stats.
+
+use super::{Conn, State};
+use crate::{
+    stats::{ConnectStats, RoundStats, record},
+    wire::{self, Opcode, Parse},
+};
+
+/// A handshake response head larger than this is refused.
+const RESPONSE_HEAD_BYTES_MAX: usize = 16 * 1024;
+
+/// What the frame handler needs from the thread, split from the connection table for borrowck.
+pub(super) struct Ctx<'a> {
+    pub(super) round: &'a mut RoundStats,
+    pub(super) connect: &'a mut ConnectStats,
+    pub(super) window: (u64, u64),
+    pub(super) last_window_rx_ns: &'a mut u64,
+    pub(super) rng: &'a mut fastrand::Rng,
+}
+
+/// Handles the bytes read for one connection; returns how many were consumed (the rest is a
+/// partial frame), or the kind of failure that ends the connection.
+pub(super) fn process(
+    conn: &mut Conn,
+    buf: &[u8],
+    now: u64,
+    ctx: &mut Ctx,
+) -> Result<usize, String> {
+    let mut at = 0;
+    if conn.state == State::AwaitResponse {
+        let Some(head) = wire::response_head_len(buf) else {
+            if buf.len() > RESPONSE_HEAD_BYTES_MAX {
+                return Err("handshake_oversized".into());
+            }
+            return Ok(0);
+        };
+        match wire::check_response(&buf[..head], &conn.key) {
+            Ok(()) => {}
+            Err(wire::HandshakeError::Status(s)) => return Err(format!("handshake_status_{s}")),
+            Err(wire::HandshakeError::Accept) => return Err("handshake_accept".into()),
+        }
+        // The caller queues the subscribe and moves on; frames may already follow the head.
+        conn.state = State::AwaitAck;
+        at = head;
+    }
+    loop {
+        let frame = match wire::parse_frame(&buf[at..]) {
+            Ok(Parse::Frame(f)) => f,
+            Ok(Parse::Incomplete { .. }) => return Ok(at),
+            Err(e) => return Err(format!("protocol: {e}")),
+        };
+        let payload = &buf[at + frame.payload_start..at + frame.payload_end];
+        at += frame.len();
+        match frame.opcode {
+            Opcode::Text if frame.fin => on_text(conn, payload, now, ctx)?,
+            Opcode::Ping => {
+                ctx.round.pings_answered += 1;
+                let mask = ctx.rng.u32(..).to_ne_bytes();
+                wire::put_masked_frame(&mut conn.out, Opcode::Pong, mask, |o| {
+                    o.extend_from_slice(payload)
+                });
+            }
+            Opcode::Pong => {}
+            Opcode::Close => return Err(format!("closed_{}", wire::close_code(payload))),
+            _ => ctx.round.odd_frames += 1,
+        }
+    }
+}
+
+fn on_text(conn: &mut Conn, payload: &[u8], now: u64, ctx: &mut Ctx) -> Result<(), String> {
+    if !wire::is_op(payload) {
+        if conn.stalled {
+            // Frames right behind the subscribe ack, in the last read a stalled one does.
+            return Ok(());
+        }
+        let Some(d) = wire::parse_data(payload) else {
+            ctx.round.odd_frames += 1;
+            return Ok(());
+        };
+        let r = &mut *ctx.round;
+        r.received_total += 1;
+        match d.sent_ns {
+            Some(t) if (ctx.window.0..ctx.window.1).contains(&t) => {
+                r.received_window += 1;
+                record(&mut r.latency, now.saturating_sub(t));
+                *ctx.last_window_rx_ns = now;
+            }
+            Some(_) => r.received_outside += 1,
+            None => r.received_untimed += 1,
+        }
+        let topic = d.topic_idx.unwrap_or(u32::MAX);
+        match conn.last_seq.iter_mut().find(|(t, _)| *t == topic) {
+            Some((_, last)) => {
+                if d.seq > *last + 1 {
+                    r.gaps += d.seq - *last - 1;
+                } else if d.seq <= *last {
+                    r.dups += 1;
+                }
+                *last = d.seq;
+            }
+            None => conn.last_seq.push((topic, d.seq)),
+        }
+        return Ok(());
+    }
+    match wire::op_name(payload) {
+        b"welcome" => {
+            conn.welcomed = true;
+            let shard = wire::number_after(payload, b"\"shard\":")
+                .map_or_else(|| "?".to_owned(), |s| s.to_string());
+            *ctx.connect.shards.entry(shard).or_insert(0) += 1;
+        }
+        b"ack"
+            if conn.state == State::AwaitAck
+                && wire::number_after(payload, b"\"id\":") == Some(1) =>
+        {
+            conn.state = State::Ready;
+        }
+        b"error" => {
+            let code = wire::string_after(payload, b"\"code\":").map_or_else(
+                || "?".to_owned(),
+                |c| String::from_utf8_lossy(c).into_owned(),
+            );
+            if conn.state == State::AwaitAck {
+                return Err(format!("server_error_{code}"));
+            }
+            *ctx.round.server_errors.entry(code).or_insert(0) += 1;
+        }
+        _ => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,111 @@
+//! The plans the coordinator hands down to I/O threads: which servers and topics a thread's
+//! connections use ([`ThreadPlan`], [`Topics`], [`Target`]), and what a round measures and
+//! publishes ([`RoundPlan`], [`PublishPlan`]). They cross into worker processes as JSON lines
+//! (group.rs), hence serde.
+
+use std::net::{IpAddr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Target {
+    pub addr: SocketAddr,
+    /// `Host:` header value.
+    pub host: String,
+    pub path: String,
+}
+
+/// What each connection of a thread subscribes to.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Topics {
+    /// Publishers: no subscription.
+    Publisher,
+    /// Every connection subscribes to this one topic.
+    Fixed(String),
+    /// Connection `i` takes `per_sub` distinct topics of `bench.t0..bench.t{k-1}`: topic `i % k`
+    /// when `per_sub` is 1, else a seeded random choice.
+    Bench { k: u32, per_sub: u32, seed: u64 },
+}
+
+impl Topics {
+    pub fn bench_indices(k: u32, per_sub: u32, seed: u64, i: u64) -> Vec<u32> {
+        if per_sub <= 1 {
+            return vec![(i % u64::from(k)) as u32];
+        }
+        let m = per_sub.min(k) as usize;
+        let mut rng = fastrand::Rng::with_seed(seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut v = Vec::with_capacity(m);
+        while v.len() < m {
+            let t = rng.u32(..k);
+            if !v.contains(&t) {
+                v.push(t);
+            }
+        }
+        v
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ThreadPlan {
+    /// Servers to connect to: connection `i` goes to `targets[i % len]` (one server, or the
+    /// nodes of a cluster, `--url A,B,…`).
+    pub targets: Vec<Target>,
+    /// Local addresses to bind before connecting, used round-robin by global connection index.
+    pub source_ips: Vec<IpAddr>,
+    /// Global indices `[first, first + count)` of this thread's connections.
+    pub first: u64,
+    pub count: u64,
+    pub topics: Topics,
+    /// Connection attempts per second for this thread; `None` = as fast as `concurrency` allows.
+    pub connect_rate: Option<f64>,
+    /// Handshakes in flight at once.
+    pub concurrency: usize,
+    pub connect_timeout_ms: u64,
+    /// Subscribers: sleep this long after each batch of events once connected, so each read
+    /// carries more frames (cheaper for the bench; latency then includes up to this pause).
+    pub recv_pause_us: u64,
+    /// Global indices (sorted) of the connections that stall: a tiny receive buffer, and no
+    /// read after the subscribe ack.
+    #[serde(default)]
+    pub stalled: Vec<u64>,
+}
+
+/// Publishing part of a round (publisher threads only).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PublishPlan {
+    pub start_ns: u64,
+    /// Messages per second over all of this thread's publisher connections.
+    pub rate: f64,
+    pub topics_k: u32,
+    pub payload_bytes: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RoundPlan {
+    /// Messages with send time in `[window_start_ns, window_end_ns)` are measured.
+    pub window_start_ns: u64,
+    pub window_end_ns: u64,
+    /// After the window, the round ends once no window message arrived for this long...
+    pub quiet_ns: u64,
+    /// ...or at this time at the latest.
+    pub finish_by_ns: u64,
+    pub publish: Option<PublishPlan>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bench_topics_are_distinct_and_deterministic() {
+        let a = Topics::bench_indices(200, 5, 7, 42);
+        assert_eq!(a.len(), 5);
+        assert_eq!(a, Topics::bench_indices(200, 5, 7, 42));
+        let mut s = a.clone();
+        s.sort();
+        s.dedup();
+        assert_eq!(s.len(), 5);
+        assert_eq!(Topics::bench_indices(10, 1, 0, 13), vec![3]);
+        assert_eq!(Topics::bench_indices(3, 9, 0, 1).len(), 3);
+    }
+}
