@@ -13,7 +13,7 @@ const RULES: &[(&[&str], &[&str])] = &[
         &[
             "ws",
             "pubsub",
-            "protocol.rs",
+            "protocol",
             "frame.rs",
             "publish.rs",
             "mesh.rs",
@@ -25,7 +25,7 @@ const RULES: &[(&[&str], &[&str])] = &[
         ],
     ),
     (
-        &["config.rs", "auth", "stats.rs", "tls.rs"],
+        &["config", "auth", "stats.rs", "tls.rs"],
         &["shard", "cluster", "topology", "ingest", "mesh"],
     ),
     (&["cluster"], &["shard", "topology", "ingest"]),
