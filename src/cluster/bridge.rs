@@ -213,7 +213,7 @@ pub(super) async fn fetch_one<B: Broker>(
         let error = match tokio::time::timeout(limit, broker.fetch(&topic, max)).await {
             Ok(Ok(f)) => break f,
             Ok(Err(e)) => e,
-            Err(_) => "timed out".to_string(),
+            Err(_) => BrokerError::timeout(format!("fetch {topic}: no answer in time")),
         };
         if attempt == 2 {
             tracing::warn!(topic = %topic, error = %error, "cluster: history fetch failed");

@@ -59,20 +59,49 @@ impl Envelope {
     }
 }
 
+/// Why bytes from the broker are not a tickcast envelope (hostile or corrupt input).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    Empty,
+    /// The first byte is not [`TAG`].
+    Tag(u8),
+    /// The archive does not validate.
+    Archive(String),
+    /// The topic inside is not a valid topic.
+    Topic(String),
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeError::Empty => write!(f, "empty message"),
+            DecodeError::Tag(tag) => write!(f, "not a tickcast envelope (first byte {tag:#04x})"),
+            DecodeError::Archive(e) => write!(f, "invalid envelope: {e}"),
+            DecodeError::Topic(t) => write!(f, "invalid topic {t:?} in envelope"),
+        }
+    }
+}
+
+impl From<DecodeError> for super::BrokerError {
+    fn from(e: DecodeError) -> Self {
+        super::BrokerError::invalid(e.to_string())
+    }
+}
+
 /// Validates and reads `buf` (the wire form). Errors name what is wrong; nothing panics on
 /// hostile input.
-pub fn decode(buf: &Bytes) -> Result<Received, String> {
+pub fn decode(buf: &Bytes) -> Result<Received, DecodeError> {
     let Some((&tag, body)) = buf.split_first() else {
-        return Err("empty message".into());
+        return Err(DecodeError::Empty);
     };
     if tag != TAG {
-        return Err(format!("not a tickcast envelope (first byte {tag:#04x})"));
+        return Err(DecodeError::Tag(tag));
     }
     let env = rkyv::access::<ArchivedEnvelope, rkyv::rancor::Error>(body)
-        .map_err(|e| format!("invalid envelope: {e}"))?;
+        .map_err(|e| DecodeError::Archive(e.to_string()))?;
     let topic = env.topic.as_str();
     if crate::pubsub::topic::validate_topic(topic).is_err() {
-        return Err(format!("invalid topic {topic:?} in envelope"));
+        return Err(DecodeError::Topic(topic.into()));
     }
     let data = env.data.as_slice();
     Ok(Received {

@@ -55,6 +55,64 @@ use crate::{
 };
 pub use envelope::{Envelope, Received};
 
+/// Why the broker did not do what this node asked. Errors have three origins in tickcast: a
+/// client's request (`protocol::ErrorCode`, `protocol::BadRequest`), the broker (this), and
+/// the node itself (a full queue, a shard that did not answer: `ErrorCode::Capacity`,
+/// `ErrorCode::Internal`). A broker error never reaches a client as such: a publish it fails
+/// is answered `unavailable`, a fetch it fails becomes a `lost` gap or a retry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerError {
+    pub kind: BrokerErrorKind,
+    /// What was asked, and what the broker or its client library said.
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerErrorKind {
+    /// No answer within the node's deadline.
+    Timeout,
+    /// The broker, or its client library, reported a failure (refused, disconnected).
+    Failed,
+    /// The broker's answer is not what a tickcast node writes there.
+    Invalid,
+}
+
+impl BrokerError {
+    pub fn failed(detail: impl Into<String>) -> BrokerError {
+        BrokerError {
+            kind: BrokerErrorKind::Failed,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn timeout(detail: impl Into<String>) -> BrokerError {
+        BrokerError {
+            kind: BrokerErrorKind::Timeout,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn invalid(detail: impl Into<String>) -> BrokerError {
+        BrokerError {
+            kind: BrokerErrorKind::Invalid,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for BrokerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind {
+            BrokerErrorKind::Timeout => "broker timeout",
+            BrokerErrorKind::Failed => "broker error",
+            BrokerErrorKind::Invalid => "invalid broker data",
+        };
+        write!(f, "{kind}: {}", self.detail)
+    }
+}
+
+impl std::error::Error for BrokerError {}
+
 /// What the bridge hands a shard (over the mesh's ring for producers outside the shards).
 #[derive(Debug)]
 pub enum ToShard {
@@ -313,21 +371,21 @@ pub(crate) trait Broker: Sized + 'static {
         self: &Rc<Self>,
         env: Envelope,
         idem: Option<Box<str>>,
-    ) -> impl std::future::Future<Output = Result<Published, String>> + 'static;
+    ) -> impl std::future::Future<Output = Result<Published, BrokerError>> + 'static;
     /// Whether publishes to one topic must wait for the previous one's confirmation (a
     /// compare-and-set sequence) or may be pipelined (the broker orders them itself).
     const SERIAL_PER_TOPIC: bool;
     /// The topic's position and last `max` retained messages.
-    async fn fetch(&self, topic: &str, max: usize) -> Result<Fetched, String>;
+    async fn fetch(&self, topic: &str, max: usize) -> Result<Fetched, BrokerError>;
     /// Live messages of topics matching `pattern` start arriving as `Inbound::Live`.
-    async fn live_subscribe(&self, pattern: &str) -> Result<(), String>;
-    async fn live_unsubscribe(&self, pattern: &str) -> Result<(), String>;
+    async fn live_subscribe(&self, pattern: &str) -> Result<(), BrokerError>;
+    async fn live_unsubscribe(&self, pattern: &str) -> Result<(), BrokerError>;
     /// Messages on channel `name` (a pattern) arrive as `Inbound::Raw`.
-    async fn raw_subscribe(&self, name: &str) -> Result<(), String>;
-    async fn raw_unsubscribe(&self, name: &str) -> Result<(), String>;
-    async fn raw_publish(&self, name: &str, payload: Bytes) -> Result<(), String>;
+    async fn raw_subscribe(&self, name: &str) -> Result<(), BrokerError>;
+    async fn raw_unsubscribe(&self, name: &str) -> Result<(), BrokerError>;
+    async fn raw_publish(&self, name: &str, payload: Bytes) -> Result<(), BrokerError>;
     /// Returns once the broker has applied every subscription change made before.
-    async fn flush(&self) -> Result<(), String>;
+    async fn flush(&self) -> Result<(), BrokerError>;
 }
 
 /// Shared state of the bridge's tasks (one thread: `Rc`/`RefCell`).

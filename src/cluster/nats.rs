@@ -37,7 +37,7 @@ use async_nats::jetstream::{
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use super::{Broker, Ctx, Fetched, Inbound, InboundTx, envelope};
+use super::{Broker, BrokerError, Ctx, Fetched, Inbound, InboundTx, envelope};
 use crate::protocol::Published;
 
 /// Compare-and-set attempts per publish before giving up (each lost race means another
@@ -67,20 +67,22 @@ pub(crate) struct Nats {
 async fn ensure_stream(
     js: &jetstream::Context,
     config: &stream::Config,
-) -> Result<stream::Stream, String> {
+) -> Result<stream::Stream, BrokerError> {
     match js.get_stream(&config.name).await {
         Ok(_) => {
             js.update_stream(config.clone())
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| BrokerError::failed(e.to_string()))?;
         }
         Err(_) => {
             js.create_stream(config.clone())
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| BrokerError::failed(e.to_string()))?;
         }
     }
-    js.get_stream(&config.name).await.map_err(|e| e.to_string())
+    js.get_stream(&config.name)
+        .await
+        .map_err(|e| BrokerError::failed(e.to_string()))
 }
 
 impl Nats {
@@ -89,7 +91,7 @@ impl Nats {
         &self,
         mut env: envelope::Envelope,
         idem: Option<&str>,
-    ) -> Result<Published, String> {
+    ) -> Result<Published, BrokerError> {
         let subject = self.subject("msg", &env.topic);
         // Once per publish: if the stream is gone, create it again and retry.
         let mut recreated = false;
@@ -123,7 +125,7 @@ impl Nats {
                 .js
                 .send_publish(subject.clone(), msg)
                 .await
-                .map_err(|e| format!("publish to {subject}: {e}"))?
+                .map_err(|e| BrokerError::failed(format!("publish to {subject}: {e}")))?
                 .await;
             match ack {
                 Ok(ack) if ack.duplicate => {
@@ -132,7 +134,9 @@ impl Nats {
                         .stream()
                         .get_raw_message(ack.sequence)
                         .await
-                        .map_err(|e| format!("read duplicate's original: {e}"))?;
+                        .map_err(|e| {
+                            BrokerError::failed(format!("read duplicate's original: {e}"))
+                        })?;
                     let r = envelope::decode(&first.payload)?;
                     return Ok(Published {
                         seq: r.seq,
@@ -162,18 +166,18 @@ impl Nats {
                 }
                 Err(e) => {
                     self.cas.borrow_mut().remove(&env.topic);
-                    return Err(format!("publish to {subject}: {e}"));
+                    return Err(BrokerError::failed(format!("publish to {subject}: {e}")));
                 }
             }
         }
-        Err(format!(
+        Err(BrokerError::failed(format!(
             "{subject}: {CAS_ATTEMPTS} compare-and-set attempts lost to other publishers"
-        ))
+        )))
     }
 
     /// The broker lost the stream (a restart with `nats_storage = "memory"`, an operator):
     /// it is created again, and topics start new epochs.
-    async fn recreate_stream(&self) -> Result<(), String> {
+    async fn recreate_stream(&self) -> Result<(), BrokerError> {
         let s = ensure_stream(&self.js, &self.config).await?;
         tracing::warn!(stream = %self.config.name, "cluster: the JetStream stream was gone; created it again");
         *self.stream.borrow_mut() = s;
@@ -191,18 +195,20 @@ impl Nats {
     }
 
     /// (stream sequence, seq, epoch) of `topic`'s last stored message; zeros if none.
-    async fn last_of(&self, subject: &str) -> Result<(u64, u64, u64), String> {
+    async fn last_of(&self, subject: &str) -> Result<(u64, u64, u64), BrokerError> {
         match self.stream().get_last_raw_message_by_subject(subject).await {
             Ok(m) => {
                 let r = envelope::decode(&m.payload)?;
                 Ok((m.sequence, r.seq, r.epoch))
             }
             Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok((0, 0, 0)),
-            Err(e) => Err(format!("read last message of {subject}: {e}")),
+            Err(e) => Err(BrokerError::failed(format!(
+                "read last message of {subject}: {e}"
+            ))),
         }
     }
 
-    async fn subscribe_forward(&self, subject: String, live: bool) -> Result<(), String> {
+    async fn subscribe_forward(&self, subject: String, live: bool) -> Result<(), BrokerError> {
         if let Some((_, n)) = self.subs.borrow_mut().get_mut(&subject) {
             *n += 1;
             return Ok(());
@@ -211,7 +217,7 @@ impl Nats {
             .client
             .subscribe(subject.clone())
             .await
-            .map_err(|e| format!("subscribe {subject}: {e}"))?;
+            .map_err(|e| BrokerError::failed(format!("subscribe {subject}: {e}")))?;
         let tx = self.inbound.clone();
         let strip = self.prefix.len() + 1;
         let task = tokio::task::spawn_local(async move {
@@ -344,14 +350,14 @@ impl Broker for Nats {
         self: &Rc<Self>,
         env: envelope::Envelope,
         idem: Option<Box<str>>,
-    ) -> impl std::future::Future<Output = Result<Published, String>> + 'static {
+    ) -> impl std::future::Future<Output = Result<Published, BrokerError>> + 'static {
         // The bridge keeps one publish per topic in flight (`SERIAL_PER_TOPIC`): the order is
         // kept there, nothing to fix here.
         let this = self.clone();
         async move { this.publish_cas(env, idem.as_deref()).await }
     }
 
-    async fn fetch(&self, topic: &str, max: usize) -> Result<Fetched, String> {
+    async fn fetch(&self, topic: &str, max: usize) -> Result<Fetched, BrokerError> {
         let subject = self.subject("msg", topic);
         let (last_stream_seq, last, epoch) = self.last_of(&subject).await?;
         let mut msgs = std::collections::VecDeque::new();
@@ -366,14 +372,16 @@ impl Broker for Nats {
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| format!("consumer on {subject}: {e}"))?;
+                .map_err(|e| BrokerError::failed(format!("consumer on {subject}: {e}")))?;
             let mut messages = consumer
                 .messages()
                 .await
-                .map_err(|e| format!("read {subject}: {e}"))?;
+                .map_err(|e| BrokerError::failed(format!("read {subject}: {e}")))?;
             while let Some(m) = messages.next().await {
-                let m = m.map_err(|e| format!("read {subject}: {e}"))?;
-                let info = m.info().map_err(|e| format!("read {subject}: {e}"))?;
+                let m = m.map_err(|e| BrokerError::failed(format!("read {subject}: {e}")))?;
+                let info = m
+                    .info()
+                    .map_err(|e| BrokerError::failed(format!("read {subject}: {e}")))?;
                 let (stream_seq, pending) = (info.stream_sequence, info.pending);
                 if let Ok(r) = envelope::decode(&m.payload) {
                     if r.epoch == epoch {
@@ -392,7 +400,7 @@ impl Broker for Nats {
                 .stream()
                 .get_raw_message(last_stream_seq)
                 .await
-                .map_err(|e| format!("read {subject}: {e}"))?;
+                .map_err(|e| BrokerError::failed(format!("read {subject}: {e}")))?;
             msgs.extend(envelope::decode(&m.payload).ok());
         }
         Ok(Fetched {
@@ -404,34 +412,37 @@ impl Broker for Nats {
         })
     }
 
-    async fn live_subscribe(&self, pattern: &str) -> Result<(), String> {
+    async fn live_subscribe(&self, pattern: &str) -> Result<(), BrokerError> {
         self.subscribe_forward(self.subject("live", pattern), true)
             .await
     }
 
-    async fn live_unsubscribe(&self, pattern: &str) -> Result<(), String> {
+    async fn live_unsubscribe(&self, pattern: &str) -> Result<(), BrokerError> {
         self.unsubscribe_subject(&self.subject("live", pattern));
         Ok(())
     }
 
-    async fn raw_subscribe(&self, name: &str) -> Result<(), String> {
+    async fn raw_subscribe(&self, name: &str) -> Result<(), BrokerError> {
         self.subscribe_forward(format!("{}.{name}", self.prefix), false)
             .await
     }
 
-    async fn raw_unsubscribe(&self, name: &str) -> Result<(), String> {
+    async fn raw_unsubscribe(&self, name: &str) -> Result<(), BrokerError> {
         self.unsubscribe_subject(&format!("{}.{name}", self.prefix));
         Ok(())
     }
 
-    async fn raw_publish(&self, name: &str, payload: Bytes) -> Result<(), String> {
+    async fn raw_publish(&self, name: &str, payload: Bytes) -> Result<(), BrokerError> {
         self.client
             .publish(format!("{}.{name}", self.prefix), payload)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| BrokerError::failed(e.to_string()))
     }
 
-    async fn flush(&self) -> Result<(), String> {
-        self.client.flush().await.map_err(|e| e.to_string())
+    async fn flush(&self) -> Result<(), BrokerError> {
+        self.client
+            .flush()
+            .await
+            .map_err(|e| BrokerError::failed(e.to_string()))
     }
 }

@@ -58,14 +58,14 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 
 mod writer;
 
-use super::{Broker, Ctx, Fetched, Inbound, InboundTx, envelope};
+use super::{Broker, BrokerError, Ctx, Fetched, Inbound, InboundTx, envelope};
 use crate::protocol::Published;
 use writer::{Job, PUBLISH_LUA, writer_task};
 
 /// How often the Pub/Sub connection is checked with a `PING`.
 const PING_EVERY: Duration = Duration::from_secs(5);
 
-type Reply = oneshot::Sender<Result<Published, String>>;
+type Reply = oneshot::Sender<Result<Published, BrokerError>>;
 
 pub(crate) struct Redis {
     conn: ConnectionManager,
@@ -138,8 +138,13 @@ pub(crate) fn channel_for(base: &str, pattern: &str) -> (String, bool) {
     (out, true)
 }
 
-fn err(what: &str, e: impl std::fmt::Display) -> String {
-    format!("{what}: {e}")
+/// A Redis error as a broker error: the client library's timeouts are timeouts.
+fn err(what: &str, e: redis::RedisError) -> BrokerError {
+    if e.is_timeout() {
+        BrokerError::timeout(format!("{what}: {e}"))
+    } else {
+        BrokerError::failed(format!("{what}: {e}"))
+    }
 }
 
 impl Redis {
@@ -147,7 +152,12 @@ impl Redis {
         format!("{}:{kind}:{{{topic}}}", self.prefix)
     }
 
-    async fn sub_change(&self, channel: String, pattern: bool, add: bool) -> Result<(), String> {
+    async fn sub_change(
+        &self,
+        channel: String,
+        pattern: bool,
+        add: bool,
+    ) -> Result<(), BrokerError> {
         let mut sink = self.subs.sink.lock().await;
         {
             let mut want = self.subs.want.borrow_mut();
@@ -199,7 +209,9 @@ impl Redis {
                 // A silent connection (half-open TCP): dropping the sink makes the Pub/Sub task
                 // reconnect, which re-makes every wanted subscription, this one included.
                 *sink = None;
-                Err(format!("(un)subscribe {channel}: no answer; reconnecting"))
+                Err(BrokerError::timeout(format!(
+                    "(un)subscribe {channel}: no answer; reconnecting"
+                )))
             }
         }
     }
@@ -210,10 +222,10 @@ async fn open_pubsub(
     client: &redis::Client,
     set: &Settings,
     subs: &Subs,
-) -> Result<PubSubStream, String> {
+) -> Result<PubSubStream, BrokerError> {
     let pubsub = tokio::time::timeout(set.timeout, client.get_async_pubsub())
         .await
-        .map_err(|_| "pub/sub connection timed out".to_string())?
+        .map_err(|_| BrokerError::timeout("pub/sub connection timed out"))?
         .map_err(|e| err("pub/sub connection", e))?;
     let (mut sink, stream) = pubsub.split();
     let mut slot = subs.sink.lock().await;
@@ -233,7 +245,11 @@ async fn open_pubsub(
         match r {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(err(&format!("subscribe {channel}"), e)),
-            Err(_) => return Err(format!("subscribe {channel}: timed out")),
+            Err(_) => {
+                return Err(BrokerError::timeout(format!(
+                    "subscribe {channel}: timed out"
+                )));
+            }
         }
     }
     *slot = Some(sink);
@@ -341,15 +357,19 @@ fn stream_payloads(v: Value) -> Vec<Bytes> {
 }
 
 /// A number Redis stored as a string (the meta hash fields); absent = 0.
-fn meta_num(v: &Value) -> Result<u64, String> {
+fn meta_num(v: &Value) -> Result<u64, BrokerError> {
     match v {
         Value::Nil => Ok(0),
-        Value::Int(n) => u64::try_from(*n).map_err(|_| format!("negative number {n}")),
+        Value::Int(n) => {
+            u64::try_from(*n).map_err(|_| BrokerError::invalid(format!("negative number {n}")))
+        }
         Value::BulkString(b) => std::str::from_utf8(b)
             .ok()
             .and_then(|s| s.parse().ok())
-            .ok_or_else(|| "meta field is not a number".to_string()),
-        other => Err(format!("unexpected meta value {other:?}")),
+            .ok_or_else(|| BrokerError::invalid("meta field is not a number")),
+        other => Err(BrokerError::invalid(format!(
+            "unexpected meta value {other:?}"
+        ))),
     }
 }
 
@@ -388,7 +408,7 @@ impl Broker for Redis {
                     .await
                     .map_err(|e| err("SCRIPT LOAD", e))?;
                 let stream = open_pubsub(&client, &set, &subs).await?;
-                Ok::<_, String>((client, conn, stream))
+                Ok::<_, BrokerError>((client, conn, stream))
             };
             match tried.await {
                 Ok(c) => break c,
@@ -429,7 +449,7 @@ impl Broker for Redis {
         self: &Rc<Self>,
         env: envelope::Envelope,
         idem: Option<Box<str>>,
-    ) -> impl std::future::Future<Output = Result<Published, String>> + 'static {
+    ) -> impl std::future::Future<Output = Result<Published, BrokerError>> + 'static {
         // Queued to the writer now, in the order of the calls: that is the topic's order.
         let (reply, answer) = oneshot::channel();
         let job = Job {
@@ -441,14 +461,14 @@ impl Broker for Redis {
         };
         let sent = self.jobs.send(job);
         async move {
-            sent.map_err(|_| "redis writer stopped".to_string())?;
+            sent.map_err(|_| BrokerError::failed("redis writer stopped"))?;
             answer
                 .await
-                .map_err(|_| "redis writer dropped the publish".to_string())?
+                .map_err(|_| BrokerError::failed("redis writer dropped the publish"))?
         }
     }
 
-    async fn fetch(&self, topic: &str, max: usize) -> Result<Fetched, String> {
+    async fn fetch(&self, topic: &str, max: usize) -> Result<Fetched, BrokerError> {
         let mut pipe = redis::pipe();
         pipe.atomic()
             .cmd("HMGET")
@@ -471,7 +491,11 @@ impl Broker for Redis {
         let hist = if max > 0 { got.pop() } else { None };
         let (last, epoch) = match got.pop() {
             Some(Value::Array(v)) if v.len() == 2 => (meta_num(&v[0])?, meta_num(&v[1])?),
-            other => return Err(format!("fetch {topic}: unexpected HMGET reply {other:?}")),
+            other => {
+                return Err(BrokerError::invalid(format!(
+                    "fetch {topic}: unexpected HMGET reply {other:?}"
+                )));
+            }
         };
         let mut msgs: Vec<_> = hist
             .map(stream_payloads)
@@ -490,29 +514,29 @@ impl Broker for Redis {
         })
     }
 
-    async fn live_subscribe(&self, pattern: &str) -> Result<(), String> {
+    async fn live_subscribe(&self, pattern: &str) -> Result<(), BrokerError> {
         let (c, p) = channel_for(&format!("{}.live.", self.prefix), pattern);
         self.sub_change(c, p, true).await
     }
 
-    async fn live_unsubscribe(&self, pattern: &str) -> Result<(), String> {
+    async fn live_unsubscribe(&self, pattern: &str) -> Result<(), BrokerError> {
         let (c, p) = channel_for(&format!("{}.live.", self.prefix), pattern);
         self.sub_change(c, p, false).await
     }
 
-    async fn raw_subscribe(&self, name: &str) -> Result<(), String> {
+    async fn raw_subscribe(&self, name: &str) -> Result<(), BrokerError> {
         let (c, p) = channel_for(&format!("{}.", self.prefix), name);
         self.sub_change(c, p, true).await
     }
 
-    async fn raw_unsubscribe(&self, name: &str) -> Result<(), String> {
+    async fn raw_unsubscribe(&self, name: &str) -> Result<(), BrokerError> {
         let (c, p) = channel_for(&format!("{}.", self.prefix), name);
         self.sub_change(c, p, false).await
     }
 
     /// Fire and forget, like a NATS core publish: heartbeats and query answers must not wait
     /// for a slow or reconnecting Redis. Each send is bounded by the response timeout.
-    async fn raw_publish(&self, name: &str, payload: Bytes) -> Result<(), String> {
+    async fn raw_publish(&self, name: &str, payload: Bytes) -> Result<(), BrokerError> {
         let mut conn = self.conn.clone();
         let channel = format!("{}.{name}", self.prefix);
         tokio::task::spawn_local(async move {
@@ -531,7 +555,7 @@ impl Broker for Redis {
     /// Every (un)subscribe awaits the server's confirmation before it returns, and they are
     /// serialised by the sink's lock; taking the lock waits for one still in progress, and a
     /// `PING` on the same connection is answered after everything sent before it.
-    async fn flush(&self) -> Result<(), String> {
+    async fn flush(&self) -> Result<(), BrokerError> {
         let mut sink = self.subs.sink.lock().await;
         match sink.as_mut() {
             Some(s) => s
@@ -539,7 +563,7 @@ impl Broker for Redis {
                 .await
                 .map(|_| ())
                 .map_err(|e| err("redis pub/sub ping", e)),
-            None => Err("redis pub/sub connection is down".into()),
+            None => Err(BrokerError::failed("redis pub/sub connection is down")),
         }
     }
 }

@@ -100,7 +100,11 @@ pub(super) async fn writer_task(
             let results = match res {
                 Ok(r) if r.len() == batch.len() => r,
                 Ok(r) => {
-                    let e = format!("{} replies to {} publishes", r.len(), batch.len());
+                    let e = BrokerError::invalid(format!(
+                        "{} replies to {} publishes",
+                        r.len(),
+                        batch.len()
+                    ));
                     for j in batch.drain(..) {
                         let _ = j.reply.send(Err(e.clone()));
                     }
@@ -139,9 +143,9 @@ pub(super) async fn writer_task(
             }
             if load_tried {
                 for j in retry {
-                    let _ = j
-                        .reply
-                        .send(Err("redis: script missing after SCRIPT LOAD".into()));
+                    let _ = j.reply.send(Err(BrokerError::failed(
+                        "redis: script missing after SCRIPT LOAD",
+                    )));
                 }
                 break;
             }
