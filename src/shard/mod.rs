@@ -14,7 +14,6 @@ pub mod auth;
 mod cluster_api;
 pub mod conn;
 mod fanout;
-pub mod history;
 mod http;
 mod idem;
 mod inbox;
@@ -23,6 +22,7 @@ pub mod msg;
 pub mod out;
 mod pacing;
 mod publish;
+pub mod recovery;
 mod remote;
 mod subscribe;
 mod timer;
@@ -213,10 +213,8 @@ pub struct State {
     json: simd_json::Buffers,
     /// Which shards subscribe to what (`interest.rs`).
     interest: interest::Interest,
-    /// Subscribes waiting for interest acknowledgements and topic positions.
-    pending_subs: Slab<history::PendingSub>,
-    /// Per connection, topics waiting for their position (see `history`).
-    recovering: HashMap<u32, Vec<history::Recovering>>,
+    /// Subscribes waiting for positions and acknowledgements (`recovery.rs`).
+    recovery: recovery::Recovery,
     /// Topics this shard owns.
     topics: topics::Topics,
     http_waiters: Slab<HttpWaiter>,
@@ -272,8 +270,7 @@ impl Shard {
             tls_plain: Vec::new(),
             json: simd_json::Buffers::default(),
             interest: interest::Interest::new(id, shared.shards, shared.bridge.is_some()),
-            pending_subs: Slab::new(),
-            recovering: HashMap::new(),
+            recovery: recovery::Recovery::default(),
             topics: topics::Topics::new(&shared.cfg),
             http_waiters: Slab::new(),
             ping_frame: Rc::new(Arc::new(Frame::control(ping))),

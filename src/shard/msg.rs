@@ -3,7 +3,7 @@
 
 use super::{
     admin::{AdminPart, AdminQuery},
-    history::Position,
+    recovery::Position,
 };
 use crate::{
     cluster::{Fetched, QueryLocal, QueryReply, Received, ToShard},

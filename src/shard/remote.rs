@@ -463,8 +463,8 @@ impl State {
 /// The answer for a topic this node cannot check against the broker (the broker could not be
 /// asked, or the topic table is full): a gap from the client's `since` on, so it
 /// resynchronises instead of trusting a guess.
-fn unchecked(topic: &str, asked: Asked) -> super::history::Position {
-    super::history::Position {
+fn unchecked(topic: &str, asked: Asked) -> super::recovery::Position {
+    super::recovery::Position {
         topic: topic.into(),
         seq: asked.since.map_or(0, |(s, _)| s),
         epoch: asked.since.map_or(0, |(_, e)| e),

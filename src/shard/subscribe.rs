@@ -5,7 +5,7 @@
 
 use super::{
     State,
-    history::{PendingSub, Wanted},
+    recovery::{PendingSub, Wanted},
 };
 use crate::{
     protocol::{self, ErrorCode, parse_epoch},
@@ -107,7 +107,7 @@ impl State {
                 wanted.push(((*t).into(), None));
             }
         }
-        let token = self.pending_subs.insert(PendingSub {
+        let token = self.recovery.wait(PendingSub {
             conn: key,
             epoch: self.conns[key as usize].epoch,
             need,
@@ -115,7 +115,7 @@ impl State {
             topics: accepted.iter().map(|t| (*t).into()).collect(),
             waiting: wanted.len(),
             positions: Vec::with_capacity(wanted.len()),
-        }) as u32;
+        });
         if !wanted.is_empty() {
             self.request_positions(key, token, wanted);
         }

@@ -14,7 +14,11 @@
 
 use indexmap::IndexMap;
 
-use super::{history::History, idem::IdemWindow, interest::Interest, remote::RemoteWait};
+mod history;
+
+pub(crate) use history::History;
+
+use super::{idem::IdemWindow, interest::Interest, remote::RemoteWait};
 use crate::{
     config::{Config, Lane, SlowPolicy},
     frame::{

@@ -1,9 +1,8 @@
-//! History and recovery (docs/PROTOCOL.md "Recovery").
+//! Recovery (docs/PROTOCOL.md "Recovery"): positions and replays for subscribes.
 //!
 //! **Owner side.** A topic's owner shard keeps, for topics whose class has `history_size > 0`,
-//! a ring of the topic's last frames: the very frames it encoded once and handed to
-//! subscribers (one `Arc` clone each), in `seq` order without holes. Every topic has an
-//! `epoch`, a random number drawn when the owner first sees the topic; `seq` counts within it.
+//! a ring of the topic's last frames (`topics/history.rs`). Every topic has an `epoch`, drawn
+//! when its owner creates the topic's state; `seq` counts within it.
 //!
 //! **Subscriber side.** A subscribe asks each exact topic's owner for its *position* (`seq`,
 //! `epoch`), and for frames after a client's `since`. Ordering needs no locks: the request
@@ -16,7 +15,7 @@
 //! gets: the ack (with positions), then per topic an optional `gap`, the replayed frames, the
 //! held frames. No duplicate, no hole.
 
-use std::{collections::VecDeque, rc::Rc};
+use std::rc::Rc;
 
 use super::{
     State,
@@ -27,143 +26,6 @@ use crate::{
     frame::{OutFrame, SharedFrame, monotonic_ns},
     protocol::{self, GapReason},
 };
-
-/// The retained frames of one topic.
-#[derive(Debug)]
-pub(crate) struct History {
-    frames: VecDeque<SharedFrame>,
-    max: usize,
-    /// 0: no age bound.
-    ttl_ns: u64,
-}
-
-impl History {
-    pub(crate) fn new(max: usize, ttl_s: u64) -> History {
-        History {
-            frames: VecDeque::new(),
-            max,
-            ttl_ns: ttl_s * 1_000_000_000,
-        }
-    }
-
-    /// Forgets every frame (the topic's sequence started over, or the history has a hole).
-    pub(crate) fn clear(&mut self) {
-        self.frames.clear();
-    }
-
-    pub(crate) fn capacity(&self) -> usize {
-        self.max
-    }
-
-    /// `seq` of the oldest frame retained.
-    pub(crate) fn first_seq(&self) -> Option<u64> {
-        self.frames.front().map(|f| f.seq())
-    }
-
-    /// Puts `older` (oldest first, fetched from the broker) in front of the retained frames,
-    /// keeping only the ones that continue them without a hole and fit.
-    pub(crate) fn prepend(&mut self, older: Vec<SharedFrame>) {
-        let mut next = self.first_seq();
-        for f in older.into_iter().rev() {
-            if self.frames.len() == self.max {
-                break;
-            }
-            if next.is_some_and(|n| f.seq() + 1 != n) {
-                if next.is_some_and(|n| f.seq() >= n) {
-                    continue;
-                }
-                break;
-            }
-            next = Some(f.seq());
-            self.frames.push_front(f);
-        }
-    }
-
-    pub(crate) fn push(&mut self, frame: SharedFrame, now_ns: u64) {
-        if self.frames.len() == self.max {
-            self.frames.pop_front();
-        }
-        self.frames.push_back(frame);
-        self.expire(now_ns);
-    }
-
-    fn expire(&mut self, now_ns: u64) {
-        if self.ttl_ns == 0 {
-            return;
-        }
-        while self
-            .frames
-            .front()
-            .is_some_and(|f| f.published_ns() + self.ttl_ns < now_ns)
-        {
-            self.frames.pop_front();
-        }
-    }
-
-    /// Frames with `seq > since`, oldest first, at most `bytes_max` bytes (the newest ones).
-    fn after(&mut self, since: u64, now_ns: u64, bytes_max: usize) -> Vec<SharedFrame> {
-        self.expire(now_ns);
-        let Some(first) = self.frames.front().map(|f| f.seq()) else {
-            return Vec::new();
-        };
-        let skip = since.saturating_sub(first - 1) as usize;
-        let mut out: Vec<SharedFrame> = Vec::new();
-        let mut bytes = 0;
-        for f in self.frames.iter().skip(skip).rev() {
-            bytes += f.len();
-            if bytes > bytes_max {
-                break;
-            }
-            out.push(f.clone());
-        }
-        out.reverse();
-        out
-    }
-
-    /// Frames with `seq > since`, oldest first, at most `limit` of them and at most
-    /// `bytes_max` bytes (`GET /v1/history`: the client pages on with the last `seq`).
-    pub(crate) fn page(
-        &mut self,
-        since: u64,
-        limit: usize,
-        bytes_max: usize,
-        now_ns: u64,
-    ) -> Vec<SharedFrame> {
-        self.expire(now_ns);
-        let mut bytes = 0;
-        self.frames
-            .iter()
-            .filter(|f| f.seq() > since)
-            .take(limit)
-            .take_while(|f| {
-                bytes += f.len();
-                bytes <= bytes_max
-            })
-            .cloned()
-            .collect()
-    }
-
-    /// Frames retained now.
-    pub(crate) fn retained(&self) -> usize {
-        self.frames.len()
-    }
-
-    /// Frames retained once those past `history_ttl_s` at `now_ns` are gone.
-    pub(crate) fn retained_now(&mut self, now_ns: u64) -> usize {
-        self.expire(now_ns);
-        self.frames.len()
-    }
-
-    fn last(&mut self, now_ns: u64) -> Option<SharedFrame> {
-        self.expire(now_ns);
-        self.frames.back().cloned()
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.frames.len()
-    }
-}
 
 /// The owner's answer for one topic.
 #[derive(Debug)]
@@ -199,6 +61,21 @@ pub(crate) struct PendingSub {
     /// Positions still to arrive.
     pub waiting: usize,
     pub positions: Vec<Position>,
+}
+
+/// The subscribes of this shard's connections waiting for their positions and interest
+/// acknowledgements, and per connection the topics it recovers.
+#[derive(Default)]
+pub(crate) struct Recovery {
+    pending: slab::Slab<PendingSub>,
+    recovering: std::collections::HashMap<u32, Vec<Recovering>>,
+}
+
+impl Recovery {
+    /// Registers a subscribe that waits; its token.
+    pub(crate) fn wait(&mut self, p: PendingSub) -> u32 {
+        self.pending.insert(p) as u32
+    }
 }
 
 /// A topic whose position a subscribe needs, with the client's `since` (seq, epoch).
@@ -262,7 +139,7 @@ impl State {
     /// already be in `self.pending_subs` under `token`.
     pub(crate) fn request_positions(&mut self, key: u32, token: u32, wanted: Vec<Wanted>) {
         let conn_epoch = self.conns[key as usize].epoch;
-        let list = self.recovering.entry(key).or_default();
+        let list = self.recovery.recovering.entry(key).or_default();
         for (topic, _) in &wanted {
             list.push(Recovering {
                 topic: topic.clone(),
@@ -324,14 +201,14 @@ impl State {
 
     /// A position for pending subscribe `token` arrived.
     pub(crate) fn position_arrived(&mut self, token: u32, conn_epoch: u32, pos: Position) {
-        let Some(p) = self.pending_subs.get_mut(token as usize) else {
+        let Some(p) = self.recovery.pending.get_mut(token as usize) else {
             return;
         };
         if p.epoch != conn_epoch {
             return;
         }
         let key = p.conn;
-        if let Some(r) = self.recovering.get_mut(&key).and_then(|l| {
+        if let Some(r) = self.recovery.recovering.get_mut(&key).and_then(|l| {
             l.iter_mut()
                 .find(|r| r.token == token && *r.topic == *pos.topic)
         }) {
@@ -345,7 +222,7 @@ impl State {
     /// Live frame `frame` of `topic` for recovering connection `key`: dropped before its
     /// position arrived, held after. Returns false if the topic is not recovering for `key`.
     pub(crate) fn recovering_frame(&mut self, key: u32, frame: &OutFrame) -> bool {
-        let Some(list) = self.recovering.get_mut(&key) else {
+        let Some(list) = self.recovery.recovering.get_mut(&key) else {
             return false;
         };
         let topic = frame.topic();
@@ -362,16 +239,16 @@ impl State {
     /// per topic the gap, the replay and the held frames.
     pub(crate) fn try_complete_sub(&mut self, token: u32) {
         let acked = self.interest.acked_by_all();
-        let Some(p) = self.pending_subs.get(token as usize) else {
+        let Some(p) = self.recovery.pending.get(token as usize) else {
             return;
         };
         if p.waiting > 0 || p.need > acked {
             return;
         }
-        let p = self.pending_subs.remove(token as usize);
+        let p = self.recovery.pending.remove(token as usize);
         let key = p.conn;
         let mut held: Vec<(Box<str>, Vec<OutFrame>)> = Vec::new();
-        if let Some(list) = self.recovering.get_mut(&key) {
+        if let Some(list) = self.recovery.recovering.get_mut(&key) {
             let mut i = 0;
             while i < list.len() {
                 if list[i].token == token {
@@ -382,7 +259,7 @@ impl State {
                 }
             }
             if list.is_empty() {
-                self.recovering.remove(&key);
+                self.recovery.recovering.remove(&key);
                 if let Some(conn) = self.conns.get_mut(key as usize) {
                     conn.recovering = false;
                 }
@@ -438,7 +315,12 @@ impl State {
 
     /// Releases every pending subscribe whose interest is now acknowledged.
     pub(crate) fn release_pending_subs(&mut self) {
-        let tokens: Vec<u32> = self.pending_subs.iter().map(|(t, _)| t as u32).collect();
+        let tokens: Vec<u32> = self
+            .recovery
+            .pending
+            .iter()
+            .map(|(t, _)| t as u32)
+            .collect();
         for token in tokens {
             self.try_complete_sub(token);
         }
@@ -447,58 +329,6 @@ impl State {
     /// A connection is gone: its recovering entries go with it (pending subscribes are
     /// dropped on completion by the epoch check).
     pub(crate) fn forget_recovering(&mut self, key: u32) {
-        self.recovering.remove(&key);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::frame::encode_data_frame;
-    use std::sync::Arc;
-
-    fn frame(seq: u64, ns: u64) -> SharedFrame {
-        Arc::new(encode_data_frame("t", seq, 0, b"1", ns))
-    }
-
-    #[test]
-    fn ring_keeps_the_last_frames_in_order() {
-        let mut h = History::new(3, 0);
-        for seq in 1..=5 {
-            h.push(frame(seq, seq), seq);
-        }
-        let seqs = |v: Vec<SharedFrame>| v.iter().map(|f| f.seq()).collect::<Vec<_>>();
-        assert_eq!(seqs(h.after(0, 5, usize::MAX)), [3, 4, 5]);
-        assert_eq!(seqs(h.after(3, 5, usize::MAX)), [4, 5]);
-        assert_eq!(seqs(h.after(5, 5, usize::MAX)), Vec::<u64>::new());
-        // A byte budget keeps the newest frames.
-        let one = frame(1, 1).len();
-        assert_eq!(seqs(h.after(0, 5, 2 * one)), [4, 5]);
-    }
-
-    #[test]
-    fn prepend_takes_only_what_continues_the_history_and_fits() {
-        let seqs = |h: &History| h.frames.iter().map(|f| f.seq()).collect::<Vec<_>>();
-        let mut h = History::new(5, 0);
-        h.push(frame(10, 1), 1);
-        h.push(frame(11, 1), 1);
-        // 9 and 8 continue it; 11 is already there; the hole at 7 ends it (6 is not taken).
-        h.prepend([6, 8, 9, 11].map(|s| frame(s, 1)).to_vec());
-        assert_eq!(seqs(&h), [8, 9, 10, 11]);
-        // Room for one more: the newest that continues it.
-        h.prepend([5, 6, 7].map(|s| frame(s, 1)).to_vec());
-        assert_eq!(seqs(&h), [7, 8, 9, 10, 11]);
-        let mut empty = History::new(2, 0);
-        empty.prepend([1, 2, 3].map(|s| frame(s, 1)).to_vec());
-        assert_eq!(seqs(&empty), [2, 3]);
-    }
-
-    #[test]
-    fn age_bound_expires_old_frames() {
-        let mut h = History::new(10, 1);
-        h.push(frame(1, 1), 1);
-        h.push(frame(2, 2_000_000_000), 2_000_000_000);
-        assert_eq!(h.len(), 1, "frame 1 is over a second old");
-        assert!(h.last(10_000_000_000).is_none(), "everything expired");
+        self.recovery.recovering.remove(&key);
     }
 }
