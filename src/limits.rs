@@ -61,3 +61,32 @@ pub const ADMIN_PAGE_MAX: usize = 1000;
 /// Bytes of the `reason` of `POST /v1/disconnect`: a close frame's payload is at most 125
 /// bytes (RFC 6455 §5.5), 2 of them the code; 120 is a round number below that.
 pub const CLOSE_REASON_BYTES_MAX: usize = 120;
+
+/// Per-IP, per-user and connect-rate counters are hashed into this many buckets, shared by
+/// all shards (lock-free, approximate: two addresses sharing a bucket share its allowance,
+/// which only errs on the strict side). 65,536 keeps collisions rare at 100k clients for
+/// 256 KiB per counter array.
+pub const HASHED_COUNTER_BUCKETS: usize = 1 << 16;
+
+/// How often a shard walks its connections for deadlines (handshake, message, idle, close)
+/// and pings, and flushes its statistics. Walking 20k connections costs well under a
+/// millisecond a second.
+pub const CONN_SCAN_EVERY_MS: u64 = 1000;
+
+/// Topics a shard examines for an idle one per timer tick (`timeouts.tick_ms`, 250 ms by
+/// default: 8k a second, a million-topic table in about two minutes). One examination is a
+/// few loads unless interest changed since the topic's mask was computed.
+pub const TOPIC_SWEEP_PER_TICK: usize = 2048;
+
+/// Topics a full topic table examines for an idle one before refusing a new topic: bounds the
+/// cost of a refused publish while a table of needed topics stays full.
+pub const TOPIC_RECLAIM_SCAN_MAX: usize = 64;
+
+/// Cluster: messages a topic's owner holds while a fetch fills a hole; past this, the oldest
+/// held are dropped and the fetch's answer reports them as a gap.
+pub const CLUSTER_HELD_PER_TOPIC_MAX: usize = 16_384;
+
+/// Cluster: history fetches from the broker in flight per node. After a reconnect every
+/// topic with subscribers is checked; thousands of simultaneous reads would only queue at the
+/// broker.
+pub const CLUSTER_FETCHES_MAX: usize = 32;

@@ -193,9 +193,6 @@ pub(super) async fn run<B: Broker>(ctx: Rc<Ctx>, cmds: flume::Receiver<Cmd>) {
     }
 }
 
-/// History fetches in flight per node (see `Ctx::fetches`).
-pub(super) const FETCHES_MAX: usize = 32;
-
 /// A history fetch for the topic's owner shard; always answered (`ok: false` on failure).
 pub(super) async fn fetch_one<B: Broker>(
     ctx: Rc<Ctx>,

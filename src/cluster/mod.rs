@@ -26,7 +26,7 @@ mod nats;
 mod queries;
 mod redis;
 
-use bridge::{FETCHES_MAX, run};
+use bridge::run;
 pub use membership::INGEST;
 use membership::{
     HEARTBEATS, QUERIES, answers_for, expire_nodes, heartbeat, ingest_external, publish_nodes,
@@ -431,7 +431,7 @@ impl Ctx {
             nodes: RefCell::new(HashMap::new()),
             queries: RefCell::new(HashMap::new()),
             settle_until: std::cell::Cell::new(Instant::now() + settle),
-            fetches: tokio::sync::Semaphore::new(FETCHES_MAX),
+            fetches: tokio::sync::Semaphore::new(crate::limits::CLUSTER_FETCHES_MAX),
             outlet_waiting: tokio::sync::Notify::new(),
         }
     }

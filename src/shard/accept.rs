@@ -10,7 +10,7 @@ use std::{
 
 use monoio::net::{TcpListener, TcpStream};
 
-use super::{IP_BUCKETS, Shard, conn::Conn};
+use super::{Shard, conn::Conn};
 
 /// `tls`: the connections of this listener speak TLS (see `super::tls`).
 pub async fn accept_loop(shard: Rc<Shard>, listener: Rc<TcpListener>, tls: bool) {
@@ -80,7 +80,7 @@ fn refuse(sock: &impl std::os::fd::AsFd) {
 pub(super) fn ip_bucket(ip: IpAddr) -> u32 {
     let mut h = std::hash::DefaultHasher::new();
     ip.hash(&mut h);
-    (h.finish() % IP_BUCKETS as u64) as u32
+    (h.finish() % crate::limits::HASHED_COUNTER_BUCKETS as u64) as u32
 }
 
 impl Shard {

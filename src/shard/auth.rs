@@ -11,7 +11,7 @@ use std::{
     sync::atomic::Ordering,
 };
 
-use super::{IP_BUCKETS, State};
+use super::State;
 use crate::{
     auth::{Identity, Method, Rate},
     config::EndpointAccess,
@@ -128,7 +128,7 @@ pub(crate) fn origin_allowed(allowed: &[String], origin: &str) -> bool {
 fn user_bucket(user: &str) -> usize {
     let mut h = std::hash::DefaultHasher::new();
     user.hash(&mut h);
-    (h.finish() % IP_BUCKETS as u64) as usize
+    (h.finish() % crate::limits::HASHED_COUNTER_BUCKETS as u64) as usize
 }
 
 fn unix_s() -> u64 {

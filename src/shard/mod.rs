@@ -58,10 +58,6 @@ use crate::{
 };
 pub use conn::Conn;
 
-/// Per-IP connection counters are hashed into this many buckets (lock-free, approximate: two
-/// addresses sharing a bucket share its allowance, which only errs on the strict side).
-pub const IP_BUCKETS: usize = 1 << 16;
-
 /// What every shard shares: configuration, the mesh, metrics, process-wide connection counts.
 pub struct Shared {
     pub cfg: Config,
@@ -113,9 +109,15 @@ impl Shared {
             accept_cap: crate::sys::nofile_limit()
                 .saturating_sub(crate::limits::reserved_descriptors(shards))
                 .min(usize::MAX as u64) as usize,
-            per_ip: (0..IP_BUCKETS).map(|_| AtomicU32::new(0)).collect(),
-            per_user: (0..IP_BUCKETS).map(|_| AtomicU32::new(0)).collect(),
-            connect_tat: (0..IP_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            per_ip: (0..crate::limits::HASHED_COUNTER_BUCKETS)
+                .map(|_| AtomicU32::new(0))
+                .collect(),
+            per_user: (0..crate::limits::HASHED_COUNTER_BUCKETS)
+                .map(|_| AtomicU32::new(0))
+                .collect(),
+            connect_tat: (0..crate::limits::HASHED_COUNTER_BUCKETS)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
             started: Instant::now(),
             local_addr,
             shards,

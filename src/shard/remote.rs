@@ -25,13 +25,10 @@ use super::State;
 use crate::{
     cluster::{Cmd, Fetched, PublishCmd, Received, envelope::FLAG_TO_USER},
     frame::{SharedFrame, encode_data_frame, monotonic_ns},
+    limits::CLUSTER_HELD_PER_TOPIC_MAX,
     protocol::{self, ErrorCode, GapReason},
     publish::ReplyTo,
 };
-
-/// Messages a topic's owner holds while a fetch fills a hole; past this, the oldest held
-/// are dropped and the fetch's answer reports them as a gap.
-const HELD_MAX: usize = 16_384;
 
 /// A position request: who asked, for which pending subscribe.
 #[derive(Debug, Clone, Copy)]
@@ -137,13 +134,13 @@ impl State {
     }
 
     /// Keeps `m` until the topic's fetch answers (starting one), dropping the oldest held
-    /// past `HELD_MAX` (the fetch's answer then reports them).
+    /// past `CLUSTER_HELD_PER_TOPIC_MAX` (the fetch's answer then reports them).
     fn hold(&mut self, m: Received) {
         let Some(state) = self.topics.get_mut(&m.topic) else {
             return;
         };
         let w = state.remote.get_or_insert_with(Default::default);
-        if w.held.len() == HELD_MAX {
+        if w.held.len() == CLUSTER_HELD_PER_TOPIC_MAX {
             w.held.pop_front();
         }
         let topic = m.topic.clone();
@@ -350,7 +347,9 @@ impl State {
                     state.remote = Some(Box::new(w));
                     return self.start_fetch(&topic);
                 }
-                if m.seq > state.seq.saturating_add(HELD_MAX as u64) && f.last < m.seq {
+                if m.seq > state.seq.saturating_add(CLUSTER_HELD_PER_TOPIC_MAX as u64)
+                    && f.last < m.seq
+                {
                     // Far beyond anything the broker has: not a message of this topic's
                     // stream (forged or corrupt). Dropped, not trusted.
                     self.stats.c.cluster_implausible += 1;

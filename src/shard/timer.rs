@@ -6,10 +6,7 @@
 use std::{rc::Rc, time::Duration};
 
 use super::{Shard, State, conn::Phase};
-use crate::{stats::CloseReason, ws::close as cc};
-
-/// How often the connection walk runs.
-const SCAN_EVERY_MS: u64 = 1000;
+use crate::{limits::CONN_SCAN_EVERY_MS, stats::CloseReason, ws::close as cc};
 
 pub async fn timer_task(shard: Rc<Shard>) {
     let tick = Duration::from_millis(shard.shared.cfg.timeouts.tick_ms);
@@ -39,7 +36,7 @@ impl State {
             return self.conns.is_empty() || now >= self.stop_deadline_ms;
         }
         self.sweep_topics();
-        if now >= self.last_scan_ms + SCAN_EVERY_MS {
+        if now >= self.last_scan_ms + CONN_SCAN_EVERY_MS {
             self.last_scan_ms = now;
             self.scan(now);
             self.scan_auth(now);

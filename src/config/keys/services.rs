@@ -320,7 +320,7 @@ pub(super) const AUTH: &[Key] = &[
         default: "",
         bounds: None,
         valid: r#"one of these"#,
-        meaning: r#"Who may call `/health` and `/metrics`: anyone; clients on a loopback address without a token and others with an admin token; an admin token always. Refusals: 401 / 403. `POST /v1/publish` always needs an admin token, whatever this says."#,
+        meaning: r#"Who may call `/health`, `/ready` and `/metrics`: anyone; clients on a loopback address without a token and others with an admin token; an admin token always. Refusals: 401 / 403. `POST /v1/publish` always needs an admin token, whatever this says."#,
         triggers: "",
     },
     Key {

@@ -25,11 +25,8 @@ use crate::{
         FrameClass, LANE_ALERT, LANE_DATA, LANE_PRIVATE, POLICY_CONFLATE, POLICY_DISCONNECT,
         POLICY_DROP_OLDEST,
     },
+    limits::{TOPIC_RECLAIM_SCAN_MAX, TOPIC_SWEEP_PER_TICK},
 };
-
-/// Topics a full table examines for an idle one before refusing a new topic: bounds the cost
-/// of a refused publish while a table of needed topics stays full.
-const RECLAIM_SCAN_MAX: usize = 64;
 
 /// Owner-side state of one topic.
 #[derive(Debug)]
@@ -114,22 +111,17 @@ impl super::State {
         found
     }
 
-    /// Timer: drops idle topics from a slice of the table (`SWEEP_PER_TICK`).
+    /// Timer: drops idle topics from a slice of the table (`TOPIC_SWEEP_PER_TICK`).
     pub(crate) fn sweep_topics(&mut self) {
         let super::State {
             topics, interest, ..
         } = self;
         let now_ns = crate::frame::monotonic_ns();
-        topics.sweep(SWEEP_PER_TICK, |name, st| {
+        topics.sweep(TOPIC_SWEEP_PER_TICK, |name, st| {
             st.is_idle(now_ns, |st| st.shard_mask(interest, name) != 0)
         });
     }
 }
-
-/// Topics the timer examines per tick (`timeouts.tick_ms`, 250 ms by default: 8k a second, a
-/// million-topic table in about two minutes). One examination is a few loads unless interest
-/// changed since the topic's mask was computed.
-const SWEEP_PER_TICK: usize = 2048;
 
 /// The table is full of topics that are needed (`limits.topics_per_shard_max`).
 #[derive(Debug)]
@@ -190,7 +182,7 @@ impl Topics {
     }
 
     /// The state of `topic`, created (class, epoch, history) if there is none. At
-    /// `limits.topics_per_shard_max`, up to `RECLAIM_SCAN_MAX` topics are examined and an
+    /// `limits.topics_per_shard_max`, up to `TOPIC_RECLAIM_SCAN_MAX` topics are examined and an
     /// idle one gives its slot; `Full` if none does. `idle` is [`TopicState::is_idle`] with the
     /// shard's interest.
     pub(crate) fn ensure(
@@ -202,7 +194,7 @@ impl Topics {
         if let Some(i) = self.map.get_index_of(topic) {
             return Ok(&mut self.map[i]);
         }
-        if self.map.len() >= self.max && self.sweep(RECLAIM_SCAN_MAX, idle) == 0 {
+        if self.map.len() >= self.max && self.sweep(TOPIC_RECLAIM_SCAN_MAX, idle) == 0 {
             return Err(Full);
         }
         let state = new_state(topic, cfg, self.cluster);
