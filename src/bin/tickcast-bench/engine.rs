@@ -194,7 +194,7 @@ impl IoThread {
                 last_timeout_scan = now;
                 self.expire_handshakes(now);
             }
-            self.maybe_report_connected(now);
+            self.maybe_report_connected();
             self.maybe_finish_round(mono_ns());
         }
     }

@@ -56,7 +56,7 @@ impl IoThread {
         }
         match socket.connect(&addr.into()) {
             Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(115) => {} // EINPROGRESS
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
             Err(e) => return Err(e),
         }
         let mut sock = TcpStream::from_std(socket.into());
@@ -94,7 +94,7 @@ impl IoThread {
         }
     }
 
-    pub(super) fn maybe_report_connected(&mut self, _now: u64) {
+    pub(super) fn maybe_report_connected(&mut self) {
         if self.connect_reported || self.opened < self.plan.count || self.in_flight > 0 {
             return;
         }

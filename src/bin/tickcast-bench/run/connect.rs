@@ -9,7 +9,7 @@ use super::{
     flags::parse_targets,
     kinds,
     server::server_rss,
-    spread::{Spread, plan_groups, run_round, start_groups, wait_connected},
+    spread::{Spread, plan_groups, run_round, start_groups, wait_connected, worker_processes},
 };
 use crate::{
     engine::mono_ns,
@@ -51,11 +51,7 @@ pub fn connect(c: &Common, a: &ConnectArgs) -> Res<()> {
         stalled: Vec::new(),
     };
     let plans = plan_groups(c, &targets, spread)?;
-    let workers = if plans.first().is_some_and(|p| p.1) {
-        plans.len()
-    } else {
-        0
-    };
+    let workers = worker_processes(&plans);
     let mut groups = start_groups(&plans)?;
     let conn = wait_connected(&mut groups)?;
     let rss_connected = server_rss(c);

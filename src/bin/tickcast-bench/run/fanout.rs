@@ -15,7 +15,7 @@ use super::{
     flags::parse_targets,
     kinds,
     server::server_rss,
-    spread::{Spread, plan_groups, start_groups, wait_connected},
+    spread::{Spread, plan_groups, start_groups, wait_connected, worker_processes},
 };
 use crate::{
     engine::mono_ns,
@@ -132,11 +132,7 @@ pub fn fanout(c: &Common, a: &FanoutArgs) -> Res<()> {
     };
     let rss_before = server_rss(c);
     let sub_plans = plan_groups(c, &targets, spread)?;
-    let workers = if sub_plans.first().is_some_and(|p| p.1) {
-        sub_plans.len()
-    } else {
-        0
-    };
+    let workers = worker_processes(&sub_plans);
     let mut subs = start_groups(&sub_plans)?;
     let sub_conn = wait_connected(&mut subs)?;
     let pub_plan = GroupPlan {

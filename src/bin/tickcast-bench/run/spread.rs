@@ -36,6 +36,15 @@ pub(super) struct Spread {
     pub(super) stalled: Vec<u64>,
 }
 
+/// How many worker processes `plan_groups` planned (0: all in this process).
+pub(super) fn worker_processes(plans: &[(GroupPlan, bool)]) -> usize {
+    if plans.first().is_some_and(|p| p.1) {
+        plans.len()
+    } else {
+        0
+    }
+}
+
 /// Plans subscriber groups: in-process threads, or worker processes past `per_process` sockets.
 pub(super) fn plan_groups(
     c: &Common,
