@@ -118,6 +118,8 @@ pub struct IoThread {
     published_in_round: u64,
     publisher_cursor: u64,
     dirty: Vec<usize>,
+    /// Publisher connections ready to send (scratch of `publish_due`).
+    ready: Vec<usize>,
     /// The `pad` string of this round's publish payloads.
     pad: Vec<u8>,
 }
@@ -151,6 +153,7 @@ impl IoThread {
                 published_in_round: 0,
                 publisher_cursor: 0,
                 dirty: Vec::new(),
+                ready: Vec::new(),
                 pad: Vec::new(),
             },
             waker,

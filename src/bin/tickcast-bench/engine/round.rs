@@ -68,15 +68,18 @@ impl IoThread {
         let Some(r) = &self.round else { return };
         let Some(p) = r.publish.clone() else { return };
         let (ws, we) = (r.window_start_ns, r.window_end_ns);
-        let ready: Vec<usize> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.state == State::Ready)
-            .map(|(k, _)| k)
-            .collect();
         if now < p.start_ns {
             return;
         }
+        // Reused between calls: this runs on every loop turn of a publishing thread.
+        let mut ready = std::mem::take(&mut self.ready);
+        ready.clear();
+        ready.extend(
+            self.conns
+                .iter()
+                .filter(|(_, c)| c.state == State::Ready)
+                .map(|(k, _)| k),
+        );
         self.dirty.clear();
         loop {
             let due = self.next_due_ns(&p);
@@ -120,5 +123,6 @@ impl IoThread {
         for i in 0..self.dirty.len() {
             self.flush(self.dirty[i]);
         }
+        self.ready = ready;
     }
 }
