@@ -505,7 +505,7 @@ const OTHER_SHARD_METRICS: &[(&str, &str)] = &[
     ),
     (
         "tickcast_slow_consumer_closes_total",
-        "Connections closed with 4008 for exceeding limits.write_queue_bytes_max.",
+        "Connections closed as slow consumers (close 4008 or reset) for exceeding limits.write_queue_bytes_max.",
     ),
     (
         "tickcast_security_events_total",

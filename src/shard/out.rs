@@ -2,7 +2,7 @@
 //! vectored `sendmsg` per flush so every frame queued since the last flush leaves together.
 //!
 //! Writes are direct nonblocking syscalls, not io_uring ops: the kernel TCP path dominates a
-//! small write (~1-4 µs here, ../shared/PERF-NOTES.md) and one io_uring submit per send gains
+//! small write (~1-4 µs here; perf/README.md, "The floor") and one io_uring submit per send gains
 //! nothing, while a direct write needs no owned buffer, no per-connection task and no
 //! completion bookkeeping. Only a connection whose socket buffer is full waits, on io_uring's
 //! POLLOUT, in a drain task (`super::conn`).

@@ -90,7 +90,7 @@ pub(super) const SERVER: &[Key] = &[
         default: "",
         bounds: Some(Bounds::ZeroOrRange(16384, 67108864)),
         valid: r#"0, or 16384..=67108864"#,
-        meaning: r#"Unsent bytes the kernel may queue per client socket (`TCP_NOTSENT_LOWAT`, set at accept; 0 = the kernel's default, no cap). Beyond it the socket takes no more, so a backlog stays in tickcast's lanes where priority, conflation and the queue bounds act on it, instead of megabytes of stale data in the kernel (measured without it: ~2.8 MB per stalled client, closed only after ~23 s; with it no measurable CPU cost, perf/README.md)."#,
+        meaning: r#"Unsent bytes the kernel may queue per client socket (`TCP_NOTSENT_LOWAT`, set at accept; 0 = the kernel's default, no cap). Beyond it the socket takes no more, so a backlog stays in tickcast's lanes where priority, conflation and the queue bounds act on it, instead of megabytes of stale data in the kernel (measured without it: ~2.8 MB per stalled client, closed only after ~23 s; with it no measurable CPU cost, perf/README.md). With the cap, a client that stalls is usually closed with a TCP reset rather than close 4008: by the time its lane is full its socket has no room for the close frame (PROTOCOL.md, Slow consumers)."#,
         triggers: "",
     },
 ];
@@ -204,7 +204,7 @@ pub(super) const LIMITS: &[Key] = &[
         bounds: Some(Bounds::Range(1024, 1073741824)),
         valid: r#"1024..=1073741824, and at least `publish_data_bytes_max` + 339 (the largest data frame: the envelope around `data` is at most 339 bytes)"#,
         meaning: r#"Bytes of `data`-lane frames (topics of no class or of `lane = "data"`) queued for one connection and not yet taken by the kernel; also the bound of HTTP responses and of the `/echo` route's queue. Over it: the topic class's `slow_policy`, by default close as a slow consumer. 1 MiB is seconds of a busy market-data stream; beyond it a client is not keeping up and would only see ever staler data."#,
-        triggers: r#"Close 4008 `slow consumer` (or a TCP reset if the close frame cannot be written at once); queued frames are discarded. `tickcast_slow_consumer_closes_total`, `tickcast_connections_closed_total{reason="slow_consumer"}`."#,
+        triggers: r#"Close 4008 `slow consumer`, or a TCP reset if the close frame cannot be written at once (what a client that stalls usually gets at the default `server.tcp_notsent_lowat_bytes`); queued frames are discarded. `tickcast_slow_consumer_closes_total`, `tickcast_connections_closed_total{reason="slow_consumer"}`."#,
     },
     Key {
         section: "limits",

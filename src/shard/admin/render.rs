@@ -101,8 +101,9 @@ impl State {
                     end(&mut out, b']');
                 }
                 _ => {
-                    let message =
-                        format!("topic {topic:?} is unknown: nothing was published to it");
+                    let message = format!(
+                        "topic {topic:?} is unknown: nothing holds it (never published, or forgotten with no history, subscriber or idem key left)"
+                    );
                     let body = crate::shard::http::error_body("not_found", &message);
                     return self.admin_respond(token, 404, body);
                 }
