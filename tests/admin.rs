@@ -28,7 +28,9 @@ both_drivers!(
 const HS_SECRET: &str = "tickcast-admin-test-secret-0123456789";
 
 /// The harness' open server plus an HS256 key and topic classes: `room.>` with presence,
-/// `hist.>` and `user.>` with history.
+/// `hist.>` and `user.>` with history. `idem` keys are remembered for a day (the most allowed),
+/// so a topic published with one is held for the whole test even without a subscriber or
+/// history (src/shard/topics: a topic nothing needs is forgotten at the next sweep).
 fn admin_server(driver: Driver) -> Server {
     let keys = format!("[{{algorithm=\"HS256\",secret=\"{HS_SECRET}\"}}]");
     let topics = "[{pattern=\"room.>\",presence=true},\
@@ -39,6 +41,7 @@ fn admin_server(driver: Driver) -> Server {
         &[
             ("TICKCAST_AUTH__JWT_KEYS", &keys),
             ("TICKCAST_TOPICS", topics),
+            ("TICKCAST_CLUSTER__IDEM_WINDOW_S", "86400"),
         ],
         &[],
     )
@@ -342,7 +345,14 @@ async fn topics_and_history(driver: Driver) {
         .await;
     }
     post(&server, "/v1/publish", json!({"topic":"hist.b","data":0})).await;
-    post(&server, "/v1/publish", json!({"topic":"other.c","data":0})).await;
+    // `other.c` has no subscriber and no history class: its `idem` key is what holds it until
+    // the checks below (without one, the owner's sweep may forget it at any tick).
+    post(
+        &server,
+        "/v1/publish",
+        json!({"topic":"other.c","data":0,"idem":"other-c-1"}),
+    )
+    .await;
 
     let topics = get(&server, "/v1/topics?prefix=hist.").await;
     assert_eq!(topics["next_cursor"], Value::Null);

@@ -104,6 +104,11 @@ async fn subscribe_publish_round_trip(driver: Driver) {
     );
 
     // Unsubscribe: the next message this connection sees is the marker on another topic.
+    // Another subscriber keeps the topic needed meanwhile (one nothing needs may be forgotten
+    // at any sweep, and published to again would start over at seq 1), and gets the message
+    // the unsubscribed connection does not.
+    let (mut holder, _) = connect(&server).await;
+    subscribe(&mut holder, 1, &["trades.BTCUSDT"]).await;
     send_json(
         &mut sub,
         json!({"op":"unsubscribe","id":2,"topics":["trades.BTCUSDT"]}),
@@ -120,6 +125,7 @@ async fn subscribe_publish_round_trip(driver: Driver) {
     )
     .await;
     assert_eq!(recv_json(&mut publ).await["seq"], 3);
+    assert_eq!(recv_json(&mut holder).await["seq"], 3);
     send_json(
         &mut publ,
         json!({"op":"publish","id":6,"topic":"marker","data":"m"}),

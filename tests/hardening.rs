@@ -446,7 +446,8 @@ async fn subscribe_churn_creates_no_topic_state(driver: Driver) {
 
 /// Defect 2: a topic's state lives while something needs it (here: a subscriber), then it is
 /// forgotten; published to again, it starts a new epoch, and a client recovering with the old
-/// epoch is told so (`gap`, reason `epoch`).
+/// epoch is told so (`gap`, reason `epoch`). The new epoch is held by a new subscriber until
+/// that client has its answer.
 async fn topics_nobody_needs_are_forgotten(driver: Driver) {
     let server = Server::start(driver, &[], &[]);
     let (mut sub, _) = connect(&server).await;
@@ -465,12 +466,22 @@ async fn topics_nobody_needs_are_forgotten(driver: Driver) {
         .wait_metric("tickcast_topics_dropped_total", 1.0)
         .await;
     assert_eq!(server.metric("tickcast_topics").await, 0.0);
+    // A subscriber now finds no position, and holds the new epoch from its first publish on
+    // (without one, the sweep could forget it again before the recovering client asks).
+    let (mut holder, _) = connect(&server).await;
+    let ack = subscribe(&mut holder, 2, &["f.t"]).await;
+    assert_eq!(
+        (&ack["positions"][0]["seq"], &ack["positions"][0]["epoch"]),
+        (&json!(0), &json!("0000000000000000")),
+        "{ack}"
+    );
     let (_, body) = server
         .http("POST", "/v1/publish", Some(r#"{"topic":"f.t","data":2}"#))
         .await;
     let second: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(second["seq"], 1, "{body}");
     assert_ne!(second["epoch"], first["epoch"]);
+    assert_eq!(recv_json(&mut holder).await["seq"], 1);
     let (mut ws, _) = connect(&server).await;
     send_json(
         &mut ws,
