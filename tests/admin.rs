@@ -19,6 +19,7 @@ both_drivers!(
     bad_parameters_are_400,
     stats_and_connections,
     topics_and_history,
+    a_topic_nothing_holds_is_forgotten,
     broadcast_reaches_every_connection_once,
     send_reaches_every_connection_of_the_user_once,
     presence_join_leave_and_online,
@@ -390,6 +391,45 @@ async fn topics_and_history(driver: Driver) {
     let h = get(&server, "/v1/history?topic=other.c").await;
     assert_eq!(h["messages"], json!([]), "no history class");
     assert_eq!(h["seq"], 1);
+}
+
+/// The other side of `topics_and_history`, as a user of the admin API sees it: a topic that
+/// nothing holds (no subscriber, no history class, no `idem` key) is forgotten by its owner's
+/// sweep. It leaves `/v1/topics`, its `/v1/history` is a 404 `not_found`, and a publish to it
+/// starts a new epoch at seq 1. (tests/hardening.rs `topics_nobody_needs_are_forgotten` shows
+/// the same for a topic whose last subscriber left, with the metrics and the `gap` a client
+/// recovering with the old epoch gets.)
+async fn a_topic_nothing_holds_is_forgotten(driver: Driver) {
+    let server = admin_server(driver);
+    let first = post(&server, "/v1/publish", json!({"topic":"gone.t","data":1})).await;
+    assert_eq!(first["seq"], 1, "{first}");
+    // Listed until a sweep (every `timeouts.tick_ms`) finds nothing needs it.
+    let start = Instant::now();
+    loop {
+        let topics = get(&server, "/v1/topics?prefix=gone.").await;
+        let names = pluck(&topics["topics"], "topic");
+        if names.is_empty() {
+            break;
+        }
+        assert_eq!(names, [&json!("gone.t")], "{topics}");
+        assert!(
+            start.elapsed() < DEADLINE,
+            "gone.t was never forgotten: {topics}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        server.metric("tickcast_topics_dropped_total").await,
+        1.0,
+        "forgotten, not hidden"
+    );
+    let (status, body) = server.http("GET", "/v1/history?topic=gone.t", None).await;
+    assert_eq!(status, 404, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"], "not_found", "{body}");
+    let again = post(&server, "/v1/publish", json!({"topic":"gone.t","data":2})).await;
+    assert_eq!(again["seq"], 1, "a new epoch starts at seq 1: {again}");
+    assert_ne!(again["epoch"], first["epoch"], "{again}");
 }
 
 async fn broadcast_reaches_every_connection_once(driver: Driver) {
