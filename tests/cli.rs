@@ -5,7 +5,7 @@ mod common;
 use std::process::Command;
 
 fn tickcast(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tickcast"));
+    let mut cmd = common::tickcast_cmd();
     cmd.args(args);
     for (k, v) in env {
         cmd.env(k, v);

@@ -539,7 +539,7 @@ async fn slow_tls_consumer_is_closed(driver: Driver) {
 #[test]
 fn tls_configuration_errors_name_the_key_and_the_file() {
     let run = |env: &[(&str, &str)]| {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tickcast"));
+        let mut cmd = common::tickcast_cmd();
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--shards", "1"]);
         cmd.env("TICKCAST_SERVER__PIN_CORES", "false");
         for (k, v) in env {

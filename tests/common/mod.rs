@@ -74,6 +74,28 @@ macro_rules! both_drivers {
     };
 }
 
+/// `tickcast` with no `TICKCAST_*` setting inherited from the shell that runs the tests: a
+/// variable left in a developer's environment must not change what a test checks. To run the
+/// suite against a changed setting on purpose (e.g. `TICKCAST_TIMEOUTS__TICK_MS=10` to widen
+/// race windows), set `TICKCAST_TEST_INHERIT_ENV=1` as well.
+pub fn tickcast_cmd() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tickcast"));
+    no_inherited_settings(&mut cmd);
+    cmd
+}
+
+/// See [`tickcast_cmd`]; for commands that start `tickcast` in turn (`sh -c`).
+pub fn no_inherited_settings(cmd: &mut Command) {
+    if std::env::var_os("TICKCAST_TEST_INHERIT_ENV").is_some() {
+        return;
+    }
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("TICKCAST_") {
+            cmd.env_remove(k);
+        }
+    }
+}
+
 /// What every test server starts with unless a test overrides it: anyone may subscribe and
 /// publish to anything, no rate limits. Engine tests exercise fan-out, not security; the
 /// security tests (tests/security.rs) override these to test the defaults and each rule.
@@ -104,7 +126,7 @@ impl Server {
     /// `tickcast serve` on 127.0.0.1:0 with 2 shards, plus `env` (`TICKCAST_*` settings) and
     /// extra `args`.
     pub fn start(driver: Driver, env: &[(&str, &str)], args: &[&str]) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tickcast"));
+        let mut cmd = tickcast_cmd();
         cmd.args([
             "serve",
             "--listen",

@@ -28,6 +28,7 @@ impl Proc {
         ));
         let script = format!("{shell}\nexec \"$0\" \"$@\"");
         let mut cmd = Command::new("sh");
+        super::no_inherited_settings(&mut cmd);
         cmd.arg("-c")
             .arg(script)
             .arg(env!("CARGO_BIN_EXE_tickcast"))
