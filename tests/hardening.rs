@@ -772,17 +772,11 @@ async fn read_frames(s: &mut TcpStream, n: usize) -> Vec<u8> {
     }
 }
 
-/// Two topics `<prefix>N` owned by the same shard of a 2-shard server (the owner is FNV-1a of
-/// the name modulo the shard count, as in `src/shard/fanout.rs`).
+/// Two topics `<prefix>N` owned by the same shard of a 2-shard server, by the server's own
+/// `owner_shard`.
 fn same_owner_pair(prefix: &str) -> (String, String) {
-    let owner = |t: &str| {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in t.bytes() {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        h % 2
-    };
+    // The test servers run 2 shards (`Server::start`).
+    let owner = |t: &str| tickcast::pubsub::topic::owner_shard(t, 2);
     let first = format!("{prefix}0");
     let second = (1..)
         .map(|i| format!("{prefix}{i}"))
