@@ -31,7 +31,6 @@ mod topics;
 
 use std::{
     cell::{Cell, RefCell, RefMut},
-    collections::HashMap,
     future::Future,
     net::SocketAddr,
     pin::Pin,
@@ -44,7 +43,6 @@ use std::{
     time::Instant,
 };
 
-use monoio::net::TcpStream;
 use slab::Slab;
 
 use crate::{
@@ -189,23 +187,14 @@ pub(crate) struct HttpWaiter {
 pub struct State {
     pub shard: usize,
     pub shared: Arc<Shared>,
-    pub conns: Slab<Conn>,
+    /// The connections part (`conn/conns.rs`).
+    pub conns: conn::Conns,
     pub index: LocalIndex,
     pub stats: ShardStats,
     pub mesh: ShardMesh<MeshMsg>,
-    /// Connections with frames queued since the flusher last ran.
-    dirty: Vec<u32>,
-    /// Connections that found their socket full and need a drain task.
-    need_drain: Vec<(u32, u32, Rc<TcpStream>)>,
-    /// Fan-out round stamp: a connection matched twice in one round gets the frame once.
-    round: u64,
     /// Coarse clock (ms since shard start), advanced by the timer and at each read.
     pub now_ms: u64,
     started: Instant,
-    next_epoch: u32,
-    next_conn_no: u64,
-    /// Connections still in their HTTP phase (bounded by `limits.handshakes_per_shard_max`).
-    pub handshakes: usize,
     /// Socket read buffer shared by all connections of the shard.
     scratch: Vec<u8>,
     /// TLS: decrypted bytes of one read, swapped with `scratch` (see `tls::tls_read`); empty
@@ -240,8 +229,6 @@ pub struct State {
     pacer: pacing::Pacer,
     /// Per-user index of connections and presence settings (`admin.rs`).
     admin: admin::AdminState,
-    /// Reader tasks of paused connections (`conn::write`), by connection.
-    pause_wakers: HashMap<u32, Waker>,
     /// Tasks to wake once the current section ends (`Shard::finish`).
     to_wake: Vec<Waker>,
 }
@@ -254,20 +241,15 @@ impl Shard {
         let st = State {
             shard: id,
             shared: shared.clone(),
-            // Reserved at the most this shard may hold: the pages are only touched (and only
-            // count in RSS) as connections arrive, and the slab never moves or doubles.
-            conns: Slab::with_capacity(shared.cfg.limits.connections_max / shared.shards + 1),
+            // Reserved at the most this shard may hold.
+            conns: conn::Conns::with_capacity(
+                shared.cfg.limits.connections_max / shared.shards + 1,
+            ),
             index: LocalIndex::default(),
             stats: ShardStats::new(id),
             mesh,
-            dirty: Vec::new(),
-            need_drain: Vec::new(),
-            round: 0,
             now_ms: 0,
             started: Instant::now(),
-            next_epoch: 0,
-            next_conn_no: 0,
-            handshakes: 0,
             scratch: Vec::with_capacity(READ_CHUNK_BYTES),
             tls_plain: Vec::new(),
             json: simd_json::Buffers::default(),
@@ -301,7 +283,6 @@ impl Shard {
                 shared.cfg.limits.client_messages_burst,
             ),
             admin: admin::AdminState::new(&shared.cfg),
-            pause_wakers: HashMap::new(),
             to_wake: Vec::new(),
         };
         Rc::new(Shard {
@@ -328,8 +309,8 @@ impl Shard {
             st.run_pacer();
         }
         st.mesh.flush();
-        let dirty = !st.dirty.is_empty();
-        let drains = std::mem::take(&mut st.need_drain);
+        let dirty = st.conns.has_dirty();
+        let drains = st.conns.take_drains();
         let wake_pacer = std::mem::take(&mut st.pacer.wake);
         let to_wake = std::mem::take(&mut st.to_wake);
         drop(st);
@@ -498,21 +479,14 @@ impl State {
 
     /// Writes every connection dirtied since the last call once (called by the flusher).
     pub fn flush_dirty(&mut self) {
-        if !self.dirty.is_empty() {
+        if self.conns.has_dirty() {
             let now_ns = monotonic_ns();
-            let mut dirty = std::mem::take(&mut self.dirty);
+            let mut dirty = self.conns.take_dirty();
             for key in dirty.drain(..) {
                 self.flush_conn(key, now_ns);
             }
-            if self.dirty.is_empty() {
-                self.dirty = dirty;
-            }
+            self.conns.reuse_dirty(dirty);
         }
-    }
-
-    fn new_epoch(&mut self) -> u32 {
-        self.next_epoch = self.next_epoch.wrapping_add(1);
-        self.next_epoch
     }
 
     /// A JSON message for one connection answering what it sent (ack, error, pong, welcome):

@@ -33,11 +33,11 @@ impl State {
             let mut out = Vec::with_capacity(256);
             upgrade_error_response(&mut out, e);
             self.enqueue(key, raw(out));
-            self.conns[key as usize].close_reason = Some(CloseReason::Rejected);
+            self.conns[key].close_reason = Some(CloseReason::Rejected);
             return Answer::Responded { keep_alive: false };
         }
         let limits = &self.shared.cfg.limits;
-        let bucket = self.conns[key as usize].ip_bucket() as usize;
+        let bucket = self.conns[key].ip_bucket() as usize;
         let open = self
             .shared
             .connections
@@ -58,14 +58,14 @@ impl State {
         };
         if let Some((status, code, message)) = refusal {
             self.stats.c.limit_rejects += 1;
-            self.conns[key as usize].close_reason = Some(CloseReason::Rejected);
+            self.conns[key].close_reason = Some(CloseReason::Rejected);
             self.respond_error(key, status, code, message, false);
             return Answer::Responded { keep_alive: false };
         }
         let ident = match self.admit(key, req) {
             Ok(ident) => ident,
             Err(refusal) => {
-                self.conns[key as usize].close_reason = Some(CloseReason::Rejected);
+                self.conns[key].close_reason = Some(CloseReason::Rejected);
                 self.respond_refusal(key, refusal, false);
                 return Answer::Responded { keep_alive: false };
             }
@@ -76,15 +76,14 @@ impl State {
         self.enqueue(key, raw(out));
         let now = self.now_ms;
         let ping_ms = self.shared.cfg.timeouts.ping_interval_s * 1000;
-        let conn = &mut self.conns[key as usize];
+        let conn = &mut self.conns[key];
         conn.phase = Phase::Ws;
         conn.echo = echo;
         // The first ping comes at a random point of the first interval, so connections opened
         // together are not pinged in one pass ever after (thousands of writes at once).
         conn.last_ping_ms = now.saturating_sub(fastrand::u64(0..ping_ms));
-        conn.handshake_slot = false;
-        self.handshakes -= 1;
         let id = format!("{}-{}", self.shard, conn.no);
+        self.conns.end_handshake(key);
         if echo {
             return Answer::Upgraded;
         }
@@ -95,7 +94,7 @@ impl State {
         self.set_identity(key, ident);
         let ping_s = self.shared.cfg.timeouts.ping_interval_s;
         let shard = self.shard;
-        let auth_required = self.conns[key as usize].auth == AuthState::Pending;
+        let auth_required = self.conns[key].auth == AuthState::Pending;
         self.reply_with(key, |out| {
             let who = protocol::WelcomeUser {
                 user: who.0.as_deref(),
