@@ -108,10 +108,9 @@ impl State {
         let mut special: Vec<(u32, bool)> = Vec::new();
         let (mut conflated, mut dropped) = (0u64, 0u64);
         let State { index, conns, .. } = self;
+        let (conns, writes) = conns.split();
         index.for_each_subscriber(topic, |key| {
-            let (conn, writes) = conns
-                .get_mut_and_writes(key)
-                .expect("a subscriber is a live connection");
+            let conn = &mut conns[key];
             if !conn.takes_round(round) {
                 return;
             }

@@ -24,7 +24,7 @@ use super::{Conn, Phase};
 /// Every connection of the shard, by slab key (`u32` everywhere in the shard).
 #[derive(Debug)]
 pub struct Conns {
-    slab: Slab<Conn>,
+    slots: Slots,
     /// Connections holding a handshake slot (`limits.handshakes_per_shard_max`).
     handshakes: usize,
     /// The last connection number given (`Conn::no`: the `conn` id is `<shard>-<no>`).
@@ -37,6 +37,10 @@ pub struct Conns {
     /// Reader tasks of paused connections, by connection (`conn::write`).
     pause_wakers: HashMap<u32, Waker>,
 }
+
+/// The connections alone, by key: lookups only (they enter and leave through [`Conns`]).
+#[derive(Debug)]
+pub struct Slots(Slab<Conn>);
 
 /// What queuing frames leaves for `Shard::finish`: the connections the flusher is to write and
 /// the blocked sockets that need a drain task. Borrowed next to one connection with
@@ -74,7 +78,7 @@ impl Conns {
     /// count in RSS) as connections arrive, and the slab never moves or doubles.
     pub fn with_capacity(capacity: usize) -> Conns {
         Conns {
-            slab: Slab::with_capacity(capacity),
+            slots: Slots(Slab::with_capacity(capacity)),
             handshakes: 0,
             last_no: 0,
             last_epoch: 0,
@@ -93,12 +97,12 @@ impl Conns {
         conn.epoch = self.last_epoch;
         conn.handshake_slot = true;
         self.handshakes += 1;
-        self.slab.insert(conn) as u32
+        self.slots.0.insert(conn) as u32
     }
 
     /// Takes `key` out (`remove_conn`, the one exit), giving back its handshake slot.
     pub fn remove(&mut self, key: u32) -> Option<Conn> {
-        let conn = self.slab.try_remove(key as usize)?;
+        let conn = self.slots.0.try_remove(key as usize)?;
         if conn.handshake_slot {
             self.handshakes -= 1;
         }
@@ -107,7 +111,7 @@ impl Conns {
 
     /// `key` upgraded: its handshake slot is free for another connection.
     pub fn end_handshake(&mut self, key: u32) {
-        if let Some(conn) = self.slab.get_mut(key as usize) {
+        if let Some(conn) = self.slots.0.get_mut(key as usize) {
             if std::mem::replace(&mut conn.handshake_slot, false) {
                 self.handshakes -= 1;
             }
@@ -121,19 +125,27 @@ impl Conns {
 
     #[inline]
     pub fn get(&self, key: u32) -> Option<&Conn> {
-        self.slab.get(key as usize)
+        self.slots.0.get(key as usize)
     }
 
     #[inline]
     pub fn get_mut(&mut self, key: u32) -> Option<&mut Conn> {
-        self.slab.get_mut(key as usize)
+        self.slots.0.get_mut(key as usize)
+    }
+
+    /// The connections and the write lists apart, for a loop that queues frames for many
+    /// connections (the fan-out): its closure holds one pointer to each, as it would to two
+    /// separate fields, and looks each connection up once.
+    #[inline]
+    pub fn split(&mut self) -> (&mut Slots, &mut Writes) {
+        (&mut self.slots, &mut self.writes)
     }
 
     /// Connection `key` and the write lists, borrowed together: queue frames on the
     /// connection, then [`Writes::mark_dirty`] it, with one lookup.
     #[inline]
     pub fn get_mut_and_writes(&mut self, key: u32) -> Option<(&mut Conn, &mut Writes)> {
-        let conn = self.slab.get_mut(key as usize)?;
+        let conn = self.slots.0.get_mut(key as usize)?;
         Some((conn, &mut self.writes))
     }
 
@@ -145,16 +157,16 @@ impl Conns {
     }
 
     pub fn len(&self) -> usize {
-        self.slab.len()
+        self.slots.0.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.slab.is_empty()
+        self.slots.0.is_empty()
     }
 
     /// Every connection with its key, in key order.
     pub fn iter(&self) -> impl Iterator<Item = (u32, &Conn)> {
-        self.slab.iter().map(|(k, c)| (k as u32, c))
+        self.slots.0.iter().map(|(k, c)| (k as u32, c))
     }
 
     /// Starts a fan-out round (see `Conn::takes_round`) and returns its stamp.
@@ -198,7 +210,8 @@ impl Conns {
     /// when it is unpaused. False if it may go on.
     pub fn wait_unpaused(&mut self, key: u32, waker: &Waker) -> bool {
         let paused = self
-            .slab
+            .slots
+            .0
             .get(key as usize)
             .is_some_and(|c| c.paused && c.phase != Phase::Dead);
         if paused {
@@ -210,7 +223,7 @@ impl Conns {
     /// `key` reads again: returns its reader task's waker, if it waits, to be woken once the
     /// current section ends.
     pub fn unpause(&mut self, key: u32) -> Option<Waker> {
-        if let Some(conn) = self.slab.get_mut(key as usize) {
+        if let Some(conn) = self.slots.0.get_mut(key as usize) {
             conn.paused = false;
         }
         self.pause_wakers.remove(&key)
@@ -223,13 +236,30 @@ impl ops::Index<u32> for Conns {
 
     #[inline]
     fn index(&self, key: u32) -> &Conn {
-        &self.slab[key as usize]
+        &self.slots[key]
     }
 }
 
 impl ops::IndexMut<u32> for Conns {
     #[inline]
     fn index_mut(&mut self, key: u32) -> &mut Conn {
-        &mut self.slab[key as usize]
+        &mut self.slots[key]
+    }
+}
+
+/// `slots[key]`: as `conns[key]`.
+impl ops::Index<u32> for Slots {
+    type Output = Conn;
+
+    #[inline]
+    fn index(&self, key: u32) -> &Conn {
+        &self.0[key as usize]
+    }
+}
+
+impl ops::IndexMut<u32> for Slots {
+    #[inline]
+    fn index_mut(&mut self, key: u32) -> &mut Conn {
+        &mut self.0[key as usize]
     }
 }

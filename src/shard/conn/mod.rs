@@ -52,7 +52,7 @@ use std::{mem, rc::Rc};
 
 use monoio::net::TcpStream;
 
-pub use conns::{Conns, Writes};
+pub use conns::{Conns, Slots, Writes};
 pub use read::{Step, conn_task};
 pub use write::drain_task;
 
