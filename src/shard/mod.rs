@@ -229,8 +229,6 @@ pub struct State {
     pacer: pacing::Pacer,
     /// Per-user index of connections and presence settings (`admin.rs`).
     admin: admin::AdminState,
-    /// Tasks to wake once the current section ends (`Shard::finish`).
-    to_wake: Vec<Waker>,
 }
 
 impl Shard {
@@ -283,7 +281,6 @@ impl Shard {
                 shared.cfg.limits.client_messages_burst,
             ),
             admin: admin::AdminState::new(&shared.cfg),
-            to_wake: Vec::new(),
         };
         Rc::new(Shard {
             id,
@@ -312,7 +309,7 @@ impl Shard {
         let dirty = st.conns.has_dirty();
         let drains = st.conns.take_drains();
         let wake_pacer = std::mem::take(&mut st.pacer.wake);
-        let to_wake = std::mem::take(&mut st.to_wake);
+        let to_wake = st.conns.take_unpaused();
         drop(st);
         for waker in to_wake {
             waker.wake();

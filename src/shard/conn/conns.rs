@@ -9,7 +9,8 @@
 //!   since the flusher took the list ([`Writes::mark_dirty`], [`Conns::take_dirty`]).
 //! - A drain task is asked for at most once per blocked socket ([`Writes::blocked`]).
 //! - A paused reader's waker is kept only while its connection is paused
-//!   ([`Conns::wait_unpaused`], [`Conns::unpause`]).
+//!   ([`Conns::wait_unpaused`]); [`Conns::unpause`] moves it to the wakers `Shard::finish`
+//!   wakes once the section ends ([`Conns::take_unpaused`]).
 //!
 //! What the part knows nothing of (subscriptions, users, recovery, pacing, statistics, the
 //! process-wide counts) is released by `State::remove_conn`, which borrows the other parts.
@@ -36,6 +37,8 @@ pub struct Conns {
     writes: Writes,
     /// Reader tasks of paused connections, by connection (`conn::write`).
     pause_wakers: HashMap<u32, Waker>,
+    /// Reader tasks unpaused in the current section, woken when it ends (`Shard::finish`).
+    unpaused: Vec<Waker>,
 }
 
 /// The connections alone, by key: lookups only (they enter and leave through [`Conns`]).
@@ -85,6 +88,7 @@ impl Conns {
             round: 0,
             writes: Writes::default(),
             pause_wakers: HashMap::new(),
+            unpaused: Vec::new(),
         }
     }
 
@@ -220,13 +224,20 @@ impl Conns {
         paused
     }
 
-    /// `key` reads again: returns its reader task's waker, if it waits, to be woken once the
-    /// current section ends.
-    pub fn unpause(&mut self, key: u32) -> Option<Waker> {
+    /// `key` reads again: its reader task, if it waits, is woken once the current section
+    /// ends.
+    pub fn unpause(&mut self, key: u32) {
         if let Some(conn) = self.slots.0.get_mut(key as usize) {
             conn.paused = false;
         }
-        self.pause_wakers.remove(&key)
+        if let Some(waker) = self.pause_wakers.remove(&key) {
+            self.unpaused.push(waker);
+        }
+    }
+
+    /// The reader tasks to wake now that the section ends (`Shard::finish`).
+    pub fn take_unpaused(&mut self) -> Vec<Waker> {
+        std::mem::take(&mut self.unpaused)
     }
 }
 

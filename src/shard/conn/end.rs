@@ -50,7 +50,7 @@ impl State {
         conn.deadline_ms = deadline;
         self.conns.mark_dirty(key);
         // Its replies no longer matter: the reader goes on to read until EOF.
-        self.unpause(key);
+        self.conns.unpause(key);
     }
 
     /// Closes with a WebSocket close frame `code` and a constant reason.
@@ -106,7 +106,7 @@ impl State {
         }
         let _ = rustix::net::shutdown(fd_of(&*conn.stream), Shutdown::Both);
         self.release_partial(key);
-        self.unpause(key);
+        self.conns.unpause(key);
     }
 
     /// The one exit: the reader task of `key` ended. Releases everything the connection
@@ -114,7 +114,7 @@ impl State {
     /// `Rc` of its stream closes the socket).
     pub(crate) fn remove_conn(&mut self, key: u32) {
         self.release_partial(key);
-        self.unpause(key);
+        self.conns.unpause(key);
         // Its handshake slot goes with it (`Conns::remove`).
         let Some(mut conn) = self.conns.remove(key) else {
             return;

@@ -124,14 +124,7 @@ impl State {
     fn maybe_resume(&mut self, key: u32) {
         let half = self.shared.cfg.limits.control_queue_bytes_max / 2;
         if self.conns[key].paused && self.reply_backlog(key) <= half {
-            self.unpause(key);
-        }
-    }
-
-    /// Lets the reader task of `key` run again (woken after the current section).
-    pub(crate) fn unpause(&mut self, key: u32) {
-        if let Some(waker) = self.conns.unpause(key) {
-            self.to_wake.push(waker);
+            self.conns.unpause(key);
         }
     }
 
