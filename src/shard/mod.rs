@@ -43,8 +43,6 @@ use std::{
     time::Instant,
 };
 
-use slab::Slab;
-
 use crate::{
     config::Config,
     frame::{Frame, OutFrame, monotonic_ns},
@@ -171,18 +169,6 @@ pub struct Shard {
     pacer_waker: Cell<Option<Waker>>,
 }
 
-/// An HTTP request waiting for other shards.
-pub(crate) struct HttpWaiter {
-    tx: futures_channel::oneshot::Sender<Vec<u8>>,
-    keep_alive: bool,
-    /// `/metrics`: shards yet to flush their statistics.
-    stats_pending: usize,
-    /// A HEAD request: answer with headers only.
-    head: bool,
-    /// An admin API request collecting one part per shard (`admin.rs`).
-    gather: Option<Box<admin::Gather>>,
-}
-
 /// Everything a shard owns. Mutated only by the shard's own thread.
 pub struct State {
     pub shard: usize,
@@ -208,7 +194,7 @@ pub struct State {
     recovery: recovery::Recovery,
     /// Topics this shard owns.
     topics: topics::Topics,
-    http_waiters: Slab<HttpWaiter>,
+    http_waiters: http::Waiters,
     /// The server ping frame, built once and shared by every connection.
     ping_frame: OutFrame,
     /// Last time the timer scanned connections and flushed statistics.
@@ -254,7 +240,7 @@ impl Shard {
             interest: interest::Interest::new(id, shared.shards, shared.bridge.is_some()),
             recovery: recovery::Recovery::default(),
             topics: topics::Topics::new(&shared.cfg),
-            http_waiters: Slab::new(),
+            http_waiters: http::Waiters::default(),
             ping_frame: Rc::new(Arc::new(Frame::control(ping))),
             last_scan_ms: 0,
             stopping: false,

@@ -11,9 +11,11 @@ use serde::Deserialize;
 
 mod endpoints;
 mod routes;
+mod waiters;
 
 use routes::Access;
 pub(crate) use routes::Handler;
+pub(crate) use waiters::Waiters;
 
 use super::{State, auth::Refusal, conn::Phase, conn::Step};
 use crate::{
