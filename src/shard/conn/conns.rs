@@ -5,8 +5,10 @@
 //!   handshake slot) and leaves only through [`Conns::remove`] (called by `remove_conn`, the
 //!   one exit). The handshake count changes only there and in [`Conns::end_handshake`]: it is
 //!   the number of connections that hold a slot.
-//! - A connection is on the dirty list at most once, exactly while its `dirty` flag is set
-//!   since the flusher took the list ([`Writes::mark_dirty`], [`Conns::take_dirty`]).
+//! - A connection is put on the dirty list once until it is written: [`Writes::mark_dirty`]
+//!   lists it only if its `dirty` flag was clear, and writing it clears the flag. The flusher
+//!   takes the list ([`Conns::take_dirty`]) and skips keys whose connection is gone or was
+//!   written meanwhile.
 //! - A drain task is asked for at most once per blocked socket ([`Writes::blocked`]).
 //! - A paused reader's waker is kept only while its connection is paused
 //!   ([`Conns::wait_unpaused`]); [`Conns::unpause`] moves it to the wakers `Shard::finish`

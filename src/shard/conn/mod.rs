@@ -95,7 +95,8 @@ pub struct Conn {
     round: u64,
     pub stream: Rc<TcpStream>,
     pub phase: Phase,
-    /// On the dirty list since the flusher last ran (set only through [`Writes::mark_dirty`]).
+    /// Frames wait for the flusher: set by [`Writes::mark_dirty`] (which lists the connection)
+    /// or by its drain task to force a write, cleared when it is written (`write.rs`).
     dirty: bool,
     /// The socket buffer is full; a drain task waits for POLLOUT ([`Writes::blocked`]).
     write_blocked: bool,
@@ -229,7 +230,7 @@ impl Conn {
         true
     }
 
-    /// On the dirty list: the flusher writes it this round.
+    /// Marked dirty: the flusher writes it this round.
     #[inline]
     pub fn is_dirty(&self) -> bool {
         self.dirty
