@@ -101,7 +101,7 @@ impl Shard {
             st.stats.closed(crate::stats::CloseReason::Rejected);
             return;
         }
-        if st.handshakes >= self.shared.cfg.limits.handshakes_per_shard_max {
+        if st.conns.handshakes() >= self.shared.cfg.limits.handshakes_per_shard_max {
             self.shared.connections.fetch_sub(1, Ordering::Relaxed);
             // No response: under a handshake flood, answering costs what it defends.
             st.stats.c.limit_rejects += 1;
@@ -132,14 +132,11 @@ impl Shard {
         self.shared.per_ip[bucket as usize].fetch_add(1, Ordering::Relaxed);
         let now = st.clock();
         let deadline = now + self.shared.cfg.timeouts.handshake_ms;
-        let epoch = st.new_epoch();
-        st.next_conn_no += 1;
-        let no = st.next_conn_no;
         let stream = Rc::new(stream);
-        let mut conn = Conn::new(stream.clone(), epoch, ip, no, now, deadline);
+        let mut conn = Conn::new(stream.clone(), ip, now, deadline);
         conn.tls = tls;
-        let key = st.conns.insert(conn) as u32;
-        st.handshakes += 1;
+        // Numbered, and holding a handshake slot until its upgrade or removal.
+        let key = st.conns.insert(conn);
         drop(st);
         monoio::spawn(super::conn::conn_task(self.clone(), key, stream));
     }

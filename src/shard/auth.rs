@@ -158,7 +158,7 @@ impl State {
             cfg.limits.connect_burst_per_ip,
         );
         if !rate.is_unlimited() {
-            let tat = &self.shared.connect_tat[self.conns[key as usize].ip_bucket() as usize];
+            let tat = &self.shared.connect_tat[self.conns[key].ip_bucket() as usize];
             let now_us = self.shared.started.elapsed().as_micros() as u64;
             if !rate.check_shared(tat, now_us) {
                 self.stats.security(SecEvent::RateLimitedConnect);
@@ -241,7 +241,7 @@ impl State {
     pub(crate) fn set_identity(&mut self, key: u32, ident: Option<Box<Identity>>) {
         let a = &self.shared.cfg.auth;
         let deadline = self.now_ms + a.auth_timeout_ms;
-        let conn = &mut self.conns[key as usize];
+        let conn = &mut self.conns[key];
         if ident.is_none() && !a.allow_anonymous {
             conn.auth = AuthState::Pending;
             conn.deadline_ms = deadline;
@@ -256,7 +256,7 @@ impl State {
     /// `limits.client_rate_limited_close_after` refusals in a row the connection is closed
     /// with 4029.
     pub(crate) fn rate_ok(&mut self, key: u32, reply: bool) -> bool {
-        let conn = &mut self.conns[key as usize];
+        let conn = &mut self.conns[key];
         let rate = conn
             .ident
             .as_ref()
@@ -291,7 +291,7 @@ impl State {
     /// Whether `key` may run an op other than `auth`/`ping`/`unsubscribe` now; replies
     /// `unauthorized` if not.
     pub(crate) fn auth_gate(&mut self, key: u32, id: Option<&[u8]>) -> bool {
-        let msg = match self.conns[key as usize].auth {
+        let msg = match self.conns[key].auth {
             AuthState::Ok => return true,
             AuthState::Pending => "authenticate first: send {\"op\":\"auth\",\"token\":...}",
             AuthState::Expired => "token expired: send a fresh token with the auth op",
@@ -308,7 +308,7 @@ impl State {
         let auth = &self.shared.auth;
         let anon =
             self.shared.cfg.auth.allow_anonymous && auth.anonymous_subs.allows_pattern(pattern);
-        anon || self.conns[key as usize]
+        anon || self.conns[key]
             .ident
             .as_ref()
             .is_some_and(|i| i.subs.allows_pattern(pattern))
@@ -318,7 +318,7 @@ impl State {
     pub(crate) fn may_publish(&self, key: u32, topic: &str) -> bool {
         let auth = &self.shared.auth;
         let anon = self.shared.cfg.auth.allow_anonymous && auth.anonymous_pubs.allows_topic(topic);
-        anon || self.conns[key as usize]
+        anon || self.conns[key]
             .ident
             .as_ref()
             .is_some_and(|i| i.pubs.allows_topic(topic))
@@ -340,7 +340,7 @@ impl State {
                 return self.close_code(key, cc::POLICY, "invalid token", CloseReason::AuthFailed);
             }
         };
-        match &self.conns[key as usize].ident {
+        match &self.conns[key].ident {
             // The same user *and* the same kind of credential: a JWT whose `sub` happens to
             // equal an API key's name must not take over that key's connection.
             Some(old) if old.user != ident.user || old.method != ident.method => {
@@ -369,7 +369,7 @@ impl State {
         }
         let user = ident.user.clone();
         let exp = ident.exp_s;
-        let conn = &mut self.conns[key as usize];
+        let conn = &mut self.conns[key];
         let newly = conn.ident.is_none();
         conn.ident = Some(Box::new(ident));
         conn.auth = AuthState::Ok;
@@ -378,10 +378,10 @@ impl State {
         if newly {
             self.user_indexed(key);
         }
-        let subs = std::mem::take(&mut self.conns[key as usize].subs);
+        let subs = std::mem::take(&mut self.conns[key].subs);
         let (kept, dropped): (Vec<_>, Vec<_>) =
             subs.into_iter().partition(|p| self.may_subscribe(key, p));
-        self.conns[key as usize].subs = kept;
+        self.conns[key].subs = kept;
         for pattern in &dropped {
             self.unsubscribe_pattern(pattern, key);
         }
@@ -404,18 +404,18 @@ impl State {
                 AuthState::Ok => {
                     let exp = conn.ident.as_ref().and_then(|i| i.exp_s);
                     if exp.is_some_and(|exp| now_s > exp.saturating_add(leeway)) {
-                        expired.push(key as u32);
+                        expired.push(key);
                     }
                 }
                 AuthState::Pending | AuthState::Expired if now_ms >= conn.deadline_ms => {
-                    overdue.push((key as u32, conn.auth));
+                    overdue.push((key, conn.auth));
                 }
                 _ => {}
             }
         }
         for key in expired {
             self.stats.security(SecEvent::TokenExpired);
-            let conn = &mut self.conns[key as usize];
+            let conn = &mut self.conns[key];
             conn.auth = AuthState::Expired;
             conn.deadline_ms = now_ms + grace_ms;
             self.reply_with(key, |out| {
@@ -445,7 +445,7 @@ impl State {
     ) -> Result<Option<Identity>, Refusal> {
         match access {
             EndpointAccess::Open => return Ok(None),
-            EndpointAccess::Loopback if self.conns[key as usize].ip().is_loopback() => {
+            EndpointAccess::Loopback if self.conns[key].ip().is_loopback() => {
                 return Ok(None);
             }
             _ => {}

@@ -90,7 +90,8 @@ impl State {
                 if let Some(tx) = tx {
                     let _ = tx.send(out);
                 }
-                self.http_waiters.try_remove(token);
+                // Answered through the bridge's channel, not the waiter's.
+                drop(self.http_waiters.take(token));
                 true
             }
             other => {
@@ -175,7 +176,7 @@ impl State {
             _ => return,
         };
         let gather = Gather::new(kind, ClusterStep::Reply(q.reply));
-        let (token, _) = self.http_waiter(false, Some(Box::new(gather)));
+        let (token, _) = self.http_waiters.add(false, Some(Box::new(gather)));
         let all = self.all_shards();
         self.admin_send(token, query, all);
     }
@@ -236,7 +237,7 @@ impl State {
             }
         }
         end(&mut out, b'}');
-        let (token, rx) = self.http_waiter(keep_alive, None);
+        let (token, rx) = self.http_waiters.add(keep_alive, None);
         self.admin_respond(token, 200, out);
         Answer::Await(rx)
     }

@@ -6,7 +6,7 @@
 
 use std::{rc::Rc, sync::Arc};
 
-use super::{State, conn::Phase, msg::MeshMsg, out::Offer, pacing::Pacing};
+use super::{State, msg::MeshMsg, out::Offer, pacing::Pacing};
 use crate::{
     frame::{OutFrame, SharedFrame, encode_data_frame, monotonic_ns},
     mesh::SendOutcome,
@@ -98,8 +98,7 @@ impl State {
     /// Queues `frame` for every local connection subscribed to a pattern matching `topic`,
     /// once per connection.
     pub(crate) fn deliver_local(&mut self, topic: &str, frame: OutFrame) {
-        self.round += 1;
-        let round = self.round;
+        let round = self.conns.new_round();
         let bounds = self.bounds;
         let pacing = Pacing::of(&self.shared.cfg, &frame);
         let batched = matches!(pacing, Pacing::Batched { .. });
@@ -108,18 +107,13 @@ impl State {
         // (key, already queued)
         let mut special: Vec<(u32, bool)> = Vec::new();
         let (mut conflated, mut dropped) = (0u64, 0u64);
-        let State {
-            index,
-            conns,
-            dirty,
-            ..
-        } = self;
+        let State { index, conns, .. } = self;
+        let (conns, writes) = conns.split();
         index.for_each_subscriber(topic, |key| {
-            let conn = &mut conns[key as usize];
-            if conn.round == round || conn.phase != Phase::Ws {
+            let conn = &mut conns[key];
+            if !conn.takes_round(round) {
                 return;
             }
-            conn.round = round;
             // Rare: a subscribe of this connection waits for positions (see `history`), or
             // the topic is throttled.
             if conn.recovering || matches!(pacing, Pacing::Throttled { .. }) {
@@ -144,11 +138,11 @@ impl State {
                 Offer::Slow => return slow.push(key),
             }
             if batched {
-                if !conn.dirty && !conn.paced {
+                if !conn.is_dirty() && !conn.paced {
                     special.push((key, true));
                 }
-            } else if conn.mark_dirty() {
-                dirty.push(key);
+            } else {
+                writes.mark_dirty(key, conn);
             }
         });
         self.stats.c.conflated += conflated;
@@ -158,7 +152,7 @@ impl State {
         }
         for (key, queued) in special {
             if !queued {
-                if self.conns[key as usize].recovering && self.recovering_frame(key, &frame) {
+                if self.conns[key].recovering && self.recovering_frame(key, &frame) {
                     continue;
                 }
                 if let Pacing::Throttled { interval_us } = pacing {

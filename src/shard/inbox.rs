@@ -87,7 +87,7 @@ impl State {
     pub(crate) fn flush_stats(&mut self) {
         let gauges = Gauges {
             connections: self.conns.len() as u64,
-            handshakes: self.handshakes as u64,
+            handshakes: self.conns.handshakes() as u64,
             partial_bytes: (self.shard == 0).then(|| {
                 self.shared
                     .partial_bytes

@@ -1,9 +1,11 @@
 //! A shard: one thread, one core, one monoio runtime. It owns its listener (SO_REUSEPORT),
 //! its connections, its subscription index and the sequence counters of the topics it owns.
 //!
-//! All shard state lives in one [`State`] behind a `RefCell`. Tasks (accept, one reader per
-//! connection, the mesh dispatcher, the timer, drain tasks for blocked sockets) borrow it only
-//! in synchronous sections, never across an `.await`. Every section ends with
+//! All shard state lives in one [`State`] behind a `RefCell`, made of parts that own their
+//! state (connections, subscriptions, interest, topics, recovery, pacing, admin, HTTP waiters,
+//! the mesh endpoint, statistics; see [`State`]). Tasks (accept, one reader per connection,
+//! the mesh dispatcher, the timer, drain tasks for blocked sockets) borrow it only in
+//! synchronous sections, never across an `.await`. Every section ends with
 //! [`Shard::finish`], which wakes the peers it sent to and schedules the flusher: once per
 //! scheduler round, after every task already ready has run, the flusher writes each dirtied
 //! connection once (one vectored write for all its new frames).
@@ -31,7 +33,6 @@ mod topics;
 
 use std::{
     cell::{Cell, RefCell, RefMut},
-    collections::HashMap,
     future::Future,
     net::SocketAddr,
     pin::Pin,
@@ -43,9 +44,6 @@ use std::{
     task::{Context, Poll, Waker},
     time::Instant,
 };
-
-use monoio::net::TcpStream;
-use slab::Slab;
 
 use crate::{
     config::Config,
@@ -173,77 +171,76 @@ pub struct Shard {
     pacer_waker: Cell<Option<Waker>>,
 }
 
-/// An HTTP request waiting for other shards.
-pub(crate) struct HttpWaiter {
-    tx: futures_channel::oneshot::Sender<Vec<u8>>,
-    keep_alive: bool,
-    /// `/metrics`: shards yet to flush their statistics.
-    stats_pending: usize,
-    /// A HEAD request: answer with headers only.
-    head: bool,
-    /// An admin API request collecting one part per shard (`admin.rs`).
-    gather: Option<Box<admin::Gather>>,
-}
-
 /// Everything a shard owns. Mutated only by the shard's own thread.
+///
+/// Most of it lives in parts that keep their fields private, each in its own file, with the
+/// invariants it keeps inside it. A step that needs several parts is a `State` method, in the
+/// file of the part it is mainly about, that borrows just those (`let State { index, conns,
+/// .. } = self`). Each field below names its part; the rest are the shard's own settings,
+/// clock and lifecycle.
 pub struct State {
+    /// Shard: its number.
     pub shard: usize,
+    /// Shard: what every shard shares (configuration, the mesh, process-wide counts).
     pub shared: Arc<Shared>,
-    pub conns: Slab<Conn>,
+    /// **Connections** (`conn/`, `conn/conns.rs`): every connection, with its numbering, the
+    /// handshake slots, the fan-out round, the dirty list, drain tasks to start and paused
+    /// readers.
+    pub conns: conn::Conns,
+    /// **Subscriptions** (`crate::pubsub::index`; `subscribe.rs`, `fanout.rs`): which local
+    /// connection subscribes to which pattern.
     pub index: LocalIndex,
-    pub stats: ShardStats,
+    /// **Interest** (`interest.rs`): which shards subscribe to what, and the acknowledgements
+    /// of this shard's own changes.
+    interest: interest::Interest,
+    /// **Topics** (`topics/`, `idem.rs`): the topics this shard owns, with their `seq`, epoch,
+    /// history ring and `idem` keys.
+    topics: topics::Topics,
+    /// **Recovery** (`recovery.rs`): subscribes waiting for positions and acknowledgements.
+    recovery: recovery::Recovery,
+    /// **Pacing** (`pacing.rs`): batched and throttled deliveries waiting for their time.
+    pacer: pacing::Pacer,
+    /// **Admin** (`admin/`): per-user index of connections and presence settings.
+    admin: admin::AdminState,
+    /// **HTTP waiters** (`http/waiters.rs`): requests waiting for other shards.
+    http_waiters: http::Waiters,
+    /// **Mesh endpoint** (`crate::mesh`): this shard's rings to and from the other shards.
     pub mesh: ShardMesh<MeshMsg>,
-    /// Connections with frames queued since the flusher last ran.
-    dirty: Vec<u32>,
-    /// Connections that found their socket full and need a drain task.
-    need_drain: Vec<(u32, u32, Rc<TcpStream>)>,
-    /// Fan-out round stamp: a connection matched twice in one round gets the frame once.
-    round: u64,
-    /// Coarse clock (ms since shard start), advanced by the timer and at each read.
-    pub now_ms: u64,
-    started: Instant,
-    next_epoch: u32,
-    next_conn_no: u64,
-    /// Connections still in their HTTP phase (bounded by `limits.handshakes_per_shard_max`).
-    pub handshakes: usize,
-    /// Socket read buffer shared by all connections of the shard.
+    /// Mesh endpoint (`inbox.rs`): messages taken from the mesh in the current round (kept to
+    /// reuse its allocation).
+    inbox: Vec<MeshMsg>,
+    /// **Statistics** (`crate::stats`): this shard's counters, flushed into the registry.
+    pub stats: ShardStats,
+    /// Reading (`conn/read.rs`): the socket read buffer shared by all connections.
     scratch: Vec<u8>,
-    /// TLS: decrypted bytes of one read, swapped with `scratch` (see `tls::tls_read`); empty
+    /// Reading (`tls.rs`): decrypted bytes of one TLS read, swapped with `scratch`; empty
     /// until the shard's first TLS read.
     tls_plain: Vec<u8>,
-    /// simd-json's reusable parse buffers.
+    /// Reading (`conn/read.rs`, `http/endpoints.rs`): simd-json's reusable parse buffers.
     json: simd_json::Buffers,
-    /// Which shards subscribe to what (`interest.rs`).
-    interest: interest::Interest,
-    /// Subscribes waiting for positions and acknowledgements (`recovery.rs`).
-    recovery: recovery::Recovery,
-    /// Topics this shard owns.
-    topics: topics::Topics,
-    http_waiters: Slab<HttpWaiter>,
-    /// The server ping frame, built once and shared by every connection.
+    /// Settings (`conn/write.rs`, `timer.rs`): the server ping frame, built once and shared
+    /// by every connection.
     ping_frame: OutFrame,
-    /// Last time the timer scanned connections and flushed statistics.
-    last_scan_ms: u64,
-    /// Shutdown began: no new connections, every connection is being closed with 1001.
-    pub stopping: bool,
-    stop_deadline_ms: u64,
-    /// This shard's listeners (plain, then TLS), shut down (not dropped) to stop the accept
-    /// loops.
-    listeners: Vec<Rc<monoio::net::TcpListener>>,
-    /// Messages taken from the mesh in the current round (kept to reuse its allocation).
-    inbox: Vec<MeshMsg>,
-    /// `limits.client_messages_per_s` / `_burst`, prepared once.
+    /// Settings (`auth.rs`): `limits.client_messages_per_s` / `_burst`, prepared once.
     msg_rate: crate::auth::Rate,
-    /// Per-lane queue bounds, prepared once.
+    /// Settings (`out::Bounds`; fan-out, pacing, recovery, `conn/write.rs`): per-lane queue
+    /// bounds, prepared once.
     bounds: out::Bounds,
-    /// Batched and throttled deliveries waiting for their time.
-    pacer: pacing::Pacer,
-    /// Per-user index of connections and presence settings (`admin.rs`).
-    admin: admin::AdminState,
-    /// Reader tasks of paused connections (`conn::write`), by connection.
-    pause_wakers: HashMap<u32, Waker>,
-    /// Tasks to wake once the current section ends (`Shard::finish`).
-    to_wake: Vec<Waker>,
+    /// Clock ([`State::clock`]): coarse, ms since shard start, advanced by the timer and at
+    /// each read.
+    pub now_ms: u64,
+    /// Clock: when the shard started.
+    started: Instant,
+    /// Timer (`timer.rs`): last time it scanned connections and flushed statistics.
+    last_scan_ms: u64,
+    /// Lifecycle (`timer.rs`): shutdown began: no new connections, every connection is being
+    /// closed with 1001.
+    pub stopping: bool,
+    /// Lifecycle (`timer.rs`): when the shutdown grace period ends.
+    stop_deadline_ms: u64,
+    /// Lifecycle ([`Shard::run`], `State::stop_accepting`): this shard's listeners (plain,
+    /// then TLS), shut down (not dropped) to stop the accept loops.
+    listeners: Vec<Rc<monoio::net::TcpListener>>,
 }
 
 impl Shard {
@@ -254,27 +251,22 @@ impl Shard {
         let st = State {
             shard: id,
             shared: shared.clone(),
-            // Reserved at the most this shard may hold: the pages are only touched (and only
-            // count in RSS) as connections arrive, and the slab never moves or doubles.
-            conns: Slab::with_capacity(shared.cfg.limits.connections_max / shared.shards + 1),
+            // Reserved at the most this shard may hold.
+            conns: conn::Conns::with_capacity(
+                shared.cfg.limits.connections_max / shared.shards + 1,
+            ),
             index: LocalIndex::default(),
             stats: ShardStats::new(id),
             mesh,
-            dirty: Vec::new(),
-            need_drain: Vec::new(),
-            round: 0,
             now_ms: 0,
             started: Instant::now(),
-            next_epoch: 0,
-            next_conn_no: 0,
-            handshakes: 0,
             scratch: Vec::with_capacity(READ_CHUNK_BYTES),
             tls_plain: Vec::new(),
             json: simd_json::Buffers::default(),
             interest: interest::Interest::new(id, shared.shards, shared.bridge.is_some()),
             recovery: recovery::Recovery::default(),
             topics: topics::Topics::new(&shared.cfg),
-            http_waiters: Slab::new(),
+            http_waiters: http::Waiters::default(),
             ping_frame: Rc::new(Arc::new(Frame::control(ping))),
             last_scan_ms: 0,
             stopping: false,
@@ -301,8 +293,6 @@ impl Shard {
                 shared.cfg.limits.client_messages_burst,
             ),
             admin: admin::AdminState::new(&shared.cfg),
-            pause_wakers: HashMap::new(),
-            to_wake: Vec::new(),
         };
         Rc::new(Shard {
             id,
@@ -328,10 +318,10 @@ impl Shard {
             st.run_pacer();
         }
         st.mesh.flush();
-        let dirty = !st.dirty.is_empty();
-        let drains = std::mem::take(&mut st.need_drain);
+        let dirty = st.conns.has_dirty();
+        let drains = st.conns.take_drains();
         let wake_pacer = std::mem::take(&mut st.pacer.wake);
-        let to_wake = std::mem::take(&mut st.to_wake);
+        let to_wake = st.conns.take_unpaused();
         drop(st);
         for waker in to_wake {
             waker.wake();
@@ -498,21 +488,14 @@ impl State {
 
     /// Writes every connection dirtied since the last call once (called by the flusher).
     pub fn flush_dirty(&mut self) {
-        if !self.dirty.is_empty() {
+        if self.conns.has_dirty() {
             let now_ns = monotonic_ns();
-            let mut dirty = std::mem::take(&mut self.dirty);
+            let mut dirty = self.conns.take_dirty();
             for key in dirty.drain(..) {
                 self.flush_conn(key, now_ns);
             }
-            if self.dirty.is_empty() {
-                self.dirty = dirty;
-            }
+            self.conns.reuse_dirty(dirty);
         }
-    }
-
-    fn new_epoch(&mut self) -> u32 {
-        self.next_epoch = self.next_epoch.wrapping_add(1);
-        self.next_epoch
     }
 
     /// A JSON message for one connection answering what it sent (ack, error, pong, welcome):

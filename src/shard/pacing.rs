@@ -81,8 +81,8 @@ impl Pacer {
 impl State {
     /// A batched frame was queued for `key`: write it when the window has passed.
     pub(crate) fn batch_later(&mut self, key: u32, window_us: u64) {
-        let conn = &mut self.conns[key as usize];
-        if conn.dirty || conn.paced {
+        let conn = &mut self.conns[key];
+        if conn.is_dirty() || conn.paced {
             return;
         }
         conn.paced = true;
@@ -95,7 +95,7 @@ impl State {
     /// connection, else kept as the topic's pending frame (replacing an older one).
     pub(crate) fn throttle(&mut self, key: u32, frame: OutFrame, interval_us: u64) {
         let now = now_us();
-        let epoch = self.conns[key as usize].epoch;
+        let epoch = self.conns[key].epoch;
         let slots = self.pacer.slots.entry(key).or_default();
         let topic = frame.topic();
         let i = match slots.iter().position(|s| &*s.topic == topic) {
@@ -118,7 +118,7 @@ impl State {
         }
         if slot.pending.replace(frame).is_some() {
             self.stats.c.conflated += 1;
-            self.conns[key as usize].skipped += 1;
+            self.conns[key].skipped += 1;
         } else {
             let at = slot.next_us.max(now);
             self.pacer.schedule(at, key, epoch);
@@ -129,7 +129,10 @@ impl State {
     /// connection for the next flush. False if the connection was closed as a slow consumer.
     pub(crate) fn offer_now(&mut self, key: u32, frame: OutFrame, flush: bool) -> bool {
         let bounds = self.bounds;
-        let conn = &mut self.conns[key as usize];
+        let (conn, writes) = self
+            .conns
+            .get_mut_and_writes(key)
+            .expect("a live connection");
         match conn.out.offer(frame, &bounds) {
             Offer::Queued => {}
             Offer::Conflated => {
@@ -150,8 +153,8 @@ impl State {
                 return false;
             }
         }
-        if flush && conn.mark_dirty() {
-            self.dirty.push(key);
+        if flush {
+            writes.mark_dirty(key, conn);
         }
         true
     }
@@ -165,16 +168,14 @@ impl State {
                 break;
             }
             self.pacer.due.pop();
-            let Some(conn) = self.conns.get_mut(key as usize) else {
+            let Some((conn, writes)) = self.conns.get_mut_and_writes(key) else {
                 continue;
             };
             if conn.epoch != epoch {
                 continue;
             }
             conn.paced = false;
-            if conn.mark_dirty() {
-                self.dirty.push(key);
-            }
+            writes.mark_dirty(key, conn);
             self.release_throttled(key, now);
         }
     }
@@ -196,7 +197,7 @@ impl State {
                 next_due = Some(next_due.map_or(s.next_us, |d: u64| d.min(s.next_us)));
             }
         }
-        let epoch = self.conns[key as usize].epoch;
+        let epoch = self.conns[key].epoch;
         if let Some(at) = next_due {
             self.pacer.schedule(at, key, epoch);
         }

@@ -138,7 +138,7 @@ impl State {
     /// when this shard owns it), marking the topics recovering for `key`. `pending` must
     /// already be in `self.pending_subs` under `token`.
     pub(crate) fn request_positions(&mut self, key: u32, token: u32, wanted: Vec<Wanted>) {
-        let conn_epoch = self.conns[key as usize].epoch;
+        let conn_epoch = self.conns[key].epoch;
         let list = self.recovery.recovering.entry(key).or_default();
         for (topic, _) in &wanted {
             list.push(Recovering {
@@ -148,7 +148,7 @@ impl State {
                 held: Vec::new(),
             });
         }
-        self.conns[key as usize].recovering = true;
+        self.conns[key].recovering = true;
         for (topic, since) in wanted {
             let owner = crate::pubsub::topic::owner_shard(&topic, self.shared.shards);
             if owner == self.shard {
@@ -260,16 +260,12 @@ impl State {
             }
             if list.is_empty() {
                 self.recovery.recovering.remove(&key);
-                if let Some(conn) = self.conns.get_mut(key as usize) {
+                if let Some(conn) = self.conns.get_mut(key) {
                     conn.recovering = false;
                 }
             }
         }
-        if self
-            .conns
-            .get(key as usize)
-            .is_none_or(|c| c.epoch != p.epoch)
-        {
+        if self.conns.get(key).is_none_or(|c| c.epoch != p.epoch) {
             return;
         }
         let mut json = Vec::with_capacity(64 + 64 * p.positions.len());

@@ -46,7 +46,7 @@ impl State {
         if accepted.is_empty() {
             return;
         }
-        let conn = &self.conns[key as usize];
+        let conn = &self.conns[key];
         let new = accepted
             .iter()
             .filter(|t| !conn.subs.iter().any(|s| &**s == **t))
@@ -69,7 +69,7 @@ impl State {
         let mut need = 0;
         for topic in &accepted {
             if let SubOutcome::Added { first } = self.index.subscribe(topic, key) {
-                self.conns[key as usize].subs.push((*topic).into());
+                self.conns[key].subs.push((*topic).into());
                 self.presence_changed(key, topic, true);
                 if first {
                     self.interest_changed(topic, true);
@@ -109,7 +109,7 @@ impl State {
         }
         let token = self.recovery.wait(PendingSub {
             conn: key,
-            epoch: self.conns[key as usize].epoch,
+            epoch: self.conns[key].epoch,
             need,
             id,
             topics: accepted.iter().map(|t| (*t).into()).collect(),
@@ -133,7 +133,7 @@ impl State {
             return;
         };
         for topic in &valid {
-            let subs = &mut self.conns[key as usize].subs;
+            let subs = &mut self.conns[key].subs;
             if let Some(i) = subs.iter().position(|s| &**s == *topic) {
                 subs.swap_remove(i);
                 self.unsubscribe_pattern(topic, key);

@@ -57,7 +57,6 @@ impl State {
         let wait_ms = ping_wait_ms(ping_ms);
         let message_ms = t.message_ms;
         for (key, conn) in self.conns.iter() {
-            let key = key as u32;
             match conn.phase {
                 // A request waiting for other shards (HttpBusy) is bounded by its reader task's
                 // own timeout, which answers 503 instead of dropping the connection.
@@ -117,10 +116,10 @@ impl State {
         // A due ping waits up to `wait_ms` for a data write to ride with (`flush_conn`);
         // connections that get none are pinged on their own.
         for key in due {
-            self.conns[key as usize].ping_due = true;
+            self.conns[key].ping_due = true;
         }
         for key in ping {
-            let conn = &mut self.conns[key as usize];
+            let conn = &mut self.conns[key];
             conn.last_ping_ms = now;
             conn.ping_due = false;
             let frame = self.ping_frame.clone();
@@ -137,11 +136,7 @@ impl State {
         let now = self.clock();
         self.stop_deadline_ms = now + self.shared.cfg.timeouts.shutdown_grace_s * 1000;
         self.stop_accepting();
-        let keys: Vec<(u32, Phase)> = self
-            .conns
-            .iter()
-            .map(|(k, c)| (k as u32, c.phase))
-            .collect();
+        let keys: Vec<(u32, Phase)> = self.conns.iter().map(|(k, c)| (k, c.phase)).collect();
         for (key, phase) in keys {
             match phase {
                 Phase::Ws => {
@@ -152,7 +147,7 @@ impl State {
                         CloseReason::Shutdown,
                     );
                     // Wait for the client's close no longer than the grace period.
-                    let conn = &mut self.conns[key as usize];
+                    let conn = &mut self.conns[key];
                     conn.deadline_ms = conn.deadline_ms.min(self.stop_deadline_ms);
                 }
                 Phase::Closing | Phase::HttpClosing | Phase::Dead => {}

@@ -92,10 +92,9 @@ impl State {
             scratch,
             tls_plain,
             stats,
-            dirty,
             ..
         } = self;
-        let conn = &mut conns[key as usize];
+        let (conn, writes) = conns.get_mut_and_writes(key).expect("a live connection");
         let tls = conn.tls.as_mut().expect("caller checked: a TLS connection");
         tls_plain.clear();
         // Both buffers take turns as the scratch buffer: each keeps a full read's capacity.
@@ -146,8 +145,8 @@ impl State {
             return TlsRead::Failed;
         }
         // Handshake records, alerts, session tickets: written by the flusher this round.
-        if tls.session.wants_write() && conn.mark_dirty() {
-            dirty.push(key);
+        if tls.session.wants_write() {
+            writes.mark_dirty(key, conn);
         }
         mem::swap(scratch, tls_plain);
         if scratch.is_empty() {

@@ -54,7 +54,7 @@ impl State {
                         keys.sort_unstable();
                         keys.dedup();
                         keys.iter()
-                            .filter(|k| self.conns[**k as usize].phase == Phase::Ws)
+                            .filter(|k| self.conns[**k].phase == Phase::Ws)
                             .count()
                     })
                     .collect();
@@ -84,7 +84,7 @@ impl State {
                 let mut users: HashMap<Box<str>, usize> = HashMap::new();
                 let mut anonymous = 0;
                 self.index.for_each_exact(&topic, |k| {
-                    let conn = &self.conns[k as usize];
+                    let conn = &self.conns[k];
                     if conn.phase != Phase::Ws {
                         return;
                     }
@@ -107,7 +107,7 @@ impl State {
                     .map(|(u, keys)| {
                         let open = keys
                             .iter()
-                            .filter(|k| self.conns[**k as usize].phase == Phase::Ws)
+                            .filter(|k| self.conns[**k].phase == Phase::Ws)
                             .count();
                         (u.clone(), open)
                     })
@@ -157,12 +157,12 @@ impl State {
                 keys.dedup();
                 keys
             }
-            None => self.conns.iter().map(|(k, _)| k as u32).collect(),
+            None => self.conns.iter().map(|(k, _)| k).collect(),
         };
         // The page is chosen first; only its entries are copied out.
         let mut page: Vec<&Conn> = keys
             .into_iter()
-            .map(|k| &self.conns[k as usize])
+            .map(|k| &self.conns[k])
             .filter(|c| c.phase == Phase::Ws && !c.echo)
             .filter(|c| f.after.is_none_or(|a| (self.shard, c.no) > a))
             .filter(|c| {
@@ -194,7 +194,7 @@ impl State {
             .conns
             .iter()
             .filter(|(_, c)| c.phase == Phase::Ws && !c.echo)
-            .map(|(k, _)| k as u32)
+            .map(|(k, _)| k)
             .collect();
         for key in &keys {
             self.enqueue(*key, frame.clone());
@@ -210,13 +210,13 @@ impl State {
                 .conns
                 .iter()
                 .filter(|(_, c)| c.no == no)
-                .map(|(k, _)| k as u32)
+                .map(|(k, _)| k)
                 .collect(),
             (None, None) => Vec::new(),
         };
         let mut n = 0;
         for key in keys {
-            if self.conns[key as usize].phase == Phase::Ws {
+            if self.conns[key].phase == Phase::Ws {
                 self.close_code(key, d.code, &d.reason, CloseReason::Admin);
                 n += 1;
             }

@@ -205,7 +205,7 @@ impl State {
             Ok(Asked::Waiting(rx)) => Answer::Await(rx),
             Ok(Asked::Gather(query, kind, targets)) => {
                 let gather = Gather::new(kind, self.cluster_step(&query));
-                let (token, rx) = self.http_waiter(keep_alive, Some(Box::new(gather)));
+                let (token, rx) = self.http_waiters.add(keep_alive, Some(Box::new(gather)));
                 self.admin_send(token, query, targets);
                 Answer::Await(rx)
             }
@@ -357,7 +357,7 @@ impl State {
         }
         self.check_data(data.len())?;
         protocol::check_idem(b.idem.as_deref()).map_err(bad)?;
-        let (token, rx) = self.http_waiter(keep_alive, None);
+        let (token, rx) = self.http_waiters.add(keep_alive, None);
         let idem = b.idem.map(Into::into);
         let reply = ReplyTo::Http {
             token: token as u32,
@@ -401,9 +401,7 @@ impl State {
     }
 
     pub(in crate::shard) fn gather_mut(&mut self, token: usize) -> Option<&mut Gather> {
-        self.http_waiters
-            .get_mut(token)
-            .and_then(|w| w.gather.as_deref_mut())
+        self.http_waiters.gather_mut(token)
     }
 
     /// A peer's question.

@@ -4,11 +4,8 @@
 use std::{collections::HashMap, mem, sync::Arc};
 
 use super::*;
+use crate::protocol::{epoch_str, push_json_str};
 use crate::shard::State;
-use crate::{
-    protocol::{epoch_str, push_json_str},
-    ws::http::write_response,
-};
 
 impl State {
     /// Every part is in: render, or start the next round.
@@ -164,19 +161,9 @@ impl State {
     }
 
     pub(in crate::shard) fn admin_respond(&mut self, token: usize, status: u16, body: Vec<u8>) {
-        let Some(waiter) = self.http_waiters.try_remove(token) else {
-            return;
-        };
-        let mut out = Vec::with_capacity(body.len() + 160);
-        write_response(
-            &mut out,
-            status,
-            "application/json",
-            &body,
-            waiter.keep_alive,
-            &[],
-        );
-        let _ = waiter.tx.send(out);
+        if let Some(waiter) = self.http_waiters.take(token) {
+            waiter.respond(status, "application/json", &body);
+        }
     }
 }
 

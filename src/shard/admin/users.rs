@@ -3,10 +3,7 @@
 //! topics that do not use them.
 
 use super::*;
-use crate::shard::{
-    State,
-    conn::{Conn, Phase},
-};
+use crate::shard::{State, conn::Conn};
 use crate::{
     frame::OutFrame,
     protocol::push_json_str,
@@ -21,7 +18,7 @@ impl State {
     /// Connection `key` got its identity (upgrade or first `auth`): index it by user, and
     /// announce it on the presence topics it already subscribed to.
     pub(in crate::shard) fn user_indexed(&mut self, key: u32) {
-        let Some(conn) = self.conns.get(key as usize) else {
+        let Some(conn) = self.conns.get(key) else {
             return;
         };
         let Some(ident) = &conn.ident else {
@@ -66,7 +63,7 @@ impl State {
         if !self.admin.presence {
             return;
         }
-        let Some(conn) = self.conns.get(key as usize) else {
+        let Some(conn) = self.conns.get(key) else {
             return;
         };
         let Some(ident) = &conn.ident else {
@@ -116,13 +113,12 @@ impl State {
         };
         let keys = keys.clone();
         // `deliver_local` stamped every connection it visited with this round.
-        let round = self.round;
+        let round = self.conns.round();
         for key in keys {
-            let conn = &mut self.conns[key as usize];
-            if conn.round == round || conn.phase != Phase::Ws {
+            let conn = &mut self.conns[key];
+            if !conn.takes_round(round) {
                 continue;
             }
-            conn.round = round;
             if conn.recovering && self.recovering_frame(key, &frame) {
                 continue;
             }

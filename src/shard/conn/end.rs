@@ -26,7 +26,7 @@ impl State {
     /// `timeouts.close_ms`.
     pub(crate) fn close_with(&mut self, key: u32, close_frame: Vec<u8>, reason: CloseReason) {
         let frame: OutFrame = Rc::new(Arc::new(Frame::control(close_frame)));
-        let Some(conn) = self.conns.get_mut(key as usize) else {
+        let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         if matches!(conn.phase, Phase::Closing | Phase::Dead) {
@@ -43,16 +43,14 @@ impl State {
     pub(crate) fn last_frame_queued(&mut self, key: u32, phase: Phase, reason: CloseReason) {
         let deadline = self.now_ms + self.shared.cfg.timeouts.close_ms;
         self.release_partial(key);
-        let conn = &mut self.conns[key as usize];
+        let conn = &mut self.conns[key];
         conn.close_reason.get_or_insert(reason);
         conn.phase = phase;
         conn.shutdown_after_flush = true;
         conn.deadline_ms = deadline;
-        if conn.mark_dirty() {
-            self.dirty.push(key);
-        }
+        self.conns.mark_dirty(key);
         // Its replies no longer matter: the reader goes on to read until EOF.
-        self.unpause(key);
+        self.conns.unpause(key);
     }
 
     /// Closes with a WebSocket close frame `code` and a constant reason.
@@ -76,7 +74,7 @@ impl State {
     /// release the connection: gracefully if the close frame went out, with a reset otherwise
     /// so a stalled peer cannot pin kernel memory either.
     pub(crate) fn slow_consumer(&mut self, key: u32) {
-        let conn = &mut self.conns[key as usize];
+        let conn = &mut self.conns[key];
         conn.close_reason.get_or_insert(CloseReason::SlowConsumer);
         let mut sent = false;
         if conn.out.at_frame_boundary() {
@@ -91,7 +89,7 @@ impl State {
     /// Ends a connection now: nothing more is written; its reader task is woken (by shutting
     /// the socket down, or from its pause) and removes it.
     pub(crate) fn kill(&mut self, key: u32, reason: CloseReason) {
-        let Some(conn) = self.conns.get_mut(key as usize) else {
+        let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         if conn.phase == Phase::Dead {
@@ -108,7 +106,7 @@ impl State {
         }
         let _ = rustix::net::shutdown(fd_of(&*conn.stream), Shutdown::Both);
         self.release_partial(key);
-        self.unpause(key);
+        self.conns.unpause(key);
     }
 
     /// The one exit: the reader task of `key` ended. Releases everything the connection
@@ -116,8 +114,9 @@ impl State {
     /// `Rc` of its stream closes the socket).
     pub(crate) fn remove_conn(&mut self, key: u32) {
         self.release_partial(key);
-        self.unpause(key);
-        let Some(mut conn) = self.conns.try_remove(key as usize) else {
+        self.conns.unpause(key);
+        // Its handshake slot goes with it (`Conns::remove`).
+        let Some(mut conn) = self.conns.remove(key) else {
             return;
         };
         // Frames still queued (the close frame echoed just before the peer's final close, a
@@ -142,9 +141,6 @@ impl State {
             self.forget_recovering(key);
         }
         self.forget_paced(key);
-        if conn.handshake_slot {
-            self.handshakes -= 1;
-        }
         self.stats
             .closed(conn.close_reason.unwrap_or(CloseReason::ClientGone));
         self.shared.connections.fetch_sub(1, Ordering::Relaxed);
@@ -165,7 +161,7 @@ impl State {
     pub(crate) fn settle_partial(&mut self, key: u32, restarted: bool) -> bool {
         let now = self.now_ms;
         let budget = self.shared.cfg.limits.partial_bytes_max;
-        let Some(conn) = self.conns.get_mut(key as usize) else {
+        let Some(conn) = self.conns.get_mut(key) else {
             return true;
         };
         let held =
@@ -210,7 +206,7 @@ impl State {
 
     /// `limits.partial_bytes_max` would be passed by `key`: it is closed, its bytes dropped.
     fn over_partial_budget(&mut self, key: u32) {
-        if self.conns[key as usize].in_http() {
+        if self.conns[key].in_http() {
             let msg = "server busy: request buffers full, retry later";
             self.respond_error(key, 503, "overloaded", msg, false);
         } else {
@@ -222,18 +218,14 @@ impl State {
             );
         }
         self.release_partial(key);
-        let conn = &mut self.conns[key as usize];
+        let conn = &mut self.conns[key];
         conn.drop_input = true;
         conn.decoder = crate::ws::frame::Decoder::new();
     }
 
     /// Drops the bytes `key` keeps and gives their charge back.
     fn release_partial(&mut self, key: u32) {
-        let Some(p) = self
-            .conns
-            .get_mut(key as usize)
-            .and_then(|c| c.partial.take())
-        else {
+        let Some(p) = self.conns.get_mut(key).and_then(|c| c.partial.take()) else {
             return;
         };
         if p.charged > 0 {

@@ -1,4 +1,6 @@
-//! One connection: its state in the shard's slab, and its life.
+//! The connections part of a shard: one connection's state ([`Conn`]), the slab that holds
+//! them all with its bookkeeping ([`Conns`]: numbering, handshake slots, the dirty list, drain
+//! tasks to start, paused readers), and a connection's life.
 //!
 //! **Memory.** An idle subscribed connection holds its slab entry ([`Conn`], size pinned
 //! below), a reader task parked on io_uring POLLIN (no buffer: bytes are read into the shard's
@@ -24,15 +26,24 @@
 //! ([`State::close_with`], [`State::last_frame_queued`]: the last frame is written, then the
 //! write side is shut and input is read until the peer's EOF or `timeouts.close_ms`) or at once
 //! ([`State::kill`]). Only the connection's reader task removes it, in `remove_conn`, which
-//! releases everything the connection holds whatever phase it died in: its handshake slot, its
-//! share of the process, per-IP and per-user connection counts, its subscriptions and their
-//! interest, its presence and user-index entries, its recovering subscribes and paced frames,
-//! its partial-message bytes, its pause waker, its queued frames and its TLS state
-//! (`end.rs`).
+//! releases everything the connection holds whatever phase it died in: its handshake slot
+//! ([`Conns::remove`]), its share of the process, per-IP and per-user connection counts, its
+//! subscriptions and their interest, its presence and user-index entries, its recovering
+//! subscribes and paced frames, its partial-message bytes, its pause waker, its queued frames
+//! and its TLS state (`end.rs`).
 //!
-//! Files: `read.rs` (the reader task and everything that arrives), `write.rs` (queues, writes,
-//! backpressure on a client's own replies), `end.rs` (closing and the exit).
+//! **Who touches what.** [`Conns`] keeps its fields private, and so does [`Conn`] for the ones
+//! the part keeps consistent (`dirty`, `round`, the handshake slot, the drain flags): outside
+//! this module a connection enters by [`Conns::insert`], leaves by [`Conns::remove`], gives up
+//! its handshake slot by [`Conns::end_handshake`], and is written by marking it dirty
+//! ([`Writes::mark_dirty`]). A step that needs other parts too (the index, recovery, pacing,
+//! statistics) is a `State` method in the file of the part it is about.
+//!
+//! Files: `conns.rs` (the part: slab and bookkeeping), `read.rs` (the reader task and
+//! everything that arrives), `write.rs` (queues, writes, backpressure on a client's own
+//! replies), `end.rs` (closing and the exit).
 
+mod conns;
 mod end;
 mod read;
 mod write;
@@ -41,6 +52,7 @@ use std::{mem, rc::Rc};
 
 use monoio::net::TcpStream;
 
+pub use conns::{Conns, Slots, Writes};
 pub use read::{Step, conn_task};
 pub use write::drain_task;
 
@@ -78,14 +90,17 @@ pub struct Partial {
 #[derive(Debug)]
 pub struct Conn {
     pub out: OutQueue,
-    /// Fan-out round this connection last received a frame in (dedup of overlapping patterns).
-    pub round: u64,
+    /// Fan-out round this connection last received a frame in (dedup of overlapping patterns;
+    /// see [`Conn::takes_round`]).
+    round: u64,
     pub stream: Rc<TcpStream>,
     pub phase: Phase,
-    pub dirty: bool,
-    /// The socket buffer is full; a drain task waits for POLLOUT.
-    pub write_blocked: bool,
-    pub drain_task: bool,
+    /// Frames wait for the flusher: set by [`Writes::mark_dirty`] (which lists the connection)
+    /// or by its drain task to force a write, cleared when it is written (`write.rs`).
+    dirty: bool,
+    /// The socket buffer is full; a drain task waits for POLLOUT ([`Writes::blocked`]).
+    write_blocked: bool,
+    drain_task: bool,
     /// After the out-queue empties, `shutdown(SHUT_WR)` (close frame or final HTTP response).
     pub shutdown_after_flush: bool,
     /// The `/echo` conformance route instead of the protocol.
@@ -94,14 +109,16 @@ pub struct Conn {
     /// Reset (SO_LINGER 0) instead of a graceful FIN when closing.
     pub reset_on_close: bool,
     /// Holds one of the shard's handshake slots (`limits.handshakes_per_shard_max`): from
-    /// accept until the upgrade, or until the connection is removed, whatever ended it.
-    pub handshake_slot: bool,
+    /// accept until the upgrade, or until the connection is removed, whatever ended it
+    /// (counted by [`Conns`]).
+    handshake_slot: bool,
     /// Reading is paused: replies to the client's own requests wait to be read
     /// (`limits.control_queue_bytes_max`); its reader task waits for them to drain.
     pub paused: bool,
     /// Input is read and discarded (after a protocol violation).
     pub drop_input: bool,
     pub close_reason: Option<CloseReason>,
+    /// Given by [`Conns::insert`]: tells this connection from an earlier one with its slab key.
     pub epoch: u32,
     /// The peer's address as accepted, IPv6 form (IPv4 mapped): 16 bytes where `IpAddr` takes
     /// 17 and would not fit the size bound below. See [`Conn::ip`], [`Conn::ip_bucket`].
@@ -117,7 +134,8 @@ pub struct Conn {
     pub last_ping_ms: u64,
     /// Handshake / HTTP keep-alive / close deadline, by phase.
     pub deadline_ms: u64,
-    /// Number of this connection on its shard (the `conn` id is `<shard>-<no>`).
+    /// Number of this connection on its shard (the `conn` id is `<shard>-<no>`), given by
+    /// [`Conns::insert`].
     pub no: u64,
     /// Who this is; `None` = anonymous. Boxed: a market-data fan-out is mostly anonymous.
     pub ident: Option<Box<crate::auth::Identity>>,
@@ -148,14 +166,8 @@ pub struct Conn {
 const _: () = assert!(mem::size_of::<Conn>() <= 272);
 
 impl Conn {
-    pub fn new(
-        stream: Rc<TcpStream>,
-        epoch: u32,
-        ip: std::net::IpAddr,
-        no: u64,
-        now_ms: u64,
-        deadline_ms: u64,
-    ) -> Conn {
+    /// A connection just accepted, in its HTTP phase; [`Conns::insert`] numbers it.
+    pub fn new(stream: Rc<TcpStream>, ip: std::net::IpAddr, now_ms: u64, deadline_ms: u64) -> Conn {
         Conn {
             out: OutQueue::default(),
             round: 0,
@@ -172,7 +184,7 @@ impl Conn {
             paused: false,
             drop_input: false,
             close_reason: None,
-            epoch,
+            epoch: 0,
             peer_ip: match ip {
                 std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
                 std::net::IpAddr::V6(v6) => v6.octets(),
@@ -184,7 +196,7 @@ impl Conn {
             last_rx_ms: now_ms,
             last_ping_ms: now_ms,
             deadline_ms,
-            no,
+            no: 0,
             ident: None,
             rate_tat_us: 0,
             rate_strikes: 0,
@@ -207,11 +219,21 @@ impl Conn {
         super::accept::ip_bucket(self.ip())
     }
 
-    /// Marks the connection as having frames to write; true the first time since the last
-    /// flush, when the caller adds it to the shard's dirty list.
+    /// Whether the connection takes a frame of fan-out round `round`: a WebSocket not yet
+    /// given one in this round (it is now stamped with it). See [`Conns::new_round`].
     #[inline]
-    pub fn mark_dirty(&mut self) -> bool {
-        !mem::replace(&mut self.dirty, true)
+    pub fn takes_round(&mut self, round: u64) -> bool {
+        if self.round == round || self.phase != Phase::Ws {
+            return false;
+        }
+        self.round = round;
+        true
+    }
+
+    /// Marked dirty: the flusher writes it this round.
+    #[inline]
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
     }
 
     pub(crate) fn in_http(&self) -> bool {

@@ -65,9 +65,7 @@ pub async fn conn_task(shard: Rc<Shard>, key: u32, stream: Rc<TcpStream>) {
             }
             Step::Pause => {
                 std::future::poll_fn(|cx| {
-                    let mut st = shard.st.borrow_mut();
-                    if st.pause_pending(key) {
-                        st.pause_wakers.insert(key, cx.waker().clone());
+                    if shard.st.borrow_mut().conns.wait_unpaused(key, cx.waker()) {
                         Poll::Pending
                     } else {
                         Poll::Ready(())
@@ -111,7 +109,7 @@ impl Shard {
 impl State {
     /// Reads what the socket has (up to `READS_PER_WAKE_MAX` reads) and handles it.
     fn read_conn(&mut self, key: u32, poll_failed: bool) -> Step {
-        let Some(conn) = self.conns.get(key as usize) else {
+        let Some(conn) = self.conns.get(key) else {
             return Step::Exit;
         };
         if conn.phase == Phase::Dead {
@@ -129,13 +127,13 @@ impl State {
             self.scratch.clear();
             let State { conns, scratch, .. } = self;
             let res = rustix::net::recv(
-                fd_of(&*conns[key as usize].stream),
+                fd_of(&*conns[key].stream),
                 rustix::buffer::spare_capacity(scratch),
                 RecvFlags::DONTWAIT,
             );
             match res {
                 Ok((0, _)) => {
-                    let conn = &mut self.conns[key as usize];
+                    let conn = &mut self.conns[key];
                     let reason = if conn.phase == Phase::Closing {
                         CloseReason::ClientClose
                     } else if conn.in_http() {
@@ -147,7 +145,7 @@ impl State {
                     return Step::Exit;
                 }
                 Ok(_) => {
-                    let conn = &mut self.conns[key as usize];
+                    let conn = &mut self.conns[key];
                     conn.last_rx_ms = now;
                     if conn.drop_input {
                         // The connection was failed (RFC 6455 §7.1.7): its input is read and
@@ -167,11 +165,7 @@ impl State {
                         Step::Wait => {}
                         other => return other,
                     }
-                    if self
-                        .conns
-                        .get(key as usize)
-                        .is_none_or(|c| c.phase == Phase::Dead)
-                    {
+                    if self.conns.get(key).is_none_or(|c| c.phase == Phase::Dead) {
                         return Step::Exit;
                     }
                 }
@@ -190,7 +184,7 @@ impl State {
     /// reads, then settles what is kept (budget, deadline).
     fn handle_input(&mut self, key: u32) -> Step {
         let State { conns, scratch, .. } = self;
-        let conn = &mut conns[key as usize];
+        let conn = &mut conns[key];
         let (step, restarted) = if conn.in_http() {
             let mut bytes = conn.take_bytes();
             bytes.extend_from_slice(scratch);
@@ -212,7 +206,7 @@ impl State {
 
     /// Reading resumed after a pause: handle what was read and kept, then read on.
     fn resume_input(&mut self, key: u32) -> Step {
-        let Some(conn) = self.conns.get(key as usize) else {
+        let Some(conn) = self.conns.get(key) else {
             return Step::Exit;
         };
         if conn.phase == Phase::Dead {
@@ -238,7 +232,7 @@ impl State {
     /// step and whether what is kept now is a message started in this call (the deadline of
     /// `timeouts.message_ms` restarts).
     pub(crate) fn ws_input(&mut self, key: u32, own: bool) -> (Step, bool) {
-        let conn = &mut self.conns[key as usize];
+        let conn = &mut self.conns[key];
         let mut buf = if own {
             conn.take_bytes()
         } else {
@@ -259,7 +253,7 @@ impl State {
                 Err(violation) => {
                     self.violation(key, violation);
                     // The stream cannot be parsed past this point: drop the rest.
-                    self.conns[key as usize].drop_input = true;
+                    self.conns[key].drop_input = true;
                     decoder = Decoder::new();
                     pos = buf.len();
                     break;
@@ -274,7 +268,7 @@ impl State {
             if consumed == 0 || !matches!(step, Step::Wait) {
                 break;
             }
-            if self.conns[key as usize].phase == Phase::Dead {
+            if self.conns[key].phase == Phase::Dead {
                 break;
             }
             if self.should_pause(key) {
@@ -288,7 +282,7 @@ impl State {
             let _ = decoder.decode(&mut [], limit);
         }
         let restarted = completed && !decoder.in_fragmented_message();
-        let Some(conn) = self.conns.get_mut(key as usize) else {
+        let Some(conn) = self.conns.get_mut(key) else {
             return (Step::Exit, false);
         };
         conn.decoder = decoder;
@@ -313,7 +307,7 @@ impl State {
 
     fn on_message(&mut self, key: u32, msg: Message<'_>) -> Step {
         self.stats.c.messages_in += 1;
-        let conn = &mut self.conns[key as usize];
+        let conn = &mut self.conns[key];
         if conn.phase == Phase::Closing {
             // RFC 6455 §7.1.1: after both close frames, the server closes the TCP connection.
             return match msg {
@@ -331,7 +325,7 @@ impl State {
         if counted && !self.rate_ok(key, !matches!(msg, Message::Ping(_))) {
             return Step::Wait;
         }
-        let conn = &self.conns[key as usize];
+        let conn = &self.conns[key];
         match msg {
             Message::Text(text) if conn.echo => self.echo(key, OP_TEXT, text),
             Message::Binary(data) if conn.echo => self.echo(key, OP_BINARY, data),

@@ -42,7 +42,7 @@ impl State {
     /// response for `key`, in any phase that still writes. Over its bound the connection is a
     /// slow consumer.
     pub fn enqueue(&mut self, key: u32, frame: OutFrame) {
-        let Some(conn) = self.conns.get_mut(key as usize) else {
+        let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         if matches!(conn.phase, Phase::Closing | Phase::Dead) {
@@ -58,7 +58,7 @@ impl State {
     /// Queues a reply to the client's own message. A WebSocket's replies are never refused:
     /// the connection's reading pauses instead (see the module doc).
     pub(crate) fn push_reply(&mut self, key: u32, frame: OutFrame) {
-        let Some(conn) = self.conns.get_mut(key as usize) else {
+        let Some((conn, writes)) = self.conns.get_mut_and_writes(key) else {
             return;
         };
         if matches!(conn.phase, Phase::Closing | Phase::Dead) {
@@ -68,16 +68,17 @@ impl State {
             return self.push_whole_queue(key, frame);
         }
         conn.out.push(frame);
-        if conn.mark_dirty() {
-            self.dirty.push(key);
-        }
+        writes.mark_dirty(key, conn);
     }
 
     /// HTTP responses and the echo route: one bound on the whole queue (the echo route must
     /// hold one echoed message of its larger size); reading pauses well before it.
     fn push_whole_queue(&mut self, key: u32, frame: OutFrame) {
         let limits = &self.shared.cfg.limits;
-        let conn = &mut self.conns[key as usize];
+        let (conn, writes) = self
+            .conns
+            .get_mut_and_writes(key)
+            .expect("a live connection");
         let max = if conn.echo {
             limits
                 .write_queue_bytes_max
@@ -90,15 +91,13 @@ impl State {
             return;
         }
         conn.out.push(frame);
-        if conn.mark_dirty() {
-            self.dirty.push(key);
-        }
+        writes.mark_dirty(key, conn);
     }
 
     /// Bytes of replies (control lane; for HTTP and the echo route, the whole queue) waiting
     /// to be written to `key`.
     fn reply_backlog(&self, key: u32) -> usize {
-        let conn = &self.conns[key as usize];
+        let conn = &self.conns[key];
         if conn.echo || conn.in_http() {
             conn.out.bytes()
         } else {
@@ -112,7 +111,7 @@ impl State {
         if self.reply_backlog(key) < self.shared.cfg.limits.control_queue_bytes_max {
             return false;
         }
-        let conn = &mut self.conns[key as usize];
+        let conn = &mut self.conns[key];
         if !conn.paused {
             conn.paused = true;
             self.stats.c.reply_pauses += 1;
@@ -120,35 +119,18 @@ impl State {
         true
     }
 
-    /// The reader task of `key` is to keep waiting (paused, alive).
-    pub(crate) fn pause_pending(&self, key: u32) -> bool {
-        self.conns
-            .get(key as usize)
-            .is_some_and(|c| c.paused && c.phase != Phase::Dead)
-    }
-
     /// After a write: a paused connection whose replies are down to half the bound reads
     /// again.
     fn maybe_resume(&mut self, key: u32) {
         let half = self.shared.cfg.limits.control_queue_bytes_max / 2;
-        if self.conns[key as usize].paused && self.reply_backlog(key) <= half {
-            self.unpause(key);
-        }
-    }
-
-    /// Lets the reader task of `key` run again (woken after the current section).
-    pub(crate) fn unpause(&mut self, key: u32) {
-        if let Some(conn) = self.conns.get_mut(key as usize) {
-            conn.paused = false;
-        }
-        if let Some(waker) = self.pause_wakers.remove(&key) {
-            self.to_wake.push(waker);
+        if self.conns[key].paused && self.reply_backlog(key) <= half {
+            self.conns.unpause(key);
         }
     }
 
     /// Writes what `key` has queued, as one vectored write per `IOVECS_PER_WRITE` frames.
     pub(crate) fn flush_conn(&mut self, key: u32, now_ns: u64) {
-        let Some(conn) = self.conns.get_mut(key as usize) else {
+        let Some((conn, writes)) = self.conns.get_mut_and_writes(key) else {
             return;
         };
         if !conn.dirty && !conn.shutdown_after_flush {
@@ -172,13 +154,7 @@ impl State {
                     let _ = rustix::net::shutdown(fd_of(&*conn.stream), Shutdown::Write);
                 }
             }
-            Flush::Blocked => {
-                conn.write_blocked = true;
-                if !conn.drain_task {
-                    conn.drain_task = true;
-                    self.need_drain.push((key, conn.epoch, conn.stream.clone()));
-                }
-            }
+            Flush::Blocked => writes.blocked(key, conn),
             Flush::Failed(_) => return self.kill(key, CloseReason::IoError),
         }
         self.maybe_resume(key);
@@ -186,7 +162,7 @@ impl State {
 
     /// The drain task's socket is writable again. Returns whether the task is done.
     fn on_writable(&mut self, key: u32, epoch: u32, poll_failed: bool) -> bool {
-        let Some(conn) = self.conns.get_mut(key as usize) else {
+        let Some(conn) = self.conns.get_mut(key) else {
             return true;
         };
         if conn.epoch != epoch {
@@ -205,7 +181,7 @@ impl State {
         conn.dirty = true;
         let now_ns = crate::frame::monotonic_ns();
         self.flush_conn(key, now_ns);
-        let conn = &mut self.conns[key as usize];
+        let conn = &mut self.conns[key];
         if conn.write_blocked && conn.phase != Phase::Dead {
             return false;
         }

@@ -8,11 +8,9 @@ use super::{Answer, error_body, present, raw};
 use crate::{
     protocol::{self, ErrorCode},
     publish::ReplyTo,
-    shard::{HttpWaiter, State, auth::AuthState, conn::Phase, msg::MeshMsg},
+    shard::{State, auth::AuthState, conn::Phase, msg::MeshMsg},
     stats::CloseReason,
-    ws::http::{
-        Request, check_upgrade, upgrade_error_response, write_response, write_upgrade_response,
-    },
+    ws::http::{Request, check_upgrade, upgrade_error_response, write_upgrade_response},
 };
 
 #[derive(Deserialize)]
@@ -33,11 +31,11 @@ impl State {
             let mut out = Vec::with_capacity(256);
             upgrade_error_response(&mut out, e);
             self.enqueue(key, raw(out));
-            self.conns[key as usize].close_reason = Some(CloseReason::Rejected);
+            self.conns[key].close_reason = Some(CloseReason::Rejected);
             return Answer::Responded { keep_alive: false };
         }
         let limits = &self.shared.cfg.limits;
-        let bucket = self.conns[key as usize].ip_bucket() as usize;
+        let bucket = self.conns[key].ip_bucket() as usize;
         let open = self
             .shared
             .connections
@@ -58,14 +56,14 @@ impl State {
         };
         if let Some((status, code, message)) = refusal {
             self.stats.c.limit_rejects += 1;
-            self.conns[key as usize].close_reason = Some(CloseReason::Rejected);
+            self.conns[key].close_reason = Some(CloseReason::Rejected);
             self.respond_error(key, status, code, message, false);
             return Answer::Responded { keep_alive: false };
         }
         let ident = match self.admit(key, req) {
             Ok(ident) => ident,
             Err(refusal) => {
-                self.conns[key as usize].close_reason = Some(CloseReason::Rejected);
+                self.conns[key].close_reason = Some(CloseReason::Rejected);
                 self.respond_refusal(key, refusal, false);
                 return Answer::Responded { keep_alive: false };
             }
@@ -76,15 +74,14 @@ impl State {
         self.enqueue(key, raw(out));
         let now = self.now_ms;
         let ping_ms = self.shared.cfg.timeouts.ping_interval_s * 1000;
-        let conn = &mut self.conns[key as usize];
+        let conn = &mut self.conns[key];
         conn.phase = Phase::Ws;
         conn.echo = echo;
         // The first ping comes at a random point of the first interval, so connections opened
         // together are not pinged in one pass ever after (thousands of writes at once).
         conn.last_ping_ms = now.saturating_sub(fastrand::u64(0..ping_ms));
-        conn.handshake_slot = false;
-        self.handshakes -= 1;
         let id = format!("{}-{}", self.shard, conn.no);
+        self.conns.end_handshake(key);
         if echo {
             return Answer::Upgraded;
         }
@@ -95,7 +92,7 @@ impl State {
         self.set_identity(key, ident);
         let ping_s = self.shared.cfg.timeouts.ping_interval_s;
         let shard = self.shard;
-        let auth_required = self.conns[key as usize].auth == AuthState::Pending;
+        let auth_required = self.conns[key].auth == AuthState::Pending;
         self.reply_with(key, |out| {
             let who = protocol::WelcomeUser {
                 user: who.0.as_deref(),
@@ -175,15 +172,8 @@ impl State {
     /// `/metrics`: every shard flushes its counters into the registry first (exact totals),
     /// then this shard renders.
     pub(super) fn metrics_request(&mut self, keep_alive: bool, head: bool) -> Answer {
-        let (tx, rx) = futures_channel::oneshot::channel();
         let peers = self.shared.shards - 1;
-        let token = self.http_waiters.insert(HttpWaiter {
-            tx,
-            keep_alive,
-            stats_pending: peers,
-            head,
-            gather: None,
-        });
+        let (token, rx) = self.http_waiters.add_metrics(keep_alive, head, peers);
         self.flush_stats();
         for peer in (0..self.shared.shards).filter(|p| *p != self.shard) {
             self.mesh.send(
@@ -202,33 +192,17 @@ impl State {
 
     /// A peer flushed its statistics for `/metrics` request `token`.
     pub(crate) fn stats_flushed(&mut self, token: u32) {
-        let Some(waiter) = self.http_waiters.get_mut(token as usize) else {
-            return;
-        };
-        waiter.stats_pending = waiter.stats_pending.saturating_sub(1);
-        if waiter.stats_pending == 0 {
+        if self.http_waiters.stats_flushed(token as usize) {
             self.complete_metrics(token);
         }
     }
 
     pub(super) fn complete_metrics(&mut self, token: u32) {
-        let Some(waiter) = self.http_waiters.try_remove(token as usize) else {
+        let Some(waiter) = self.http_waiters.take(token as usize) else {
             return;
         };
         let body = self.shared.hub.render();
-        let mut out = Vec::with_capacity(body.len() + 256);
-        write_response(
-            &mut out,
-            200,
-            "text/plain; version=0.0.4",
-            body.as_bytes(),
-            waiter.keep_alive,
-            &[],
-        );
-        if waiter.head {
-            out.truncate(out.len() - body.len());
-        }
-        let _ = waiter.tx.send(out);
+        waiter.respond(200, "text/plain; version=0.0.4", body.as_bytes());
     }
 
     /// `POST /v1/publish {"topic": "...", "data": <any JSON>}` -> `{"seq": N}`.
@@ -273,7 +247,7 @@ impl State {
                 "no permission to publish to this topic",
             );
         }
-        let (token, rx) = self.http_waiter(keep_alive, None);
+        let (token, rx) = self.http_waiters.add(keep_alive, None);
         self.ingest_publish(
             &topic,
             data,
@@ -285,47 +259,20 @@ impl State {
         Answer::Await(rx)
     }
 
-    /// A waiter for the answer to an HTTP request from other shards: the owner's answer to
-    /// a publish (`http_published`), or the parts of an admin request (`gather`).
-    pub(in crate::shard) fn http_waiter(
-        &mut self,
-        keep_alive: bool,
-        gather: Option<Box<crate::shard::admin::Gather>>,
-    ) -> (usize, futures_channel::oneshot::Receiver<Vec<u8>>) {
-        let (tx, rx) = futures_channel::oneshot::channel();
-        let token = self.http_waiters.insert(HttpWaiter {
-            tx,
-            keep_alive,
-            stats_pending: 0,
-            head: false,
-            gather,
-        });
-        (token, rx)
-    }
-
     /// The owner's answer to an HTTP publish.
     pub(crate) fn http_published(
         &mut self,
         token: u32,
         result: Result<crate::protocol::Published, ErrorCode>,
     ) {
-        let Some(waiter) = self.http_waiters.try_remove(token as usize) else {
+        let Some(waiter) = self.http_waiters.take(token as usize) else {
             return;
         };
-        let mut out = Vec::with_capacity(160);
         match result {
             Ok(done) => {
                 let mut body = Vec::with_capacity(64);
                 protocol::publish_result(&mut body, done);
-                let body = String::from_utf8(body).expect("ASCII JSON");
-                write_response(
-                    &mut out,
-                    200,
-                    "application/json",
-                    body.as_bytes(),
-                    waiter.keep_alive,
-                    &[],
-                );
+                waiter.respond(200, "application/json", &body);
             }
             Err(code) => {
                 let message = match code {
@@ -336,16 +283,8 @@ impl State {
                     _ => "publish refused by the topic's shard",
                 };
                 let body = error_body(code.as_str(), message);
-                write_response(
-                    &mut out,
-                    code.http_status(),
-                    "application/json",
-                    &body,
-                    waiter.keep_alive,
-                    &[],
-                );
+                waiter.respond(code.http_status(), "application/json", &body);
             }
         }
-        let _ = waiter.tx.send(out);
     }
 }

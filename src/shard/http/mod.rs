@@ -11,9 +11,11 @@ use serde::Deserialize;
 
 mod endpoints;
 mod routes;
+mod waiters;
 
 use routes::Access;
 pub(crate) use routes::Handler;
+pub(crate) use waiters::Waiters;
 
 use super::{State, auth::Refusal, conn::Phase, conn::Step};
 use crate::{
@@ -47,7 +49,7 @@ impl State {
         };
         let body_max = self.shared.cfg.limits.message_bytes_max;
         loop {
-            let conn = &mut self.conns[key as usize];
+            let conn = &mut self.conns[key];
             if conn.phase != Phase::Http {
                 // After a final response: input is read and dropped until EOF.
                 drop(conn.take_bytes());
@@ -57,7 +59,7 @@ impl State {
             let req = match h::parse_request(&rbuf, &limits) {
                 Ok(Some(req)) => req,
                 Ok(None) => {
-                    self.conns[key as usize].keep_bytes(rbuf);
+                    self.conns[key].keep_bytes(rbuf);
                     return Step::Wait;
                 }
                 Err(e) => {
@@ -89,13 +91,13 @@ impl State {
             let total = req.head_len + body_len;
             if rbuf.len() < total {
                 // Wait for the body; the buffer is bounded by head + body limits.
-                self.conns[key as usize].keep_bytes(rbuf);
+                self.conns[key].keep_bytes(rbuf);
                 return Step::Wait;
             }
             self.stats.c.http_requests += 1;
             let answer = self.route(key, &req, &rbuf[req.head_len..total]);
             rbuf.drain(..total);
-            let Some(conn) = self.conns.get_mut(key as usize) else {
+            let Some(conn) = self.conns.get_mut(key) else {
                 return Step::Exit;
             };
             let more = !rbuf.is_empty();
@@ -132,7 +134,7 @@ impl State {
 
     /// The answer to an `Await`ed request arrived (or did not: `None`).
     pub(crate) fn http_reply(&mut self, key: u32, reply: Option<Vec<u8>>) -> Step {
-        let Some(conn) = self.conns.get_mut(key as usize) else {
+        let Some(conn) = self.conns.get_mut(key) else {
             return Step::Exit;
         };
         if conn.phase != Phase::HttpBusy {
@@ -156,11 +158,11 @@ impl State {
             self.finish_http(key);
             return Step::Wait;
         }
-        let conn = &mut self.conns[key as usize];
+        let conn = &mut self.conns[key];
         conn.deadline_ms = self.now_ms + self.shared.cfg.timeouts.handshake_ms;
         if self.should_pause(key) {
             Step::Pause
-        } else if self.conns[key as usize].has_bytes() {
+        } else if self.conns[key].has_bytes() {
             self.http_input(key)
         } else {
             Step::Wait
@@ -169,7 +171,7 @@ impl State {
 
     fn route(&mut self, key: u32, req: &Request<'_>, body: &[u8]) -> Answer {
         let keep_alive = req.keep_alive;
-        self.conns[key as usize].keep_alive = keep_alive;
+        self.conns[key].keep_alive = keep_alive;
         let Some(route) = routes::find(req.path, self.shared.cfg.server.echo) else {
             self.respond_error(key, 404, "not_found", "no such endpoint", keep_alive);
             return Answer::Responded { keep_alive };
@@ -278,7 +280,7 @@ impl State {
         );
         self.enqueue(key, raw(out));
         if !keep_alive {
-            self.conns[key as usize]
+            self.conns[key]
                 .close_reason
                 .get_or_insert(CloseReason::Rejected);
             self.finish_http(key);
