@@ -77,7 +77,7 @@ struct Conn {
     carry: Vec<u8>,
     /// Unsent client frames (subscribe, pongs, publishes).
     out: Vec<u8>,
-    /// Last seq seen per topic index (u32::MAX for topics not of the bench.t<N> form).
+    /// Last seq seen per topic index (u32::MAX for topics not of the `bench.t<N>` form).
     last_seq: Vec<(u32, u64)>,
     /// Stops reading once subscribed (`--stalled-pct`); counted apart from the healthy ones.
     stalled: bool,

@@ -2,7 +2,7 @@
 //! broadcast, disconnect and user messages. Every endpoint needs an admin token.
 //!
 //! A question about every shard is asked like `/metrics` asks for statistics: the shard the
-//! request arrived on keeps one [`Gather`] in its `HttpWaiter`, sends the [`AdminQuery`] to
+//! request arrived on keeps one `Gather` in its `HttpWaiter`, sends the [`AdminQuery`] to
 //! each peer over the mesh (control messages: never dropped), answers its own part, and renders
 //! the response once every part ([`AdminPart`]) is in. No shard ever touches another's state.
 //! `/v1/topics` takes two rounds: the page of topics from their owners, then the subscriber

@@ -23,9 +23,9 @@
 //! ```
 //!
 //! Any part of the shard may decide that a connection ends, either gracefully
-//! ([`State::close_with`], [`State::last_frame_queued`]: the last frame is written, then the
+//! (`State::close_with`, `State::last_frame_queued`: the last frame is written, then the
 //! write side is shut and input is read until the peer's EOF or `timeouts.close_ms`) or at once
-//! ([`State::kill`]). Only the connection's reader task removes it, in `remove_conn`, which
+//! (`State::kill`). Only the connection's reader task removes it, in `remove_conn`, which
 //! releases everything the connection holds whatever phase it died in: its handshake slot
 //! ([`Conns::remove`]), its share of the process, per-IP and per-user connection counts, its
 //! subscriptions and their interest, its presence and user-index entries, its recovering
