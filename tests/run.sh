@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README gives it and CI runs it:
-#   1. formatting and lints (rustfmt, clippy -D warnings),
+#   1. formatting and lints (rustfmt, clippy -D warnings, rustdoc -D warnings),
 #   2. unit, property and integration tests (`cargo test`; every integration test runs the
 #      real server on both the io_uring and the epoll driver),
 #   3. WebSocket conformance: the Autobahn|Testsuite cases 1-10 (kosoku) against `/echo`, on
@@ -36,6 +36,10 @@ cargo fmt --all -- --check || failed+=(rustfmt)
 
 step "clippy"
 cargo clippy --all-targets --all-features -- -D warnings || failed+=(clippy)
+
+step "rustdoc"
+# The source's own docs (module maps, invariants) are read: a broken link is an error.
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features --quiet || failed+=(rustdoc)
 
 step "cargo test"
 # --no-fail-fast: a failing test binary does not skip the ones after it.
