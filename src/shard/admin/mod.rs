@@ -2,7 +2,7 @@
 //! broadcast, disconnect and user messages. Every endpoint needs an admin token.
 //!
 //! A question about every shard is asked like `/metrics` asks for statistics: the shard the
-//! request arrived on keeps one `Gather` in its `HttpWaiter`, sends the [`AdminQuery`] to
+//! request arrived on keeps one `Gather` in its HTTP waiter (`http::Waiters`), sends the [`AdminQuery`] to
 //! each peer over the mesh (control messages: never dropped), answers its own part, and renders
 //! the response once every part ([`AdminPart`]) is in. No shard ever touches another's state.
 //! `/v1/topics` takes two rounds: the page of topics from their owners, then the subscriber
@@ -216,7 +216,7 @@ pub struct HistoryPart {
     frames: Vec<SharedFrame>,
 }
 
-/// An admin request collecting parts (in `HttpWaiter::gather`).
+/// An admin request collecting parts (in its HTTP waiter, `http::Waiters`).
 pub(crate) struct Gather {
     pub(super) kind: Kind,
     /// Parts still to arrive.

@@ -8,7 +8,8 @@
 //! - A connection is put on the dirty list once until it is written: [`Writes::mark_dirty`]
 //!   lists it only if its `dirty` flag was clear, and writing it clears the flag. The flusher
 //!   takes the list ([`Conns::take_dirty`]) and skips keys whose connection is gone or was
-//!   written meanwhile.
+//!   written meanwhile (a key already given to a new connection that is dirty itself is
+//!   flushed: harmless, that connection had bytes to write).
 //! - A drain task is asked for at most once per blocked socket ([`Writes::blocked`]).
 //! - A paused reader's waker is kept only while its connection is paused
 //!   ([`Conns::wait_unpaused`]); [`Conns::unpause`] moves it to the wakers `Shard::finish`
@@ -32,8 +33,6 @@ pub struct Conns {
     handshakes: usize,
     /// The last connection number given (`Conn::no`: the `conn` id is `<shard>-<no>`).
     last_no: u64,
-    /// The last epoch given (`Conn::epoch`: tells a reused slab key from its former holder).
-    last_epoch: u32,
     /// Fan-out round stamp: a connection matched twice in one round gets the frame once.
     round: u64,
     writes: Writes,
@@ -79,14 +78,14 @@ impl Writes {
 }
 
 impl Conns {
-    /// Room for `capacity` connections, reserved once: the pages are only touched (and only
-    /// count in RSS) as connections arrive, and the slab never moves or doubles.
+    /// Room for `capacity` connections (a shard's share of `limits.connections_max`), reserved
+    /// once: the pages are only touched (and only count in RSS) as connections arrive. The slab
+    /// moves only if SO_REUSEPORT gives this shard more than its share.
     pub fn with_capacity(capacity: usize) -> Conns {
         Conns {
             slots: Slots(Slab::with_capacity(capacity)),
             handshakes: 0,
             last_no: 0,
-            last_epoch: 0,
             round: 0,
             writes: Writes::default(),
             pause_wakers: HashMap::new(),
@@ -98,9 +97,10 @@ impl Conns {
     /// until its upgrade or removal. Returns its key.
     pub fn insert(&mut self, mut conn: Conn) -> u32 {
         self.last_no += 1;
-        self.last_epoch = self.last_epoch.wrapping_add(1);
         conn.no = self.last_no;
-        conn.epoch = self.last_epoch;
+        // The epoch is the number's low half: a slab key's next holder gets another one unless
+        // 2^32 connections came and went in between while a reference to the first was kept.
+        conn.epoch = self.last_no as u32;
         conn.handshake_slot = true;
         self.handshakes += 1;
         self.slots.0.insert(conn) as u32
@@ -112,6 +112,9 @@ impl Conns {
         if conn.handshake_slot {
             self.handshakes -= 1;
         }
+        // `remove_conn` unpauses first (waking the reader); a waker left here would outlive
+        // the key.
+        self.pause_wakers.remove(&key);
         Some(conn)
     }
 

@@ -180,7 +180,7 @@ impl Conn {
             echo: false,
             keep_alive: false,
             reset_on_close: false,
-            handshake_slot: true,
+            handshake_slot: false,
             paused: false,
             drop_input: false,
             close_reason: None,

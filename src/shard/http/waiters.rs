@@ -5,6 +5,12 @@
 //! `timeouts.handshake_ms`: a waiter answered after that finds no one listening, and nothing
 //! else happens.
 //!
+//! A query from another node (`cluster_api.rs`) gathers its parts in a waiter too: it has no
+//! reader task and no deadline, and leaves through [`Waiters::take`] when its last part is in,
+//! answered over the cluster bridge's channel instead. Every shard answers every query it is
+//! sent (mesh control messages are never dropped), so no waiter is left behind; nothing
+//! expires one that would be.
+//!
 //! Fields are private: a waiter is added with [`Waiters::add`] or [`Waiters::add_metrics`],
 //! and leaves answered ([`Waiters::take`], [`Waiter::respond`]).
 
@@ -81,9 +87,14 @@ impl Waiters {
     /// One more shard flushed its statistics for `/metrics` request `token`: true when none
     /// is left to (false if the request is gone).
     pub(crate) fn stats_flushed(&mut self, token: usize) -> bool {
+        // A token may have been reused by a request of another kind: only a `/metrics` waiter
+        // still counting may complete.
         let Some(waiter) = self.slab.get_mut(token) else {
             return false;
         };
+        if waiter.gather.is_some() || waiter.stats_pending == 0 {
+            return false;
+        }
         waiter.stats_pending = waiter.stats_pending.saturating_sub(1);
         waiter.stats_pending == 0
     }
