@@ -10,14 +10,24 @@
 //! thread), 7.8 ns for a private copy of a 184 B frame and 90 ns for a 1,108 B one; medians
 //! (benches/fanout.rs, `cargo bench --bench fanout`, shared 2-core VM, 2026-11-21).
 
-use std::{rc::Rc, sync::Arc};
+use std::{
+    cell::RefCell,
+    rc::Rc,
+    sync::{Arc, OnceLock},
+};
 
-use crate::ws::frame::{HEADER_BYTES_MAX, OP_TEXT, encode_header};
+use crate::ws::{
+    deflate::{Deflater, Level, WindowBits},
+    frame::{HEADER_BYTES_MAX, OP_TEXT, encode_header},
+};
 
 /// Immutable wire bytes of one server frame.
 #[derive(Debug)]
 pub struct Frame {
     bytes: Box<[u8]>,
+    /// Its permessage-deflate forms (RFC 7692), each built once, by the first shard that
+    /// queues the frame for a connection that negotiated it (see [`Frame::wire`]).
+    deflated: Deflated,
     /// CLOCK_MONOTONIC ns at publish (for the publish-to-write histogram); 0 for control.
     published_ns: u64,
     /// Where the topic sits in `bytes` (data frames), so a receiving shard routes the frame
@@ -50,6 +60,9 @@ pub struct FrameClass {
     pub class: u16,
     pub lane: u8,
     pub policy: u8,
+    /// Compression level for connections that negotiated permessage-deflate (`[deflate]`
+    /// level, or the class's `deflate_level`); 0: always sent plain.
+    pub deflate: u8,
 }
 
 pub const NO_CLASS: u16 = u16::MAX;
@@ -60,12 +73,14 @@ impl FrameClass {
         class: NO_CLASS,
         lane: LANE_CONTROL,
         policy: POLICY_DISCONNECT,
+        deflate: 0,
     };
     /// A data frame of a topic no class matches.
     pub const DATA: FrameClass = FrameClass {
         class: NO_CLASS,
         lane: LANE_DATA,
         policy: POLICY_DISCONNECT,
+        deflate: 0,
     };
 }
 
@@ -79,6 +94,7 @@ impl Frame {
     pub fn control(bytes: Vec<u8>) -> Frame {
         Frame {
             bytes: bytes.into_boxed_slice(),
+            deflated: Deflated::default(),
             published_ns: 0,
             topic_start: 0,
             topic_len: 0,
@@ -114,26 +130,115 @@ impl Frame {
         std::str::from_utf8(&self.bytes[range]).unwrap_or("")
     }
 
+    /// The plain wire bytes (header and payload).
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
     }
 
-    pub fn len(&self) -> usize {
-        self.bytes.len()
+    /// The bytes to write to a connection whose permessage-deflate window is `window` bits
+    /// (0: deflate not negotiated): the plain frame, or its compressed form (RSV1 set).
+    ///
+    /// Compress once: the compressed form is built on first use, by whichever shard first
+    /// queues the frame for a deflate connection, and shared from then on by every such
+    /// connection on every shard, like the plain bytes. A frame whose class does not compress
+    /// it, that is shorter than `deflate.min_bytes` or that compression would not shorten is
+    /// sent plain (RFC 7692 §6: compression is chosen per message). A second shard asking
+    /// while the first compresses waits for it (`OnceLock`) instead of compressing again.
+    #[inline]
+    pub fn wire(&self, window: u8) -> &[u8] {
+        if window == 0 || self.class.deflate == 0 {
+            return &self.bytes;
+        }
+        self.deflated_wire(window)
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
+    fn deflated_wire(&self, window: u8) -> &[u8] {
+        let payload_len = self.bytes.len() - header_len(&self.bytes);
+        // Without context takeover a compressed message refers back no further than its own
+        // start: the 15-bit form of a payload that fits the client's window is valid for it too.
+        let (cell, bits) = if window >= 15 || payload_len <= 1 << window {
+            (&self.deflated.full, 15)
+        } else {
+            let small = self.deflated.small.get_or_init(Default::default);
+            let bits = window.max(9);
+            (&small[(bits - 9) as usize], bits)
+        };
+        match cell.get_or_init(|| compress(&self.bytes, self.class.deflate, bits)) {
+            Some(bytes) => bytes,
+            None => &self.bytes,
+        }
     }
+}
 
-    /// Whether this is a published data frame (counts as a delivery when written).
-    pub fn is_data(&self) -> bool {
-        self.published_ns != 0
+/// Length of the header of `frame`, a server frame (unmasked: RFC 6455 §5.2).
+fn header_len(frame: &[u8]) -> usize {
+    match frame.get(1).map(|b| b & 0x7F) {
+        Some(126) => 4,
+        Some(127) => 10,
+        _ => 2,
     }
+}
 
-    pub fn published_ns(&self) -> u64 {
-        self.published_ns
-    }
+/// This thread's compression state: compressors by level and the counts. Shards compress on
+/// their own threads (thread-per-core), so a thread-local is a per-shard compressor without
+/// passing one down every path that queues a frame.
+struct ThreadDeflate {
+    /// Index `level - 1`, created on first use of the level (a class may set its own).
+    by_level: [Option<Deflater>; Level::MAX.get() as usize],
+    min_bytes: usize,
+    compressions: u64,
+}
+
+thread_local! {
+    static DEFLATE: RefCell<ThreadDeflate> = const {
+        RefCell::new(ThreadDeflate {
+            by_level: [const { None }; Level::MAX.get() as usize],
+            min_bytes: 0,
+            compressions: 0,
+        })
+    };
+}
+
+/// Sets `deflate.min_bytes` for frames compressed on this thread (each shard at its start).
+pub fn set_deflate_min_bytes(min_bytes: usize) {
+    DEFLATE.with_borrow_mut(|d| d.min_bytes = min_bytes);
+}
+
+/// Frames compressed on this thread so far (`tickcast_compressions_total`).
+pub fn compressions() -> u64 {
+    DEFLATE.with_borrow(|d| d.compressions)
+}
+
+/// The compressed form of server frame `frame` for a `window`-bit window at `level`, or
+/// `None` when it goes plain: a payload under `deflate.min_bytes`, or one that would not
+/// shrink.
+fn compress(frame: &[u8], level: u8, window: u8) -> Option<Box<[u8]>> {
+    let (Some(level), Some(window)) = (Level::new(level), WindowBits::new(window)) else {
+        return None;
+    };
+    let opcode = frame[0] & 0x0F;
+    let payload = &frame[header_len(frame)..];
+    DEFLATE.with_borrow_mut(|d| {
+        if payload.len() < d.min_bytes {
+            return None;
+        }
+        d.compressions += 1;
+        let deflater =
+            d.by_level[level.get() as usize - 1].get_or_insert_with(|| Deflater::new(level));
+        let mut out = Vec::new();
+        deflater.encode_frame(&mut out, opcode, payload, window);
+        (out.len() < frame.len()).then(|| out.into_boxed_slice())
+    })
+}
+
+/// The permessage-deflate forms of a frame: `None` once decided that it goes plain.
+#[derive(Debug, Default)]
+struct Deflated {
+    /// For a 15-bit window, and for any window the payload fits in (almost every frame).
+    full: OnceLock<Option<Box<[u8]>>>,
+    /// For windows of 9..=14 bits shorter than the payload (clients that asked
+    /// `server_max_window_bits` and get long frames): allocated only when first needed.
+    small: OnceLock<Box<[OnceLock<Option<Box<[u8]>>>; 6]>>,
 }
 
 /// Builds the data frame of one publish:
@@ -180,6 +285,7 @@ pub fn encode_data_frame(
     // A publish time of 0 would read as "control frame"; the monotonic clock is never 0 here.
     Frame {
         bytes: out.into_boxed_slice(),
+        deflated: Deflated::default(),
         published_ns: published_ns.max(1),
         topic_start,
         topic_len: topic.len() as u16,

@@ -202,6 +202,13 @@ shard_counters! {
     /// Data frames built (encode once: must equal `publishes`).
     serializations: "tickcast_serializations_total",
         "Data frames built, once per publish sequenced (encode once).";
+    /// Frames compressed for permessage-deflate connections: once per frame and window
+    /// (compress once), however many subscribers get it.
+    compressions: "tickcast_compressions_total",
+        "Frames compressed for permessage-deflate connections, once per frame and window however many connections get them (compress once).";
+    /// Compressed client messages inflated.
+    inflations: "tickcast_inflations_total",
+        "Compressed (permessage-deflate) client messages inflated.";
     /// Data frames completely written to a subscriber socket.
     deliveries: "tickcast_deliveries_total",
         "Data frames fully written to subscribers.";

@@ -25,6 +25,7 @@ pub struct Config {
     pub server: Server,
     pub limits: Limits,
     pub timeouts: Timeouts,
+    pub deflate: Deflate,
     pub mesh: Mesh,
     pub demo: Demo,
     pub log: Log,

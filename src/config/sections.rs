@@ -33,6 +33,10 @@ pub struct TopicClass {
     /// Presence: authenticated connections subscribing to (unsubscribing from, leaving) an
     /// exact topic of this class publish `join` (`leave`) events to `presence.<topic>`.
     pub presence: bool,
+    /// permessage-deflate level of this class's frames (0: never compressed; 1..=9); unset:
+    /// `deflate.level`. E.g. 0 for topics whose payloads do not compress (already compressed,
+    /// random), so no CPU is spent trying.
+    pub deflate_level: Option<u8>,
 }
 
 /// Outbound lanes, highest priority first. `control` (acks, errors, pongs, pings) is not a
@@ -282,6 +286,36 @@ impl Default for Timeouts {
             message_ms: 10_000,
             shutdown_grace_s: 5,
             tick_ms: 250,
+        }
+    }
+}
+
+/// permessage-deflate (RFC 7692, docs/PROTOCOL.md "Compression"): each frame is compressed
+/// once and the same bytes go to every connection that negotiated it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Deflate {
+    /// Accept a client's permessage-deflate offer. Browsers always offer it.
+    pub enabled: bool,
+    /// Compression level, zlib's scale 1 (fastest) ..= 9 (smallest). Paid once per frame,
+    /// not per subscriber.
+    pub level: u8,
+    /// Frames with a shorter payload are sent plain (RSV1 off: RFC 7692 chooses per message).
+    /// A deflate block of a short message saves little and costs the client an inflate.
+    pub min_bytes: usize,
+    /// A client message may inflate to at most this many times its compressed size (and
+    /// never beyond `limits.message_bytes_max`): a bound on the work one small message can
+    /// cause. Text that compresses better than 100:1 is not what clients send.
+    pub inflate_ratio_max: u32,
+}
+
+impl Default for Deflate {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            level: 6,
+            min_bytes: 128,
+            inflate_ratio_max: 100,
         }
     }
 }

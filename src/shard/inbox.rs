@@ -98,6 +98,7 @@ impl State {
             topics: self.topics.len() as u64,
         };
         self.stats.c.topics_dropped = self.topics.dropped();
+        self.stats.c.compressions = crate::frame::compressions();
         self.stats.flush(gauges, &self.shared.hub);
     }
 }

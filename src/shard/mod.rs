@@ -213,6 +213,9 @@ pub struct State {
     pub stats: ShardStats,
     /// Reading (`conn/read.rs`): the socket read buffer shared by all connections.
     scratch: Vec<u8>,
+    /// Inflates client messages compressed with permessage-deflate (`conn::read`), created
+    /// with the first one.
+    inflater: Option<Box<crate::ws::deflate::Inflater>>,
     /// Reading (`tls.rs`): decrypted bytes of one TLS read, swapped with `scratch`; empty
     /// until the shard's first TLS read.
     tls_plain: Vec<u8>,
@@ -244,7 +247,9 @@ pub struct State {
 }
 
 impl Shard {
+    /// On the shard's own thread (topology.rs), which is where its frames get compressed.
     pub fn new(id: usize, shared: Arc<Shared>) -> Rc<Shard> {
+        crate::frame::set_deflate_min_bytes(shared.cfg.deflate.min_bytes);
         let mesh = ShardMesh::new(shared.mesh.clone(), id, shared.cfg.mesh.spill_max);
         let mut ping = Vec::with_capacity(2);
         crate::ws::frame::encode_frame(&mut ping, crate::ws::frame::OP_PING, b"");
@@ -261,6 +266,7 @@ impl Shard {
             now_ms: 0,
             started: Instant::now(),
             scratch: Vec::with_capacity(READ_CHUNK_BYTES),
+            inflater: None,
             tls_plain: Vec::new(),
             json: simd_json::Buffers::default(),
             interest: interest::Interest::new(id, shared.shards, shared.bridge.is_some()),

@@ -66,9 +66,31 @@ pub struct OutQueue {
     bytes: u32,
     /// Bytes of the frames queued per lane (whole frames, the partly written head included).
     lane_bytes: [u32; LANES],
+    /// The connection's permessage-deflate window (0: not negotiated): which of each frame's
+    /// forms it is sent ([`crate::frame::Frame::wire`]). Every count above is of those bytes.
+    window: u8,
 }
 
 impl OutQueue {
+    /// Sends frames compressed for a `window`-bit permessage-deflate window from now on (set
+    /// once, at the upgrade, when only HTTP responses may be queued: they never compress, so
+    /// the counts stay right).
+    pub fn set_window(&mut self, window: u8) {
+        debug_assert!(self.frames.iter().all(|f| f.class().deflate == 0));
+        self.window = window;
+    }
+
+    /// The bytes of `frame` this connection is sent.
+    #[inline]
+    fn wire<'a>(&self, frame: &'a OutFrame) -> &'a [u8] {
+        frame.wire(self.window)
+    }
+
+    #[inline]
+    pub fn len_of(&self, frame: &OutFrame) -> u32 {
+        self.wire(frame).len() as u32
+    }
+
     /// Queues one shared frame handle.
     ///
     /// Measured: 1.1 ns per subscriber to push one `OutFrame` clone into each of 10,000 queues
@@ -76,7 +98,7 @@ impl OutQueue {
     /// medians (benches/fanout.rs, `cargo bench --bench fanout`, shared 2-core VM, 2026-11-21).
     #[inline]
     pub fn push(&mut self, frame: OutFrame) {
-        let len = frame.len() as u32;
+        let len = self.len_of(&frame);
         let lane = frame.lane() as usize;
         self.bytes += len;
         self.lane_bytes[lane] += len;
@@ -88,7 +110,7 @@ impl OutQueue {
 
     /// Appends at the very end whatever its lane (a close frame: the last frame).
     pub fn push_last(&mut self, frame: OutFrame) {
-        let len = frame.len() as u32;
+        let len = self.len_of(&frame);
         self.bytes += len;
         self.lane_bytes[frame.lane() as usize] += len;
         self.frames.push_back(frame);
@@ -99,7 +121,7 @@ impl OutQueue {
     #[inline]
     pub fn offer(&mut self, frame: OutFrame, b: &Bounds) -> Offer {
         let lane = frame.lane() as usize;
-        let len = frame.len() as u32;
+        let len = self.len_of(&frame);
         let policy = frame.class().policy;
         if self.lane_bytes[lane] + len <= b.lane_max[lane] {
             if policy == POLICY_CONFLATE
@@ -153,7 +175,7 @@ impl OutQueue {
             i -= 1;
             let old = &self.frames[i];
             if old.lane() == lane && old.topic() == topic && old.is_data() {
-                let (old_len, new_len) = (old.len() as u32, frame.len() as u32);
+                let (old_len, new_len) = (self.len_of(old), self.len_of(frame));
                 self.bytes = self.bytes - old_len + new_len;
                 let lb = &mut self.lane_bytes[lane as usize];
                 *lb = *lb - old_len + new_len;
@@ -173,8 +195,9 @@ impl OutQueue {
             let f = &self.frames[i];
             if f.lane() as usize == lane && f.class().policy == policy && f.is_data() {
                 let f = self.frames.remove(i).expect("index in range");
-                self.bytes -= f.len() as u32;
-                self.lane_bytes[lane] -= f.len() as u32;
+                let len = self.len_of(&f);
+                self.bytes -= len;
+                self.lane_bytes[lane] -= len;
                 dropped += 1;
             } else {
                 i += 1;
@@ -245,9 +268,9 @@ impl OutQueue {
         let mut total = 0;
         for (slot, frame) in iov.iter_mut().zip(self.frames.iter()) {
             let bytes = if n == 0 {
-                &frame.bytes()[self.head_sent as usize..]
+                &self.wire(frame)[self.head_sent as usize..]
             } else {
-                frame.bytes()
+                self.wire(frame)
             };
             *slot = IoSlice::new(bytes);
             total += bytes.len();
@@ -299,14 +322,15 @@ impl OutQueue {
                 .frames
                 .front()
                 .expect("written bytes belong to queued frames");
-            let left = head.len() - self.head_sent as usize;
+            let len = head.wire(self.window).len();
+            let left = len - self.head_sent as usize;
             if written < left {
                 self.head_sent += written as u32;
                 return;
             }
             written -= left;
             self.head_sent = 0;
-            self.lane_bytes[head.lane() as usize] -= head.len() as u32;
+            self.lane_bytes[head.lane() as usize] -= len as u32;
             if head.is_data() {
                 stats.c.deliveries += 1;
                 stats
@@ -337,6 +361,7 @@ mod tests {
             class: NO_CLASS,
             lane,
             policy,
+            deflate: 0,
         };
         Rc::new(Arc::new(
             encode_data_frame(&topic, seq, 0, data.as_bytes(), 1).with_class(class),

@@ -38,7 +38,7 @@ pub struct Key {
 
 /// Sections whose tables have a "when it triggers" column.
 #[cfg(test)]
-const WITH_TRIGGERS: &[&str] = &["limits", "timeouts", "mesh", "cluster"];
+const WITH_TRIGGERS: &[&str] = &["limits", "timeouts", "deflate", "mesh", "cluster"];
 
 /// Arrays of tables (their entries are checked one by one, `section[i].name`).
 pub const ARRAYS: &[&str] = &["topics", "auth.jwt_keys", "auth.api_keys"];
@@ -48,6 +48,7 @@ const SECTIONS: &[&[Key]] = &[
     runtime::SERVER,
     runtime::LIMITS,
     runtime::TIMEOUTS,
+    runtime::DEFLATE,
     runtime::MESH,
     services::CLUSTER,
     services::DEMO,

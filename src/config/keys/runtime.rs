@@ -433,3 +433,46 @@ pub(super) const MESH: &[Key] = &[
         triggers: r#"`tickcast_mesh_drops_total`. A dropped publish is answered with error `capacity` (WebSocket, with or without `id`) or 503 `capacity` (HTTP); a dropped demo-feed publish is lost silently. A dropped frame leaves a gap in `seq` for the subscribers on that shard."#,
     },
 ];
+
+pub(super) const DEFLATE: &[Key] = &[
+    Key {
+        section: "deflate",
+        name: "enabled",
+        kind: r#"bool"#,
+        default: "",
+        bounds: None,
+        valid: "",
+        meaning: r#"Accept a client's `permessage-deflate` offer (RFC 7692) on `/ws` and `/echo`. Browsers, Python `websockets` and Node `ws` offer it by default. Off: every offer is declined and messages are never compressed."#,
+        triggers: "",
+    },
+    Key {
+        section: "deflate",
+        name: "level",
+        kind: r#"integer"#,
+        default: "",
+        bounds: Some(Bounds::Range(1, 9)),
+        valid: r#"1..=9"#,
+        meaning: r#"Compression level, zlib's scale: 1 fastest, 9 smallest. Each frame is compressed once, whatever the number of its subscribers, so a higher level costs per publish, not per delivery. A `[[topics]]` class may set its own (`deflate_level`)."#,
+        triggers: "",
+    },
+    Key {
+        section: "deflate",
+        name: "min_bytes",
+        kind: r#"integer, bytes"#,
+        default: "",
+        bounds: Some(Bounds::Range(0, 16777216)),
+        valid: r#"0..=16777216"#,
+        meaning: r#"Frames whose payload is shorter are sent plain (RSV1 off), also to connections that negotiated deflate: RFC 7692 lets the sender choose per message. A deflate block of a short message saves a few bytes and costs the client an inflate. A frame that compression would not shorten is sent plain too."#,
+        triggers: "",
+    },
+    Key {
+        section: "deflate",
+        name: "inflate_ratio_max",
+        kind: r#"integer"#,
+        default: "",
+        bounds: Some(Bounds::Range(1, 100000)),
+        valid: r#"1..=100000"#,
+        meaning: r#"A compressed client message may inflate to at most this many times its compressed size (and never beyond `limits.message_bytes_max`, or `limits.echo_message_bytes_max` on `/echo`): one small message cannot make the server inflate megabytes. Inflating stops at the bound; nothing beyond it is allocated."#,
+        triggers: r#"Close 1009 `message compressed too well` (`message too large` past the message limit), `tickcast_connections_closed_total{reason="too_large"}`. A message that is not valid DEFLATE data: close 1007 `invalid compressed data`, `reason="protocol_error"`."#,
+    },
+];

@@ -581,5 +581,14 @@ pub(super) const TOPICS: &[Key] = &[
         valid: r#"not on `presence.*` patterns"#,
         meaning: r#"Authenticated connections subscribing to (unsubscribing from, leaving) an exact topic of this class publish `{"event":"join"\|"leave","user":…,"conn":…}` to `presence.<topic>`; `GET /v1/presence` lists the subscribed users ([PROTOCOL.md](PROTOCOL.md), [API.md](API.md))."#,
         triggers: "",
+    },    Key {
+        section: "topics",
+        name: "deflate_level",
+        kind: r#"integer"#,
+        default: r#"`deflate.level`"#,
+        bounds: Some(Bounds::Range(0, 9)),
+        valid: r#"0..=9"#,
+        meaning: r#"permessage-deflate level of this class's frames for connections that negotiated it: 0 sends them plain (payloads that do not compress: already compressed or random), 1..=9 as `deflate.level`."#,
+        triggers: "",
     },
 ];

@@ -13,11 +13,12 @@ use rustix::{io::Errno, net::RecvFlags};
 
 use super::{super::Shard, super::State, Phase};
 use crate::{
-    frame::Frame,
+    frame::{Frame, FrameClass},
     limits::READS_PER_WAKE_MAX,
     protocol::{self, ErrorCode, Op},
     stats::CloseReason,
     sys::fd_of,
+    ws::deflate::{self, InflateError, Inflater},
     ws::frame::{
         Decoder, HEADER_BYTES_MAX, Message, OP_BINARY, OP_CLOSE, OP_PONG, OP_TEXT, encode_close,
         encode_frame,
@@ -262,7 +263,11 @@ impl State {
             let consumed = decoded.consumed;
             if let Some(msg) = decoded.message {
                 completed = true;
-                step = self.on_message(key, msg);
+                step = if decoded.compressed {
+                    self.on_compressed(key, msg, limit)
+                } else {
+                    self.on_message(key, msg)
+                };
             }
             pos += consumed;
             if consumed == 0 || !matches!(step, Step::Wait) {
@@ -356,11 +361,62 @@ impl State {
         Step::Wait
     }
 
+    /// A message the client compressed (permessage-deflate, RSV1 on its first frame): inflated
+    /// whole into the shard's inflater, within `limit` and `deflate.inflate_ratio_max`, then
+    /// handled like any other. The client keeps no compression context between messages
+    /// (`client_no_context_takeover`, always asked), so nothing is kept per connection.
+    fn on_compressed(&mut self, key: u32, msg: Message<'_>, limit: usize) -> Step {
+        let (payload, text) = match msg {
+            Message::Text(payload) => (payload, true),
+            Message::Binary(payload) => (payload, false),
+            // The decoder flags data messages only (RSV1 on a control frame fails it).
+            other => return self.on_message(key, other),
+        };
+        let mut inflater = self.inflater.take().unwrap_or_else(|| {
+            Box::new(Inflater::with_ratio_max(
+                self.shared.cfg.deflate.inflate_ratio_max as usize,
+            ))
+        });
+        let step = match inflater.inflate(payload, limit) {
+            Ok(plain) => {
+                self.stats.c.inflations += 1;
+                if !text {
+                    self.on_message(key, Message::Binary(plain))
+                } else if let Err(v) = deflate::check_text(plain) {
+                    self.violation(key, v);
+                    Step::Wait
+                } else {
+                    self.on_message(key, Message::Text(plain))
+                }
+            }
+            Err(e) => {
+                let reason = match e {
+                    InflateError::Invalid => CloseReason::ProtocolError,
+                    InflateError::TooBig | InflateError::Ratio => CloseReason::TooLarge,
+                };
+                self.close_code(key, e.close_code(), e.reason(), reason);
+                Step::Wait
+            }
+        };
+        self.inflater = Some(inflater);
+        step
+    }
+
     /// A frame answering the client's own message with its payload (echo route, pong).
+    /// On a connection that negotiated permessage-deflate, an echoed data message goes
+    /// compressed like a published frame (`deflate.level`, `deflate.min_bytes`).
     fn echo(&mut self, key: u32, opcode: u8, payload: &[u8]) {
         let mut frame = Vec::with_capacity(payload.len() + HEADER_BYTES_MAX);
         encode_frame(&mut frame, opcode, payload);
-        self.push_reply(key, Rc::new(Arc::new(Frame::control(frame))));
+        let mut frame = Frame::control(frame);
+        let d = &self.shared.cfg.deflate;
+        if opcode != OP_PONG && d.enabled {
+            frame = frame.with_class(FrameClass {
+                deflate: d.level,
+                ..FrameClass::CONTROL
+            });
+        }
+        self.push_reply(key, Rc::new(Arc::new(frame)));
     }
 
     /// A client op (protocol v1).

@@ -86,7 +86,7 @@ impl State {
         } else {
             limits.write_queue_bytes_max
         };
-        if conn.out.bytes() + frame.len() > max {
+        if conn.out.bytes() + conn.out.len_of(&frame) as usize > max {
             self.slow_consumer(key);
             return;
         }

@@ -10,7 +10,10 @@ use crate::{
     publish::ReplyTo,
     shard::{State, auth::AuthState, conn::Phase, msg::MeshMsg},
     stats::CloseReason,
-    ws::http::{Request, check_upgrade, upgrade_error_response, write_upgrade_response},
+    ws::{
+        deflate,
+        http::{Request, check_upgrade, upgrade_error_response, write_upgrade_response},
+    },
 };
 
 #[derive(Deserialize)]
@@ -27,13 +30,21 @@ struct PublishBody<'a> {
 impl State {
     /// RFC 6455 §4.2: validate the opening handshake, apply connection limits, answer 101.
     pub(super) fn upgrade(&mut self, key: u32, req: &Request<'_>, echo: bool) -> Answer {
-        if let Err(e) = check_upgrade(req) {
-            let mut out = Vec::with_capacity(256);
-            upgrade_error_response(&mut out, e);
-            self.enqueue(key, raw(out));
-            self.conns[key].close_reason = Some(CloseReason::Rejected);
-            return Answer::Responded { keep_alive: false };
-        }
+        // RFC 7692: permessage-deflate if the client offers terms it can be held to; a
+        // malformed Sec-WebSocket-Extensions header fails the handshake like any bad header.
+        let deflate_enabled = self.shared.cfg.deflate.enabled;
+        let checked = check_upgrade(req)
+            .and_then(|()| deflate::negotiate(req, deflate_enabled).map_err(Into::into));
+        let agreed = match checked {
+            Ok(agreed) => agreed,
+            Err(e) => {
+                let mut out = Vec::with_capacity(256);
+                upgrade_error_response(&mut out, e);
+                self.enqueue(key, raw(out));
+                self.conns[key].close_reason = Some(CloseReason::Rejected);
+                return Answer::Responded { keep_alive: false };
+            }
+        };
         let limits = &self.shared.cfg.limits;
         let bucket = self.conns[key].ip_bucket() as usize;
         let open = self
@@ -70,13 +81,19 @@ impl State {
         };
         let ws_key = req.ws_key.expect("check_upgrade requires the key");
         let mut out = Vec::with_capacity(256);
-        write_upgrade_response(&mut out, ws_key);
+        write_upgrade_response(&mut out, ws_key, agreed);
         self.enqueue(key, raw(out));
         let now = self.now_ms;
         let ping_ms = self.shared.cfg.timeouts.ping_interval_s * 1000;
         let conn = &mut self.conns[key];
         conn.phase = Phase::Ws;
         conn.echo = echo;
+        if let Some(agreed) = agreed {
+            // Every frame this connection is sent from now on is the form for its window;
+            // its decoder takes RSV1 as "compressed".
+            conn.out.set_window(agreed.window_bits().get());
+            conn.decoder.set_deflate(true);
+        }
         // The first ping comes at a random point of the first interval, so connections opened
         // together are not pinged in one pass ever after (thousands of writes at once).
         conn.last_ping_ms = now.saturating_sub(fastrand::u64(0..ping_ms));

@@ -238,7 +238,12 @@ fn new_state(topic: &str, cfg: &Config, cluster: bool) -> TopicState {
         .iter()
         .enumerate()
         .find(|(_, c)| crate::pubsub::topic::matches(&c.pattern, topic));
-    let frame_class = found.map_or(FrameClass::DATA, |(i, c)| FrameClass {
+    let deflate = match found {
+        _ if !cfg.deflate.enabled => 0,
+        Some((_, c)) => c.deflate_level.unwrap_or(cfg.deflate.level),
+        None => cfg.deflate.level,
+    };
+    let frame_class = found.map_or(FrameClass { deflate, ..FrameClass::DATA }, |(i, c)| FrameClass {
         class: i as u16,
         lane: match c.lane {
             Lane::Alert => LANE_ALERT,
@@ -250,6 +255,7 @@ fn new_state(topic: &str, cfg: &Config, cluster: bool) -> TopicState {
             SlowPolicy::Conflate => POLICY_CONFLATE,
             SlowPolicy::DropOldest => POLICY_DROP_OLDEST,
         },
+        deflate,
     });
     let class = found.map(|(_, c)| c);
     TopicState {
