@@ -77,6 +77,23 @@ pub fn encode_header(out: &mut [u8; HEADER_BYTES_MAX], opcode: u8, payload_len: 
     }
 }
 
+/// RSV1, the "Per-Message Compressed" bit once `permessage-deflate` is negotiated (RFC 7692
+/// §6: "This document allocates the RSV1 bit of the WebSocket header for PMCEs").
+pub const RSV1: u8 = 0x40;
+
+/// [`encode_header`] with RSV1 set: the header of a compressed message's single frame
+/// (RFC 7692 §6.1: "set the "Per-Message Compressed" bit of the first frame to 1"; here the
+/// first frame is the only one).
+pub fn encode_header_compressed(
+    out: &mut [u8; HEADER_BYTES_MAX],
+    opcode: u8,
+    payload_len: usize,
+) -> usize {
+    let n = encode_header(out, opcode, payload_len);
+    out[0] |= RSV1;
+    n
+}
+
 /// Appends a whole unmasked FIN frame to `out`.
 pub fn encode_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
     let mut header = [0u8; HEADER_BYTES_MAX];

@@ -70,7 +70,7 @@ impl State {
         };
         let ws_key = req.ws_key.expect("check_upgrade requires the key");
         let mut out = Vec::with_capacity(256);
-        write_upgrade_response(&mut out, ws_key);
+        write_upgrade_response(&mut out, ws_key, None);
         self.enqueue(key, raw(out));
         let now = self.now_ms;
         let ping_ms = self.shared.cfg.timeouts.ping_interval_s * 1000;
