@@ -161,7 +161,8 @@ impl Violation {
 /// the caller can parse them in place (simd-json).
 #[derive(Debug)]
 pub enum Message<'a> {
-    /// A complete text message, already validated as UTF-8.
+    /// A complete text message, already validated as UTF-8 unless [`Decoded::compressed`]
+    /// (then the caller validates after inflating, [`crate::ws::deflate::check_text`]).
     Text(&'a mut [u8]),
     /// A complete binary message.
     Binary(&'a mut [u8]),
@@ -180,6 +181,11 @@ pub struct Decoded<'a> {
     pub consumed: usize,
     /// A complete message, if one finished.
     pub message: Option<Message<'a>>,
+    /// The message's payload is compressed: RSV1 was set on its first frame, which the
+    /// decoder accepts only after [`Decoder::set_deflate`] (RFC 7692 §6). The caller inflates
+    /// it ([`crate::ws::deflate::Inflater`]) and validates text afterwards; the message limit
+    /// has applied to the compressed bytes. Always false for control frames.
+    pub compressed: bool,
 }
 
 mod decoder;
