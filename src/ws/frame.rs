@@ -77,6 +77,23 @@ pub fn encode_header(out: &mut [u8; HEADER_BYTES_MAX], opcode: u8, payload_len: 
     }
 }
 
+/// RSV1, the "Per-Message Compressed" bit once `permessage-deflate` is negotiated (RFC 7692
+/// §6: "This document allocates the RSV1 bit of the WebSocket header for PMCEs").
+pub const RSV1: u8 = 0x40;
+
+/// [`encode_header`] with RSV1 set: the header of a compressed message's single frame
+/// (RFC 7692 §6.1: "set the "Per-Message Compressed" bit of the first frame to 1"; here the
+/// first frame is the only one).
+pub fn encode_header_compressed(
+    out: &mut [u8; HEADER_BYTES_MAX],
+    opcode: u8,
+    payload_len: usize,
+) -> usize {
+    let n = encode_header(out, opcode, payload_len);
+    out[0] |= RSV1;
+    n
+}
+
 /// Appends a whole unmasked FIN frame to `out`.
 pub fn encode_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
     let mut header = [0u8; HEADER_BYTES_MAX];
@@ -144,7 +161,8 @@ impl Violation {
 /// the caller can parse them in place (simd-json).
 #[derive(Debug)]
 pub enum Message<'a> {
-    /// A complete text message, already validated as UTF-8.
+    /// A complete text message, already validated as UTF-8 unless [`Decoded::compressed`]
+    /// (then the caller validates after inflating, [`crate::ws::deflate::check_text`]).
     Text(&'a mut [u8]),
     /// A complete binary message.
     Binary(&'a mut [u8]),
@@ -163,6 +181,11 @@ pub struct Decoded<'a> {
     pub consumed: usize,
     /// A complete message, if one finished.
     pub message: Option<Message<'a>>,
+    /// The message's payload is compressed: RSV1 was set on its first frame, which the
+    /// decoder accepts only after [`Decoder::set_deflate`] (RFC 7692 §6). The caller inflates
+    /// it ([`crate::ws::deflate::Inflater`]) and validates text afterwards; the message limit
+    /// has applied to the compressed bytes. Always false for control frames.
+    pub compressed: bool,
 }
 
 mod decoder;

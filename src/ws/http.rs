@@ -9,9 +9,42 @@
 
 use std::mem::MaybeUninit;
 
+use crate::ws::deflate;
+
 /// The most headers [`parse_request`] can accept, whatever [`HttpLimits::headers_max`] says:
 /// the header slots live in a stack array of this size.
 pub const HEADERS_CAP: usize = 128;
+
+/// The most lines of one repeatable header [`HeaderLines`] keeps; later lines are ignored.
+pub const HEADER_LINES_CAP: usize = 4;
+
+/// The values of a header that may be sent on several lines, in order (each trimmed), as
+/// RFC 9110 §5.3 allows for list-valued fields: together they are one comma-separated list.
+/// Up to [`HEADER_LINES_CAP`] lines are kept; a client has no reason to send more.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HeaderLines<'a> {
+    lines: [&'a [u8]; HEADER_LINES_CAP],
+    len: u8,
+}
+
+impl<'a> HeaderLines<'a> {
+    fn push(&mut self, value: &'a [u8]) {
+        if let Some(slot) = self.lines.get_mut(usize::from(self.len)) {
+            *slot = value;
+            self.len += 1;
+        }
+    }
+
+    /// The kept lines, in the order they came.
+    pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
+        self.lines[..usize::from(self.len)].iter().copied()
+    }
+
+    /// Whether the header was absent.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
 
 /// Bounds on a request head.
 #[derive(Debug, Clone, Copy)]
@@ -55,6 +88,9 @@ pub struct Request<'a> {
     pub ws_key: Option<&'a [u8]>,
     /// `Sec-WebSocket-Version`, trimmed.
     pub ws_version: Option<&'a [u8]>,
+    /// `Sec-WebSocket-Extensions` lines, trimmed, not yet parsed (see
+    /// [`deflate::negotiate`]).
+    pub ws_extensions: HeaderLines<'a>,
     /// `Origin`, `None` if absent or not UTF-8.
     pub origin: Option<&'a str>,
     /// `Authorization`, `None` if absent or not UTF-8.
@@ -156,6 +192,7 @@ pub fn parse_request<'a>(
         upgrade_websocket: h.upgrade_websocket && h.conn_upgrade,
         ws_key: h.ws_key,
         ws_version: h.ws_version,
+        ws_extensions: h.ws_extensions,
         origin: h.origin.and_then(|v| std::str::from_utf8(v).ok()),
         authorization: h.authorization.and_then(|v| std::str::from_utf8(v).ok()),
     }))
@@ -175,6 +212,7 @@ struct Headers<'a> {
     host: bool,
     ws_key: Option<&'a [u8]>,
     ws_version: Option<&'a [u8]>,
+    ws_extensions: HeaderLines<'a>,
     origin: Option<&'a [u8]>,
     authorization: Option<&'a [u8]>,
 }
@@ -218,6 +256,9 @@ impl<'a> Headers<'a> {
             } else if is("sec-websocket-version") {
                 // RFC 6455 §11.3.5 also allows this header only once in a request.
                 set_once(&mut h.ws_version, value)?;
+            } else if is("sec-websocket-extensions") {
+                // RFC 6455 §9.1: "MAY be split or combined across multiple lines".
+                h.ws_extensions.push(value);
             } else if is("origin") {
                 // Two origins or two credentials leave it ambiguous which one to check.
                 set_once(&mut h.origin, value)?;
@@ -345,8 +386,9 @@ impl UpgradeError {
 /// Checks a request for a valid RFC 6455 §4.2.1 opening handshake.
 ///
 /// A missing `Sec-WebSocket-Version` is answered like a wrong one (426), telling the client
-/// which version to use. `Sec-WebSocket-Extensions` and `Sec-WebSocket-Protocol` are not
-/// checked: both are declined by leaving them out of the response.
+/// which version to use. `Sec-WebSocket-Extensions` is checked by [`deflate::negotiate`]
+/// (when compression is enabled) and `Sec-WebSocket-Protocol` not at all: an extension or
+/// subprotocol is declined by leaving it out of the response.
 pub fn check_upgrade(req: &Request<'_>) -> Result<(), UpgradeError> {
     // §4.2.1 item 1: "An HTTP/1.1 or higher GET request".
     if req.method != Method::Get {
@@ -392,11 +434,12 @@ fn is_base64_of_16_bytes(key: &[u8]) -> bool {
     }
 }
 
-/// Appends the `101 Switching Protocols` response for `ws_key`. No extension is accepted.
+/// Appends the `101 Switching Protocols` response for `ws_key`, accepting `permessage-deflate`
+/// with the `deflate` terms if any ([`deflate::negotiate`]).
 ///
-/// RFC 6455 §9.1: extensions the server does not list in its response are not in use, so a
-/// `permessage-deflate` offer is declined by omission; no subprotocol is selected either.
-pub fn write_upgrade_response(out: &mut Vec<u8>, ws_key: &[u8]) {
+/// RFC 6455 §9.1: extensions the server does not list in its response are not in use, so
+/// with `deflate` `None` every offer is declined by omission; no subprotocol is selected.
+pub fn write_upgrade_response(out: &mut Vec<u8>, ws_key: &[u8], deflate: Option<deflate::Agreed>) {
     // §4.2.2 item 5.4: the accept value is base64(SHA-1(key ++ GUID)).
     let accept = tungstenite::handshake::derive_accept_key(ws_key);
     out.extend_from_slice(
@@ -406,7 +449,11 @@ pub fn write_upgrade_response(out: &mut Vec<u8>, ws_key: &[u8]) {
           Sec-WebSocket-Accept: ",
     );
     out.extend_from_slice(accept.as_bytes());
-    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(b"\r\n");
+    if let Some(agreed) = deflate {
+        deflate::write_response_header(out, agreed);
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// The reason phrase for `status` (RFC 9110 §15, RFC 6585 for 429 and 431).

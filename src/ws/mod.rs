@@ -6,8 +6,10 @@
 //! - [`mask`]: client payload unmasking.
 //! - [`utf8`]: incremental UTF-8 validation for fragmented text messages.
 //! - [`close`]: close frame payload validation and close codes.
+//! - [`deflate`]: `permessage-deflate` (RFC 7692): negotiation, compression, inflation.
 
 pub mod close;
+pub mod deflate;
 pub mod frame;
 pub mod http;
 pub mod mask;

@@ -77,10 +77,17 @@ fn responses_for(req: &http::Request<'_>) {
             let key = req.ws_key.expect("check_upgrade passed without a key");
             assert_eq!(key.len(), 24, "a valid key is 24 base64 characters");
             let mut out = Vec::new();
-            http::write_upgrade_response(&mut out, key);
+            // The extension offer is hostile bytes too: negotiation must not panic, and what
+            // it agrees to must make a well-formed response.
+            let deflate = tickcast::ws::deflate::negotiate(req, true).ok().flatten();
+            http::write_upgrade_response(&mut out, key, deflate);
             let (status, headers, body) = parse_response(&out);
             assert_eq!(status, 101);
             assert!(body.is_empty());
+            assert_eq!(
+                header(&headers, "sec-websocket-extensions").is_some(),
+                deflate.is_some()
+            );
             let accept = header(&headers, "sec-websocket-accept").expect("no accept");
             assert_eq!(
                 accept,

@@ -3,10 +3,14 @@
 //! State kept between calls is a few words: how far into the frame at the front of the
 //! caller's buffer the decoder has already unmasked (or copied) and validated, plus the
 //! reassembly buffer of a fragmented message, which exists only while one is in flight.
+//!
+//! With `permessage-deflate` negotiated ([`Decoder::set_deflate`]), RSV1 on the first frame of
+//! a data message marks the message compressed (RFC 7692 §6): the decoder hands the payload
+//! over as it came, flagged [`Decoded::compressed`], and does not look for UTF-8 in it.
 
 use super::{
     CONTROL_PAYLOAD_MAX, Decoded, Message, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG,
-    OP_TEXT, Violation,
+    OP_TEXT, RSV1, Violation,
 };
 use crate::ws::close;
 use crate::ws::mask::unmask;
@@ -16,6 +20,7 @@ use crate::ws::utf8;
 const NEED_MORE: Decoded<'static> = Decoded {
     consumed: 0,
     message: None,
+    compressed: false,
 };
 
 /// The fragmented message being reassembled, if any.
@@ -48,6 +53,10 @@ pub struct Decoder {
     /// payload (single-frame message) or to `reassembly` (fragmented message).
     utf8: utf8::Progress,
     fragmented: Fragmented,
+    /// `permessage-deflate` was negotiated: RSV1 may mark a message compressed.
+    deflate: bool,
+    /// The fragmented message in flight is compressed (RSV1 on its first frame).
+    compressed: bool,
 }
 
 // There is one decoder per connection and a process serves 19k+ connections with a budget of
@@ -59,6 +68,8 @@ const _: () = assert!(std::mem::size_of::<Decoder>() <= 64);
 struct Header {
     fin: bool,
     opcode: u8,
+    /// RSV1 set (only possible on the first frame of a data message, with deflate).
+    compressed: bool,
     /// Header bytes, masking key included.
     len: usize,
     payload_len: usize,
@@ -108,6 +119,19 @@ impl Decoder {
         }
     }
 
+    /// Tells the decoder whether `permessage-deflate` was negotiated for this connection
+    /// (RFC 7692). When it was, RSV1 on the first frame of a data message marks the message
+    /// compressed ([`Decoded::compressed`]); when it was not, RSV1 fails the connection as
+    /// RFC 6455 §5.2 requires. Set it before the first frame.
+    pub fn set_deflate(&mut self, negotiated: bool) {
+        self.deflate = negotiated;
+    }
+
+    /// Whether `permessage-deflate` was negotiated ([`Decoder::set_deflate`]).
+    pub fn deflate(&self) -> bool {
+        self.deflate
+    }
+
     /// Heap bytes the decoder holds for a fragmented message: in flight, or returned by the
     /// previous call (freed by the next one). Zero when idle.
     pub fn buffered_bytes(&self) -> usize {
@@ -130,13 +154,11 @@ impl Decoder {
             return Ok(None);
         };
         let fin = b0 & 0x80 != 0;
-        // §5.2: "RSV1, RSV2, RSV3: 1 bit each. MUST be 0 unless an extension is negotiated
-        // that defines meanings for non-zero values. If a nonzero value is received and none
-        // of the negotiated extensions defines the meaning of such a nonzero value, the
-        // receiving endpoint MUST _Fail the WebSocket Connection_." We negotiate none.
-        if b0 & 0x70 != 0 {
-            return Err(Violation::Protocol("reserved bits set"));
-        }
+        let compressed = if b0 & 0x70 != 0 {
+            self.reserved_bits(b0)?
+        } else {
+            false
+        };
         let opcode = b0 & 0x0F;
         let in_flight = self.in_fragmented_message();
         match opcode {
@@ -220,11 +242,34 @@ impl Decoder {
         Ok(Some(Header {
             fin,
             opcode,
+            compressed,
             len,
             // Bounded by the message limit (a usize) or by 125, so the conversion is exact.
             payload_len: payload_len as usize,
             mask,
         }))
+    }
+
+    /// Some RSV bit is set: `Ok(true)` when it is RSV1 marking a compressed message.
+    ///
+    /// RFC 6455 §5.2: "RSV1, RSV2, RSV3: 1 bit each. MUST be 0 unless an extension is
+    /// negotiated that defines meanings for non-zero values. If a nonzero value is received and
+    /// none of the negotiated extensions defines the meaning of such a nonzero value, the
+    /// receiving endpoint MUST _Fail the WebSocket Connection_." The only extension we
+    /// negotiate is `permessage-deflate`, which gives RSV1 a meaning and RSV2, RSV3 none.
+    #[cold]
+    fn reserved_bits(&self, b0: u8) -> Result<bool, Violation> {
+        if b0 & 0x70 != RSV1 || !self.deflate {
+            return Err(Violation::Protocol("reserved bits set"));
+        }
+        // RFC 7692 §6: "An endpoint MUST NOT set the "Per-Message Compressed" bit of control
+        // frames and non-first fragments of a data message. An endpoint receiving such a
+        // frame MUST _Fail the WebSocket Connection_." (Unknown opcodes fail as such next.)
+        match b0 & 0x0F {
+            OP_CONTINUATION => Err(Violation::Protocol("RSV1 on a continuation frame")),
+            OP_CLOSE | OP_PING | OP_PONG => Err(Violation::Protocol("RSV1 on a control frame")),
+            _ => Ok(true),
+        }
     }
 
     /// A TEXT or BINARY frame with FIN set: the whole message in one frame, decoded in place.
@@ -234,6 +279,8 @@ impl Decoder {
         header: Header,
     ) -> Result<Decoded<'a>, Violation> {
         let text = header.opcode == OP_TEXT;
+        // A compressed text message is UTF-8 only once inflated: the caller checks it then.
+        let validate = text && !header.compressed;
         let frame_len = header.frame_len();
         let available_end = buf.len().min(frame_len);
         let payload = &mut buf[header.len..available_end];
@@ -242,7 +289,7 @@ impl Decoder {
         let start = self.front_done.min(payload.len());
         unmask(&mut payload[start..], header.mask, start);
         self.front_done = payload.len();
-        if text {
+        if validate {
             self.utf8
                 .advance(payload)
                 .map_err(|_| Violation::InvalidUtf8)?;
@@ -250,7 +297,7 @@ impl Decoder {
         if available_end < frame_len {
             return Ok(NEED_MORE);
         }
-        if text {
+        if validate {
             self.utf8
                 .finish(payload)
                 .map_err(|_| Violation::InvalidUtf8)?;
@@ -265,6 +312,7 @@ impl Decoder {
         Ok(Decoded {
             consumed: frame_len,
             message: Some(message),
+            compressed: header.compressed,
         })
     }
 
@@ -281,6 +329,12 @@ impl Decoder {
             OP_BINARY => false,
             _ => self.fragmented == Fragmented::Text,
         };
+        // RSV1 is on the first fragment only (RFC 7692 §6); the rest inherit it.
+        let compressed = match header.opcode {
+            OP_CONTINUATION => self.compressed,
+            _ => header.compressed,
+        };
+        let validate = text && !compressed;
         let frame_len = header.frame_len();
         let available_end = buf.len().min(frame_len);
         let payload = &buf[header.len..available_end];
@@ -293,7 +347,7 @@ impl Decoder {
             unmask(&mut self.reassembly[at..], header.mask, start);
         }
         self.front_done = payload.len();
-        if text {
+        if validate {
             // §5.6: "a particular text frame might include a partial UTF-8 sequence; however,
             // the whole message MUST contain valid UTF-8." So a character cut at the end of
             // the bytes so far is accepted here and only rejected at FIN.
@@ -314,19 +368,22 @@ impl Decoder {
                 } else {
                     Fragmented::Binary
                 };
+                self.compressed = compressed;
             }
             return Ok(Decoded {
                 consumed: frame_len,
                 message: None,
+                compressed: false,
             });
         }
-        if text {
+        if validate {
             self.utf8
                 .finish(&self.reassembly)
                 .map_err(|_| Violation::InvalidUtf8)?;
         }
         self.utf8 = utf8::Progress::new();
         self.fragmented = Fragmented::Returned;
+        self.compressed = false;
         let payload = &mut self.reassembly[..];
         let message = if text {
             Message::Text(payload)
@@ -336,6 +393,7 @@ impl Decoder {
         Ok(Decoded {
             consumed: frame_len,
             message: Some(message),
+            compressed,
         })
     }
 }
@@ -358,6 +416,7 @@ fn decode_control(buf: &mut [u8], header: Header) -> Result<Decoded<'_>, Violati
     Ok(Decoded {
         consumed: frame_len,
         message: Some(message),
+        compressed: false,
     })
 }
 

@@ -3,11 +3,13 @@
 //! This file holds the helpers every topic shares (masked client frames, the caller side of the
 //! decoder contract, chunked feeding); the tests are in `tests/`, one file a topic:
 //! [`encode`], [`decode`] (happy paths), [`violations`], [`utf8_fail_fast`], [`limits`],
-//! [`props`] (property tests) and [`interop`] (tungstenite).
+//! [`props`] (property tests), [`interop`] (tungstenite) and [`deflate`] (RSV1 with
+//! `permessage-deflate`).
 
 use super::*;
 
 mod decode;
+mod deflate;
 mod encode;
 mod interop;
 mod limits;

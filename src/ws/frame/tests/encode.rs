@@ -27,6 +27,21 @@ fn encode_header_uses_network_byte_order_lengths() {
 }
 
 #[test]
+fn encode_header_compressed_sets_rsv1_only() {
+    let mut plain = [0u8; HEADER_BYTES_MAX];
+    let mut compressed = [0u8; HEADER_BYTES_MAX];
+    for len in [0, 125, 126, 65535, 65536] {
+        for opcode in [OP_TEXT, OP_BINARY] {
+            let n = encode_header(&mut plain, opcode, len);
+            assert_eq!(encode_header_compressed(&mut compressed, opcode, len), n);
+            assert_eq!(compressed[0], plain[0] | RSV1);
+            assert_eq!(compressed[1..n], plain[1..n]);
+        }
+    }
+    assert_eq!(compressed[0], 0xC2);
+}
+
+#[test]
 fn encode_frame_writes_an_unmasked_fin_frame() {
     let mut out = vec![0xEE];
     encode_frame(&mut out, OP_PING, b"hi");

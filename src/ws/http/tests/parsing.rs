@@ -25,7 +25,7 @@ fn browser_upgrade_request_is_accepted() {
 #[test]
 fn upgrade_response_carries_the_rfc_accept_key_and_no_extension() {
     let mut out = Vec::new();
-    write_upgrade_response(&mut out, b"dGhlIHNhbXBsZSBub25jZQ==");
+    write_upgrade_response(&mut out, b"dGhlIHNhbXBsZSBub25jZQ==", None);
     // RFC 6455 §1.3 gives this exact key / accept pair.
     assert_eq!(
         out,
@@ -33,6 +33,47 @@ fn upgrade_response_carries_the_rfc_accept_key_and_no_extension() {
           Upgrade: websocket\r\n\
           Connection: Upgrade\r\n\
           Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+    );
+}
+
+#[test]
+fn extension_header_lines_are_kept_in_order() {
+    let req = parsed(BROWSER_UPGRADE);
+    let lines: Vec<&[u8]> = req.ws_extensions.iter().collect();
+    assert_eq!(lines, [&b"permessage-deflate; client_max_window_bits"[..]]);
+
+    let mut head = upgrade_with("Sec-WebSocket-Extensions", "Sec-WebSocket-Extensions: a ");
+    head.truncate(head.len() - 2);
+    for i in 0..HEADER_LINES_CAP + 2 {
+        head.extend_from_slice(format!("sec-websocket-extensions:  x{i}\r\n").as_bytes());
+    }
+    head.extend_from_slice(b"\r\n");
+    let req = parsed(&head);
+    let lines: Vec<&[u8]> = req.ws_extensions.iter().collect();
+    // Trimmed, in order, the lines past the cap ignored.
+    assert_eq!(lines, [&b"a"[..], b"x0", b"x1", b"x2"]);
+    assert!(
+        parsed(&upgrade_with("Sec-WebSocket-Extensions", ""))
+            .ws_extensions
+            .is_empty()
+    );
+}
+
+#[test]
+fn upgrade_response_can_accept_permessage_deflate() {
+    let req = parsed(BROWSER_UPGRADE);
+    let agreed = crate::ws::deflate::negotiate(&req, true).unwrap();
+    assert!(agreed.is_some());
+    let mut out = Vec::new();
+    write_upgrade_response(&mut out, b"dGhlIHNhbXBsZSBub25jZQ==", agreed);
+    assert_eq!(
+        out,
+        b"HTTP/1.1 101 Switching Protocols\r\n\
+          Upgrade: websocket\r\n\
+          Connection: Upgrade\r\n\
+          Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\
+          Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; \
+          client_no_context_takeover\r\n\r\n"
     );
 }
 
