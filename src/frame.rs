@@ -135,6 +135,24 @@ impl Frame {
         &self.bytes
     }
 
+    /// Length of the plain frame.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Whether this is a published data frame (counts as a delivery when written).
+    pub fn is_data(&self) -> bool {
+        self.published_ns != 0
+    }
+
+    pub fn published_ns(&self) -> u64 {
+        self.published_ns
+    }
+
     /// The bytes to write to a connection whose permessage-deflate window is `window` bits
     /// (0: deflate not negotiated): the plain frame, or its compressed form (RSV1 set).
     ///
