@@ -581,7 +581,8 @@ pub(super) const TOPICS: &[Key] = &[
         valid: r#"not on `presence.*` patterns"#,
         meaning: r#"Authenticated connections subscribing to (unsubscribing from, leaving) an exact topic of this class publish `{"event":"join"\|"leave","user":…,"conn":…}` to `presence.<topic>`; `GET /v1/presence` lists the subscribed users ([PROTOCOL.md](PROTOCOL.md), [API.md](API.md))."#,
         triggers: "",
-    },    Key {
+    },
+    Key {
         section: "topics",
         name: "deflate_level",
         kind: r#"integer"#,

@@ -243,20 +243,26 @@ fn new_state(topic: &str, cfg: &Config, cluster: bool) -> TopicState {
         Some((_, c)) => c.deflate_level.unwrap_or(cfg.deflate.level),
         None => cfg.deflate.level,
     };
-    let frame_class = found.map_or(FrameClass { deflate, ..FrameClass::DATA }, |(i, c)| FrameClass {
-        class: i as u16,
-        lane: match c.lane {
-            Lane::Alert => LANE_ALERT,
-            Lane::Private => LANE_PRIVATE,
-            Lane::Data => LANE_DATA,
+    let frame_class = found.map_or(
+        FrameClass {
+            deflate,
+            ..FrameClass::DATA
         },
-        policy: match c.slow_policy {
-            SlowPolicy::Disconnect => POLICY_DISCONNECT,
-            SlowPolicy::Conflate => POLICY_CONFLATE,
-            SlowPolicy::DropOldest => POLICY_DROP_OLDEST,
+        |(i, c)| FrameClass {
+            class: i as u16,
+            lane: match c.lane {
+                Lane::Alert => LANE_ALERT,
+                Lane::Private => LANE_PRIVATE,
+                Lane::Data => LANE_DATA,
+            },
+            policy: match c.slow_policy {
+                SlowPolicy::Disconnect => POLICY_DISCONNECT,
+                SlowPolicy::Conflate => POLICY_CONFLATE,
+                SlowPolicy::DropOldest => POLICY_DROP_OLDEST,
+            },
+            deflate,
         },
-        deflate,
-    });
+    );
     let class = found.map(|(_, c)| c);
     TopicState {
         seq: 0,
