@@ -742,18 +742,7 @@ async fn read_frames(s: &mut TcpStream, n: usize) -> Vec<u8> {
     loop {
         let mut i = 0;
         let mut frames = 0;
-        while i + 2 <= buf.len() {
-            let (len, hdr) = match buf[i + 1] & 0x7f {
-                126 if i + 4 <= buf.len() => {
-                    (u16::from_be_bytes([buf[i + 2], buf[i + 3]]) as usize, 4)
-                }
-                127 if i + 10 <= buf.len() => (
-                    u64::from_be_bytes(buf[i + 2..i + 10].try_into().unwrap()) as usize,
-                    10,
-                ),
-                x if x < 126 => (x as usize, 2),
-                _ => break,
-            };
+        while let Some((hdr, len)) = server_frame_lens(&buf[i..]) {
             if i + hdr + len > buf.len() {
                 break;
             }

@@ -544,6 +544,20 @@ pub fn client_frame(fin: bool, rsv: u8, opcode: u8, payload: &[u8], masked: bool
     f
 }
 
+/// The (header, payload) lengths of the unmasked server frame at the start of `buf`, once its
+/// header is complete (the payload may not be).
+pub fn server_frame_lens(buf: &[u8]) -> Option<(usize, usize)> {
+    match *buf.get(1)? & 0x7f {
+        126 if buf.len() >= 4 => Some((4, u16::from_be_bytes([buf[2], buf[3]]) as usize)),
+        127 if buf.len() >= 10 => Some((
+            10,
+            u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize,
+        )),
+        n if n < 126 => Some((2, n as usize)),
+        _ => None,
+    }
+}
+
 /// Reads server frames from a raw socket until a close frame; returns its code (None if the
 /// connection ended without one).
 pub async fn raw_read_close_code(s: &mut TcpStream) -> Option<u16> {
@@ -551,17 +565,7 @@ pub async fn raw_read_close_code(s: &mut TcpStream) -> Option<u16> {
     let mut i = 0;
     while i + 2 <= data.len() {
         let opcode = data[i] & 0x0f;
-        let (len, hdr) = match data[i + 1] & 0x7f {
-            126 if i + 4 <= data.len() => {
-                (u16::from_be_bytes([data[i + 2], data[i + 3]]) as usize, 4)
-            }
-            127 if i + 10 <= data.len() => (
-                u64::from_be_bytes(data[i + 2..i + 10].try_into().unwrap()) as usize,
-                10,
-            ),
-            n if n < 126 => (n as usize, 2),
-            _ => return None,
-        };
+        let (hdr, len) = server_frame_lens(&data[i..])?;
         if opcode == 0x8 {
             let p = &data[i + hdr..(i + hdr + len).min(data.len())];
             return (p.len() >= 2).then(|| u16::from_be_bytes([p[0], p[1]]));
