@@ -111,19 +111,8 @@ impl Raw {
 
     async fn frame(&mut self) -> ServerFrame {
         loop {
-            if self.buf.len() >= 2 {
-                let (len, hdr) = match self.buf[1] & 0x7f {
-                    126 if self.buf.len() >= 4 => {
-                        (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4)
-                    }
-                    127 if self.buf.len() >= 10 => (
-                        u64::from_be_bytes(self.buf[2..10].try_into().unwrap()) as usize,
-                        10,
-                    ),
-                    n if n < 126 => (n as usize, 2),
-                    _ => (usize::MAX, 0),
-                };
-                if hdr > 0 && self.buf.len() >= hdr + len {
+            if let Some((hdr, len)) = server_frame_lens(&self.buf) {
+                if self.buf.len() >= hdr + len {
                     let f = ServerFrame {
                         rsv1: self.buf[0] & 0x40 != 0,
                         opcode: self.buf[0] & 0x0f,
