@@ -1,7 +1,7 @@
 //! permessage-deflate (RFC 7692, issue 12) as a client sees it: compressed once per frame
 //! however many subscribers get it, plain where it should be, client messages inflated within
 //! bounds. Clients here are raw sockets that do their own DEFLATE (flate2), so every byte on the
-//! wire is checked; tests/clients.rs drives real client libraries. Every test runs the real
+//! wire is checked; tests/clients.rs drives a real client library (Python `websockets`). Every test runs the real
 //! server on io_uring and on epoll.
 
 mod common;

@@ -5,9 +5,10 @@
 #      real server on both the io_uring and the epoll driver),
 #   3. WebSocket conformance: the Autobahn|Testsuite cases 1-10 (kosoku) against `/echo`, on
 #      both drivers.
-# Needs: the Rust toolchain, python3 with venv/pip (kosoku is installed into target/venv), and
-# nats-server and redis-server for the cluster tests (installed here with apt-get when
-# missing and running as root; tests/cluster.rs starts its own on free loopback ports).
+# Needs: the Rust toolchain, python3 with venv/pip (kosoku and websockets are installed into
+# target/venv), and nats-server and redis-server for the cluster tests (installed here with
+# apt-get when missing and running as root; tests/cluster.rs starts its own on free loopback
+# ports).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,17 +42,19 @@ step "rustdoc"
 # The source's own docs (module maps, invariants) are read: a broken link is an error.
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features --quiet || failed+=(rustdoc)
 
+step "client libraries (target/venv)"
+# Pinned: the conformance runner, and Python websockets for tests/clients.rs.
+venv=target/venv
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/pip" install --quiet --disable-pip-version-check kosoku==0.1.0 websockets==15.0.1
+export TICKCAST_TEST_PYTHON="$PWD/$venv/bin/python"
+
 step "cargo test"
 # --no-fail-fast: a failing test binary does not skip the ones after it.
 # fault-injection: tests/crash.rs makes a shard and the cluster bridge panic on purpose.
 cargo test --all-targets --features fault-injection --no-fail-fast || failed+=("cargo test")
 
 step "conformance (Autobahn cases 1-10 via kosoku)"
-venv=target/venv
-if [ ! -x "$venv/bin/kosoku" ]; then
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check kosoku==0.1.0
-fi
 cargo build --quiet --bin tickcast
 for driver in io_uring epoll; do
     log=$(mktemp)
