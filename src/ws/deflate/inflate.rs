@@ -23,8 +23,8 @@
 //! zlib-rs (flate2) rather than libdeflate: both take a bounded output slice, but on messages
 //! of this size zlib-rs inflates faster (its decoding tables are smaller to build) and needs
 //! no copy of the input, which libdeflate (whole streams in one contiguous buffer) would.
-//! Measured (benches/ws.rs, `inflate` group, medians, shared 2-core VM under load, 2026-12-04):
-//! 137-byte frame 1.2 µs against 1.5 µs, 2 KiB order book 2.5 µs against 3.5-3.7 µs.
+//! Measured (benches/ws.rs, `inflate` group, medians, shared 2-core VM, 2026-12-04): a
+//! 137-byte frame 1.16 µs against 1.39 µs, a 2 KiB order book 2.72 µs against 3.51 µs.
 
 use flate2::{Decompress, FlushDecompress, Status};
 
@@ -32,8 +32,9 @@ use crate::ws::close;
 
 /// Inflated bytes allowed per compressed byte, unless under [`RATIO_FLOOR_BYTES`].
 ///
-/// JSON compresses 5 to 20 times in practice (the demo feed's frames about 1.5 to 8 times,
-/// benches/ws.rs); a long array of near-identical entries reaches 50 to 100. DEFLATE's own
+/// JSON compresses 5 to 20 times in practice (the demo feed's frames 1.3 times for a
+/// 137-byte update to 5.6 times for a 2 KiB book, benches/ws.rs); a long array of
+/// near-identical entries reaches 50 to 100. DEFLATE's own
 /// ceiling is about 1032 (a 258-byte match costs 2 bits at best), which a crafted message
 /// reaches. 100 leaves real messages alone and cuts a crafted one's amplification tenfold.
 pub const RATIO_MAX_DEFAULT: usize = 100;
