@@ -4,11 +4,12 @@
 //! The connection agreed to `client_no_context_takeover`, so each message inflates alone and
 //! one [`Inflater`] serves a whole shard. §7.2.2's algorithm is "1. Append 4 octets of 0x00
 //! 0x00 0xff 0xff to the tail end of the payload of the message. 2. Decompress the resulting
-//! data using DEFLATE." A streaming inflater may stop there; libdeflate decodes whole streams
-//! only, so the input also gets an empty final block (0x03 0x00: BFINAL 1, fixed Huffman, end
-//! of block) that ends a stream the client left open. A message whose own data ends with a
-//! final block (§7.2.3.4) stops there, and what follows is ignored, as zlib-based receivers
-//! do.
+//! data using DEFLATE." The tail is fed after the payload (no copy of it), followed by an
+//! empty final stored block (0x01 0x00 0x00 0xff 0xff: BFINAL 1, BTYPE 00, LEN 0, NLEN), so
+//! a complete message always ends the DEFLATE stream and a truncated one does not: that is
+//! how a message cut inside a block is told apart and refused as invalid. A message whose own
+//! data ends with a final block (§7.2.3.4) stops there, and what follows is ignored, as
+//! zlib-based receivers do.
 //!
 //! Two bounds apply to the output, so a small message cannot make the shard inflate (and hold)
 //! much (a "zip bomb"):
@@ -16,20 +17,24 @@
 //! - [`RATIO_MAX_DEFAULT`] times the compressed size, but never less than
 //!   [`RATIO_FLOOR_BYTES`]: [`InflateError::Ratio`].
 //!
-//! The output buffer is sized to the bound before decoding and libdeflate stops as soon as the
-//! output would pass it, so neither memory nor work goes past the bound.
+//! The output buffer is the bound plus one byte, and inflation stops when it is full, so
+//! neither memory nor work goes past the bound; a full buffer means the message was larger.
 //!
-//! libdeflate rather than zlib-rs (flate2): one call with a bounded output slice is exactly
-//! its interface, and it inflates faster; measured in benches/ws.rs (`inflate` group).
+//! zlib-rs (flate2) rather than libdeflate: both take a bounded output slice, but on messages
+//! of this size zlib-rs inflates faster (its decoding tables are smaller to build) and needs
+//! no copy of the input, which libdeflate (whole streams in one contiguous buffer) would.
+//! Measured (benches/ws.rs, `inflate` group, medians, shared 2-core VM, 2026-12-04): a
+//! 137-byte frame 1.16 µs against 1.39 µs, a 2 KiB order book 2.72 µs against 3.51 µs.
 
-use libdeflater::{DecompressionError, Decompressor};
+use flate2::{Decompress, FlushDecompress, Status};
 
 use crate::ws::close;
 
 /// Inflated bytes allowed per compressed byte, unless under [`RATIO_FLOOR_BYTES`].
 ///
-/// JSON compresses 5 to 20 times in practice (the demo feed's frames about 1.5 to 8 times,
-/// benches/ws.rs); a long array of near-identical entries reaches 50 to 100. DEFLATE's own
+/// JSON compresses 5 to 20 times in practice (the demo feed's frames 1.3 times for a
+/// 137-byte update to 5.6 times for a 2 KiB book, benches/ws.rs); a long array of
+/// near-identical entries reaches 50 to 100. DEFLATE's own
 /// ceiling is about 1032 (a 258-byte match costs 2 bits at best), which a crafted message
 /// reaches. 100 leaves real messages alone and cuts a crafted one's amplification tenfold.
 pub const RATIO_MAX_DEFAULT: usize = 100;
@@ -39,11 +44,11 @@ pub const RATIO_MAX_DEFAULT: usize = 100;
 /// the ratio bound would protect nothing worth the surprise.
 pub const RATIO_FLOOR_BYTES: usize = 16 * 1024;
 
-/// What [`Inflater::inflate`] appends to the payload: §7.2.2's 0x00 0x00 0xff 0xff, then an
-/// empty final block so libdeflate sees a complete stream.
-const TAIL: [u8; 6] = [0x00, 0x00, 0xFF, 0xFF, 0x03, 0x00];
+/// What [`Inflater::inflate`] feeds after the payload: §7.2.2's 0x00 0x00 0xff 0xff, then an
+/// empty final stored block that ends the stream.
+const TAIL: [u8; 9] = [0x00, 0x00, 0xFF, 0xFF, 0x01, 0x00, 0x00, 0xFF, 0xFF];
 
-/// A scratch buffer this large or smaller is kept between calls; a larger one (a huge
+/// An output buffer this large or smaller is kept between calls; a larger one (a huge
 /// message on the echo route) is dropped at the next call that does not need it.
 const SCRATCH_RETAIN_BYTES_MAX: usize = 256 * 1024;
 
@@ -80,10 +85,10 @@ impl InflateError {
     }
 }
 
-/// Per-shard inflater of client messages: libdeflate's decompressor (about 10 KiB) and one
-/// scratch buffer holding the input copy (payload plus tail) followed by the output.
+/// Per-shard inflater of client messages: a raw-DEFLATE zlib-rs state (its 32 KiB window is
+/// allocated on first use and kept) and one output buffer.
 pub struct Inflater {
-    decompressor: Decompressor,
+    decompress: Decompress,
     scratch: Vec<u8>,
     ratio_max: usize,
 }
@@ -113,7 +118,8 @@ impl Inflater {
     /// [`RATIO_FLOOR_BYTES`]).
     pub fn with_ratio_max(ratio_max: usize) -> Self {
         Self {
-            decompressor: Decompressor::new(),
+            // Raw DEFLATE (no zlib header), 32 KiB window: reads any window a client used.
+            decompress: Decompress::new(false),
             scratch: Vec::new(),
             ratio_max,
         }
@@ -127,39 +133,50 @@ impl Inflater {
         compressed: &[u8],
         max_bytes: usize,
     ) -> Result<&mut [u8], InflateError> {
-        let input_len = compressed.len().saturating_add(TAIL.len());
         let ratio_bound = compressed
             .len()
             .saturating_mul(self.ratio_max)
             .max(RATIO_FLOOR_BYTES);
         let bound = max_bytes.min(ratio_bound);
-        let needed = input_len.saturating_add(bound);
-        if self.scratch.len() > SCRATCH_RETAIN_BYTES_MAX && needed <= SCRATCH_RETAIN_BYTES_MAX {
+        // One byte past the bound: filling it is how "larger than the bound" shows.
+        let room = bound.saturating_add(1);
+        if self.scratch.len() > SCRATCH_RETAIN_BYTES_MAX && room <= SCRATCH_RETAIN_BYTES_MAX {
             self.scratch = Vec::new();
         }
-        if self.scratch.len() < needed {
+        if self.scratch.len() < room {
             // Zero-fills only the growth: the buffer keeps its length between calls.
-            self.scratch.resize(needed, 0);
+            self.scratch.resize(room, 0);
         }
-        let (input, output) = self.scratch.split_at_mut(input_len);
-        let (payload, tail) = input.split_at_mut(compressed.len());
-        payload.copy_from_slice(compressed);
-        tail.copy_from_slice(&TAIL);
-        match self
-            .decompressor
-            .deflate_decompress(input, &mut output[..bound])
-        {
-            Ok(n) => Ok(&mut output[..n]),
-            Err(DecompressionError::InsufficientSpace) if bound == max_bytes => {
-                Err(InflateError::TooBig)
-            }
-            Err(DecompressionError::InsufficientSpace) => Err(InflateError::Ratio),
-            Err(DecompressionError::BadData) => Err(InflateError::Invalid),
+        let out = &mut self.scratch[..room];
+        let d = &mut self.decompress;
+        d.reset(false);
+        let invalid = |_| InflateError::Invalid;
+        // zlib returns once the input is used up, the output is full or the stream ends.
+        let mut status = d
+            .decompress(compressed, out, FlushDecompress::None)
+            .map_err(invalid)?;
+        let mut produced = d.total_out() as usize;
+        if status != Status::StreamEnd && produced < room {
+            status = d
+                .decompress(&TAIL, &mut out[produced..], FlushDecompress::Sync)
+                .map_err(invalid)?;
+            produced = d.total_out() as usize;
         }
+        if produced > bound {
+            return Err(if bound == max_bytes {
+                InflateError::TooBig
+            } else {
+                InflateError::Ratio
+            });
+        }
+        if status != Status::StreamEnd {
+            // The tail's final block was not reached: the message stops inside a block.
+            return Err(InflateError::Invalid);
+        }
+        Ok(&mut self.scratch[..produced])
     }
 
-    /// Bytes of scratch memory held now (input copy and output area of the largest recent
-    /// message).
+    /// Bytes of output buffer held now (sized for the largest recent message's bound).
     pub fn scratch_bytes(&self) -> usize {
         self.scratch.capacity()
     }

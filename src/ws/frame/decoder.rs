@@ -258,6 +258,7 @@ impl Decoder {
     /// receiving endpoint MUST _Fail the WebSocket Connection_." The only extension we
     /// negotiate is `permessage-deflate`, which gives RSV1 a meaning and RSV2, RSV3 none.
     #[cold]
+    #[inline(never)]
     fn reserved_bits(&self, b0: u8) -> Result<bool, Violation> {
         if b0 & 0x70 != RSV1 || !self.deflate {
             return Err(Violation::Protocol("reserved bits set"));
