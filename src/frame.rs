@@ -253,11 +253,14 @@ fn compress(frame: &[u8], level: u8, window: u8) -> Option<Box<[u8]>> {
 #[derive(Debug, Default)]
 struct Deflated {
     /// For a 15-bit window, and for any window the payload fits in (almost every frame).
-    full: OnceLock<Option<Box<[u8]>>>,
+    full: Form,
     /// For windows of 9..=14 bits shorter than the payload (clients that asked
     /// `server_max_window_bits` and get long frames): allocated only when first needed.
-    small: OnceLock<Box<[OnceLock<Option<Box<[u8]>>>; 6]>>,
+    small: OnceLock<Box<[Form; 6]>>,
 }
+
+/// One compressed form, built once: `None` when the frame goes plain.
+type Form = OnceLock<Option<Box<[u8]>>>;
 
 /// Builds the data frame of one publish:
 /// `{"topic":"<topic>","seq":<seq>,"ts":<ts_us>,"data":<data>}` as one unmasked text frame.
