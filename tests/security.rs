@@ -34,7 +34,7 @@ both_drivers!(
     origin_allow_list,
     admin_http_access,
     subscribe_burst_is_bounded,
-    compression_extension_is_declined,
+    compression_off_declines_the_offer_and_rsv1_fails,
     ping_flood_is_cut,
     huge_fragmented_message_is_refused,
 );
@@ -887,10 +887,11 @@ async fn subscribe_burst_is_bounded(driver: Driver) {
     let (_ws, _) = try_connect(&server, "/ws", &[]).await.unwrap();
 }
 
-/// permessage-deflate is not supported: the offer is declined (no extension in the 101), and a
+/// With `deflate.enabled = false` the offer is declined (no extension in the 101), and a
 /// compressed frame (RSV1) then fails the connection with 1002 instead of being misparsed.
-async fn compression_extension_is_declined(driver: Driver) {
-    let server = secure_server(driver, &[]);
+/// (With compression on, tests/deflate.rs.)
+async fn compression_off_declines_the_offer_and_rsv1_fails(driver: Driver) {
+    let server = secure_server(driver, &[("TICKCAST_DEFLATE__ENABLED", "false")]);
     let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     s.write_all(
         b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
