@@ -86,12 +86,13 @@ pub fn tickcast_cmd() -> Command {
 
 /// See [`tickcast_cmd`]; for commands that start `tickcast` in turn (`sh -c`).
 pub fn no_inherited_settings(cmd: &mut Command) {
-    if std::env::var_os("TICKCAST_TEST_INHERIT_ENV").is_some() {
-        return;
-    }
+    let inherit = std::env::var_os("TICKCAST_TEST_INHERIT_ENV").is_some();
     for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("TICKCAST_") {
-            cmd.env_remove(k);
+        let k = k.to_string_lossy();
+        // The harness's own switches are never settings: the server would refuse them as
+        // unknown keys.
+        if k.starts_with("TICKCAST_TEST_") || (!inherit && k.starts_with("TICKCAST_")) {
+            cmd.env_remove(&*k);
         }
     }
 }
