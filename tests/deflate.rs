@@ -21,6 +21,7 @@ both_drivers!(
     compressed_client_messages_are_understood,
     hostile_compressed_input_is_closed_cleanly,
     recovery_and_cache_replay_compressed_frames,
+    batched_and_alert_lane_frames_go_compressed,
 );
 
 /// One server frame as read from a raw socket.
@@ -451,4 +452,38 @@ async fn recovery_and_cache_replay_compressed_frames(driver: Driver) {
             ("last.a".into(), 1)
         ]
     );
+}
+
+/// Delivery strategies and lanes act on the shared frame, whichever form a connection is sent:
+/// batched frames arrive compressed and in order, an alert-lane frame too.
+async fn batched_and_alert_lane_frames_go_compressed(driver: Driver) {
+    let server = Server::with_topics(
+        driver,
+        r#"[{pattern = "b.>", delivery = "batched", batch_window_ms = 5}, {pattern = "risk.>", lane = "alert"}]"#,
+        &[],
+    );
+    let mut c = Raw::connect(&server, "/ws", Some(OFFER)).await;
+    c.text_frame().await; // welcome
+    c.send_json(json!({"op": "subscribe", "id": 1, "topics": ["b.x", "risk.x"]}))
+        .await;
+    assert_eq!(c.text_frame().await.json()["op"], "ack");
+    let data = big_data(30);
+    for _ in 0..3 {
+        publish(&server, "b.x", &data).await;
+    }
+    publish(&server, "risk.x", &data).await;
+    let mut seqs = Vec::new();
+    let mut alert = false;
+    while seqs.len() < 3 || !alert {
+        let f = c.text_frame().await;
+        assert!(f.rsv1, "compressed");
+        let v = f.json();
+        assert_eq!(v["data"], data);
+        match v["topic"].as_str() {
+            Some("b.x") => seqs.push(v["seq"].as_u64().unwrap()),
+            Some("risk.x") => alert = true,
+            other => panic!("unexpected topic {other:?}"),
+        }
+    }
+    assert_eq!(seqs, vec![1, 2, 3], "batched frames keep their order");
 }
