@@ -800,6 +800,9 @@ async fn the_owner_drops_duplicates_and_reports_what_the_broker_cannot_fill(engi
     wait_cluster(&n, 1).await;
     let (mut sub, _) = connect(&n).await;
     subscribe(&mut sub, 1, &["md.f"]).await;
+    // The ack does not wait for the broker to confirm the node's subscription: the raw
+    // messages below must not race it.
+    wait_subscribers(&broker, "md.f", 1).await;
     let env = |seq: u64| {
         tickcast::cluster::Envelope {
             seq,
@@ -860,6 +863,9 @@ async fn an_unrelated_unsubscribe_does_not_hide_a_hole(engine: Engine) {
     wait_cluster(&n, 1).await;
     let (mut sub, _) = connect(&n).await;
     subscribe(&mut sub, 1, &["md.h"]).await;
+    // The ack does not wait for the broker to confirm the node's subscription: the raw
+    // messages below must not race it.
+    wait_subscribers(&broker, "md.h", 1).await;
     for seq in [1, 2] {
         broker.raw_live("md.h", forged("md.h", seq)).await;
     }
@@ -887,6 +893,7 @@ async fn a_since_ahead_of_the_node_is_served_from_the_broker(engine: Engine) {
     }
     let (mut sub, _) = connect(&n).await;
     subscribe(&mut sub, 1, &["md.a"]).await;
+    wait_subscribers(&broker, "md.a", 1).await;
     // Stored at the broker, not (yet) seen by this node.
     for seq in 4..=5 {
         broker
