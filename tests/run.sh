@@ -6,7 +6,7 @@
 #   3. WebSocket conformance: the Autobahn|Testsuite cases 1-10 (kosoku) against `/echo`, on
 #      both drivers.
 # Needs: the Rust toolchain, python3 with venv/pip (kosoku and websockets are installed into
-# target/venv), and nats-server and redis-server for the cluster tests (installed here with
+# target/venv), node and npm (ws into target/node), and nats-server and redis-server for the cluster tests (installed here with
 # apt-get when missing and running as root; tests/cluster.rs starts its own on free loopback
 # ports).
 set -euo pipefail
@@ -21,13 +21,15 @@ failed=()
 missing=()
 command -v nats-server >/dev/null || missing+=(nats-server)
 command -v redis-server >/dev/null || missing+=(redis-server)
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        step "installing ${missing[*]} (cluster tests)"
+        step "installing ${missing[*]} (cluster and client tests)"
         DEBIAN_FRONTEND=noninteractive apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     else
-        echo "the cluster tests need ${missing[*]}: install them (Debian: apt-get install ${missing[*]})" >&2
+        echo "the tests need ${missing[*]}: install them (Debian: apt-get install ${missing[*]})" >&2
         exit 1
     fi
 fi
@@ -47,14 +49,19 @@ step "client libraries (target/venv)"
 venv=target/venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install --quiet --disable-pip-version-check kosoku==0.1.0 websockets==15.0.1
+# Pinned: Node ws for tests/clients.rs (needs node and npm).
+nodedir=target/node
+[ -d "$nodedir/node_modules/ws" ] && grep -q '"version": "8.18.3"' "$nodedir/node_modules/ws/package.json" ||
+    npm install --silent --no-audit --no-fund --prefix "$nodedir" ws@8.18.3
 
 step "cargo test"
 # --no-fail-fast: a failing test binary does not skip the ones after it.
 # fault-injection: tests/crash.rs makes a shard and the cluster bridge panic on purpose.
-# TICKCAST_TEST_PYTHON: the venv's interpreter for tests/clients.rs (given to cargo test only:
+# TICKCAST_TEST_PYTHON, TICKCAST_TEST_NODE_PATH: the pinned clients for tests/clients.rs (given
+# to cargo test only:
 # a TICKCAST_* variable in the environment of the conformance server below would be read as a
 # setting).
-TICKCAST_TEST_PYTHON="$PWD/$venv/bin/python" \
+TICKCAST_TEST_PYTHON="$PWD/$venv/bin/python" TICKCAST_TEST_NODE_PATH="$PWD/$nodedir/node_modules" \
     cargo test --all-targets --features fault-injection --no-fail-fast || failed+=("cargo test")
 
 step "conformance (Autobahn cases 1-10 via kosoku)"
