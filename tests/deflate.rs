@@ -22,6 +22,7 @@ both_drivers!(
     hostile_compressed_input_is_closed_cleanly,
     recovery_and_cache_replay_compressed_frames,
     batched_and_alert_lane_frames_go_compressed,
+    the_message_rate_applies_before_inflating,
 );
 
 /// One server frame as read from a raw socket.
@@ -486,4 +487,33 @@ async fn batched_and_alert_lane_frames_go_compressed(driver: Driver) {
         }
     }
     assert_eq!(seqs, vec![1, 2, 3], "batched frames keep their order");
+}
+
+/// A client over its message rate costs no inflate: the rate is checked first.
+async fn the_message_rate_applies_before_inflating(driver: Driver) {
+    let server = Server::start(
+        driver,
+        &[
+            ("TICKCAST_LIMITS__CLIENT_MESSAGES_PER_S", "1"),
+            ("TICKCAST_LIMITS__CLIENT_MESSAGES_BURST", "1"),
+        ],
+        &[],
+    );
+    let mut c = Raw::connect(&server, "/ws", Some(OFFER)).await;
+    c.text_frame().await; // welcome
+    let ping = deflate(json!({"op": "ping", "id": 1}).to_string().as_bytes());
+    let frame = client_frame(true, 0b100, 0x1, &ping, true);
+    c.send(&[frame.clone(), frame.clone(), frame].concat())
+        .await;
+    let mut replies = Vec::new();
+    while replies.len() < 3 {
+        replies.push(c.text_frame().await.json());
+    }
+    let refused = replies
+        .iter()
+        .filter(|r| r["code"] == "rate_limited")
+        .count();
+    assert!(refused >= 1, "{replies:?}");
+    let inflated = server.metric("tickcast_inflations_total").await;
+    assert_eq!(inflated as usize, 3 - refused, "{replies:?}");
 }

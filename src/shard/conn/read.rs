@@ -312,6 +312,28 @@ impl State {
 
     fn on_message(&mut self, key: u32, msg: Message<'_>) -> Step {
         self.stats.c.messages_in += 1;
+        // Every message that costs work counts against the connection's rate; pongs and
+        // closes do not.
+        let costs = matches!(
+            msg,
+            Message::Text(_) | Message::Binary(_) | Message::Ping(_)
+        );
+        if costs && !self.rate_admits(key, !matches!(msg, Message::Ping(_))) {
+            return Step::Wait;
+        }
+        self.handle_message(key, msg)
+    }
+
+    /// Whether the connection's message rate admits one more message that costs work
+    /// (`reply`: an error is sent when it does not). The `/echo` conformance route and a
+    /// connection that is closing are not rated.
+    fn rate_admits(&mut self, key: u32, reply: bool) -> bool {
+        let conn = &self.conns[key];
+        conn.echo || conn.phase == Phase::Closing || self.rate_ok(key, reply)
+    }
+
+    /// A message the rate admitted.
+    fn handle_message(&mut self, key: u32, msg: Message<'_>) -> Step {
         let conn = &mut self.conns[key];
         if conn.phase == Phase::Closing {
             // RFC 6455 §7.1.1: after both close frames, the server closes the TCP connection.
@@ -319,16 +341,6 @@ impl State {
                 Message::Close(_) => Step::Exit,
                 _ => Step::Wait,
             };
-        }
-        // Every message that costs work counts against the connection's rate (the `/echo`
-        // conformance route excepted); pongs and closes do not.
-        let counted = !conn.echo
-            && matches!(
-                msg,
-                Message::Text(_) | Message::Binary(_) | Message::Ping(_)
-            );
-        if counted && !self.rate_ok(key, !matches!(msg, Message::Ping(_))) {
-            return Step::Wait;
         }
         let conn = &self.conns[key];
         match msg {
@@ -372,6 +384,11 @@ impl State {
             // The decoder flags data messages only (RSV1 on a control frame fails it).
             other => return self.on_message(key, other),
         };
+        self.stats.c.messages_in += 1;
+        // The rate is checked before inflating: a client over it costs no inflate.
+        if !self.rate_admits(key, true) {
+            return Step::Wait;
+        }
         let mut inflater = self.inflater.take().unwrap_or_else(|| {
             Box::new(Inflater::with_ratio_max(
                 self.shared.cfg.deflate.inflate_ratio_max as usize,
@@ -381,12 +398,12 @@ impl State {
             Ok(plain) => {
                 self.stats.c.inflations += 1;
                 if !text {
-                    self.on_message(key, Message::Binary(plain))
+                    self.handle_message(key, Message::Binary(plain))
                 } else if let Err(v) = deflate::check_text(plain) {
                     self.violation(key, v);
                     Step::Wait
                 } else {
-                    self.on_message(key, Message::Text(plain))
+                    self.handle_message(key, Message::Text(plain))
                 }
             }
             Err(e) => {
