@@ -800,9 +800,6 @@ async fn the_owner_drops_duplicates_and_reports_what_the_broker_cannot_fill(engi
     wait_cluster(&n, 1).await;
     let (mut sub, _) = connect(&n).await;
     subscribe(&mut sub, 1, &["md.f"]).await;
-    // The ack does not wait for the broker to confirm the node's subscription: the raw
-    // messages below must not race it.
-    wait_subscribers(&broker, "md.f", 1).await;
     let env = |seq: u64| {
         tickcast::cluster::Envelope {
             seq,
@@ -841,6 +838,26 @@ async fn the_owner_drops_duplicates_and_reports_what_the_broker_cannot_fill(engi
     assert_eq!(n.metric("tickcast_cluster_invalid_total").await, 1.0);
 }
 
+/// A subscribe is acknowledged once the broker has the node's subscription: a message the
+/// broker carries right after the ack reaches the client, on every one of many fresh topics.
+/// (Regression: the NATS engine acknowledged after writing `SUB` to its socket, before the
+/// server had processed it; a message published from another connection in that window was
+/// missed, and the next one taken for the topic's first.)
+async fn a_subscribe_ack_means_the_broker_delivers(engine: Engine) {
+    let broker = Broker::start(engine);
+    let n = node(&broker, "node-b");
+    wait_cluster(&n, 1).await;
+    let (mut sub, _) = connect(&n).await;
+    for i in 0..40u64 {
+        let topic = format!("md.ack{i}");
+        subscribe(&mut sub, i + 1, &[topic.as_str()]).await;
+        broker.raw_live(&topic, forged(&topic, 1)).await;
+        let (frames, gaps) = read_until(&mut sub, &topic, 1).await;
+        assert_eq!(seqs(&frames), [1], "{topic}");
+        assert!(gaps.is_empty(), "{topic}: {gaps:?}");
+    }
+}
+
 fn forged(topic: &str, seq: u64) -> Vec<u8> {
     tickcast::cluster::Envelope {
         seq,
@@ -863,9 +880,6 @@ async fn an_unrelated_unsubscribe_does_not_hide_a_hole(engine: Engine) {
     wait_cluster(&n, 1).await;
     let (mut sub, _) = connect(&n).await;
     subscribe(&mut sub, 1, &["md.h"]).await;
-    // The ack does not wait for the broker to confirm the node's subscription: the raw
-    // messages below must not race it.
-    wait_subscribers(&broker, "md.h", 1).await;
     for seq in [1, 2] {
         broker.raw_live("md.h", forged("md.h", seq)).await;
     }
@@ -893,7 +907,6 @@ async fn a_since_ahead_of_the_node_is_served_from_the_broker(engine: Engine) {
     }
     let (mut sub, _) = connect(&n).await;
     subscribe(&mut sub, 1, &["md.a"]).await;
-    wait_subscribers(&broker, "md.a", 1).await;
     // Stored at the broker, not (yet) seen by this node.
     for seq in 4..=5 {
         broker
@@ -1177,5 +1190,6 @@ engines!(
     the_owner_drops_duplicates_and_reports_what_the_broker_cannot_fill,
     an_unrelated_unsubscribe_does_not_hide_a_hole,
     a_since_ahead_of_the_node_is_served_from_the_broker,
+    a_subscribe_ack_means_the_broker_delivers,
     a_node_that_connects_late_hears_the_others_before_taking_the_lead,
 );

@@ -39,8 +39,10 @@ async fn welcome_frame(driver: Driver) {
 
 /// Reads the next text frame as a raw string (to check verbatim payloads).
 async fn recv_text(ws: &mut Ws) -> String {
+    // One deadline for the call: the server's pings (every 20 s) must not restart it.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
-        let msg = tokio::time::timeout(DEADLINE, ws.next())
+        let msg = tokio::time::timeout_at(deadline, ws.next())
             .await
             .unwrap()
             .unwrap()

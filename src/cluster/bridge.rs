@@ -69,7 +69,10 @@ pub(super) async fn run<B: Broker>(ctx: Rc<Ctx>, cmds: flume::Receiver<Cmd>) {
     if let Err(e) = broker.live_subscribe("user.>").await {
         tracing::error!(error = %e, "cluster: subscribe to user messages failed");
     }
-    let _ = broker.flush().await;
+    // Bounded: a broker lost again right away must not hold the bridge (the engine
+    // re-subscribes on the reconnect).
+    let limit = Duration::from_millis(ctx.cluster().publish_timeout_ms);
+    let _ = tokio::time::timeout(limit, broker.flush()).await;
     let started = crate::frame::unix_us() / 1_000_000;
 
     // Messages a full shard ring did not take: retried every millisecond while any wait
@@ -308,7 +311,18 @@ pub(super) async fn interest_task<B: Broker>(
         // not held back.
         if added && ctx.bridge.is_up() {
             let limit = Duration::from_millis(ctx.cluster().publish_timeout_ms);
-            let _ = tokio::time::timeout(limit, broker.flush()).await;
+            // A subscriber acknowledged without the round trip may miss what is published
+            // before the broker applies its subscription: say so (the ack is not held longer,
+            // a broker that slow is failing anyway).
+            match tokio::time::timeout(limit, broker.flush()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e,
+                    "cluster: subscriptions not confirmed by the broker; acknowledging anyway"),
+                Err(_) => tracing::warn!(
+                    timeout_ms = limit.as_millis() as u64,
+                    "cluster: subscriptions not confirmed by the broker in time; acknowledging anyway"
+                ),
+            }
         }
         for (shard, _, _, seq) in batch.drain(..) {
             ctx.deliver(shard as usize, ToShard::InterestAck { seq }, false);

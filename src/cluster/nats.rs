@@ -439,10 +439,29 @@ impl Broker for Nats {
             .map_err(|e| BrokerError::failed(e.to_string()))
     }
 
+    /// A round trip through the server: `Client::flush` only writes the client's buffer out,
+    /// it does not wait for the server to have processed what was written (a `SUB` still in
+    /// flight would miss a message published by another connection after the subscriber's
+    /// ack). The server handles one connection's operations in order, so once a message
+    /// published on this connection to a fresh inbox this connection subscribed to comes back,
+    /// every subscription change made before it is in force. (A request to a subject nobody
+    /// serves would also round-trip, but would wait for a timeout whenever something like
+    /// `nats sub '>'` listens there without answering.)
     async fn flush(&self) -> Result<(), BrokerError> {
-        self.client
-            .flush()
+        let failed = |e: &dyn std::fmt::Display| BrokerError::failed(format!("round trip: {e}"));
+        let inbox = self.client.new_inbox();
+        let mut echo = self
+            .client
+            .subscribe(inbox.clone())
             .await
-            .map_err(|e| BrokerError::failed(e.to_string()))
+            .map_err(|e| failed(&e))?;
+        self.client
+            .publish(inbox, Bytes::new())
+            .await
+            .map_err(|e| failed(&e))?;
+        match echo.next().await {
+            Some(_) => Ok(()),
+            None => Err(failed(&"the connection closed")),
+        }
     }
 }

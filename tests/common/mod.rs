@@ -436,8 +436,10 @@ pub async fn send_json<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStre
 /// The next text message as JSON (pings are answered by the library); any client stream
 /// (plain or TLS).
 pub async fn recv_json<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>) -> Value {
+    // One deadline for the call: the server's pings (every 20 s) must not restart it.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
-        let msg = tokio::time::timeout(DEADLINE, ws.next())
+        let msg = tokio::time::timeout_at(deadline, ws.next())
             .await
             .expect("no message within the deadline")
             .expect("stream ended")
@@ -452,8 +454,10 @@ pub async fn recv_json<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStre
 
 /// Waits for the server's close frame; returns its code.
 pub async fn recv_close(ws: &mut Ws) -> Option<CloseFrame> {
+    // One deadline for the call: the server's pings (every 20 s) must not restart it.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
-        let msg = tokio::time::timeout(DEADLINE, ws.next())
+        let msg = tokio::time::timeout_at(deadline, ws.next())
             .await
             .expect("no close within the deadline");
         match msg {
