@@ -332,6 +332,11 @@ impl State {
             let Some(state) = self.topics.get_mut(&topic) else {
                 return;
             };
+            if state.live && state.epoch == 0 && state.seq == 0 {
+                // The broker had nothing of the topic when the fetch read it: this message,
+                // published since, opened its first epoch (as on the live path).
+                state.epoch = m.epoch;
+            }
             if !state.live || m.seq <= state.seq || m.epoch != state.epoch {
                 // Without a view (the fetch failed) or of another epoch than the broker's:
                 // nothing here can place it.
