@@ -6,7 +6,8 @@
 #   3. WebSocket conformance: the Autobahn|Testsuite cases 1-10 (kosoku) against `/echo`, on
 #      both drivers.
 # Needs: the Rust toolchain, python3 with venv/pip (kosoku and websockets are installed into
-# target/venv), node and npm (ws into target/node), and nats-server and redis-server for the cluster tests (installed here with
+# target/venv), node and npm (ws into target/node), chromium for the browser test
+# (tests/browser.rs), and nats-server and redis-server for the cluster tests (installed here with
 # apt-get when missing and running as root; tests/cluster.rs starts its own on free loopback
 # ports).
 set -euo pipefail
@@ -23,9 +24,10 @@ command -v nats-server >/dev/null || missing+=(nats-server)
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
+command -v chromium >/dev/null || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        step "installing ${missing[*]} (cluster and client tests)"
+        step "installing ${missing[*]} (cluster, client and browser tests)"
         DEBIAN_FRONTEND=noninteractive apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     else
@@ -53,15 +55,21 @@ venv=target/venv
 nodedir=target/node
 [ -d "$nodedir/node_modules/ws" ] && grep -q '"version": "8.18.3"' "$nodedir/node_modules/ws/package.json" ||
     npm install --silent --no-audit --no-fund --prefix "$nodedir" ws@8.18.3
+# Headless Chromium for tests/browser.rs: Debian's package, not pinned to a version, since
+# Debian replaces it with every security update (an exact apt pin would stop installing within
+# weeks). Its version is printed here so a run's log says which browser passed or failed.
+chromium=$(command -v chromium)
+"$chromium" --version 2>/dev/null || echo "$chromium --version failed"
 
 step "cargo test"
 # --no-fail-fast: a failing test binary does not skip the ones after it.
 # fault-injection: tests/crash.rs makes a shard and the cluster bridge panic on purpose.
-# TICKCAST_TEST_PYTHON, TICKCAST_TEST_NODE_PATH: the pinned clients for tests/clients.rs (given
-# to cargo test only:
+# TICKCAST_TEST_PYTHON, TICKCAST_TEST_NODE_PATH: the pinned clients for tests/clients.rs;
+# TICKCAST_TEST_CHROMIUM: the browser for tests/browser.rs (given to cargo test only:
 # a TICKCAST_* variable in the environment of the conformance server below would be read as a
 # setting).
 TICKCAST_TEST_PYTHON="$PWD/$venv/bin/python" TICKCAST_TEST_NODE_PATH="$PWD/$nodedir/node_modules" \
+    TICKCAST_TEST_CHROMIUM="$chromium" \
     cargo test --all-targets --features fault-injection --no-fail-fast || failed+=("cargo test")
 
 step "conformance (Autobahn cases 1-10 via kosoku)"
