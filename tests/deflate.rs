@@ -8,11 +8,13 @@ mod common;
 
 use common::*;
 use flate2::Compression;
+use futures_util::SinkExt;
 use serde_json::{Value, json};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
+use tokio_tungstenite::tungstenite::Message;
 
 both_drivers!(
     deflate_is_negotiated_and_declined_as_offered,
@@ -23,6 +25,7 @@ both_drivers!(
     recovery_and_cache_replay_compressed_frames,
     batched_and_alert_lane_frames_go_compressed,
     the_message_rate_applies_before_inflating,
+    slow_policies_act_on_compressed_frames,
 );
 
 /// One server frame as read from a raw socket.
@@ -67,7 +70,24 @@ struct Raw {
 impl Raw {
     /// Connects to `path` offering `extensions` (the `Sec-WebSocket-Extensions` value, if any).
     async fn connect(server: &Server, path: &str, extensions: Option<&str>) -> Raw {
-        let mut s = TcpStream::connect(server.addr).await.unwrap();
+        Raw::connect_with(
+            TcpStream::connect(server.addr).await.unwrap(),
+            path,
+            extensions,
+        )
+        .await
+    }
+
+    /// A client that reads nothing for a while: a 4 KiB receive buffer, so the server's queue
+    /// for it fills after a few kilobytes instead of the kernel's megabytes.
+    async fn connect_stalled(server: &Server, path: &str, extensions: Option<&str>) -> Raw {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        let s = sock.connect(server.addr).await.unwrap();
+        Raw::connect_with(s, path, extensions).await
+    }
+
+    async fn connect_with(mut s: TcpStream, path: &str, extensions: Option<&str>) -> Raw {
         let ext = extensions
             .map(|e| format!("Sec-WebSocket-Extensions: {e}\r\n"))
             .unwrap_or_default();
@@ -516,4 +536,95 @@ async fn the_message_rate_applies_before_inflating(driver: Driver) {
     assert!(refused >= 1, "{replies:?}");
     let inflated = server.metric("tickcast_inflations_total").await;
     assert_eq!(inflated as usize, 3 - refused, "{replies:?}");
+}
+
+/// `conflate` and `drop_oldest` act on the shared frame whatever form a connection is sent: a
+/// stalled deflate subscriber, once it reads again, gets compressed frames that inflate to the
+/// message their `seq` says, newest last, some skipped (and counted).
+async fn slow_policies_act_on_compressed_frames(driver: Driver) {
+    // Small bounds so a stall fills the lanes with a few hundred compressed frames: 16 KiB of
+    // unsent bytes in the kernel, conflation past 4 KiB, `drop_oldest` past ~40 KB (the bound
+    // must hold one largest data frame).
+    let server = Server::start(
+        driver,
+        &[
+            ("TICKCAST_SERVER__TCP_NOTSENT_LOWAT_BYTES", "16384"),
+            ("TICKCAST_LIMITS__CONFLATE_AFTER_BYTES", "4096"),
+            ("TICKCAST_LIMITS__WRITE_QUEUE_BYTES_MAX", "40000"),
+            (
+                "TICKCAST_TOPICS",
+                r#"[{pattern="cf.>",slow_policy="conflate"},{pattern="do.>",slow_policy="drop_oldest"}]"#,
+            ),
+        ],
+        &[],
+    );
+    const N: u64 = 3000;
+    const TOPICS: [&str; 2] = ["cf.a", "do.a"];
+    let mut stalled = Raw::connect_stalled(&server, "/ws", Some(OFFER)).await;
+    assert!(stalled.accepted().is_some(), "{}", stalled.head);
+    subscribe_raw(&mut stalled, &TOPICS).await;
+    // Every message differs (its `i`) and compresses well (repetitive levels).
+    let (mut p, _) = connect(&server).await;
+    for i in 0..N {
+        for t in TOPICS {
+            let op = json!({"op":"publish","topic":t,"data":{"i":i,"book":big_data(12)}});
+            p.feed(Message::text(op.to_string())).await.unwrap();
+        }
+    }
+    p.flush().await.unwrap();
+    // A last, short message per topic (plain: under min_bytes), acked once sequenced.
+    let mut last = std::collections::HashMap::new();
+    for t in TOPICS {
+        send_json(
+            &mut p,
+            json!({"op":"publish","id":t,"topic":t,"data":"last"}),
+        )
+        .await;
+        loop {
+            let m = recv_json(&mut p).await;
+            if m["op"] == "ack" && m["id"] == t {
+                last.insert(t, m["seq"].as_u64().unwrap());
+                break;
+            }
+        }
+    }
+    assert_eq!(last[TOPICS[0]], N + 1);
+    // Both lanes overflowed before the stalled client reads a byte.
+    server.wait_metric("tickcast_conflated_total", 1.0).await;
+    server
+        .wait_metric("tickcast_dropped_oldest_total", 1.0)
+        .await;
+    let mut got: std::collections::HashMap<&str, Vec<u64>> = Default::default();
+    while TOPICS
+        .iter()
+        .any(|t| got.get(t).and_then(|v| v.last()) != Some(&(N + 1)))
+    {
+        let f = stalled.text_frame().await;
+        let v = f.json();
+        let topic = TOPICS
+            .into_iter()
+            .find(|t| v["topic"] == *t)
+            .unwrap_or_else(|| panic!("unexpected frame {v}"));
+        let seq = v["seq"].as_u64().unwrap();
+        if v["data"] == "last" {
+            assert_eq!(seq, N + 1, "{v}");
+        } else {
+            assert!(f.rsv1, "{topic} seq {seq} goes compressed");
+            assert_eq!(v["data"]["i"], seq - 1, "{v}");
+            assert_eq!(v["data"]["book"], big_data(12));
+        }
+        got.entry(topic).or_default().push(seq);
+    }
+    for (t, seqs) in &got {
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "{t}: increasing seqs {seqs:?}"
+        );
+        assert!(
+            (seqs.len() as u64) < N + 1,
+            "{t}: some frames were skipped ({} of {})",
+            seqs.len(),
+            N + 1
+        );
+    }
 }

@@ -1,6 +1,6 @@
 //! The TLS (`wss://`) listener, each test on io_uring and epoll: round trips over TLS 1.3 and
 //! 1.2 with ALPN, plain and TLS side by side, certificate reload on SIGHUP, garbage and
-//! slowloris on the TLS port, a slow TLS consumer. Certificates are generated here with rcgen;
+//! slowloris on the TLS port, a slow TLS consumer, permessage-deflate over TLS. Certificates are generated here with rcgen;
 //! the clients (tokio-rustls, ring) trust only the certificate a test gives them.
 
 mod common;
@@ -35,6 +35,7 @@ both_drivers!(
     garbage_on_the_tls_port_is_closed_and_counted,
     stalled_tls_handshake_hits_the_deadline,
     slow_tls_consumer_is_closed,
+    permessage_deflate_over_tls,
 );
 
 type Wss = WebSocketStream<TlsStream<TcpStream>>;
@@ -698,4 +699,115 @@ fn cpu_ticks(pid: u32) -> u64 {
 /// USER_HZ: /proc reports CPU time in 1/100 s on Linux, whatever the kernel's HZ.
 fn ticks_per_s() -> f64 {
     100.0
+}
+
+/// permessage-deflate over TLS: negotiated on the TLS listener, a compressed client message
+/// inflated, the published frame sent compressed (RSV1) inside the TLS records and inflating
+/// to what was published. (A raw WebSocket client over tokio-rustls: tungstenite does not do
+/// permessage-deflate.)
+async fn permessage_deflate_over_tls(driver: Driver) {
+    use tokio::io::AsyncReadExt;
+    let cert = new_cert();
+    let dir = CertDir::new(&cert);
+    let server = start_tls(driver, &dir, &[]);
+    let mut tls = tls_connect(
+        server.tls_addr.unwrap(),
+        client_config(&cert.der, false),
+        None,
+    )
+    .await
+    .unwrap();
+    tls.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+          Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    // Reads until `buf` holds a whole server frame; returns (first byte, payload).
+    async fn frame(tls: &mut TlsStream<TcpStream>, buf: &mut Vec<u8>) -> (u8, Vec<u8>) {
+        loop {
+            if let Some((hdr, len)) = server_frame_lens(buf) {
+                if buf.len() >= hdr + len {
+                    let f = (buf[0], buf[hdr..hdr + len].to_vec());
+                    buf.drain(..hdr + len);
+                    return f;
+                }
+            }
+            fill(tls, buf).await;
+        }
+    }
+    // Appends what the server sends next.
+    async fn fill(tls: &mut TlsStream<TcpStream>, buf: &mut Vec<u8>) {
+        let mut chunk = [0u8; 16384];
+        let n = tokio::time::timeout(DEADLINE, tls.read(&mut chunk))
+            .await
+            .expect("the server answers in time")
+            .unwrap();
+        assert!(n > 0, "connection closed");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        fill(&mut tls, &mut buf).await;
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    buf.drain(..head_end);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("sec-websocket-extensions: permessage-deflate"),
+        "{head}"
+    );
+    let inflate = |payload: &[u8]| -> Value {
+        let mut input = payload.to_vec();
+        input.extend_from_slice(&[0x00, 0x00, 0xff, 0xff]);
+        let mut out = Vec::with_capacity(1 << 16);
+        flate2::Decompress::new(false)
+            .decompress_vec(&input, &mut out, flate2::FlushDecompress::Sync)
+            .expect("a compressed frame inflates");
+        serde_json::from_slice(&out).unwrap()
+    };
+    let (b0, welcome) = frame(&mut tls, &mut buf).await;
+    assert_eq!(b0 & 0x0f, 0x1);
+    let welcome: Value = if b0 & 0x40 != 0 {
+        inflate(&welcome)
+    } else {
+        serde_json::from_slice(&welcome).unwrap()
+    };
+    assert_eq!(welcome["op"], "welcome", "{welcome}");
+    // The subscribe goes compressed (RSV1, raw DEFLATE without the 00 00 ff ff tail).
+    let sub = json!({"op":"subscribe","id":1,"topics":["z.tls"]}).to_string();
+    let mut c = flate2::Compress::new(flate2::Compression::default(), false);
+    let mut deflated = Vec::with_capacity(sub.len() + 64);
+    c.compress_vec(sub.as_bytes(), &mut deflated, flate2::FlushCompress::Sync)
+        .unwrap();
+    deflated.truncate(deflated.len() - 4);
+    tls.write_all(&client_frame(true, 0x4, 0x1, &deflated, true))
+        .await
+        .unwrap();
+    let (b0, ack) = frame(&mut tls, &mut buf).await;
+    let ack: Value = if b0 & 0x40 != 0 {
+        inflate(&ack)
+    } else {
+        serde_json::from_slice(&ack).unwrap()
+    };
+    assert_eq!(ack["op"], "ack", "{ack}");
+    // Published by a plain client; long and repetitive enough to be compressed.
+    let data = json!({"levels": (0..40).map(|i| json!({"px": format!("{}.5", 100 + i), "qty": "2.000"})).collect::<Vec<_>>()});
+    let (mut publisher, _) = connect(&server).await;
+    let seq = publish(&mut publisher, "z.tls", data.clone()).await;
+    let (b0, payload) = frame(&mut tls, &mut buf).await;
+    assert_eq!(b0 & 0x4f, 0x41, "a compressed text frame: {b0:#x}");
+    let v = inflate(&payload);
+    assert_eq!(v["seq"], json!(seq), "{v}");
+    assert_eq!(v["data"], data);
+    assert!(
+        payload.len() < data.to_string().len(),
+        "compressed is shorter"
+    );
+    assert!(server.metric("tickcast_inflations_total").await >= 1.0);
 }
