@@ -499,7 +499,7 @@ pub(super) const TOPICS: &[Key] = &[
         default: r#"`0`"#,
         bounds: Some(Bounds::Range(0, 1000000)),
         valid: r#"0..=1000000"#,
-        meaning: r#"Frames kept per topic for recovery with `since` (0 = none). Each kept frame is the already-encoded frame: memory is about `history_size` × frame size per topic."#,
+        meaning: r#"Frames kept per topic for recovery with `since` (0 = none). Each kept frame is the already-encoded frame: memory is about `history_size` × frame size per topic. A frame that was sent to a `permessage-deflate` subscriber keeps its compressed form too (made once, shared, and kept only when shorter than the frame), so with compressing clients count up to twice the frame size (more only where clients ask for several different `server_max_window_bits` below 15 and frames are larger than that window)."#,
         triggers: "",
     },
     Key {
