@@ -182,7 +182,7 @@ fn hash_key(generate: bool) -> i32 {
 }
 
 fn serve(mut cfg: Config) -> i32 {
-    init_logging(&cfg.log.level);
+    init_logging(&cfg.log);
     exit_on_panic();
     if !tickcast::sys::disable_transparent_huge_pages() {
         tracing::debug!("could not opt out of transparent huge pages");
@@ -205,6 +205,8 @@ fn serve(mut cfg: Config) -> i32 {
     }
     let demo = cfg.server.demo_feed;
     let echo = cfg.server.echo;
+    let limits = cfg.limits.clone();
+    let deflate = cfg.deflate.enabled;
     let server = match Server::start(cfg) {
         Ok(s) => s,
         Err(e) => {
@@ -219,6 +221,24 @@ fn serve(mut cfg: Config) -> i32 {
         echo,
         "tickcast {} started",
         env!("CARGO_PKG_VERSION")
+    );
+    // One line with the limits in force (after RLIMIT_NOFILE lowered any): what an operator
+    // checks first when clients are refused or closed.
+    tracing::info!(
+        rlimit_nofile = nofile,
+        connections_max = limits.connections_max,
+        connections_per_ip_max = limits.connections_per_ip_max,
+        handshakes_per_shard_max = limits.handshakes_per_shard_max,
+        connect_rate_per_ip_per_s = limits.connect_rate_per_ip_per_s,
+        message_bytes_max = limits.message_bytes_max,
+        publish_data_bytes_max = limits.publish_data_bytes_max,
+        write_queue_bytes_max = limits.write_queue_bytes_max,
+        subscriptions_per_conn_max = limits.subscriptions_per_conn_max,
+        client_messages_per_s = limits.client_messages_per_s,
+        topics_per_shard_max = limits.topics_per_shard_max,
+        partial_bytes_max = limits.partial_bytes_max,
+        deflate,
+        "limits in force"
     );
     // Registered before the address lines: whoever reads them may signal at once (SIGHUP's
     // default action would end the process).
@@ -305,11 +325,21 @@ fn reload_tls(tls: Option<&tickcast::tls::TlsState>) {
     }
 }
 
-fn init_logging(level: &str) {
+/// Logs to stderr: `log.format` text (colours only on a terminal, `NO_COLOR` respected: a
+/// service manager's journal gets plain lines) or JSON, one event per line.
+fn init_logging(log: &tickcast::config::Log) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match log.format {
+        tickcast::config::LogFormat::Text => {
+            let ansi = std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            builder.with_ansi(ansi).init();
+        }
+        tickcast::config::LogFormat::Json => builder.json().init(),
+    }
 }

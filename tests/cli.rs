@@ -117,6 +117,70 @@ fn invalid_configuration_is_refused_naming_the_key() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no_such_key"));
     let out = tickcast(&["serve", "--config", "/nonexistent/tickcast.toml"], &[]);
     assert_eq!(out.status.code(), Some(2));
+    let out = tickcast(&["serve"], &[("TICKCAST_LOG__LEVEL", "tickcast=[")]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("log.level"), "{err}");
+}
+
+/// Starts a server with `env`, stderr piped (not a terminal, as under systemd), until it has
+/// printed its address; kills it and returns what it logged.
+fn startup_log(env: &[(&str, &str)]) -> String {
+    use std::io::{BufRead, Read};
+    let mut cmd = common::tickcast_cmd();
+    cmd.args(["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("start tickcast");
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    // The address line comes after the startup log lines (or never: then EOF ends the loop).
+    while out.read_line(&mut line).expect("read stdout") > 0 && !line.contains("listening on") {
+        line.clear();
+    }
+    assert!(line.contains("listening on"), "tickcast did not start");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    err
+}
+
+#[test]
+fn logs_are_plain_off_a_terminal_and_json_on_request() {
+    let text = startup_log(&[]);
+    assert!(
+        !text.contains('\x1b'),
+        "no ANSI escapes off a terminal: {text:?}"
+    );
+    let limits = text
+        .lines()
+        .find(|l| l.contains("limits in force"))
+        .unwrap_or_else(|| panic!("a line with the limits: {text}"));
+    assert!(limits.contains("connections_max="), "{limits}");
+    assert!(limits.contains("write_queue_bytes_max=1048576"), "{limits}");
+
+    let json = startup_log(&[("TICKCAST_LOG__FORMAT", "json")]);
+    let events: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: not JSON: {l}")))
+        .collect();
+    let limits = events
+        .iter()
+        .find(|e| e["fields"]["message"] == "limits in force")
+        .unwrap_or_else(|| panic!("a limits event: {json}"));
+    assert_eq!(limits["level"], "INFO");
+    assert_eq!(limits["fields"]["write_queue_bytes_max"], 1048576);
+    assert!(limits["fields"]["connections_max"].as_u64().unwrap() > 0);
 }
 
 #[test]

@@ -449,14 +449,28 @@ impl Default for Demo {
 pub struct Log {
     /// tracing filter, e.g. `info` or `tickcast=debug`. `RUST_LOG` wins when set.
     pub level: String,
+    /// One line per event: readable text, or one JSON object for log collectors.
+    pub format: LogFormat,
 }
 
 impl Default for Log {
     fn default() -> Self {
         Self {
             level: "info".into(),
+            format: LogFormat::Text,
         }
     }
+}
+
+/// How log lines are written (`log.format`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// `2026-12-05T01:00:00.000000Z  INFO target: message key=value`; ANSI colour only when
+    /// stderr is a terminal and `NO_COLOR` is unset.
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `target`, `fields.message`, fields).
+    Json,
 }
 
 /// The TLS (`wss://`) listener, beside the plain one. See docs/TLS.md.

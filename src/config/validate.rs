@@ -24,6 +24,12 @@ impl Config {
         if !s.uring_entries.is_power_of_two() {
             return bad("server.uring_entries", "must be a power of two");
         }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return bad(
+                "log.level",
+                format!("{:?} is not a tracing filter: {e}", self.log.level),
+            );
+        }
         let l = &self.limits;
         if l.publish_data_bytes_max > l.message_bytes_max {
             return bad(

@@ -211,16 +211,28 @@ pub(super) const TLS: &[Key] = &[
     },
 ];
 
-pub(super) const LOG: &[Key] = &[Key {
-    section: "log",
-    name: "level",
-    kind: r#"string"#,
-    default: "",
-    bounds: None,
-    valid: r#"not checked by tickcast"#,
-    meaning: r#"A `tracing` filter, e.g. `info`, `warn` or `tickcast=debug`. `RUST_LOG`, when set, wins. Logs go to stderr."#,
-    triggers: "",
-}];
+pub(super) const LOG: &[Key] = &[
+    Key {
+        section: "log",
+        name: "level",
+        kind: r#"string"#,
+        default: "",
+        bounds: None,
+        valid: r#"a `tracing` filter (checked at start)"#,
+        meaning: r#"A `tracing` filter, e.g. `info`, `warn` or `tickcast=debug`. `RUST_LOG`, when set, wins. Logs go to stderr."#,
+        triggers: "",
+    },
+    Key {
+        section: "log",
+        name: "format",
+        kind: r#"`"text"`, `"json"`"#,
+        default: "",
+        bounds: None,
+        valid: r#"one of these"#,
+        meaning: r#"`text`: one readable line per event, ANSI colours only when stderr is a terminal and `NO_COLOR` is not set (so journald and files get plain text). `json`: one JSON object per line (`timestamp`, `level`, `target`, `fields` with `message` and the event's fields) for log collectors."#,
+        triggers: "",
+    },
+];
 
 pub(super) const AUTH: &[Key] = &[
     Key {
