@@ -140,6 +140,8 @@ pub struct IoThread {
     inflater: flate2::Decompress,
     /// The inflated payload of the message being read (reused).
     inflated: Vec<u8>,
+    /// Recent standalone compressed messages, inflated (compress once: many copies).
+    inflate_cache: wire::InflateCache,
 }
 
 impl IoThread {
@@ -176,6 +178,7 @@ impl IoThread {
                 market: crate::market::Market::new(seed),
                 inflater: wire::new_inflater(),
                 inflated: Vec::new(),
+                inflate_cache: wire::InflateCache::new(),
             },
             waker,
         ))
@@ -340,6 +343,7 @@ impl IoThread {
                 deflate_offered: self.plan.deflate,
                 inflater: &mut self.inflater,
                 inflated: &mut self.inflated,
+                inflate_cache: &mut self.inflate_cache,
             };
             let filled = &self.scratch[..carried + n];
             let result = process(conn, filled, now, &mut ctx);

@@ -205,6 +205,10 @@ pub struct RoundStats {
     /// Messages that arrived compressed (RSV1) and were inflated.
     #[serde(default)]
     pub compressed_frames: u64,
+    /// Of those, how many ran the inflater (the others were the same bytes as a message
+    /// already inflated on this thread: compress once, see `wire::InflateCache`).
+    #[serde(default)]
+    pub inflations: u64,
 }
 
 impl Default for RoundStats {
@@ -232,6 +236,7 @@ impl Default for RoundStats {
             wire_bytes: 0,
             payload_bytes: 0,
             compressed_frames: 0,
+            inflations: 0,
         }
     }
 }
@@ -260,6 +265,7 @@ impl RoundStats {
         self.wire_bytes += o.wire_bytes;
         self.payload_bytes += o.payload_bytes;
         self.compressed_frames += o.compressed_frames;
+        self.inflations += o.inflations;
     }
 }
 

@@ -16,7 +16,9 @@ mod fields;
 mod frame;
 mod handshake;
 
-pub use deflate::{inflate_message, new_inflater, parse_response as parse_extensions};
+pub use deflate::{
+    InflateCache, inflate_message, new_inflater, parse_response as parse_extensions,
+};
 pub use fields::{is_op, number_after, op_name, parse_data, string_after};
 pub use frame::{Opcode, Parse, close_code, parse_frame, put_masked_frame};
 pub use handshake::{HandshakeError, check_response, handshake_request, response_head_len};

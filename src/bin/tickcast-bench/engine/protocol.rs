@@ -24,6 +24,8 @@ pub(super) struct Ctx<'a> {
     pub(super) inflater: &'a mut flate2::Decompress,
     /// Scratch for an inflated message.
     pub(super) inflated: &'a mut Vec<u8>,
+    /// Standalone compressed messages already inflated on this thread.
+    pub(super) inflate_cache: &'a mut wire::InflateCache,
 }
 
 /// Handles the bytes read for one connection; returns how many were consumed (the rest is a
@@ -94,13 +96,29 @@ pub(super) fn process(
                 ctx.round.odd_frames += 1;
                 continue;
             }
-            let (d, keep) = match inflate {
-                Inflate::Shared => (&mut *ctx.inflater, false),
-                Inflate::Own(d) => (&mut **d, true),
-            };
             let mut inflated = std::mem::take(ctx.inflated);
-            let r = wire::inflate_message(d, payload, &mut inflated, keep)
-                .map_err(|e| format!("protocol: {e}"));
+            let r = match inflate {
+                Inflate::Shared => match ctx.inflate_cache.get(payload) {
+                    Some(hit) => {
+                        inflated.clear();
+                        inflated.extend_from_slice(hit);
+                        Ok(())
+                    }
+                    None => {
+                        let r = wire::inflate_message(ctx.inflater, payload, &mut inflated, false);
+                        if r.is_ok() {
+                            ctx.inflate_cache.put(payload, &inflated);
+                            ctx.round.inflations += 1;
+                        }
+                        r
+                    }
+                },
+                Inflate::Own(d) => {
+                    ctx.round.inflations += 1;
+                    wire::inflate_message(d, payload, &mut inflated, true)
+                }
+            }
+            .map_err(|e| format!("protocol: {e}"));
             if r.is_ok() {
                 ctx.round.compressed_frames += 1;
             }

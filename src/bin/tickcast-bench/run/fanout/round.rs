@@ -186,6 +186,7 @@ pub(super) fn fanout_round(
             .then(|| round3(got.wire_bytes as f64 / got.received_total as f64)),
         "payload_bytes_per_delivery": (got.received_total > 0)
             .then(|| round3(got.payload_bytes as f64 / got.received_total as f64)),
+        "inflations": got.inflations,
         "compressed_pct": (got.received_total > 0)
             .then(|| round3(got.compressed_frames as f64 * 100.0 / got.received_total as f64)),
         "data": if a.market { "market" } else { "pad" },
