@@ -8,6 +8,13 @@
 #   RESULTS       JSON-lines file the runs are appended to, default reports/<date>-<scenario>.jsonl
 #   BENCH_EXTRA   extra tickcast-bench flags appended to every run (e.g. "--recv-pause-us 500")
 #   LABEL         the bench's --label (the "server" of the JSON line), default the server's name
+#                 (with DEFLATE=1: NAME/deflate)
+#   DEFLATE       1: every bench client offers permessage-deflate and requires it agreed
+#                 (tickcast-bench --deflate); the baseline and node-ws are started with --deflate
+#                 (per-socket compression); tickcast negotiates it by default ([deflate]
+#                 enabled = true), so for tickcast only the clients' offer changes
+#   DATA          the fanout data: pad (default, "pad":"xxx…") or market (demo-feed-like JSON,
+#                 what compression should be measured with); used by scripts via $DATA_FLAGS
 #
 # Scripts may also set, before restart_server, the bash array SERVER_ENV: extra VAR=value
 # settings for the next server start only, e.g.
@@ -21,6 +28,8 @@ SERVER_CPUS="${SERVER_CPUS:-1}"
 BENCH_CPUS="${BENCH_CPUS:-0}"
 PORT="${PORT:-9300}"
 BENCH_EXTRA="${BENCH_EXTRA:-}"
+DEFLATE="${DEFLATE:-0}"
+DATA="${DATA:-}"
 SCENARIO="$(basename "$0" .sh)"
 mkdir -p "$ROOT/reports"
 RESULTS="${RESULTS:-$ROOT/reports/$(date -u +%Y%m%dT%H%M%SZ)-$SCENARIO.jsonl}"
@@ -70,14 +79,18 @@ start_server() {
   threads="$(count_cpus "$SERVER_CPUS")"
   # Extra settings for this start (empty unless a script sets SERVER_ENV).
   local -a extra_env=(${SERVER_ENV[@]+"${SERVER_ENV[@]}"})
+  # Per-socket permessage-deflate for the peers that need a flag (tickcast: on by default).
+  local -a deflate_flag=()
+  if [ "$DEFLATE" = 1 ]; then deflate_flag=(--deflate); fi
   if [ ${#extra_env[@]} -gt 0 ]; then log "server env: ${extra_env[*]}"; fi
   case "$SERVER_NAME" in
     baseline)
       taskset -c "$SERVER_CPUS" "$BASELINE_BIN" --listen "127.0.0.1:$PORT" --threads "$threads" \
-        >"$SERVER_LOG" 2>&1 &
+        ${deflate_flag[@]+"${deflate_flag[@]}"} >"$SERVER_LOG" 2>&1 &
       ;;
     node-ws)
-      taskset -c "$SERVER_CPUS" "$ROOT/perf/peers/node-ws/run.sh" "$PORT" >"$SERVER_LOG" 2>&1 &
+      taskset -c "$SERVER_CPUS" "$ROOT/perf/peers/node-ws/run.sh" "$PORT" 127.0.0.1 \
+        ${deflate_flag[@]+"${deflate_flag[@]}"} >"$SERVER_LOG" 2>&1 &
       ;;
     tickcast)
       # One shard per server core (pinned inside those cores); the bench connects from a few
@@ -127,8 +140,12 @@ restart_server() { stop_server; sleep 1; next_source_ips; start_server "$1"; }
 bench() {
   local sub="$1"; shift
   # shellcheck disable=SC2086
+  local -a deflate=()
+  local label="${LABEL:-$SERVER_NAME}"
+  if [ "$DEFLATE" = 1 ]; then deflate=(--deflate); label="${LABEL:-$SERVER_NAME/deflate}"; fi
   taskset -c "$BENCH_CPUS" "$BENCH_BIN" "$sub" --url "ws://127.0.0.1:$PORT/ws" \
-    --label "${LABEL:-$SERVER_NAME}" --server-pid "$SERVER_PID" --json-out "$RESULTS" "$@" $BENCH_EXTRA
+    --label "$label" --server-pid "$SERVER_PID" --json-out "$RESULTS" \
+    ${deflate[@]+"${deflate[@]}"} "$@" $BENCH_EXTRA
 }
 
 # Client source addresses. restart_server moves to a fresh block of four for every run: a run
@@ -141,5 +158,9 @@ next_source_ips() {
   SOURCE_IPS="127.1.$SOURCE_BLOCK.1,127.1.$SOURCE_BLOCK.2,127.1.$SOURCE_BLOCK.3,127.1.$SOURCE_BLOCK.4"
 }
 next_source_ips
+
+# Flags for fanout runs from DATA (empty: the bench's default padding).
+DATA_FLAGS=""
+if [ -n "$DATA" ]; then DATA_FLAGS="--data $DATA"; fi
 
 finish() { log "results appended to $RESULTS"; }

@@ -10,12 +10,25 @@
 //! One concession to fairness: `TCP_NODELAY` is set, as almost every production server does, so
 //! Nagle's algorithm does not add delayed-ACK stalls to the latency figures.
 //!
+//! `--deflate`: permessage-deflate (RFC 7692) the way a naive server, and most servers by
+//! default, do it, as the baseline for tickcast's compress-once: a client that offers it gets
+//! `Sec-WebSocket-Extensions: permessage-deflate` (no `server_no_context_takeover`), and its
+//! connection gets its own zlib compressor (flate2 on zlib-rs, level 6, 32 KiB window, created
+//! at its first data message as Node `ws` does) that keeps its context from message to message.
+//! So every subscriber compresses its own copy of every message: one compression per delivery,
+//! not per publish. Data frames of at least 128 bytes (tickcast's `deflate.min_bytes`) are
+//! compressed with a sync flush, the 0x00 0x00 0xff 0xff tail removed (§7.2.1), and written as
+//! a raw tungstenite frame with RSV1 set (tokio-tungstenite 0.28 has no permessage-deflate);
+//! replies go plain. Intentionally naive, not a model: it cannot read compressed client
+//! messages (tungstenite refuses RSV1 frames), which the bench never sends.
+//!
 //! It speaks the protocol v1 subset the benchmarks use: `welcome`; `subscribe`/`unsubscribe` with
 //! exact topics (wildcards are refused with `unsupported`) and their `ack`; `publish` with or
 //! without `id` (ack carries the topic's `seq`); data frames `{"topic","seq","ts","data"}`; the
 //! `ping` op answered by `pong`; a WebSocket ping every 20 s.
 //!
-//! Usage: `tickcast-baseline --listen 127.0.0.1:9100 --threads 2`. Prints `listening on ADDR`.
+//! Usage: `tickcast-baseline --listen 127.0.0.1:9100 --threads 2 [--deflate]`. Prints
+//! `listening on ADDR`.
 
 use std::{
     collections::HashMap,
@@ -27,6 +40,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use flate2::{Compress, Compression, FlushCompress};
 use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -40,7 +54,11 @@ use tokio_tungstenite::{
     tungstenite::{
         Message,
         handshake::server::{ErrorResponse, Request, Response},
-        http::StatusCode,
+        http::{HeaderValue, StatusCode},
+        protocol::frame::{
+            Frame,
+            coding::{Data, OpCode},
+        },
     },
 };
 
@@ -49,6 +67,49 @@ const TOPIC_RING_MESSAGES: usize = 1024;
 /// Outgoing messages queued per connection before forwarders wait.
 const CONN_QUEUE_MESSAGES: usize = 1024;
 const PING_INTERVAL: Duration = Duration::from_secs(20);
+/// `--deflate`: data frames shorter than this go plain (tickcast's `deflate.min_bytes`).
+const DEFLATE_MIN_BYTES: usize = 128;
+/// `--deflate`: zlib's default level (Node `ws`, Python `websockets` and tickcast use 6 too).
+const DEFLATE_LEVEL: u32 = 6;
+
+/// One connection's permessage-deflate compressor, with context takeover.
+struct ConnDeflate {
+    /// Created at the first compressed message (an idle connection holds none).
+    z: Option<Compress>,
+    out: Vec<u8>,
+}
+
+impl ConnDeflate {
+    /// The frame for `text`: compressed with RSV1 set when long enough, else plain.
+    fn frame(&mut self, text: &str) -> Message {
+        if text.len() < DEFLATE_MIN_BYTES {
+            return Message::Text(text.into());
+        }
+        let z = self
+            .z
+            .get_or_insert_with(|| Compress::new(Compression::new(DEFLATE_LEVEL), false));
+        self.out.clear();
+        self.out.reserve(text.len() + 64);
+        let mut input = text.as_bytes();
+        loop {
+            let before = z.total_in();
+            z.compress_vec(input, &mut self.out, FlushCompress::Sync)
+                .expect("deflate of an in-memory buffer");
+            input = &input[(z.total_in() - before) as usize..];
+            // Done when all input is in and the flush fit (room left after the output).
+            if input.is_empty() && self.out.len() < self.out.capacity() {
+                break;
+            }
+            self.out.reserve(self.out.capacity());
+        }
+        // RFC 7692 §7.2.1: a sync flush ends with 0x00 0x00 0xff 0xff, removed on the wire.
+        debug_assert!(self.out.ends_with(&[0, 0, 0xff, 0xff]));
+        self.out.truncate(self.out.len() - 4);
+        let mut frame = Frame::message(self.out.clone(), OpCode::Data(Data::Text), true);
+        frame.header_mut().rsv1 = true;
+        Message::Frame(frame)
+    }
+}
 
 struct Published {
     topic: Arc<str>,
@@ -178,12 +239,35 @@ fn error_reply(id: Option<u64>, code: &str, message: &str) -> String {
     json!({"op": "error", "id": id, "code": code, "message": message}).to_string()
 }
 
-async fn handle(stream: TcpStream, hub: Arc<Hub>) {
+/// Whether `req` offers permessage-deflate (any parameters: this server answers with none,
+/// which every offer allows, RFC 7692 §7.1).
+fn offers_deflate(req: &Request) -> bool {
+    req.headers()
+        .get_all("sec-websocket-extensions")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|ext| {
+            ext.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("permessage-deflate"))
+        })
+}
+
+async fn handle(stream: TcpStream, hub: Arc<Hub>, deflate: bool) {
     let _ = stream.set_nodelay(true);
+    let agreed = std::sync::atomic::AtomicBool::new(false);
     // The error type is tungstenite's callback contract, large or not.
     #[allow(clippy::result_large_err)]
-    let check_path = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+    let check_path = |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
         if req.uri().path() == "/ws" {
+            if deflate && offers_deflate(req) {
+                resp.headers_mut().insert(
+                    "sec-websocket-extensions",
+                    HeaderValue::from_static("permessage-deflate"),
+                );
+                agreed.store(true, Ordering::Relaxed);
+            }
             Ok(resp)
         } else {
             let mut err = ErrorResponse::new(Some("not found".into()));
@@ -194,6 +278,10 @@ async fn handle(stream: TcpStream, hub: Arc<Hub>) {
     let Ok(ws) = accept_hdr_async(stream, check_path).await else {
         return;
     };
+    let mut deflater = agreed.load(Ordering::Relaxed).then(|| ConnDeflate {
+        z: None,
+        out: Vec::new(),
+    });
     let (mut sink, mut source) = ws.split();
     let conn = hub.next_conn.fetch_add(1, Ordering::Relaxed);
     let welcome = json!({"op": "welcome", "conn": conn.to_string(), "shard": 0,
@@ -259,6 +347,11 @@ async fn handle(stream: TcpStream, hub: Arc<Hub>) {
                 }
             }
             Some(msg) = out_rx.recv() => {
+                // With deflate, this connection compresses its own copy of the message.
+                let msg = match (&mut deflater, msg) {
+                    (Some(d), Message::Text(t)) => d.frame(t.as_str()),
+                    (_, msg) => msg,
+                };
                 if sink.send(msg).await.is_err() {
                     break;
                 }
@@ -275,9 +368,10 @@ async fn handle(stream: TcpStream, hub: Arc<Hub>) {
     }
 }
 
-fn parse_args() -> Result<(SocketAddr, usize), String> {
+fn parse_args() -> Result<(SocketAddr, usize, bool), String> {
     let mut listen: SocketAddr = "127.0.0.1:9100".parse().unwrap();
     let mut threads = 2usize;
+    let mut deflate = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
@@ -292,17 +386,20 @@ fn parse_args() -> Result<(SocketAddr, usize), String> {
                     .parse()
                     .map_err(|e| format!("--threads: {e}"))?
             }
+            "--deflate" => deflate = true,
             "-h" | "--help" => {
-                return Err("usage: tickcast-baseline --listen ADDR --threads N".into());
+                return Err(
+                    "usage: tickcast-baseline --listen ADDR --threads N [--deflate]".into(),
+                );
             }
             other => return Err(format!("unknown argument {other}")),
         }
     }
-    Ok((listen, threads.max(1)))
+    Ok((listen, threads.max(1), deflate))
 }
 
 fn main() {
-    let (listen, threads) = match parse_args() {
+    let (listen, threads, deflate) = match parse_args() {
         Ok(v) => v,
         Err(e) => {
             eprintln!("{e}");
@@ -324,7 +421,7 @@ fn main() {
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
-                    tokio::spawn(handle(stream, hub.clone()));
+                    tokio::spawn(handle(stream, hub.clone(), deflate));
                 }
                 // Out of file descriptors and the like: back off a little, keep serving.
                 Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,

@@ -2,7 +2,17 @@
 // team would: one process, a Map of topic -> Set of sockets, the data frame serialized once per
 // publish (JSON.stringify) and sent to each subscriber with ws.send().
 //
-// Usage: node server.js --listen 127.0.0.1:9200   (prints "listening on ADDR")
+// Usage: node server.js --listen 127.0.0.1:9200 [--deflate]   (prints "listening on ADDR")
+//
+// --deflate: permessage-deflate as a Node team would turn it on (`perMessageDeflate`), a
+// per-socket compression baseline for tickcast's compress-once: ws compresses each socket's copy
+// of each message with that socket's own zlib stream, keeping its context (ws's default,
+// serverNoContextTakeover false), through the libuv thread pool. Set here, and why:
+//   threshold: 128 (ws's default 1024 would leave every market-data frame here, ~160-200 B,
+//     uncompressed; 128 is tickcast's deflate.min_bytes),
+//   zlibDeflateOptions.level: 6 (zlib's default, and tickcast's),
+//   concurrencyLimit: 10 (ws's default: at most 10 zlib jobs in flight per process, the rest
+//     queue; ws added it against zlib's memory fragmentation with many sockets).
 'use strict';
 const { WebSocketServer } = require('ws');
 
@@ -11,6 +21,7 @@ function arg(name, dflt) {
   return i > 0 && i + 1 < process.argv.length ? process.argv[i + 1] : dflt;
 }
 const listen = arg('--listen', '127.0.0.1:9200');
+const deflate = process.argv.includes('--deflate');
 const sep = listen.lastIndexOf(':');
 const host = listen.slice(0, sep);
 const port = Number(listen.slice(sep + 1));
@@ -27,7 +38,10 @@ const topicEntry = (t) => {
   return e;
 };
 
-const wss = new WebSocketServer({ host, port, path: '/ws', backlog: 4096 });
+const perMessageDeflate = deflate
+  ? { threshold: 128, concurrencyLimit: 10, zlibDeflateOptions: { level: 6 } }
+  : false;
+const wss = new WebSocketServer({ host, port, path: '/ws', backlog: 4096, perMessageDeflate });
 wss.on('listening', () => {
   const a = wss.address();
   console.log(`listening on ${a.address}:${a.port}`);

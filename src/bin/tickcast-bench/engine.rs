@@ -81,6 +81,18 @@ struct Conn {
     last_seq: Vec<(u32, u64)>,
     /// Stops reading once subscribed (`--stalled-pct`); counted apart from the healthy ones.
     stalled: bool,
+    /// permessage-deflate, once agreed in the handshake (`--deflate`).
+    inflate: Option<Inflate>,
+}
+
+/// How a connection that agreed permessage-deflate inflates its compressed messages.
+enum Inflate {
+    /// The server agreed `server_no_context_takeover`: every message stands alone, and the
+    /// thread's one inflater (reset after each message) serves every such connection.
+    Shared,
+    /// The server keeps its compression context: this connection's own inflater, whose
+    /// 32 KiB window carries over from message to message (RFC 7692 §7.2.2).
+    Own(Box<flate2::Decompress>),
 }
 
 pub fn io_kind(e: &io::Error) -> String {
@@ -122,6 +134,14 @@ pub struct IoThread {
     ready: Vec<usize>,
     /// The `pad` string of this round's publish payloads.
     pad: Vec<u8>,
+    /// `--data market`: this publisher thread's symbols and their random walks.
+    market: crate::market::Market,
+    /// The inflater shared by this thread's `server_no_context_takeover` connections.
+    inflater: flate2::Decompress,
+    /// The inflated payload of the message being read (reused).
+    inflated: Vec<u8>,
+    /// Recent standalone compressed messages, inflated (compress once: many copies).
+    inflate_cache: wire::InflateCache,
 }
 
 impl IoThread {
@@ -155,6 +175,10 @@ impl IoThread {
                 dirty: Vec::new(),
                 ready: Vec::new(),
                 pad: Vec::new(),
+                market: crate::market::Market::new(seed),
+                inflater: wire::new_inflater(),
+                inflated: Vec::new(),
+                inflate_cache: wire::InflateCache::new(),
             },
             waker,
         ))
@@ -244,7 +268,8 @@ impl IoThread {
             }
             let key_bytes: [u8; 16] = std::array::from_fn(|_| self.rng.u8(..));
             let t = &self.plan.targets[conn.target];
-            let (req, ws_key) = wire::handshake_request(&t.host, &t.path, key_bytes);
+            let (req, ws_key) =
+                wire::handshake_request(&t.host, &t.path, key_bytes, self.plan.deflate);
             conn.key = ws_key;
             conn.out.extend_from_slice(&req);
             conn.state = State::AwaitResponse;
@@ -301,6 +326,9 @@ impl IoThread {
                 Err(e) => return self.fail(key, io_kind(&e)),
             };
             conn.carry.clear();
+            if self.round.is_some() {
+                self.stats.wire_bytes += n as u64;
+            }
             let now = mono_ns();
             let before = conn.state;
             let window = self.round.as_ref().map_or((u64::MAX, u64::MAX), |r| {
@@ -312,6 +340,10 @@ impl IoThread {
                 window,
                 last_window_rx_ns: &mut self.last_window_rx_ns,
                 rng: &mut self.rng,
+                deflate_offered: self.plan.deflate,
+                inflater: &mut self.inflater,
+                inflated: &mut self.inflated,
+                inflate_cache: &mut self.inflate_cache,
             };
             let filled = &self.scratch[..carried + n];
             let result = process(conn, filled, now, &mut ctx);

@@ -18,6 +18,7 @@
 
 mod engine;
 mod group;
+mod market;
 mod plan;
 mod procfs;
 mod report;
@@ -80,6 +81,11 @@ enum Command {
         /// Approximate size of each publish's `data` JSON, bytes.
         #[arg(long, default_value_t = 100)]
         payload: usize,
+        /// What the `data` holds besides the send time: `pad` (`"pad":"xxx…"`, compresses
+        /// ~50×) or `market` (demo-feed-like trades, best bid/offers, or book updates from
+        /// `--payload` 200 on: what permessage-deflate should be measured with).
+        #[arg(long, default_value = "pad", value_parser = ["pad", "market"])]
+        data: String,
         /// Measured window, seconds.
         #[arg(long, default_value_t = 10.0)]
         duration: f64,
@@ -158,6 +164,11 @@ struct CommonArgs {
     /// Allow targets outside 127.0.0.0/8 and ::1.
     #[arg(long)]
     allow_remote: bool,
+    /// Every client offers permessage-deflate (RFC 7692: client_max_window_bits,
+    /// client_no_context_takeover) and fails if the server does not agree; compressed (RSV1)
+    /// messages are inflated before they are read. Wire bytes are reported either way.
+    #[arg(long)]
+    deflate: bool,
     /// Append the JSON result line to this file.
     #[arg(long)]
     json_out: Option<PathBuf>,
@@ -178,6 +189,7 @@ impl CommonArgs {
             recv_pause_us: self.recv_pause_us.min(100_000),
             allow_remote: self.allow_remote,
             json_out: self.json_out,
+            deflate: self.deflate,
         })
     }
 }
@@ -223,6 +235,7 @@ fn main() {
             pubs,
             rate,
             payload,
+            data,
             duration,
             warmup,
             seed,
@@ -245,6 +258,7 @@ fn main() {
                     pubs,
                     rate,
                     payload,
+                    market: data == "market",
                     duration_s: duration,
                     warmup_s: warmup,
                     seed,

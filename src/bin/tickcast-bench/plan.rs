@@ -68,6 +68,9 @@ pub struct ThreadPlan {
     /// read after the subscribe ack.
     #[serde(default)]
     pub stalled: Vec<u64>,
+    /// Offer permessage-deflate in every handshake, require it agreed, inflate RSV1 frames.
+    #[serde(default)]
+    pub deflate: bool,
 }
 
 /// Publishing part of a round (publisher threads only).
@@ -78,6 +81,9 @@ pub struct PublishPlan {
     pub rate: f64,
     pub topics_k: u32,
     pub payload_bytes: usize,
+    /// `--data market`: demo-feed-like trading JSON instead of `"pad":"xxx…"`.
+    #[serde(default)]
+    pub market: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -51,6 +51,8 @@ pub struct Common {
     pub recv_pause_us: u64,
     pub allow_remote: bool,
     pub json_out: Option<PathBuf>,
+    /// Every client offers permessage-deflate and requires it agreed (`--deflate`).
+    pub deflate: bool,
 }
 
 fn base_json(scenario: &str, c: &Common, workers: usize) -> Value {
@@ -64,6 +66,7 @@ fn base_json(scenario: &str, c: &Common, workers: usize) -> Value {
         "bench_threads_per_process": c.threads,
         "source_ips": c.source_ips.len().max(1),
         "recv_pause_us": c.recv_pause_us,
+        "deflate": c.deflate,
         "cmd": std::env::args().collect::<Vec<_>>().join(" "),
     })
 }

@@ -104,6 +104,12 @@ pub struct ConnectStats {
     /// Subscribed connections per server (`host:port` of its URL), for `--url A,B,…`.
     #[serde(default)]
     pub per_target: BTreeMap<String, u64>,
+    /// Connections whose handshake agreed permessage-deflate (`--deflate`)...
+    #[serde(default)]
+    pub deflate_agreed: u64,
+    /// ...of which the server keeps its compression context (no `server_no_context_takeover`).
+    #[serde(default)]
+    pub deflate_context_takeover: u64,
 }
 
 impl Default for ConnectStats {
@@ -120,6 +126,8 @@ impl Default for ConnectStats {
             subs_per_topic: Vec::new(),
             stalled: 0,
             per_target: BTreeMap::new(),
+            deflate_agreed: 0,
+            deflate_context_takeover: 0,
         }
     }
 }
@@ -137,6 +145,8 @@ impl ConnectStats {
         add_vec(&mut self.subs_per_topic, &o.subs_per_topic);
         self.stalled += o.stalled;
         add_map(&mut self.per_target, &o.per_target);
+        self.deflate_agreed += o.deflate_agreed;
+        self.deflate_context_takeover += o.deflate_context_takeover;
     }
 
     pub fn failed(&self) -> u64 {
@@ -185,6 +195,20 @@ pub struct RoundStats {
     pub publish_skipped: u64,
     /// CPU seconds of the reporting process during the round (filled by the group).
     pub client_cpu_s: f64,
+    /// Bytes read from the sockets during the round (frame headers, compressed payloads,
+    /// control frames: what crossed the wire above TCP).
+    #[serde(default)]
+    pub wire_bytes: u64,
+    /// Payload bytes of the data frames received in the round, after inflating.
+    #[serde(default)]
+    pub payload_bytes: u64,
+    /// Messages that arrived compressed (RSV1) and were inflated.
+    #[serde(default)]
+    pub compressed_frames: u64,
+    /// Of those, how many ran the inflater (the others were the same bytes as a message
+    /// already inflated on this thread: compress once, see `wire::InflateCache`).
+    #[serde(default)]
+    pub inflations: u64,
 }
 
 impl Default for RoundStats {
@@ -209,6 +233,10 @@ impl Default for RoundStats {
             published_total: 0,
             publish_skipped: 0,
             client_cpu_s: 0.0,
+            wire_bytes: 0,
+            payload_bytes: 0,
+            compressed_frames: 0,
+            inflations: 0,
         }
     }
 }
@@ -234,6 +262,10 @@ impl RoundStats {
         self.published_total += o.published_total;
         self.publish_skipped += o.publish_skipped;
         self.client_cpu_s += o.client_cpu_s;
+        self.wire_bytes += o.wire_bytes;
+        self.payload_bytes += o.payload_bytes;
+        self.compressed_frames += o.compressed_frames;
+        self.inflations += o.inflations;
     }
 }
 

@@ -77,6 +77,7 @@ impl IoThread {
             out: Vec::new(),
             last_seq: Vec::new(),
             stalled,
+            inflate: None,
         });
         Ok(())
     }

@@ -2,7 +2,7 @@
 //! answered, a close ends the connection), protocol v1 replies (welcome, the subscribe ack,
 //! errors) and data frames, counted and timed into the round's stats.
 
-use super::{Conn, State};
+use super::{Conn, Inflate, State};
 use crate::{
     stats::{ConnectStats, RoundStats, record},
     wire::{self, Opcode, Parse},
@@ -18,6 +18,14 @@ pub(super) struct Ctx<'a> {
     pub(super) window: (u64, u64),
     pub(super) last_window_rx_ns: &'a mut u64,
     pub(super) rng: &'a mut fastrand::Rng,
+    /// The handshake offered permessage-deflate (`--deflate`): the answer must agree to it.
+    pub(super) deflate_offered: bool,
+    /// The thread's inflater for `server_no_context_takeover` connections.
+    pub(super) inflater: &'a mut flate2::Decompress,
+    /// Scratch for an inflated message.
+    pub(super) inflated: &'a mut Vec<u8>,
+    /// Standalone compressed messages already inflated on this thread.
+    pub(super) inflate_cache: &'a mut wire::InflateCache,
 }
 
 /// Handles the bytes read for one connection; returns how many were consumed (the rest is a
@@ -41,6 +49,27 @@ pub(super) fn process(
             Err(wire::HandshakeError::Status(s)) => return Err(format!("handshake_status_{s}")),
             Err(wire::HandshakeError::Accept) => return Err("handshake_accept".into()),
         }
+        // RFC 7692 §5/§7.1: a client fails the connection on an extension it did not offer
+        // or an answer it cannot read; the bench also fails it when deflate was asked for and
+        // not agreed, so a `--deflate` run never measures plain connections unnoticed.
+        match wire::parse_extensions(&buf[..head]) {
+            Err(e) => {
+                eprintln!("tickcast-bench: Sec-WebSocket-Extensions answer refused: {e}");
+                return Err("deflate_bad_answer".into());
+            }
+            Ok(None) if ctx.deflate_offered => return Err("deflate_not_agreed".into()),
+            Ok(Some(_)) if !ctx.deflate_offered => return Err("deflate_not_offered".into()),
+            Ok(None) => {}
+            Ok(Some(a)) => {
+                ctx.connect.deflate_agreed += 1;
+                conn.inflate = Some(if a.server_no_context_takeover {
+                    Inflate::Shared
+                } else {
+                    ctx.connect.deflate_context_takeover += 1;
+                    Inflate::Own(Box::new(wire::new_inflater()))
+                });
+            }
+        }
         // The caller queues the subscribe and moves on; frames may already follow the head.
         conn.state = State::AwaitAck;
         at = head;
@@ -53,6 +82,51 @@ pub(super) fn process(
         };
         let payload = &buf[at + frame.payload_start..at + frame.payload_end];
         at += frame.len();
+        if frame.rsv1 {
+            // RFC 7692 §6: RSV1 marks a compressed message, only with the extension agreed,
+            // only on the first frame of a data message.
+            let Some(inflate) = conn.inflate.as_mut() else {
+                return Err("protocol: RSV1 without permessage-deflate".into());
+            };
+            if !matches!(frame.opcode, Opcode::Text | Opcode::Binary) {
+                return Err("protocol: RSV1 on a control frame".into());
+            }
+            if !frame.fin || frame.opcode == Opcode::Binary {
+                // Fragmented compressed messages are not read (no server here sends them).
+                ctx.round.odd_frames += 1;
+                continue;
+            }
+            let mut inflated = std::mem::take(ctx.inflated);
+            let r = match inflate {
+                Inflate::Shared => match ctx.inflate_cache.get(payload) {
+                    Some(hit) => {
+                        inflated.clear();
+                        inflated.extend_from_slice(hit);
+                        Ok(())
+                    }
+                    None => {
+                        let r = wire::inflate_message(ctx.inflater, payload, &mut inflated, false);
+                        if r.is_ok() {
+                            ctx.inflate_cache.put(payload, &inflated);
+                            ctx.round.inflations += 1;
+                        }
+                        r
+                    }
+                },
+                Inflate::Own(d) => {
+                    ctx.round.inflations += 1;
+                    wire::inflate_message(d, payload, &mut inflated, true)
+                }
+            }
+            .map_err(|e| format!("protocol: {e}"));
+            if r.is_ok() {
+                ctx.round.compressed_frames += 1;
+            }
+            let r = r.and_then(|()| on_text(conn, &inflated, now, ctx));
+            *ctx.inflated = inflated;
+            r?;
+            continue;
+        }
         match frame.opcode {
             Opcode::Text if frame.fin => on_text(conn, payload, now, ctx)?,
             Opcode::Ping => {
@@ -81,6 +155,7 @@ fn on_text(conn: &mut Conn, payload: &[u8], now: u64, ctx: &mut Ctx) -> Result<(
         };
         let r = &mut *ctx.round;
         r.received_total += 1;
+        r.payload_bytes += payload.len() as u64;
         match d.sent_ns {
             Some(t) if (ctx.window.0..ctx.window.1).contains(&t) => {
                 r.received_window += 1;

@@ -102,15 +102,24 @@ impl IoThread {
             }
             let t = mono_ns();
             let mask = self.rng.u32(..).to_ne_bytes();
+            let market = &mut self.market;
+            let pad = &self.pad;
             wire::put_masked_frame(&mut conn.out, Opcode::Text, mask, |o| {
-                // {"op":"publish","topic":"bench.tN","data":{"t":<ns>,"pad":"xx…"}}
+                // {"op":"publish","topic":"bench.tN","data":{"t":<ns>,"pad":"xx…"}}, or with
+                // --data market {…,"data":{"t":<ns>,"s":"BTCUSDT","p":…}} (market.rs).
                 o.extend_from_slice(b"{\"op\":\"publish\",\"topic\":\"bench.t");
                 o.extend_from_slice(itoa::Buffer::new().format(topic).as_bytes());
-                o.extend_from_slice(b"\",\"data\":{\"t\":");
-                o.extend_from_slice(itoa::Buffer::new().format(t).as_bytes());
-                o.extend_from_slice(b",\"pad\":\"");
-                o.extend_from_slice(&self.pad);
-                o.extend_from_slice(b"\"}}");
+                o.extend_from_slice(b"\",\"data\":");
+                if p.market {
+                    market.write(o, topic, t, p.payload_bytes);
+                } else {
+                    o.extend_from_slice(b"{\"t\":");
+                    o.extend_from_slice(itoa::Buffer::new().format(t).as_bytes());
+                    o.extend_from_slice(b",\"pad\":\"");
+                    o.extend_from_slice(pad);
+                    o.extend_from_slice(b"\"}");
+                }
+                o.push(b'}');
             });
             self.stats.published_total += 1;
             if (ws..we).contains(&t) {

@@ -33,6 +33,8 @@ pub struct FanoutArgs {
     pub pubs: u64,
     pub rate: f64,
     pub payload: usize,
+    /// `--data market`: demo-feed-like JSON (market.rs) instead of padding.
+    pub market: bool,
     pub duration_s: f64,
     pub warmup_s: f64,
     pub seed: u64,
@@ -147,6 +149,7 @@ pub fn fanout(c: &Common, a: &FanoutArgs) -> Res<()> {
             connect_timeout_ms: c.connect_timeout_ms,
             recv_pause_us: 0,
             stalled: Vec::new(),
+            deflate: c.deflate,
         }],
         deadline_ns: deadline,
     };

@@ -103,6 +103,7 @@ pub(super) fn plan_groups(
                         .copied()
                         .filter(|i| (tfirst..tfirst + tcount).contains(i))
                         .collect(),
+                    deflate: c.deflate,
                 })
                 .collect();
             (

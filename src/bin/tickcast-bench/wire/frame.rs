@@ -45,6 +45,9 @@ impl Opcode {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FrameRef {
     pub fin: bool,
+    /// RSV1: a compressed message (permessage-deflate, RFC 7692 §6); whether that is allowed
+    /// on this connection and for this frame is the caller's check.
+    pub rsv1: bool,
     pub opcode: Opcode,
     /// Payload range inside the buffer that was parsed.
     pub payload_start: usize,
@@ -60,7 +63,7 @@ impl FrameRef {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WireError {
-    /// RSV bits set without an extension, or an unknown opcode.
+    /// RSV2 or RSV3 set (no extension defines them here), or an unknown opcode.
     BadHeader,
     /// A server frame with the MASK bit (forbidden by §5.1).
     MaskedServerFrame,
@@ -98,7 +101,7 @@ pub fn parse_frame(buf: &[u8]) -> Result<Parse, WireError> {
     }
     let b0 = buf[0];
     let b1 = buf[1];
-    if b0 & 0x70 != 0 {
+    if b0 & 0x30 != 0 {
         return Err(WireError::BadHeader);
     }
     let opcode = Opcode::from_bits(b0 & 0x0F).ok_or(WireError::BadHeader)?;
@@ -131,6 +134,7 @@ pub fn parse_frame(buf: &[u8]) -> Result<Parse, WireError> {
     }
     Ok(Parse::Frame(FrameRef {
         fin: b0 & 0x80 != 0,
+        rsv1: b0 & 0x40 != 0,
         opcode,
         payload_start: header,
         payload_end: total,
@@ -260,7 +264,8 @@ mod tests {
 
     #[test]
     fn rejects_bad_headers() {
-        assert_eq!(parse_frame(&[0x81 | 0x40, 0]), Err(WireError::BadHeader));
+        assert_eq!(parse_frame(&[0x81 | 0x20, 0]), Err(WireError::BadHeader));
+        assert_eq!(parse_frame(&[0x81 | 0x10, 0]), Err(WireError::BadHeader));
         assert_eq!(parse_frame(&[0x83, 0]), Err(WireError::BadHeader));
         assert_eq!(
             parse_frame(&[0x81, 0x81, 0, 0, 0, 0, 0]),
@@ -272,6 +277,24 @@ mod tests {
             parse_frame(&huge),
             Err(WireError::TooLarge(FRAME_BYTES_MAX + 1))
         );
+    }
+
+    #[test]
+    fn rsv1_frames_parse_with_the_flag() {
+        // RFC 7692 §7.2.3.1: "Hello" compressed, one frame.
+        let f = [0xc1, 0x07, 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+        match parse_frame(&f).unwrap() {
+            Parse::Frame(fr) => {
+                assert!(fr.rsv1 && fr.fin);
+                assert_eq!(fr.opcode, Opcode::Text);
+                assert_eq!((fr.payload_start, fr.payload_end), (2, 9));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse_frame(&server_frame(0x1, b"plain")).unwrap() {
+            Parse::Frame(fr) => assert!(!fr.rsv1),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

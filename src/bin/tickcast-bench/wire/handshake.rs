@@ -24,12 +24,23 @@ pub fn base64(input: &[u8]) -> String {
     s
 }
 
-/// The HTTP/1.1 upgrade request (RFC 6455 §4.1) and the key it carries.
-pub fn handshake_request(host: &str, path: &str, key_bytes: [u8; 16]) -> (Vec<u8>, String) {
+/// The HTTP/1.1 upgrade request (RFC 6455 §4.1) and the key it carries; with `deflate`, it
+/// offers permessage-deflate ([`super::deflate::OFFER_HEADER`]).
+pub fn handshake_request(
+    host: &str,
+    path: &str,
+    key_bytes: [u8; 16],
+    deflate: bool,
+) -> (Vec<u8>, String) {
     let key = base64(&key_bytes);
+    let ext = if deflate {
+        super::deflate::OFFER_HEADER
+    } else {
+        ""
+    };
     let req = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{ext}\r\n"
     );
     (req.into_bytes(), key)
 }

@@ -102,6 +102,17 @@ pub(super) fn print_fanout(c: &Common, a: &FanoutArgs, r: &Value, conn: &Connect
         ));
     }
     t.push((
+        "wire bytes".into(),
+        format!(
+            "{} per delivery ({} payload bytes after inflate; {}% compressed; deflate agreed on {} subs, {} keeping context)",
+            r["wire_bytes_per_delivery"],
+            r["payload_bytes_per_delivery"],
+            r["compressed_pct"],
+            r["deflate_agreed"],
+            r["deflate_context_takeover"]
+        ),
+    ));
+    t.push((
         "bench CPU".into(),
         format!("{} s ({}%)", r["client_cpu_s"], r["client_cpu_pct"]),
     ));

@@ -60,6 +60,7 @@ pub(super) fn fanout_round(
         rate,
         topics_k: a.topics,
         payload_bytes: a.payload,
+        market: a.market,
     });
     for g in pubs.iter_mut() {
         g.send_round(&plan)
@@ -119,6 +120,11 @@ pub(super) fn fanout_round(
                 // Frames coalesced per sendmsg (control frames count as writes, not deliveries).
                 "deliveries_per_write": dl.zip(w).filter(|(_, w)| *w > 0.0).map(|(d, w)| round3(d / w)),
                 "conflated": d("tickcast_conflated_total"),
+                // permessage-deflate: compressions per published message (compress once: ≤ 1
+                // per window size in use).
+                "compressions": d("tickcast_compressions_total"),
+                "compressions_per_publish": d("tickcast_compressions_total")
+                    .zip(p).filter(|(_, p)| *p > 0.0).map(|(c, p)| round3(c / p)),
                 "dropped_oldest": d("tickcast_dropped_oldest_total"),
                 "slow_consumer_closes": d("tickcast_slow_consumer_closes_total"),
                 "encode_once": match (p, s) { (Some(p), Some(s)) => Some(p == s), _ => None },
@@ -169,6 +175,23 @@ pub(super) fn fanout_round(
         "shards": sub_conn.shards,
     });
     obj.extend(fields.as_object().expect("object").clone());
+    let wire = json!({
+        // What crossed the wire: every byte the bench's sockets read in the round (warm-up,
+        // window, drain; frame headers and control frames included) per data frame received
+        // in it, and the data frames' payload after inflating, per frame.
+        "deflate_agreed": sub_conn.deflate_agreed,
+        "deflate_context_takeover": sub_conn.deflate_context_takeover,
+        "wire_bytes_round": got.wire_bytes,
+        "wire_bytes_per_delivery": (got.received_total > 0)
+            .then(|| round3(got.wire_bytes as f64 / got.received_total as f64)),
+        "payload_bytes_per_delivery": (got.received_total > 0)
+            .then(|| round3(got.payload_bytes as f64 / got.received_total as f64)),
+        "inflations": got.inflations,
+        "compressed_pct": (got.received_total > 0)
+            .then(|| round3(got.compressed_frames as f64 * 100.0 / got.received_total as f64)),
+        "data": if a.market { "market" } else { "pad" },
+    });
+    obj.extend(wire.as_object().expect("object").clone());
     obj.insert("subs_per_url".into(), json!(sub_conn.per_target));
     obj.insert("subs_open_at_end".into(), json!(got.open_conns));
     obj.insert(
