@@ -3,7 +3,8 @@
 //! nothing.
 //!
 //! A publish to `fault.panic.shard` panics the shard it enters on; one to
-//! `fault.panic.bridge` (cluster mode) panics the broker bridge.
+//! `fault.panic.bridge` (cluster mode) panics the broker bridge; one to `fault.stall.shard`
+//! blocks the shard it enters on for good (a stuck loop: the watchdog test).
 
 /// Where a fault can be injected.
 #[derive(Debug, Clone, Copy)]
@@ -23,6 +24,12 @@ pub fn check(site: Site, topic: &str) {
         };
         if topic == wanted {
             panic!("fault injection: publish to {topic}");
+        }
+        if matches!(site, Site::Shard) && topic == "fault.stall.shard" {
+            tracing::warn!("fault injection: stalling this shard for good");
+            loop {
+                std::thread::park();
+            }
         }
     }
     #[cfg(not(feature = "fault-injection"))]

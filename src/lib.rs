@@ -14,6 +14,7 @@ pub mod mesh;
 pub mod protocol;
 pub mod publish;
 pub mod pubsub;
+pub mod service;
 pub mod shard;
 pub mod stats;
 pub mod sys;

@@ -206,6 +206,7 @@ fn serve(mut cfg: Config) -> i32 {
     let demo = cfg.server.demo_feed;
     let echo = cfg.server.echo;
     let limits = cfg.limits.clone();
+    let tick_ms = cfg.timeouts.tick_ms;
     let deflate = cfg.deflate.enabled;
     let server = match Server::start(cfg) {
         Ok(s) => s,
@@ -258,6 +259,15 @@ fn serve(mut cfg: Config) -> i32 {
     }
     let stopper = server.stopper();
     let tls = server.tls.clone();
+    // systemd `Type=notify`: up now that every shard listens; status and watchdog from here.
+    let monitor = server.monitor();
+    let notifier = tickcast::service::Notifier::from_env(tick_ms);
+    if let Some(n) = notifier {
+        n.ready(&monitor);
+        if let Err(e) = n.spawn(monitor.clone()) {
+            tracing::warn!(error = %e, "no status or watchdog thread");
+        }
+    }
     match signals {
         Ok(mut signals) => {
             std::thread::Builder::new()
@@ -266,11 +276,20 @@ fn serve(mut cfg: Config) -> i32 {
                     let mut seen = 0;
                     for sig in signals.forever() {
                         if sig == signal_hook::consts::SIGHUP {
+                            if let Some(n) = notifier {
+                                n.reloading();
+                            }
                             reload_tls(tls.as_deref());
+                            if let Some(n) = notifier {
+                                n.reloaded(&monitor);
+                            }
                             continue;
                         }
                         seen += 1;
                         if seen == 1 {
+                            if let Some(n) = notifier {
+                                n.stopping();
+                            }
                             tracing::info!(
                                 signal = sig,
                                 "shutting down: closing connections with 1001"

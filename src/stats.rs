@@ -7,7 +7,13 @@
 //! increment per delivery) and rendered at scrape time: `metrics`' own histograms store every
 //! sample, which would be a per-delivery allocation-and-atomic cost.
 
-use std::{fmt::Write as _, sync::Mutex};
+use std::{
+    fmt::Write as _,
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use metrics::{Counter, Gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -449,6 +455,9 @@ impl ShardStats {
         h.subscriptions.set(gauges.subscriptions as f64);
         h.patterns.set(gauges.patterns as f64);
         h.topics.set(gauges.topics as f64);
+        if let Some(d) = hub.deliveries.get(self.shard) {
+            d.store(c.deliveries, Ordering::Relaxed);
+        }
         if let Some(slot) = hub.latency.get(self.shard) {
             *slot.lock().unwrap_or_else(|p| p.into_inner()) = self.latency.clone();
         }
@@ -460,6 +469,11 @@ pub struct StatsHub {
     prometheus: PrometheusHandle,
     /// Written by a shard on flush, read on render; never touched per message.
     latency: Vec<Mutex<Latency>>,
+    /// Each shard's deliveries as of its last flush (about once a second): the service
+    /// manager's status line reads them without rendering the registry.
+    deliveries: Vec<AtomicU64>,
+    /// Each shard's timer ticks: a shard whose count stops moving is stuck (the watchdog).
+    ticks: Vec<AtomicU64>,
 }
 
 impl StatsHub {
@@ -472,7 +486,33 @@ impl StatsHub {
         Ok(StatsHub {
             prometheus,
             latency: (0..shards).map(|_| Mutex::default()).collect(),
+            deliveries: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+            ticks: (0..shards).map(|_| AtomicU64::new(0)).collect(),
         })
+    }
+
+    /// Shard `shard`'s loop ran its timer once more.
+    #[inline]
+    pub fn tick(&self, shard: usize) {
+        if let Some(t) = self.ticks.get(shard) {
+            t.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Every shard's timer ticks so far.
+    pub fn ticks(&self) -> Vec<u64> {
+        self.ticks
+            .iter()
+            .map(|t| t.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Deliveries of all shards, as of their last statistics flush.
+    pub fn deliveries(&self) -> u64 {
+        self.deliveries
+            .iter()
+            .map(|d| d.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Prometheus text exposition of everything.

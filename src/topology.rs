@@ -100,6 +100,7 @@ pub struct Server {
     pub drivers: Vec<&'static str>,
     mesh: Arc<Mesh<MeshMsg>>,
     threads: Vec<thread::JoinHandle<()>>,
+    shared: Arc<Shared>,
 }
 
 impl Server {
@@ -175,6 +176,7 @@ impl Server {
             drivers: Vec::with_capacity(shards),
             mesh,
             threads,
+            shared: shared.clone(),
         };
         for _ in 0..shards {
             match ready_rx.recv() {
@@ -195,6 +197,14 @@ impl Server {
         self.stopper().stop();
     }
 
+    /// A read-only view of the running server for the service manager: connections,
+    /// deliveries, whether every shard's loop is moving.
+    pub fn monitor(&self) -> Monitor {
+        Monitor {
+            shared: self.shared.clone(),
+        }
+    }
+
     /// A handle that can stop the server from another thread (signal handler).
     pub fn stopper(&self) -> Stopper {
         Stopper {
@@ -209,6 +219,32 @@ impl Server {
             clean &= t.join().is_ok();
         }
         clean
+    }
+}
+
+/// What the service manager (systemd notify, watchdog) reads of a running [`Server`], from
+/// any thread: counters the shards publish anyway, nothing on the hot path.
+#[derive(Clone)]
+pub struct Monitor {
+    shared: Arc<Shared>,
+}
+
+impl Monitor {
+    /// Open TCP connections (WebSocket and HTTP).
+    pub fn connections(&self) -> usize {
+        self.shared
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Deliveries so far, as of each shard's last statistics flush (about once a second).
+    pub fn deliveries(&self) -> u64 {
+        self.shared.hub.deliveries()
+    }
+
+    /// Each shard's timer ticks so far: one that stops moving is stuck.
+    pub fn ticks(&self) -> Vec<u64> {
+        self.shared.hub.ticks()
     }
 }
 

@@ -25,6 +25,7 @@ pub async fn timer_task(shard: Rc<Shard>) {
 impl State {
     /// Returns true once shutdown is complete.
     fn on_tick(&mut self) -> bool {
+        self.shared.hub.tick(self.shard);
         let now = self.clock();
         if self.mesh.has_spill() {
             self.mesh.flush();
