@@ -324,8 +324,17 @@ impl State {
             }
             return;
         }
-        // News and held messages, in order; a hole nobody can fill becomes one `gap`.
-        news.extend(w.held.drain(..));
+        // News and held messages, in order; a hole nobody can fill becomes one `gap`. A message
+        // held twice came twice from the broker: a duplicate, as on the live path (one also in
+        // the fetch's answer is not: that is the same message read two ways).
+        let mut held: Vec<Received> = w.held.drain(..).collect();
+        held.sort_by_key(|m| (m.epoch, m.seq));
+        let twice = held
+            .windows(2)
+            .filter(|p| (p[0].epoch, p[0].seq) == (p[1].epoch, p[1].seq))
+            .count();
+        self.stats.c.cluster_duplicates += twice as u64;
+        news.extend(held);
         news.sort_by_key(|m| m.seq);
         let mut news = news.into_iter();
         while let Some(m) = news.next() {
