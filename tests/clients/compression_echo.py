@@ -190,6 +190,10 @@ class Echo:
                 return decode(frame, max_size=max_size)
 
             ext.decode = observed
+        # Messages count once their echo is checked: "sent_compressed" went out compressed
+        # (all of them once the extension is agreed), "echo_compressed" came back so, and
+        # "echo_over_min" is at least deflate.min_bytes long (the server compressed it, even
+        # if it then went plain because it did not shrink).
         self.stats = {"sent": 0, "sent_compressed": 0, "echo_compressed": 0, "echo_plain": 0,
                       "echo_over_min": 0, "compressed_under_min": 0, "window_checked": 0,
                       "window_errors": []}
