@@ -5,11 +5,23 @@
 #[path = "fuzz/checks.rs"]
 mod checks;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Runs `check` on every file under `tests/fuzz/{corpus,regressions}/<target>/`; returns how
 /// many it ran. A failing file is named in the panic message.
 fn replay(target: &str, check: fn(&[u8])) -> usize {
+    let files = corpus_files(target);
+    for path in &files {
+        let data = std::fs::read(path).expect("read corpus file");
+        if std::panic::catch_unwind(|| check(&data)).is_err() {
+            panic!("{target}: {} fails its check", path.display());
+        }
+    }
+    files.len()
+}
+
+/// The files under `tests/fuzz/{corpus,regressions}/<target>/`, sorted.
+fn corpus_files(target: &str) -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz");
     let mut files = Vec::new();
     for kind in ["corpus", "regressions"] {
@@ -25,13 +37,7 @@ fn replay(target: &str, check: fn(&[u8])) -> usize {
         }
     }
     files.sort();
-    for path in &files {
-        let data = std::fs::read(path).expect("read corpus file");
-        if std::panic::catch_unwind(|| check(&data)).is_err() {
-            panic!("{target}: {} fails its check", path.display());
-        }
-    }
-    files.len()
+    files
 }
 
 #[test]
@@ -58,4 +64,34 @@ fn envelope_corpus() {
         replay("envelope", checks::envelope) > 0,
         "no envelope corpus"
     );
+}
+
+#[test]
+fn deflate_corpus() {
+    assert!(replay("deflate", checks::deflate) > 0, "no deflate corpus");
+}
+
+/// The deflate corpus reaches every way a compressed message can end (tests/fuzz/make_seeds.py
+/// writes a seed for each; `cargo fuzz cmin` keeps one input per code path).
+#[test]
+fn deflate_corpus_reaches_every_outcome() {
+    let mut seen = std::collections::BTreeSet::new();
+    for path in corpus_files("deflate") {
+        seen.extend(checks::deflate_outcomes(&std::fs::read(path).unwrap()));
+    }
+    for want in [
+        "inflated",
+        "message too large",
+        "message compressed too well",
+        "invalid compressed data",
+        "invalid UTF-8",
+        "reserved bits set",
+        "RSV1 on a continuation frame",
+        "RSV1 on a control frame",
+    ] {
+        assert!(
+            seen.contains(want),
+            "no deflate corpus input ends with {want:?}: {seen:?}"
+        );
+    }
 }

@@ -3,10 +3,12 @@
 input formats in checks.rs; fuzzing and `cargo fuzz cmin` grow and shrink the rest.
 
 Formats (see checks.rs): http = [headers_max, header_bytes_sel, split] + request;
-frame = [limit_sel, c1, c2, c3] + client bytes; protocol = the text message.
+frame = [limit_sel, c1, c2, c3] + client bytes; deflate = [limit_sel, ratio_sel, c1, c2, c3] +
+client bytes; protocol = the text message.
 """
 import os
 import struct
+import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MASK = bytes([0x37, 0xFA, 0x21, 0x3D])
@@ -66,9 +68,10 @@ write("http", "few-headers", bytes([2, 0, 9]) + MINIMAL.encode())
 
 
 # --- frame ----------------------------------------------------------------------------------
-def frame(opcode, payload=b"", fin=True, mask=MASK, length=None):
-    """A client frame; `mask=None` sends it unmasked, `length` forces 16/64-bit lengths."""
-    out = bytes([(0x80 if fin else 0) | opcode])
+def frame(opcode, payload=b"", fin=True, mask=MASK, length=None, rsv=0):
+    """A client frame; `mask=None` sends it unmasked, `length` forces 16/64-bit lengths, `rsv`
+    sets reserved bits (0x40 is RSV1, permessage-deflate's "compressed")."""
+    out = bytes([(0x80 if fin else 0) | rsv | opcode])
     m = 0x80 if mask is not None else 0
     n = len(payload)
     if length is None:
@@ -117,6 +120,92 @@ for i, (name, stream) in enumerate(sorted(FRAMES.items())):
     # 64 KiB limit (index 13); chunk sizes vary per seed.
     write("frame", name, bytes([13, i % 7, (i * 13) % 256, 255]) + stream)
 write("frame", "bytewise-small-limit", bytes([10, 0, 0, 0]) + frame(TEXT, b"x" * 200) + frame(CLOSE))
+
+# --- deflate --------------------------------------------------------------------------------
+# Indices into checks.rs's DEFLATE_LIMITS and RATIOS.
+L16, L1000, L16K, L64K, L1M = 2, 6, 9, 12, 14
+R1, R100, R1000, R100K = 0, 4, 6, 7
+NOT_NEGOTIATED = 0x38
+RSV1, RSV2 = 0x40, 0x20
+
+
+def pmd(data, wbits=15, level=6):
+    """`data` as a permessage-deflate payload (RFC 7692 §7.2.1: sync flush, 00 00 ff ff cut)."""
+    c = zlib.compressobj(level, zlib.DEFLATED, -wbits)
+    out = c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH)
+    assert out.endswith(b"\x00\x00\xff\xff")
+    return out[:-4]
+
+
+def pmd_final(data):
+    """Ending with a BFINAL block then 0x00, as libdeflate-based senders do (§7.2.3.4)."""
+    c = zlib.compressobj(6, zlib.DEFLATED, -15)
+    return c.compress(data) + c.flush(zlib.Z_FINISH) + b"\x00"
+
+
+def pmd_fragments(data, n):
+    """A websockets-style fragmented message: each fragment compressed and sync-flushed on its
+    own (the 00 00 ff ff kept but on the last), then an empty final fragment."""
+    c = zlib.compressobj(6, zlib.DEFLATED, -15)
+    step = max(1, len(data) // n)
+    parts = [c.compress(data[i:i + step]) + c.flush(zlib.Z_SYNC_FLUSH)
+             for i in range(0, len(data), step)]
+    last = c.flush(zlib.Z_SYNC_FLUSH)[:-4]
+    out = frame(TEXT, parts[0], fin=False, rsv=RSV1)
+    out += b"".join(frame(CONT, p, fin=False) for p in parts[1:])
+    return out + frame(CONT, last)
+
+
+SUB = OPS[0]
+BOOK = b'{"op":"publish","id":7,"topic":"md.book","data":{"levels":[' + b",".join(
+    b'{"px":"%d.25","qty":"1.000"}' % (100 + i) for i in range(60)) + b"]}}"
+BOMB = pmd(b" " * (1 << 20))
+Z = pmd(SUB)
+DEFLATE = {
+    "text": (L64K, R100, frame(TEXT, pmd(SUB), rsv=RSV1)),
+    "binary": (L64K, R100, frame(BINARY, pmd(bytes(range(256)) * 4), rsv=RSV1)),
+    "book-window9": (L64K, R100, frame(TEXT, pmd(BOOK, wbits=9), rsv=RSV1)),
+    "final-block": (L64K, R100, frame(TEXT, pmd_final(BOOK), rsv=RSV1)),
+    "fragmented-split": (L64K, R100, frame(TEXT, Z[:5], fin=False, rsv=RSV1) + frame(PING, b"p")
+                         + frame(CONT, Z[5:9], fin=False) + frame(CONT, Z[9:])),
+    "fragmented-websockets": (L64K, R100, pmd_fragments(BOOK, 4)),
+    # RFC 7692 §7.2.3.1-§7.2.3.4: "Hello" compressed, twice without context takeover, in a
+    # stored block, and ending with a BFINAL block.
+    "rfc-examples": (L64K, R100, frame(TEXT, bytes.fromhex("f248cdc9c90700"), rsv=RSV1)
+                     + frame(TEXT, bytes.fromhex("f248cdc9c90700"), rsv=RSV1)
+                     + frame(TEXT, bytes.fromhex("000500faff48656c6c6f00"), rsv=RSV1)
+                     + frame(TEXT, bytes.fromhex("f348cdc9c9070000"), rsv=RSV1)),
+    "empty-payload": (L64K, R100, frame(TEXT, b"", rsv=RSV1) + frame(BINARY, b"\x00", rsv=RSV1)),
+    "mixed-plain-compressed": (L64K, R100, frame(TEXT, SUB) + frame(TEXT, pmd(BOOK), rsv=RSV1)
+                               + frame(BINARY, b"ab") + frame(BINARY, pmd(b"cd" * 300), rsv=RSV1)),
+    "bomb-too-big": (L64K, R100, frame(TEXT, BOMB, rsv=RSV1)),
+    "bomb-ratio": (L1M, R100, frame(TEXT, BOMB, rsv=RSV1)),
+    "ratio-floor-ok": (L64K, R100, frame(TEXT, pmd(b"x" * 16384), rsv=RSV1)),
+    "ratio-floor-over": (L64K, R100, frame(TEXT, pmd(b"x" * 16385), rsv=RSV1)),
+    "ratio-1": (L64K, R1, frame(TEXT, pmd(BOOK), rsv=RSV1)),
+    "at-limit": (L1000, R100, frame(BINARY, pmd(b"q" * 1000), rsv=RSV1)),
+    "over-limit": (L1000, R100, frame(BINARY, pmd(b"q" * 1001), rsv=RSV1)),
+    "compressed-over-limit": (L16, R100, frame(BINARY, pmd(bytes(range(64))), rsv=RSV1)),
+    "big-then-small": (L1M, R100K, frame(BINARY, pmd(b"ab" * 150000), rsv=RSV1)
+                       + frame(TEXT, pmd(SUB), rsv=RSV1)),
+    # A final stored block announcing 9 bytes, none sent: the inflater's own 9-byte tail would
+    # be read as them (checks.rs, TAIL_READ_AS_DATA_ACCEPTED).
+    "tail-read-as-data": (L64K, R100, frame(BINARY, bytes.fromhex("010900f6ff"), rsv=RSV1)),
+    "not-deflate": (L64K, R100, frame(TEXT, b"\xff\xff\xff\xff", rsv=RSV1)),
+    "btype-reserved": (L64K, R100, frame(TEXT, b"\x07\x00", rsv=RSV1)),
+    "truncated": (L64K, R100, frame(TEXT, pmd(BOOK)[:40], rsv=RSV1)),
+    "invalid-utf8-inside": (L64K, R100, frame(TEXT, pmd(b"ok\xc3\x28"), rsv=RSV1)),
+    "utf8-cut-at-end": (L64K, R100, frame(TEXT, pmd("a€".encode()[:-1]), rsv=RSV1)),
+    "rsv1-continuation": (L64K, R100, frame(TEXT, b'{"op":', fin=False)
+                          + frame(CONT, b'"ping"}', rsv=RSV1)),
+    "rsv1-ping": (L64K, R100, frame(PING, b"x", rsv=RSV1)),
+    "rsv1-pong": (L64K, R100, frame(PONG, b"", rsv=RSV1)),
+    "rsv1-close": (L64K, R100, frame(CLOSE, struct.pack(">H", 1000), rsv=RSV1)),
+    "rsv2": (L64K, R100, frame(TEXT, Z, rsv=RSV2)),
+    "rsv1-not-negotiated": (L64K, R100 | NOT_NEGOTIATED, frame(TEXT, Z, rsv=RSV1)),
+}
+for i, (name, (limit, ratio, stream)) in enumerate(sorted(DEFLATE.items())):
+    write("deflate", name, bytes([limit, ratio, i % 5, (i * 29) % 256, 255]) + stream)
 
 # --- protocol -------------------------------------------------------------------------------
 PROTO = [
