@@ -394,6 +394,14 @@ async fn hostile_compressed_input_is_closed_cleanly(driver: Driver) {
             1007,
         ),
         (
+            // A final stored block announcing 9 bytes and sending none: the message stops
+            // inside a block (once accepted, with the inflater's own padding as its data).
+            "truncated inside a block",
+            Some(OFFER),
+            client_frame(true, 0b100, 0x2, &[0x01, 0x09, 0x00, 0xf6, 0xff], true),
+            1007,
+        ),
+        (
             "invalid UTF-8 inside",
             Some(OFFER),
             client_frame(true, 0b100, 0x1, &deflate(&[0xc3, 0x28]), true),

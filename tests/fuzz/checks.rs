@@ -568,17 +568,13 @@ pub fn deflate_outcomes(data: &[u8]) -> Vec<&'static str> {
     outcomes
 }
 
-/// The inflater's known defect (found by this target; reported, not fixed here). A message
-/// that stops inside a DEFLATE block can have the 9 bytes `Inflater::inflate` appends (RFC 7692
-/// §7.2.2's 00 00 ff ff, then an empty final stored block 01 00 00 ff ff) read as that block's
-/// data; when they end it, the message is accepted with output that the client never sent and
-/// that an RFC 7692 receiver (which appends only the 4 bytes) does not read. The plainest case,
-/// a final stored block announcing 9 bytes, `01 09 00 f6 ff`, inflates to the tail itself; in
-/// a Huffman block the tail's bits decode through the sender's code table. The right answer is
-/// 1007 (`InflateError::Invalid`). While this is `true` the check accepts that output as well
-/// (outcome `tail read as data`); set it to `false` once the inflater refuses output read from
-/// its tail.
-const TAIL_READ_AS_DATA_ACCEPTED: bool = true;
+/// A defect this target found, fixed in `Inflater::inflate`: a message that stops inside a
+/// DEFLATE block could have the 9 bytes the inflater appends (RFC 7692 §7.2.2's 00 00 ff ff,
+/// then an empty final stored block 01 00 00 ff ff) read as that block's data, and was then
+/// accepted with output the client never sent (`01 09 00 f6 ff` inflated to the tail itself).
+/// Now such a message is 1007 (`InflateError::Invalid`). `false` makes the check demand that;
+/// `true` would accept the old behaviour (outcome `tail read as data`).
+const TAIL_READ_AS_DATA_ACCEPTED: bool = false;
 
 /// One compressed message through the shard's inflater, as `src/shard/conn/read.rs` does;
 /// returns the outcome (see [`deflate_outcomes`]).

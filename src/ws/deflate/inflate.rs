@@ -157,10 +157,18 @@ impl Inflater {
             .map_err(invalid)?;
         let mut produced = d.total_out() as usize;
         if status != Status::StreamEnd && produced < room {
+            let before = produced;
             status = d
                 .decompress(&TAIL, &mut out[produced..], FlushDecompress::Sync)
                 .map_err(invalid)?;
             produced = d.total_out() as usize;
+            if produced != before {
+                // The tail holds two empty stored blocks: anything decoded from it means the
+                // message stopped inside a block and the tail was read as that block's data
+                // (found by the `deflate` fuzz target: `01 09 00 f6 ff` inflated to the tail's
+                // own bytes). A receiver following §7.2.2 sees an unfinished stream.
+                return Err(InflateError::Invalid);
+            }
         }
         if produced > bound {
             return Err(if bound == max_bytes {
