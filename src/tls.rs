@@ -93,8 +93,9 @@ pub fn build_server_config(cert_file: &str, key_file: &str) -> Result<ServerConf
 
 fn load_certs(file: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let bad = |why: String| format!("config: tls.cert_file: {file}: {why}");
-    readable(file).map_err(bad)?;
-    let certs = CertificateDer::pem_file_iter(file)
+    let path = crate::config::file_path(file).map_err(bad)?;
+    readable(&path).map_err(bad)?;
+    let certs = CertificateDer::pem_file_iter(&path)
         .map_err(|e| bad(e.to_string()))?
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| bad(format!("invalid PEM: {e}")))?;
@@ -106,16 +107,17 @@ fn load_certs(file: &str) -> Result<Vec<CertificateDer<'static>>, String> {
 
 fn load_key(file: &str) -> Result<PrivateKeyDer<'static>, String> {
     let bad = |why: String| format!("config: tls.key_file: {file}: {why}");
-    readable(file).map_err(bad)?;
-    PrivateKeyDer::from_pem_file(file).map_err(|e| match e {
+    let path = crate::config::file_path(file).map_err(bad)?;
+    readable(&path).map_err(bad)?;
+    PrivateKeyDer::from_pem_file(&path).map_err(|e| match e {
         rustls::pki_types::pem::Error::NoItemsFound => bad("no PRIVATE KEY in the file".into()),
         e => bad(format!("invalid PEM: {e}")),
     })
 }
 
 /// An unreadable file is reported with the OS error (not as "no items found").
-fn readable(file: &str) -> Result<(), String> {
-    std::fs::File::open(Path::new(file))
+fn readable(file: &Path) -> Result<(), String> {
+    std::fs::File::open(file)
         .map(drop)
         .map_err(|e| e.to_string())
 }

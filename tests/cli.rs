@@ -91,6 +91,24 @@ fn bad_auth_configuration_is_refused_naming_the_key() {
     assert!(err.contains("auth.jwt_keys[0].public_key_file"), "{err}");
 }
 
+/// A `$CREDENTIALS_DIRECTORY/` file setting outside systemd (the variable unset) is refused
+/// with what to do, not read from a path named `$CREDENTIALS_DIRECTORY`.
+#[test]
+fn a_credentials_path_needs_the_credentials_directory() {
+    let mut cmd = common::tickcast_cmd();
+    cmd.arg("config").env_remove("CREDENTIALS_DIRECTORY").env(
+        "TICKCAST_AUTH__JWT_KEYS",
+        r#"[{algorithm="HS256",secret_file="$CREDENTIALS_DIRECTORY/jwt.secret"}]"#,
+    );
+    let out = cmd.output().expect("run tickcast");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("auth.jwt_keys[0].secret_file") && err.contains("LoadCredential="),
+        "{err}"
+    );
+}
+
 #[test]
 fn environment_and_flags_override_the_file() {
     let out = tickcast(

@@ -18,6 +18,7 @@ use futures_util::SinkExt;
 
 both_drivers!(
     token_sources,
+    secret_files_from_the_credentials_directory,
     every_jwt_algorithm,
     bad_tokens_get_401_before_the_upgrade,
     bad_token_in_auth_op_closes_1008,
@@ -1017,4 +1018,30 @@ fn server_frames(data: &[u8]) -> ServerFrames {
         i += hdr + len;
     }
     frames
+}
+
+/// `$CREDENTIALS_DIRECTORY/…` in a file setting reads the file systemd's `LoadCredential=` put
+/// there (docs/SECURITY.md): the HMAC secret comes from that directory, and a token signed with
+/// it is accepted.
+async fn secret_files_from_the_credentials_directory(driver: Driver) {
+    let dir = std::env::temp_dir().join(format!(
+        "tickcast-creds-{}-{:?}",
+        std::process::id(),
+        driver
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("jwt.secret"), format!("{HS_SECRET}\n")).unwrap();
+    let keys = r#"[{algorithm="HS256",secret_file="$CREDENTIALS_DIRECTORY/jwt.secret"}]"#;
+    let server = Server::start(
+        driver,
+        &[
+            ("TICKCAST_AUTH__JWT_KEYS", keys),
+            ("CREDENTIALS_DIRECTORY", dir.to_str().unwrap()),
+        ],
+        &[],
+    );
+    let (_ws, welcome) = connect_as(&server, &user_token("carol")).await;
+    assert_eq!(welcome["user"], "carol", "{welcome}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
 }

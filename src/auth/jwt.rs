@@ -49,7 +49,8 @@ struct Claims {
 }
 
 fn read_file(key: &str, path: &str) -> Result<Vec<u8>, String> {
-    std::fs::read(Path::new(path)).map_err(|e| format!("config: {key}: cannot read {path}: {e}"))
+    let file = crate::config::file_path(path).map_err(|e| format!("config: {key}: {path}: {e}"))?;
+    std::fs::read(&file).map_err(|e| format!("config: {key}: cannot read {}: {e}", file.display()))
 }
 
 pub(super) fn jwt_key(i: usize, k: &JwtKeyConfig) -> Result<JwtKey, String> {

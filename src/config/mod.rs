@@ -18,6 +18,25 @@ use figment::{
 };
 use serde::{Deserialize, Serialize};
 
+/// How a file setting (`tls.cert_file`, `tls.key_file`, `auth.jwt_keys[].secret_file`,
+/// `public_key_file`) names a file systemd's `LoadCredential=` placed: a leading
+/// `$CREDENTIALS_DIRECTORY/` is that directory, so a secret can stay `chmod 600` root's where
+/// it lives and still be read by a `DynamicUser=` service (docs/SECURITY.md).
+pub const CREDENTIALS_PREFIX: &str = "$CREDENTIALS_DIRECTORY/";
+
+/// The path of a file setting, with [`CREDENTIALS_PREFIX`] resolved from the environment.
+pub fn file_path(setting: &str) -> Result<std::path::PathBuf, String> {
+    let Some(name) = setting.strip_prefix(CREDENTIALS_PREFIX) else {
+        return Ok(setting.into());
+    };
+    match std::env::var_os("CREDENTIALS_DIRECTORY") {
+        Some(dir) if !dir.is_empty() => Ok(Path::new(&dir).join(name)),
+        _ => Err("$CREDENTIALS_DIRECTORY is not set: systemd sets it for a unit with \
+                  LoadCredential= (run by hand, export it or give the file's own path)"
+            .into()),
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]

@@ -196,7 +196,7 @@ pub(super) const TLS: &[Key] = &[
         default: "",
         bounds: None,
         valid: r#"required when `listen` is set; a readable PEM file with at least one `CERTIFICATE`"#,
-        meaning: r#"Certificate chain, leaf first. Read at start (an unreadable or invalid file: exit status 1, the message names `tls.cert_file` and the file) and again on every SIGHUP."#,
+        meaning: r#"Certificate chain, leaf first. Read at start (an unreadable or invalid file: exit status 1, the message names `tls.cert_file` and the file) and again on every SIGHUP. A leading `$CREDENTIALS_DIRECTORY/` names a file systemd's `LoadCredential=` provides (SECURITY.md)."#,
         triggers: "",
     },
     Key {
@@ -206,7 +206,7 @@ pub(super) const TLS: &[Key] = &[
         default: "",
         bounds: None,
         valid: r#"required when `listen` is set; a readable PEM file with a private key (PKCS#8 `PRIVATE KEY`, PKCS#1 `RSA PRIVATE KEY` or SEC1 `EC PRIVATE KEY`) matching the certificate"#,
-        meaning: r#"Private key of the leaf certificate. Read at start and on every SIGHUP, like `cert_file`."#,
+        meaning: r#"Private key of the leaf certificate. Read at start and on every SIGHUP, like `cert_file`. A leading `$CREDENTIALS_DIRECTORY/` names a file systemd's `LoadCredential=` provides (SECURITY.md)."#,
         triggers: "",
     },
 ];
@@ -405,7 +405,7 @@ pub(super) const AUTH_JWT_KEYS: &[Key] = &[
         default: r#"`""`"#,
         bounds: None,
         valid: r#"HMAC only; readable; at least 32 bytes"#,
-        meaning: r#"File holding the HMAC secret: its bytes, trailing whitespace removed (not hex-decoded). An HMAC key needs exactly one of `secret`, `secret_file`."#,
+        meaning: r#"File holding the HMAC secret: its bytes, trailing whitespace removed (not hex-decoded). An HMAC key needs exactly one of `secret`, `secret_file`. A leading `$CREDENTIALS_DIRECTORY/` names a file systemd's `LoadCredential=` provides (SECURITY.md)."#,
         triggers: "",
     },
     Key {
@@ -415,7 +415,7 @@ pub(super) const AUTH_JWT_KEYS: &[Key] = &[
         default: r#"`""`"#,
         bounds: None,
         valid: r#"RS256 / ES256 only; required for them"#,
-        meaning: r#"PEM public key (`openssl pkey -pubout`): RSA for RS256, P-256 for ES256."#,
+        meaning: r#"PEM public key (`openssl pkey -pubout`): RSA for RS256, P-256 for ES256. A leading `$CREDENTIALS_DIRECTORY/` names a file systemd's `LoadCredential=` provides (SECURITY.md)."#,
         triggers: "",
     },
 ];
