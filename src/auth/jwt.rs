@@ -2,8 +2,6 @@
 //! keys), the validation settings (leeway, `exp`, issuer, audience), and the claims tickcast
 //! reads into an [`Identity`].
 
-use std::path::Path;
-
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
 use serde::Deserialize;
 

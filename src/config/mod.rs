@@ -31,9 +31,11 @@ pub fn file_path(setting: &str) -> Result<std::path::PathBuf, String> {
     };
     match std::env::var_os("CREDENTIALS_DIRECTORY") {
         Some(dir) if !dir.is_empty() => Ok(Path::new(&dir).join(name)),
-        _ => Err("$CREDENTIALS_DIRECTORY is not set: systemd sets it for a unit with \
+        _ => Err(
+            "$CREDENTIALS_DIRECTORY is not set: systemd sets it for a unit with \
                   LoadCredential= (run by hand, export it or give the file's own path)"
-            .into()),
+                .into(),
+        ),
     }
 }
 
