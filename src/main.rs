@@ -85,6 +85,14 @@ enum Command {
     Serve(ConfigArgs),
     /// Print the effective configuration (file + environment + flags) as TOML and exit.
     Config(ConfigArgs),
+    /// Check a configuration file (with the environment's `TICKCAST_*` settings, as `serve`
+    /// would read it): every key, the key and certificate files it names. Exit 0 if `serve`
+    /// would accept it, 2 with the reason if not. Starts nothing.
+    CheckConfig {
+        /// The TOML file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
     /// Print the SHA-256 of an API key (for `[[auth.api_keys]] sha256`); the key is read from
     /// stdin so it stays out of shell history.
     HashKey {
@@ -139,6 +147,7 @@ fn main() {
             }
         },
         Command::HashKey { generate } => hash_key(generate),
+        Command::CheckConfig { file } => check_config(&file),
         Command::Serve(args) => match args.load() {
             Ok(cfg) => serve(cfg),
             Err(e) => {
@@ -148,6 +157,26 @@ fn main() {
         },
     };
     std::process::exit(code);
+}
+
+fn check_config(file: &std::path::Path) -> i32 {
+    let checked = Config::load(Some(file), &Overrides::default()).and_then(|cfg| {
+        tickcast::auth::Auth::from_config(&cfg)?;
+        if cfg.tls_listen_addr().is_some() {
+            tickcast::tls::TlsState::load(&cfg.tls)?;
+        }
+        Ok(())
+    });
+    match checked {
+        Ok(()) => {
+            println!("{}: valid", file.display());
+            0
+        }
+        Err(e) => {
+            eprintln!("tickcast: {}: {e}", file.display());
+            2
+        }
+    }
 }
 
 fn hash_key(generate: bool) -> i32 {

@@ -209,3 +209,74 @@ fn a_second_server_on_a_busy_port_refuses_to_start() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("already in use"));
 }
+
+/// The shipped presets pass `check-config` as a new user would run it; the production one with
+/// its secret in a credentials directory, as systemd's `LoadCredential=` provides it, and is
+/// refused without one, naming the key.
+#[test]
+fn the_presets_pass_check_config() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dev = format!("{root}/config/development.toml");
+    let out = tickcast(&["check-config", &dev], &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("valid"));
+
+    let prod = format!("{root}/config/production.toml");
+    let creds = std::env::temp_dir().join(format!("tickcast-preset-creds-{}", std::process::id()));
+    std::fs::create_dir_all(&creds).unwrap();
+    std::fs::write(
+        creds.join("jwt.secret"),
+        "0123456789abcdef".repeat(4) + "\n",
+    )
+    .unwrap();
+    let mut cmd = common::tickcast_cmd();
+    cmd.args(["check-config", &prod])
+        .env("CREDENTIALS_DIRECTORY", &creds);
+    let out = cmd.output().expect("run tickcast");
+    let _ = std::fs::remove_dir_all(&creds);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut cmd = common::tickcast_cmd();
+    cmd.args(["check-config", &prod])
+        .env_remove("CREDENTIALS_DIRECTORY");
+    let out = cmd.output().expect("run tickcast");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("auth.jwt_keys[0].secret_file"));
+}
+
+/// `check-config` refuses what `serve` would refuse, naming the key: a bad value, and a TLS
+/// listener whose certificate file is missing (which `tickcast config` does not open).
+#[test]
+fn check_config_names_what_serve_would_refuse() {
+    let dir = std::env::temp_dir().join(format!("tickcast-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[timeouts]\nidle_s = 5\n").unwrap();
+    let tls = dir.join("tls.toml");
+    std::fs::write(
+        &tls,
+        "[tls]\nlisten = \"127.0.0.1:0\"\ncert_file = \"/nonexistent/cert.pem\"\nkey_file = \"/nonexistent/key.pem\"\n",
+    )
+    .unwrap();
+    let out_bad = tickcast(&["check-config", bad.to_str().unwrap()], &[]);
+    let out_tls = tickcast(&["check-config", tls.to_str().unwrap()], &[]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out_bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out_bad.stderr).contains("timeouts.idle_s"));
+    assert_eq!(out_tls.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out_tls.stderr).contains("tls.cert_file"),
+        "{}",
+        String::from_utf8_lossy(&out_tls.stderr)
+    );
+}
