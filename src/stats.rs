@@ -540,6 +540,25 @@ impl StatsHub {
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
         let _ = writeln!(out, "{name}_sum {}", total.sum_ns as f64 / 1e9);
         let _ = writeln!(out, "{name}_count {}", total.count);
+        // Read at scrape time, not flushed by the shard: a stuck shard's count stops moving
+        // while the rest of the process answers (alert on its rate).
+        let name = "tickcast_shard_ticks_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Timer ticks of each shard's loop (every timeouts.tick_ms): flat while \
+             the shard is stuck.\n# TYPE {name} counter"
+        );
+        for (shard, ticks) in self.ticks().iter().enumerate() {
+            let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {ticks}");
+        }
+        if let Some(rss) = crate::sys::resident_bytes() {
+            let name = "tickcast_process_resident_memory_bytes";
+            let _ = writeln!(
+                out,
+                "# HELP {name} Resident set size of the process (VmRSS), read at scrape \
+                 time.\n# TYPE {name} gauge\n{name} {rss}"
+            );
+        }
         out
     }
 }

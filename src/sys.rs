@@ -59,3 +59,13 @@ pub fn nofile_limit() -> u64 {
 pub fn disable_transparent_huge_pages() -> bool {
     rustix::thread::disable_transparent_huge_pages(true).is_ok()
 }
+
+/// The process's resident set size in bytes (`/proc/self/statm`, second field, in pages); `None`
+/// where `/proc` is not mounted. A read of a tiny procfs file: for a metrics scrape, not for
+/// the hot path.
+pub fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    let page = rustix::param::page_size() as u64;
+    Some(pages * page)
+}

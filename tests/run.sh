@@ -7,7 +7,8 @@
 #      both drivers.
 # Needs: the Rust toolchain, python3 with venv/pip (kosoku and websockets are installed into
 # target/venv), node and npm (ws into target/node), chromium for the browser test
-# (tests/browser.rs), and nats-server and redis-server for the cluster tests (installed here with
+# (tests/browser.rs), promtool (package prometheus) for tests/prometheus.rs, and nats-server
+# and redis-server for the cluster tests (installed here with
 # apt-get when missing and running as root; tests/cluster.rs starts its own on free loopback
 # ports).
 set -euo pipefail
@@ -25,6 +26,7 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 command -v chromium >/dev/null || missing+=(chromium)
+command -v promtool >/dev/null || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         step "installing ${missing[*]} (cluster, client and browser tests)"
@@ -65,11 +67,12 @@ step "cargo test"
 # --no-fail-fast: a failing test binary does not skip the ones after it.
 # fault-injection: tests/crash.rs makes a shard and the cluster bridge panic on purpose.
 # TICKCAST_TEST_PYTHON, TICKCAST_TEST_NODE_PATH: the pinned clients for tests/clients.rs;
-# TICKCAST_TEST_CHROMIUM: the browser for tests/browser.rs (given to cargo test only:
+# TICKCAST_TEST_CHROMIUM: the browser for tests/browser.rs; TICKCAST_TEST_PROMTOOL: promtool
+# for tests/prometheus.rs (Debian package prometheus) (given to cargo test only:
 # a TICKCAST_* variable in the environment of the conformance server below would be read as a
 # setting).
 TICKCAST_TEST_PYTHON="$PWD/$venv/bin/python" TICKCAST_TEST_NODE_PATH="$PWD/$nodedir/node_modules" \
-    TICKCAST_TEST_CHROMIUM="$chromium" \
+    TICKCAST_TEST_CHROMIUM="$chromium" TICKCAST_TEST_PROMTOOL="$(command -v promtool)" \
     cargo test --all-targets --features fault-injection --no-fail-fast || failed+=("cargo test")
 
 step "conformance (Autobahn cases 1-10 via kosoku)"

@@ -54,6 +54,7 @@ pub(super) async fn run<B: Broker>(ctx: Rc<Ctx>, cmds: flume::Receiver<Cmd>) {
         }
     };
     ctx.bridge.up.store(true, Ordering::Relaxed);
+    metrics::gauge!("tickcast_cluster_broker_up").set(1.0);
     // Heartbeats are heard from now on: no lead before they have had a TTL to come, however
     // long the first connection took (before, a node connecting later than that after its
     // start took the lead at once, next to the node holding it).
@@ -123,6 +124,7 @@ pub(super) async fn run<B: Broker>(ctx: Rc<Ctx>, cmds: flume::Receiver<Cmd>) {
                     Inbound::Raw(name, body) => on_raw(&ctx, &broker, &name, body),
                     Inbound::Up => {
                         ctx.bridge.up.store(true, Ordering::Relaxed);
+                        metrics::gauge!("tickcast_cluster_broker_up").set(1.0);
                         let settle = Duration::from_millis(ctx.cluster().node_ttl_ms);
                         ctx.settle_until.set(Instant::now() + settle);
                         tracing::warn!("cluster: broker connection restored; repairing topics");
@@ -131,6 +133,7 @@ pub(super) async fn run<B: Broker>(ctx: Rc<Ctx>, cmds: flume::Receiver<Cmd>) {
                     }
                     Inbound::Down => {
                         ctx.bridge.up.store(false, Ordering::Relaxed);
+                        metrics::gauge!("tickcast_cluster_broker_up").set(0.0);
                         tracing::warn!("cluster: broker connection lost; reconnecting");
                     }
                 }
@@ -372,6 +375,11 @@ pub(super) fn on_raw<B: Broker>(ctx: &Rc<Ctx>, broker: &Rc<B>, name: &str, body:
 
 pub(super) fn describe_metrics() {
     use metrics::{describe_counter, describe_gauge};
+    describe_gauge!(
+        "tickcast_cluster_broker_up",
+        "1 while the node's connection to the broker is up, 0 while it is lost or not yet made."
+    );
+    metrics::gauge!("tickcast_cluster_broker_up").set(0.0);
     describe_counter!(
         "tickcast_cluster_published_total",
         "Publishes the broker confirmed (sequenced and stored)."
