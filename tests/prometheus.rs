@@ -69,8 +69,8 @@ async fn every_metric_the_rules_name_exists() {
     let docs = include_str!("../docs/METRICS.md");
     let cluster_docs = &docs[docs.find("## Cluster mode").expect("cluster section")..];
     for name in &named {
-        let in_cluster_docs = name.starts_with("tickcast_cluster_")
-            && cluster_docs.contains(&format!("`{name}`"));
+        let in_cluster_docs =
+            name.starts_with("tickcast_cluster_") && cluster_docs.contains(&format!("`{name}`"));
         assert!(
             exposed.contains(name) || in_cluster_docs,
             "{name} (tuning/prometheus/alerts.yml) is not a tickcast metric"
