@@ -308,9 +308,9 @@ fn serve(mut cfg: Config) -> i32 {
                             if let Some(n) = notifier {
                                 n.reloading();
                             }
-                            reload_tls(tls.as_deref());
+                            let failed = reload_tls(tls.as_deref());
                             if let Some(n) = notifier {
-                                n.reloaded(&monitor);
+                                n.reloaded(&monitor, failed.as_deref());
                             }
                             continue;
                         }
@@ -361,16 +361,19 @@ fn exit_on_panic() {
 }
 
 /// SIGHUP: re-read the TLS certificate and key; on failure the old ones keep serving.
-fn reload_tls(tls: Option<&tickcast::tls::TlsState>) {
+/// Returns why the reload failed, if it did.
+fn reload_tls(tls: Option<&tickcast::tls::TlsState>) -> Option<String> {
     match tls {
         None => tracing::info!("SIGHUP: no TLS listener, nothing to reload"),
         Some(tls) => match tls.reload() {
             Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
             Err(e) => {
-                tracing::error!(error = %e, "SIGHUP: TLS reload failed, keeping the old certificate")
+                tracing::error!(error = %e, "SIGHUP: TLS reload failed, keeping the old certificate");
+                return Some(e);
             }
         },
     }
+    None
 }
 
 /// Logs to stderr: `log.format` text (colours only on a terminal, `NO_COLOR` respected: a

@@ -71,9 +71,17 @@ impl Notifier {
         }
     }
 
-    /// The reload is done (whether or not it changed anything).
-    pub fn reloaded(&self, monitor: &Monitor) {
-        self.ready(monitor);
+    /// The reload is done; `failed`: why it changed nothing (the old settings stay in force),
+    /// shown in `systemctl status` until the next status line (`Type=notify` has no way to
+    /// fail a reload: `systemctl reload` succeeds either way; the journal has the error).
+    pub fn reloaded(&self, monitor: &Monitor, failed: Option<&str>) {
+        match failed {
+            None => self.ready(monitor),
+            Some(why) => self.send(&[
+                NotifyState::Ready,
+                NotifyState::Status(&format!("reload failed, old settings kept: {why}")),
+            ]),
+        }
     }
 
     /// Shutdown begins: clients are being closed.

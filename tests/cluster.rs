@@ -74,6 +74,9 @@ struct Broker {
     /// publishes in order reaches the broker in order (one connection per publish did not:
     /// the server reads each connection on its own).
     raw_nats: tokio::sync::OnceCell<async_nats::Client>,
+    /// NATS: a user with only the permissions docs/CLUSTER.md lists, the nodes connecting as it
+    /// (`nats://user:password@…`); `None`: no authorization.
+    account: Option<(&'static str, &'static str)>,
 }
 
 impl Broker {
@@ -102,6 +105,7 @@ impl Broker {
             child: None,
             persistent: true,
             raw_nats: tokio::sync::OnceCell::new(),
+            account: None,
         }
     }
 
@@ -114,6 +118,20 @@ impl Broker {
                     .args(["-m", &self.monitor.to_string()])
                     .arg("-sd")
                     .arg(&self.dir);
+                if let Some((user, pass)) = self.account {
+                    // The permissions a node needs, no more (docs/CLUSTER.md, "NATS").
+                    let conf = self.dir.join("nats.conf");
+                    std::fs::write(
+                        &conf,
+                        format!(
+                            "authorization {{ users = [ {{ user: {user}, password: {pass}, \
+                             permissions: {{ publish: [\"tc.>\", \"$JS.API.>\", \"$JS.ACK.>\"], \
+                             subscribe: [\"tc.>\", \"_INBOX.>\"] }} }} ] }}\n"
+                        ),
+                    )
+                    .unwrap();
+                    c.arg("-c").arg(conf);
+                }
                 c
             }
             Engine::Redis => {
@@ -154,7 +172,10 @@ impl Broker {
 
     fn url(&self) -> String {
         match self.engine {
-            Engine::Nats => format!("nats://127.0.0.1:{}", self.port),
+            Engine::Nats => match self.account {
+                Some((user, pass)) => format!("nats://{user}:{pass}@127.0.0.1:{}", self.port),
+                None => format!("nats://127.0.0.1:{}", self.port),
+            },
             Engine::Redis => format!("redis://127.0.0.1:{}", self.port),
         }
     }
@@ -870,6 +891,31 @@ async fn a_subscribe_ack_means_the_broker_delivers(engine: Engine) {
         assert_eq!(seqs(&frames), [1], "{topic}");
         assert!(gaps.is_empty(), "{topic}: {gaps:?}");
     }
+}
+
+/// NATS with authorization: nodes connect with the credentials in `cluster.url` and need no
+/// more than the permissions docs/CLUSTER.md lists (no publishing to `_INBOX.>`): a subscribe
+/// is acknowledged (its round trip through the server is allowed) and a publish on one node
+/// reaches the other. `publish_timeout_ms` is raised so a refused round trip would hold the
+/// ack past the test's deadline instead of timing out into an ack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_with_a_least_privilege_account() {
+    let mut broker = Broker::reserve(Engine::Nats);
+    broker.account = Some(("tcnode", "s3cret-pass"));
+    broker.spawn();
+    let slow = [("TICKCAST_CLUSTER__PUBLISH_TIMEOUT_MS", "120000")];
+    let a = node_with(&broker, "node-a", &slow);
+    let b = node_with(&broker, "node-b", &slow);
+    wait_cluster(&a, 2).await;
+    wait_cluster(&b, 2).await;
+    let (mut sub, _) = connect(&b).await;
+    subscribe(&mut sub, 1, &["md.perm"]).await;
+    let (mut publisher, _) = connect(&a).await;
+    let ack = publish(&mut publisher, 2, "md.perm", json!({"ok": true})).await;
+    assert_eq!(ack["seq"], 1, "{ack}");
+    let (frames, gaps) = read_until(&mut sub, "md.perm", 1).await;
+    assert_eq!(frames[0]["data"], json!({"ok": true}));
+    assert!(gaps.is_empty(), "{gaps:?}");
 }
 
 fn forged(topic: &str, seq: u64) -> Vec<u8> {

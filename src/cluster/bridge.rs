@@ -60,7 +60,7 @@ pub(super) async fn run<B: Broker>(ctx: Rc<Ctx>, cmds: flume::Receiver<Cmd>) {
     // start took the lead at once, next to the node holding it).
     let settle = Duration::from_millis(ctx.cluster().node_ttl_ms);
     ctx.settle_until.set(Instant::now() + settle);
-    tracing::info!(node = %ctx.bridge.node_id, url = %ctx.url, "cluster: connected to the broker");
+    tracing::info!(node = %ctx.bridge.node_id, url = %ctx.url_shown, "cluster: connected to the broker");
     for name in [HEARTBEATS, QUERIES, &answers_for(&ctx.bridge.node_id)] {
         if let Err(e) = broker.raw_subscribe(name).await {
             tracing::error!(error = %e, channel = name, "cluster: subscribe failed");

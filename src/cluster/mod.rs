@@ -395,6 +395,8 @@ pub(crate) struct Ctx {
     /// The shards of this node.
     pub link: Arc<dyn ShardLink>,
     pub url: String,
+    /// `url` with its password or token replaced by `***`: what logs show.
+    pub url_shown: String,
     /// Per shard: messages the shard's ring had no room for.
     outlet: RefCell<Vec<VecDeque<ToShard>>>,
     /// Known nodes by id (this one excluded).
@@ -424,6 +426,7 @@ impl Ctx {
         let settle = Duration::from_millis(cfg.cluster.node_ttl_ms);
         Ctx {
             url: cfg.cluster_url(),
+            url_shown: crate::config::redact_url(&cfg.cluster_url()),
             bridge,
             cfg,
             link,

@@ -287,12 +287,20 @@ impl Broker for Nats {
                         }
                     }
                 });
+            // async-nats reads the address from the URL but not its user info: credentials
+            // in `cluster.url` (`nats://user:password@host` or `nats://token@host`) are
+            // handed over explicitly.
+            let opts = match crate::config::url_credentials(&ctx.url) {
+                Some((user, Some(pass))) => opts.user_and_password(user, pass),
+                Some((token, None)) => opts.token(token),
+                None => opts,
+            };
             match opts.connect(ctx.url.as_str()).await {
                 Ok(c) => break c,
                 Err(e) => {
                     let wait = ctx.backoff(attempt);
                     attempt += 1;
-                    tracing::error!(url = %ctx.url, error = %e, retry_in_ms = wait.as_millis() as u64,
+                    tracing::error!(url = %ctx.url_shown, error = %e, retry_in_ms = wait.as_millis() as u64,
                         "cluster: cannot connect to NATS; retrying");
                     tokio::time::sleep(wait).await;
                 }
@@ -443,13 +451,18 @@ impl Broker for Nats {
     /// it does not wait for the server to have processed what was written (a `SUB` still in
     /// flight would miss a message published by another connection after the subscriber's
     /// ack). The server handles one connection's operations in order, so once a message
-    /// published on this connection to a fresh inbox this connection subscribed to comes back,
-    /// every subscription change made before it is in force. (A request to a subject nobody
-    /// serves would also round-trip, but would wait for a timeout whenever something like
-    /// `nats sub '>'` listens there without answering.)
+    /// published on this connection to a fresh subject this connection subscribed to comes
+    /// back, every subscription change made before it is in force. (A request to a subject
+    /// nobody serves would also round-trip, but would wait for a timeout whenever something
+    /// like `nats sub '>'` listens there without answering.) The subject is under
+    /// `cluster.prefix` (`<prefix>.sync.<unique>`), which a node's NATS account may publish and
+    /// subscribe to anyway: `_INBOX.>` is usually subscribe-only for a requester (docs/CLUSTER.md,
+    /// permissions), and a refused publish would make every round trip wait for its timeout.
     async fn flush(&self) -> Result<(), BrokerError> {
         let failed = |e: &dyn std::fmt::Display| BrokerError::failed(format!("round trip: {e}"));
-        let inbox = self.client.new_inbox();
+        let unique = self.client.new_inbox();
+        let unique = unique.trim_start_matches("_INBOX.");
+        let inbox = format!("{}.sync.{unique}", self.prefix);
         let mut echo = self
             .client
             .subscribe(inbox.clone())

@@ -140,8 +140,8 @@ impl Config {
         }
     }
 
-    /// The effective configuration as TOML (for `tickcast config`), inline HMAC secrets
-    /// redacted.
+    /// The effective configuration as TOML (for `tickcast config`), inline HMAC secrets and
+    /// the broker URL's password redacted.
     pub fn to_toml(&self) -> String {
         let mut shown = self.clone();
         for k in &mut shown.auth.jwt_keys {
@@ -149,8 +149,66 @@ impl Config {
                 k.secret = "<redacted>".into();
             }
         }
+        shown.cluster.url = redact_url(&shown.cluster.url);
         toml_string(&shown)
     }
+}
+
+/// The user info of a URL (`scheme://user:password@host...` or `scheme://token@host...`), as
+/// written (percent-encoded), and where it ends; `None` without one.
+fn url_userinfo(url: &str) -> Option<(usize, usize)> {
+    let start = url.find("://")? + 3;
+    let rest = &url[start..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let at = authority.rfind('@')?;
+    Some((start, start + at))
+}
+
+/// `url` with its password (or, for a lone user info, a token) replaced by `***`: for logs
+/// and `tickcast config`, which must not show broker credentials.
+pub fn redact_url(url: &str) -> String {
+    let Some((start, end)) = url_userinfo(url) else {
+        return url.to_string();
+    };
+    let shown = match url[start..end].split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        None => "***".to_string(),
+    };
+    format!("{}{shown}{}", &url[..start], &url[end..])
+}
+
+/// The credentials in `url`'s user info, percent-decoded: `(user, Some(password))`, or
+/// `(token, None)` for `scheme://token@host`.
+pub fn url_credentials(url: &str) -> Option<(String, Option<String>)> {
+    let (start, end) = url_userinfo(url)?;
+    let decode = |s: &str| -> String {
+        let b = s.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            let hex = |c: u8| (c as char).to_digit(16);
+            match (
+                b[i],
+                b.get(i + 1).and_then(|&c| hex(c)),
+                b.get(i + 2).and_then(|&c| hex(c)),
+            ) {
+                (b'%', Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                }
+                (c, _, _) => {
+                    out.push(c);
+                    i += 1;
+                }
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let info = &url[start..end];
+    Some(match info.split_once(':') {
+        Some((user, pass)) => (decode(user), Some(decode(pass))),
+        None => (decode(info), None),
+    })
 }
 
 fn toml_string(config: &Config) -> String {
@@ -160,6 +218,24 @@ fn toml_string(config: &Config) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn broker_credentials_are_read_and_redacted() {
+        let url = "nats://node:p%40ss:w@10.0.0.5:4222/x";
+        assert_eq!(
+            url_credentials(url),
+            Some(("node".into(), Some("p@ss:w".into())))
+        );
+        assert_eq!(redact_url(url), "nats://node:***@10.0.0.5:4222/x");
+        let token = "nats://s3cr3t@127.0.0.1:4222";
+        assert_eq!(url_credentials(token), Some(("s3cr3t".into(), None)));
+        assert_eq!(redact_url(token), "nats://***@127.0.0.1:4222");
+        let plain = "redis://127.0.0.1:6379/0";
+        assert_eq!(url_credentials(plain), None);
+        assert_eq!(redact_url(plain), plain);
+        // An '@' in the path is not user info.
+        assert_eq!(url_credentials("nats://h:1/a@b"), None);
+    }
 
     #[test]
     fn defaults_are_valid() {

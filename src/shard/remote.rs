@@ -346,9 +346,19 @@ impl State {
                 // published since, opened its first epoch (as on the live path).
                 state.epoch = m.epoch;
             }
+            if state.live && m.epoch != state.epoch && !w.retried {
+                // Of another epoch than the one the broker showed: published after the fetch
+                // read it (the broker lost the topic and started over since), or stale. One
+                // more fetch says which, instead of waiting for the topic's next message.
+                w.retried = true;
+                w.held.push_back(m);
+                w.held.extend(news);
+                state.remote = Some(Box::new(w));
+                return self.start_fetch(&topic);
+            }
             if !state.live || m.seq <= state.seq || m.epoch != state.epoch {
-                // Without a view (the fetch failed) or of another epoch than the broker's:
-                // nothing here can place it.
+                // Without a view (the fetch failed), or of another epoch even after a second
+                // fetch: nothing here can place it.
                 continue;
             }
             if m.seq > state.seq.saturating_add(1) {
@@ -356,8 +366,16 @@ impl State {
                     // Published after the fetch read the broker, and missed live (or the
                     // fetch failed): one more fetch before calling them lost.
                     w.retried = true;
+                    // Held again, once each: a message both fetched and held live is one
+                    // message, not a broker duplicate when the next answer counts those.
+                    let mut last = (m.epoch, m.seq);
                     w.held.push_back(m);
-                    w.held.extend(news);
+                    for n in news {
+                        if (n.epoch, n.seq) != last {
+                            last = (n.epoch, n.seq);
+                            w.held.push_back(n);
+                        }
+                    }
                     state.remote = Some(Box::new(w));
                     return self.start_fetch(&topic);
                 }

@@ -318,7 +318,7 @@ async fn pubsub_task(
                 Ok(s) => break s,
                 Err(e) => {
                     wait = set.backoff(attempt);
-                    tracing::error!(url = %set.url, error = %e, retry_in_ms = wait.as_millis() as u64,
+                    tracing::error!(url = %crate::config::redact_url(&set.url), error = %e, retry_in_ms = wait.as_millis() as u64,
                         "cluster: cannot reconnect to Redis pub/sub; retrying");
                 }
             }
@@ -415,7 +415,7 @@ impl Broker for Redis {
                 Err(e) => {
                     let wait = ctx.backoff(attempt);
                     attempt += 1;
-                    tracing::error!(url = %ctx.url, error = %e, retry_in_ms = wait.as_millis() as u64,
+                    tracing::error!(url = %ctx.url_shown, error = %e, retry_in_ms = wait.as_millis() as u64,
                         "cluster: cannot connect to Redis; retrying");
                     tokio::time::sleep(wait).await;
                 }

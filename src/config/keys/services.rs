@@ -20,7 +20,7 @@ pub(super) const CLUSTER: &[Key] = &[
         default: "",
         bounds: None,
         valid: r#"empty, or `nats://…` / `redis://…` matching the engine"#,
-        meaning: r#"The broker. Empty: `nats://127.0.0.1:4222` or `redis://127.0.0.1:6379`."#,
+        meaning: r#"The broker. Empty: `nats://127.0.0.1:4222` or `redis://127.0.0.1:6379`. Credentials go in it (`nats://user:password@host:4222`, `nats://token@host:4222`, `redis://user:password@host:6379`); logs and `tickcast config` show `***` for the password or token. NATS permissions a node needs: docs/CLUSTER.md."#,
         triggers: "",
     },
     Key {
