@@ -70,6 +70,10 @@ struct ConfigArgs {
     /// This node's id in the cluster (overrides cluster.node_id).
     #[arg(long, value_name = "ID")]
     node_id: Option<String>,
+    /// Start beside a tickcast already listening on the address (sets server.takeover): the
+    /// new process of a zero-downtime restart; then drain the old one with SIGUSR2.
+    #[arg(long)]
+    takeover: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -124,6 +128,7 @@ impl ConfigArgs {
             }),
             cluster_url: self.broker.clone(),
             node_id: self.node_id.clone(),
+            takeover: self.takeover,
         };
         let cfg = Config::load(self.config.as_deref(), &overrides)?;
         // Key files, secrets and permission patterns are checked here too, so
@@ -236,6 +241,7 @@ fn serve(mut cfg: Config) -> i32 {
     let echo = cfg.server.echo;
     let limits = cfg.limits.clone();
     let tick_ms = cfg.timeouts.tick_ms;
+    let drain_s = cfg.timeouts.drain_s;
     let deflate = cfg.deflate.enabled;
     let server = match Server::start(cfg) {
         Ok(s) => s,
@@ -276,6 +282,7 @@ fn serve(mut cfg: Config) -> i32 {
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGHUP,
+        signal_hook::consts::SIGUSR2,
     ]);
     // Machine-readable for scripts and tests: the lines tickcast prints on stdout.
     println!("listening on {}", server.local_addr);
@@ -311,6 +318,20 @@ fn serve(mut cfg: Config) -> i32 {
                             let failed = reload_tls(tls.as_deref());
                             if let Some(n) = notifier {
                                 n.reloaded(&monitor, failed.as_deref());
+                            }
+                            continue;
+                        }
+                        if sig == signal_hook::consts::SIGUSR2 {
+                            if seen == 0 {
+                                tracing::info!(
+                                    drain_s,
+                                    "draining: no new connections; closing clients with 1012 \
+                                     over timeouts.drain_s, then exiting"
+                                );
+                                if let Some(n) = notifier {
+                                    n.stopping();
+                                }
+                                stopper.drain();
                             }
                             continue;
                         }

@@ -27,8 +27,9 @@ fn bind_listeners(
     addr: SocketAddr,
     shards: usize,
     backlog: u32,
+    takeover: bool,
 ) -> Result<Vec<TcpListener>, String> {
-    if addr.port() != 0 {
+    if addr.port() != 0 && !takeover {
         refuse_if_in_use(addr)?;
     }
     let mut listeners = Vec::with_capacity(shards);
@@ -114,10 +115,16 @@ impl Server {
             Some(_) => Some(Arc::new(TlsState::load(&cfg.tls)?)),
             None => None,
         };
-        let listeners = bind_listeners(cfg.listen_addr(), shards, cfg.server.listen_backlog)?;
+        let takeover = cfg.server.takeover;
+        let listeners = bind_listeners(
+            cfg.listen_addr(),
+            shards,
+            cfg.server.listen_backlog,
+            takeover,
+        )?;
         let local_addr = listeners[0].local_addr().map_err(|e| e.to_string())?;
         let tls_listeners: Vec<Option<TcpListener>> = match cfg.tls_listen_addr() {
-            Some(addr) => bind_listeners(addr, shards, cfg.server.listen_backlog)?
+            Some(addr) => bind_listeners(addr, shards, cfg.server.listen_backlog, takeover)?
                 .into_iter()
                 .map(Some)
                 .collect(),
@@ -258,6 +265,13 @@ impl Stopper {
     pub fn stop(&self) {
         for dst in 0..self.mesh.shards() {
             self.mesh.send_external(dst, MeshMsg::Shutdown);
+        }
+    }
+
+    /// Stop accepting and close the clients with 1012 over `timeouts.drain_s`, then stop.
+    pub fn drain(&self) {
+        for dst in 0..self.mesh.shards() {
+            self.mesh.send_external(dst, MeshMsg::Drain);
         }
     }
 }

@@ -383,6 +383,23 @@ fn node_with(broker: &Broker, id: &str, extra: &[(&str, &str)]) -> Server {
     Server::start(Driver::IoUring, &env, &[])
 }
 
+/// `node_with` listening on `listen`.
+fn node_on(broker: &Broker, id: &str, extra: &[(&str, &str)], listen: &str) -> Server {
+    let url = broker.url();
+    let keys = api_keys();
+    let mut env = vec![
+        ("TICKCAST_CLUSTER__ENGINE", "nats"),
+        ("TICKCAST_CLUSTER__URL", url.as_str()),
+        ("TICKCAST_CLUSTER__NODE_ID", id),
+        ("TICKCAST_CLUSTER__HEARTBEAT_MS", "100"),
+        ("TICKCAST_CLUSTER__NODE_TTL_MS", "600"),
+        ("TICKCAST_TOPICS", "[{pattern=\"md.>\",history_size=10000}]"),
+        ("TICKCAST_AUTH__API_KEYS", keys.as_str()),
+    ];
+    env.extend_from_slice(extra);
+    Server::start_on(listen, Driver::IoUring, &env, &[])
+}
+
 /// Three nodes, each seeing the broker and the two others.
 async fn cluster(broker: &Broker) -> Vec<Server> {
     let nodes: Vec<Server> = ["node-a", "node-b", "node-c"]
@@ -916,6 +933,173 @@ async fn nats_with_a_least_privilege_account() {
     let (frames, gaps) = read_until(&mut sub, "md.perm", 1).await;
     assert_eq!(frames[0]["data"], json!({"ok": true}));
     assert!(gaps.is_empty(), "{gaps:?}");
+}
+
+/// One client of the zero-downtime restart test: subscribes to `md.zd` at `addr`, and after
+/// every close reconnects to the same address and resubscribes with `since` (the last `seq`
+/// it has and the epoch its last ack gave). Returns the seqs it received, the close codes it
+/// got and how many connections it made, once it has `last`.
+async fn restart_client(
+    addr: std::net::SocketAddr,
+    subscribed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    last: u64,
+) -> (Vec<u64>, Vec<u16>, usize) {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let url = format!("ws://{addr}/ws");
+    let (mut seqs, mut codes, mut conns) = (Vec::new(), Vec::new(), 0usize);
+    let mut epoch = "0000000000000000".to_string();
+    let start = Instant::now();
+    loop {
+        assert!(start.elapsed() < DEADLINE * 2, "client never got {last}");
+        // While the address changes hands a connect may be refused: again at once (bounded).
+        let Ok(Ok((mut ws, _))) =
+            tokio::time::timeout(DEADLINE, tokio_tungstenite::connect_async(&url)).await
+        else {
+            tokio::task::yield_now().await;
+            continue;
+        };
+        conns += 1;
+        assert_eq!(recv_json(&mut ws).await["op"], "welcome");
+        let mut sub = json!({"op":"subscribe","id":1,"topics":["md.zd"]});
+        if let Some(&seq) = seqs.last() {
+            sub["since"] = json!({"md.zd": {"seq": seq, "epoch": epoch}});
+        }
+        send_json(&mut ws, sub).await;
+        loop {
+            let m = recv_json(&mut ws).await;
+            if m["op"] == "ack" {
+                epoch = m["positions"][0]["epoch"].as_str().unwrap().to_string();
+                break;
+            }
+            assert_ne!(m["op"], "gap", "{m}");
+            assert_ne!(m["op"], "error", "{m}");
+            if m["topic"] == "md.zd" {
+                seqs.push(m["seq"].as_u64().unwrap());
+            }
+        }
+        if conns == 1 {
+            subscribed.fetch_add(1, Ordering::Relaxed);
+        }
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            if seqs.last() == Some(&last) {
+                return (seqs, codes, conns);
+            }
+            match tokio::time::timeout_at(deadline, ws.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    let m: Value = serde_json::from_str(&t).unwrap();
+                    assert_ne!(m["op"], "gap", "{m}");
+                    if m["topic"] == "md.zd" {
+                        seqs.push(m["seq"].as_u64().unwrap());
+                    }
+                }
+                Ok(Some(Ok(Message::Close(frame)))) => {
+                    codes.push(frame.map_or(1005, |f| u16::from(f.code)));
+                    break;
+                }
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(e))) => panic!("connection error instead of a close frame: {e}"),
+                Ok(None) => panic!("connection ended without a close frame"),
+                Err(_) => panic!("nothing within the deadline at seq {:?}", seqs.last()),
+            }
+        }
+    }
+}
+
+/// Zero-downtime restart (docs/OPERATIONS.md): a second node starts on the same address with
+/// `--takeover`, the first is drained with SIGUSR2. Every client is closed with 1012 only,
+/// reconnects to the same address (now the new process), resumes with `since`, and gets every
+/// message exactly once, in order, while a publisher keeps publishing through the switch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_node_hands_its_clients_to_the_one_that_took_over() {
+    const CLIENTS: usize = 2000;
+    const MESSAGES: u64 = 40;
+    let broker = Broker::start(Engine::Nats);
+    let drain = [("TICKCAST_TIMEOUTS__DRAIN_S", "2")];
+    let mut old = node_on(&broker, "old", &drain, "127.0.0.1:0");
+    wait_cluster(&old, 1).await;
+    let addr = old.addr;
+    let subscribed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..CLIENTS {
+        clients.spawn(restart_client(addr, subscribed.clone(), MESSAGES));
+    }
+    let start = Instant::now();
+    while subscribed.load(Ordering::Relaxed) < CLIENTS {
+        assert!(start.elapsed() < DEADLINE, "clients did not all subscribe");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Without takeover a second process on the address refuses to start (tests/cli.rs).
+    let takeover = [("TICKCAST_SERVER__TAKEOVER", "true")];
+    let new = node_on(&broker, "new", &takeover, &format!("{addr}"));
+    wait_cluster(&new, 2).await;
+    // The publisher: HTTP to the shared address, one request per connection, so each lands
+    // on whichever process accepts at the time.
+    // An `idem` key per message: a publish retried after its answer was lost is not
+    // published twice.
+    let publish = |i: u64| {
+        let body = json!({"topic": "md.zd", "data": {"i": i}, "idem": format!("zd-{i}")});
+        let body = body.to_string();
+        let req = format!(
+            "POST /v1/publish HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+             Authorization: Bearer {ADMIN_KEY}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        async move {
+            let start = Instant::now();
+            loop {
+                assert!(start.elapsed() < DEADLINE, "publish {i} never answered");
+                let answer = match tokio::net::TcpStream::connect(addr).await {
+                    Ok(mut s) => {
+                        use tokio::io::AsyncWriteExt;
+                        match s.write_all(req.as_bytes()).await {
+                            Ok(()) => try_parse_http(&read_to_close(&mut s).await),
+                            Err(_) => None,
+                        }
+                    }
+                    Err(_) => None,
+                };
+                match answer {
+                    Some((200, body)) => return serde_json::from_str::<Value>(&body).unwrap(),
+                    // Closed unanswered or refused while the old process stops: again.
+                    None | Some((503, _)) => tokio::task::yield_now().await,
+                    Some((status, body)) => panic!("publish {i}: {status} {body}"),
+                }
+            }
+        }
+    };
+    for i in 1..=MESSAGES / 2 {
+        assert_eq!(publish(i).await["seq"], i);
+    }
+    let pid = rustix::process::Pid::from_raw(old.pid() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::USR2).unwrap();
+    // During the drain (2 s), then after the old process is gone: every client has to be on
+    // the new one to get the last quarter.
+    for i in MESSAGES / 2 + 1..=MESSAGES * 3 / 4 {
+        assert_eq!(publish(i).await["seq"], i);
+    }
+    assert!(old.wait_exit().success(), "the drained node exits cleanly");
+    for i in MESSAGES * 3 / 4 + 1..=MESSAGES {
+        assert_eq!(publish(i).await["seq"], i);
+    }
+    let mut reconnected = 0;
+    while let Some(r) = clients.join_next().await {
+        let (seqs, codes, conns) = r.unwrap();
+        assert_eq!(
+            seqs,
+            (1..=MESSAGES).collect::<Vec<_>>(),
+            "every message once, in order"
+        );
+        assert!(codes.iter().all(|&c| c == 1012), "only 1012: {codes:?}");
+        reconnected += usize::from(conns > 1);
+    }
+    // Every client left the old process (it exited before the last quarter was published),
+    // and the new one accepted them all.
+    assert_eq!(reconnected, CLIENTS);
+    new.wait_metric("tickcast_connections_accepted_total", CLIENTS as f64)
+        .await;
 }
 
 fn forged(topic: &str, seq: u64) -> Vec<u8> {

@@ -72,6 +72,7 @@ pub struct Overrides {
     pub cluster_engine: Option<Engine>,
     pub cluster_url: Option<String>,
     pub node_id: Option<String>,
+    pub takeover: bool,
 }
 
 impl Config {
@@ -115,6 +116,7 @@ impl Config {
         }
         config.server.demo_feed |= overrides.demo_feed;
         config.server.echo |= overrides.echo;
+        config.server.takeover |= overrides.takeover;
         config.validate()?;
         Ok(config)
     }

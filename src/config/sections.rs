@@ -107,6 +107,10 @@ pub struct Server {
     pub echo: bool,
     /// Runs the synthetic market-data publisher (see `[demo]`).
     pub demo_feed: bool,
+    /// Bind beside a tickcast already listening on `listen` (SO_REUSEPORT) instead of refusing
+    /// to start: the new half of a zero-downtime restart (the old process is then drained
+    /// with SIGUSR2).
+    pub takeover: bool,
     /// Unsent bytes the kernel may queue per client socket (TCP_NOTSENT_LOWAT; 0 = the
     /// kernel's default, no cap). Beyond it the socket takes no more, so a backlog stays in
     /// tickcast's own lanes, where priority, conflation and the queue bounds act on it,
@@ -127,6 +131,7 @@ impl Default for Server {
             listen_backlog: 4096,
             echo: false,
             demo_feed: false,
+            takeover: false,
             tcp_notsent_lowat_bytes: 128 * 1024,
         }
     }
@@ -272,6 +277,10 @@ pub struct Timeouts {
     /// On SIGTERM/SIGINT: time for clients to receive close 1001 before the process exits.
     /// systemd's default stop timeout is 90 s; 5 s is a quick restart.
     pub shutdown_grace_s: u64,
+    /// On SIGUSR2 (drain): the time over which the WebSocket clients are closed with 1012, a
+    /// share every tick, so they reconnect (to the process that took over) gradually: 30 s
+    /// spreads 100k reconnects to ~3.3k/s, well under one core's handshake rate.
+    pub drain_s: u64,
     /// Coarse timer tick of each shard (idle, ping, handshake deadlines are checked on it).
     pub tick_ms: u64,
 }
@@ -285,6 +294,7 @@ impl Default for Timeouts {
             close_ms: 2_000,
             message_ms: 10_000,
             shutdown_grace_s: 5,
+            drain_s: 30,
             tick_ms: 250,
         }
     }

@@ -24,8 +24,12 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: Rc<TcpListener>, tls: bool)
         match listener.accept().await {
             Ok((stream, peer)) => shard.on_accept(stream, peer, tls),
             Err(e) => {
-                if shard.st.borrow().stopping {
-                    return;
+                {
+                    let st = shard.st.borrow();
+                    if st.stopping || st.drain.is_some() {
+                        // The listener was shut down on purpose.
+                        return;
+                    }
                 }
                 let out_of_fds =
                     matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE));

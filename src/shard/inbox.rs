@@ -7,7 +7,7 @@ use super::{
     State,
     msg::{MeshMsg, PublishMsg},
 };
-use crate::{frame::OutFrame, publish::PublishOutcome, stats::Gauges};
+use crate::{frame::OutFrame, publish::PublishOutcome, stats::Gauges, ws::close as cc};
 
 impl State {
     /// Handles up to `budget` messages from other shards. Returns how many there were.
@@ -70,7 +70,8 @@ impl State {
             MeshMsg::DeliverUser(frame) => self.deliver_user(Rc::new(frame)),
             MeshMsg::Admin(req) => self.admin_request_from_peer(*req),
             MeshMsg::AdminReply(rep) => self.admin_part(rep.token, rep.part),
-            MeshMsg::Shutdown => self.begin_shutdown(),
+            MeshMsg::Shutdown => self.begin_shutdown(cc::GOING_AWAY, "server shutting down"),
+            MeshMsg::Drain => self.begin_drain(),
             MeshMsg::Remote(m) => self.on_remote(*m),
             MeshMsg::Fetched(f) => self.on_fetched(*f),
             MeshMsg::BrokerInterestAck { seq } => {

@@ -241,6 +241,8 @@ pub struct State {
     pub stopping: bool,
     /// Lifecycle (`timer.rs`): when the shutdown grace period ends.
     stop_deadline_ms: u64,
+    /// Draining (SIGUSR2): `(start_ms, end_ms, WebSocket connections at the start)`.
+    pub(crate) drain: Option<(u64, u64, usize)>,
     /// Lifecycle ([`Shard::run`], `State::stop_accepting`): this shard's listeners (plain,
     /// then TLS), shut down (not dropped) to stop the accept loops.
     listeners: Vec<Rc<monoio::net::TcpListener>>,
@@ -277,6 +279,7 @@ impl Shard {
             last_scan_ms: 0,
             stopping: false,
             stop_deadline_ms: 0,
+            drain: None,
             listeners: Vec::new(),
             inbox: Vec::new(),
             bounds: {

@@ -38,6 +38,9 @@ pub enum MeshMsg {
     },
     /// Stop accepting, close every connection with 1001, exit within the grace period.
     Shutdown,
+    /// Stop accepting, close the WebSocket clients with 1012 spread over `timeouts.drain_s`,
+    /// then shut down (SIGUSR2: the old half of a zero-downtime restart).
+    Drain,
     /// To a topic's owner: the topic's position and what a subscriber missed.
     Position(Box<PositionReq>),
     /// The owner's answer, back to the subscriber's shard.

@@ -36,6 +36,7 @@ impl State {
             self.scan(now);
             return self.conns.is_empty() || now >= self.stop_deadline_ms;
         }
+        self.drain_step(now);
         self.sweep_topics();
         if now >= self.last_scan_ms + CONN_SCAN_EVERY_MS {
             self.last_scan_ms = now;
@@ -129,7 +130,57 @@ impl State {
     }
 
     /// SIGTERM/SIGINT: stop accepting, send 1001 to every WebSocket, end HTTP exchanges.
-    pub(crate) fn begin_shutdown(&mut self) {
+    /// SIGUSR2: stop accepting now; `on_tick` closes the WebSocket clients with 1012 a share at
+    /// a time over `timeouts.drain_s`, then shuts down.
+    pub(crate) fn begin_drain(&mut self) {
+        if self.stopping || self.drain.is_some() {
+            return;
+        }
+        let now = self.clock();
+        self.stop_accepting();
+        let keys: Vec<(u32, Phase)> = self.conns.iter().map(|(k, c)| (k, c.phase)).collect();
+        let mut ws = 0;
+        for (key, phase) in keys {
+            match phase {
+                Phase::Ws => ws += 1,
+                // Plain HTTP clients retry on a new connection (to the new process).
+                Phase::Http | Phase::HttpBusy => self.kill(key, CloseReason::Shutdown),
+                Phase::Closing | Phase::HttpClosing | Phase::Dead => {}
+            }
+        }
+        let end = now + self.shared.cfg.timeouts.drain_s * 1000;
+        self.drain = Some((now, end, ws));
+    }
+
+    /// Draining: closes WebSocket clients so that at most the share the drain's remaining time
+    /// allows stays open; at its end, shuts down (1012 for whoever is left).
+    fn drain_step(&mut self, now: u64) {
+        let Some((start, end, total)) = self.drain else {
+            return;
+        };
+        if now >= end {
+            self.begin_shutdown(cc::SERVICE_RESTART, "service restart");
+            return;
+        }
+        let left = (end - now) as u128 * total as u128 / (end - start).max(1) as u128;
+        let open: Vec<u32> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.phase == Phase::Ws)
+            .map(|(k, _)| k)
+            .collect();
+        let excess = open.len().saturating_sub(left as usize);
+        for key in open.into_iter().take(excess) {
+            self.close_code(
+                key,
+                cc::SERVICE_RESTART,
+                "service restart",
+                CloseReason::Shutdown,
+            );
+        }
+    }
+
+    pub(crate) fn begin_shutdown(&mut self, code: u16, reason: &str) {
         if self.stopping {
             return;
         }
@@ -141,12 +192,7 @@ impl State {
         for (key, phase) in keys {
             match phase {
                 Phase::Ws => {
-                    self.close_code(
-                        key,
-                        cc::GOING_AWAY,
-                        "server shutting down",
-                        CloseReason::Shutdown,
-                    );
+                    self.close_code(key, code, reason, CloseReason::Shutdown);
                     // Wait for the client's close no longer than the grace period.
                     let conn = &mut self.conns[key];
                     conn.deadline_ms = conn.deadline_ms.min(self.stop_deadline_ms);

@@ -14,6 +14,9 @@ pub const INVALID_PAYLOAD: u16 = 1007;
 pub const POLICY: u16 = 1008;
 pub const TOO_LARGE: u16 = 1009;
 pub const INTERNAL: u16 = 1011;
+/// RFC 6455 §7.4.1 (IANA registry): the service is restarting; reconnect (to the process that
+/// took over). Sent while draining (SIGUSR2).
+pub const SERVICE_RESTART: u16 = 1012;
 pub const OVERLOADED: u16 = 1013;
 /// Authentication required, or the token expired and was not refreshed in time.
 pub const UNAUTHORIZED: u16 = 4001;

@@ -127,11 +127,16 @@ impl Server {
     /// `tickcast serve` on 127.0.0.1:0 with 2 shards, plus `env` (`TICKCAST_*` settings) and
     /// extra `args`.
     pub fn start(driver: Driver, env: &[(&str, &str)], args: &[&str]) -> Server {
+        Server::start_on("127.0.0.1:0", driver, env, args)
+    }
+
+    /// [`Server::start`] on the address `listen`.
+    pub fn start_on(listen: &str, driver: Driver, env: &[(&str, &str)], args: &[&str]) -> Server {
         let mut cmd = tickcast_cmd();
         cmd.args([
             "serve",
             "--listen",
-            "127.0.0.1:0",
+            listen,
             "--shards",
             "2",
             "--driver",
@@ -217,6 +222,19 @@ impl Server {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// Waits (bounded by `DEADLINE`) for the process to exit by itself; its status.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(start.elapsed() < DEADLINE, "tickcast did not exit");
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 

@@ -85,6 +85,16 @@ pub(super) const SERVER: &[Key] = &[
     },
     Key {
         section: "server",
+        name: "takeover",
+        kind: r#"bool"#,
+        default: "",
+        bounds: None,
+        valid: "",
+        meaning: r#"Start beside a tickcast that already listens on `listen` instead of refusing to (`SO_REUSEPORT`; both processes must run as the same user): the new process of a zero-downtime restart. Then drain the old one with SIGUSR2 (`timeouts.drain_s`). docs/OPERATIONS.md, "Zero-downtime restart"."#,
+        triggers: "",
+    },
+    Key {
+        section: "server",
         name: "tcp_notsent_lowat_bytes",
         kind: r#"integer"#,
         default: "",
@@ -398,6 +408,16 @@ pub(super) const TIMEOUTS: &[Key] = &[
         valid: r#"0..=3600"#,
         meaning: r#"On SIGTERM/SIGINT: time for clients to receive close 1001 and answer before the process exits. systemd's default stop timeout is 90 s; 5 s is a quick restart."#,
         triggers: r#"The process exits with the remaining connections still open (the kernel closes them)."#,
+    },
+    Key {
+        section: "timeouts",
+        name: "drain_s",
+        kind: r#"integer, s"#,
+        default: "",
+        bounds: Some(Bounds::Range(1, 3600)),
+        valid: r#"1..=3600"#,
+        meaning: r#"On SIGUSR2 (drain, the old half of a zero-downtime restart): tickcast stops accepting and closes its WebSocket clients with 1012 (service restart), an equal share on every tick, over this many seconds, then exits like on SIGTERM. Clients reconnect gradually, to the process that took over the address: 30 s spreads 100k reconnects to ~3.3k handshakes/s, a fraction of one core's rate (perf/README.md, connect-19k)."#,
+        triggers: r#"Clients still connected at the end are closed with 1012 at once, then the usual `shutdown_grace_s` applies."#,
     },
     Key {
         section: "timeouts",
