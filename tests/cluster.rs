@@ -941,7 +941,7 @@ async fn nats_with_a_least_privilege_account() {
 /// got and how many connections it made, once it has `last`.
 async fn restart_client(
     addr: std::net::SocketAddr,
-    subscribed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    subscribed: tokio::sync::mpsc::UnboundedSender<()>,
     last: u64,
 ) -> (Vec<u64>, Vec<u16>, usize) {
     use futures_util::StreamExt;
@@ -979,7 +979,7 @@ async fn restart_client(
             }
         }
         if conns == 1 {
-            subscribed.fetch_add(1, Ordering::Relaxed);
+            let _ = subscribed.send(());
         }
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
@@ -1020,15 +1020,16 @@ async fn a_drained_node_hands_its_clients_to_the_one_that_took_over() {
     let mut old = node_on(&broker, "old", &drain, "127.0.0.1:0");
     wait_cluster(&old, 1).await;
     let addr = old.addr;
-    let subscribed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (subscribed, mut acks) = tokio::sync::mpsc::unbounded_channel();
     let mut clients = tokio::task::JoinSet::new();
     for _ in 0..CLIENTS {
         clients.spawn(restart_client(addr, subscribed.clone(), MESSAGES));
     }
-    let start = Instant::now();
-    while subscribed.load(Ordering::Relaxed) < CLIENTS {
-        assert!(start.elapsed() < DEADLINE, "clients did not all subscribe");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    for n in 0..CLIENTS {
+        tokio::time::timeout_at(deadline, acks.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{n} of {CLIENTS} clients subscribed"));
     }
     // Without takeover a second process on the address refuses to start (tests/cli.rs).
     let takeover = [("TICKCAST_SERVER__TAKEOVER", "true")];
