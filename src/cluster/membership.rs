@@ -110,7 +110,23 @@ pub(super) async fn sync_leadership<B: Broker>(ctx: &Ctx, broker: &B) {
     }
     let name = format!("{INGEST}.>");
     let result = if leader {
-        broker.raw_subscribe(&name).await
+        // Leader only once the broker has the subscription (a round trip, bounded): until
+        // then, `/v1/cluster` and the gauge would claim a leader that still misses messages.
+        match broker.raw_subscribe(&name).await {
+            Ok(()) => {
+                let limit = Duration::from_millis(ctx.cluster().publish_timeout_ms);
+                let confirmed = match tokio::time::timeout(limit, broker.flush()).await {
+                    Ok(r) => r,
+                    Err(_) => Err(BrokerError::failed("the broker did not confirm in time")),
+                };
+                if confirmed.is_err() {
+                    // Undone, so the next attempt subscribes once again, not twice.
+                    let _ = broker.raw_unsubscribe(&name).await;
+                }
+                confirmed
+            }
+            Err(e) => Err(e),
+        }
     } else {
         broker.raw_unsubscribe(&name).await
     };
