@@ -205,8 +205,12 @@ mod stuck {
             );
             let spell = Instant::now();
             let mut pinged = false;
-            while spell.elapsed() < quiet {
-                if let Some(msg) = notify.recv(quiet - spell.elapsed()) {
+            loop {
+                let left = quiet.saturating_sub(spell.elapsed());
+                if left.is_zero() {
+                    break;
+                }
+                if let Some(msg) = notify.recv(left) {
                     if msg.lines().any(|l| l == "WATCHDOG=1") {
                         pinged = true;
                         break;

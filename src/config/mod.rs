@@ -156,61 +156,39 @@ impl Config {
     }
 }
 
-/// The user info of a URL (`scheme://user:password@host...` or `scheme://token@host...`), as
-/// written (percent-encoded), and where it ends; `None` without one.
-fn url_userinfo(url: &str) -> Option<(usize, usize)> {
-    let start = url.find("://")? + 3;
-    let rest = &url[start..];
-    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    let at = authority.rfind('@')?;
-    Some((start, start + at))
-}
-
 /// `url` with its password (or, for a lone user info, a token) replaced by `***`: for logs
-/// and `tickcast config`, which must not show broker credentials.
+/// and `tickcast config`, which must not show broker credentials. A string that does not
+/// parse as a URL is shown as it is (validation refuses it before it is used).
 pub fn redact_url(url: &str) -> String {
-    let Some((start, end)) = url_userinfo(url) else {
+    let Ok(mut parsed) = url::Url::parse(url) else {
         return url.to_string();
     };
-    let shown = match url[start..end].split_once(':') {
-        Some((user, _)) => format!("{user}:***"),
-        None => "***".to_string(),
+    let redacted = if parsed.password().is_some() {
+        parsed.set_password(Some("***"))
+    } else if !parsed.username().is_empty() {
+        parsed.set_username("***")
+    } else {
+        return url.to_string();
     };
-    format!("{}{shown}{}", &url[..start], &url[end..])
+    match redacted {
+        Ok(()) => parsed.into(),
+        Err(()) => "<broker URL with credentials>".into(),
+    }
 }
 
 /// The credentials in `url`'s user info, percent-decoded: `(user, Some(password))`, or
 /// `(token, None)` for `scheme://token@host`.
 pub fn url_credentials(url: &str) -> Option<(String, Option<String>)> {
-    let (start, end) = url_userinfo(url)?;
-    let decode = |s: &str| -> String {
-        let b = s.as_bytes();
-        let mut out = Vec::with_capacity(b.len());
-        let mut i = 0;
-        while i < b.len() {
-            let hex = |c: u8| (c as char).to_digit(16);
-            match (
-                b[i],
-                b.get(i + 1).and_then(|&c| hex(c)),
-                b.get(i + 2).and_then(|&c| hex(c)),
-            ) {
-                (b'%', Some(h), Some(l)) => {
-                    out.push((h * 16 + l) as u8);
-                    i += 3;
-                }
-                (c, _, _) => {
-                    out.push(c);
-                    i += 1;
-                }
-            }
-        }
-        String::from_utf8_lossy(&out).into_owned()
+    let parsed = url::Url::parse(url).ok()?;
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
     };
-    let info = &url[start..end];
-    Some(match info.split_once(':') {
-        Some((user, pass)) => (decode(user), Some(decode(pass))),
-        None => (decode(info), None),
-    })
+    if parsed.username().is_empty() {
+        return None;
+    }
+    Some((decode(parsed.username()), parsed.password().map(decode)))
 }
 
 fn toml_string(config: &Config) -> String {

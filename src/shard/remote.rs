@@ -50,6 +50,23 @@ pub(crate) struct RemoteWait {
     positions: Vec<Asked>,
 }
 
+impl RemoteWait {
+    /// For a second fetch: `m` and the rest of the sorted news held again, once each (a
+    /// message both fetched and held live is one message, not a broker duplicate when the
+    /// next answer counts those).
+    fn hold_again(&mut self, m: Received, rest: impl Iterator<Item = Received>) {
+        self.retried = true;
+        let mut last = (m.epoch, m.seq);
+        self.held.push_back(m);
+        for n in rest {
+            if (n.epoch, n.seq) != last {
+                last = (n.epoch, n.seq);
+                self.held.push_back(n);
+            }
+        }
+    }
+}
+
 impl State {
     /// A local publish in cluster mode: the broker sequences it; the outcome comes back as
     /// `MeshMsg::Published`, the message itself with the broker's live traffic.
@@ -350,9 +367,7 @@ impl State {
                 // Of another epoch than the one the broker showed: published after the fetch
                 // read it (the broker lost the topic and started over since), or stale. One
                 // more fetch says which, instead of waiting for the topic's next message.
-                w.retried = true;
-                w.held.push_back(m);
-                w.held.extend(news);
+                w.hold_again(m, news);
                 state.remote = Some(Box::new(w));
                 return self.start_fetch(&topic);
             }
@@ -365,17 +380,7 @@ impl State {
                 if !w.retried {
                     // Published after the fetch read the broker, and missed live (or the
                     // fetch failed): one more fetch before calling them lost.
-                    w.retried = true;
-                    // Held again, once each: a message both fetched and held live is one
-                    // message, not a broker duplicate when the next answer counts those.
-                    let mut last = (m.epoch, m.seq);
-                    w.held.push_back(m);
-                    for n in news {
-                        if (n.epoch, n.seq) != last {
-                            last = (n.epoch, n.seq);
-                            w.held.push_back(n);
-                        }
-                    }
+                    w.hold_again(m, news);
                     state.remote = Some(Box::new(w));
                     return self.start_fetch(&topic);
                 }
