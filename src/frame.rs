@@ -28,8 +28,16 @@ pub struct Frame {
     /// Its permessage-deflate forms (RFC 7692), each built once, by the first shard that
     /// queues the frame for a connection that negotiated it (see [`Frame::wire`]).
     deflated: Deflated,
+    /// The frame in the other wire formats (the dialects: `crate::dialect`), each encoded
+    /// once, by the first shard that queues the frame for a connection of that format, and
+    /// shared from then on like the plain bytes. Allocated on first need: a frame no dialect
+    /// connection gets costs 8 bytes here.
+    forms: OnceLock<Box<[Encoded; FORMS_OTHER]>>,
     /// CLOCK_MONOTONIC ns at publish (for the publish-to-write histogram); 0 for control.
     published_ns: u64,
+    /// Where the published `data` starts in `bytes` (data frames); it ends one byte before
+    /// the end (the envelope's closing brace).
+    data_start: u32,
     /// Where the topic sits in `bytes` (data frames), so a receiving shard routes the frame
     /// without a separate copy of the topic.
     topic_start: u16,
@@ -95,7 +103,9 @@ impl Frame {
         Frame {
             bytes: bytes.into_boxed_slice(),
             deflated: Deflated::default(),
+            forms: OnceLock::new(),
             published_ns: 0,
+            data_start: 0,
             topic_start: 0,
             topic_len: 0,
             seq: 0,
@@ -154,38 +164,109 @@ impl Frame {
     }
 
     /// The bytes to write to a connection whose permessage-deflate window is `window` bits
-    /// (0: deflate not negotiated): the plain frame, or its compressed form (RSV1 set).
-    ///
-    /// Compress once: the compressed form is built on first use, by whichever shard first
-    /// queues the frame for a deflate connection, and shared from then on by every such
-    /// connection on every shard, like the plain bytes. A frame whose class does not compress
-    /// it, that is shorter than `deflate.min_bytes` or that compression would not shorten is
-    /// sent plain (RFC 7692 §6: compression is chosen per message). A second shard asking
-    /// while the first compresses waits for it (`OnceLock`) instead of compressing again.
+    /// (0: deflate not negotiated): the plain frame, or its compressed form (RSV1 set; see
+    /// [`deflated_wire`]: compress once).
     #[inline]
     pub fn wire(&self, window: u8) -> &[u8] {
         if window == 0 || self.class.deflate == 0 {
             return &self.bytes;
         }
-        self.deflated_wire(window)
+        deflated_wire(&self.bytes, &self.deflated, self.class.deflate, window)
     }
 
-    fn deflated_wire(&self, window: u8) -> &[u8] {
-        let payload_len = self.bytes.len() - header_len(&self.bytes);
-        // Without context takeover a compressed message refers back no further than its own
-        // start: the 15-bit form of a payload that fits the client's window is valid for it too.
-        let (cell, bits) = if window >= 15 || payload_len <= 1 << window {
-            (&self.deflated.full, 15)
-        } else {
-            let small = self.deflated.small.get_or_init(Default::default);
-            let bits = window.max(9);
-            (&small[(bits - 9) as usize], bits)
-        };
-        match cell.get_or_init(|| compress(&self.bytes, self.class.deflate, bits)) {
-            Some(bytes) => bytes,
-            None => &self.bytes,
+    /// The bytes to write to a connection that is sent `format` (a [`crate::dialect::Format`]
+    /// as `u8`) with permessage-deflate window `window` (0: none). Control frames (replies,
+    /// built for one connection in its own format) and protocol v1 connections get
+    /// [`Frame::wire`]; a data frame is encoded in another format once, on first use, like its
+    /// compressed forms.
+    #[inline]
+    pub fn wire_as(&self, format: u8, window: u8) -> &[u8] {
+        if format == 0 || !self.is_data() {
+            return self.wire(window);
         }
+        self.form_wire(format, window)
     }
+
+    fn form_wire(&self, format: u8, window: u8) -> &[u8] {
+        let Some(i) = (format as usize)
+            .checked_sub(1)
+            .filter(|i| *i < FORMS_OTHER)
+        else {
+            return self.wire(window);
+        };
+        let forms = self.forms.get_or_init(Default::default);
+        let form = &forms[i];
+        let bytes = form.bytes.get_or_init(|| {
+            FORM_COUNTS.with(|c| {
+                let mut n = c.get();
+                n[format as usize] += 1;
+                c.set(n);
+            });
+            crate::dialect::encode_form(format, self.topic(), self.seq, self.data())
+                .into_boxed_slice()
+        });
+        if window == 0 || self.class.deflate == 0 {
+            return bytes;
+        }
+        deflated_wire(bytes, &form.deflated, self.class.deflate, window)
+    }
+
+    /// The published `data` of a data frame, as published (empty for control frames).
+    pub fn data(&self) -> &[u8] {
+        if !self.is_data() {
+            return &[];
+        }
+        &self.bytes[self.data_start as usize..self.bytes.len() - 1]
+    }
+}
+
+/// The compressed form of plain frame `bytes` (its forms in `deflated`) for a `window`-bit
+/// window at `level`, built on first use; `bytes` itself when it goes plain.
+///
+/// Compress once: the compressed form is built on first use, by whichever shard first queues
+/// the frame for a deflate connection, and shared from then on by every such connection on
+/// every shard, like the plain bytes. A frame whose class does not compress it, that is shorter
+/// than `deflate.min_bytes` or that compression would not shorten is sent plain (RFC 7692 §6:
+/// compression is chosen per message). A second shard asking while the first compresses waits
+/// for it (`OnceLock`) instead of compressing again.
+fn deflated_wire<'a>(bytes: &'a [u8], deflated: &'a Deflated, level: u8, window: u8) -> &'a [u8] {
+    let payload_len = bytes.len() - header_len(bytes);
+    // Without context takeover a compressed message refers back no further than its own
+    // start: the 15-bit form of a payload that fits the client's window is valid for it too.
+    let (cell, bits) = if window >= 15 || payload_len <= 1 << window {
+        (&deflated.full, 15)
+    } else {
+        let small = deflated.small.get_or_init(Default::default);
+        let bits = window.max(9);
+        (&small[(bits - 9) as usize], bits)
+    };
+    match cell.get_or_init(|| compress(bytes, level, bits)) {
+        Some(bytes) => bytes,
+        None => bytes,
+    }
+}
+
+/// Formats other than protocol v1 (`crate::dialect::Format`).
+const FORMS_OTHER: usize = crate::dialect::FORMATS - 1;
+
+/// A data frame in one other format, with its compressed forms.
+#[derive(Debug, Default)]
+struct Encoded {
+    bytes: OnceLock<Box<[u8]>>,
+    deflated: Deflated,
+}
+
+thread_local! {
+    /// Frames encoded in each format on this thread, by `Format as usize` (index 0, v1, is
+    /// counted by the owner shard in `tickcast_serializations_total` itself).
+    static FORM_COUNTS: std::cell::Cell<[u64; crate::dialect::FORMATS]> =
+        const { std::cell::Cell::new([0; crate::dialect::FORMATS]) };
+}
+
+/// Data frames encoded in each dialect format on this thread so far, by format
+/// (`tickcast_serializations_total{format}`; index 0 is always 0).
+pub fn form_encodings() -> [u64; crate::dialect::FORMATS] {
+    FORM_COUNTS.with(|c| c.get())
 }
 
 /// Length of the header of `frame`, a server frame (unmasked: RFC 6455 §5.2).
@@ -292,6 +373,27 @@ pub fn encode_data_frame(
         data,
         b"}",
     ];
+    let out = text_frame_of(&parts);
+    let header_len = header_len(&out);
+    let payload_len = out.len() - header_len;
+    // Topics are at most TOPIC_BYTES_MAX (256) bytes after a header of at most 10: u16 fits.
+    let topic_start = (header_len + parts[0].len()) as u16;
+    // A publish time of 0 would read as "control frame"; the monotonic clock is never 0 here.
+    Frame {
+        bytes: out.into_boxed_slice(),
+        deflated: Deflated::default(),
+        forms: OnceLock::new(),
+        published_ns: published_ns.max(1),
+        data_start: (header_len + payload_len - 1 - data.len()) as u32,
+        topic_start,
+        topic_len: topic.len() as u16,
+        seq,
+        class: FrameClass::DATA,
+    }
+}
+
+/// One unmasked text frame whose payload is `parts` concatenated; one exact-size allocation.
+pub(crate) fn text_frame_of(parts: &[&[u8]]) -> Vec<u8> {
     let payload_len: usize = parts.iter().map(|p| p.len()).sum();
     let mut header = [0u8; HEADER_BYTES_MAX];
     let header_len = encode_header(&mut header, OP_TEXT, payload_len);
@@ -301,18 +403,7 @@ pub fn encode_data_frame(
         out.extend_from_slice(part);
     }
     debug_assert_eq!(out.len(), out.capacity());
-    // Topics are at most TOPIC_BYTES_MAX (256) bytes after a header of at most 10: u16 fits.
-    let topic_start = (header_len + parts[0].len()) as u16;
-    // A publish time of 0 would read as "control frame"; the monotonic clock is never 0 here.
-    Frame {
-        bytes: out.into_boxed_slice(),
-        deflated: Deflated::default(),
-        published_ns: published_ns.max(1),
-        topic_start,
-        topic_len: topic.len() as u16,
-        seq,
-        class: FrameClass::DATA,
-    }
+    out
 }
 
 /// Builds a text frame carrying `json` (a reply or event built for one connection).

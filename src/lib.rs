@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod dialect;
 pub mod fault;
 pub mod frame;
 pub mod ingest;

@@ -59,10 +59,12 @@ pub enum CloseReason {
     MessageTimeout,
     /// Its partial message would have passed `limits.partial_bytes_max` (1013, HTTP 503).
     Overloaded,
+    /// Reached its dialect's maximum connection age (`binance.connection_age_max_s`).
+    MaxAge,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 18] = [
+    pub const ALL: [CloseReason; 19] = [
         CloseReason::ClientClose,
         CloseReason::ClientGone,
         CloseReason::ProtocolError,
@@ -81,6 +83,7 @@ impl CloseReason {
         CloseReason::Admin,
         CloseReason::MessageTimeout,
         CloseReason::Overloaded,
+        CloseReason::MaxAge,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -103,6 +106,7 @@ impl CloseReason {
             CloseReason::Admin => "admin",
             CloseReason::MessageTimeout => "message_timeout",
             CloseReason::Overloaded => "overloaded",
+            CloseReason::MaxAge => "max_age",
         }
     }
 }
@@ -175,6 +179,13 @@ macro_rules! shard_counters {
         #[derive(Debug, Default, Clone)]
         pub struct Counters {
             $( $(#[$doc])* pub $field: u64, )*
+            /// Data frames built (encode once: must equal `publishes`), protocol v1 form, by
+            /// the topic's owner (`tickcast_serializations_total{format="v1"}`).
+            pub serializations: u64,
+            /// Data frames encoded in each dialect's format on this shard (index
+            /// `dialect::Format`; 0 unused): once per frame and format, by the first shard
+            /// that queues it for such a connection.
+            pub formats: [u64; crate::dialect::FORMATS],
             pub closed: [u64; CloseReason::ALL.len()],
             pub security: [u64; SecEvent::ALL.len()],
             /// Tokens refused, by `AuthError::label`.
@@ -205,9 +216,6 @@ shard_counters! {
     /// Publishes accepted at ingest (client op, HTTP, demo feed), counted where they enter.
     publishes: "tickcast_publishes_total",
         "Publishes accepted at ingest.";
-    /// Data frames built (encode once: must equal `publishes`).
-    serializations: "tickcast_serializations_total",
-        "Data frames built, once per publish sequenced (encode once).";
     /// Frames compressed for permessage-deflate connections: once per frame and window
     /// (compress once), however many subscribers get it.
     compressions: "tickcast_compressions_total",
@@ -350,6 +358,8 @@ impl Latency {
 /// Registered metric handles of one shard (label `shard`).
 struct Handles {
     scalars: Scalars,
+    /// `tickcast_serializations_total{format}`, by `dialect::Format`.
+    serializations: Vec<Counter>,
     closed: Vec<Counter>,
     slow_consumer_closes: Counter,
     security: Vec<Counter>,
@@ -377,6 +387,13 @@ impl ShardStats {
         let g = |name: &'static str| metrics::gauge!(name, "shard" => label.clone());
         let handles = Handles {
             scalars: Scalars::register(&label),
+            serializations: crate::dialect::Format::ALL
+                .iter()
+                .map(|f| {
+                    metrics::counter!("tickcast_serializations_total",
+                        "shard" => label.clone(), "format" => f.as_str())
+                })
+                .collect(),
             closed: CloseReason::ALL
                 .iter()
                 .map(|r| {
@@ -436,6 +453,13 @@ impl ShardStats {
         let h = &self.handles;
         let c = &self.c;
         h.scalars.flush(c);
+        for (i, handle) in h.serializations.iter().enumerate() {
+            handle.absolute(if i == 0 {
+                c.serializations
+            } else {
+                c.formats[i]
+            });
+        }
         for (handle, v) in h.closed.iter().zip(c.closed.iter()) {
             handle.absolute(*v);
         }
@@ -565,6 +589,10 @@ impl StatsHub {
 
 /// The labelled per-shard counters and the gauges: (name, help).
 const OTHER_SHARD_METRICS: &[(&str, &str)] = &[
+    (
+        "tickcast_serializations_total",
+        "Data frames built, once per publish and wire format with a subscriber (encode once), by format.",
+    ),
     (
         "tickcast_connections_closed_total",
         "Connections closed, by reason.",

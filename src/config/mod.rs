@@ -53,6 +53,8 @@ pub struct Config {
     pub tls: Tls,
     pub auth: AuthConfig,
     pub cluster: Cluster,
+    pub binance: Binance,
+    pub centrifugo: Centrifugo,
     /// Topic classes (`[[topics]]`): per topic pattern, history and delivery policy. The first
     /// class whose pattern matches a topic applies to it.
     pub topics: Vec<TopicClass>,

@@ -443,6 +443,17 @@ pub struct Demo {
     pub rate_per_s: u64,
     /// Symbols; empty = 20 built-in crypto pairs.
     pub symbols: Vec<String>,
+    /// Payload shapes: tickcast's compact ones, or Binance's events (for Binance connectors).
+    pub format: DemoFormat,
+}
+
+/// `demo.format`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DemoFormat {
+    #[default]
+    Tickcast,
+    Binance,
 }
 
 impl Default for Demo {
@@ -450,6 +461,7 @@ impl Default for Demo {
         Self {
             rate_per_s: 200,
             symbols: Vec::new(),
+            format: DemoFormat::Tickcast,
         }
     }
 }
@@ -601,4 +613,85 @@ pub struct ApiKeyConfig {
     /// Overrides `limits.client_messages_burst` (default: twice `messages_per_s`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub messages_burst: Option<u32>,
+}
+
+/// Binance market streams (docs/DIALECTS.md): raw and combined streams with live
+/// `SUBSCRIBE`, under `prefix`. Every bound defaults to Binance's own value, so connectors
+/// written against Binance meet the limits they expect.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Binance {
+    pub enabled: bool,
+    /// Path prefix: `<prefix>/ws/<stream>` and `<prefix>/stream?streams=`.
+    pub prefix: String,
+    /// Incoming messages (requests and pings) per second per connection; Binance's 5.
+    pub messages_per_s: u32,
+    /// Messages a connection may send at once before the rate applies.
+    pub messages_burst: u32,
+    /// Streams one connection may hold; Binance's 1024.
+    pub streams_per_conn_max: usize,
+    /// A WebSocket ping every this many seconds; Binance's 20.
+    pub ping_interval_s: u64,
+    /// Closed when nothing (no pong) came for this long after a ping; Binance's 60.
+    pub pong_timeout_s: u64,
+    /// Connections are closed at this age (0: never); Binance's 24 h.
+    pub connection_age_max_s: u64,
+    /// Stream-name templates, first match wins (`[[binance.streams]]`).
+    pub streams: Vec<StreamTemplate>,
+}
+
+/// One `[[binance.streams]]` entry: `{sym}@trade` ↔ `trades.{SYM}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StreamTemplate {
+    pub stream: String,
+    pub topic: String,
+}
+
+impl Default for Binance {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            prefix: "/binance".into(),
+            messages_per_s: 5,
+            messages_burst: 10,
+            streams_per_conn_max: 1024,
+            ping_interval_s: 20,
+            pong_timeout_s: 60,
+            connection_age_max_s: 86_400,
+            streams: crate::dialect::binance::DEFAULT_STREAMS
+                .iter()
+                .map(|(stream, topic)| StreamTemplate {
+                    stream: (*stream).into(),
+                    topic: (*topic).into(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Centrifugo's client protocol (JSON) (docs/DIALECTS.md), on `path`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Centrifugo {
+    pub enabled: bool,
+    /// The WebSocket endpoint; the SDKs' default URL ends in `/connection/websocket`.
+    pub path: String,
+    /// The server sends `{}` every this many seconds and tells the client so (`ping` in the
+    /// connect reply); Centrifugo's 25.
+    pub ping_interval_s: u64,
+    /// Closed (3012 `no pong`) when the client sent nothing for this long after a ping;
+    /// Centrifugo's 8.
+    pub pong_timeout_s: u64,
+}
+
+impl Default for Centrifugo {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path: "/connection/websocket".into(),
+            ping_interval_s: 25,
+            pong_timeout_s: 8,
+        }
+    }
 }

@@ -14,6 +14,7 @@ fn bad(key: &str, why: impl std::fmt::Display) -> Result<(), String> {
 impl Config {
     pub fn validate(&self) -> Result<(), String> {
         self.check_bounds()?;
+        self.validate_dialects()?;
         let s = &self.server;
         if s.listen.parse::<SocketAddr>().is_err() {
             return bad(
@@ -147,6 +148,60 @@ impl Config {
                 if v < lo || v > hi {
                     return bad(&path, format!("{v} is out of range {lo}..={hi}"));
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// `[binance]` and `[centrifugo]`: paths that are paths, templates that map both ways,
+    /// no path that another route answers.
+    fn validate_dialects(&self) -> Result<(), String> {
+        let path_ok = |p: &str| {
+            p.len() > 1
+                && p.len() <= 128
+                && p.starts_with('/')
+                && !p.ends_with('/')
+                && !p.contains("//")
+                && p[1..]
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'-'))
+        };
+        let fixed = |p: &str| {
+            crate::shard::route_paths().any(|r| r == p || r.starts_with(&format!("{p}/")))
+        };
+        let b = &self.binance;
+        if b.enabled {
+            if !path_ok(&b.prefix) || fixed(&b.prefix) {
+                return bad(
+                    "binance.prefix",
+                    format!(
+                        "{:?}: `/` then letters, digits, `_`, `-` and `/`, no trailing `/`, not \
+                         an endpoint of its own",
+                        b.prefix
+                    ),
+                );
+            }
+            for (i, t) in b.streams.iter().enumerate() {
+                if let Err(e) =
+                    crate::dialect::binance::StreamMap::new([(t.stream.as_str(), t.topic.as_str())])
+                {
+                    return bad(&format!("binance.streams[{i}]"), e);
+                }
+            }
+        }
+        let c = &self.centrifugo;
+        if c.enabled {
+            let under_binance =
+                b.enabled && (c.path == b.prefix || c.path.starts_with(&format!("{}/", b.prefix)));
+            if !path_ok(&c.path) || fixed(&c.path) || under_binance {
+                return bad(
+                    "centrifugo.path",
+                    format!(
+                        "{:?}: `/` then letters, digits, `_`, `-` and `/`, no trailing `/`, not \
+                         an endpoint of its own or under binance.prefix",
+                        c.path
+                    ),
+                );
             }
         }
         Ok(())

@@ -52,6 +52,8 @@ struct Kline {
     low: f64,
     close: f64,
     volume: f64,
+    /// Trades in the candle.
+    trades: u64,
 }
 
 impl Kline {
@@ -66,6 +68,7 @@ impl Kline {
                 low: price,
                 close: price,
                 volume: 0.0,
+                trades: 0,
             };
         }
     }
@@ -113,6 +116,8 @@ pub async fn demo_task(shard: Rc<Shard>) {
     let mut tick = 0u64;
     let mut interval = monoio::time::interval(Duration::from_millis(1000 / TICKS_PER_S));
     let mut data = String::with_capacity(256);
+    let binance = cfg.format == crate::config::DemoFormat::Binance;
+    let mut update_id = 0u64;
     loop {
         interval.tick().await;
         tick += 1;
@@ -132,10 +137,17 @@ pub async fn demo_task(shard: Rc<Shard>) {
             s.price = (s.price + step).max(tick_size);
             data.clear();
             let topic = if rng.u8(..10) < 7 {
-                trade(&mut data, s, &mut rng, now_ms);
+                trade(&mut data, s, &mut rng, now_ms, binance);
                 format!("trades.{}", s.name)
             } else {
-                bbo(&mut data, s, &mut rng, tick_size);
+                update_id += 1;
+                bbo(
+                    &mut data,
+                    s,
+                    &mut rng,
+                    tick_size,
+                    binance.then_some(update_id),
+                );
                 format!("bbo.{}", s.name)
             };
             st.ingest_publish(&topic, data.as_bytes().to_vec(), None, ReplyTo::None);
@@ -143,7 +155,7 @@ pub async fn demo_task(shard: Rc<Shard>) {
         if tick % TICKS_PER_S == 0 {
             for s in syms.iter_mut() {
                 data.clear();
-                kline(&mut data, s, now_ms);
+                kline(&mut data, s, now_ms, binance);
                 st.ingest_publish(
                     &format!("kline.{}.1m", s.name),
                     data.as_bytes().to_vec(),
@@ -161,7 +173,8 @@ fn seed(shard: usize) -> u64 {
     0x7469_636b_6361_7374 ^ shard as u64
 }
 
-fn trade(out: &mut String, s: &mut Symbol, rng: &mut fastrand::Rng, now_ms: u64) {
+/// `binance`: Binance's trade event (`e`, `E`, `s`, `t`, `p`, `q`, `T`, `m`, `M`).
+fn trade(out: &mut String, s: &mut Symbol, rng: &mut fastrand::Rng, now_ms: u64, binance: bool) {
     let qty = rng.f64() * rng.f64() * 10f64.powi(4 - s.qty_dp as i32).min(50.0)
         + 10f64.powi(-(s.qty_dp as i32));
     let side = if rng.bool() { "buy" } else { "sell" };
@@ -172,6 +185,22 @@ fn trade(out: &mut String, s: &mut Symbol, rng: &mut fastrand::Rng, now_ms: u64)
     k.low = k.low.min(s.price);
     k.close = s.price;
     k.volume += qty;
+    k.trades += 1;
+    if binance {
+        // `m`: the buyer is the maker, i.e. the taker sold.
+        let _ = write!(
+            out,
+            r#"{{"e":"trade","E":{now_ms},"s":"{}","t":{},"p":"{:.pd$}","q":"{:.qd$}","T":{now_ms},"m":{},"M":true}}"#,
+            s.name,
+            s.trade_id,
+            s.price,
+            qty,
+            side == "sell",
+            pd = s.price_dp,
+            qd = s.qty_dp,
+        );
+        return;
+    }
     let _ = write!(
         out,
         r#"{{"s":"{}","p":"{:.pd$}","q":"{:.qd$}","side":"{}","id":{},"T":{}}}"#,
@@ -186,10 +215,31 @@ fn trade(out: &mut String, s: &mut Symbol, rng: &mut fastrand::Rng, now_ms: u64)
     );
 }
 
-fn bbo(out: &mut String, s: &Symbol, rng: &mut fastrand::Rng, tick_size: f64) {
+/// `update_id`: Binance's book ticker (`u`, `s`, `b`, `B`, `a`, `A`) with this update id.
+fn bbo(
+    out: &mut String,
+    s: &Symbol,
+    rng: &mut fastrand::Rng,
+    tick_size: f64,
+    update_id: Option<u64>,
+) {
     let spread = tick_size * (1 + rng.u32(..3)) as f64;
     let bid = s.price - spread / 2.0;
     let ask = bid + spread;
+    if let Some(u) = update_id {
+        let _ = write!(
+            out,
+            r#"{{"u":{u},"s":"{}","b":"{:.pd$}","B":"{:.qd$}","a":"{:.pd$}","A":"{:.qd$}"}}"#,
+            s.name,
+            bid.max(tick_size),
+            rng.f64() * 5.0 + 0.01,
+            ask,
+            rng.f64() * 5.0 + 0.01,
+            pd = s.price_dp,
+            qd = s.qty_dp.max(2),
+        );
+        return;
+    }
     let _ = write!(
         out,
         r#"{{"s":"{}","bp":"{:.pd$}","bq":"{:.qd$}","ap":"{:.pd$}","aq":"{:.qd$}"}}"#,
@@ -203,9 +253,34 @@ fn bbo(out: &mut String, s: &Symbol, rng: &mut fastrand::Rng, tick_size: f64) {
     );
 }
 
-fn kline(out: &mut String, s: &mut Symbol, now_ms: u64) {
+/// `binance`: Binance's kline event (`e`, `E`, `s`, `k`: `t`, `T`, `s`, `i`, `f`, `L`, `o`, `c`,
+/// `h`, `l`, `v`, `n`, `x`, `q`, `V`, `Q`, `B`).
+fn kline(out: &mut String, s: &mut Symbol, now_ms: u64, binance: bool) {
     let k = &mut s.kline;
     k.roll(now_ms, s.price);
+    if binance {
+        let quote = k.volume * k.close;
+        let _ = write!(
+            out,
+            r#"{{"e":"kline","E":{now_ms},"s":"{name}","k":{{"t":{t},"T":{end},"s":"{name}","i":"1m","f":{f},"L":{l},"o":"{:.pd$}","c":"{:.pd$}","h":"{:.pd$}","l":"{:.pd$}","v":"{:.qd$}","n":{n},"x":false,"q":"{quote:.2}","V":"{:.qd$}","Q":"{:.2}","B":"0"}}}}"#,
+            k.open,
+            k.close,
+            k.high,
+            k.low,
+            k.volume,
+            k.volume / 2.0,
+            quote / 2.0,
+            name = s.name,
+            t = k.start_ms,
+            end = k.start_ms + 59_999,
+            f = s.trade_id.saturating_sub(k.trades).max(1),
+            l = s.trade_id,
+            n = k.trades,
+            pd = s.price_dp,
+            qd = s.qty_dp,
+        );
+        return;
+    }
     let _ = write!(
         out,
         r#"{{"s":"{}","i":"1m","t":{},"o":"{:.pd$}","h":"{:.pd$}","l":"{:.pd$}","c":"{:.pd$}","v":"{:.qd$}","closed":false}}"#,

@@ -125,6 +125,21 @@ pub(crate) fn origin_allowed(allowed: &[String], origin: &str) -> bool {
         })
 }
 
+/// What a token presented on an open connection led to ([`State::take_token`]).
+pub(crate) enum TokenOutcome {
+    /// The connection is now `user`'s (until `exp`, Unix s); it lost `dropped`.
+    Taken {
+        user: Box<str>,
+        exp: Option<u64>,
+        dropped: Vec<Box<str>>,
+    },
+    Invalid(crate::auth::AuthError),
+    /// A refresh for another user or kind of credential.
+    UserChanged,
+    /// `limits.connections_per_user_max`.
+    TooManyForUser,
+}
+
 fn user_bucket(user: &str) -> usize {
     let mut h = std::hash::DefaultHasher::new();
     user.hash(&mut h);
@@ -257,11 +272,12 @@ impl State {
     /// with 4029.
     pub(crate) fn rate_ok(&mut self, key: u32, reply: bool) -> bool {
         let conn = &mut self.conns[key];
-        let rate = conn
-            .ident
-            .as_ref()
-            .and_then(|i| i.rate)
-            .unwrap_or(self.msg_rate);
+        let binance = conn.dialect == crate::dialect::Dialect::Binance;
+        let rate = match conn.ident.as_ref().and_then(|i| i.rate) {
+            _ if binance => self.binance_rate,
+            Some(rate) => rate,
+            None => self.msg_rate,
+        };
         let now_us = self.now_ms * 1000;
         if let Some(tat) = rate.check(conn.rate_tat_us, now_us) {
             conn.rate_tat_us = tat;
@@ -272,7 +288,15 @@ impl State {
         let strikes = conn.rate_strikes as u32;
         self.stats.security(SecEvent::RateLimitedMessage);
         let limits = &self.shared.cfg.limits;
-        if strikes >= limits.client_rate_limited_close_after {
+        if binance {
+            // Binance disconnects a client over its message rate at once.
+            self.close_code(
+                key,
+                cc::POLICY,
+                "too many requests",
+                CloseReason::RateLimited,
+            );
+        } else if strikes >= limits.client_rate_limited_close_after {
             self.close_code(
                 key,
                 cc::RATE_LIMITED,
@@ -329,40 +353,56 @@ impl State {
     /// and listed in the ack. An invalid token closes the connection (1008).
     pub(crate) fn auth_op(&mut self, key: u32, id: Option<Box<[u8]>>, token: &str) {
         let id = id.as_deref();
-        let ident = match self.shared.auth.verify(token) {
-            Ok(ident) => ident,
-            Err(e) => {
-                self.stats.auth_failed(&e);
+        match self.take_token(key, token) {
+            TokenOutcome::Taken { user, exp, dropped } => {
+                self.reply_with(key, |out| protocol::ack_auth(out, id, &user, exp, &dropped));
+            }
+            TokenOutcome::Invalid(e) => {
                 let msg = e.to_string();
                 self.reply_with(key, |out| {
                     protocol::error(out, id, ErrorCode::Unauthorized, &msg, None)
                 });
-                return self.close_code(key, cc::POLICY, "invalid token", CloseReason::AuthFailed);
+                self.close_code(key, cc::POLICY, "invalid token", CloseReason::AuthFailed);
+            }
+            TokenOutcome::UserChanged => {
+                self.reply_with(key, |out| {
+                    let msg = "a refresh must be for the same user";
+                    protocol::error(out, id, ErrorCode::Forbidden, msg, None)
+                });
+                self.close_code(key, cc::POLICY, "user changed", CloseReason::AuthFailed);
+            }
+            TokenOutcome::TooManyForUser => {
+                let msg = "too many connections for this user";
+                self.reply_with(key, |out| {
+                    protocol::error(out, id, ErrorCode::RateLimited, msg, None)
+                });
+                self.close_code(key, cc::RATE_LIMITED, msg, CloseReason::RateLimited);
+            }
+        }
+    }
+
+    /// A token presented on an open connection (the `auth` op, Centrifugo's `connect` and
+    /// `refresh`): verified, and on success the connection's identity (a refresh must be for
+    /// the same user and kind of credential); patterns it may no longer subscribe to are
+    /// unsubscribed and returned.
+    pub(crate) fn take_token(&mut self, key: u32, token: &str) -> TokenOutcome {
+        let ident = match self.shared.auth.verify(token) {
+            Ok(ident) => ident,
+            Err(e) => {
+                self.stats.auth_failed(&e);
+                return TokenOutcome::Invalid(e);
             }
         };
         match &self.conns[key].ident {
             // The same user *and* the same kind of credential: a JWT whose `sub` happens to
             // equal an API key's name must not take over that key's connection.
             Some(old) if old.user != ident.user || old.method != ident.method => {
-                self.reply_with(key, |out| {
-                    let msg = "a refresh must be for the same user";
-                    protocol::error(out, id, ErrorCode::Forbidden, msg, None)
-                });
-                return self.close_code(key, cc::POLICY, "user changed", CloseReason::AuthFailed);
+                return TokenOutcome::UserChanged;
             }
             Some(_) => self.stats.security(SecEvent::Refreshed),
             None => {
                 if !self.claim_user(&ident) {
-                    self.reply_with(key, |out| {
-                        let msg = "too many connections for this user";
-                        protocol::error(out, id, ErrorCode::RateLimited, msg, None)
-                    });
-                    return self.close_code(
-                        key,
-                        cc::RATE_LIMITED,
-                        "too many connections for this user",
-                        CloseReason::RateLimited,
-                    );
+                    return TokenOutcome::TooManyForUser;
                 }
                 self.count_auth(&ident);
             }
@@ -385,7 +425,7 @@ impl State {
         for pattern in &dropped {
             self.unsubscribe_pattern(pattern, key);
         }
-        self.reply_with(key, |out| protocol::ack_auth(out, id, &user, exp, &dropped));
+        TokenOutcome::Taken { user, exp, dropped }
     }
 
     /// Timer: tokens that expired, and connections past their authentication deadline.
@@ -418,9 +458,13 @@ impl State {
             let conn = &mut self.conns[key];
             conn.auth = AuthState::Expired;
             conn.deadline_ms = now_ms + grace_ms;
-            self.reply_with(key, |out| {
-                protocol::error(out, None, ErrorCode::Unauthorized, "token expired", None)
-            });
+            // Protocol v1 is told (the dialects' clients refresh on their own schedule and
+            // are closed with their protocol's code when the grace ends).
+            if conn.dialect == crate::dialect::Dialect::V1 {
+                self.reply_with(key, |out| {
+                    protocol::error(out, None, ErrorCode::Unauthorized, "token expired", None)
+                });
+            }
             if grace_ms == 0 {
                 overdue.push((key, AuthState::Expired));
             }

@@ -106,6 +106,10 @@ impl State {
         // Connections needing more than a push: recovering ones, and paced deliveries.
         // (key, already queued)
         let mut special: Vec<(u32, bool)> = Vec::new();
+        // A control-lane event of the topic (a cluster `gap`) is protocol v1's: dialect
+        // connections get their own answer (`other_formats`).
+        let event = !frame.is_data();
+        let mut other_formats: Vec<u32> = Vec::new();
         let (mut conflated, mut dropped) = (0u64, 0u64);
         let State { index, conns, .. } = self;
         let (conns, writes) = conns.split();
@@ -113,6 +117,9 @@ impl State {
             let conn = &mut conns[key];
             if !conn.takes_round(round) {
                 return;
+            }
+            if event && conn.out.format() != 0 {
+                return other_formats.push(key);
             }
             // Rare: a subscribe of this connection waits for positions (see `history`), or
             // the topic is throttled.
@@ -149,6 +156,9 @@ impl State {
         self.stats.c.dropped_oldest += dropped;
         for key in slow {
             self.slow_consumer(key);
+        }
+        for key in other_formats {
+            self.lost_messages(key, topic);
         }
         for (key, queued) in special {
             if !queued {

@@ -100,6 +100,7 @@ impl State {
         };
         self.stats.c.topics_dropped = self.topics.dropped();
         self.stats.c.compressions = crate::frame::compressions();
+        self.stats.c.formats = crate::frame::form_encodings();
         self.stats.flush(gauges, &self.shared.hub);
     }
 }

@@ -13,6 +13,8 @@
 mod accept;
 pub mod admin;
 pub mod auth;
+mod binance;
+mod centrifugo;
 mod cluster_api;
 pub mod conn;
 mod fanout;
@@ -55,6 +57,7 @@ use crate::{
     stats::{ShardStats, StatsHub},
 };
 pub use conn::Conn;
+pub(crate) use http::route_paths;
 
 /// What every shard shares: configuration, the mesh, metrics, process-wide connection counts.
 pub struct Shared {
@@ -224,8 +227,12 @@ pub struct State {
     /// Settings (`conn/write.rs`, `timer.rs`): the server ping frame, built once and shared
     /// by every connection.
     ping_frame: OutFrame,
+    /// Settings (`timer.rs`, `conn/write.rs`): Centrifugo's ping, the text message `{}`.
+    centrifugo_ping: OutFrame,
     /// Settings (`auth.rs`): `limits.client_messages_per_s` / `_burst`, prepared once.
     msg_rate: crate::auth::Rate,
+    /// Settings (`auth.rs`): `binance.messages_per_s` / `_burst`, prepared once.
+    binance_rate: crate::auth::Rate,
     /// Settings (`out::Bounds`; fan-out, pacing, recovery, `conn/write.rs`): per-lane queue
     /// bounds, prepared once.
     bounds: out::Bounds,
@@ -252,6 +259,13 @@ impl Shard {
     /// On the shard's own thread (topology.rs), which is where its frames get compressed.
     pub fn new(id: usize, shared: Arc<Shared>) -> Rc<Shard> {
         crate::frame::set_deflate_min_bytes(shared.cfg.deflate.min_bytes);
+        // Validated at load: every template is valid.
+        let streams = shared.cfg.binance.streams.iter();
+        if let Ok(map) = crate::dialect::binance::StreamMap::new(
+            streams.map(|t| (t.stream.as_str(), t.topic.as_str())),
+        ) {
+            crate::dialect::binance::set_streams(map);
+        }
         let mesh = ShardMesh::new(shared.mesh.clone(), id, shared.cfg.mesh.spill_max);
         let mut ping = Vec::with_capacity(2);
         crate::ws::frame::encode_frame(&mut ping, crate::ws::frame::OP_PING, b"");
@@ -276,6 +290,7 @@ impl Shard {
             topics: topics::Topics::new(&shared.cfg),
             http_waiters: http::Waiters::default(),
             ping_frame: Rc::new(Arc::new(Frame::control(ping))),
+            centrifugo_ping: Rc::new(Arc::new(crate::frame::text_frame(b"{}"))),
             last_scan_ms: 0,
             stopping: false,
             stop_deadline_ms: 0,
@@ -300,6 +315,10 @@ impl Shard {
             msg_rate: crate::auth::Rate::new(
                 shared.cfg.limits.client_messages_per_s,
                 shared.cfg.limits.client_messages_burst,
+            ),
+            binance_rate: crate::auth::Rate::new(
+                shared.cfg.binance.messages_per_s,
+                shared.cfg.binance.messages_burst,
             ),
             admin: admin::AdminState::new(&shared.cfg),
         };

@@ -69,6 +69,8 @@ pub struct OutQueue {
     /// The connection's permessage-deflate window (0: not negotiated): which of each frame's
     /// forms it is sent ([`crate::frame::Frame::wire`]). Every count above is of those bytes.
     window: u8,
+    /// The format data frames are sent in (`crate::dialect::Format` as `u8`; 0: v1).
+    format: u8,
 }
 
 impl OutQueue {
@@ -80,10 +82,46 @@ impl OutQueue {
         self.window = window;
     }
 
+    /// Sends data frames in `format` from now on (a dialect's; Binance's `SET_PROPERTY`
+    /// switches between raw and combined at any time). A partly written head keeps the bytes
+    /// it started with (the rest of them become a control frame); the counts are redone in
+    /// the new format.
+    pub fn set_format(&mut self, format: crate::dialect::Format) {
+        let format = format as u8;
+        if format == self.format {
+            return;
+        }
+        if self.head_sent > 0 {
+            if let Some(head) = self.frames.front() {
+                let rest = self.wire(head)[self.head_sent as usize..].to_vec();
+                let frame =
+                    crate::frame::Frame::control(rest).with_class(crate::frame::FrameClass {
+                        deflate: 0,
+                        ..head.class()
+                    });
+                self.frames[0] = std::rc::Rc::new(std::sync::Arc::new(frame));
+                self.head_sent = 0;
+            }
+        }
+        self.format = format;
+        self.bytes = 0;
+        self.lane_bytes = [0; LANES];
+        for i in 0..self.frames.len() {
+            let len = self.wire(&self.frames[i]).len() as u32;
+            self.bytes += len;
+            self.lane_bytes[self.frames[i].lane() as usize] += len;
+        }
+    }
+
+    /// The format data frames are sent in (`crate::dialect::Format` as `u8`).
+    pub fn format(&self) -> u8 {
+        self.format
+    }
+
     /// The bytes of `frame` this connection is sent.
     #[inline]
     fn wire<'a>(&self, frame: &'a OutFrame) -> &'a [u8] {
-        frame.wire(self.window)
+        frame.wire_as(self.format, self.window)
     }
 
     #[inline]
@@ -322,7 +360,7 @@ impl OutQueue {
                 .frames
                 .front()
                 .expect("written bytes belong to queued frames");
-            let len = head.wire(self.window).len();
+            let len = self.wire(head).len();
             let left = len - self.head_sent as usize;
             if written < left {
                 self.head_sent += written as u32;

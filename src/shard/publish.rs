@@ -153,6 +153,14 @@ impl State {
                 if self.conns.get(conn).is_none_or(|c| c.epoch != epoch) {
                     return;
                 }
+                if self.conns[conn].dialect.is_centrifugo() {
+                    let message = match result {
+                        Ok(_) => "",
+                        Err(ErrorCode::Capacity) => CAPACITY_MESSAGE,
+                        Err(_) => "publish failed: retry",
+                    };
+                    return self.centrifugo_published(conn, id.as_deref(), result.is_ok(), message);
+                }
                 match result {
                     Ok(done) => {
                         if let Some(id) = id {

@@ -23,9 +23,18 @@ use super::{
 };
 
 use crate::{
+    dialect::Dialect,
     frame::{OutFrame, SharedFrame, monotonic_ns},
     protocol::{self, GapReason},
 };
+
+/// The frames held for `topic` (taken out of `held`).
+pub(crate) fn take_held(held: &mut [(Box<str>, Vec<OutFrame>)], topic: &str) -> Vec<OutFrame> {
+    held.iter_mut()
+        .find(|(t, _)| **t == *topic)
+        .map(|(_, h)| std::mem::take(h))
+        .unwrap_or_default()
+}
 
 /// The owner's answer for one topic.
 #[derive(Debug)]
@@ -61,6 +70,18 @@ pub(crate) struct PendingSub {
     /// Positions still to arrive.
     pub waiting: usize,
     pub positions: Vec<Position>,
+    pub answer: SubAnswer,
+}
+
+/// How a completed subscribe is answered, in the connection's own protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SubAnswer {
+    /// The protocol's reply (v1 `ack`, Binance `result`, Centrifugo subscribe result).
+    Reply,
+    /// A Centrifugo subscribe that asked to recover (`was_recovering`).
+    Recover,
+    /// No reply: streams named in a Binance URL.
+    Quiet,
 }
 
 /// The subscribes of this shard's connections waiting for their positions and interest
@@ -268,20 +289,33 @@ impl State {
         if self.conns.get(key).is_none_or(|c| c.epoch != p.epoch) {
             return;
         }
-        let mut json = Vec::with_capacity(64 + 64 * p.positions.len());
-        let positions: Vec<protocol::TopicPosition<'_>> = p
-            .positions
-            .iter()
-            .map(|pos| protocol::TopicPosition {
-                topic: &pos.topic,
-                seq: pos.seq,
-                epoch: pos.epoch,
-            })
-            .collect();
-        protocol::ack_subscribe(&mut json, p.id.as_deref(), &p.topics, &positions);
-        self.reply(key, &json);
+        let dialect = self.conns[key].dialect;
+        if dialect.is_centrifugo() {
+            return self.centrifugo_subscribed(key, p, held);
+        }
+        match (dialect, p.answer) {
+            (_, SubAnswer::Quiet) => {}
+            (Dialect::Binance, _) => self.reply_with(key, |out| {
+                crate::dialect::binance::result_null(out, p.id.as_deref())
+            }),
+            _ => {
+                let mut json = Vec::with_capacity(64 + 64 * p.positions.len());
+                let positions: Vec<protocol::TopicPosition<'_>> = p
+                    .positions
+                    .iter()
+                    .map(|pos| protocol::TopicPosition {
+                        topic: &pos.topic,
+                        seq: pos.seq,
+                        epoch: pos.epoch,
+                    })
+                    .collect();
+                protocol::ack_subscribe(&mut json, p.id.as_deref(), &p.topics, &positions);
+                self.reply(key, &json);
+            }
+        }
         for pos in p.positions {
-            if let Some((from, to, reason)) = pos.gap {
+            // Binance streams have no `seq` to recover from: no gap event.
+            if let (Some((from, to, reason)), Dialect::V1) = (pos.gap, dialect) {
                 self.stats.c.gaps += 1;
                 self.reply_with(key, |out| {
                     protocol::gap(out, &pos.topic, pos.epoch, from, to, reason)
@@ -293,18 +327,20 @@ impl State {
                 self.stats.c.replayed += 1;
                 self.enqueue(key, Rc::new(f));
             }
-            let frames = held
-                .iter_mut()
-                .find(|(t, _)| *t == pos.topic)
-                .map(|(_, h)| std::mem::take(h))
-                .unwrap_or_default();
-            for f in frames {
-                // Held frames follow the answered position (FIFO rings); the check only guards
-                // the invariant.
-                if f.seq() > last {
-                    last = f.seq();
-                    self.enqueue(key, f);
-                }
+            let frames = take_held(&mut held, &pos.topic);
+            self.enqueue_held(key, frames, last);
+        }
+    }
+
+    /// Frames held for a topic while its position was awaited, in order after `last` (the
+    /// position or the last frame replayed).
+    pub(crate) fn enqueue_held(&mut self, key: u32, frames: Vec<OutFrame>, mut last: u64) {
+        for f in frames {
+            // Held frames follow the answered position (FIFO rings); the check only guards
+            // the invariant.
+            if f.seq() > last {
+                last = f.seq();
+                self.enqueue(key, f);
             }
         }
     }

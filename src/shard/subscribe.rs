@@ -5,7 +5,7 @@
 
 use super::{
     State,
-    recovery::{PendingSub, Wanted},
+    recovery::{PendingSub, SubAnswer, Wanted},
 };
 use crate::{
     protocol::{self, ErrorCode, parse_epoch},
@@ -66,19 +66,8 @@ impl State {
                 )
             });
         }
-        let mut need = 0;
-        for topic in &accepted {
-            if let SubOutcome::Added { first } = self.index.subscribe(topic, key) {
-                self.conns[key].subs.push((*topic).into());
-                self.presence_changed(key, topic, true);
-                if first {
-                    self.interest_changed(topic, true);
-                }
-            }
-            need = need.max(self.interest.needed_for(topic));
-        }
-        // Positions: every exact topic of the request, and every topic named in `since`
-        // that one of the accepted patterns covers.
+        // Positions: every topic named in `since` that one of the accepted patterns covers
+        // (and, in `subscribe_accepted`, every exact topic of the request).
         let mut wanted: Vec<Wanted> = Vec::new();
         for s in since {
             let covered = validate_topic(&s.topic).is_ok()
@@ -102,7 +91,33 @@ impl State {
                 wanted.push((s.topic.as_ref().into(), Some((s.seq, epoch))));
             }
         }
-        for t in &accepted {
+        self.subscribe_accepted(key, id, &accepted, wanted, SubAnswer::Reply);
+    }
+
+    /// Subscribes `key` to `accepted` (valid patterns it may have, within its limit), every
+    /// protocol alike: the local index and interest updated, then the answer (`answer`) once
+    /// every shard (and the broker) knows of the new interest and the position of every topic
+    /// in `wanted` (with the client's `since`) and of every exact topic of `accepted` is in.
+    pub(crate) fn subscribe_accepted(
+        &mut self,
+        key: u32,
+        id: Option<Box<[u8]>>,
+        accepted: &[&str],
+        mut wanted: Vec<Wanted>,
+        answer: SubAnswer,
+    ) {
+        let mut need = 0;
+        for topic in accepted {
+            if let SubOutcome::Added { first } = self.index.subscribe(topic, key) {
+                self.conns[key].subs.push((*topic).into());
+                self.presence_changed(key, topic, true);
+                if first {
+                    self.interest_changed(topic, true);
+                }
+            }
+            need = need.max(self.interest.needed_for(topic));
+        }
+        for t in accepted {
             if !is_wildcard(t) && !wanted.iter().any(|(w, _)| **w == **t) {
                 wanted.push(((*t).into(), None));
             }
@@ -115,6 +130,7 @@ impl State {
             topics: accepted.iter().map(|t| (*t).into()).collect(),
             waiting: wanted.len(),
             positions: Vec::with_capacity(wanted.len()),
+            answer,
         });
         if !wanted.is_empty() {
             self.request_positions(key, token, wanted);

@@ -6,7 +6,7 @@
 use std::{rc::Rc, time::Duration};
 
 use super::{Shard, State, conn::Phase};
-use crate::{limits::CONN_SCAN_EVERY_MS, stats::CloseReason, ws::close as cc};
+use crate::{dialect::Dialect, limits::CONN_SCAN_EVERY_MS, stats::CloseReason, ws::close as cc};
 
 pub async fn timer_task(shard: Rc<Shard>) {
     let tick = Duration::from_millis(shard.shared.cfg.timeouts.tick_ms);
@@ -48,15 +48,28 @@ impl State {
     }
 
     fn scan(&mut self, now: u64) {
-        let t = &self.shared.cfg.timeouts;
-        let idle_ms = t.idle_s * 1000;
-        let ping_ms = t.ping_interval_s * 1000;
+        let cfg = &self.shared.cfg;
+        let t = &cfg.timeouts;
+        // (ping interval, idle bound) in ms, by dialect: each protocol's keep-alive.
+        let (b, c) = (&cfg.binance, &cfg.centrifugo);
+        let keepalive = |d: Dialect| match d {
+            Dialect::V1 => (t.ping_interval_s * 1000, t.idle_s * 1000),
+            Dialect::Binance => (b.ping_interval_s * 1000, b.pong_timeout_s * 1000),
+            // Centrifugo: the client answers every ping; silent for a ping interval plus the
+            // pong timeout, it missed one.
+            Dialect::CentrifugoNew | Dialect::Centrifugo => (
+                c.ping_interval_s * 1000,
+                (c.ping_interval_s + c.pong_timeout_s) * 1000,
+            ),
+        };
+        let age_max_s = b.connection_age_max_s;
+        let now_s = now / 1000;
         let mut expired: Vec<(u32, CloseReason)> = Vec::new();
         let mut idle: Vec<u32> = Vec::new();
+        let mut aged: Vec<u32> = Vec::new();
         let mut ping: Vec<u32> = Vec::new();
         let mut due: Vec<u32> = Vec::new();
         let mut stalled: Vec<u32> = Vec::new();
-        let wait_ms = ping_wait_ms(ping_ms);
         let message_ms = t.message_ms;
         for (key, conn) in self.conns.iter() {
             match conn.phase {
@@ -78,7 +91,16 @@ impl State {
                 {
                     stalled.push(key)
                 }
+                Phase::Ws
+                    if conn.dialect == Dialect::Binance
+                        && age_max_s > 0
+                        && now_s >= conn.accepted_s as u64 + age_max_s =>
+                {
+                    aged.push(key)
+                }
                 Phase::Ws => {
+                    let (ping_ms, idle_ms) = keepalive(conn.dialect);
+                    let wait_ms = ping_wait_ms(ping_ms);
                     // A connection is closed for idleness only after it was pinged at least
                     // once since it last sent anything: a client that answers pings is never
                     // dropped, even when a late scan lands past the idle deadline first.
@@ -95,6 +117,10 @@ impl State {
                 _ => {}
             }
         }
+        for key in aged {
+            let text = "connection age limit reached";
+            self.close_code(key, cc::NORMAL, text, CloseReason::MaxAge);
+        }
         for (key, reason) in expired {
             self.kill(key, reason);
         }
@@ -108,12 +134,12 @@ impl State {
             );
         }
         for key in idle {
-            self.close_code(
-                key,
-                cc::GOING_AWAY,
-                "idle timeout",
-                CloseReason::IdleTimeout,
-            );
+            let (code, text) = if self.conns[key].dialect.is_centrifugo() {
+                (crate::dialect::centrifugo::DISCONNECT_NO_PONG, "no pong")
+            } else {
+                (cc::GOING_AWAY, "idle timeout")
+            };
+            self.close_code(key, code, text, CloseReason::IdleTimeout);
         }
         // A due ping waits up to `wait_ms` for a data write to ride with (`flush_conn`);
         // connections that get none are pinged on their own.
@@ -124,7 +150,11 @@ impl State {
             let conn = &mut self.conns[key];
             conn.last_ping_ms = now;
             conn.ping_due = false;
-            let frame = self.ping_frame.clone();
+            let frame = if conn.dialect.is_centrifugo() {
+                self.centrifugo_ping.clone()
+            } else {
+                self.ping_frame.clone()
+            };
             self.enqueue(key, frame);
         }
     }

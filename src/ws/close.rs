@@ -20,6 +20,9 @@ pub const SERVICE_RESTART: u16 = 1012;
 pub const OVERLOADED: u16 = 1013;
 /// Authentication required, or the token expired and was not refreshed in time.
 pub const UNAUTHORIZED: u16 = 4001;
+/// The connection may not do what it asked for and has nothing else to do here (a Binance URL
+/// naming a stream it may not read).
+pub const FORBIDDEN: u16 = 4003;
 pub const SLOW_CONSUMER: u16 = 4008;
 /// Kept sending after being told `rate_limited`.
 pub const RATE_LIMITED: u16 = 4029;

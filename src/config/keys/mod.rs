@@ -38,10 +38,23 @@ pub struct Key {
 
 /// Sections whose tables have a "when it triggers" column.
 #[cfg(test)]
-const WITH_TRIGGERS: &[&str] = &["limits", "timeouts", "deflate", "mesh", "cluster"];
+const WITH_TRIGGERS: &[&str] = &[
+    "limits",
+    "timeouts",
+    "deflate",
+    "mesh",
+    "cluster",
+    "binance",
+    "centrifugo",
+];
 
 /// Arrays of tables (their entries are checked one by one, `section[i].name`).
-pub const ARRAYS: &[&str] = &["topics", "auth.jwt_keys", "auth.api_keys"];
+pub const ARRAYS: &[&str] = &[
+    "topics",
+    "auth.jwt_keys",
+    "auth.api_keys",
+    "binance.streams",
+];
 
 /// The key tables, section by section in the order of docs/CONFIG.md.
 const SECTIONS: &[&[Key]] = &[
@@ -58,6 +71,9 @@ const SECTIONS: &[&[Key]] = &[
     services::AUTH_JWT_KEYS,
     services::AUTH_API_KEYS,
     services::TOPICS,
+    services::BINANCE,
+    services::BINANCE_STREAMS,
+    services::CENTRIFUGO,
 ];
 
 /// Every key, in the order of docs/CONFIG.md.
@@ -76,7 +92,7 @@ fn markdown_table(section: &str) -> String {
             .and_then(toml::Value::as_table)
     });
     let triggers = WITH_TRIGGERS.contains(&section);
-    let first = if section.starts_with("auth.") {
+    let first = if ARRAYS.contains(&section) && section.contains('.') {
         "field"
     } else {
         "key"

@@ -4,6 +4,7 @@
 use std::{collections::HashMap, rc::Rc};
 
 use super::*;
+use crate::dialect::Dialect;
 use crate::shard::{
     State,
     conn::{Conn, Phase},
@@ -187,17 +188,35 @@ impl State {
             .collect()
     }
 
-    /// Queues a broadcast frame to every WebSocket connection; returns how many.
+    /// Queues a broadcast frame to every WebSocket connection that has a form of it (protocol
+    /// v1: the frame; Centrifugo: a `message` push with the same `data`, built once per shard;
+    /// Binance streams have none); returns how many.
     pub(super) fn broadcast(&mut self, frame: SharedFrame) -> usize {
         let frame: OutFrame = Rc::new(frame);
-        let keys: Vec<u32> = self
+        let keys: Vec<(u32, Dialect)> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.phase == Phase::Ws && !c.echo)
-            .map(|(k, _)| k)
+            .filter(|(_, c)| c.phase == Phase::Ws && !c.echo && c.dialect != Dialect::Binance)
+            .map(|(k, c)| (k, c.dialect))
             .collect();
-        for key in &keys {
-            self.enqueue(*key, frame.clone());
+        let mut centrifugo: Option<OutFrame> = None;
+        for (key, dialect) in &keys {
+            if dialect.is_centrifugo() {
+                let push = centrifugo.get_or_insert_with(|| {
+                    // `{"op":"broadcast","ts":…,"data":<data>}`, built by `broadcast_query`.
+                    let payload = frame.wire(0);
+                    let data = payload
+                        .windows(8)
+                        .position(|w| w == b",\"data\":")
+                        .map_or(&b"null"[..], |at| &payload[at + 8..payload.len() - 1]);
+                    let mut json = Vec::with_capacity(data.len() + 32);
+                    crate::dialect::centrifugo::message_push(&mut json, data);
+                    Rc::new(std::sync::Arc::new(crate::frame::text_frame(&json)))
+                });
+                self.enqueue(*key, push.clone());
+            } else {
+                self.enqueue(*key, frame.clone());
+            }
         }
         keys.len()
     }

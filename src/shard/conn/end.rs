@@ -54,7 +54,16 @@ impl State {
     }
 
     /// Closes with a WebSocket close frame `code` and a constant reason.
+    /// On a Centrifugo connection the code is Centrifugo's for the same condition
+    /// (`crate::dialect::centrifugo::close_for`), always with a reason (the SDKs decide to
+    /// reconnect by both).
     pub(crate) fn close_code(&mut self, key: u32, code: u16, text: &str, reason: CloseReason) {
+        let (code, text) = match self.conns.get(key) {
+            Some(c) if c.dialect.is_centrifugo() => {
+                crate::dialect::centrifugo::close_for(code, text)
+            }
+            _ => (code, text),
+        };
         let mut frame = Vec::with_capacity(4 + text.len());
         encode_close(&mut frame, code, text);
         self.close_with(key, frame, reason);
@@ -78,8 +87,13 @@ impl State {
         conn.close_reason.get_or_insert(CloseReason::SlowConsumer);
         let mut sent = false;
         if conn.out.at_frame_boundary() {
+            let (code, text) = if conn.dialect.is_centrifugo() {
+                crate::dialect::centrifugo::close_for(cc::SLOW_CONSUMER, "slow consumer")
+            } else {
+                (cc::SLOW_CONSUMER, "slow consumer")
+            };
             let mut frame = Vec::with_capacity(24);
-            encode_close(&mut frame, cc::SLOW_CONSUMER, "slow consumer");
+            encode_close(&mut frame, code, text);
             sent = conn.send_final(&frame, &mut self.stats);
         }
         conn.reset_on_close = !sent;

@@ -105,6 +105,8 @@ pub struct Conn {
     pub shutdown_after_flush: bool,
     /// The `/echo` conformance route instead of the protocol.
     pub echo: bool,
+    /// The protocol it speaks (v1 unless upgraded on a dialect's path).
+    pub dialect: crate::dialect::Dialect,
     pub keep_alive: bool,
     /// Reset (SO_LINGER 0) instead of a graceful FIN when closing.
     pub reset_on_close: bool,
@@ -178,6 +180,7 @@ impl Conn {
             drain_task: false,
             shutdown_after_flush: false,
             echo: false,
+            dialect: crate::dialect::Dialect::V1,
             keep_alive: false,
             reset_on_close: false,
             handshake_slot: false,

@@ -12,6 +12,7 @@ use monoio::net::TcpStream;
 use rustix::{io::Errno, net::RecvFlags};
 
 use super::{super::Shard, super::State, Phase};
+use crate::dialect::Dialect;
 use crate::{
     frame::{Frame, FrameClass},
     limits::READS_PER_WAKE_MAX,
@@ -329,6 +330,9 @@ impl State {
     /// connection that is closing are not rated.
     fn rate_admits(&mut self, key: u32, reply: bool) -> bool {
         let conn = &self.conns[key];
+        // Only protocol v1 has a message to say so (Centrifugo's clients are closed with 3013
+        // after the strikes, Binance's at once).
+        let reply = reply && conn.dialect == Dialect::V1;
         conn.echo || conn.phase == Phase::Closing || self.rate_ok(key, reply)
     }
 
@@ -346,7 +350,15 @@ impl State {
         match msg {
             Message::Text(text) if conn.echo => self.echo(key, OP_TEXT, text),
             Message::Binary(data) if conn.echo => self.echo(key, OP_BINARY, data),
-            Message::Text(text) => self.on_op(key, text),
+            Message::Text(text) => match conn.dialect {
+                Dialect::V1 => self.on_op(key, text),
+                Dialect::Binance => self.binance_message(key, text),
+                Dialect::CentrifugoNew | Dialect::Centrifugo => self.centrifugo_message(key, text),
+            },
+            Message::Binary(_) if conn.dialect == Dialect::Binance => self.reply_with(key, |out| {
+                crate::dialect::binance::error(out, None, 3, "Invalid JSON: binary message")
+            }),
+            Message::Binary(_) if conn.dialect.is_centrifugo() => self.centrifugo_binary(key),
             Message::Binary(_) => self.reply_with(key, |out| {
                 protocol::error(
                     out,

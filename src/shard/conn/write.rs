@@ -142,7 +142,12 @@ impl State {
             // stack) of its own.
             conn.ping_due = false;
             conn.last_ping_ms = self.now_ms;
-            let _ = conn.out.offer(self.ping_frame.clone(), &self.bounds);
+            let ping = if conn.dialect.is_centrifugo() {
+                &self.centrifugo_ping
+            } else {
+                &self.ping_frame
+            };
+            let _ = conn.out.offer(ping.clone(), &self.bounds);
         }
         if conn.write_blocked || conn.phase == Phase::Dead {
             return;

@@ -6,6 +6,7 @@ use serde::Deserialize;
 
 use super::{Answer, error_body, present, raw};
 use crate::{
+    dialect::{Dialect, Format},
     protocol::{self, ErrorCode},
     publish::ReplyTo,
     shard::{State, auth::AuthState, conn::Phase, msg::MeshMsg},
@@ -29,7 +30,15 @@ struct PublishBody<'a> {
 
 impl State {
     /// RFC 6455 §4.2: validate the opening handshake, apply connection limits, answer 101.
-    pub(super) fn upgrade(&mut self, key: u32, req: &Request<'_>, echo: bool) -> Answer {
+    /// `dialect` and `format`: what the connection speaks (v1 on `/ws` and `/echo`).
+    pub(in crate::shard) fn upgrade(
+        &mut self,
+        key: u32,
+        req: &Request<'_>,
+        echo: bool,
+        dialect: Dialect,
+        format: Format,
+    ) -> Answer {
         // RFC 7692: permessage-deflate if the client offers terms it can be held to; a
         // malformed Sec-WebSocket-Extensions header fails the handshake like any bad header.
         let deflate_enabled = self.shared.cfg.deflate.enabled;
@@ -88,6 +97,8 @@ impl State {
         let conn = &mut self.conns[key];
         conn.phase = Phase::Ws;
         conn.echo = echo;
+        conn.dialect = dialect;
+        conn.out.set_format(format);
         if let Some(agreed) = agreed {
             // Every frame this connection is sent from now on is the form for its window;
             // its decoder takes RSV1 as "compressed".
@@ -107,6 +118,11 @@ impl State {
             ident.as_ref().and_then(|i| i.exp_s),
         );
         self.set_identity(key, ident);
+        if dialect != Dialect::V1 {
+            // The dialects have no welcome: Centrifugo's client speaks first (`connect`),
+            // Binance's connection just streams.
+            return Answer::Upgraded;
+        }
         let ping_s = self.shared.cfg.timeouts.ping_interval_s;
         let shard = self.shard;
         let auth_required = self.conns[key].auth == AuthState::Pending;

@@ -15,11 +15,13 @@ mod waiters;
 
 use routes::Access;
 pub(crate) use routes::Handler;
+pub(crate) use routes::paths as route_paths;
 pub(crate) use waiters::Waiters;
 
 use super::{State, auth::Refusal, conn::Phase, conn::Step};
 use crate::{
     config::EndpointAccess,
+    dialect::{Dialect, Format},
     frame::{Frame, OutFrame},
     protocol::{self},
     stats::CloseReason,
@@ -172,6 +174,9 @@ impl State {
     fn route(&mut self, key: u32, req: &Request<'_>, body: &[u8]) -> Answer {
         let keep_alive = req.keep_alive;
         self.conns[key].keep_alive = keep_alive;
+        if let Some(answer) = self.dialect_route(key, req) {
+            return answer;
+        }
         let Some(route) = routes::find(req.path, self.shared.cfg.server.echo) else {
             self.respond_error(key, 404, "not_found", "no such endpoint", keep_alive);
             return Answer::Responded { keep_alive };
@@ -201,8 +206,8 @@ impl State {
             }
         }
         match route.handler {
-            Handler::Ws => self.upgrade(key, req, false),
-            Handler::Echo => self.upgrade(key, req, true),
+            Handler::Ws => self.upgrade(key, req, false, Dialect::V1, Format::V1),
+            Handler::Echo => self.upgrade(key, req, true, Dialect::V1, Format::V1),
             Handler::Health => {
                 let body = self.health_json();
                 let json = "application/json";
@@ -219,6 +224,39 @@ impl State {
             Handler::Publish => self.http_publish(key, body, keep_alive, admin.as_ref()),
             admin_handler => self.admin_http(key, admin_handler, req, body),
         }
+    }
+
+    /// The dialects' paths (`centrifugo.path`, under `binance.prefix`), configurable and so
+    /// not in the route table.
+    fn dialect_route(&mut self, key: u32, req: &Request<'_>) -> Option<Answer> {
+        let cfg = &self.shared.cfg;
+        if cfg.centrifugo.enabled && req.path == cfg.centrifugo.path {
+            if req.method != Method::Get {
+                return Some(self.upgrade_method_not_allowed(key, req));
+            }
+            return Some(self.upgrade(key, req, false, Dialect::CentrifugoNew, Format::Centrifugo));
+        }
+        if cfg.binance.enabled {
+            return self.binance_route(key, req);
+        }
+        None
+    }
+
+    /// A dialect's WebSocket path asked with a method other than GET: 405 with `Allow`.
+    pub(super) fn upgrade_method_not_allowed(&mut self, key: u32, req: &Request<'_>) -> Answer {
+        let keep_alive = req.keep_alive;
+        let mut out = Vec::with_capacity(256);
+        let body = br#"{"error":"method_not_allowed","message":"method not allowed"}"#;
+        write_response(
+            &mut out,
+            405,
+            "application/json",
+            body,
+            keep_alive,
+            &[("Allow", "GET")],
+        );
+        self.enqueue(key, raw(out));
+        Answer::Responded { keep_alive }
     }
 
     fn respond(

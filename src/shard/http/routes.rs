@@ -86,6 +86,11 @@ pub(crate) const ROUTES: &[Route] = &[
     route("/v1/send", Post, false, Admin, Send),
 ];
 
+/// Every fixed route's path (the dialects' configurable paths must not take one).
+pub(crate) fn paths() -> impl Iterator<Item = &'static str> {
+    ROUTES.iter().map(|r| r.path)
+}
+
 /// The route of `path`; `/echo` exists only when `server.echo` is on.
 pub(crate) fn find(path: &str, echo: bool) -> Option<&'static Route> {
     ROUTES

@@ -1,0 +1,357 @@
+//! Centrifugo's client protocol on the shard (docs/DIALECTS.md; the wire format is
+//! `crate::dialect::centrifugo`). Commands are handled strictly in order, as the SDKs expect
+//! (centrifuge-js sends `connect` and its subscribes in one message); channels are tickcast
+//! topics, so permissions, history, recovery and fan-out are the core's.
+
+use super::{
+    State,
+    auth::TokenOutcome,
+    recovery::{PendingSub, SubAnswer, take_held},
+};
+use crate::{
+    dialect::{
+        Dialect,
+        centrifugo::{self as cf, Command, error},
+    },
+    frame::OutFrame,
+    protocol::{epoch_str, parse_epoch},
+    publish::ReplyTo,
+    pubsub::{topic::validate_topic, trie::is_wildcard},
+    stats::{CloseReason, SecEvent},
+};
+
+impl State {
+    /// A text message: one command per line, handled in order. A line that is not a command
+    /// closes the connection (3501), as Centrifugo does.
+    pub(crate) fn centrifugo_message(&mut self, key: u32, text: &[u8]) {
+        for line in cf::lines(text) {
+            let cmd: Command<'_> = match serde_json::from_slice(line) {
+                Ok(cmd) => cmd,
+                Err(_) => return self.centrifugo_bad_request(key),
+            };
+            if cmd.is_pong() {
+                continue;
+            }
+            if cmd.id == 0 && cmd.send.is_none() {
+                return self.centrifugo_bad_request(key);
+            }
+            if !self.centrifugo_command(key, cmd) {
+                return;
+            }
+            // A command may have closed the connection: the rest of the message is void.
+            if self
+                .conns
+                .get(key)
+                .is_none_or(|c| c.phase != super::conn::Phase::Ws)
+            {
+                return;
+            }
+        }
+    }
+
+    /// `key` (a dialect connection) missed messages of `topic` that cannot be recovered
+    /// in place (a cluster `gap`): a Centrifugo client is unsubscribed with 2500 (insufficient
+    /// state), so its SDK subscribes again asking to recover, and learns what was lost
+    /// (`recovered: false`) or gets it; Binance streams have no positions and carry on.
+    pub(crate) fn lost_messages(&mut self, key: u32, topic: &str) {
+        if !self.conns[key].dialect.is_centrifugo() {
+            return;
+        }
+        let subs = &mut self.conns[key].subs;
+        let Some(i) = subs.iter().position(|s| **s == *topic) else {
+            return;
+        };
+        subs.swap_remove(i);
+        self.unsubscribe_pattern(topic, key);
+        self.stats.c.gaps += 1;
+        self.reply_with(key, |out| {
+            let code = cf::UNSUBSCRIBE_INSUFFICIENT_STATE;
+            cf::unsubscribe_push(out, topic, code, "insufficient state")
+        });
+    }
+
+    /// JSON comes in text messages only.
+    pub(crate) fn centrifugo_binary(&mut self, key: u32) {
+        self.centrifugo_bad_request(key);
+    }
+
+    fn centrifugo_bad_request(&mut self, key: u32) {
+        self.close_code(
+            key,
+            cf::DISCONNECT_BAD_REQUEST,
+            "bad request",
+            CloseReason::ProtocolError,
+        );
+    }
+
+    fn cf_error(&mut self, key: u32, id: u32, code: u16, message: &str) {
+        self.reply_with(key, |out| cf::error(out, id, code, message));
+    }
+
+    /// One command; false: stop handling this message (a failed connect).
+    fn centrifugo_command(&mut self, key: u32, cmd: Command<'_>) -> bool {
+        let id = cmd.id;
+        let connected = self.conns[key].dialect == Dialect::Centrifugo;
+        if let Some(c) = cmd.connect {
+            if connected {
+                self.centrifugo_bad_request(key);
+                return false;
+            }
+            return self.centrifugo_connect(key, id, c.token.as_deref());
+        }
+        if !connected {
+            // Anything before `connect`.
+            self.centrifugo_bad_request(key);
+            return false;
+        }
+        if let Some(s) = cmd.subscribe {
+            self.centrifugo_subscribe(key, id, s);
+        } else if let Some(u) = cmd.unsubscribe {
+            let topic = u.channel.as_ref();
+            let subs = &mut self.conns[key].subs;
+            if let Some(i) = subs.iter().position(|s| **s == *topic) {
+                subs.swap_remove(i);
+                self.unsubscribe_pattern(topic, key);
+            }
+            self.reply_with(key, |out| cf::empty_result(out, id, "unsubscribe"));
+        } else if let Some(p) = cmd.publish {
+            self.centrifugo_publish(key, id, &p.channel, p.data.get().as_bytes());
+        } else if let Some(r) = cmd.refresh {
+            return self.centrifugo_refresh(key, id, &r.token);
+        } else if cmd.presence.is_some() || cmd.presence_stats.is_some() || cmd.history.is_some() {
+            self.cf_error(
+                key,
+                id,
+                error::NOT_AVAILABLE,
+                "not available on this server yet (docs/DIALECTS.md)",
+            );
+        } else if cmd.rpc.is_some() || cmd.sub_refresh.is_some() {
+            self.cf_error(key, id, error::NOT_AVAILABLE, "not available");
+        } else if cmd.send.is_some() {
+            // `send` expects no reply: there is no id to answer. Nothing receives it here.
+        } else {
+            self.cf_error(key, id, error::METHOD_NOT_FOUND, "method not found");
+        }
+        true
+    }
+
+    /// `connect`: the token (or the one of the upgrade, or none), then the connect result.
+    fn centrifugo_connect(&mut self, key: u32, id: u32, token: Option<&str>) -> bool {
+        match token.filter(|t| !t.is_empty()) {
+            Some(token) => match self.take_token(key, token) {
+                TokenOutcome::Taken { .. } => {}
+                TokenOutcome::Invalid(crate::auth::AuthError::Expired) => {
+                    // 109: the SDK fetches a fresh token (getToken) and connects again.
+                    self.cf_error(key, id, error::TOKEN_EXPIRED, "token expired");
+                    return false;
+                }
+                TokenOutcome::Invalid(_) | TokenOutcome::UserChanged => {
+                    self.close_code(
+                        key,
+                        cf::DISCONNECT_INVALID_TOKEN,
+                        "invalid token",
+                        CloseReason::AuthFailed,
+                    );
+                    return false;
+                }
+                TokenOutcome::TooManyForUser => {
+                    let msg = "too many connections for this user";
+                    self.cf_error(key, id, error::LIMIT_EXCEEDED, msg);
+                    return false;
+                }
+            },
+            None if self.conns[key].auth != super::auth::AuthState::Ok => {
+                self.cf_error(key, id, error::UNAUTHORIZED, "unauthorized");
+                return false;
+            }
+            None => {}
+        }
+        let conn = &mut self.conns[key];
+        conn.dialect = Dialect::Centrifugo;
+        let client = format!("{}-{}", self.shard, conn.no);
+        let ttl = self.centrifugo_ttl(key);
+        let ping_s = self.shared.cfg.centrifugo.ping_interval_s;
+        self.reply_with(key, |out| cf::connect_result(out, id, &client, ttl, ping_s));
+        true
+    }
+
+    /// Seconds until the connection's token expires (`None`: it does not).
+    fn centrifugo_ttl(&self, key: u32) -> Option<u64> {
+        let exp = self.conns[key].ident.as_ref()?.exp_s?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Some(exp.saturating_sub(now))
+    }
+
+    /// `refresh`: a fresh token for the same user keeps the connection and its subscriptions.
+    fn centrifugo_refresh(&mut self, key: u32, id: u32, token: &str) -> bool {
+        match self.take_token(key, token) {
+            TokenOutcome::Taken { .. } => {
+                let client = format!("{}-{}", self.shard, self.conns[key].no);
+                let ttl = self.centrifugo_ttl(key);
+                self.reply_with(key, |out| cf::refresh_result(out, id, &client, ttl));
+                true
+            }
+            TokenOutcome::Invalid(crate::auth::AuthError::Expired) => {
+                // As Centrifugo: the SDK reconnects and gets 109, then a fresh token.
+                self.close_code(
+                    key,
+                    cf::DISCONNECT_EXPIRED,
+                    "connection expired",
+                    CloseReason::Unauthorized,
+                );
+                false
+            }
+            _ => {
+                self.close_code(
+                    key,
+                    cf::DISCONNECT_INVALID_TOKEN,
+                    "invalid token",
+                    CloseReason::AuthFailed,
+                );
+                false
+            }
+        }
+    }
+
+    fn centrifugo_subscribe(&mut self, key: u32, id: u32, s: cf::Subscribe<'_>) {
+        let topic = s.channel.as_ref();
+        if validate_topic(topic).is_err() || is_wildcard(topic) {
+            return self.cf_error(key, id, error::UNKNOWN_CHANNEL, "unknown channel");
+        }
+        if !self.may_subscribe(key, topic) {
+            self.stats.security(SecEvent::ForbiddenSubscribe);
+            return self.cf_error(key, id, error::PERMISSION_DENIED, "permission denied");
+        }
+        let conn = &self.conns[key];
+        if conn.subs.iter().any(|t| **t == *topic) {
+            return self.cf_error(key, id, error::ALREADY_SUBSCRIBED, "already subscribed");
+        }
+        if conn.subs.len() >= self.shared.cfg.limits.subscriptions_per_conn_max {
+            return self.cf_error(key, id, error::LIMIT_EXCEEDED, "limit exceeded");
+        }
+        let (wanted, answer) = if s.recover {
+            // An epoch we never gave cannot match: recovery fails (`recovered: false`).
+            let epoch = match s.epoch.as_deref() {
+                None | Some("") => 0,
+                Some(e) => parse_epoch(e).filter(|e| *e != 0).unwrap_or(u64::MAX),
+            };
+            (
+                vec![(topic.into(), Some((s.offset, epoch)))],
+                SubAnswer::Recover,
+            )
+        } else {
+            (Vec::new(), SubAnswer::Reply)
+        };
+        let id = itoa::Buffer::new().format(id).as_bytes().into();
+        self.subscribe_accepted(key, Some(id), &[topic], wanted, answer);
+    }
+
+    /// A subscribe completed (`recovery.rs`): the result, with the missed publications when
+    /// the client recovered, then the frames held meanwhile.
+    pub(crate) fn centrifugo_subscribed(
+        &mut self,
+        key: u32,
+        p: PendingSub,
+        mut held: Vec<(Box<str>, Vec<OutFrame>)>,
+    ) {
+        let id: u32 =
+            p.id.as_deref()
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+        let Some(pos) = p.positions.into_iter().next() else {
+            return;
+        };
+        let recovering = p.answer == SubAnswer::Recover;
+        let recovered = recovering && pos.gap.is_none();
+        let recoverable = self
+            .shared
+            .cfg
+            .topics
+            .iter()
+            .find(|c| crate::pubsub::topic::matches(&c.pattern, &pos.topic))
+            .is_some_and(|c| c.history_size > 0);
+        // Publications go with the result only when they continue the client's position (or
+        // are a cache topic's last message): the SDKs deliver them whatever `recovered` says.
+        let replay: &[crate::frame::SharedFrame] = if !recovering || recovered {
+            &pos.replay
+        } else {
+            &[]
+        };
+        let pubs: Vec<(u64, &[u8])> = replay.iter().map(|f| (f.seq(), f.data())).collect();
+        // Recovered: the position the client gave (its publications move it to the top).
+        let offset = match (recovered, pubs.first()) {
+            (true, Some((first, _))) => first - 1,
+            _ => pos.seq,
+        };
+        let epoch = epoch_str(pos.epoch);
+        let mut json = Vec::with_capacity(128 + replay.iter().map(|f| f.len()).sum::<usize>());
+        cf::subscribe_result(
+            &mut json,
+            id,
+            &cf::Subscribed {
+                recoverable,
+                epoch: &epoch,
+                offset,
+                recovering: recovering.then_some(recovered),
+                publications: &pubs,
+            },
+        );
+        if recovering && !recovered {
+            self.stats.c.gaps += 1;
+        }
+        self.stats.c.replayed += pubs.len() as u64;
+        let last = pubs.last().map_or(pos.seq, |(s, _)| *s);
+        self.reply(key, &json);
+        let frames = take_held(&mut held, &pos.topic);
+        self.enqueue_held(key, frames, last);
+    }
+
+    fn centrifugo_publish(&mut self, key: u32, id: u32, topic: &str, data: &[u8]) {
+        if let Err((code, msg)) = self.check_publish(topic, data.len()) {
+            let code = match code {
+                crate::protocol::ErrorCode::InvalidTopic => error::UNKNOWN_CHANNEL,
+                _ => error::BAD_REQUEST,
+            };
+            return self.cf_error(key, id, code, &msg);
+        }
+        if !self.may_publish(key, topic) {
+            self.stats.security(SecEvent::ForbiddenPublish);
+            return self.cf_error(key, id, error::PERMISSION_DENIED, "permission denied");
+        }
+        let epoch = self.conns[key].epoch;
+        let id = Some(itoa::Buffer::new().format(id).as_bytes().into());
+        self.ingest_publish(
+            topic,
+            data.to_vec(),
+            None,
+            ReplyTo::Conn {
+                conn: key,
+                epoch,
+                id,
+            },
+        );
+    }
+
+    /// The outcome of a Centrifugo client's publish (`publish.rs`).
+    pub(crate) fn centrifugo_published(
+        &mut self,
+        key: u32,
+        id: Option<&[u8]>,
+        ok: bool,
+        message: &str,
+    ) {
+        let id: u32 = id
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        if ok {
+            self.reply_with(key, |out| cf::empty_result(out, id, "publish"));
+        } else {
+            // Capacity, broker down: worth retrying (temporary).
+            self.cf_error(key, id, error::INTERNAL, message);
+        }
+    }
+}
