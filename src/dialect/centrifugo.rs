@@ -49,19 +49,11 @@ pub const DISCONNECT_PERMISSION_DENIED: u16 = 3507;
 pub const UNSUBSCRIBE_INSUFFICIENT_STATE: u16 = 2500;
 
 /// The Centrifugo close code and reason for a close tickcast decided with WebSocket or
-/// tickcast code `code` (docs/DIALECTS.md, the mapping table). Codes 4000–4999 (an operator's
-/// `POST /v1/disconnect`) reach the client unchanged.
+/// tickcast code `code` (docs/DIALECTS.md, the mapping table). An operator's
+/// `POST /v1/disconnect` does not come here: its code reaches the client unchanged.
 pub fn close_for(code: u16, reason: &str) -> (u16, &str) {
     use crate::ws::close as cc;
     match code {
-        4000..=4999
-            if !matches!(
-                code,
-                cc::UNAUTHORIZED | cc::SLOW_CONSUMER | cc::RATE_LIMITED | cc::FORBIDDEN
-            ) =>
-        {
-            (code, reason)
-        }
         cc::GOING_AWAY | cc::SERVICE_RESTART => (DISCONNECT_SHUTDOWN, "shutdown"),
         cc::OVERLOADED | cc::INTERNAL => (DISCONNECT_INTERNAL, "internal server error"),
         cc::UNAUTHORIZED => (DISCONNECT_EXPIRED, "connection expired"),
@@ -420,8 +412,13 @@ mod tests {
         );
         assert_eq!(close_for(cc::GOING_AWAY, "x").0, DISCONNECT_SHUTDOWN);
         assert_eq!(close_for(cc::SERVICE_RESTART, "x").0, DISCONNECT_SHUTDOWN);
-        // An operator's code reaches the client as given.
-        assert_eq!(close_for(4100, "go away"), (4100, "go away"));
-        assert_eq!(close_for(4600, "banned"), (4600, "banned"));
+        assert_eq!(
+            close_for(cc::FORBIDDEN, "x").0,
+            DISCONNECT_PERMISSION_DENIED
+        );
+        assert_eq!(
+            close_for(cc::POLICY, "x"),
+            (DISCONNECT_BAD_REQUEST, "bad request")
+        );
     }
 }

@@ -232,10 +232,12 @@ impl State {
             return self.cf_error(key, id, error::LIMIT_EXCEEDED, "limit exceeded");
         }
         let (wanted, answer) = if s.recover {
-            // An epoch we never gave cannot match: recovery fails (`recovered: false`).
+            // Empty or all zeros (the epoch of a topic nothing was published to yet): "not
+            // known", compared by offset alone. One we never gave cannot match: recovery
+            // fails (`recovered: false`).
             let epoch = match s.epoch.as_deref() {
                 None | Some("") => 0,
-                Some(e) => parse_epoch(e).filter(|e| *e != 0).unwrap_or(u64::MAX),
+                Some(e) => parse_epoch(e).unwrap_or(u64::MAX),
             };
             (
                 vec![(topic.into(), Some((s.offset, epoch)))],

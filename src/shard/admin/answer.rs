@@ -236,7 +236,18 @@ impl State {
         let mut n = 0;
         for key in keys {
             if self.conns[key].phase == Phase::Ws {
-                self.close_code(key, d.code, &d.reason, CloseReason::Admin);
+                // The operator's code as given, on every protocol (Centrifugo's SDKs reconnect
+                // on 4000-4499 and stop on 4500-4999, the latter only with a reason: they get
+                // one always).
+                let centrifugo = self.conns[key].dialect.is_centrifugo();
+                let reason = if d.reason.is_empty() && centrifugo {
+                    "disconnect"
+                } else {
+                    &d.reason
+                };
+                let mut frame = Vec::with_capacity(4 + reason.len());
+                crate::ws::frame::encode_close(&mut frame, d.code, reason);
+                self.close_with(key, frame, CloseReason::Admin);
                 n += 1;
             }
         }

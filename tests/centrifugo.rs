@@ -1,0 +1,339 @@
+//! Centrifugo's client protocol (docs/DIALECTS.md) with the real SDKs, unmodified: npm
+//! `centrifuge` (with Node `ws`) and PyPI `centrifuge-python`, pinned in
+//! tests/clients/centrifugo/ and installed by its install.sh (tests/run.sh runs it and passes
+//! `TICKCAST_TEST_CENTRIFUGO_PYTHON` and `TICKCAST_TEST_CENTRIFUGO_NODE_PATH`). Each SDK:
+//! connects with a JWT, subscribes, gets publications in order, is disconnected mid-stream by
+//! an operator with a reconnect code and recovers every missed publication (nothing lost,
+//! nothing twice, `recovered: true`), publishes, and sees a permission error as its own
+//! `unsubscribed` event with code 103; the Node SDK also sees an expired token as error 109,
+//! fetches a fresh one and refreshes it on the connection. Plus, with a plain WebSocket
+//! client: encode once per format, the wire shapes, and hostile input.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use jsonwebtoken::{EncodingKey, Header, encode};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+both_drivers!(
+    node_sdk,
+    python_sdk,
+    one_serialization_per_format,
+    wire_shapes_and_hostile_input
+);
+
+const SECRET: &str = "centrifugo-test-secret-0123456789abcdef";
+/// A recoverable channel (its class keeps history) alice may read and write.
+const CHANNEL: &str = "chat.room1";
+
+fn suite_var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: run the suite with `bash tests/run.sh`, which installs the \
+             pinned Centrifugo SDKs under target/ and sets it"
+        )
+    })
+}
+
+fn now() -> u64 {
+    jsonwebtoken::get_current_timestamp()
+}
+
+fn jwt(exp: u64) -> String {
+    let claims = json!({"sub": "alice", "exp": exp, "subs": ["chat.>"], "pubs": ["chat.>"]});
+    encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn server(driver: Driver) -> Server {
+    let keys = format!("[{{algorithm=\"HS256\",secret=\"{SECRET}\"}}]");
+    Server::start(
+        driver,
+        &[
+            ("TICKCAST_AUTH__JWT_KEYS", &keys),
+            ("TICKCAST_AUTH__ANONYMOUS_SUBS", "[\"public.>\"]"),
+            ("TICKCAST_AUTH__ANONYMOUS_PUBS", "[\"public.>\"]"),
+            ("TICKCAST_TOPICS", "[{pattern=\"chat.>\",history_size=100}]"),
+        ],
+        &[],
+    )
+}
+
+fn cf_url(server: &Server) -> String {
+    format!("ws://{}/connection/websocket", server.addr)
+}
+
+async fn run_sdk(server: &Server, mut cmd: Command, script: &str) -> Value {
+    let script = format!(
+        "{}/tests/clients/centrifugo/{script}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let args = json!({
+        "token": jwt(now() + 3600),
+        "expired": jwt(now() - 600),
+        "short": jwt(now() + 3),
+        "channel": CHANNEL,
+        "forbidden": "secret.x",
+    });
+    cmd.args([
+        script.as_str(),
+        &cf_url(server),
+        &format!("http://{}", server.addr),
+        ADMIN_KEY,
+        &args.to_string(),
+    ]);
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("run the SDK"))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "SDK client failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// What both SDKs report: 11 publications, offsets 1..=11 each once in order (5 before the
+/// disconnect, 5 published while it reconnected and recovered, 1 its own), two subscribes
+/// (the second recovering, recovered), the disconnect seen with the operator's code, and a
+/// forbidden channel as `unsubscribed` 103.
+fn check_session(seen: &Value, snake: bool) {
+    let pubs = seen["pubs"].as_array().unwrap();
+    let offsets: Vec<u64> = pubs.iter().map(|p| p["offset"].as_u64().unwrap()).collect();
+    assert_eq!(offsets, (1..=11).collect::<Vec<_>>(), "{seen}");
+    for p in pubs {
+        assert_eq!(p["n"], p["offset"], "{seen}");
+    }
+    let subs = seen["subscribed"].as_array().unwrap();
+    assert_eq!(subs.len(), 2, "{seen}");
+    let (was, rec) = if snake {
+        ("was_recovering", "recovered")
+    } else {
+        ("wasRecovering", "recovered")
+    };
+    assert_eq!(subs[0]["recoverable"], true, "{seen}");
+    assert_eq!(subs[0]["positioned"], true, "{seen}");
+    assert_eq!(subs[1][was], true, "{seen}");
+    assert_eq!(subs[1][rec], true, "{seen}");
+    assert!(
+        seen["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["connecting"] == 4100),
+        "{seen}"
+    );
+    assert_eq!(seen["denied"]["code"], 103, "{seen}");
+}
+
+async fn node_sdk(driver: Driver) {
+    let server = server(driver);
+    let mut cmd = Command::new("node");
+    cmd.env("NODE_PATH", suite_var("TICKCAST_TEST_CENTRIFUGO_NODE_PATH"));
+    let seen = run_sdk(&server, cmd, "sdk.cjs").await;
+    check_session(&seen, false);
+    // rpc is not offered: an error reply (108 not available), not silence.
+    assert_eq!(seen["rpc"], 108, "{seen}");
+    // Expired token: error 109 on connect, a fresh token from getToken, connected, then the
+    // short-lived token refreshed on the connection.
+    let exp = &seen["expired"];
+    assert_eq!(exp["errors"][0], 109, "{seen}");
+    assert!(exp["token_calls"].as_u64().unwrap() >= 2, "{seen}");
+    assert_eq!(exp["connects"], 1, "{seen}");
+    assert_eq!(exp["state"], "connected", "{seen}");
+    assert!(
+        server
+            .metric_with("tickcast_security_events_total", "event", "refreshed")
+            .await
+            >= 1.0
+    );
+}
+
+async fn python_sdk(driver: Driver) {
+    let server = server(driver);
+    let cmd = Command::new(suite_var("TICKCAST_TEST_CENTRIFUGO_PYTHON"));
+    let seen = run_sdk(&server, cmd, "sdk.py").await;
+    check_session(&seen, true);
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn cf_connect(server: &Server) -> Ws {
+    let (mut ws, _) = tokio_tungstenite::connect_async(cf_url(server))
+        .await
+        .unwrap();
+    ws.send(Message::text(r#"{"id":1,"connect":{}}"#))
+        .await
+        .unwrap();
+    let reply = cf_recv(&mut ws).await;
+    assert_eq!(reply["id"], 1, "{reply}");
+    assert!(reply["connect"]["client"].is_string(), "{reply}");
+    ws
+}
+
+/// The next message that is not a ping (`{}`), within 10 s.
+async fn cf_recv(ws: &mut Ws) -> Value {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("a message within 10 s")
+            .expect("the connection is open")
+            .unwrap();
+        match msg {
+            Message::Text(t) if t.as_str() == "{}" => continue,
+            Message::Text(t) => {
+                assert!(!t.contains("\n\n") && !t.ends_with('\n'), "{t:?}");
+                return serde_json::from_str(&t).unwrap();
+            }
+            Message::Close(c) => panic!("closed: {c:?}"),
+            _ => continue,
+        }
+    }
+}
+
+/// N subscribers of one channel in the Centrifugo format cost one serialization per publish,
+/// besides protocol v1's one.
+async fn one_serialization_per_format(driver: Driver) {
+    let server = server(driver);
+    let mut clients = Vec::new();
+    for i in 0..20u32 {
+        let mut ws = cf_connect(&server).await;
+        let sub = format!(
+            r#"{{"id":{},"subscribe":{{"channel":"public.fx","flag":1}}}}"#,
+            i + 2
+        );
+        ws.send(Message::text(sub)).await.unwrap();
+        let reply = cf_recv(&mut ws).await;
+        assert_eq!(reply["subscribe"]["positioned"], true, "{reply}");
+        clients.push(ws);
+    }
+    let before = server
+        .metric_with("tickcast_serializations_total", "format", "centrifugo")
+        .await;
+    for n in 1..=10 {
+        let body = format!(r#"{{"topic":"public.fx","data":{{"n":{n}}}}}"#);
+        assert_eq!(server.http("POST", "/v1/publish", Some(&body)).await.0, 200);
+    }
+    for ws in &mut clients {
+        for n in 1..=10u64 {
+            let push = cf_recv(ws).await;
+            assert_eq!(
+                push,
+                json!({"push":{"channel":"public.fx","pub":{"data":{"n":n},"offset":n}}})
+            );
+        }
+    }
+    let after = server
+        .wait_metric_with(
+            "tickcast_serializations_total",
+            "format",
+            "centrifugo",
+            before + 10.0,
+        )
+        .await;
+    assert_eq!(
+        after - before,
+        10.0,
+        "one centrifugo serialization per publish"
+    );
+    assert_eq!(
+        server
+            .metric_with("tickcast_serializations_total", "format", "binance_raw")
+            .await,
+        0.0
+    );
+}
+
+/// Shapes the SDKs rely on, and what hostile or unsupported input gets.
+async fn wire_shapes_and_hostile_input(driver: Driver) {
+    let server = server(driver);
+    let mut ws = cf_connect(&server).await;
+    // Several commands in one message, handled in order; unknown fields ignored.
+    ws.send(Message::text(
+        "{\"id\":2,\"subscribe\":{\"channel\":\"public.a\",\"flag\":1,\"delta\":\"fossil\"}}\n\
+         {\"id\":3,\"subscribe\":{\"channel\":\"public.a\"}}\n\
+         {\"id\":4,\"subscribe\":{\"channel\":\"secret.a\"}}\n\
+         {\"id\":5,\"subscribe\":{\"channel\":\"public.*\"}}\n\
+         {\"id\":6,\"presence\":{\"channel\":\"public.a\"}}\n\
+         {\"id\":7,\"sub_refresh\":{\"channel\":\"public.a\",\"token\":\"x\"}}\n\
+         {\"id\":8,\"publish\":{\"channel\":\"secret.a\",\"data\":1}}\n\
+         {\"id\":9,\"unsubscribe\":{\"channel\":\"public.a\"}}",
+    ))
+    .await
+    .unwrap();
+    let mut replies = std::collections::BTreeMap::new();
+    while replies.len() < 8 {
+        let r = cf_recv(&mut ws).await;
+        replies.insert(r["id"].as_u64().unwrap(), r);
+    }
+    assert_eq!(replies[&2]["subscribe"]["offset"], 0, "{replies:?}");
+    assert!(replies[&2]["subscribe"].get("id").is_none());
+    assert_eq!(replies[&3]["error"]["code"], 105, "already subscribed");
+    assert_eq!(replies[&4]["error"]["code"], 103, "permission denied");
+    assert_eq!(
+        replies[&5]["error"]["code"], 102,
+        "wildcards are not channels"
+    );
+    assert_eq!(replies[&6]["error"]["code"], 108);
+    assert_eq!(replies[&7]["error"]["code"], 108);
+    assert_eq!(replies[&8]["error"]["code"], 103);
+    assert_eq!(replies[&9], json!({"id":9,"unsubscribe":{}}));
+    for r in replies.values().filter(|r| r.get("error").is_some()) {
+        assert!(r["error"]["message"].is_string(), "{r}");
+    }
+    // Malformed input and commands before connect: closed 3501 with a reason; the server
+    // serves others meanwhile.
+    for bad in [
+        "{not json",
+        r#"{"id":1,"subscribe":{"channel":"public.a"}}"#,
+        r#"{"subscribe":{"channel":"public.a"}}"#,
+        "[1,2,3]",
+    ] {
+        let (mut raw, _) = tokio_tungstenite::connect_async(cf_url(&server))
+            .await
+            .unwrap();
+        raw.send(Message::text(bad)).await.unwrap();
+        let close = loop {
+            match raw.next().await {
+                Some(Ok(Message::Close(c))) => break c,
+                Some(Ok(_)) => continue,
+                other => panic!("{bad}: {other:?}"),
+            }
+        };
+        let close = close.expect("a close frame");
+        assert_eq!(u16::from(close.code), 3501, "{bad}");
+        assert_eq!(close.reason.as_str(), "bad request", "{bad}");
+    }
+    // A huge id is not a u32: bad request too. The first connection still works.
+    ws.send(Message::text(
+        r#"{"id":1,"publish":{"channel":"public.a","data":{"k":[1,2]}}}"#,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(cf_recv(&mut ws).await, json!({"id":1,"publish":{}}));
+    ws.send(Message::text(
+        r#"{"id":99999999999999,"publish":{"channel":"public.a","data":1}}"#,
+    ))
+    .await
+    .unwrap();
+    let close = loop {
+        match ws.next().await {
+            Some(Ok(Message::Close(c))) => break c.unwrap(),
+            Some(Ok(_)) => continue,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(u16::from(close.code), 3501);
+    assert_eq!(server.http("GET", "/health", None).await.0, 200);
+}

@@ -1,0 +1,113 @@
+// centrifuge-js (npm `centrifuge`, pinned in package.json) with Node `ws`, unmodified, against
+// tickcast's Centrifugo endpoint. Driven by tests/centrifugo.rs:
+//   node sdk.cjs <ws url> <http base> <admin key> <json: tokens and channels>
+// Prints one JSON line with what the SDK's own events reported; exits 1 on a deadline.
+const { Centrifuge } = require('centrifuge');
+const WebSocket = require('ws');
+
+const [url, http, adminKey, argsJson] = process.argv.slice(2);
+const a = JSON.parse(argsJson);
+const out = { events: [] };
+const pubs = [];
+const subscribed = [];
+const note = (e) => out.events.push(e);
+
+async function post(path, body) {
+  const r = await fetch(http + path, {
+    method: 'POST',
+    headers: { Authorization: 'Bearer ' + adminKey },
+    body: JSON.stringify(body),
+  });
+  return [r.status, await r.text()];
+}
+
+function until(what, cond, ms = 20000) {
+  return new Promise((resolve, reject) => {
+    const t0 = Date.now();
+    const poll = () => {
+      if (cond()) return resolve();
+      if (Date.now() - t0 > ms) return reject(new Error('deadline: ' + what + ' ' + JSON.stringify({ out, pubs, subscribed })));
+      setTimeout(poll, 10);
+    };
+    poll();
+  });
+}
+
+async function main() {
+  // 1. Connect with a JWT; a subscription that recovers.
+  let tokenCalls = 0;
+  const client = new Centrifuge(url, {
+    websocket: WebSocket,
+    token: a.token,
+    getToken: async () => { tokenCalls += 1; return a.token; },
+    name: 'tickcast-test',
+  });
+  let connected = 0;
+  client.on('connected', (c) => { connected += 1; out.client = c.client; });
+  client.on('connecting', (c) => note({ connecting: c.code, reason: c.reason }));
+  client.on('error', (c) => note({ client_error: c.type, code: c.error && c.error.code }));
+  const sub = client.newSubscription(a.channel);
+  sub.on('subscribed', (c) => subscribed.push({
+    wasRecovering: c.wasRecovering, recovered: c.recovered, recoverable: c.recoverable,
+    positioned: c.positioned, offset: c.streamPosition && c.streamPosition.offset,
+  }));
+  sub.on('publication', (c) => pubs.push({ offset: c.offset, n: c.data.n }));
+  sub.on('error', (c) => note({ sub_error: c.type, code: c.error && c.error.code }));
+  sub.subscribe();
+  client.connect();
+  await until('subscribed', () => subscribed.length === 1);
+
+  // 2. Publications in order.
+  for (let i = 1; i <= 5; i++) await post('/v1/publish', { topic: a.channel, data: { n: i } });
+  await until('5 publications', () => pubs.length >= 5);
+
+  // 3. The server closes the connection mid-stream with a reconnect code; what is published
+  //    meanwhile is recovered on resubscribe.
+  const [st, body] = await post('/v1/disconnect', { conn: out.client, code: 4100, reason: 'go away' });
+  note({ disconnect: st, body });
+  await until('reconnecting', () => out.events.some((e) => e.connecting === 4100));
+  for (let i = 6; i <= 10; i++) await post('/v1/publish', { topic: a.channel, data: { n: i } });
+  await until('resubscribed', () => subscribed.length === 2);
+  await until('10 publications', () => pubs.length >= 10);
+
+  // 4. Publish from the SDK.
+  await client.publish(a.channel, { n: 11 });
+  await until('own publication', () => pubs.length >= 11);
+
+  // 5. A channel it may not read: the SDK's own `unsubscribed` with Centrifugo's code.
+  const denied = client.newSubscription(a.forbidden);
+  let deniedCtx = null;
+  denied.on('unsubscribed', (c) => { deniedCtx = { code: c.code, reason: c.reason }; });
+  denied.subscribe();
+  await until('denied', () => deniedCtx !== null);
+
+  // 6. What is not offered is an error reply, not silence.
+  try { await client.rpc('x', {}); out.rpc = 'ok'; } catch (e) { out.rpc = e.code; }
+
+  client.disconnect();
+
+  // 7. An expired token: error 109, the SDK fetches a fresh one (getToken) and connects; that
+  //    token expires in seconds, so the SDK refreshes it on the connection (refresh command).
+  let fresh = 0;
+  const c2 = new Centrifuge(url, {
+    websocket: WebSocket,
+    token: a.expired,
+    getToken: async () => { fresh += 1; return fresh === 1 ? a.short : a.token; },
+    minReconnectDelay: 50,
+  });
+  let c2connected = 0;
+  const c2errors = [];
+  c2.on('connected', () => { c2connected += 1; });
+  c2.on('error', (c) => c2errors.push(c.error && c.error.code));
+  c2.connect();
+  await until('refreshed', () => fresh >= 2, 30000);
+  await new Promise((r) => setTimeout(r, 200));
+  out.expired = { errors: c2errors, token_calls: fresh, connects: c2connected, state: c2.state };
+  c2.disconnect();
+
+  Object.assign(out, { connected, token_calls: tokenCalls, subscribed, pubs, denied: deniedCtx });
+  console.log(JSON.stringify(out));
+  process.exit(0);
+}
+
+main().catch((e) => { console.error(String(e && e.stack || e)); process.exit(1); });

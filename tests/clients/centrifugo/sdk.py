@@ -1,0 +1,115 @@
+"""centrifuge-python (pinned in requirements.txt), unmodified, against tickcast's Centrifugo
+endpoint. Driven by tests/centrifugo.rs:
+    python sdk.py <ws url> <http base> <admin key> <json: tokens and channels>
+Prints one JSON line with what the SDK's own events reported; exits 1 on a deadline.
+"""
+import asyncio
+import json
+import sys
+import time
+import urllib.request
+
+from centrifuge import (
+    Client,
+    ClientEventHandler,
+    SubscriptionEventHandler,
+)
+
+URL, HTTP, ADMIN, ARGS = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+out = {"events": []}
+
+
+def post(path, body):
+    req = urllib.request.Request(
+        HTTP + path,
+        data=json.dumps(body).encode(),
+        headers={"Authorization": "Bearer " + ADMIN},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return r.status
+
+
+async def until(what, cond, seconds=20.0):
+    deadline = time.monotonic() + seconds
+    while not cond():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"deadline: {what} {json.dumps([out, pubs, subscribed], default=str)}")
+        await asyncio.sleep(0.01)
+
+
+class ClientEvents(ClientEventHandler):
+    async def on_connected(self, ctx):
+        out["client"] = ctx.client
+        out["connected"] = out.get("connected", 0) + 1
+
+    async def on_connecting(self, ctx):
+        out["events"].append({"connecting": ctx.code, "reason": ctx.reason})
+
+    async def on_error(self, ctx):
+        out["events"].append({"client_error": ctx.code})
+
+
+pubs, subscribed, denied = [], [], []
+
+
+class SubEvents(SubscriptionEventHandler):
+    async def on_subscribed(self, ctx):
+        subscribed.append(
+            {
+                "was_recovering": ctx.was_recovering,
+                "recovered": ctx.recovered,
+                "recoverable": ctx.recoverable,
+                "positioned": ctx.positioned,
+            }
+        )
+
+    async def on_publication(self, ctx):
+        pubs.append({"offset": ctx.pub.offset, "n": ctx.pub.data["n"]})
+
+
+class DeniedEvents(SubscriptionEventHandler):
+    async def on_unsubscribed(self, ctx):
+        denied.append({"code": ctx.code, "reason": ctx.reason})
+
+
+async def main():
+    async def get_token():
+        return ARGS["token"]
+
+    client = Client(
+        URL,
+        events=ClientEvents(),
+        token=ARGS["token"],
+        get_token=get_token,
+        name="tickcast-test",
+        proxy=None,
+    )
+    sub = client.new_subscription(ARGS["channel"], events=SubEvents())
+    await client.connect()
+    await sub.subscribe()
+    await until("subscribed", lambda: len(subscribed) == 1)
+    for i in range(1, 6):
+        await asyncio.to_thread(post, "/v1/publish", {"topic": ARGS["channel"], "data": {"n": i}})
+    await until("5 publications", lambda: len(pubs) >= 5)
+    # The server closes the connection with a reconnect code; what is published meanwhile is
+    # recovered on resubscribe.
+    await asyncio.to_thread(
+        post, "/v1/disconnect", {"conn": out["client"], "code": 4100, "reason": "go away"}
+    )
+    await until("reconnecting", lambda: any(e.get("connecting") == 4100 for e in out["events"]))
+    for i in range(6, 11):
+        await asyncio.to_thread(post, "/v1/publish", {"topic": ARGS["channel"], "data": {"n": i}})
+    await until("resubscribed", lambda: len(subscribed) == 2)
+    await until("10 publications", lambda: len(pubs) >= 10)
+    await client.publish(ARGS["channel"], {"n": 11})
+    await until("own publication", lambda: len(pubs) >= 11)
+    forbidden = client.new_subscription(ARGS["forbidden"], events=DeniedEvents())
+    await forbidden.subscribe()
+    await until("denied", lambda: len(denied) == 1)
+    await client.disconnect()
+    out.update(pubs=pubs, subscribed=subscribed, denied=denied[0])
+    print(json.dumps(out))
+
+
+asyncio.run(asyncio.wait_for(main(), 60))
