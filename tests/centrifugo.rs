@@ -61,7 +61,10 @@ fn server(driver: Driver) -> Server {
             ("TICKCAST_AUTH__JWT_KEYS", &keys),
             ("TICKCAST_AUTH__ANONYMOUS_SUBS", "[\"public.>\"]"),
             ("TICKCAST_AUTH__ANONYMOUS_PUBS", "[\"public.>\"]"),
-            ("TICKCAST_TOPICS", "[{pattern=\"chat.>\",history_size=100}]"),
+            (
+                "TICKCAST_TOPICS",
+                "[{pattern=\"chat.>\",history_size=100},{pattern=\"public.h\",history_size=10}]",
+            ),
         ],
         &[],
     )
@@ -133,6 +136,21 @@ fn check_session(seen: &Value, snake: bool) {
         "{seen}"
     );
     assert_eq!(seen["denied"]["code"], 103, "{seen}");
+    // Presence: this client, as alice; history: the newest three, newest first.
+    assert_eq!(seen["presence"], json!(["alice"]), "{seen}");
+    assert_eq!(
+        seen["presence_stats"],
+        json!({"clients": 1, "users": 1}),
+        "{seen}"
+    );
+    assert_eq!(seen["history"]["offsets"], json!([11, 10, 9]), "{seen}");
+    assert_eq!(seen["history"]["n"], json!([11, 10, 9]), "{seen}");
+    assert_eq!(seen["history"]["top"], 11, "{seen}");
+    assert_eq!(
+        seen["history"]["epoch"].as_str().unwrap().len(),
+        16,
+        "{seen}"
+    );
 }
 
 async fn node_sdk(driver: Driver) {
@@ -285,13 +303,71 @@ async fn wire_shapes_and_hostile_input(driver: Driver) {
         replies[&5]["error"]["code"], 102,
         "wildcards are not channels"
     );
-    assert_eq!(replies[&6]["error"]["code"], 108);
+    let clients = &replies[&6]["presence"]["presence"];
+    let (id, info) = clients.as_object().unwrap().iter().next().unwrap();
+    assert_eq!(info["client"], id.as_str(), "{replies:?}");
+    assert_eq!(info["user"], "", "anonymous");
     assert_eq!(replies[&7]["error"]["code"], 108);
     assert_eq!(replies[&8]["error"]["code"], 103);
     assert_eq!(replies[&9], json!({"id":9,"unsubscribe":{}}));
     for r in replies.values().filter(|r| r.get("error").is_some()) {
         assert!(r["error"]["message"].is_string(), "{r}");
     }
+    // History: limit, reverse, since; another epoch's since is an unrecoverable position;
+    // a channel without history is not available; presence stats count clients and users.
+    for n in 1..=3 {
+        let body = format!(r#"{{"topic":"public.h","data":{{"n":{n}}}}}"#);
+        assert_eq!(server.http("POST", "/v1/publish", Some(&body)).await.0, 200);
+    }
+    ws.send(Message::text(
+        r#"{"id":20,"history":{"channel":"public.h","limit":2,"reverse":true}}"#,
+    ))
+    .await
+    .unwrap();
+    let h = cf_recv(&mut ws).await;
+    let pubs = &h["history"]["publications"];
+    assert_eq!(pubs[0], json!({"data":{"n":3},"offset":3}), "{h}");
+    assert_eq!(pubs[1], json!({"data":{"n":2},"offset":2}), "{h}");
+    assert_eq!(h["history"]["offset"], 3, "{h}");
+    let epoch = h["history"]["epoch"].as_str().unwrap().to_string();
+    let since = format!(
+        r#"{{"id":21,"history":{{"channel":"public.h","limit":-1,"since":{{"offset":1,"epoch":"{epoch}"}}}}}}"#
+    );
+    ws.send(Message::text(since)).await.unwrap();
+    let h = cf_recv(&mut ws).await;
+    let offsets: Vec<u64> = h["history"]["publications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(offsets, [2, 3], "{h}");
+    ws.send(Message::text(
+        "{\"id\":22,\"history\":{\"channel\":\"public.h\",\"limit\":5,\"since\":{\"offset\":1,\"epoch\":\"123\"}}}\n\
+         {\"id\":23,\"history\":{\"channel\":\"public.a\",\"limit\":5}}\n\
+         {\"id\":24,\"history\":{\"channel\":\"secret.a\",\"limit\":5}}\n\
+         {\"id\":25,\"subscribe\":{\"channel\":\"public.h\"}}",
+    ))
+    .await
+    .unwrap();
+    let mut got = std::collections::BTreeMap::new();
+    while got.len() < 4 {
+        let r = cf_recv(&mut ws).await;
+        got.insert(r["id"].as_u64().unwrap(), r);
+    }
+    assert_eq!(got[&22]["error"]["code"], 112, "{got:?}");
+    assert_eq!(got[&23]["error"]["code"], 108, "{got:?}");
+    assert_eq!(got[&24]["error"]["code"], 103, "{got:?}");
+    assert_eq!(got[&25]["subscribe"]["recoverable"], true, "{got:?}");
+    ws.send(Message::text(
+        r#"{"id":26,"presence_stats":{"channel":"public.h"}}"#,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        cf_recv(&mut ws).await,
+        json!({"id":26,"presence_stats":{"num_clients":1,"num_users":1}})
+    );
     // Malformed input and commands before connect: closed 3501 with a reason; the server
     // serves others meanwhile.
     for bad in [

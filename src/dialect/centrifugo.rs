@@ -30,6 +30,8 @@ pub mod error {
     pub const TOKEN_EXPIRED: u16 = 109;
     /// Temporary.
     pub const TOO_MANY_REQUESTS: u16 = 111;
+    /// The `since` of a `history` request is of another epoch.
+    pub const UNRECOVERABLE_POSITION: u16 = 112;
 }
 
 /// Close codes (Centrifugo's disconnect codes). 3000–3499 and 4000–4499: the SDKs reconnect;
@@ -278,6 +280,39 @@ pub fn history_result(out: &mut Vec<u8>, id: u32, pubs: &[(u64, &[u8])], epoch: 
     out.extend_from_slice(b",\"offset\":");
     out.extend_from_slice(itoa::Buffer::new().format(offset).as_bytes());
     publications(out, pubs);
+    out.extend_from_slice(b"}}");
+}
+
+/// `{"id":N,"presence":{"presence":{"<client>":{"client":…,"user":…},…}}}`
+pub fn presence_result<'a>(
+    out: &mut Vec<u8>,
+    id: u32,
+    clients: impl Iterator<Item = (&'a str, &'a str)>,
+) {
+    open(out, id, "presence");
+    out.extend_from_slice(b"\"presence\":{");
+    for (i, (client, user)) in clients.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        push_json_str(out, client);
+        out.extend_from_slice(b":{\"client\":");
+        push_json_str(out, client);
+        out.extend_from_slice(b",\"user\":");
+        push_json_str(out, user);
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"}}}");
+}
+
+/// `{"id":N,"presence_stats":{"num_clients":C,"num_users":U}}` (zeros written: the JS SDK
+/// shows a missing count as `undefined`).
+pub fn presence_stats_result(out: &mut Vec<u8>, id: u32, clients: u64, users: u64) {
+    open(out, id, "presence_stats");
+    out.extend_from_slice(b"\"num_clients\":");
+    out.extend_from_slice(itoa::Buffer::new().format(clients).as_bytes());
+    out.extend_from_slice(b",\"num_users\":");
+    out.extend_from_slice(itoa::Buffer::new().format(users).as_bytes());
     out.extend_from_slice(b"}}");
 }
 

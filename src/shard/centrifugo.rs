@@ -118,13 +118,32 @@ impl State {
             self.centrifugo_publish(key, id, &p.channel, p.data.get().as_bytes());
         } else if let Some(r) = cmd.refresh {
             return self.centrifugo_refresh(key, id, &r.token);
-        } else if cmd.presence.is_some() || cmd.presence_stats.is_some() || cmd.history.is_some() {
-            self.cf_error(
-                key,
-                id,
-                error::NOT_AVAILABLE,
-                "not available on this server yet (docs/DIALECTS.md)",
-            );
+        } else if let Some(c) = cmd.presence {
+            if self.centrifugo_readable(key, id, &c.channel) {
+                self.centrifugo_presence(key, id, &c.channel, false);
+            }
+        } else if let Some(c) = cmd.presence_stats {
+            if self.centrifugo_readable(key, id, &c.channel) {
+                self.centrifugo_presence(key, id, &c.channel, true);
+            }
+        } else if let Some(h) = cmd.history {
+            let topic = h.channel.as_ref();
+            if !self.centrifugo_readable(key, id, topic) {
+                return true;
+            }
+            if !self.keeps_history(topic) {
+                self.cf_error(
+                    key,
+                    id,
+                    error::NOT_AVAILABLE,
+                    "history is not kept for this channel",
+                );
+                return true;
+            }
+            let since = h
+                .since
+                .map(|s| (s.offset, parse_epoch(&s.epoch).unwrap_or(0)));
+            self.centrifugo_history(key, id, topic, h.limit, since, h.reverse);
         } else if cmd.rpc.is_some() || cmd.sub_refresh.is_some() {
             self.cf_error(key, id, error::NOT_AVAILABLE, "not available");
         } else if cmd.send.is_some() {
@@ -215,14 +234,35 @@ impl State {
         }
     }
 
-    fn centrifugo_subscribe(&mut self, key: u32, id: u32, s: cf::Subscribe<'_>) {
-        let topic = s.channel.as_ref();
+    /// Whether `topic` is a channel `key` may read (subscribe to, ask the history or presence
+    /// of); if not, the error reply is sent.
+    fn centrifugo_readable(&mut self, key: u32, id: u32, topic: &str) -> bool {
         if validate_topic(topic).is_err() || is_wildcard(topic) {
-            return self.cf_error(key, id, error::UNKNOWN_CHANNEL, "unknown channel");
+            self.cf_error(key, id, error::UNKNOWN_CHANNEL, "unknown channel");
+            return false;
         }
         if !self.may_subscribe(key, topic) {
             self.stats.security(SecEvent::ForbiddenSubscribe);
-            return self.cf_error(key, id, error::PERMISSION_DENIED, "permission denied");
+            self.cf_error(key, id, error::PERMISSION_DENIED, "permission denied");
+            return false;
+        }
+        true
+    }
+
+    /// Whether `topic`'s class keeps history (`[[topics]]` `history_size`).
+    fn keeps_history(&self, topic: &str) -> bool {
+        self.shared
+            .cfg
+            .topics
+            .iter()
+            .find(|c| crate::pubsub::topic::matches(&c.pattern, topic))
+            .is_some_and(|c| c.history_size > 0)
+    }
+
+    fn centrifugo_subscribe(&mut self, key: u32, id: u32, s: cf::Subscribe<'_>) {
+        let topic = s.channel.as_ref();
+        if !self.centrifugo_readable(key, id, topic) {
+            return;
         }
         let conn = &self.conns[key];
         if conn.subs.iter().any(|t| **t == *topic) {
@@ -268,13 +308,7 @@ impl State {
         };
         let recovering = p.answer == SubAnswer::Recover;
         let recovered = recovering && pos.gap.is_none();
-        let recoverable = self
-            .shared
-            .cfg
-            .topics
-            .iter()
-            .find(|c| crate::pubsub::topic::matches(&c.pattern, &pos.topic))
-            .is_some_and(|c| c.history_size > 0);
+        let recoverable = self.keeps_history(&pos.topic);
         // Publications go with the result only when they continue the client's position (or
         // are a cache topic's last message): the SDKs deliver them whatever `recovered` says.
         let replay: &[crate::frame::SharedFrame] = if !recovering || recovered {

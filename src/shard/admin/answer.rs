@@ -66,13 +66,14 @@ impl State {
                 since,
                 limit,
                 bytes_max,
+                reverse,
             } => {
                 let now_ns = monotonic_ns();
                 AdminPart::History(self.topics.get_mut(&topic).map(|t| {
                     let frames = t
                         .history
                         .as_mut()
-                        .map(|h| h.page(since, limit, bytes_max, now_ns))
+                        .map(|h| h.page(since, limit, bytes_max, reverse, now_ns))
                         .unwrap_or_default();
                     Box::new(HistoryPart {
                         seq: t.seq,

@@ -257,6 +257,7 @@ impl State {
             since,
             limit,
             bytes_max: self.body_budget(),
+            reverse: false,
         };
         let kind = Kind::History {
             topic: topic.into(),

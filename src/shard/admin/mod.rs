@@ -20,8 +20,11 @@
 
 mod answer;
 mod ask;
+mod dialect;
 mod render;
 mod users;
+
+pub(crate) use dialect::CfAsk;
 
 use ask::user_of_topic;
 pub(crate) use render::{end, key, merge_users, num, render_user, string};
@@ -67,12 +70,13 @@ pub enum AdminQuery {
     },
     /// Connections with a pattern matching each topic.
     Subscribers(Arc<[Box<str>]>),
-    /// The owner's retained frames of `topic` after `since`.
+    /// The owner's retained frames of `topic` after `since` (`reverse`: the newest first).
     History {
         topic: Box<str>,
         since: u64,
         limit: usize,
         bytes_max: usize,
+        reverse: bool,
     },
     /// Users (and anonymous connections) subscribed to exactly this topic.
     Presence(Box<str>),
@@ -263,4 +267,7 @@ pub(super) enum Kind {
     Online {
         limit: usize,
     },
+    /// A Centrifugo client's `history`, `presence` or `presence_stats`: answered on its
+    /// connection (`dialect.rs`).
+    Centrifugo(Box<CfAsk>),
 }

@@ -18,6 +18,10 @@ impl State {
         };
         let parts = mem::take(&mut g.parts);
         let kind = mem::replace(&mut g.kind, Kind::Count(""));
+        if let Kind::Centrifugo(ask) = kind {
+            self.http_waiters.take(token);
+            return self.centrifugo_answer(*ask, parts);
+        }
         let budget = self.body_budget();
         let mut out = Vec::with_capacity(1024);
         out.push(b'{');
@@ -116,6 +120,7 @@ impl State {
                 }
                 self.render_missing_nodes(token, &mut out);
             }
+            Kind::Centrifugo(_) => unreachable!("answered above"),
             Kind::Online { limit } => {
                 self.render_missing_nodes(token, &mut out);
                 let (users, _) = merge_users(parts);

@@ -105,20 +105,26 @@ impl History {
         since: u64,
         limit: usize,
         bytes_max: usize,
+        reverse: bool,
         now_ns: u64,
     ) -> Vec<SharedFrame> {
         self.expire(now_ns);
         let mut bytes = 0;
-        self.frames
-            .iter()
-            .filter(|f| f.seq() > since)
-            .take(limit)
-            .take_while(|f| {
-                bytes += f.len();
-                bytes <= bytes_max
-            })
-            .cloned()
-            .collect()
+        let mut fits = |f: &&SharedFrame| {
+            bytes += f.len();
+            bytes <= bytes_max
+        };
+        let after = self.frames.iter().filter(|f| f.seq() > since);
+        if reverse {
+            after
+                .rev()
+                .take(limit)
+                .take_while(&mut fits)
+                .cloned()
+                .collect()
+        } else {
+            after.take(limit).take_while(&mut fits).cloned().collect()
+        }
     }
 
     /// Frames retained now.

@@ -74,19 +74,28 @@ async function main() {
   await client.publish(a.channel, { n: 11 });
   await until('own publication', () => pubs.length >= 11);
 
-  // 5. A channel it may not read: the SDK's own `unsubscribed` with Centrifugo's code.
+  // 5. Presence, presence stats, history (newest first), all from the SDK's own calls.
+  const pres = await client.presence(a.channel);
+  out.presence = Object.values(pres.clients).map((c) => c.user);
+  const stats = await client.presenceStats(a.channel);
+  out.presence_stats = { clients: stats.numClients, users: stats.numUsers };
+  const hist = await client.history(a.channel, { limit: 3, reverse: true });
+  out.history = { offsets: hist.publications.map((p) => p.offset), top: hist.offset,
+    epoch: hist.epoch, n: hist.publications.map((p) => p.data.n) };
+
+  // 6. A channel it may not read: the SDK's own `unsubscribed` with Centrifugo's code.
   const denied = client.newSubscription(a.forbidden);
   let deniedCtx = null;
   denied.on('unsubscribed', (c) => { deniedCtx = { code: c.code, reason: c.reason }; });
   denied.subscribe();
   await until('denied', () => deniedCtx !== null);
 
-  // 6. What is not offered is an error reply, not silence.
+  // 7. What is not offered is an error reply, not silence.
   try { await client.rpc('x', {}); out.rpc = 'ok'; } catch (e) { out.rpc = e.code; }
 
   client.disconnect();
 
-  // 7. An expired token: error 109, the SDK fetches a fresh one (getToken) and connects; that
+  // 8. An expired token: error 109, the SDK fetches a fresh one (getToken) and connects; that
   //    token expires in seconds, so the SDK refreshes it on the connection (refresh command).
   let fresh = 0;
   const c2 = new Centrifuge(url, {

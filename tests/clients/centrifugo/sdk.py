@@ -104,6 +104,17 @@ async def main():
     await until("10 publications", lambda: len(pubs) >= 10)
     await client.publish(ARGS["channel"], {"n": 11})
     await until("own publication", lambda: len(pubs) >= 11)
+    pres = await client.presence(ARGS["channel"])
+    out["presence"] = [c.user for c in pres.clients.values()]
+    stats = await client.presence_stats(ARGS["channel"])
+    out["presence_stats"] = {"clients": stats.num_clients, "users": stats.num_users}
+    hist = await client.history(ARGS["channel"], limit=3, reverse=True)
+    out["history"] = {
+        "offsets": [p.offset for p in hist.publications],
+        "top": hist.offset,
+        "epoch": hist.epoch,
+        "n": [p.data["n"] for p in hist.publications],
+    }
     forbidden = client.new_subscription(ARGS["forbidden"], events=DeniedEvents())
     await forbidden.subscribe()
     await until("denied", lambda: len(denied) == 1)
