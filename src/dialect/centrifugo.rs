@@ -225,6 +225,8 @@ pub fn refresh_result(out: &mut Vec<u8>, id: u32, client: &str, ttl_s: Option<u6
 
 /// The subscribe result.
 pub struct Subscribed<'a> {
+    /// Every offset reaches the subscriber (its class never skips frames).
+    pub positioned: bool,
     pub recoverable: bool,
     pub epoch: &'a str,
     pub offset: u64,
@@ -236,13 +238,15 @@ pub struct Subscribed<'a> {
 
 pub fn subscribe_result(out: &mut Vec<u8>, id: u32, s: &Subscribed<'_>) {
     open(out, id, "subscribe");
-    // Every tickcast topic has a position (`seq`, `epoch`): positioned always; recoverable
-    // when its class keeps history.
-    out.extend_from_slice(b"\"positioned\":true");
-    if s.recoverable {
-        out.extend_from_slice(b",\"recoverable\":true");
+    // Every tickcast topic has a position (`seq`, `epoch`); positioned when no frame is ever
+    // skipped, recoverable when its class keeps history.
+    if s.positioned {
+        out.extend_from_slice(b"\"positioned\":true,");
     }
-    out.extend_from_slice(b",\"epoch\":");
+    if s.recoverable {
+        out.extend_from_slice(b"\"recoverable\":true,");
+    }
+    out.extend_from_slice(b"\"epoch\":");
     push_json_str(out, s.epoch);
     out.extend_from_slice(b",\"offset\":");
     out.extend_from_slice(itoa::Buffer::new().format(s.offset).as_bytes());
@@ -407,6 +411,7 @@ mod tests {
                 o,
                 2,
                 &Subscribed {
+                    positioned: true,
                     recoverable: true,
                     epoch: "ab",
                     offset: 4,

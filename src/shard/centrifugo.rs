@@ -249,14 +249,26 @@ impl State {
         true
     }
 
-    /// Whether `topic`'s class keeps history (`[[topics]]` `history_size`).
-    fn keeps_history(&self, topic: &str) -> bool {
-        self.shared
-            .cfg
-            .topics
+    fn class_of(&self, topic: &str) -> Option<&crate::config::TopicClass> {
+        let classes = &self.shared.cfg.topics;
+        classes
             .iter()
             .find(|c| crate::pubsub::topic::matches(&c.pattern, topic))
-            .is_some_and(|c| c.history_size > 0)
+    }
+
+    /// Whether `topic`'s class keeps history (`[[topics]]` `history_size`).
+    fn keeps_history(&self, topic: &str) -> bool {
+        self.class_of(topic).is_some_and(|c| c.history_size > 0)
+    }
+
+    /// Whether a subscriber of `topic` gets every offset (the SDKs call such a stream
+    /// positioned): not when its class may skip frames (`conflate`, `drop_oldest`,
+    /// `throttled`).
+    fn gapless(&self, topic: &str) -> bool {
+        use crate::config::{Delivery, SlowPolicy};
+        self.class_of(topic).is_none_or(|c| {
+            c.slow_policy == SlowPolicy::Disconnect && c.delivery != Delivery::Throttled
+        })
     }
 
     fn centrifugo_subscribe(&mut self, key: u32, id: u32, s: cf::Subscribe<'_>) {
@@ -309,6 +321,7 @@ impl State {
         let recovering = p.answer == SubAnswer::Recover;
         let recovered = recovering && pos.gap.is_none();
         let recoverable = self.keeps_history(&pos.topic);
+        let positioned = self.gapless(&pos.topic);
         // Publications go with the result only when they continue the client's position (or
         // are a cache topic's last message): the SDKs deliver them whatever `recovered` says.
         let replay: &[crate::frame::SharedFrame] = if !recovering || recovered {
@@ -328,6 +341,7 @@ impl State {
             &mut json,
             id,
             &cf::Subscribed {
+                positioned,
                 recoverable,
                 epoch: &epoch,
                 offset,
