@@ -23,7 +23,8 @@ both_drivers!(
     node_sdk,
     python_sdk,
     one_serialization_per_format,
-    wire_shapes_and_hostile_input
+    wire_shapes_and_hostile_input,
+    refresh_narrows_rights_and_expiry_ends_the_connection
 );
 
 const SECRET: &str = "centrifugo-test-secret-0123456789abcdef";
@@ -44,7 +45,12 @@ fn now() -> u64 {
 }
 
 fn jwt(exp: u64) -> String {
-    let claims = json!({"sub": "alice", "exp": exp, "subs": ["chat.>"], "pubs": ["chat.>"]});
+    jwt_for(exp, "chat.>")
+}
+
+/// Alice's token until `exp`, reading and writing `rights`.
+fn jwt_for(exp: u64, rights: &str) -> String {
+    let claims = json!({"sub": "alice", "exp": exp, "subs": [rights], "pubs": [rights]});
     encode(
         &Header::default(),
         &claims,
@@ -54,20 +60,22 @@ fn jwt(exp: u64) -> String {
 }
 
 fn server(driver: Driver) -> Server {
+    server_with(driver, &[])
+}
+
+fn server_with(driver: Driver, extra: &[(&str, &str)]) -> Server {
     let keys = format!("[{{algorithm=\"HS256\",secret=\"{SECRET}\"}}]");
-    Server::start(
-        driver,
-        &[
-            ("TICKCAST_AUTH__JWT_KEYS", &keys),
-            ("TICKCAST_AUTH__ANONYMOUS_SUBS", "[\"public.>\"]"),
-            ("TICKCAST_AUTH__ANONYMOUS_PUBS", "[\"public.>\"]"),
-            (
-                "TICKCAST_TOPICS",
-                "[{pattern=\"chat.>\",history_size=100},{pattern=\"public.h\",history_size=10}]",
-            ),
-        ],
-        &[],
-    )
+    let mut env: Vec<(&str, &str)> = vec![
+        ("TICKCAST_AUTH__JWT_KEYS", &keys),
+        ("TICKCAST_AUTH__ANONYMOUS_SUBS", "[\"public.>\"]"),
+        ("TICKCAST_AUTH__ANONYMOUS_PUBS", "[\"public.>\"]"),
+        (
+            "TICKCAST_TOPICS",
+            "[{pattern=\"chat.>\",history_size=100},{pattern=\"public.h\",history_size=10}]",
+        ),
+    ];
+    env.extend_from_slice(extra);
+    Server::start(driver, &env, &[])
 }
 
 fn cf_url(server: &Server) -> String {
@@ -187,10 +195,15 @@ type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn cf_connect(server: &Server) -> Ws {
+    cf_connect_with(server, "{}").await
+}
+
+/// Connected with `connect` body `body`.
+async fn cf_connect_with(server: &Server, body: &str) -> Ws {
     let (mut ws, _) = tokio_tungstenite::connect_async(cf_url(server))
         .await
         .unwrap();
-    ws.send(Message::text(r#"{"id":1,"connect":{}}"#))
+    ws.send(Message::text(format!(r#"{{"id":1,"connect":{body}}}"#)))
         .await
         .unwrap();
     let reply = cf_recv(&mut ws).await;
@@ -411,5 +424,101 @@ async fn wire_shapes_and_hostile_input(driver: Driver) {
         }
     };
     assert_eq!(u16::from(close.code), 3501);
+    assert_eq!(server.http("GET", "/health", None).await.0, 200);
+}
+
+/// The close frame that ends `ws` (other messages skipped), within 30 s.
+async fn cf_close(ws: &mut Ws) -> (u16, String) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("closed within 30 s");
+        match msg {
+            Some(Ok(Message::Close(Some(c)))) => return (u16::from(c.code), c.reason.to_string()),
+            Some(Ok(_)) => continue,
+            other => panic!("no close frame: {other:?}"),
+        }
+    }
+}
+
+/// A refresh with narrower rights unsubscribes what they no longer allow (push 2000); an
+/// invalid token on refresh closes 3500; a token that expires without a refresh makes the next
+/// command close the connection with 3005 (the SDK reconnects, gets 109, fetches a token);
+/// too many commands in one message close 3501.
+async fn refresh_narrows_rights_and_expiry_ends_the_connection(driver: Driver) {
+    let server = server_with(
+        driver,
+        &[
+            ("TICKCAST_AUTH__JWT_LEEWAY_S", "0"),
+            ("TICKCAST_LIMITS__SUBSCRIPTIONS_PER_CONN_MAX", "4"),
+        ],
+    );
+    let body = format!(r#"{{"token":"{}"}}"#, jwt(now() + 3600));
+    let mut ws = cf_connect_with(&server, &body).await;
+    ws.send(Message::text(
+        "{\"id\":2,\"subscribe\":{\"channel\":\"chat.a\"}}\n{\"id\":3,\"subscribe\":{\"channel\":\"chat.b\"}}",
+    ))
+    .await
+    .unwrap();
+    for _ in 0..2 {
+        assert!(cf_recv(&mut ws).await.get("subscribe").is_some());
+    }
+    let narrower = jwt_for(now() + 3600, "chat.b");
+    ws.send(Message::text(format!(
+        r#"{{"id":4,"refresh":{{"token":"{narrower}"}}}}"#
+    )))
+    .await
+    .unwrap();
+    let r = cf_recv(&mut ws).await;
+    assert_eq!(r["id"], 4, "{r}");
+    assert_eq!(r["refresh"]["expires"], true, "{r}");
+    assert_eq!(
+        cf_recv(&mut ws).await,
+        json!({"push":{"channel":"chat.a","unsubscribe":{"code":2000,"reason":"permission denied"}}})
+    );
+    // chat.b is still subscribed: a publish reaches it.
+    let body = r#"{"topic":"chat.b","data":{"k":1}}"#;
+    assert_eq!(server.http("POST", "/v1/publish", Some(body)).await.0, 200);
+    assert_eq!(cf_recv(&mut ws).await["push"]["pub"]["data"]["k"], 1);
+    ws.send(Message::text(r#"{"id":5,"refresh":{"token":"garbage"}}"#))
+        .await
+        .unwrap();
+    assert_eq!(cf_close(&mut ws).await, (3500, "invalid token".into()));
+
+    // Expiry: the next command after the token ran out closes 3005.
+    let body = format!(r#"{{"token":"{}"}}"#, jwt(now() + 2));
+    let mut ws = cf_connect_with(&server, &body).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut id = 10;
+    let closed = loop {
+        assert!(tokio::time::Instant::now() < deadline, "never expired");
+        id += 1;
+        let cmd = format!(r#"{{"id":{id},"presence_stats":{{"channel":"chat.a"}}}}"#);
+        if ws.send(Message::text(cmd)).await.is_err() {
+            panic!("closed without a close frame");
+        }
+        match tokio::time::timeout(std::time::Duration::from_millis(500), ws.next()).await {
+            Ok(Some(Ok(Message::Close(Some(c))))) => {
+                break (u16::from(c.code), c.reason.to_string());
+            }
+            Ok(Some(Ok(_))) | Err(_) => continue,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(closed, (3005, "connection expired".into()));
+
+    // More commands in one message than subscriptions_per_conn_max + 16: 3501, none handled.
+    let mut ws = cf_connect(&server).await;
+    let flood: Vec<String> = (0..21)
+        .map(|i| {
+            format!(
+                r#"{{"id":{},"presence_stats":{{"channel":"public.a"}}}}"#,
+                i + 2
+            )
+        })
+        .collect();
+    ws.send(Message::text(flood.join("\n"))).await.unwrap();
+    assert_eq!(cf_close(&mut ws).await, (3501, "bad request".into()));
     assert_eq!(server.http("GET", "/health", None).await.0, 200);
 }

@@ -46,6 +46,10 @@ pub const DISCONNECT_INVALID_TOKEN: u16 = 3500;
 pub const DISCONNECT_BAD_REQUEST: u16 = 3501;
 pub const DISCONNECT_PERMISSION_DENIED: u16 = 3507;
 
+/// Unsubscribe push code: the server ended the subscription for good (the SDK does not
+/// subscribe again).
+pub const UNSUBSCRIBE_SERVER: u16 = 2000;
+
 /// Unsubscribe push code: the subscription lost messages; the SDK subscribes again, asking to
 /// recover.
 pub const UNSUBSCRIBE_INSUFFICIENT_STATE: u16 = 2500;

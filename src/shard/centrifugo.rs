@@ -23,7 +23,16 @@ use crate::{
 impl State {
     /// A text message: one command per line, handled in order. A line that is not a command
     /// closes the connection (3501), as Centrifugo does.
+    ///
+    /// The message counts once against the connection's message rate, so the commands one
+    /// message may carry are bounded too: `limits.subscriptions_per_conn_max` + 16 (the SDKs
+    /// send `connect` and every subscription of a reconnect in one message); more closes the
+    /// connection (3501) before any is handled.
     pub(crate) fn centrifugo_message(&mut self, key: u32, text: &[u8]) {
+        let max = self.shared.cfg.limits.subscriptions_per_conn_max + 16;
+        if cf::lines(text).nth(max).is_some() {
+            return self.centrifugo_bad_request(key);
+        }
         for line in cf::lines(text) {
             let cmd: Command<'_> = match serde_json::from_slice(line) {
                 Ok(cmd) => cmd,
@@ -102,6 +111,18 @@ impl State {
         if !connected {
             // Anything before `connect`.
             self.centrifugo_bad_request(key);
+            return false;
+        }
+        if cmd.refresh.is_none() && self.conns[key].auth != super::auth::AuthState::Ok {
+            // The token expired and no `refresh` came (the SDKs refresh before `ttl` runs
+            // out): as Centrifugo, the connection expires; the SDK reconnects, gets 109 and a
+            // fresh token from its getToken.
+            self.close_code(
+                key,
+                cf::DISCONNECT_EXPIRED,
+                "connection expired",
+                CloseReason::Unauthorized,
+            );
             return false;
         }
         if let Some(s) = cmd.subscribe {
@@ -206,10 +227,18 @@ impl State {
     /// `refresh`: a fresh token for the same user keeps the connection and its subscriptions.
     fn centrifugo_refresh(&mut self, key: u32, id: u32, token: &str) -> bool {
         match self.take_token(key, token) {
-            TokenOutcome::Taken { .. } => {
+            TokenOutcome::Taken { dropped, .. } => {
                 let client = format!("{}-{}", self.shard, self.conns[key].no);
                 let ttl = self.centrifugo_ttl(key);
                 self.reply_with(key, |out| cf::refresh_result(out, id, &client, ttl));
+                // Channels the new token no longer allows are gone (2000: the SDK does not
+                // subscribe again).
+                for channel in &dropped {
+                    self.reply_with(key, |out| {
+                        let code = cf::UNSUBSCRIBE_SERVER;
+                        cf::unsubscribe_push(out, channel, code, "permission denied")
+                    });
+                }
                 true
             }
             TokenOutcome::Invalid(crate::auth::AuthError::Expired) => {
