@@ -296,6 +296,7 @@ async fn stats_and_connections(driver: Driver) {
     assert_eq!(a0["user"], "alice");
     assert_eq!(a0["ip"], "127.0.0.1");
     assert_eq!(a0["tls"], false);
+    assert_eq!(a0["protocol"], "v1");
     assert_eq!(a0["shard"], alice[0].1["shard"]);
     assert!(a0["age_s"].is_u64());
     assert!(a0["queued_bytes"].is_u64());

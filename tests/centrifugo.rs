@@ -326,6 +326,14 @@ async fn wire_shapes_and_hostile_input(driver: Driver) {
     for r in replies.values().filter(|r| r.get("error").is_some()) {
         assert!(r["error"]["message"].is_string(), "{r}");
     }
+    // The operator sees the client and what it speaks.
+    let (status, body) = server.http("GET", "/v1/connections", None).await;
+    assert_eq!(status, 200, "{body}");
+    let listed: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        listed["connections"][0]["protocol"], "centrifugo",
+        "{listed}"
+    );
     // History: limit, reverse, since; another epoch's since is an unrecoverable position;
     // a channel without history is not available; presence stats count clients and users.
     for n in 1..=3 {

@@ -32,6 +32,15 @@ pub enum Dialect {
 }
 
 impl Dialect {
+    /// As `GET /v1/connections` shows it (`protocol`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dialect::V1 => "v1",
+            Dialect::Binance => "binance",
+            Dialect::CentrifugoNew | Dialect::Centrifugo => "centrifugo",
+        }
+    }
+
     pub fn is_centrifugo(self) -> bool {
         matches!(self, Dialect::CentrifugoNew | Dialect::Centrifugo)
     }

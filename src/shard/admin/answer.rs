@@ -185,6 +185,7 @@ impl State {
                 queued_bytes: c.out.bytes(),
                 skipped: c.skipped,
                 tls: c.tls.is_some(),
+                protocol: c.dialect.as_str(),
             })
             .collect()
     }

@@ -203,6 +203,8 @@ pub struct ConnInfo {
     /// Frames this connection skipped (`conflate`, `drop_oldest`, `throttled`).
     skipped: u32,
     tls: bool,
+    /// `v1`, `centrifugo` or `binance` ([`crate::dialect::Dialect::as_str`]).
+    protocol: &'static str,
 }
 
 #[derive(Debug)]

@@ -318,6 +318,9 @@ pub(crate) fn render_conn(out: &mut Vec<u8>, c: &ConnInfo) {
     num(out, "skipped", u64::from(c.skipped));
     key(out, "tls");
     out.extend_from_slice(if c.tls { b"true" } else { b"false" });
+    out.push(b',');
+    key(out, "protocol");
+    push_json_str(out, c.protocol);
     out.push(b'}');
 }
 

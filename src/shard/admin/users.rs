@@ -116,7 +116,9 @@ impl State {
         let round = self.conns.round();
         for key in keys {
             let conn = &mut self.conns[key];
-            if !conn.takes_round(round) {
+            // A dialect's client gets a user's messages only on a channel or stream it
+            // subscribed (above): its protocol has no frame for unsolicited ones.
+            if conn.dialect != crate::dialect::Dialect::V1 || !conn.takes_round(round) {
                 continue;
             }
             if conn.recovering && self.recovering_frame(key, &frame) {
