@@ -174,11 +174,7 @@ impl State {
                 let topics: Vec<String> =
                     binance::with_streams(|m| names.iter().filter_map(|n| m.topic_of(n)).collect());
                 for topic in &topics {
-                    let subs = &mut self.conns[key].subs;
-                    if let Some(i) = subs.iter().position(|s| **s == **topic) {
-                        subs.swap_remove(i);
-                        self.unsubscribe_pattern(topic, key);
-                    }
+                    self.drop_subscription(key, topic);
                 }
                 self.reply_with(key, |out| binance::result_null(out, id.as_deref()));
             }

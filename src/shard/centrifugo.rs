@@ -66,12 +66,9 @@ impl State {
         if !self.conns[key].dialect.is_centrifugo() {
             return;
         }
-        let subs = &mut self.conns[key].subs;
-        let Some(i) = subs.iter().position(|s| **s == *topic) else {
+        if !self.drop_subscription(key, topic) {
             return;
-        };
-        subs.swap_remove(i);
-        self.unsubscribe_pattern(topic, key);
+        }
         self.stats.c.gaps += 1;
         self.reply_with(key, |out| {
             let code = cf::UNSUBSCRIBE_INSUFFICIENT_STATE;
@@ -128,12 +125,7 @@ impl State {
         if let Some(s) = cmd.subscribe {
             self.centrifugo_subscribe(key, id, s);
         } else if let Some(u) = cmd.unsubscribe {
-            let topic = u.channel.as_ref();
-            let subs = &mut self.conns[key].subs;
-            if let Some(i) = subs.iter().position(|s| **s == *topic) {
-                subs.swap_remove(i);
-                self.unsubscribe_pattern(topic, key);
-            }
+            self.drop_subscription(key, &u.channel);
             self.reply_with(key, |out| cf::empty_result(out, id, "unsubscribe"));
         } else if let Some(p) = cmd.publish {
             self.centrifugo_publish(key, id, &p.channel, p.data.get().as_bytes());

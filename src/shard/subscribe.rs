@@ -149,11 +149,7 @@ impl State {
             return;
         };
         for topic in &valid {
-            let subs = &mut self.conns[key].subs;
-            if let Some(i) = subs.iter().position(|s| &**s == *topic) {
-                subs.swap_remove(i);
-                self.unsubscribe_pattern(topic, key);
-            }
+            self.drop_subscription(key, topic);
         }
         if !valid.is_empty() {
             self.reply_with(key, |out| protocol::ack_topics(out, id.as_deref(), &valid));
@@ -191,6 +187,18 @@ impl State {
             }
         }
         Some(valid)
+    }
+
+    /// Unsubscribes `key` from `pattern` if it is subscribed (its other subscriptions keep
+    /// their order: `GET /v1/connections`, Binance's `LIST_SUBSCRIPTIONS`); whether it was.
+    pub(crate) fn drop_subscription(&mut self, key: u32, pattern: &str) -> bool {
+        let subs = &mut self.conns[key].subs;
+        let Some(i) = subs.iter().position(|s| **s == *pattern) else {
+            return false;
+        };
+        subs.remove(i);
+        self.unsubscribe_pattern(pattern, key);
+        true
     }
 
     /// Removes `key` from `pattern` in the index; tells peers when it was the last one here.
