@@ -1402,6 +1402,88 @@ async fn a_node_that_connects_late_hears_the_others_before_taking_the_lead(engin
     }
 }
 
+/// The next JSON message of a dialect client, skipping Centrifugo's pings (`{}`).
+async fn recv_dialect(ws: &mut Ws) -> Value {
+    loop {
+        let v = recv_json(ws).await;
+        if v.as_object().is_some_and(|o| !o.is_empty()) {
+            return v;
+        }
+    }
+}
+
+/// A Centrifugo client on one node and a Binance client on another get what a v1 client
+/// publishes on a third, once each, in order; the Centrifugo client, gone and back on a
+/// different node with its position, recovers what it missed from the cluster's history.
+async fn dialect_clients_get_the_clusters_messages_and_recover_on_another_node(engine: Engine) {
+    let broker = Broker::start(engine);
+    let nodes = cluster(&broker).await;
+    let cf_url = |n: &Server| format!("ws://{}/connection/websocket", n.addr);
+    let (mut cf, _) = tokio_tungstenite::connect_async(cf_url(&nodes[1]))
+        .await
+        .unwrap();
+    send_json(&mut cf, json!({"id":1,"connect":{}})).await;
+    assert!(recv_dialect(&mut cf).await["connect"]["client"].is_string());
+    send_json(&mut cf, json!({"id":2,"subscribe":{"channel":"md.cf"}})).await;
+    let sub = recv_dialect(&mut cf).await;
+    assert_eq!(sub["subscribe"]["recoverable"], true, "{sub}");
+    let url = format!("ws://{}/binance/ws/btcusdt@trade", nodes[2].addr);
+    let (mut bn, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    send_json(&mut bn, json!({"method":"LIST_SUBSCRIPTIONS","id":1})).await;
+    assert_eq!(
+        recv_dialect(&mut bn).await,
+        json!({"result":["btcusdt@trade"],"id":1})
+    );
+    // The Binance stream's interest is applied by its reply (above, after the URL's own
+    // subscription): wait until the broker carries it.
+    wait_subscribers(&broker, "trades.BTCUSDT", 1).await;
+    let (mut pubr, _) = connect(&nodes[0]).await;
+    const N: u64 = 40;
+    for i in 1..=N {
+        publish(&mut pubr, i, "md.cf", json!({"i": i})).await;
+        publish(&mut pubr, 1000 + i, "trades.BTCUSDT", json!({"i": i})).await;
+    }
+    for i in 1..=N {
+        let push = recv_dialect(&mut cf).await;
+        assert_eq!(push["push"]["channel"], "md.cf", "{push}");
+        assert_eq!(push["push"]["pub"], json!({"data":{"i":i},"offset":i}));
+        assert_eq!(recv_dialect(&mut bn).await, json!({"i": i}));
+    }
+    // The stream's epoch, from a history answer (limit 0: the position only).
+    send_json(
+        &mut cf,
+        json!({"id":3,"history":{"channel":"md.cf","limit":0}}),
+    )
+    .await;
+    let h = recv_dialect(&mut cf).await;
+    assert_eq!(h["history"]["offset"], N, "{h}");
+    let epoch = h["history"]["epoch"].as_str().unwrap().to_string();
+    drop(cf);
+    // Back on node C, at offset N/2 of that epoch: N/2+1..=N come with the result.
+    let (mut cf, _) = tokio_tungstenite::connect_async(cf_url(&nodes[2]))
+        .await
+        .unwrap();
+    send_json(&mut cf, json!({"id":1,"connect":{}})).await;
+    recv_dialect(&mut cf).await;
+    let recover =
+        json!({"id":2,"subscribe":{"channel":"md.cf","recover":true,"offset":N / 2,"epoch":epoch}});
+    send_json(&mut cf, recover).await;
+    let sub = recv_dialect(&mut cf).await;
+    let r = &sub["subscribe"];
+    assert_eq!(
+        (&r["was_recovering"], &r["recovered"]),
+        (&json!(true), &json!(true)),
+        "{sub}"
+    );
+    let offsets: Vec<u64> = r["publications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(offsets, (N / 2 + 1..=N).collect::<Vec<_>>(), "{sub}");
+}
+
 macro_rules! engines {
     ($($name:ident),* $(,)?) => {
         mod nats {
@@ -1437,4 +1519,5 @@ engines!(
     a_since_ahead_of_the_node_is_served_from_the_broker,
     a_subscribe_ack_means_the_broker_delivers,
     a_node_that_connects_late_hears_the_others_before_taking_the_lead,
+    dialect_clients_get_the_clusters_messages_and_recover_on_another_node,
 );
