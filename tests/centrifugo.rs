@@ -24,7 +24,8 @@ both_drivers!(
     python_sdk,
     one_serialization_per_format,
     wire_shapes_and_hostile_input,
-    refresh_narrows_rights_and_expiry_ends_the_connection
+    refresh_narrows_rights_and_expiry_ends_the_connection,
+    a_command_flood_is_closed_and_costs_others_nothing
 );
 
 const SECRET: &str = "centrifugo-test-secret-0123456789abcdef";
@@ -529,4 +530,66 @@ async fn refresh_narrows_rights_and_expiry_ends_the_connection(driver: Driver) {
     ws.send(Message::text(flood.join("\n"))).await.unwrap();
     assert_eq!(cf_close(&mut ws).await, (3501, "bad request".into()));
     assert_eq!(server.http("GET", "/health", None).await.0, 200);
+}
+
+/// A client flooding commands over the message rate is closed with 3013 (too many requests:
+/// the SDKs reconnect with backoff); another client meanwhile gets every publication.
+async fn a_command_flood_is_closed_and_costs_others_nothing(driver: Driver) {
+    let server = server_with(
+        driver,
+        &[
+            ("TICKCAST_LIMITS__CLIENT_MESSAGES_PER_S", "20"),
+            ("TICKCAST_LIMITS__CLIENT_MESSAGES_BURST", "40"),
+        ],
+    );
+    let mut calm = cf_connect(&server).await;
+    calm.send(Message::text(
+        r#"{"id":2,"subscribe":{"channel":"public.calm"}}"#,
+    ))
+    .await
+    .unwrap();
+    assert!(cf_recv(&mut calm).await.get("subscribe").is_some());
+    let mut flood = cf_connect(&server).await;
+    let mut closed = None;
+    let mut published = 0u64;
+    for i in 0..2000u32 {
+        let cmd = format!(
+            r#"{{"id":{},"presence_stats":{{"channel":"public.x"}}}}"#,
+            i + 2
+        );
+        if flood.send(Message::text(cmd)).await.is_err() {
+            break;
+        }
+        if i % 50 == 49 {
+            let body = format!(r#"{{"topic":"public.calm","data":{{"n":{}}}}}"#, i / 50 + 1);
+            assert_eq!(server.http("POST", "/v1/publish", Some(&body)).await.0, 200);
+            published += 1;
+        }
+        if let Ok(Some(Ok(Message::Close(c)))) =
+            tokio::time::timeout(std::time::Duration::ZERO, flood.next()).await
+        {
+            closed = c.map(|c| (u16::from(c.code), c.reason.to_string()));
+            break;
+        }
+    }
+    let closed = match closed {
+        Some(c) => c,
+        None => cf_close(&mut flood).await,
+    };
+    assert_eq!(closed, (3013, "too many requests".into()));
+    assert!(published >= 1, "closed before anything was published");
+    for n in 1..=published {
+        let push = cf_recv(&mut calm).await;
+        assert_eq!(push["push"]["pub"]["offset"], n, "{push}");
+    }
+    assert!(
+        server
+            .metric_with(
+                "tickcast_security_events_total",
+                "event",
+                "rate_limited_message"
+            )
+            .await
+            >= 1.0
+    );
 }
