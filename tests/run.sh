@@ -57,6 +57,11 @@ venv=target/venv
 nodedir=target/node
 [ -d "$nodedir/node_modules/ws" ] && grep -q '"version": "8.18.3"' "$nodedir/node_modules/ws/package.json" ||
     npm install --silent --no-audit --no-fund --prefix "$nodedir" ws@8.18.3
+# Pinned Centrifugo SDKs (centrifuge-python, npm centrifuge) for tests/centrifugo.rs and
+# Binance connectors (binance-sdk-spot, @binance/spot) for tests/binance.rs, each from its
+# lock file (tests/clients/*/), in target/venv-* and target/node-*.
+bash tests/clients/centrifugo/install.sh
+bash tests/clients/binance/install.sh
 # Headless Chromium for tests/browser.rs: Debian's package, not pinned to a version, since
 # Debian replaces it with every security update (an exact apt pin would stop installing within
 # weeks). Its version is printed here so a run's log says which browser passed or failed.
@@ -68,11 +73,16 @@ step "cargo test"
 # fault-injection: tests/crash.rs makes a shard and the cluster bridge panic on purpose.
 # TICKCAST_TEST_PYTHON, TICKCAST_TEST_NODE_PATH: the pinned clients for tests/clients.rs;
 # TICKCAST_TEST_CHROMIUM: the browser for tests/browser.rs; TICKCAST_TEST_PROMTOOL: promtool
-# for tests/prometheus.rs (Debian package prometheus) (given to cargo test only:
+# for tests/prometheus.rs (Debian package prometheus); TICKCAST_TEST_CENTRIFUGO_*,
+# TICKCAST_TEST_BINANCE_*: the pinned SDKs and connectors (given to cargo test only:
 # a TICKCAST_* variable in the environment of the conformance server below would be read as a
 # setting).
 TICKCAST_TEST_PYTHON="$PWD/$venv/bin/python" TICKCAST_TEST_NODE_PATH="$PWD/$nodedir/node_modules" \
     TICKCAST_TEST_CHROMIUM="$chromium" TICKCAST_TEST_PROMTOOL="$(command -v promtool)" \
+    TICKCAST_TEST_CENTRIFUGO_PYTHON="$PWD/target/venv-centrifugo/bin/python" \
+    TICKCAST_TEST_CENTRIFUGO_NODE_PATH="$PWD/target/node-centrifugo/node_modules" \
+    TICKCAST_TEST_BINANCE_PYTHON="$PWD/target/venv-binance/bin/python" \
+    TICKCAST_TEST_BINANCE_NODE_PATH="$PWD/target/node-binance/node_modules" \
     cargo test --all-targets --features fault-injection --no-fail-fast || failed+=("cargo test")
 
 step "conformance (Autobahn cases 1-10 via kosoku)"

@@ -561,9 +561,16 @@ impl Default for AuthConfig {
     fn default() -> Self {
         Self {
             allow_anonymous: true,
-            anonymous_subs: ["trades.>", "bbo.>", "kline.>", "ticker.>", "public.>"]
-                .map(String::from)
-                .to_vec(),
+            anonymous_subs: [
+                "trades.>",
+                "bbo.>",
+                "kline.>",
+                "ticker.>",
+                "public.>",
+                "binance.>",
+            ]
+            .map(String::from)
+            .to_vec(),
             anonymous_pubs: Vec::new(),
             auth_timeout_ms: 5_000,
             refresh_grace_s: 25,

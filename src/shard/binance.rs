@@ -21,8 +21,8 @@ fn unknown_stream(name: &str) -> String {
         shown.push('…');
     }
     format!(
-        "invalid stream `{shown}`: it matches none of this server's stream templates \
-         (docs/DIALECTS.md), or is not lower case"
+        "invalid stream `{shown}`: stream names are lower case (what a stream template reads \
+         must map back to the same name) and one topic segment (letters, digits, `_:@-`)"
     )
 }
 

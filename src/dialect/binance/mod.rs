@@ -14,9 +14,10 @@ pub use streams::{DEFAULT_STREAMS, StreamMap, check_template, set_streams, with_
 
 use crate::protocol::push_json_str;
 
-/// Longest `id` echoed (its JSON text): Binance ids are integers or strings of at most 36
-/// characters; 128 leaves room and bounds what is echoed.
-pub const ID_BYTES_MAX: usize = 128;
+/// Longest string `id` (Binance's bound: UUIDs fit).
+pub const ID_CHARS_MAX: usize = 36;
+
+const BAD_ID: &str = "Invalid request: request ID must be a 64-bit integer, a string of at most 36 characters or null";
 
 /// A control request, parsed.
 #[derive(Debug, PartialEq, Eq)]
@@ -68,18 +69,17 @@ pub fn parse(text: &[u8], streams_max: usize) -> (Option<&[u8]>, Result<Request,
         Err(e) => return (None, Err(refused(2, format!("Invalid request: {e}")))),
     };
     let id = raw.id.map(|v| v.get().as_bytes());
+    // Binance's rule: a 64-bit integer, a string of at most 36 characters (UUIDs), or null.
     let id_ok = match raw.id.map(RawValue::get) {
         None => false,
-        Some(v) if v.len() > ID_BYTES_MAX => false,
-        Some(v) => {
-            let b = v.as_bytes()[0];
-            b == b'"' || b == b'-' || b.is_ascii_digit() || v == "null"
+        Some("null") => true,
+        Some(v) if v.starts_with('"') => {
+            serde_json::from_str::<String>(v).is_ok_and(|s| s.chars().count() <= ID_CHARS_MAX)
         }
+        Some(v) => v.bytes().all(|b| b.is_ascii_digit() || b == b'-') && v.parse::<i64>().is_ok(),
     };
     if !id_ok {
-        let msg = "Invalid request: request ID must be an unsigned integer, a string of at \
-                   most 128 bytes or null";
-        return (None, Err(refused(2, msg)));
+        return (None, Err(refused(2, BAD_ID)));
     }
     (id, request(&raw, streams_max))
 }
@@ -203,30 +203,32 @@ pub fn error(out: &mut Vec<u8>, id: Option<&[u8]>, code: u16, msg: &str) {
 
 /// Where an upgrade under the prefix asks to go: its format and the streams it names.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Target<'a> {
+pub struct Target {
     pub combined: bool,
-    /// Percent-decoded (`%40` is `@`); a name that does not decode to UTF-8 is kept as sent,
-    /// and refused as an unknown stream.
-    pub streams: Vec<std::borrow::Cow<'a, str>>,
+    /// Percent-decoded (`%40` is `@`, `%2F` separates names).
+    pub streams: Vec<String>,
 }
 
 /// Reads `path` (after the prefix) and `query`: `/ws`, `/ws/<s1>/<s2>…` (raw), `/stream`,
 /// `/stream?streams=<s1>/<s2>…` (combined). `None`: not a stream path.
 /// Repeated slashes after the prefix are one (`<prefix>//stream`: a connector's base URL given
 /// with a trailing slash).
-pub fn target<'a>(rest: &'a str, query: Option<&'a str>) -> Option<Target<'a>> {
+pub fn target(rest: &str, query: Option<&str>) -> Option<Target> {
     let rest = match rest.find(|c| c != '/') {
         Some(i) if i > 1 => &rest[i - 1..],
         _ => rest,
     };
-    let split = |s: &'a str| -> Vec<std::borrow::Cow<'a, str>> {
-        s.split('/')
+    // Decoded first, then split: `%2F` separates names too (`streams=a%40trade%2Fb%40trade`,
+    // what URL encoders produce). A value that does not decode to UTF-8 is kept as sent and
+    // its names are refused as invalid streams.
+    let split = |s: &str| -> Vec<String> {
+        let decoded = percent_encoding::percent_decode_str(s)
+            .decode_utf8()
+            .unwrap_or(std::borrow::Cow::Borrowed(s));
+        decoded
+            .split('/')
             .filter(|n| !n.is_empty())
-            .map(|n| {
-                percent_encoding::percent_decode_str(n)
-                    .decode_utf8()
-                    .unwrap_or(std::borrow::Cow::Borrowed(n))
-            })
+            .map(str::to_owned)
             .collect()
     };
     if rest == "/ws" || rest == "/ws/" {
@@ -331,11 +333,29 @@ mod tests {
             ["\"a@trade\""; 3].join(",")
         );
         assert_eq!(parse(many.as_bytes(), 2).1.map_err(|r| r.code), Err(2));
-        let huge_id = format!(
-            r#"{{"method":"LIST_SUBSCRIPTIONS","id":{}}}"#,
-            "9".repeat(200)
-        );
-        assert_eq!(parse(huge_id.as_bytes(), 2).0, None);
+        for id in [
+            "9".repeat(20),
+            "1.5".into(),
+            "1e3".into(),
+            format!("\"{}\"", "x".repeat(37)),
+            "[1]".into(),
+        ] {
+            let text = format!(r#"{{"method":"LIST_SUBSCRIPTIONS","id":{id}}}"#);
+            assert_eq!(
+                parse(text.as_bytes(), 2),
+                (None, Err(refused(2, BAD_ID))),
+                "{id}"
+            );
+        }
+        for id in [
+            "-1",
+            "9223372036854775807",
+            "\"é\"",
+            "\"0b5c2f3e-8a1d-4c6b-9e7f-2d3c4b5a6e7f\"",
+        ] {
+            let text = format!(r#"{{"method":"LIST_SUBSCRIPTIONS","id":{id}}}"#);
+            assert_eq!(parse(text.as_bytes(), 2).0, Some(id.as_bytes()), "{id}");
+        }
     }
 
     #[test]
@@ -370,7 +390,7 @@ mod tests {
         );
         assert_eq!(t("/ws", None).unwrap().streams.len(), 0);
         assert_eq!(
-            t("/stream", Some("streams=a@trade/b%40trade")).unwrap(),
+            t("/stream", Some("streams=a@trade%2Fb%40trade")).unwrap(),
             Target {
                 combined: true,
                 streams: vec!["a@trade".into(), "b@trade".into()]

@@ -149,6 +149,12 @@ pub struct StreamMap {
     pairs: Vec<(Template, Template)>,
 }
 
+/// Where a stream name no template reads goes: `btcusdt@aggTrade` is the topic
+/// `binance.btcusdt@aggTrade`. Binance answers a well-formed name it has no data for with
+/// `result: null` and silence, and connectors keep such names and send them again in their
+/// reconnect URLs; so does tickcast, and anything published to the topic reaches them.
+pub const FALLBACK_PREFIX: &str = "binance.";
+
 /// The default templates: the demo feed's topics (`[[binance.streams]]`).
 pub const DEFAULT_STREAMS: &[(&str, &str)] = &[
     ("{sym}@trade", "trades.{SYM}"),
@@ -181,8 +187,9 @@ impl StreamMap {
         StreamMap::new(DEFAULT_STREAMS.iter().copied()).expect("the defaults are valid")
     }
 
-    /// The topic of stream name `stream`, if a template maps it and maps the topic back to
-    /// the same name.
+    /// The topic of stream name `stream`: by the first template that reads it, if that topic
+    /// maps back to the same name; a name no template reads is `binance.<name>` (see
+    /// [`FALLBACK_PREFIX`]) when it is one topic segment.
     pub fn topic_of(&self, stream: &str) -> Option<String> {
         for (s, t) in &self.pairs {
             if let Some(vals) = s.read(stream) {
@@ -190,14 +197,21 @@ impl StreamMap {
                 return (self.stream_of(&topic).as_deref() == Some(stream)).then_some(topic);
             }
         }
-        None
+        let topic = format!("{FALLBACK_PREFIX}{stream}");
+        let one_segment = !stream.is_empty() && !stream.contains(['.', '*', '>']);
+        (one_segment && crate::pubsub::topic::validate_topic(&topic).is_ok()).then_some(topic)
     }
 
-    /// The stream name of `topic` (the first template whose topic side matches).
+    /// The stream name of `topic` (the first template whose topic side matches, else the
+    /// name of a `binance.<name>` topic).
     pub fn stream_of(&self, topic: &str) -> Option<String> {
         self.pairs
             .iter()
             .find_map(|(s, t)| t.read(topic).and_then(|vals| s.render(&vals)))
+            .or_else(|| {
+                let name = topic.strip_prefix(FALLBACK_PREFIX)?;
+                (!name.is_empty() && !name.contains('.')).then(|| name.to_owned())
+            })
     }
 }
 
@@ -241,19 +255,29 @@ mod tests {
     #[test]
     fn names_that_do_not_map_back_are_refused() {
         let m = StreamMap::defaults();
+        // Read by a template but not mapped back to the same name.
         for bad in [
             "BTCUSDT@trade",
-            "btcusdt@trades",
-            "btcusdt",
-            "@trade",
-            "btc-usdt@trade",
-            "btcusdt@kline_",
-            "btcusdt@depth@depth",
             "",
+            "a.b@x",
+            "!ticker@arr",
+            "x*y",
+            "btcusdt@kline_1m@+08:00",
         ] {
             assert_eq!(m.topic_of(bad), None, "{bad}");
         }
         assert_eq!(m.stream_of("orders.alice"), None);
+        // Names no template reads: `binance.<name>`, both ways.
+        for name in [
+            "btcusdt@aggTrade",
+            "btcusdt@depth@100ms",
+            "btcusdt@trades",
+            "btcusdt",
+        ] {
+            let topic = m.topic_of(name).unwrap();
+            assert_eq!(topic, format!("binance.{name}"));
+            assert_eq!(m.stream_of(&topic).as_deref(), Some(name));
+        }
     }
 
     #[test]
