@@ -21,7 +21,7 @@ mod common;
 use std::process::Command;
 
 use common::*;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::{
@@ -239,19 +239,7 @@ async fn refusal(server: &Server, path: &str) -> u16 {
 
 /// The next text message as sent (pings and pongs skipped).
 async fn next_text(ws: &mut Ws) -> String {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let msg = tokio::time::timeout_at(deadline, ws.next())
-            .await
-            .expect("no message within the deadline")
-            .expect("stream ended")
-            .expect("websocket error");
-        match msg {
-            Message::Text(t) => return t.to_string(),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("expected a text message, got {other:?}"),
-        }
-    }
+    recv_text(ws).await
 }
 
 /// Sends request `req` and returns the next text message: its reply, on a connection with no

@@ -454,6 +454,11 @@ pub async fn send_json<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStre
 /// The next text message as JSON (pings are answered by the library); any client stream
 /// (plain or TLS).
 pub async fn recv_json<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>) -> Value {
+    serde_json::from_str(&recv_text(ws).await).unwrap()
+}
+
+/// The next text message as sent, WebSocket pings and pongs skipped, within `DEADLINE`.
+pub async fn recv_text<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>) -> String {
     // One deadline for the call: the server's pings (every 20 s) must not restart it.
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
@@ -463,7 +468,7 @@ pub async fn recv_json<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStre
             .expect("stream ended")
             .expect("websocket error");
         match msg {
-            Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+            Message::Text(t) => return t.to_string(),
             Message::Ping(_) | Message::Pong(_) => continue,
             other => panic!("expected a text message, got {other:?}"),
         }
