@@ -23,6 +23,7 @@ both_drivers!(
     broadcast_reaches_every_connection_once,
     send_reaches_every_connection_of_the_user_once,
     presence_join_leave_and_online,
+    a_watcher_of_its_own_presence_disconnects,
     disconnect_by_user_and_by_conn,
 );
 
@@ -595,6 +596,33 @@ async fn presence_join_leave_and_online(driver: Driver) {
     assert_eq!(p["users"], json!([]), "{p}");
     assert_eq!(p["anonymous"], 1);
     nothing_more(&mut watcher).await;
+}
+
+/// A user subscribed to a topic and to its presence events (`presence.<topic>`) on every
+/// shard disconnects: its `leave` events are published while it goes, on the shard that owns
+/// the presence topic too, and must not reach the connection being removed (they crashed the
+/// shard once). Another watcher gets both leaves; the server carries on.
+async fn a_watcher_of_its_own_presence_disconnects(driver: Driver) {
+    let server = admin_server(driver);
+    let (mut watcher, _) = connect(&server).await;
+    subscribe(&mut watcher, 1, &["presence.room.9"]).await;
+    let alice = user_on_every_shard(&server, "alice").await;
+    let mut conns = Vec::new();
+    for (mut ws, w) in alice {
+        subscribe(&mut ws, 1, &["room.9", "presence.room.9"]).await;
+        assert_eq!(next_event(&mut watcher).await["event"], "join");
+        conns.push((ws, w));
+    }
+    let mut left = Vec::new();
+    for (mut ws, w) in conns {
+        ws.close(None).await.unwrap();
+        drop(ws);
+        let e = next_event(&mut watcher).await;
+        assert_eq!(e["event"], "leave", "{e}");
+        left.push(e["conn"].clone());
+        assert!(left.contains(&w["conn"]), "{left:?}");
+    }
+    assert_eq!(server.http("GET", "/health", None).await.0, 200);
 }
 
 async fn disconnect_by_user_and_by_conn(driver: Driver) {

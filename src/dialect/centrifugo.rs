@@ -119,6 +119,9 @@ pub struct Subscribe<'a> {
     pub offset: u64,
     #[serde(default, borrow)]
     pub epoch: Option<std::borrow::Cow<'a, str>>,
+    /// Join and leave pushes asked for (the SDKs' `joinLeave` / `join_leave` option).
+    #[serde(default)]
+    pub join_leave: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -356,6 +359,43 @@ pub fn unsubscribe_push(out: &mut Vec<u8>, channel: &str, code: u16, reason: &st
     out.extend_from_slice(b"}}}");
 }
 
+/// A presence event's frame (topic `presence.<channel>`, data
+/// `{"event":"join"|"leave","user":…,"conn":…}`, built by the shard) as Centrifugo's push:
+/// `{"push":{"channel":<channel>,"join":{"info":{"client":…,"user":…}}}}` (or `leave`).
+/// `None` for anything else published there.
+pub fn presence_push(topic: &str, data: &[u8]) -> Option<Vec<u8>> {
+    #[derive(Deserialize)]
+    struct Event<'a> {
+        #[serde(borrow)]
+        event: std::borrow::Cow<'a, str>,
+        #[serde(borrow)]
+        user: std::borrow::Cow<'a, str>,
+        #[serde(borrow)]
+        conn: std::borrow::Cow<'a, str>,
+    }
+    let channel = topic.strip_prefix(PRESENCE_PREFIX)?;
+    let e: Event<'_> = serde_json::from_slice(data).ok()?;
+    let kind = match e.event.as_ref() {
+        "join" => "join",
+        "leave" => "leave",
+        _ => return None,
+    };
+    let mut out = Vec::with_capacity(96 + channel.len() + e.user.len());
+    out.extend_from_slice(b"{\"push\":{\"channel\":");
+    push_json_str(&mut out, channel);
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(b"\":{\"info\":{\"client\":");
+    push_json_str(&mut out, &e.conn);
+    out.extend_from_slice(b",\"user\":");
+    push_json_str(&mut out, &e.user);
+    out.extend_from_slice(b"}}}}");
+    Some(out)
+}
+
+/// Where a topic's presence events are published (`presence.<topic>`).
+pub const PRESENCE_PREFIX: &str = "presence.";
+
 /// `{"push":{"message":{"data":…}}}` (an operator's broadcast).
 pub fn message_push(out: &mut Vec<u8>, data: &[u8]) {
     out.extend_from_slice(b"{\"push\":{\"message\":{\"data\":");
@@ -433,6 +473,19 @@ mod tests {
             s(|o| error(o, 3, error::INTERNAL, "x")),
             r#"{"id":3,"error":{"code":100,"message":"x","temporary":true}}"#
         );
+        assert_eq!(
+            presence_push(
+                "presence.room",
+                br#"{"event":"join","user":"al\"ice","conn":"0-7"}"#
+            )
+            .map(String::from_utf8),
+            Some(Ok(
+                r#"{"push":{"channel":"room","join":{"info":{"client":"0-7","user":"al\"ice"}}}}"#
+                    .into()
+            ))
+        );
+        assert_eq!(presence_push("presence.room", b"{\"event\":\"x\"}"), None);
+        assert_eq!(presence_push("room", b"{}"), None);
         assert_eq!(
             s(|o| unsubscribe_push(o, "t", 2500, "insufficient state")),
             r#"{"push":{"channel":"t","unsubscribe":{"code":2500,"reason":"insufficient state"}}}"#

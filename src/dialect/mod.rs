@@ -87,6 +87,14 @@ impl Format {
 pub fn encode_form(format: u8, topic: &str, seq: u64, data: &[u8]) -> Vec<u8> {
     let mut seq_buf = itoa::Buffer::new();
     match format {
+        // A presence event reaches a Centrifugo client only through its `join_leave`
+        // subscription: it is a join or leave push of the channel.
+        f if f == Format::Centrifugo as u8 && topic.starts_with(centrifugo::PRESENCE_PREFIX) => {
+            match centrifugo::presence_push(topic, data) {
+                Some(push) => text_frame_of(&[&push]),
+                None => text_frame_of(&[b"{}"]),
+            }
+        }
         f if f == Format::Centrifugo as u8 => text_frame_of(&[
             b"{\"push\":{\"channel\":\"",
             topic.as_bytes(),

@@ -288,6 +288,7 @@ impl State {
         let strikes = conn.rate_strikes as u32;
         self.stats.security(SecEvent::RateLimitedMessage);
         let limits = &self.shared.cfg.limits;
+        let centrifugo = self.conns[key].dialect.is_centrifugo();
         if binance {
             // Binance disconnects a client over its message rate at once.
             self.close_code(
@@ -296,7 +297,10 @@ impl State {
                 "too many requests",
                 CloseReason::RateLimited,
             );
-        } else if strikes >= limits.client_rate_limited_close_after {
+        } else if centrifugo || strikes >= limits.client_rate_limited_close_after {
+            // A Centrifugo client at once (3013, the SDKs reconnect with backoff): its
+            // protocol has no error for a message, and a command left unanswered makes the
+            // SDK reconnect anyway, after its timeout.
             self.close_code(
                 key,
                 cc::RATE_LIMITED,
@@ -419,8 +423,13 @@ impl State {
             self.user_indexed(key);
         }
         let subs = std::mem::take(&mut self.conns[key].subs);
-        let (kept, dropped): (Vec<_>, Vec<_>) =
-            subs.into_iter().partition(|p| self.may_subscribe(key, p));
+        // A Centrifugo client's join and leave pushes (`presence.<channel>`) go with the
+        // channel's right.
+        let centrifugo = self.conns[key].dialect.is_centrifugo();
+        let (kept, dropped): (Vec<_>, Vec<_>) = subs.into_iter().partition(|p| {
+            let channel = p.strip_prefix("presence.").filter(|_| centrifugo);
+            self.may_subscribe(key, channel.unwrap_or(p))
+        });
         self.conns[key].subs = kept;
         for pattern in &dropped {
             self.unsubscribe_pattern(pattern, key);

@@ -33,6 +33,9 @@ impl State {
         if cf::lines(text).nth(max).is_some() {
             return self.centrifugo_bad_request(key);
         }
+        // The message paid for one command; each further one that makes the shards work for
+        // it (history, presence, publish) pays its own share of the rate.
+        let mut paid = true;
         for line in cf::lines(text) {
             let cmd: Command<'_> = match serde_json::from_slice(line) {
                 Ok(cmd) => cmd,
@@ -40,6 +43,13 @@ impl State {
             };
             if cmd.is_pong() {
                 continue;
+            }
+            let costly = cmd.history.is_some()
+                || cmd.presence.is_some()
+                || cmd.presence_stats.is_some()
+                || cmd.publish.is_some();
+            if costly && !std::mem::take(&mut paid) && !self.rate_ok(key, false) {
+                return;
             }
             if cmd.id == 0 && cmd.send.is_none() {
                 return self.centrifugo_bad_request(key);
@@ -63,10 +73,12 @@ impl State {
     /// state), so its SDK subscribes again asking to recover, and learns what was lost
     /// (`recovered: false`) or gets it; Binance streams have no positions and carry on.
     pub(crate) fn lost_messages(&mut self, key: u32, topic: &str) {
-        if !self.conns[key].dialect.is_centrifugo() {
+        // A subscribe of the topic waiting for its position learns of the loss from it
+        // (`recovered: false`).
+        if !self.conns[key].dialect.is_centrifugo() || self.is_recovering(key, topic) {
             return;
         }
-        if !self.drop_subscription(key, topic) {
+        if !self.centrifugo_drop(key, topic) {
             return;
         }
         self.stats.c.gaps += 1;
@@ -125,20 +137,28 @@ impl State {
         if let Some(s) = cmd.subscribe {
             self.centrifugo_subscribe(key, id, s);
         } else if let Some(u) = cmd.unsubscribe {
-            self.drop_subscription(key, &u.channel);
+            self.centrifugo_drop(key, &u.channel);
             self.reply_with(key, |out| cf::empty_result(out, id, "unsubscribe"));
         } else if let Some(p) = cmd.publish {
             self.centrifugo_publish(key, id, &p.channel, p.data.get().as_bytes());
         } else if let Some(r) = cmd.refresh {
             return self.centrifugo_refresh(key, id, &r.token);
-        } else if let Some(c) = cmd.presence {
-            if self.centrifugo_readable(key, id, &c.channel) {
-                self.centrifugo_presence(key, id, &c.channel, false);
+        } else if let Some((c, stats)) = cmd
+            .presence
+            .map(|c| (c, false))
+            .or(cmd.presence_stats.map(|c| (c, true)))
+        {
+            if !self.centrifugo_readable(key, id, &c.channel) {
+                return true;
             }
-        } else if let Some(c) = cmd.presence_stats {
-            if self.centrifugo_readable(key, id, &c.channel) {
-                self.centrifugo_presence(key, id, &c.channel, true);
+            // Who is subscribed is shown only where the channel's class has `presence` on
+            // (as the join and leave events are).
+            if !self.class_of(&c.channel).is_some_and(|c| c.presence) {
+                let msg = "presence is not on for this channel";
+                self.cf_error(key, id, error::NOT_AVAILABLE, msg);
+                return true;
             }
+            self.centrifugo_presence(key, id, &c.channel, stats);
         } else if let Some(h) = cmd.history {
             let topic = h.channel.as_ref();
             if !self.centrifugo_readable(key, id, topic) {
@@ -153,9 +173,12 @@ impl State {
                 );
                 return true;
             }
-            let since = h
-                .since
-                .map(|s| (s.offset, parse_epoch(&s.epoch).unwrap_or(0)));
+            // An empty epoch: any; a malformed one cannot match (112).
+            let epoch = |e: &str| match e {
+                "" => 0,
+                e => parse_epoch(e).unwrap_or(u64::MAX),
+            };
+            let since = h.since.map(|s| (s.offset, epoch(&s.epoch)));
             self.centrifugo_history(key, id, topic, h.limit, since, h.reverse);
         } else if cmd.rpc.is_some() || cmd.sub_refresh.is_some() {
             self.cf_error(key, id, error::NOT_AVAILABLE, "not available");
@@ -225,7 +248,11 @@ impl State {
                 self.reply_with(key, |out| cf::refresh_result(out, id, &client, ttl));
                 // Channels the new token no longer allows are gone (2000: the SDK does not
                 // subscribe again).
-                for channel in &dropped {
+                // (Their join and leave pushes went with them: `take_token`.)
+                for channel in dropped
+                    .iter()
+                    .filter(|c| !c.starts_with(cf::PRESENCE_PREFIX))
+                {
                     self.reply_with(key, |out| {
                         let code = cf::UNSUBSCRIBE_SERVER;
                         cf::unsubscribe_push(out, channel, code, "permission denied")
@@ -294,6 +321,10 @@ impl State {
 
     fn centrifugo_subscribe(&mut self, key: u32, id: u32, s: cf::Subscribe<'_>) {
         let topic = s.channel.as_ref();
+        if topic.starts_with(cf::PRESENCE_PREFIX) {
+            // Presence events come as join and leave pushes of their channel (`join_leave`).
+            return self.cf_error(key, id, error::UNKNOWN_CHANNEL, "unknown channel");
+        }
         if !self.centrifugo_readable(key, id, topic) {
             return;
         }
@@ -321,6 +352,22 @@ impl State {
         };
         let id = itoa::Buffer::new().format(id).as_bytes().into();
         self.subscribe_accepted(key, Some(id), &[topic], wanted, answer);
+        // Join and leave pushes: the channel's presence events (`presence.<channel>`, where its
+        // class has `presence`), which a client that may read the channel may see.
+        if s.join_leave && self.class_of(topic).is_some_and(|c| c.presence) {
+            let events = format!("{}{topic}", cf::PRESENCE_PREFIX);
+            if validate_topic(&events).is_ok()
+                && !self.conns[key].subs.iter().any(|t| **t == *events)
+            {
+                self.subscribe_accepted(key, None, &[&events], Vec::new(), SubAnswer::Quiet);
+            }
+        }
+    }
+
+    /// Unsubscribes `key` from `channel` and from its join and leave pushes.
+    fn centrifugo_drop(&mut self, key: u32, channel: &str) -> bool {
+        self.drop_subscription(key, &format!("{}{channel}", cf::PRESENCE_PREFIX));
+        self.drop_subscription(key, channel)
     }
 
     /// A subscribe completed (`recovery.rs`): the result, with the missed publications when

@@ -71,6 +71,8 @@ pub(crate) struct PendingSub {
     pub waiting: usize,
     pub positions: Vec<Position>,
     pub answer: SubAnswer,
+    /// Topics unsubscribed before the subscribe completed: no frames of theirs follow it.
+    pub cancelled: Vec<Box<str>>,
 }
 
 /// How a completed subscribe is answered, in the connection's own protocol.
@@ -290,7 +292,17 @@ impl State {
             return;
         }
         let dialect = self.conns[key].dialect;
-        if dialect.is_centrifugo() {
+        // Topics unsubscribed meanwhile are answered (every request is) but get no frames:
+        // no replay, no gap, nothing held.
+        let mut p = p;
+        for pos in p.positions.iter_mut() {
+            if p.cancelled.contains(&pos.topic) {
+                pos.replay.clear();
+                pos.gap = None;
+                held.retain(|(t, _)| *t != pos.topic);
+            }
+        }
+        if dialect.is_centrifugo() && p.answer != SubAnswer::Quiet {
             return self.centrifugo_subscribed(key, p, held);
         }
         match (dialect, p.answer) {
@@ -355,6 +367,37 @@ impl State {
             .collect();
         for token in tokens {
             self.try_complete_sub(token);
+        }
+    }
+
+    /// Whether a subscribe of `key` waits for the position of `topic`.
+    pub(crate) fn is_recovering(&self, key: u32, topic: &str) -> bool {
+        self.conns[key].recovering
+            && self
+                .recovery
+                .recovering
+                .get(&key)
+                .is_some_and(|l| l.iter().any(|r| *r.topic == *topic))
+    }
+
+    /// `key` unsubscribed from `topic` while a subscribe of it waits: that subscribe still
+    /// completes and is answered (every protocol answers every request), but without the
+    /// topic's frames (replayed, held or a gap).
+    pub(crate) fn cancel_pending(&mut self, key: u32, topic: &str) {
+        if !self.conns[key].recovering {
+            return;
+        }
+        if let Some(list) = self.recovery.recovering.get_mut(&key) {
+            list.retain(|r| *r.topic != *topic);
+            if list.is_empty() {
+                self.recovery.recovering.remove(&key);
+                self.conns[key].recovering = false;
+            }
+        }
+        for (_, p) in self.recovery.pending.iter_mut() {
+            if p.conn == key && p.topics.iter().any(|t| **t == *topic) {
+                p.cancelled.push(topic.into());
+            }
         }
     }
 

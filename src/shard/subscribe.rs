@@ -131,6 +131,7 @@ impl State {
             waiting: wanted.len(),
             positions: Vec::with_capacity(wanted.len()),
             answer,
+            cancelled: Vec::new(),
         });
         if !wanted.is_empty() {
             self.request_positions(key, token, wanted);
@@ -198,6 +199,7 @@ impl State {
         };
         subs.remove(i);
         self.unsubscribe_pattern(pattern, key);
+        self.cancel_pending(key, pattern);
         true
     }
 

@@ -55,13 +55,12 @@ impl State {
         let keepalive = |d: Dialect| match d {
             Dialect::V1 => (t.ping_interval_s * 1000, t.idle_s * 1000),
             Dialect::Binance => (b.ping_interval_s * 1000, b.pong_timeout_s * 1000),
-            // Centrifugo: the client answers every ping; silent for a ping interval plus the
-            // pong timeout, it missed one.
-            Dialect::CentrifugoNew | Dialect::Centrifugo => (
-                c.ping_interval_s * 1000,
-                (c.ping_interval_s + c.pong_timeout_s) * 1000,
-            ),
+            // Centrifugo: the client answers every ping; see `pong_missed` below.
+            Dialect::CentrifugoNew | Dialect::Centrifugo => {
+                (c.ping_interval_s * 1000, c.ping_interval_s * 1000)
+            }
         };
+        let pong_ms = c.pong_timeout_s * 1000;
         let age_max_s = b.connection_age_max_s;
         let now_s = now / 1000;
         let mut expired: Vec<(u32, CloseReason)> = Vec::new();
@@ -106,7 +105,12 @@ impl State {
                     // dropped, even when a late scan lands past the idle deadline first.
                     let silent = now >= conn.last_rx_ms + idle_ms;
                     let pinged_since_rx = conn.last_ping_ms > conn.last_rx_ms;
-                    if silent && pinged_since_rx {
+                    // A Centrifugo client has `pong_timeout_s` from the ping itself, however
+                    // late the ping went out (it may wait for a data write to ride with).
+                    let pong_missed = conn.dialect.is_centrifugo()
+                        && pinged_since_rx
+                        && now >= conn.last_ping_ms + pong_ms;
+                    if pong_missed || (silent && pinged_since_rx && !conn.dialect.is_centrifugo()) {
                         idle.push(key);
                     } else if silent || now >= conn.last_ping_ms + ping_ms + wait_ms {
                         ping.push(key);

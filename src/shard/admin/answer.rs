@@ -154,7 +154,11 @@ impl State {
         let keys: Vec<u32> = match &f.topic {
             Some(t) => {
                 let mut keys = Vec::new();
-                self.index.for_each_subscriber(t, |k| keys.push(k));
+                if f.exact {
+                    self.index.for_each_exact(t, |k| keys.push(k));
+                } else {
+                    self.index.for_each_subscriber(t, |k| keys.push(k));
+                }
                 keys.sort_unstable();
                 keys.dedup();
                 keys

@@ -234,6 +234,7 @@ impl State {
         let filter = ConnFilter {
             user: user.filter(|u| !u.is_empty()).map(Into::into),
             topic: topic.map(Into::into),
+            exact: false,
             after,
             limit: limit + 1,
         };

@@ -33,6 +33,12 @@ enum CfWhat {
 /// Clients listed in one `presence` answer at most (the answer is queued like any reply).
 const PRESENCE_CLIENTS_MAX: usize = 1000;
 
+/// `history`, `presence` and `presence_stats` commands of one connection waiting for the
+/// shards at once; more are answered 111 (too many requests, temporary: the SDKs retry). With
+/// each answer bounded (`limits.control_queue_bytes_max`), a client that sends them and never
+/// reads holds at most this many answers, and makes the shards work for no more.
+pub(crate) const CF_GATHERS_PER_CONN: u8 = 4;
+
 impl State {
     /// `history` of `topic` (whose class keeps history): `limit` publications (0: none, only
     /// the position; below 0: all that are kept) after `since` (offset, epoch), the newest
@@ -51,7 +57,9 @@ impl State {
             topic: topic.into(),
             since: since.map_or(0, |(offset, _)| offset),
             limit: usize::try_from(limit).unwrap_or(usize::MAX),
-            bytes_max: self.body_budget(),
+            bytes_max: self
+                .body_budget()
+                .min(self.shared.cfg.limits.control_queue_bytes_max),
             reverse,
         };
         let since_epoch = since.map_or(0, |(_, e)| e);
@@ -68,6 +76,7 @@ impl State {
         let query = AdminQuery::Connections(Box::new(ConnFilter {
             user: None,
             topic: Some(topic.into()),
+            exact: true,
             after: None,
             limit: PRESENCE_CLIENTS_MAX,
         }));
@@ -75,9 +84,16 @@ impl State {
     }
 
     fn centrifugo_gather(&mut self, key: u32, id: u32, what: CfWhat, query: AdminQuery, to: u64) {
+        let conn_epoch = self.conns[key].epoch;
+        let waiting = self.admin.cf_gathers.entry((key, conn_epoch)).or_insert(0);
+        if *waiting >= CF_GATHERS_PER_CONN {
+            let msg = "too many requests: wait for the answers to the earlier ones";
+            return self.reply_with(key, |out| cf::error(out, id, error::TOO_MANY_REQUESTS, msg));
+        }
+        *waiting += 1;
         let ask = CfAsk {
             conn: key,
-            conn_epoch: self.conns[key].epoch,
+            conn_epoch,
             id,
             what,
         };
@@ -92,6 +108,13 @@ impl State {
 
     /// Every part is in (`render.rs`): the reply, if the connection is still there.
     pub(super) fn centrifugo_answer(&mut self, ask: CfAsk, parts: Vec<AdminPart>) {
+        let waiting = (ask.conn, ask.conn_epoch);
+        if let Some(n) = self.admin.cf_gathers.get_mut(&waiting) {
+            *n -= 1;
+            if *n == 0 {
+                self.admin.cf_gathers.remove(&waiting);
+            }
+        }
         if self
             .conns
             .get(ask.conn)
@@ -126,6 +149,7 @@ impl State {
                     _ => None,
                 });
                 conns.sort_unstable_by_key(|c| (c.shard, c.no));
+                conns.truncate(PRESENCE_CLIENTS_MAX);
                 let ids: Vec<(String, &str)> = conns
                     .iter()
                     .map(|c| (conn_id(c.shard, c.no), c.user.as_deref().unwrap_or("")))

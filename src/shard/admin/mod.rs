@@ -42,6 +42,9 @@ pub(crate) struct AdminState {
     users: HashMap<Box<str>, Vec<u32>>,
     /// Some `[[topics]]` class has `presence` on.
     presence: bool,
+    /// Centrifugo `history` / `presence` / `presence_stats` commands waiting for the shards,
+    /// by connection (key, epoch): at most `dialect::CF_GATHERS_PER_CONN` each.
+    cf_gathers: HashMap<(u32, u32), u8>,
 }
 
 impl AdminState {
@@ -49,6 +52,7 @@ impl AdminState {
         AdminState {
             users: HashMap::new(),
             presence: cfg.topics.iter().any(|c| c.presence),
+            cf_gathers: HashMap::new(),
         }
     }
 }
@@ -70,7 +74,8 @@ pub enum AdminQuery {
     },
     /// Connections with a pattern matching each topic.
     Subscribers(Arc<[Box<str>]>),
-    /// The owner's retained frames of `topic` after `since` (`reverse`: the newest first).
+    /// The owner's retained frames of `topic` after `since` (`reverse`: before `since`, or all
+    /// when it is 0, the newest first).
     History {
         topic: Box<str>,
         since: u64,
@@ -91,6 +96,8 @@ pub enum AdminQuery {
 pub struct ConnFilter {
     user: Option<Box<str>>,
     topic: Option<Box<str>>,
+    /// With `topic`: only connections subscribed to exactly it (not through a wildcard).
+    exact: bool,
     /// Only connections after this (shard, no).
     after: Option<(usize, u64)>,
     limit: usize,

@@ -143,11 +143,14 @@ impl State {
         if conn.tls.as_ref().is_some_and(|t| !t.established) {
             self.stats.c.tls_handshake_failures += 1;
         }
-        // Admin: per-user index and presence `leave` events (`super::admin`).
-        self.conn_gone(key, &conn);
+        // Out of the index first: its presence `leave` events (`conn_gone`) are published, and
+        // may be delivered at once on this shard, to the subscribers of `presence.<topic>`,
+        // which may include this very connection (gone from the slab already).
         for pattern in &conn.subs {
             self.unsubscribe_pattern(pattern, key);
         }
+        // Admin: per-user index and presence `leave` events (`super::admin`).
+        self.conn_gone(key, &conn);
         if let Some(ident) = &conn.ident {
             self.release_user(ident);
         }

@@ -114,15 +114,17 @@ impl History {
             bytes += f.len();
             bytes <= bytes_max
         };
-        let after = self.frames.iter().filter(|f| f.seq() > since);
         if reverse {
-            after
+            // Newest first, from before `since` (0: from the newest), as Centrifugo pages
+            // backwards.
+            let before = self
+                .frames
+                .iter()
                 .rev()
-                .take(limit)
-                .take_while(&mut fits)
-                .cloned()
-                .collect()
+                .filter(|f| since == 0 || f.seq() < since);
+            before.take(limit).take_while(&mut fits).cloned().collect()
         } else {
+            let after = self.frames.iter().filter(|f| f.seq() > since);
             after.take(limit).take_while(&mut fits).cloned().collect()
         }
     }

@@ -74,28 +74,52 @@ async function main() {
   await client.publish(a.channel, { n: 11 });
   await until('own publication', () => pubs.length >= 11);
 
-  // 5. Presence, presence stats, history (newest first), all from the SDK's own calls.
-  const pres = await client.presence(a.channel);
-  out.presence = Object.values(pres.clients).map((c) => c.user);
-  const stats = await client.presenceStats(a.channel);
-  out.presence_stats = { clients: stats.numClients, users: stats.numUsers };
+  // 5. History (newest first), from the SDK's own call.
   const hist = await client.history(a.channel, { limit: 3, reverse: true });
   out.history = { offsets: hist.publications.map((p) => p.offset), top: hist.offset,
     epoch: hist.epoch, n: hist.publications.map((p) => p.data.n) };
 
-  // 6. A channel it may not read: the SDK's own `unsubscribed` with Centrifugo's code.
+  // 6. Join and leave pushes of a presence channel (joinLeave): another client of alice's
+  //    comes and goes.
+  const watch = client.newSubscription(a.presence, { joinLeave: true });
+  const joins = [];
+  const leaves = [];
+  watch.on('join', (c) => joins.push({ user: c.info.user, client: c.info.client }));
+  watch.on('leave', (c) => leaves.push({ user: c.info.user, client: c.info.client }));
+  let watching = false;
+  watch.on('subscribed', () => { watching = true; });
+  watch.subscribe();
+  await until('watching', () => watching);
+  // Presence and presence stats of that channel (its class has presence on): this client.
+  const pres = await client.presence(a.presence);
+  out.presence = Object.values(pres.clients).map((c) => c.user);
+  const stats = await client.presenceStats(a.presence);
+  out.presence_stats = { clients: stats.numClients, users: stats.numUsers };
+  const other = new Centrifuge(url, { websocket: WebSocket, token: a.token });
+  let otherId = null;
+  other.on('connected', (c) => { otherId = c.client; });
+  const otherSub = other.newSubscription(a.presence);
+  otherSub.subscribe();
+  other.connect();
+  await until('join', () => joins.some((j) => j.client === otherId));
+  other.disconnect();
+  await until('leave', () => leaves.some((j) => j.client === otherId));
+  out.join_leave = { joins: joins.filter((j) => j.client === otherId),
+    leaves: leaves.filter((j) => j.client === otherId), other: otherId };
+
+  // 7. A channel it may not read: the SDK's own `unsubscribed` with Centrifugo's code.
   const denied = client.newSubscription(a.forbidden);
   let deniedCtx = null;
   denied.on('unsubscribed', (c) => { deniedCtx = { code: c.code, reason: c.reason }; });
   denied.subscribe();
   await until('denied', () => deniedCtx !== null);
 
-  // 7. What is not offered is an error reply, not silence.
+  // 8. What is not offered is an error reply, not silence.
   try { await client.rpc('x', {}); out.rpc = 'ok'; } catch (e) { out.rpc = e.code; }
 
   client.disconnect();
 
-  // 8. An expired token: error 109, the SDK fetches a fresh one (getToken) and connects; that
+  // 9. An expired token: error 109, the SDK fetches a fresh one (getToken) and connects; that
   //    token expires in seconds, so the SDK refreshes it on the connection (refresh command).
   let fresh = 0;
   const c2 = new Centrifuge(url, {

@@ -68,6 +68,25 @@ class SubEvents(SubscriptionEventHandler):
         pubs.append({"offset": ctx.pub.offset, "n": ctx.pub.data["n"]})
 
 
+joins, leaves = [], []
+
+
+class WatchEvents(SubscriptionEventHandler):
+    async def on_subscribed(self, ctx):
+        out["watching"] = True
+
+    async def on_join(self, ctx):
+        joins.append({"user": ctx.info.user, "client": ctx.info.client})
+
+    async def on_leave(self, ctx):
+        leaves.append({"user": ctx.info.user, "client": ctx.info.client})
+
+
+class OtherEvents(ClientEventHandler):
+    async def on_connected(self, ctx):
+        out["other"] = ctx.client
+
+
 class DeniedEvents(SubscriptionEventHandler):
     async def on_unsubscribed(self, ctx):
         denied.append({"code": ctx.code, "reason": ctx.reason})
@@ -104,16 +123,31 @@ async def main():
     await until("10 publications", lambda: len(pubs) >= 10)
     await client.publish(ARGS["channel"], {"n": 11})
     await until("own publication", lambda: len(pubs) >= 11)
-    pres = await client.presence(ARGS["channel"])
-    out["presence"] = [c.user for c in pres.clients.values()]
-    stats = await client.presence_stats(ARGS["channel"])
-    out["presence_stats"] = {"clients": stats.num_clients, "users": stats.num_users}
     hist = await client.history(ARGS["channel"], limit=3, reverse=True)
     out["history"] = {
         "offsets": [p.offset for p in hist.publications],
         "top": hist.offset,
         "epoch": hist.epoch,
         "n": [p.data["n"] for p in hist.publications],
+    }
+    watch = client.new_subscription(ARGS["presence"], events=WatchEvents(), join_leave=True)
+    await watch.subscribe()
+    await until("watching", lambda: out.get("watching"))
+    pres = await client.presence(ARGS["presence"])
+    out["presence"] = [c.user for c in pres.clients.values()]
+    stats = await client.presence_stats(ARGS["presence"])
+    out["presence_stats"] = {"clients": stats.num_clients, "users": stats.num_users}
+    other = Client(URL, events=OtherEvents(), token=ARGS["token"], proxy=None)
+    other_sub = other.new_subscription(ARGS["presence"])
+    await other.connect()
+    await other_sub.subscribe()
+    await until("join", lambda: any(j["client"] == out.get("other") for j in joins))
+    await other.disconnect()
+    await until("leave", lambda: any(j["client"] == out.get("other") for j in leaves))
+    out["join_leave"] = {
+        "joins": [j for j in joins if j["client"] == out["other"]],
+        "leaves": [j for j in leaves if j["client"] == out["other"]],
+        "other": out["other"],
     }
     forbidden = client.new_subscription(ARGS["forbidden"], events=DeniedEvents())
     await forbidden.subscribe()
