@@ -4,11 +4,14 @@
 # the v1 hot path before/after the dialect commit. Publishers always speak protocol v1.
 #
 # Shapes (comma-separated SHAPES, default all):
-#   1k       1,000 subscribers x 1 topic at ONE_RATE msgs/s (500: 500k deliveries/s)
+#   1k       1,000 subscribers x 1 topic at ONE_RATE msgs/s (200: 200k deliveries/s; ~1 frame
+#            per write, so CPU per delivery compares like with like)
+#   1k-high  the same at ONE_RATE_HIGH msgs/s (1000: 1 M deliveries/s; frames coalesce, and how
+#            many per write depends on timing: compare CPU per write too)
 #   10k      10,000 subscribers x 10 topics (1 each) at TEN_RATE msgs/s (100: 100k deliveries/s)
 #   ab-1k    the 1k shape, v1 only, build OLD_BIN vs this one (NEW_BIN), alternating
-#   ab-10k   the 10k shape, the same A/B
-# For 1k and 10k, ONE server process per shape serves every round and variant: v1, centrifugo,
+#   ab-1k-high, ab-10k   the 1k-high and 10k shapes, the same A/B
+# For 1k, 1k-high and 10k, ONE server process per shape serves every round and variant: v1, centrifugo,
 # binance and mixed (a third of the subscribers in each format, `--dialect mixed`), one bench
 # run each, in that order on odd rounds and reversed on even ones; each bench run
 # opens fresh connections from a fresh block of source addresses. The server is started with
@@ -17,15 +20,15 @@
 # with the same settings for both (no binance.streams: the old build has no such key).
 #
 # Usage: perf/scenarios/dialects.sh [RUNS] [SHAPES]
-# Env: ONE_RATE, TEN_RATE, DURATION (10), OLD_BIN (the 142bdb1 server, for ab-*), NEW_BIN
+# Env: ONE_RATE, ONE_RATE_HIGH, TEN_RATE, DURATION (10), OLD_BIN (the 142bdb1 server, for ab-*), NEW_BIN
 #      (default this tree's), OLD_LABEL / NEW_LABEL (v1@old / v1@new), SKIP_BUILD=1, DATA, and
 #      lib.sh's (RESULTS, SERVER_CPUS, BENCH_CPUS, PORT, CARGO_TARGET_DIR, ...).
 # Build the old side yourself, e.g.
 #   git worktree add --detach /work/wt-old 142bdb1
 #   (cd /work/wt-old && CARGO_TARGET_DIR=/work/target-old cargo build --release --bin tickcast)
 source "$(dirname "$0")/lib.sh"
-runs="${1:-3}"; shapes="${2:-1k,10k,ab-1k,ab-10k}"
-one_rate="${ONE_RATE:-500}"; ten_rate="${TEN_RATE:-100}"; duration="${DURATION:-10}"
+runs="${1:-3}"; shapes="${2:-1k,1k-high,10k,ab-1k,ab-10k}"
+one_rate="${ONE_RATE:-200}"; one_rate_high="${ONE_RATE_HIGH:-1000}"; ten_rate="${TEN_RATE:-100}"; duration="${DURATION:-10}"
 if [ "${SKIP_BUILD:-0}" != 1 ]; then build_bench; build_server tickcast; fi
 NEW_BIN="${NEW_BIN:-$TICKCAST_BIN}"
 old_label="${OLD_LABEL:-v1@old}"; new_label="${NEW_LABEL:-v1@new}"
@@ -36,6 +39,7 @@ fanout() {
   local -a shape_flags
   case "$1" in
     1k) shape_flags=(--subs 1000 --topics 1 --rate "$one_rate") ;;
+    1k-high) shape_flags=(--subs 1000 --topics 1 --rate "$one_rate_high") ;;
     10k) shape_flags=(--subs 10000 --topics 10 --rate "$ten_rate") ;;
     *) echo "unknown shape $1" >&2; exit 2 ;;
   esac
@@ -81,8 +85,8 @@ ab_round() {
 
 for shape in ${shapes//,/ }; do
   case "$shape" in
-    1k|10k) dialect_rounds "$shape" ;;
-    ab-1k|ab-10k) for round in $(seq 1 "$runs"); do ab_round "$shape" "$round"; done ;;
+    1k|1k-high|10k) dialect_rounds "$shape" ;;
+    ab-1k|ab-1k-high|ab-10k) for round in $(seq 1 "$runs"); do ab_round "$shape" "$round"; done ;;
     *) echo "unknown shape $shape" >&2; exit 2 ;;
   esac
 done
