@@ -27,7 +27,7 @@ use mio::{Events, Poll, Token, Waker, event::Event, net::TcpStream};
 use slab::Slab;
 
 use crate::{
-    plan::{RoundPlan, ThreadPlan},
+    plan::{Dialect, RoundPlan, ThreadPlan},
     stats::{ConnectStats, RoundStats, record},
     wire,
 };
@@ -83,6 +83,10 @@ struct Conn {
     stalled: bool,
     /// permessage-deflate, once agreed in the handshake (`--deflate`).
     inflate: Option<Inflate>,
+    /// What this connection speaks (publishers: protocol v1).
+    dialect: Dialect,
+    /// Centrifugo: replies still awaited (connect and subscribes) before it is Ready.
+    pending: u32,
 }
 
 /// How a connection that agreed permessage-deflate inflates its compressed messages.
@@ -268,8 +272,13 @@ impl IoThread {
             }
             let key_bytes: [u8; 16] = std::array::from_fn(|_| self.rng.u8(..));
             let t = &self.plan.targets[conn.target];
+            let path = match conn.dialect {
+                Dialect::V1 => &t.path,
+                Dialect::Centrifugo => wire::CENTRIFUGO_PATH,
+                Dialect::Binance => wire::BINANCE_PATH,
+            };
             let (req, ws_key) =
-                wire::handshake_request(&t.host, &t.path, key_bytes, self.plan.deflate);
+                wire::handshake_request(&t.host, path, key_bytes, self.plan.deflate);
             conn.key = ws_key;
             conn.out.extend_from_slice(&req);
             conn.state = State::AwaitResponse;
@@ -354,8 +363,8 @@ impl IoThread {
             let after = conn.state;
             if before == State::AwaitResponse && after != State::AwaitResponse {
                 // Handshake done: subscribe (subscribers) or count as connected (publishers).
-                let index = conn.index;
-                match self.subscribe_frame(index) {
+                let (index, dialect) = (conn.index, conn.dialect);
+                match self.subscribe_frame(index, dialect, key) {
                     Some(frame) => self.conns[key].out.extend_from_slice(&frame),
                     None => self.connected(key, now),
                 }

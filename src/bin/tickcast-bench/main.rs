@@ -121,6 +121,14 @@ enum Command {
         /// expected deliveries, loss or latency, which then describe the healthy ones only.
         #[arg(long, default_value_t = 0.0)]
         stalled_pct: f64,
+        /// What the subscribers speak: `v1` (the URL's path), `centrifugo` (Centrifugo's
+        /// client protocol on `/connection/websocket`), `binance` (combined market streams on
+        /// `/binance/stream`, stream `bench<N>@t` for topic `bench.t<N>`: the server needs
+        /// `binance.streams = [{stream="bench{n}@t",topic="bench.t{n}"}]`; no seq, so no gap
+        /// check), or `mixed` (subscriber i: v1, centrifugo, binance for i mod 3). Publishers
+        /// speak protocol v1 on the URL.
+        #[arg(long, default_value = "v1", value_parser = ["v1", "centrifugo", "binance", "mixed"])]
+        dialect: String,
     },
     /// Internal: one group of connections for a parent `tickcast-bench` (JSON lines on stdio).
     #[command(hide = true)]
@@ -248,6 +256,7 @@ fn main() {
             drain_max_ms,
             connect_rate,
             stalled_pct,
+            dialect,
         } => common.into_common().and_then(|c| {
             run::fanout(
                 &c,
@@ -271,6 +280,7 @@ fn main() {
                     drain_max_ms: drain_max_ms.min(120_000),
                     connect_rate,
                     stalled_pct,
+                    dialects: plan::Dialects::parse(&dialect).expect("checked by clap"),
                 },
             )
         }),

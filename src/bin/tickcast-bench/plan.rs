@@ -45,6 +45,72 @@ impl Topics {
     }
 }
 
+/// The wire protocol of a subscriber (`--dialect`; publishers always speak protocol v1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Dialect {
+    /// Protocol v1 on the URL's path.
+    #[default]
+    V1,
+    /// Centrifugo's client protocol on `/connection/websocket`.
+    Centrifugo,
+    /// Binance combined market streams on `/binance/stream`.
+    Binance,
+}
+
+impl Dialect {
+    pub const ALL: [Dialect; 3] = [Dialect::V1, Dialect::Centrifugo, Dialect::Binance];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::V1 => "v1",
+            Dialect::Centrifugo => "centrifugo",
+            Dialect::Binance => "binance",
+        }
+    }
+}
+
+/// What the subscribers of a run speak: all one dialect, or `Mixed` (subscriber `i` speaks
+/// `Dialect::ALL[i % 3]`: a third each).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Dialects {
+    #[default]
+    V1,
+    Centrifugo,
+    Binance,
+    Mixed,
+}
+
+impl Dialects {
+    pub fn parse(s: &str) -> Option<Dialects> {
+        Some(match s {
+            "v1" => Dialects::V1,
+            "centrifugo" => Dialects::Centrifugo,
+            "binance" => Dialects::Binance,
+            "mixed" => Dialects::Mixed,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialects::V1 => "v1",
+            Dialects::Centrifugo => "centrifugo",
+            Dialects::Binance => "binance",
+            Dialects::Mixed => "mixed",
+        }
+    }
+
+    /// The dialect of connection `i`.
+    pub fn of(self, i: u64) -> Dialect {
+        match self {
+            Dialects::V1 => Dialect::V1,
+            Dialects::Centrifugo => Dialect::Centrifugo,
+            Dialects::Binance => Dialect::Binance,
+            Dialects::Mixed => Dialect::ALL[(i % 3) as usize],
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ThreadPlan {
     /// Servers to connect to: connection `i` goes to `targets[i % len]` (one server, or the
@@ -71,6 +137,9 @@ pub struct ThreadPlan {
     /// Offer permessage-deflate in every handshake, require it agreed, inflate RSV1 frames.
     #[serde(default)]
     pub deflate: bool,
+    /// What the subscribers speak (publishers: protocol v1 whatever this says).
+    #[serde(default)]
+    pub dialects: Dialects,
 }
 
 /// Publishing part of a round (publisher threads only).
@@ -113,5 +182,17 @@ mod tests {
         assert_eq!(s.len(), 5);
         assert_eq!(Topics::bench_indices(10, 1, 0, 13), vec![3]);
         assert_eq!(Topics::bench_indices(3, 9, 0, 1).len(), 3);
+    }
+
+    #[test]
+    fn mixed_dialects_take_a_third_each() {
+        let d = Dialects::parse("mixed").unwrap();
+        let n = |x: Dialect| (0..999).filter(|&i| d.of(i) == x).count();
+        assert_eq!(
+            (n(Dialect::V1), n(Dialect::Centrifugo), n(Dialect::Binance)),
+            (333, 333, 333)
+        );
+        assert_eq!(Dialects::parse("binance").unwrap().of(5), Dialect::Binance);
+        assert!(Dialects::parse("v2").is_none());
     }
 }

@@ -65,6 +65,8 @@ pub fn cpu_seconds(pid: Option<u32>) -> io::Result<f64> {
 }
 
 /// Sums Prometheus text samples by metric name (labels dropped), keeping names with `prefix`.
+/// Samples with a `format` label (`tickcast_serializations_total{format="centrifugo"}`) are
+/// also summed by name and format, under the key `name{format="…"}`.
 pub fn parse_prometheus(text: &str, prefix: &str) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
     for line in text.lines() {
@@ -74,12 +76,12 @@ pub fn parse_prometheus(text: &str, prefix: &str) -> BTreeMap<String, f64> {
         }
         let name_end = line.find(['{', ' ']).unwrap_or(line.len());
         let name = &line[..name_end];
-        let rest = match line[name_end..].strip_prefix('{') {
+        let (labels, rest) = match line[name_end..].strip_prefix('{') {
             Some(r) => match r.find('}') {
-                Some(i) => &r[i + 1..],
+                Some(i) => (&r[..i], &r[i + 1..]),
                 None => continue,
             },
-            None => &line[name_end..],
+            None => ("", &line[name_end..]),
         };
         // Value, then an optional timestamp.
         if let Some(v) = rest
@@ -88,6 +90,14 @@ pub fn parse_prometheus(text: &str, prefix: &str) -> BTreeMap<String, f64> {
             .and_then(|v| v.parse::<f64>().ok())
         {
             *out.entry(name.to_owned()).or_insert(0.0) += v;
+            let format = labels
+                .split(',')
+                .find_map(|l| l.trim().strip_prefix("format=\""))
+                .and_then(|f| f.strip_suffix('"'));
+            if let Some(f) = format {
+                *out.entry(format!("{name}{{format=\"{f}\"}}"))
+                    .or_insert(0.0) += v;
+            }
         }
     }
     out
@@ -183,6 +193,16 @@ mod tests {
         assert_eq!(m["tickcast_publishes_total"], 15.0);
         assert_eq!(m["tickcast_deliveries_total"], 1000.0);
         assert!(!m.contains_key("other_total"));
+        let text = "tickcast_serializations_total{shard=\"0\",format=\"v1\"} 7\n\
+                    tickcast_serializations_total{shard=\"1\",format=\"v1\"} 3\n\
+                    tickcast_serializations_total{format=\"centrifugo\",shard=\"1\"} 4\n";
+        let m = parse_prometheus(text, "tickcast_");
+        assert_eq!(m["tickcast_serializations_total"], 14.0);
+        assert_eq!(m["tickcast_serializations_total{format=\"v1\"}"], 10.0);
+        assert_eq!(
+            m["tickcast_serializations_total{format=\"centrifugo\"}"],
+            4.0
+        );
     }
 
     #[test]

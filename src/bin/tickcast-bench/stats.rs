@@ -209,6 +209,13 @@ pub struct RoundStats {
     /// already inflated on this thread: compress once, see `wire::InflateCache`).
     #[serde(default)]
     pub inflations: u64,
+    /// `received_window` by the subscribers' dialect (`plan::Dialect as usize`: v1,
+    /// centrifugo, binance).
+    #[serde(default)]
+    pub received_by_dialect: [u64; 3],
+    /// Data frames without a sequence number (Binance streams): counted, not checked for gaps.
+    #[serde(default)]
+    pub received_no_seq: u64,
 }
 
 impl Default for RoundStats {
@@ -237,6 +244,8 @@ impl Default for RoundStats {
             payload_bytes: 0,
             compressed_frames: 0,
             inflations: 0,
+            received_by_dialect: [0; 3],
+            received_no_seq: 0,
         }
     }
 }
@@ -266,6 +275,14 @@ impl RoundStats {
         self.payload_bytes += o.payload_bytes;
         self.compressed_frames += o.compressed_frames;
         self.inflations += o.inflations;
+        for (a, b) in self
+            .received_by_dialect
+            .iter_mut()
+            .zip(o.received_by_dialect)
+        {
+            *a += b;
+        }
+        self.received_no_seq += o.received_no_seq;
     }
 }
 

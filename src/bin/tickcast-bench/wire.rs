@@ -8,16 +8,23 @@
 //!   Masked client frames written straight into an output buffer (§5.3).
 //! - `deflate.rs`: permessage-deflate (RFC 7692) for `--deflate`: the offer, the check of the
 //!   server's answer, and inflating compressed (RSV1) messages.
+//! - `dialects.rs`: Centrifugo and Binance subscribers (`--dialect`): their subscribe requests
+//!   and the byte-search classification of their server messages.
 //! - `fields.rs`: byte search for the few fields the bench needs (`"seq":`, the send time
 //!   `"t":`, the topic index of `bench.t<N>`, the welcome's `"shard":`) instead of a JSON parser.
 
 mod deflate;
+mod dialects;
 mod fields;
 mod frame;
 mod handshake;
 
 pub use deflate::{
     InflateCache, inflate_message, new_inflater, parse_response as parse_extensions,
+};
+pub use dialects::{
+    BINANCE_PATH, Binance, CENTRIFUGO_PATH, Centrifugo, binance_stream, binance_subscribe,
+    centrifugo_shard, centrifugo_subscribe, parse_binance, parse_centrifugo,
 };
 pub use fields::{is_op, number_after, op_name, parse_data, string_after};
 pub use frame::{Opcode, Parse, close_code, parse_frame, put_masked_frame};

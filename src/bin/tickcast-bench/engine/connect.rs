@@ -10,7 +10,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::{Conn, IoThread, Report, State, io_kind};
 use crate::{
-    plan::Topics,
+    plan::{Dialect, Topics},
     wire::{self, Opcode},
 };
 
@@ -59,6 +59,10 @@ impl IoThread {
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
             Err(e) => return Err(e),
         }
+        let dialect = match self.plan.topics {
+            Topics::Publisher => Dialect::V1,
+            _ => self.plan.dialects.of(index),
+        };
         let mut sock = TcpStream::from_std(socket.into());
         let entry = self.conns.vacant_entry();
         let token = Token(entry.key());
@@ -72,12 +76,15 @@ impl IoThread {
             target,
             started_ns: now,
             key: String::new(),
-            welcomed: false,
+            // Binance sends no welcome; Centrifugo's connect reply counts as one.
+            welcomed: dialect == Dialect::Binance,
             carry: Vec::new(),
             out: Vec::new(),
             last_seq: Vec::new(),
             stalled,
             inflate: None,
+            dialect,
+            pending: 0,
         });
         Ok(())
     }
@@ -115,7 +122,14 @@ impl IoThread {
         let _ = self.reports.send(Report::Connected(stats));
     }
 
-    pub(super) fn subscribe_frame(&mut self, index: u64) -> Option<Vec<u8>> {
+    /// The subscribe request of connection `index` (slab `key`), in its dialect; `None` for
+    /// publishers.
+    pub(super) fn subscribe_frame(
+        &mut self,
+        index: u64,
+        dialect: Dialect,
+        key: usize,
+    ) -> Option<Vec<u8>> {
         let topics: Vec<String> = match &self.plan.topics {
             Topics::Publisher => return None,
             Topics::Fixed(t) => vec![t.clone()],
@@ -124,13 +138,29 @@ impl IoThread {
                 .map(|i| format!("bench.t{i}"))
                 .collect(),
         };
-        let json = serde_json::json!({"op": "subscribe", "id": 1, "topics": topics}).to_string();
+        let json = match dialect {
+            Dialect::V1 => serde_json::json!({"op": "subscribe", "id": 1, "topics": topics})
+                .to_string()
+                .into_bytes(),
+            Dialect::Centrifugo => {
+                // The connect reply and one reply per subscribe.
+                self.conns[key].pending = topics.len() as u32 + 1;
+                wire::centrifugo_subscribe(&topics)
+            }
+            Dialect::Binance => {
+                let streams: Vec<String> = topics
+                    .iter()
+                    .map(|t| wire::binance_stream(t).unwrap_or_else(|| t.clone()))
+                    .collect();
+                wire::binance_subscribe(&streams)
+            }
+        };
         let mut out = Vec::with_capacity(json.len() + 14);
         wire::put_masked_frame(
             &mut out,
             Opcode::Text,
             self.rng.u32(..).to_ne_bytes(),
-            |o| o.extend_from_slice(json.as_bytes()),
+            |o| o.extend_from_slice(&json),
         );
         Some(out)
     }

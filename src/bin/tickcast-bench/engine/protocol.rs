@@ -4,8 +4,9 @@
 
 use super::{Conn, Inflate, State};
 use crate::{
+    plan::Dialect,
     stats::{ConnectStats, RoundStats, record},
-    wire::{self, Opcode, Parse},
+    wire::{self, Binance, Centrifugo, Opcode, Parse},
 };
 
 /// A handshake response head larger than this is refused.
@@ -144,6 +145,11 @@ pub(super) fn process(
 }
 
 fn on_text(conn: &mut Conn, payload: &[u8], now: u64, ctx: &mut Ctx) -> Result<(), String> {
+    match conn.dialect {
+        Dialect::V1 => {}
+        Dialect::Centrifugo => return on_centrifugo(conn, payload, now, ctx),
+        Dialect::Binance => return on_binance(conn, payload, now, ctx),
+    }
     if !wire::is_op(payload) {
         if conn.stalled {
             // Frames right behind the subscribe ack, in the last read a stalled one does.
@@ -153,30 +159,15 @@ fn on_text(conn: &mut Conn, payload: &[u8], now: u64, ctx: &mut Ctx) -> Result<(
             ctx.round.odd_frames += 1;
             return Ok(());
         };
-        let r = &mut *ctx.round;
-        r.received_total += 1;
-        r.payload_bytes += payload.len() as u64;
-        match d.sent_ns {
-            Some(t) if (ctx.window.0..ctx.window.1).contains(&t) => {
-                r.received_window += 1;
-                record(&mut r.latency, now.saturating_sub(t));
-                *ctx.last_window_rx_ns = now;
-            }
-            Some(_) => r.received_outside += 1,
-            None => r.received_untimed += 1,
-        }
         let topic = d.topic_idx.unwrap_or(u32::MAX);
-        match conn.last_seq.iter_mut().find(|(t, _)| *t == topic) {
-            Some((_, last)) => {
-                if d.seq > *last + 1 {
-                    r.gaps += d.seq - *last - 1;
-                } else if d.seq <= *last {
-                    r.dups += 1;
-                }
-                *last = d.seq;
-            }
-            None => conn.last_seq.push((topic, d.seq)),
-        }
+        count_data(
+            conn,
+            ctx,
+            now,
+            payload.len(),
+            d.sent_ns,
+            Some((topic, d.seq)),
+        );
         return Ok(());
     }
     match wire::op_name(payload) {
@@ -203,6 +194,140 @@ fn on_text(conn: &mut Conn, payload: &[u8], now: u64, ctx: &mut Ctx) -> Result<(
             *ctx.round.server_errors.entry(code).or_insert(0) += 1;
         }
         _ => {}
+    }
+    Ok(())
+}
+
+/// Counts one data message of `len` payload bytes sent at `sent_ns`: received, in the window
+/// or not, its latency; with `seq` (topic index, seq), gaps and dups per (connection, topic).
+#[inline]
+fn count_data(
+    conn: &mut Conn,
+    ctx: &mut Ctx,
+    now: u64,
+    len: usize,
+    sent_ns: Option<u64>,
+    seq: Option<(u32, u64)>,
+) {
+    let r = &mut *ctx.round;
+    r.received_total += 1;
+    r.payload_bytes += len as u64;
+    match sent_ns {
+        Some(t) if (ctx.window.0..ctx.window.1).contains(&t) => {
+            r.received_window += 1;
+            r.received_by_dialect[conn.dialect as usize] += 1;
+            record(&mut r.latency, now.saturating_sub(t));
+            *ctx.last_window_rx_ns = now;
+        }
+        Some(_) => r.received_outside += 1,
+        None => r.received_untimed += 1,
+    }
+    let Some((topic, seq)) = seq else {
+        r.received_no_seq += 1;
+        return;
+    };
+    match conn.last_seq.iter_mut().find(|(t, _)| *t == topic) {
+        Some((_, last)) => {
+            if seq > *last + 1 {
+                r.gaps += seq - *last - 1;
+            } else if seq <= *last {
+                r.dups += 1;
+            }
+            *last = seq;
+        }
+        None => conn.last_seq.push((topic, seq)),
+    }
+}
+
+/// A text message of a Centrifugo subscriber: one or more `\n`-separated messages (pings,
+/// replies, pushes).
+fn on_centrifugo(conn: &mut Conn, payload: &[u8], now: u64, ctx: &mut Ctx) -> Result<(), String> {
+    for msg in payload.split(|b| *b == b'\n') {
+        match wire::parse_centrifugo(msg) {
+            Centrifugo::Ping => {
+                // Answered with `{}` (the connect reply says `pong: true`), or the server
+                // closes the connection with 3012 after `centrifugo.pong_timeout_s`.
+                ctx.round.pings_answered += 1;
+                let mask = ctx.rng.u32(..).to_ne_bytes();
+                wire::put_masked_frame(&mut conn.out, Opcode::Text, mask, |o| {
+                    o.extend_from_slice(b"{}")
+                });
+            }
+            Centrifugo::Pub {
+                offset,
+                topic_idx,
+                sent_ns,
+            } => {
+                if !conn.stalled {
+                    let topic = topic_idx.unwrap_or(u32::MAX);
+                    count_data(conn, ctx, now, msg.len(), sent_ns, Some((topic, offset)));
+                }
+            }
+            Centrifugo::Reply { id, error: None } => {
+                if conn.state == State::AwaitAck && conn.pending > 0 {
+                    if id == 1 {
+                        conn.welcomed = true;
+                        let shard = wire::centrifugo_shard(msg)
+                            .map_or_else(|| "?".to_owned(), |s| s.to_string());
+                        *ctx.connect.shards.entry(shard).or_insert(0) += 1;
+                    }
+                    conn.pending -= 1;
+                    if conn.pending == 0 {
+                        conn.state = State::Ready;
+                    }
+                }
+            }
+            Centrifugo::Reply {
+                error: Some(code), ..
+            } => {
+                if conn.state == State::AwaitAck {
+                    return Err(format!("server_error_centrifugo_{code}"));
+                }
+                *ctx.round
+                    .server_errors
+                    .entry(format!("centrifugo_{code}"))
+                    .or_insert(0) += 1;
+            }
+            Centrifugo::OtherPush { kind, code } => {
+                let code = code.map_or_else(|| "?".to_owned(), |c| c.to_string());
+                let kind = String::from_utf8_lossy(kind);
+                *ctx.round
+                    .server_errors
+                    .entry(format!("centrifugo_{kind}_{code}"))
+                    .or_insert(0) += 1;
+            }
+            Centrifugo::Unknown if msg.trim_ascii().is_empty() => {}
+            Centrifugo::Unknown => ctx.round.odd_frames += 1,
+        }
+    }
+    Ok(())
+}
+
+/// A text message of a Binance combined-streams subscriber: data (no seq: counted, no gap
+/// check), or the reply to its `SUBSCRIBE`.
+fn on_binance(conn: &mut Conn, payload: &[u8], now: u64, ctx: &mut Ctx) -> Result<(), String> {
+    match wire::parse_binance(payload) {
+        Binance::Data { sent_ns, .. } => {
+            if !conn.stalled {
+                count_data(conn, ctx, now, payload.len(), sent_ns, None);
+            }
+        }
+        Binance::Result { id } => {
+            if conn.state == State::AwaitAck && id == Some(1) {
+                conn.state = State::Ready;
+            }
+        }
+        Binance::Error { code } => {
+            let code = code.map_or_else(|| "?".to_owned(), |c| c.to_string());
+            if conn.state == State::AwaitAck {
+                return Err(format!("server_error_binance_{code}"));
+            }
+            *ctx.round
+                .server_errors
+                .entry(format!("binance_{code}"))
+                .or_insert(0) += 1;
+        }
+        Binance::Unknown => ctx.round.odd_frames += 1,
     }
     Ok(())
 }

@@ -14,7 +14,7 @@ use super::{
 use crate::{
     engine::mono_ns,
     group::watchdog,
-    plan::{RoundPlan, Topics},
+    plan::{Dialects, RoundPlan, Topics},
     procfs,
     report::{self, pct_line, percentiles, round3},
 };
@@ -49,6 +49,7 @@ pub fn connect(c: &Common, a: &ConnectArgs) -> Res<()> {
         deadline_ns: deadline,
         extra_local_sockets: 0,
         stalled: Vec::new(),
+        dialects: Dialects::V1,
     };
     let plans = plan_groups(c, &targets, spread)?;
     let workers = worker_processes(&plans);

@@ -20,7 +20,7 @@ use super::{
 use crate::{
     engine::mono_ns,
     group::{Group, GroupPlan, watchdog},
-    plan::{ThreadPlan, Topics},
+    plan::{Dialects, ThreadPlan, Topics},
     procfs,
 };
 use print::{print_fanout, print_max_rate};
@@ -47,6 +47,8 @@ pub struct FanoutArgs {
     pub drain_max_ms: u64,
     pub connect_rate: Option<f64>,
     pub stalled_pct: f64,
+    /// What the subscribers speak (`--dialect`); publishers speak protocol v1.
+    pub dialects: Dialects,
 }
 
 /// The subscribers that stall: `pct` % of `0..subs` (rounded), a seeded random choice so they
@@ -131,6 +133,7 @@ pub fn fanout(c: &Common, a: &FanoutArgs) -> Res<()> {
         deadline_ns: deadline,
         extra_local_sockets: a.pubs,
         stalled: pick_stalled(a.subs, a.stalled_pct, a.seed),
+        dialects: a.dialects,
     };
     let rss_before = server_rss(c);
     let sub_plans = plan_groups(c, &targets, spread)?;
@@ -150,6 +153,7 @@ pub fn fanout(c: &Common, a: &FanoutArgs) -> Res<()> {
             recv_pause_us: 0,
             stalled: Vec::new(),
             deflate: c.deflate,
+            dialects: Dialects::V1,
         }],
         deadline_ns: deadline,
     };

@@ -5,7 +5,7 @@
 use super::{Common, Res};
 use crate::{
     group::{Group, GroupPlan, split},
-    plan::{RoundPlan, Target, ThreadPlan, Topics},
+    plan::{Dialects, RoundPlan, Target, ThreadPlan, Topics},
     stats::{ConnectStats, RoundStats},
 };
 
@@ -34,6 +34,8 @@ pub(super) struct Spread {
     pub(super) extra_local_sockets: u64,
     /// Global indices (sorted) of the connections that stall.
     pub(super) stalled: Vec<u64>,
+    /// What the connections speak (`--dialect`).
+    pub(super) dialects: Dialects,
 }
 
 /// How many worker processes `plan_groups` planned (0: all in this process).
@@ -59,6 +61,7 @@ pub(super) fn plan_groups(
         deadline_ns,
         extra_local_sockets,
         stalled,
+        dialects,
     } = s;
     let fd_limit = open_files_limit();
     let per_process = c.per_process.min(fd_limit.saturating_sub(SPARE_FDS)).max(1);
@@ -104,6 +107,7 @@ pub(super) fn plan_groups(
                         .filter(|i| (tfirst..tfirst + tcount).contains(i))
                         .collect(),
                     deflate: c.deflate,
+                    dialects,
                 })
                 .collect();
             (

@@ -25,7 +25,7 @@ pub fn number_after(hay: &[u8], key: &[u8]) -> Option<u64> {
     parse_u64(&hay[at..])
 }
 
-fn parse_u64(s: &[u8]) -> Option<u64> {
+pub fn parse_u64(s: &[u8]) -> Option<u64> {
     let s = s.trim_ascii_start();
     let mut n: u64 = 0;
     let mut digits = 0;

@@ -50,8 +50,22 @@ pub(super) fn print_fanout(c: &Common, a: &FanoutArgs, r: &Value, conn: &Connect
             ),
         ),
         (
+            "dialect".into(),
+            format!(
+                "{}  received in window by dialect {}",
+                r["dialect"].as_str().unwrap_or(""),
+                r["received_by_dialect"]
+            ),
+        ),
+        (
             "seq gaps / dups".into(),
-            format!("{} / {}", r["gaps"], r["dups"]),
+            format!(
+                "{} / {}  (checked: {}; {} frames without seq)",
+                r["gaps"],
+                r["dups"],
+                r["gap_check"].as_str().unwrap_or(""),
+                r["received_no_seq"]
+            ),
         ),
         ("latency".into(), pct_line(&r["latency_us"], "µs")),
         ("closed".into(), format!("{}", r["closed"])),

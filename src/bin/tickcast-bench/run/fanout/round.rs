@@ -11,7 +11,7 @@ use super::{FanoutArgs, Step};
 use crate::{
     engine::mono_ns,
     group::Group,
-    plan::{PublishPlan, RoundPlan},
+    plan::{Dialect, Dialects, PublishPlan, RoundPlan},
     procfs,
     report::{percentiles, round3},
     run::{
@@ -21,6 +21,19 @@ use crate::{
     },
     stats::{ConnectStats, RoundStats},
 };
+
+/// The per-format deltas of `tickcast_serializations_total` (formats present in the scrape).
+fn serializations_by_format(
+    d: &dyn Fn(&str) -> Option<f64>,
+) -> std::collections::BTreeMap<&'static str, f64> {
+    ["v1", "centrifugo", "binance_raw", "binance_combined"]
+        .into_iter()
+        .filter_map(|f| {
+            let v = d(&format!("tickcast_serializations_total{{format=\"{f}\"}}"))?;
+            Some((f, v))
+        })
+        .collect()
+}
 
 fn sleep_until(t_ns: u64) {
     let now = mono_ns();
@@ -128,6 +141,15 @@ pub(super) fn fanout_round(
                 "dropped_oldest": d("tickcast_dropped_oldest_total"),
                 "slow_consumer_closes": d("tickcast_slow_consumer_closes_total"),
                 "encode_once": match (p, s) { (Some(p), Some(s)) => Some(p == s), _ => None },
+                // Encode once per format: serializations of each format per publish (1.000
+                // for every format with a subscriber; v1 always, the owner builds it).
+                "serializations_by_format": serializations_by_format(&d),
+                "serializations_per_publish_by_format": p.filter(|p| *p > 0.0).map(|p| {
+                    serializations_by_format(&d)
+                        .into_iter()
+                        .map(|(f, s)| (f, round3(s / p)))
+                        .collect::<std::collections::BTreeMap<_, _>>()
+                }),
             })
         }
         _ => Value::Null,
@@ -154,6 +176,7 @@ pub(super) fn fanout_round(
         "received_outside_window": got.received_outside,
         "received_untimed": got.received_untimed,
         "gaps": got.gaps, "dups": got.dups, "closed": got.closed,
+
         "server_errors": got.server_errors, "odd_frames": got.odd_frames,
         "latency_us": lat,
         "server_cpu_s": server_cpu_s.map(round3),
@@ -192,6 +215,27 @@ pub(super) fn fanout_round(
         "data": if a.market { "market" } else { "pad" },
     });
     obj.extend(wire.as_object().expect("object").clone());
+    let dialect = json!({
+        // --dialect: what the subscribers spoke, what each dialect received of the window,
+        // and which frames were checked for gaps (Binance streams carry no seq).
+        "dialect": a.dialects.name(),
+        "received_by_dialect": Dialect::ALL
+            .iter()
+            .filter(|d| a.dialects == Dialects::Mixed || a.dialects.of(0) == **d)
+            .map(|d| (d.name(), got.received_by_dialect[*d as usize]))
+            .collect::<std::collections::BTreeMap<_, _>>(),
+        "received_no_seq": got.received_no_seq,
+        // WebSocket pings and Centrifugo `{}` pings answered during the round.
+        "pings_answered": got.pings_answered,
+        "gap_check": match a.dialects {
+            Dialects::V1 | Dialects::Centrifugo => "all",
+            Dialects::Binance => "none: binance frames carry no seq (counted only)",
+            Dialects::Mixed => {
+                "v1 and centrifugo subscribers only: binance frames carry no seq (counted only)"
+            }
+        },
+    });
+    obj.extend(dialect.as_object().expect("object").clone());
     obj.insert("subs_per_url".into(), json!(sub_conn.per_target));
     obj.insert("subs_open_at_end".into(), json!(got.open_conns));
     obj.insert(
