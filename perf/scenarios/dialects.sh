@@ -24,8 +24,9 @@
 #      (default this tree's), OLD_LABEL / NEW_LABEL (v1@old / v1@new), SKIP_BUILD=1, DATA, and
 #      lib.sh's (RESULTS, SERVER_CPUS, BENCH_CPUS, PORT, CARGO_TARGET_DIR, ...).
 # Build the old side yourself, e.g.
-#   git worktree add --detach /work/wt-old 142bdb1
-#   (cd /work/wt-old && CARGO_TARGET_DIR=/work/target-old cargo build --release --bin tickcast)
+#   git worktree add --detach ../tickcast-142bdb1 142bdb1
+#   (cd ../tickcast-142bdb1 && cargo build --release --bin tickcast)
+#   OLD_BIN=../tickcast-142bdb1/target/release/tickcast perf/scenarios/dialects.sh
 source "$(dirname "$0")/lib.sh"
 runs="${1:-3}"; shapes="${2:-1k,1k-high,10k,ab-1k,ab-10k}"
 one_rate="${ONE_RATE:-200}"; one_rate_high="${ONE_RATE_HIGH:-1000}"; ten_rate="${TEN_RATE:-100}"; duration="${DURATION:-10}"
