@@ -165,7 +165,7 @@ impl Frame {
 
     /// The bytes to write to a connection whose permessage-deflate window is `window` bits
     /// (0: deflate not negotiated): the plain frame, or its compressed form (RSV1 set; see
-    /// [`deflated_wire`]: compress once).
+    /// `deflated_wire`: compress once).
     #[inline]
     pub fn wire(&self, window: u8) -> &[u8] {
         if window == 0 || self.class.deflate == 0 {

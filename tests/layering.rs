@@ -14,6 +14,7 @@ const RULES: &[(&[&str], &[&str])] = &[
             "ws",
             "pubsub",
             "protocol",
+            "dialect",
             "frame.rs",
             "publish.rs",
             "mesh.rs",

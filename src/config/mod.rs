@@ -5,6 +5,7 @@
 mod keys;
 mod sections;
 mod validate;
+pub use validate::RESERVED_PATHS;
 
 pub use sections::*;
 

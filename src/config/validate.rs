@@ -6,6 +6,11 @@ use std::net::SocketAddr;
 
 use super::{Bounds, Config, Delivery, Engine, keys::ARRAYS as ARRAY_SECTIONS, keys::keys};
 
+/// The paths of the port's own endpoints and what is under them (the route table,
+/// `shard/http/routes.rs`, whose test keeps every route within these): the dialects'
+/// configurable paths may be none of them, nor under one, nor above one.
+pub const RESERVED_PATHS: &[&str] = &["/ws", "/echo", "/health", "/ready", "/metrics", "/v1"];
+
 /// `config: <key>: <why>`.
 fn bad(key: &str, why: impl std::fmt::Display) -> Result<(), String> {
     Err(format!("config: {key}: {why}"))
@@ -167,7 +172,9 @@ impl Config {
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'-'))
         };
         let fixed = |p: &str| {
-            crate::shard::route_paths().any(|r| r == p || r.starts_with(&format!("{p}/")))
+            RESERVED_PATHS.iter().any(|r| {
+                *r == p || r.starts_with(&format!("{p}/")) || p.starts_with(&format!("{r}/"))
+            })
         };
         let b = &self.binance;
         if b.enabled {

@@ -3,7 +3,7 @@
 //! `{"id":N,"error":{…}}`, pushes `{"push":{"channel":…,"pub":{…}}}`, and `{}` as ping and
 //! pong. Codes are Centrifugo's, so the SDKs decide to retry, refresh or stop as they do
 //! against Centrifugo. This module is the wire format only; the shard runs it
-//! (`crate::shard::centrifugo`).
+//! (`src/shard/centrifugo.rs`).
 //!
 //! What the SDKs rely on (centrifuge-js 5.x, centrifuge-python 0.7; read in their sources): one
 //! `\n` between messages of a frame and no blank line (centrifuge-python fails for good on

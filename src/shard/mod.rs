@@ -57,7 +57,6 @@ use crate::{
     stats::{ShardStats, StatsHub},
 };
 pub use conn::Conn;
-pub(crate) use http::route_paths;
 
 /// What every shard shares: configuration, the mesh, metrics, process-wide connection counts.
 pub struct Shared {

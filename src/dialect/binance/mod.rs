@@ -4,13 +4,15 @@
 //! (`SUBSCRIBE`, `UNSUBSCRIBE`, `LIST_SUBSCRIPTIONS`, `SET_PROPERTY`, `GET_PROPERTY`), with
 //! Binance's request, reply and error shapes. Stream names map to topics by templates
 //! (`streams.rs`). This module is the wire format only; the shard runs it
-//! (`crate::shard::binance`).
+//! (`src/shard/binance.rs`).
 
 mod streams;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
-pub use streams::{DEFAULT_STREAMS, StreamMap, check_template, set_streams, with_streams};
+pub use streams::{
+    DEFAULT_STREAMS, FALLBACK_PREFIX, StreamMap, check_template, set_streams, with_streams,
+};
 
 use crate::protocol::push_json_str;
 

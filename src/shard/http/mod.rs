@@ -15,7 +15,6 @@ mod waiters;
 
 use routes::Access;
 pub(crate) use routes::Handler;
-pub(crate) use routes::paths as route_paths;
 pub(crate) use waiters::Waiters;
 
 use super::{State, auth::Refusal, conn::Phase, conn::Step};

@@ -86,11 +86,6 @@ pub(crate) const ROUTES: &[Route] = &[
     route("/v1/send", Post, false, Admin, Send),
 ];
 
-/// Every fixed route's path (the dialects' configurable paths must not take one).
-pub(crate) fn paths() -> impl Iterator<Item = &'static str> {
-    ROUTES.iter().map(|r| r.path)
-}
-
 /// The route of `path`; `/echo` exists only when `server.echo` is on.
 pub(crate) fn find(path: &str, echo: bool) -> Option<&'static Route> {
     ROUTES
@@ -116,6 +111,21 @@ impl Route {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The dialects' configurable paths may not take a route: every route is one of
+    /// `config::RESERVED_PATHS` or under one, which is what the configuration checks.
+    #[test]
+    fn every_route_is_reserved_from_the_dialects() {
+        for r in ROUTES {
+            assert!(
+                crate::config::RESERVED_PATHS
+                    .iter()
+                    .any(|p| r.path == *p || r.path.starts_with(&format!("{p}/"))),
+                "{} is not in config::RESERVED_PATHS",
+                r.path
+            );
+        }
+    }
 
     /// Every route is documented: the HTTP endpoint table of PROTOCOL.md names each path, and
     /// API.md each admin route.
