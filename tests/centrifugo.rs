@@ -5,9 +5,10 @@
 //! connects with a JWT, subscribes, gets publications in order, is disconnected mid-stream by
 //! an operator with a reconnect code and recovers every missed publication (nothing lost,
 //! nothing twice, `recovered: true`), publishes, and sees a permission error as its own
-//! `unsubscribed` event with code 103; the Node SDK also sees an expired token as error 109,
-//! fetches a fresh one and refreshes it on the connection. Plus, with a plain WebSocket
-//! client: encode once per format, the wire shapes, and hostile input.
+//! `unsubscribed` event with code 103, reads presence, presence stats and history, gets join
+//! and leave pushes, and sees an expired token as its own error event (109), fetches a fresh
+//! one and refreshes it on the connection. Plus, with a plain WebSocket client: encode once per
+//! format, the wire shapes, refresh and expiry, and hostile input.
 
 mod common;
 
@@ -177,8 +178,21 @@ async fn node_sdk(driver: Driver) {
     check_session(&seen, false);
     // rpc is not offered: an error reply (108 not available), not silence.
     assert_eq!(seen["rpc"], 108, "{seen}");
-    // Expired token: error 109 on connect, a fresh token from getToken, connected, then the
-    // short-lived token refreshed on the connection.
+    check_expired_then_refreshed(&server, &seen).await;
+}
+
+async fn python_sdk(driver: Driver) {
+    let server = server(driver);
+    let cmd = Command::new(suite_var("TICKCAST_TEST_CENTRIFUGO_PYTHON"));
+    let seen = run_sdk(&server, cmd, "sdk.py").await;
+    check_session(&seen, true);
+    check_expired_then_refreshed(&server, &seen).await;
+}
+
+/// An expired token: error 109 on connect (the SDK's error event), a fresh token from its
+/// token callback, connected once, then the short-lived token refreshed on the connection
+/// (another token call, the connection kept).
+async fn check_expired_then_refreshed(server: &Server, seen: &Value) {
     let exp = &seen["expired"];
     assert_eq!(exp["errors"][0], 109, "{seen}");
     assert!(exp["token_calls"].as_u64().unwrap() >= 2, "{seen}");
@@ -190,13 +204,6 @@ async fn node_sdk(driver: Driver) {
             .await
             >= 1.0
     );
-}
-
-async fn python_sdk(driver: Driver) {
-    let server = server(driver);
-    let cmd = Command::new(suite_var("TICKCAST_TEST_CENTRIFUGO_PYTHON"));
-    let seen = run_sdk(&server, cmd, "sdk.py").await;
-    check_session(&seen, true);
 }
 
 type Ws =

@@ -153,6 +153,40 @@ async def main():
     await forbidden.subscribe()
     await until("denied", lambda: len(denied) == 1)
     await client.disconnect()
+
+    # An expired token: error 109 (the SDK's own error event), a fresh token from get_token,
+    # connected; that token expires in seconds, so the SDK refreshes it on the connection.
+    fresh = []
+    errors = []
+
+    async def next_token():
+        fresh.append(1)
+        return ARGS["short"] if len(fresh) == 1 else ARGS["token"]
+
+    class ExpiredEvents(ClientEventHandler):
+        async def on_error(self, ctx):
+            errors.append(getattr(ctx.error, "code", None))
+
+        async def on_connected(self, ctx):
+            out["expired_connects"] = out.get("expired_connects", 0) + 1
+
+    c2 = Client(
+        URL,
+        events=ExpiredEvents(),
+        token=ARGS["expired"],
+        get_token=next_token,
+        min_reconnect_delay=0.05,
+        proxy=None,
+    )
+    await c2.connect()
+    await until("refreshed", lambda: len(fresh) >= 2, 30.0)
+    out["expired"] = {
+        "errors": errors,
+        "token_calls": len(fresh),
+        "connects": out.get("expired_connects", 0),
+        "state": str(c2.state.value if hasattr(c2.state, "value") else c2.state),
+    }
+    await c2.disconnect()
     out.update(pubs=pubs, subscribed=subscribed, denied=denied[0])
     print(json.dumps(out))
 
