@@ -15,21 +15,12 @@ import statistics
 import sys
 from collections import defaultdict
 
+from summarylib import cell
+
 
 def med(vals):
     vals = [v for v in vals if v is not None]
     return statistics.median(vals) if vals else None
-
-
-def cell(vals, digits=0):
-    vals = [v for v in vals if v is not None]
-    if not vals:
-        return "–"
-    f = lambda v: f"{v:,.{digits}f}"
-    m = statistics.median(vals)
-    if len(vals) == 1 or min(vals) == max(vals):
-        return f(m)
-    return f"{f(m)} [{f(min(vals))}–{f(max(vals))}]"
 
 
 def load(paths):

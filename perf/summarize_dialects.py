@@ -24,18 +24,9 @@ import statistics
 import sys
 from collections import defaultdict
 
+from summarylib import cell
+
 FORMAT_SHORT = {"v1": "v1", "centrifugo": "cf", "binance_combined": "bn", "binance_raw": "bn-raw"}
-
-
-def cell(vals, digits=0):
-    vals = [v for v in vals if v is not None]
-    if not vals:
-        return "–"
-    f = lambda v: f"{v:,.{digits}f}"
-    m = statistics.median(vals)
-    if len(vals) == 1 or min(vals) == max(vals):
-        return f(m)
-    return f"{f(m)} [{f(min(vals))}–{f(max(vals))}]"
 
 
 def load(paths):
