@@ -21,6 +21,14 @@ async function post(path, body) {
   return [r.status, await r.text()];
 }
 
+/// Refreshes the server counted (`tickcast_security_events_total{event="refreshed"}`).
+async function refreshes() {
+  const text = await (await fetch(http + '/metrics')).text();
+  return text.split('\n')
+    .filter((l) => l.startsWith('tickcast_security_events_total') && l.includes('event="refreshed"'))
+    .reduce((sum, l) => sum + Number(l.split(' ').pop()), 0);
+}
+
 function until(what, cond, ms = 20000) {
   return new Promise((resolve, reject) => {
     const t0 = Date.now();
@@ -134,7 +142,12 @@ async function main() {
   c2.on('error', (c) => c2errors.push(c.error && c.error.code));
   c2.connect();
   await until('refreshed', () => fresh >= 2, 30000);
-  await new Promise((r) => setTimeout(r, 200));
+  // The refresh command reached the server: its count of refreshes (in /metrics, flushed
+  // every second) moved.
+  let refreshed = 0;
+  const poll = setInterval(async () => { refreshed = await refreshes(); }, 100);
+  await until('refresh counted', () => refreshed >= 1, 30000);
+  clearInterval(poll);
   out.expired = { errors: c2errors, token_calls: fresh, connects: c2connected, state: c2.state };
   c2.disconnect();
 

@@ -30,6 +30,17 @@ def post(path, body):
         return r.status
 
 
+def refreshes():
+    """Refreshes the server counted (tickcast_security_events_total{event="refreshed"})."""
+    with urllib.request.urlopen(HTTP + "/metrics", timeout=10) as r:
+        lines = r.read().decode().splitlines()
+    return sum(
+        float(l.rsplit(" ", 1)[1])
+        for l in lines
+        if l.startswith("tickcast_security_events_total") and 'event="refreshed"' in l
+    )
+
+
 async def until(what, cond, seconds=20.0):
     deadline = time.monotonic() + seconds
     while not cond():
@@ -180,6 +191,12 @@ async def main():
     )
     await c2.connect()
     await until("refreshed", lambda: len(fresh) >= 2, 30.0)
+    # The refresh command reached the server: its count of refreshes moved (/metrics).
+    deadline = time.monotonic() + 30
+    while await asyncio.to_thread(refreshes) < 1:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the server never counted the refresh")
+        await asyncio.sleep(0.1)
     out["expired"] = {
         "errors": errors,
         "token_calls": len(fresh),
