@@ -4,6 +4,7 @@
 //! `ws` and `pubsub` are pure (no runtime) so they can be fuzzed, property-tested and benched.
 
 pub mod auth;
+pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod dialect;

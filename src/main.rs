@@ -1,5 +1,5 @@
 //! The `tickcast` command: `serve` runs the gateway, `config` prints the effective
-//! configuration.
+//! configuration, `client` talks to a running server.
 
 use std::path::PathBuf;
 
@@ -104,6 +104,33 @@ enum Command {
         #[arg(long)]
         generate: bool,
     },
+    /// Connect to a running server and type commands (sub, unsub, pub, ping, auth, history;
+    /// `help` lists them); one line per server message. Reconnects with `since` when the
+    /// connection drops.
+    Client(ClientArgs),
+}
+
+#[derive(clap::Args)]
+struct ClientArgs {
+    /// ws://HOST:PORT/ws or wss://…; `HOST:PORT` alone means ws://HOST:PORT/ws.
+    #[arg(value_name = "URL")]
+    url: String,
+    /// A JWT or API key, sent as `Authorization: Bearer` at every (re)connect.
+    #[arg(long, value_name = "TOKEN")]
+    token: Option<String>,
+    /// Print the server's messages verbatim, one JSON text per line (the client's own notes go
+    /// to stderr).
+    #[arg(long)]
+    json: bool,
+    /// Close normally and exit after N data frames.
+    #[arg(long, value_name = "N")]
+    exit_after: Option<u64>,
+    /// A PEM CA certificate to trust for wss://, besides the built-in Mozilla roots.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Exit with status 1 when the connection drops instead of reconnecting.
+    #[arg(long)]
+    no_reconnect: bool,
 }
 
 impl ConfigArgs {
@@ -153,6 +180,14 @@ fn main() {
         },
         Command::HashKey { generate } => hash_key(generate),
         Command::CheckConfig { file } => check_config(&file),
+        Command::Client(args) => tickcast::client::run(tickcast::client::Options {
+            url: args.url,
+            token: args.token,
+            json: args.json,
+            exit_after: args.exit_after,
+            ca_file: args.ca,
+            no_reconnect: args.no_reconnect,
+        }),
         Command::Serve(args) => match args.load() {
             Ok(cfg) => serve(cfg),
             Err(e) => {
