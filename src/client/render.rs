@@ -106,7 +106,12 @@ pub fn op(style: Style, v: &Value, rtt: Option<std::time::Duration>) -> String {
         let Some(obj) = v.as_object() else {
             return String::new();
         };
-        obj.iter()
+        // The protocol's order for the known fields (serde_json sorts the others by name).
+        const ORDER: &[&str] = &["seq", "epoch", "duplicate", "user", "exp", "dropped"];
+        let known = ORDER.iter().filter_map(|k| obj.get_key_value(*k));
+        let rest = obj.iter().filter(|(k, _)| !ORDER.contains(&k.as_str()));
+        known
+            .chain(rest)
             .filter(|(k, _)| !skip.contains(&k.as_str()))
             .map(|(k, val)| match val {
                 Value::Array(_) => format!(" {k}={}", list(val)),
