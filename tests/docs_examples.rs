@@ -1,0 +1,263 @@
+//! Docs that run: every code block of README.md and docs/*.md marked with an HTML comment
+//! `<!-- example … -->` on the line before its fence is run, as written, against
+//! `tickcast serve --demo-feed` (the README's server: its address `127.0.0.1:8080` in the
+//! example is replaced by the test server's). A marked example must exit 0 and print
+//! something, or, with `timeout=N` (an example that streams until stopped), print something
+//! and no error within N seconds, when it is stopped.
+//!
+//! Marker settings, space-separated: `timeout=N`; `env=KEY=VALUE` (a server setting, e.g.
+//! `env=TICKCAST_DEMO__FORMAT=binance`); `client=centrifugo|binance` (the pinned SDKs of
+//! tests/clients/<client>/ instead of the Python `websockets` / Node `ws` of the suite). Blocks
+//! are `sh` (bash, with the built `tickcast` on PATH), `python` and `js` (Node, CommonJS).
+//! tests/run.sh passes where the pinned clients are (`TICKCAST_TEST_*`).
+
+mod common;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::*;
+
+#[derive(Debug)]
+struct Example {
+    /// `file:line` of the fence.
+    at: String,
+    lang: String,
+    code: String,
+    timeout_s: Option<u64>,
+    env: Vec<(String, String)>,
+    client: Option<String>,
+}
+
+fn docs() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![root.join("README.md")];
+    let mut docs: Vec<PathBuf> = std::fs::read_dir(root.join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    docs.sort();
+    files.extend(docs);
+    files
+}
+
+/// The marked examples of `text` (from `name`).
+fn examples_in(name: &str, text: &str) -> Vec<Example> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let Some(marker) = line
+            .trim()
+            .strip_prefix("<!-- example")
+            .and_then(|m| m.strip_suffix("-->"))
+        else {
+            continue;
+        };
+        let fence = lines.get(i + 1).map(|l| l.trim()).unwrap_or("");
+        let lang = fence
+            .strip_prefix("```")
+            .unwrap_or_else(|| panic!("{name}:{}: a marker must precede a fence", i + 1));
+        let end = lines[i + 2..]
+            .iter()
+            .position(|l| l.trim() == "```")
+            .unwrap_or_else(|| panic!("{name}:{}: unterminated block", i + 2));
+        let mut ex = Example {
+            at: format!("{name}:{}", i + 2),
+            lang: lang.to_string(),
+            code: lines[i + 2..i + 2 + end].join("\n") + "\n",
+            timeout_s: None,
+            env: Vec::new(),
+            client: None,
+        };
+        for setting in marker.split_whitespace() {
+            match setting.split_once('=') {
+                Some(("timeout", n)) => ex.timeout_s = Some(n.parse().unwrap()),
+                Some(("env", kv)) => {
+                    let (k, v) = kv.split_once('=').expect("env=KEY=VALUE");
+                    ex.env.push((k.into(), v.into()));
+                }
+                Some(("client", c)) => ex.client = Some(c.into()),
+                _ => panic!("{}: unknown marker setting {setting:?}", ex.at),
+            }
+        }
+        out.push(ex);
+    }
+    out
+}
+
+fn var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the suite with `bash tests/run.sh`, which installs the pinned clients")
+    })
+}
+
+/// The command that runs `ex` (its code in `file`).
+fn command(ex: &Example, file: &Path) -> Command {
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_tickcast")).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut cmd = match (ex.lang.as_str(), ex.client.as_deref()) {
+        ("sh", _) => {
+            let mut c = Command::new("bash");
+            // `python3` in a shell example is the suite's, with `websockets`.
+            let venv = Path::new(&var("TICKCAST_TEST_PYTHON"))
+                .parent()
+                .unwrap()
+                .to_path_buf();
+            c.arg(file)
+                .env("PATH", format!("{}:{path}", venv.display()));
+            return c;
+        }
+        ("python", None) => Command::new(var("TICKCAST_TEST_PYTHON")),
+        ("python", Some("centrifugo")) => Command::new(var("TICKCAST_TEST_CENTRIFUGO_PYTHON")),
+        ("python", Some("binance")) => Command::new(var("TICKCAST_TEST_BINANCE_PYTHON")),
+        ("js", client) => {
+            let mut c = Command::new("node");
+            let modules = match client {
+                None => var("TICKCAST_TEST_NODE_PATH"),
+                Some("centrifugo") => var("TICKCAST_TEST_CENTRIFUGO_NODE_PATH"),
+                Some("binance") => var("TICKCAST_TEST_BINANCE_NODE_PATH"),
+                Some(other) => panic!("{}: no client {other}", ex.at),
+            };
+            c.env("NODE_PATH", modules);
+            c
+        }
+        (lang, client) => panic!("{}: cannot run {lang} with {client:?}", ex.at),
+    };
+    cmd.arg(file).env("PATH", path);
+    cmd
+}
+
+/// Runs `ex` against the server at `addr`: its output, or why it failed.
+fn run(ex: &Example, addr: &str, dir: &Path) -> Result<String, String> {
+    let file = dir.join(format!(
+        "example.{}",
+        match ex.lang.as_str() {
+            "js" => "cjs",
+            "python" => "py",
+            _ => "sh",
+        }
+    ));
+    std::fs::write(&file, ex.code.replace("127.0.0.1:8080", addr)).unwrap();
+    let mut cmd = command(ex, &file);
+    no_inherited_settings(&mut cmd);
+    let mut child = cmd
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start: {e}"))?;
+    let limit = Duration::from_secs(ex.timeout_s.unwrap_or(60));
+    let start = Instant::now();
+    let stopped = loop {
+        if child.try_wait().unwrap().is_some() {
+            break false;
+        }
+        if start.elapsed() >= limit {
+            let _ = child.kill();
+            break true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let failed = match (stopped, ex.timeout_s) {
+        // An example that streams until stopped: stopping it is its end.
+        (true, Some(_)) => stderr.contains("Traceback") || stderr.contains("Error"),
+        (true, None) => return Err(format!("did not finish in {limit:?}: {stdout}{stderr}")),
+        (false, _) => !out.status.success(),
+    };
+    if failed || stdout.trim().is_empty() {
+        return Err(format!(
+            "status {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+            out.status
+        ));
+    }
+    Ok(stdout)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marked_examples_run_against_the_readme_server() {
+    let mut examples = Vec::new();
+    for file in docs() {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        examples.extend(examples_in(&name, &std::fs::read_to_string(&file).unwrap()));
+    }
+    assert!(examples.len() >= 6, "marked examples: {examples:?}");
+    let dir = std::env::temp_dir().join(format!("tickcast-docs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut failures = Vec::new();
+    // One server per distinct set of server settings; the README's server otherwise, with
+    // the shipped defaults (no test harness rights: the examples run as a new user's would).
+    let mut settings: Vec<Vec<(String, String)>> = examples.iter().map(|e| e.env.clone()).collect();
+    settings.sort();
+    settings.dedup();
+    for env in settings {
+        let mut cmd = tickcast_cmd();
+        cmd.args(["serve", "--demo-feed", "--listen", "127.0.0.1:0"])
+            .env("TICKCAST_SERVER__PIN_CORES", "false")
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::piped());
+        let mut server = ServerProcess::spawn(cmd);
+        let addr = server.addr.clone();
+        for ex in examples.iter().filter(|e| e.env == env) {
+            let (ex_addr, dir) = (addr.clone(), dir.clone());
+            let at = ex.at.clone();
+            let result = tokio::task::block_in_place(|| run(ex, &ex_addr, &dir));
+            if let Err(why) = result {
+                failures.push(format!("{at}: {why}"));
+            }
+        }
+        server.kill();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        failures.is_empty(),
+        "examples that do not run:\n{}",
+        failures.join("\n\n")
+    );
+}
+
+/// A `tickcast serve` with the shipped settings (not the harness' open ones).
+struct ServerProcess {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl ServerProcess {
+    fn spawn(mut cmd: Command) -> ServerProcess {
+        use std::io::BufRead;
+        let mut child = cmd.spawn().expect("spawn tickcast");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_string();
+        ServerProcess { child, addr }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
