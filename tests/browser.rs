@@ -7,6 +7,9 @@
 //! their way to the browser: that every data frame came compressed (RSV1) is seen on the wire,
 //! not only inferred from the server's counters.
 //!
+//! The same browser also opens the admin dashboard (`GET /dashboard`) and waits for live
+//! numbers in it; with `TICKCAST_BLESS_SCREENSHOT=1` that test saves docs/dashboard.png.
+//!
 //! tests/run.sh passes the browser as `TICKCAST_TEST_CHROMIUM`; run alone, `cargo test --test
 //! browser` needs it set (e.g. `TICKCAST_TEST_CHROMIUM=$(command -v chromium)`).
 
