@@ -25,6 +25,7 @@ both_drivers!(
     presence_join_leave_and_online,
     a_watcher_of_its_own_presence_disconnects,
     disconnect_by_user_and_by_conn,
+    dashboard_is_one_self_contained_page_for_the_admin,
 );
 
 const HS_SECRET: &str = "tickcast-admin-test-secret-0123456789";
@@ -154,6 +155,7 @@ async fn admin_endpoints_need_the_admin_token(driver: Driver) {
         ("POST", "/v1/broadcast"),
         ("POST", "/v1/disconnect"),
         ("POST", "/v1/send"),
+        ("GET", "/dashboard"),
     ];
     let user = format!("Authorization: Bearer {}\r\n", user_token("alice"));
     for (method, path) in endpoints {
@@ -169,6 +171,60 @@ async fn admin_endpoints_need_the_admin_token(driver: Driver) {
         let other = if method == "GET" { "POST" } else { "GET" };
         let (status, _) = server.http(other, path, None).await;
         assert_eq!(status, 405, "{other} {path}");
+    }
+}
+
+/// `GET /dashboard` (API.md): the admin token in the header or the query, an HTML page that
+/// loads nothing from elsewhere and polls the admin API; without the token, 401 (the endpoint
+/// list above checks 403 and 405 too).
+async fn dashboard_is_one_self_contained_page_for_the_admin(driver: Driver) {
+    let server = admin_server(driver);
+    let (status, text) = server.http_with("GET", "/dashboard", None, "").await;
+    assert_eq!(status, 401, "{text}");
+    let (status, _) = server
+        .http_with("GET", "/dashboard?token=wrong", None, "")
+        .await;
+    assert_eq!(status, 401);
+    for (path, auth) in [
+        (
+            "/dashboard",
+            format!("Authorization: Bearer {ADMIN_KEY}\r\n"),
+        ),
+        (&format!("/dashboard?token={ADMIN_KEY}"), String::new()),
+    ] {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}\r\n");
+        let raw = String::from_utf8(server.raw_exchange(req.as_bytes()).await).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{path}: {head}");
+        let head = head.to_ascii_lowercase();
+        assert!(
+            head.contains("\r\ncontent-type: text/html; charset=utf-8\r\n"),
+            "{head}"
+        );
+        assert!(head.contains(&format!("\r\ncontent-length: {}\r\n", body.len())));
+        assert!(head.contains("\r\ncontent-security-policy: default-src 'none';"));
+        assert!(head.contains("\r\nreferrer-policy: no-referrer\r\n"));
+        assert!(body.starts_with("<!doctype html>"), "{body}");
+        for id in [
+            "deliveries-per-s",
+            "messages-per-s",
+            "shards",
+            "topics",
+            "nodes",
+        ] {
+            assert!(body.contains(&format!("id=\"{id}\"")), "no #{id}");
+        }
+        for polled in [
+            "\"/v1/stats\"",
+            "\"/v1/topics?limit=1000\"",
+            "\"/v1/cluster\"",
+        ] {
+            assert!(body.contains(polled), "does not poll {polled}");
+        }
+        // Served whole from the binary: no script, style or image from anywhere else.
+        for external in ["http://", "https://", " src=", "<link"] {
+            assert!(!body.contains(external), "{external} in the page");
+        }
     }
 }
 

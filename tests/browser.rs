@@ -7,6 +7,9 @@
 //! their way to the browser: that every data frame came compressed (RSV1) is seen on the wire,
 //! not only inferred from the server's counters.
 //!
+//! The same browser also opens the admin dashboard (`GET /dashboard`) and waits for live
+//! numbers in it; with `TICKCAST_BLESS_SCREENSHOT=1` that test saves docs/dashboard.png.
+//!
 //! tests/run.sh passes the browser as `TICKCAST_TEST_CHROMIUM`; run alone, `cargo test --test
 //! browser` needs it set (e.g. `TICKCAST_TEST_CHROMIUM=$(command -v chromium)`).
 
@@ -36,7 +39,10 @@ use tokio::{
 };
 use tokio_tungstenite::{connect_async, tungstenite::Message};
 
-both_drivers!(chromium_receives_compressed_demo_feed);
+both_drivers!(
+    chromium_receives_compressed_demo_feed,
+    dashboard_shows_live_numbers
+);
 
 /// What the page subscribes to: an exact topic (its ack carries a position), a one-segment
 /// wildcard and a trailing one, all public demo-feed topics.
@@ -104,6 +110,115 @@ async fn chromium_receives_compressed_demo_feed(driver: Driver) {
         .wait_metric("tickcast_compressions_total", wire.compressed_text as f64)
         .await;
 }
+
+/// `GET /dashboard` (API.md) in Chromium, with the demo feed and one subscriber that keeps up:
+/// the page, opened with the admin token in its URL, polls the admin API and shows deliveries
+/// and publishes per second that are non-zero and change. With `TICKCAST_BLESS_SCREENSHOT=1`
+/// (epoll run only) it saves docs/dashboard.png once the plots hold some history.
+async fn dashboard_shows_live_numbers(driver: Driver) {
+    let server = Server::start(driver, &[], &["--demo-feed"]);
+    let (status, body) = server.http_with("GET", "/dashboard", None, "").await;
+    assert_eq!(status, 401, "{body}");
+
+    // Deliveries need a subscriber: one that reads everything, so it is never slow.
+    let (mut ws, _) = connect(&server).await;
+    send_json(
+        &mut ws,
+        json!({"op":"subscribe","id":1,"topics":["trades.*","bbo.*","kline.>"]}),
+    )
+    .await;
+    let reader = tokio::spawn(async move { while let Some(Ok(_)) = ws.next().await {} });
+
+    let mut chromium = Chromium::launch(&suite_var("TICKCAST_TEST_CHROMIUM"));
+    let mut cdp = chromium.devtools().await;
+    let page = cdp.blank_page().await;
+    let viewport = json!({"width": 1280, "height": 860, "deviceScaleFactor": 1, "mobile": false});
+    cdp.call("Emulation.setDeviceMetricsOverride", viewport, Some(&page))
+        .await;
+    let url = format!("http://{}/dashboard?token={ADMIN_KEY}", server.addr);
+    let nav = cdp
+        .call("Page.navigate", json!({"url": url}), Some(&page))
+        .await;
+    assert!(nav.get("errorText").is_none(), "{nav}");
+    // The dashboard's document is the page's (its script runs once it has loaded).
+    let start = Instant::now();
+    while cdp
+        .evaluate(&page, "location.pathname + ' ' + document.readyState")
+        .await
+        != "/dashboard complete"
+    {
+        assert!(start.elapsed() < DEADLINE, "the dashboard did not load");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let seen = cdp.evaluate(&page, DASHBOARD_WAIT).await;
+    println!("dashboard: {seen}");
+    let reads = seen["deliveries"].as_array().unwrap();
+    assert!(reads.len() >= 2 && reads[0] != reads[1], "{seen}");
+    assert_eq!(seen["status"], "live", "{seen}");
+    assert!(seen["shards"].as_u64().unwrap() == 2, "{seen}");
+    assert!(seen["topics"].as_u64().unwrap() > 0, "{seen}");
+    assert_eq!(seen["nodes"], 1, "{seen}");
+
+    if std::env::var("TICKCAST_BLESS_SCREENSHOT").as_deref() == Ok("1")
+        && matches!(driver, Driver::Epoll)
+    {
+        // A minute of history in the plots, then the picture of the whole page.
+        let wait = "new Promise((ok, no) => { const t0 = Date.now(); (function w() { \
+                    if (+document.body.dataset.samples >= 60) return ok(true); \
+                    if (Date.now() - t0 > 75000) return no(new Error('samples stalled')); \
+                    setTimeout(w, 100); })(); })";
+        cdp.evaluate(&page, wait).await;
+        let shot = cdp
+            .call(
+                "Page.captureScreenshot",
+                json!({"format": "png", "captureBeyondViewport": true}),
+                Some(&page),
+            )
+            .await;
+        use base64::Engine;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().unwrap())
+            .unwrap();
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/dashboard.png");
+        std::fs::write(&path, png).unwrap();
+        println!("wrote {}", path.display());
+    }
+    reader.abort();
+}
+
+/// Evaluated in the dashboard: waits (polling the DOM, at most 30 s) until `#deliveries-per-s`
+/// and `#published-per-s` show non-zero numbers and `#deliveries-per-s` has shown two different
+/// ones; resolves to what it read.
+const DASHBOARD_WAIT: &str = r##"new Promise((resolve, reject) => {
+  const t0 = Date.now();
+  const text = (id) => document.getElementById(id).textContent;
+  const nonzero = (id) => parseFloat(text(id)) > 0;
+  const deliveries = [];
+  (function poll() {
+    if (nonzero("deliveries-per-s") && nonzero("published-per-s")) {
+      const d = text("deliveries-per-s");
+      if (!deliveries.includes(d)) deliveries.push(d);
+      if (deliveries.length >= 2) {
+        return resolve({
+          deliveries,
+          published: text("published-per-s"),
+          status: document.getElementById("status").textContent,
+          samples: +document.body.dataset.samples,
+          shards: document.querySelectorAll("#shards tbody tr").length,
+          topics: document.querySelectorAll("#topics tbody tr").length,
+          nodes: document.querySelectorAll("#nodes tbody tr").length,
+        });
+      }
+    }
+    if (Date.now() - t0 > 30000) {
+      return reject(new Error("no live numbers: deliveries " + JSON.stringify(deliveries) +
+        ", now " + text("deliveries-per-s") + ", published " + text("published-per-s") +
+        ", status " + document.getElementById("status").textContent));
+    }
+    setTimeout(poll, 50);
+  })();
+})"##;
 
 /// Checks the messages the page saw, in arrival order (welcome, then the ack and demo-feed data
 /// frames: data of the new patterns may come before the ack); returns how many data frames.

@@ -9,7 +9,15 @@ use super::{Bounds, Config, Delivery, Engine, keys::ARRAYS as ARRAY_SECTIONS, ke
 /// The paths of the port's own endpoints and what is under them (the route table,
 /// `shard/http/routes.rs`, whose test keeps every route within these): the dialects'
 /// configurable paths may be none of them, nor under one, nor above one.
-pub const RESERVED_PATHS: &[&str] = &["/ws", "/echo", "/health", "/ready", "/metrics", "/v1"];
+pub const RESERVED_PATHS: &[&str] = &[
+    "/ws",
+    "/echo",
+    "/health",
+    "/ready",
+    "/metrics",
+    "/v1",
+    "/dashboard",
+];
 
 /// `config: <key>: <why>`.
 fn bad(key: &str, why: impl std::fmt::Display) -> Result<(), String> {

@@ -221,6 +221,14 @@ impl State {
             }
             Handler::Metrics => self.metrics_request(keep_alive, head),
             Handler::Publish => self.http_publish(key, body, keep_alive, admin.as_ref()),
+            Handler::Dashboard => {
+                let mut out = Vec::with_capacity(DASHBOARD.len() + 512);
+                let html = "text/html; charset=utf-8";
+                let body = DASHBOARD.as_bytes();
+                write_response(&mut out, 200, html, body, keep_alive, DASHBOARD_HEADERS);
+                self.enqueue(key, raw(out));
+                Answer::Responded { keep_alive }
+            }
             admin_handler => self.admin_http(key, admin_handler, req, body),
         }
     }
@@ -330,6 +338,23 @@ impl State {
         self.last_frame_queued(key, Phase::HttpClosing, CloseReason::HttpDone);
     }
 }
+
+/// `GET /dashboard`: one page, no external resource; its script polls the admin API.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// The page runs only its own inline script and style, and talks only to this server; the
+/// token in its URL is not sent on as a referrer.
+const DASHBOARD_HEADERS: &[(&str, &str)] = &[
+    (
+        "Content-Security-Policy",
+        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+         connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; \
+         frame-ancestors 'none'",
+    ),
+    ("Cache-Control", "no-store"),
+    ("Referrer-Policy", "no-referrer"),
+    ("X-Content-Type-Options", "nosniff"),
+];
 
 pub(super) fn error_body(code: &str, message: &str) -> Vec<u8> {
     let mut body = Vec::with_capacity(64 + message.len());

@@ -33,6 +33,7 @@ pub(crate) enum Handler {
     Broadcast,
     Disconnect,
     Send,
+    Dashboard,
 }
 
 /// One route: a path matched exactly (the query string is not part of it).
@@ -84,6 +85,7 @@ pub(crate) const ROUTES: &[Route] = &[
     route("/v1/broadcast", Post, false, Admin, Broadcast),
     route("/v1/disconnect", Post, false, Admin, Disconnect),
     route("/v1/send", Post, false, Admin, Send),
+    route("/dashboard", Get, false, Admin, Dashboard),
 ];
 
 /// The route of `path`; `/echo` exists only when `server.echo` is on.
