@@ -84,7 +84,8 @@ impl OutQueue {
 
     /// Sends data frames in `format` from now on (a dialect's; Binance's `SET_PROPERTY`
     /// switches between raw and combined at any time). A partly written head keeps the bytes
-    /// it started with (the rest of them become a control frame); the counts are redone in
+    /// it started with: it becomes a control frame of exactly those bytes, still partly
+    /// written, so nothing is queued ahead of it (`first_movable`); the counts are redone in
     /// the new format.
     pub fn set_format(&mut self, format: crate::dialect::Format) {
         let format = format as u8;
@@ -93,14 +94,13 @@ impl OutQueue {
         }
         if self.head_sent > 0 {
             if let Some(head) = self.frames.front() {
-                let rest = self.wire(head)[self.head_sent as usize..].to_vec();
+                let bytes = self.wire(head).to_vec();
                 let frame =
-                    crate::frame::Frame::control(rest).with_class(crate::frame::FrameClass {
+                    crate::frame::Frame::control(bytes).with_class(crate::frame::FrameClass {
                         deflate: 0,
                         ..head.class()
                     });
                 self.frames[0] = std::rc::Rc::new(std::sync::Arc::new(frame));
-                self.head_sent = 0;
             }
         }
         self.format = format;
@@ -111,6 +111,8 @@ impl OutQueue {
             self.bytes += len;
             self.lane_bytes[self.frames[i].lane() as usize] += len;
         }
+        // Bytes queued and not yet written: the head's written part is not.
+        self.bytes -= self.head_sent;
     }
 
     /// The format data frames are sent in (`crate::dialect::Format` as `u8`).
@@ -406,6 +408,55 @@ mod tests {
         ))
     }
 
+    /// The bytes queued, in write order.
+    fn queued_bytes(q: &OutQueue) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (i, f) in q.frames.iter().enumerate() {
+            let skip = if i == 0 { q.head_sent as usize } else { 0 };
+            out.extend_from_slice(&q.wire(f)[skip..]);
+        }
+        out
+    }
+
+    /// Binance's `SET_PROPERTY` while a frame is half written: the rest of that frame still
+    /// goes out first, in the form it started in, and a reply queued after the switch (the
+    /// control lane, which goes ahead of waiting data) comes behind it, never inside it.
+    #[test]
+    fn a_format_switch_keeps_a_partly_written_frame_whole_and_first() {
+        let mut stats = ShardStats::new(0);
+        let mut q = OutQueue::default();
+        q.set_format(crate::dialect::Format::BinanceRaw);
+        let data = frame(3, 0, 0, 1, 40);
+        let raw = q.wire(&data).to_vec();
+        q.push(data.clone());
+        q.push(frame(3, 0, 1, 2, 10));
+        q.pop_written(5, 1, &mut stats);
+        q.set_format(crate::dialect::Format::BinanceCombined);
+        let reply = Rc::new(Arc::new(crate::frame::text_frame(
+            b"{\"result\":null,\"id\":1}",
+        )));
+        q.push(reply.clone());
+        let bytes = queued_bytes(&q);
+        assert_eq!(
+            &bytes[..raw.len() - 5],
+            &raw[5..],
+            "the head's rest, as it started"
+        );
+        let after = &bytes[raw.len() - 5..];
+        assert_eq!(
+            &after[..reply.bytes().len()],
+            reply.bytes(),
+            "then the reply"
+        );
+        let next = &after[reply.bytes().len()..];
+        assert!(
+            next.windows(10).any(|w| w == b"{\"stream\":"),
+            "then the next data frame, now combined"
+        );
+        assert_eq!(q.bytes as usize, bytes.len());
+        check(&q);
+    }
+
     fn bounds() -> Bounds {
         Bounds {
             lane_max: [4096, 2048, 2048, 4096],
@@ -443,8 +494,8 @@ mod tests {
         let mut lane_bytes = [0u32; LANES];
         let mut total = 0u32;
         for f in &q.frames {
-            lane_bytes[f.lane() as usize] += f.len() as u32;
-            total += f.len() as u32;
+            lane_bytes[f.lane() as usize] += q.len_of(f);
+            total += q.len_of(f);
         }
         assert_eq!(lane_bytes, q.lane_bytes, "per-lane bytes");
         assert_eq!(total - q.head_sent, q.bytes, "queued bytes");
