@@ -189,7 +189,8 @@ fn main() {
             no_reconnect: args.no_reconnect,
         }),
         Command::Serve(args) => match args.load() {
-            Ok(cfg) => serve(cfg),
+            // SIGHUP loads the same way again: the same file, environment and flags.
+            Ok(cfg) => serve(cfg, Box::new(move || args.load())),
             Err(e) => {
                 eprintln!("tickcast: {e}");
                 2
@@ -250,7 +251,25 @@ fn hash_key(generate: bool) -> i32 {
     0
 }
 
-fn serve(mut cfg: Config) -> i32 {
+/// Loads the configuration again for a reload.
+type Loader = Box<dyn Fn() -> Result<Config, String> + Send>;
+
+/// Lowers `limits.connections_max` to what `RLIMIT_NOFILE` (`nofile`) leaves room for;
+/// the value it had if it did.
+fn fit_to_nofile(cfg: &mut Config, nofile: u64) -> Option<usize> {
+    let shards = tickcast::topology::shard_count(cfg) as u64;
+    let fits = nofile
+        .saturating_sub(tickcast::limits::reserved_descriptors(shards as usize))
+        .saturating_sub(tickcast::limits::HTTP_HEADROOM);
+    let was = cfg.limits.connections_max;
+    if (was as u64) <= fits {
+        return None;
+    }
+    cfg.limits.connections_max = fits.max(1) as usize;
+    Some(was)
+}
+
+fn serve(mut cfg: Config, load: Loader) -> i32 {
     init_logging(&cfg.log);
     exit_on_panic();
     if !tickcast::sys::disable_transparent_huge_pages() {
@@ -259,18 +278,13 @@ fn serve(mut cfg: Config) -> i32 {
     // Every open connection is a descriptor, and so is every handshake in flight; the soft
     // limit is raised to the hard one, and the connection limit lowered to what fits.
     let nofile = tickcast::sys::raise_nofile_limit();
-    let shards = tickcast::topology::shard_count(&cfg) as u64;
-    let fits = nofile
-        .saturating_sub(tickcast::limits::reserved_descriptors(shards as usize))
-        .saturating_sub(tickcast::limits::HTTP_HEADROOM);
-    if (cfg.limits.connections_max as u64) > fits {
+    if let Some(was) = fit_to_nofile(&mut cfg, nofile) {
         tracing::info!(
             rlimit_nofile = nofile,
-            "limits.connections_max {} lowered to {fits}: RLIMIT_NOFILE allows no more \
+            "limits.connections_max {was} lowered to {}: RLIMIT_NOFILE allows no more \
              (raise LimitNOFILE, see tuning/README.md)",
             cfg.limits.connections_max,
         );
-        cfg.limits.connections_max = fits.max(1) as usize;
     }
     let demo = cfg.server.demo_feed;
     let echo = cfg.server.echo;
@@ -329,7 +343,7 @@ fn serve(mut cfg: Config) -> i32 {
         let _ = writeln!(out, "tls listening on {addr}").and_then(|()| out.flush());
     }
     let stopper = server.stopper();
-    let tls = server.tls.clone();
+    let mut reloader = server.reloader();
     // systemd `Type=notify`: up now that every shard listens; status and watchdog from here.
     let monitor = server.monitor();
     let notifier = tickcast::service::Notifier::from_env(tick_ms);
@@ -350,7 +364,7 @@ fn serve(mut cfg: Config) -> i32 {
                             if let Some(n) = notifier {
                                 n.reloading();
                             }
-                            let failed = reload_tls(tls.as_deref());
+                            let failed = reload(&mut reloader, &load, nofile);
                             if let Some(n) = notifier {
                                 n.reloaded(&monitor, failed.as_deref());
                             }
@@ -416,19 +430,63 @@ fn exit_on_panic() {
     }));
 }
 
-/// SIGHUP: re-read the TLS certificate and key; on failure the old ones keep serving.
+/// SIGHUP: loads the configuration again (file, environment, flags) and puts it in force
+/// (`Reloader::reload`); a file that fails leaves the running configuration as it was.
 /// Returns why the reload failed, if it did.
-fn reload_tls(tls: Option<&tickcast::tls::TlsState>) -> Option<String> {
-    match tls {
-        None => tracing::info!("SIGHUP: no TLS listener, nothing to reload"),
-        Some(tls) => match tls.reload() {
-            Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
-            Err(e) => {
-                tracing::error!(error = %e, "SIGHUP: TLS reload failed, keeping the old certificate");
-                return Some(e);
-            }
-        },
+fn reload(
+    reloader: &mut tickcast::topology::Reloader,
+    load: &Loader,
+    nofile: u64,
+) -> Option<String> {
+    let loaded = load().map(|mut cfg| {
+        if let Some(was) = fit_to_nofile(&mut cfg, nofile) {
+            tracing::info!(
+                rlimit_nofile = nofile,
+                "limits.connections_max {was} lowered to {}: RLIMIT_NOFILE allows no more",
+                cfg.limits.connections_max,
+            );
+        }
+        cfg
+    });
+    let done = reloader.reload(loaded);
+    let r = match done {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(
+                error = %e,
+                "SIGHUP: configuration not reloaded; the running configuration stays in force"
+            );
+            return Some(e);
+        }
+    };
+    if r.tls_reloaded {
+        tracing::info!("SIGHUP: TLS certificate reloaded");
     }
+    if !r.restart_needed.is_empty() {
+        tracing::warn!(
+            keys = %r.restart_needed.join(", "),
+            "SIGHUP: changed settings that take effect only after a restart; their running \
+             values stay"
+        );
+    }
+    if r.late_shards > 0 {
+        tracing::warn!(
+            shards = r.late_shards,
+            "SIGHUP: shards busy; they apply the new configuration when they get to it"
+        );
+    }
+    let applied = if r.applied.is_empty() {
+        "nothing".to_string()
+    } else {
+        r.applied.join(", ")
+    };
+    tracing::info!(
+        changed = %applied,
+        connections_closed = r.closed,
+        subscriptions_withdrawn = r.withdrawn,
+        rights_changed = r.rights_changed,
+        "SIGHUP: configuration reloaded"
+    );
     None
 }
 

@@ -61,10 +61,12 @@ pub enum CloseReason {
     Overloaded,
     /// Reached its dialect's maximum connection age (`binance.connection_age_max_s`).
     MaxAge,
+    /// A configuration reload took its credential or the rights it needed (4003).
+    Revoked,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 19] = [
+    pub const ALL: [CloseReason; 20] = [
         CloseReason::ClientClose,
         CloseReason::ClientGone,
         CloseReason::ProtocolError,
@@ -84,6 +86,7 @@ impl CloseReason {
         CloseReason::MessageTimeout,
         CloseReason::Overloaded,
         CloseReason::MaxAge,
+        CloseReason::Revoked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -107,6 +110,7 @@ impl CloseReason {
             CloseReason::MessageTimeout => "message_timeout",
             CloseReason::Overloaded => "overloaded",
             CloseReason::MaxAge => "max_age",
+            CloseReason::Revoked => "revoked",
         }
     }
 }

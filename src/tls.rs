@@ -26,8 +26,6 @@ const ALPN_HTTP11: &[u8] = b"http/1.1";
 /// The TLS listener's shared state: the current server configuration and where it came from.
 pub struct TlsState {
     current: RwLock<Arc<ServerConfig>>,
-    cert_file: String,
-    key_file: String,
 }
 
 impl TlsState {
@@ -36,8 +34,6 @@ impl TlsState {
         let config = build_server_config(&cfg.cert_file, &cfg.key_file)?;
         Ok(TlsState {
             current: RwLock::new(Arc::new(config)),
-            cert_file: cfg.cert_file.clone(),
-            key_file: cfg.key_file.clone(),
         })
     }
 
@@ -49,16 +45,20 @@ impl TlsState {
             .clone()
     }
 
-    /// Reads cert and key again from their files. On success new connections get the new
-    /// certificate; on failure the old configuration stays and the error is returned.
-    /// Counted in `tickcast_tls_cert_reloads_total{result}`.
-    pub fn reload(&self) -> Result<(), String> {
-        let result = build_server_config(&self.cert_file, &self.key_file);
-        let label = if result.is_ok() { "ok" } else { "error" };
-        metrics::counter!("tickcast_tls_cert_reloads_total", "result" => label).increment(1);
-        let config = result?;
+    /// Reads the certificate and key named by `cfg` (a reload may name other files) into a
+    /// new configuration, without installing it: [`TlsState::install`] does, once everything
+    /// else reloaded is known to be good. An error is counted in
+    /// `tickcast_tls_cert_reloads_total{result="error"}`.
+    pub fn prepare(&self, cfg: &TlsConfig) -> Result<ServerConfig, String> {
+        build_server_config(&cfg.cert_file, &cfg.key_file).inspect_err(|_| {
+            metrics::counter!("tickcast_tls_cert_reloads_total", "result" => "error").increment(1);
+        })
+    }
+
+    /// New connections get `config` from now on (`tickcast_tls_cert_reloads_total{result="ok"}`).
+    pub fn install(&self, config: ServerConfig) {
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
-        Ok(())
+        metrics::counter!("tickcast_tls_cert_reloads_total", "result" => "ok").increment(1);
     }
 }
 

@@ -138,6 +138,7 @@ impl Server {
         if tls.is_some() {
             crate::tls::describe_metrics();
         }
+        describe_reload_metrics();
         let mesh = Mesh::new(shards, cfg.mesh.queue_len);
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let pin = cfg.server.pin_cores && !cores.is_empty();
@@ -150,7 +151,7 @@ impl Server {
         shared.bridge = bridge.clone();
         let shared = Arc::new(shared);
         if let Some(bridge) = &bridge {
-            bridge.spawn(shared.cfg.clone(), shared.clone())?;
+            bridge.spawn((*shared.boot).clone(), shared.clone())?;
         }
         let (ready_tx, ready_rx) = mpsc::channel::<Result<&'static str, String>>();
         let mut threads = Vec::with_capacity(shards);
@@ -209,6 +210,14 @@ impl Server {
     pub fn monitor(&self) -> Monitor {
         Monitor {
             shared: self.shared.clone(),
+        }
+    }
+
+    /// A handle that reloads the configuration from another thread (signal handler).
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            shared: self.shared.clone(),
+            running: self.shared.boot.clone(),
         }
     }
 
@@ -276,6 +285,124 @@ impl Stopper {
     }
 }
 
+/// Reloads a running [`Server`]'s configuration (SIGHUP) from one other thread.
+pub struct Reloader {
+    shared: Arc<Shared>,
+    /// The configuration in force (what the shards last got).
+    running: Arc<Config>,
+}
+
+/// What a successful reload changed.
+#[derive(Debug, Default)]
+pub struct Reloaded {
+    /// Keys now in force with new values (`section.key`; arrays of tables whole).
+    pub applied: Vec<String>,
+    /// Keys changed in the file that keep their running value until a restart.
+    pub restart_needed: Vec<String>,
+    /// Summed over the shards: connections closed, subscriptions withdrawn, API-key
+    /// connections whose rights changed.
+    pub closed: usize,
+    pub withdrawn: usize,
+    pub rights_changed: usize,
+    /// Shards that did not report within the wait (busy; they apply it when they get to it).
+    pub late_shards: usize,
+    /// The TLS certificate and key were read again (there is a TLS listener).
+    pub tls_reloaded: bool,
+}
+
+impl Reloader {
+    /// How long [`Reloader::reload`] waits for the shards to report.
+    const WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+    /// The configuration in force.
+    pub fn running(&self) -> &Config {
+        &self.running
+    }
+
+    /// Checks `loaded` (the configuration as loaded again, or why it could not be) completely,
+    /// the key and certificate files it names included, and, only if all of it is good, puts
+    /// it in force: the TLS certificate for new connections, then every
+    /// shard (`shard::reload`). Restart-only keys keep their running values
+    /// (`config::RESTART_ONLY`). On error nothing changed. Counted in
+    /// `tickcast_config_reloads_total{result}`.
+    pub fn reload(&mut self, loaded: Result<Config, String>) -> Result<Reloaded, String> {
+        let result = loaded.and_then(|mut new| self.apply(&mut new));
+        let ok = result.is_ok();
+        metrics::counter!("tickcast_config_reloads_total", "result" => if ok { "ok" } else { "error" })
+            .increment(1);
+        metrics::gauge!("tickcast_config_last_reload_successful").set(if ok { 1.0 } else { 0.0 });
+        result
+    }
+
+    fn apply(&mut self, new: &mut Config) -> Result<Reloaded, String> {
+        let auth = crate::auth::Auth::from_config(new)?;
+        let changed = crate::config::changed_keys(&self.running, new);
+        let (restart_needed, applied): (Vec<String>, Vec<String>) = changed
+            .into_iter()
+            .partition(|k| crate::config::is_restart_only(k));
+        crate::config::keep_restart_only(new, &self.running);
+        let tls = match &self.shared.tls {
+            Some(tls) => Some((tls, tls.prepare(&new.tls)?)),
+            None => None,
+        };
+        // Everything checked: from here on it takes effect.
+        let tls_reloaded = tls.is_some();
+        if let Some((tls, config)) = tls {
+            tls.install(config);
+        }
+        let cfg = Arc::new(std::mem::take(new));
+        let auth = Arc::new(auth);
+        let (done, reports) = mpsc::channel();
+        for dst in 0..self.shared.shards {
+            let msg = crate::shard::reload::Reload {
+                cfg: cfg.clone(),
+                auth: auth.clone(),
+                done: done.clone(),
+            };
+            self.shared
+                .mesh
+                .send_external(dst, MeshMsg::Reload(Box::new(msg)));
+        }
+        drop(done);
+        self.running = cfg;
+        let mut out = Reloaded {
+            applied,
+            restart_needed,
+            late_shards: self.shared.shards,
+            tls_reloaded,
+            ..Reloaded::default()
+        };
+        let deadline = std::time::Instant::now() + Self::WAIT;
+        while out.late_shards > 0 {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let Ok(a) = reports.recv_timeout(left) else {
+                break;
+            };
+            out.late_shards -= 1;
+            out.closed += a.closed;
+            out.withdrawn += a.withdrawn;
+            out.rights_changed += a.rights_changed;
+        }
+        Ok(out)
+    }
+}
+
+/// Registers the reload metrics so they show before the first reload.
+pub fn describe_reload_metrics() {
+    metrics::describe_counter!(
+        "tickcast_config_reloads_total",
+        "Configuration reloads (SIGHUP), by result (ok, error)."
+    );
+    for label in ["ok", "error"] {
+        metrics::counter!("tickcast_config_reloads_total", "result" => label).absolute(0);
+    }
+    metrics::describe_gauge!(
+        "tickcast_config_last_reload_successful",
+        "1 if the last configuration reload succeeded (or none was tried), 0 if it failed."
+    );
+    metrics::gauge!("tickcast_config_last_reload_successful").set(1.0);
+}
+
 /// The driver every shard will run; `auto` probes io_uring once.
 fn resolve_driver(kind: DriverKind) -> Result<DriverKind, String> {
     match kind {
@@ -338,7 +465,7 @@ async fn shard_main(
     driver: &'static str,
     ready: mpsc::Sender<Result<&'static str, String>>,
 ) -> Result<(), String> {
-    let demo_feed = shared.cfg.server.demo_feed;
+    let demo_feed = shared.boot.server.demo_feed;
     let shard = Shard::new(id, shared);
     if demo_feed {
         // A publisher like any other, on the shard's runtime (`crate::ingest::demo`).

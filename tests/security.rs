@@ -9,10 +9,7 @@ use common::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
-use tokio_tungstenite::{
-    connect_async,
-    tungstenite::{Error as WsError, Message, client::IntoClientRequest},
-};
+use tokio_tungstenite::tungstenite::Message;
 
 use futures_util::SinkExt;
 
@@ -105,35 +102,6 @@ fn user_token(sub: &str) -> String {
         Algorithm::HS256,
         json!({"sub": sub, "exp": now() + 3600, "subs": ["user.{sub}.>"], "pubs": ["orders.{sub}"]}),
     )
-}
-
-/// Connects to `path` (e.g. `/ws?token=..`) with extra headers; the welcome frame or the HTTP
-/// status of the refusal.
-async fn try_connect(
-    server: &Server,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> Result<(Ws, Value), u16> {
-    let mut req = format!("ws://{}{path}", server.addr)
-        .into_client_request()
-        .unwrap();
-    for (k, v) in headers {
-        let name: tokio_tungstenite::tungstenite::http::HeaderName = k.parse().unwrap();
-        req.headers_mut()
-            .insert(name, v.parse().expect("header value"));
-    }
-    match tokio::time::timeout(DEADLINE, connect_async(req))
-        .await
-        .expect("connect timed out")
-    {
-        Ok((mut ws, _)) => {
-            let welcome = recv_json(&mut ws).await;
-            assert_eq!(welcome["op"], "welcome", "{welcome}");
-            Ok((ws, welcome))
-        }
-        Err(WsError::Http(resp)) => Err(resp.status().as_u16()),
-        Err(e) => panic!("connect: {e}"),
-    }
 }
 
 async fn connect_as(server: &Server, token: &str) -> (Ws, Value) {

@@ -78,19 +78,31 @@ pub(super) fn api_key(i: usize, k: &ApiKeyConfig) -> Result<([u8; 32], ApiKey), 
     ))
 }
 
+impl ApiKey {
+    pub(super) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The identity of a connection authenticated with this key (`hash`: its SHA-256).
+    pub(super) fn identity(&self, hash: [u8; 32]) -> Identity {
+        Identity {
+            user: self.name.clone(),
+            method: Method::ApiKey,
+            subs: Perms::compile(&self.subs, Some(&self.name)),
+            pubs: Perms::compile(&self.pubs, Some(&self.name)),
+            admin: self.admin,
+            exp_s: None,
+            rate: self.rate,
+            credential: hash,
+        }
+    }
+}
+
 impl Auth {
     pub(super) fn verify_api_key(&self, token: &str) -> Result<Identity, AuthError> {
         let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
         let hash: [u8; 32] = digest.as_ref().try_into().expect("SHA-256 is 32 bytes");
         let key = self.api_keys.get(&hash).ok_or(AuthError::UnknownApiKey)?;
-        Ok(Identity {
-            user: key.name.clone(),
-            method: Method::ApiKey,
-            subs: Perms::compile(&key.subs, Some(&key.name)),
-            pubs: Perms::compile(&key.pubs, Some(&key.name)),
-            admin: key.admin,
-            exp_s: None,
-            rate: key.rate,
-        })
+        Ok(key.identity(hash))
     }
 }

@@ -13,6 +13,23 @@ pub(super) struct JwtKey {
     alg: Algorithm,
     kid: Option<String>,
     key: DecodingKey,
+    /// SHA-256 of the algorithm, the kid and the key material: the same key configured again
+    /// after a reload has the same fingerprint (`Auth::recheck`).
+    pub(super) fingerprint: [u8; 32],
+}
+
+/// [`JwtKey::fingerprint`].
+fn fingerprint(alg: Algorithm, kid: &str, material: &[u8]) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in [format!("{alg:?}").as_bytes(), kid.as_bytes()] {
+        ctx.update(&(part.len() as u64).to_be_bytes());
+        ctx.update(part);
+    }
+    ctx.update(material);
+    ctx.finish()
+        .as_ref()
+        .try_into()
+        .expect("SHA-256 is 32 bytes")
 }
 
 pub(super) struct ValidationSettings {
@@ -60,7 +77,7 @@ pub(super) fn jwt_key(i: usize, k: &JwtKeyConfig) -> Result<JwtKey, String> {
             k.algorithm
         )
     })?;
-    let key = match alg {
+    let (key, material) = match alg {
         Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
             let secret = match (k.secret.is_empty(), k.secret_file.is_empty()) {
                 (false, true) => k.secret.as_bytes().to_vec(),
@@ -86,7 +103,7 @@ pub(super) fn jwt_key(i: usize, k: &JwtKeyConfig) -> Result<JwtKey, String> {
                     secret.len()
                 ));
             }
-            DecodingKey::from_secret(&secret)
+            (DecodingKey::from_secret(&secret), secret)
         }
         Algorithm::RS256 | Algorithm::ES256 => {
             if k.public_key_file.is_empty() {
@@ -101,13 +118,14 @@ pub(super) fn jwt_key(i: usize, k: &JwtKeyConfig) -> Result<JwtKey, String> {
             } else {
                 DecodingKey::from_ec_pem(&pem)
             };
-            parsed.map_err(|e| {
+            let parsed = parsed.map_err(|e| {
                 format!(
                     "config: {}: {} is not a {alg:?} public key in PEM: {e}",
                     name("public_key_file"),
                     k.public_key_file
                 )
-            })?
+            })?;
+            (parsed, pem)
         }
         other => {
             return Err(format!(
@@ -120,6 +138,7 @@ pub(super) fn jwt_key(i: usize, k: &JwtKeyConfig) -> Result<JwtKey, String> {
         alg,
         kid: (!k.kid.is_empty()).then(|| k.kid.clone()),
         key,
+        fingerprint: fingerprint(alg, &k.kid, &material),
     })
 }
 
@@ -144,7 +163,7 @@ impl Auth {
         };
         for key in candidates {
             match jsonwebtoken::decode::<Claims>(token, &key.key, &self.validation_for(key.alg)) {
-                Ok(data) => return self.identity(data.claims),
+                Ok(data) => return self.identity(data.claims, key.fingerprint),
                 Err(e) => {
                     last = match e.kind() {
                         ErrorKind::InvalidSignature => AuthError::BadSignature,
@@ -188,7 +207,7 @@ impl Auth {
         val
     }
 
-    fn identity(&self, c: Claims) -> Result<Identity, AuthError> {
+    fn identity(&self, c: Claims, credential: [u8; 32]) -> Result<Identity, AuthError> {
         let user = c.sub.ok_or_else(|| AuthError::MissingClaim("sub".into()))?;
         let printable = user.chars().all(|ch| !ch.is_control());
         if user.is_empty() || user.len() > 128 || !printable {
@@ -202,6 +221,7 @@ impl Auth {
             rate: None,
             method: Method::Jwt,
             user: user.into(),
+            credential,
         })
     }
 }

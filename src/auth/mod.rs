@@ -62,6 +62,22 @@ pub struct Identity {
     pub exp_s: Option<u64>,
     /// Inbound message rate of this identity, when it differs from `limits.client_messages_*`.
     pub rate: Option<Rate>,
+    /// The credential behind it, so a reload can tell whether it is still configured
+    /// ([`Auth::recheck`]): the API key's SHA-256, or the fingerprint of the JWT key that
+    /// verified the token (the token itself is not kept).
+    pub credential: [u8; 32],
+}
+
+/// What a reloaded configuration says of a connection's identity ([`Auth::recheck`]).
+#[derive(Debug, PartialEq)]
+pub enum Recheck {
+    /// Still valid, rights unchanged.
+    Same,
+    /// Still valid, with these rights now (an API key's `subs`, `pubs`, `admin` or rate
+    /// changed).
+    Changed(Identity),
+    /// No longer valid: why, as the client is told.
+    Revoked(&'static str),
 }
 
 /// Why a token was refused. `Display` is what the client is told.
@@ -183,6 +199,41 @@ impl Auth {
             anonymous_subs: Perms::compile(&a.anonymous_subs, None),
             anonymous_pubs: Perms::compile(&a.anonymous_pubs, None),
         })
+    }
+
+    /// What this (reloaded) configuration says of an identity verified under an earlier one:
+    /// an API key must still be configured under the same name; a JWT's signing key must
+    /// still be configured (its claims do not change; issuer, audience and leeway settings
+    /// apply to tokens presented from now on).
+    pub fn recheck(&self, ident: &Identity) -> Recheck {
+        match ident.method {
+            Method::ApiKey => match self.api_keys.get(&ident.credential) {
+                None => Recheck::Revoked("API key revoked"),
+                Some(key) if key.name() != &*ident.user => Recheck::Revoked("API key renamed"),
+                Some(key) => {
+                    let now = key.identity(ident.credential);
+                    if now == *ident {
+                        Recheck::Same
+                    } else {
+                        Recheck::Changed(Identity {
+                            exp_s: ident.exp_s,
+                            ..now
+                        })
+                    }
+                }
+            },
+            Method::Jwt => {
+                if self
+                    .jwt_keys
+                    .iter()
+                    .any(|k| k.fingerprint == ident.credential)
+                {
+                    Recheck::Same
+                } else {
+                    Recheck::Revoked("token signing key removed")
+                }
+            }
+        }
     }
 
     /// Verifies a token (JWT or API key) into an identity.

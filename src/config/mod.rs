@@ -3,8 +3,10 @@
 //! rejects bad values naming the key. `config/default.toml` mirrors these defaults key by key.
 
 mod keys;
+mod reload;
 mod sections;
 mod validate;
+pub use reload::{RESTART_ONLY, changed_keys, is_restart_only, keep_restart_only};
 pub use validate::RESERVED_PATHS;
 
 pub use sections::*;

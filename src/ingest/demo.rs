@@ -95,7 +95,7 @@ fn symbols(configured: &[String]) -> Vec<Symbol> {
 
 pub async fn demo_task(shard: Rc<Shard>) {
     let shards = shard.shared.shards;
-    let cfg = &shard.shared.cfg.demo;
+    let cfg = &shard.shared.boot.demo;
     let all = symbols(&cfg.symbols);
     let total = all.len();
     let mut syms: Vec<Symbol> = all

@@ -105,7 +105,7 @@ impl Shard {
             st.stats.closed(crate::stats::CloseReason::Rejected);
             return;
         }
-        if st.conns.handshakes() >= self.shared.cfg.limits.handshakes_per_shard_max {
+        if st.conns.handshakes() >= st.cfg.limits.handshakes_per_shard_max {
             self.shared.connections.fetch_sub(1, Ordering::Relaxed);
             // No response: under a handshake flood, answering costs what it defends.
             st.stats.c.limit_rejects += 1;
@@ -127,7 +127,7 @@ impl Shard {
         };
         // Latency first: tickcast coalesces frames itself, Nagle would only delay them.
         let _ = stream.set_nodelay(true);
-        let lowat = self.shared.cfg.server.tcp_notsent_lowat_bytes;
+        let lowat = st.cfg.server.tcp_notsent_lowat_bytes;
         if lowat > 0 {
             let _ = crate::sys::set_tcp_notsent_lowat(crate::sys::fd_of(&stream), lowat);
         }
@@ -135,7 +135,7 @@ impl Shard {
         let bucket = ip_bucket(ip);
         self.shared.per_ip[bucket as usize].fetch_add(1, Ordering::Relaxed);
         let now = st.clock();
-        let deadline = now + self.shared.cfg.timeouts.handshake_ms;
+        let deadline = now + st.cfg.timeouts.handshake_ms;
         let stream = Rc::new(stream);
         let mut conn = Conn::new(stream.clone(), ip, now, deadline);
         conn.tls = tls;

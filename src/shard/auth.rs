@@ -161,7 +161,7 @@ impl State {
         key: u32,
         req: &Request<'_>,
     ) -> Result<Option<Box<Identity>>, Refusal> {
-        let cfg = &self.shared.cfg;
+        let cfg = &self.cfg;
         if let Some(origin) = req.origin {
             if !origin_allowed(&cfg.auth.allowed_origins, origin) {
                 self.stats.security(SecEvent::OriginRejected);
@@ -194,7 +194,7 @@ impl State {
         let Some(token) = request_token(req) else {
             return Ok(None);
         };
-        let ident = match self.shared.auth.verify(&token) {
+        let ident = match self.auth.verify(&token) {
             Ok(ident) => ident,
             Err(e) => {
                 self.stats.auth_failed(&e);
@@ -233,7 +233,7 @@ impl State {
     /// Counts one more connection of `ident`'s user; false if over
     /// `limits.connections_per_user_max`.
     fn claim_user(&mut self, ident: &Identity) -> bool {
-        let max = self.shared.cfg.limits.connections_per_user_max as u32;
+        let max = self.cfg.limits.connections_per_user_max as u32;
         let slot = &self.shared.per_user[user_bucket(&ident.user)];
         let ok = slot
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
@@ -254,7 +254,7 @@ impl State {
     /// Sets who an upgraded connection is; without an identity it is anonymous, or must
     /// authenticate within `auth.auth_timeout_ms` if anonymous access is off.
     pub(crate) fn set_identity(&mut self, key: u32, ident: Option<Box<Identity>>) {
-        let a = &self.shared.cfg.auth;
+        let a = &self.cfg.auth;
         let deadline = self.now_ms + a.auth_timeout_ms;
         let conn = &mut self.conns[key];
         if ident.is_none() && !a.allow_anonymous {
@@ -287,7 +287,7 @@ impl State {
         conn.rate_strikes = conn.rate_strikes.saturating_add(1);
         let strikes = conn.rate_strikes as u32;
         self.stats.security(SecEvent::RateLimitedMessage);
-        let limits = &self.shared.cfg.limits;
+        let limits = &self.cfg.limits;
         let centrifugo = self.conns[key].dialect.is_centrifugo();
         if binance {
             // Binance disconnects a client over its message rate at once.
@@ -333,9 +333,8 @@ impl State {
     /// May `key` subscribe to `pattern`? Anonymous rights apply to everyone when anonymous
     /// access is on; a token adds its own.
     pub(crate) fn may_subscribe(&self, key: u32, pattern: &str) -> bool {
-        let auth = &self.shared.auth;
-        let anon =
-            self.shared.cfg.auth.allow_anonymous && auth.anonymous_subs.allows_pattern(pattern);
+        let auth = &self.auth;
+        let anon = self.cfg.auth.allow_anonymous && auth.anonymous_subs.allows_pattern(pattern);
         anon || self.conns[key]
             .ident
             .as_ref()
@@ -344,8 +343,8 @@ impl State {
 
     /// May `key` publish to `topic`?
     pub(crate) fn may_publish(&self, key: u32, topic: &str) -> bool {
-        let auth = &self.shared.auth;
-        let anon = self.shared.cfg.auth.allow_anonymous && auth.anonymous_pubs.allows_topic(topic);
+        let auth = &self.auth;
+        let anon = self.cfg.auth.allow_anonymous && auth.anonymous_pubs.allows_topic(topic);
         anon || self.conns[key]
             .ident
             .as_ref()
@@ -390,7 +389,7 @@ impl State {
     /// the same user and kind of credential); patterns it may no longer subscribe to are
     /// unsubscribed and returned.
     pub(crate) fn take_token(&mut self, key: u32, token: &str) -> TokenOutcome {
-        let ident = match self.shared.auth.verify(token) {
+        let ident = match self.auth.verify(token) {
             Ok(ident) => ident,
             Err(e) => {
                 self.stats.auth_failed(&e);
@@ -422,25 +421,14 @@ impl State {
         if newly {
             self.user_indexed(key);
         }
-        let subs = std::mem::take(&mut self.conns[key].subs);
-        // A Centrifugo client's join and leave pushes (`presence.<channel>`) go with the
-        // channel's right.
-        let centrifugo = self.conns[key].dialect.is_centrifugo();
-        let (kept, dropped): (Vec<_>, Vec<_>) = subs.into_iter().partition(|p| {
-            let channel = p.strip_prefix("presence.").filter(|_| centrifugo);
-            self.may_subscribe(key, channel.unwrap_or(p))
-        });
-        self.conns[key].subs = kept;
-        for pattern in &dropped {
-            self.unsubscribe_pattern(pattern, key);
-        }
+        let dropped = self.withdraw_forbidden(key);
         TokenOutcome::Taken { user, exp, dropped }
     }
 
     /// Timer: tokens that expired, and connections past their authentication deadline.
     pub(crate) fn scan_auth(&mut self, now_ms: u64) {
         let now_s = unix_s();
-        let a = &self.shared.cfg.auth;
+        let a = &self.cfg.auth;
         let leeway = a.jwt_leeway_s;
         let grace_ms = a.refresh_grace_s * 1000;
         let mut expired = Vec::new();
@@ -507,7 +495,7 @@ impl State {
             self.stats.security(SecEvent::ForbiddenHttp);
             return Err(Refusal::unauthorized("an admin token is required"));
         };
-        match self.shared.auth.verify(&token) {
+        match self.auth.verify(&token) {
             Ok(ident) if ident.admin => Ok(Some(ident)),
             Ok(_) => {
                 self.stats.security(SecEvent::ForbiddenHttp);

@@ -29,7 +29,7 @@ fn unknown_stream(name: &str) -> String {
 impl State {
     /// A request under `binance.prefix`: `None` if its path is not a stream path (404 then).
     pub(super) fn binance_route(&mut self, key: u32, req: &HttpRequest<'_>) -> Option<Answer> {
-        let b = &self.shared.cfg.binance;
+        let b = &self.cfg.binance;
         let rest = req.path.strip_prefix(b.prefix.as_str())?;
         let target = binance::target(rest, req.query)?;
         let keep_alive = req.keep_alive;
@@ -122,7 +122,7 @@ impl State {
 
     /// A text message on a Binance connection: one control request.
     pub(crate) fn binance_message(&mut self, key: u32, text: &[u8]) {
-        let max = self.shared.cfg.binance.streams_per_conn_max;
+        let max = self.cfg.binance.streams_per_conn_max;
         let (id, req) = binance::parse(text, max);
         let id: Option<Box<[u8]>> = id.map(Into::into);
         let req = match req {

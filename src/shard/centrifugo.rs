@@ -29,7 +29,7 @@ impl State {
     /// send `connect` and every subscription of a reconnect in one message); more closes the
     /// connection (3501) before any is handled.
     pub(crate) fn centrifugo_message(&mut self, key: u32, text: &[u8]) {
-        let max = self.shared.cfg.limits.subscriptions_per_conn_max + 16;
+        let max = self.cfg.limits.subscriptions_per_conn_max + 16;
         if cf::lines(text).nth(max).is_some() {
             return self.centrifugo_bad_request(key);
         }
@@ -225,7 +225,7 @@ impl State {
         conn.dialect = Dialect::Centrifugo;
         let client = format!("{}-{}", self.shard, conn.no);
         let ttl = self.centrifugo_ttl(key);
-        let ping_s = self.shared.cfg.centrifugo.ping_interval_s;
+        let ping_s = self.cfg.centrifugo.ping_interval_s;
         self.reply_with(key, |out| cf::connect_result(out, id, &client, ttl, ping_s));
         true
     }
@@ -298,7 +298,7 @@ impl State {
     }
 
     fn class_of(&self, topic: &str) -> Option<&crate::config::TopicClass> {
-        let classes = &self.shared.cfg.topics;
+        let classes = &self.cfg.topics;
         classes
             .iter()
             .find(|c| crate::pubsub::topic::matches(&c.pattern, topic))
@@ -332,7 +332,7 @@ impl State {
         if conn.subs.iter().any(|t| **t == *topic) {
             return self.cf_error(key, id, error::ALREADY_SUBSCRIBED, "already subscribed");
         }
-        if conn.subs.len() >= self.shared.cfg.limits.subscriptions_per_conn_max {
+        if conn.subs.len() >= self.cfg.limits.subscriptions_per_conn_max {
             return self.cf_error(key, id, error::LIMIT_EXCEEDED, "limit exceeded");
         }
         let (wanted, answer) = if s.recover {

@@ -72,6 +72,7 @@ impl State {
             MeshMsg::AdminReply(rep) => self.admin_part(rep.token, rep.part),
             MeshMsg::Shutdown => self.begin_shutdown(cc::GOING_AWAY, "server shutting down"),
             MeshMsg::Drain => self.begin_drain(),
+            MeshMsg::Reload(r) => self.reload(*r),
             MeshMsg::Remote(m) => self.on_remote(*m),
             MeshMsg::Fetched(f) => self.on_fetched(*f),
             MeshMsg::BrokerInterestAck { seq } => {

@@ -27,6 +27,7 @@ pub mod out;
 mod pacing;
 mod publish;
 pub mod recovery;
+pub mod reload;
 mod remote;
 mod subscribe;
 mod timer;
@@ -60,7 +61,11 @@ pub use conn::Conn;
 
 /// What every shard shares: configuration, the mesh, metrics, process-wide connection counts.
 pub struct Shared {
-    pub cfg: Config,
+    /// The configuration the process started with. Only keys a reload cannot change
+    /// (`config::RESTART_ONLY`: listeners, shards, the cluster, the demo feed, …) may be read
+    /// from it; everything else comes from the shard's own [`State::cfg`], which a reload
+    /// (SIGHUP) replaces.
+    pub boot: Arc<Config>,
     pub mesh: Arc<Mesh<MeshMsg>>,
     pub hub: StatsHub,
     /// Open TCP connections in the process (checked against `limits.connections_max`).
@@ -79,7 +84,8 @@ pub struct Shared {
     pub per_user: Box<[AtomicU32]>,
     /// Upgrade-attempt rate per client IP: GCRA arrival times (µs since `started`), hashed.
     pub connect_tat: Box<[AtomicU64]>,
-    pub auth: crate::auth::Auth,
+    /// The verifier the process started with (each shard then holds its own, [`State::auth`]).
+    pub boot_auth: Arc<crate::auth::Auth>,
     pub started: Instant,
     pub local_addr: SocketAddr,
     pub shards: usize,
@@ -99,10 +105,10 @@ impl Shared {
     ) -> Shared {
         let shards = mesh.shards();
         Shared {
-            cfg,
+            boot: Arc::new(cfg),
             mesh,
             hub,
-            auth,
+            boot_auth: Arc::new(auth),
             connections: AtomicUsize::new(0),
             listening: AtomicUsize::new(0),
             partial_bytes: AtomicUsize::new(0),
@@ -183,8 +189,14 @@ pub struct Shard {
 pub struct State {
     /// Shard: its number.
     pub shard: usize,
-    /// Shard: what every shard shares (configuration, the mesh, process-wide counts).
+    /// Shard: what every shard shares (the mesh, process-wide counts, the start
+    /// configuration).
     pub shared: Arc<Shared>,
+    /// Settings: the configuration in force on this shard; a reload (SIGHUP, `reload.rs`)
+    /// replaces it between two sections.
+    pub cfg: Arc<Config>,
+    /// Settings: the token verifier built from [`State::cfg`], replaced with it.
+    pub auth: Arc<crate::auth::Auth>,
     /// **Connections** (`conn/`, `conn/conns.rs`): every connection, with its numbering, the
     /// handshake slots, the fan-out round, the dirty list, drain tasks to start and paused
     /// readers.
@@ -228,7 +240,8 @@ pub struct State {
     ping_frame: OutFrame,
     /// Settings (`timer.rs`, `conn/write.rs`): Centrifugo's ping, the text message `{}`.
     centrifugo_ping: OutFrame,
-    /// Settings (`auth.rs`): `limits.client_messages_per_s` / `_burst`, prepared once.
+    /// Settings (`auth.rs`): `limits.client_messages_per_s` / `_burst`, prepared once
+    /// (`reload.rs`, `State::prepare_settings`, as the other prepared settings).
     msg_rate: crate::auth::Rate,
     /// Settings (`auth.rs`): `binance.messages_per_s` / `_burst`, prepared once.
     binance_rate: crate::auth::Rate,
@@ -257,23 +270,17 @@ pub struct State {
 impl Shard {
     /// On the shard's own thread (topology.rs), which is where its frames get compressed.
     pub fn new(id: usize, shared: Arc<Shared>) -> Rc<Shard> {
-        crate::frame::set_deflate_min_bytes(shared.cfg.deflate.min_bytes);
-        // Validated at load: every template is valid.
-        let streams = shared.cfg.binance.streams.iter();
-        if let Ok(map) = crate::dialect::binance::StreamMap::new(
-            streams.map(|t| (t.stream.as_str(), t.topic.as_str())),
-        ) {
-            crate::dialect::binance::set_streams(map);
-        }
-        let mesh = ShardMesh::new(shared.mesh.clone(), id, shared.cfg.mesh.spill_max);
+        let mesh = ShardMesh::new(shared.mesh.clone(), id, shared.boot.mesh.spill_max);
         let mut ping = Vec::with_capacity(2);
         crate::ws::frame::encode_frame(&mut ping, crate::ws::frame::OP_PING, b"");
-        let st = State {
+        let mut st = State {
             shard: id,
             shared: shared.clone(),
+            cfg: shared.boot.clone(),
+            auth: shared.boot_auth.clone(),
             // Reserved at the most this shard may hold.
             conns: conn::Conns::with_capacity(
-                shared.cfg.limits.connections_max / shared.shards + 1,
+                shared.boot.limits.connections_max / shared.shards + 1,
             ),
             index: LocalIndex::default(),
             stats: ShardStats::new(id),
@@ -286,7 +293,7 @@ impl Shard {
             json: simd_json::Buffers::default(),
             interest: interest::Interest::new(id, shared.shards, shared.bridge.is_some()),
             recovery: recovery::Recovery::default(),
-            topics: topics::Topics::new(&shared.cfg),
+            topics: topics::Topics::new(&shared.boot),
             http_waiters: http::Waiters::default(),
             ping_frame: Rc::new(Arc::new(Frame::control(ping))),
             centrifugo_ping: Rc::new(Arc::new(crate::frame::text_frame(b"{}"))),
@@ -296,31 +303,14 @@ impl Shard {
             drain: None,
             listeners: Vec::new(),
             inbox: Vec::new(),
-            bounds: {
-                let l = &shared.cfg.limits;
-                out::Bounds {
-                    // Server-initiated control frames (pings, broadcasts) meet their bound at
-                    // four times the pause point of replies (`conn::write`).
-                    lane_max: [
-                        (l.control_queue_bytes_max * 4).min(u32::MAX as usize) as u32,
-                        l.alert_queue_bytes_max as u32,
-                        l.private_queue_bytes_max as u32,
-                        l.write_queue_bytes_max as u32,
-                    ],
-                    conflate_after: l.conflate_after_bytes as u32,
-                }
-            },
+            // Derived from `cfg` by `prepare_settings` below.
+            bounds: out::Bounds::default(),
             pacer: pacing::Pacer::default(),
-            msg_rate: crate::auth::Rate::new(
-                shared.cfg.limits.client_messages_per_s,
-                shared.cfg.limits.client_messages_burst,
-            ),
-            binance_rate: crate::auth::Rate::new(
-                shared.cfg.binance.messages_per_s,
-                shared.cfg.binance.messages_burst,
-            ),
-            admin: admin::AdminState::new(&shared.cfg),
+            msg_rate: crate::auth::Rate::new(0, 0),
+            binance_rate: crate::auth::Rate::new(0, 0),
+            admin: admin::AdminState::new(&shared.boot),
         };
+        st.prepare_settings();
         Rc::new(Shard {
             id,
             shared,

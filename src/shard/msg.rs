@@ -41,6 +41,8 @@ pub enum MeshMsg {
     /// Stop accepting, close the WebSocket clients with 1012 spread over `timeouts.drain_s`,
     /// then shut down (SIGUSR2: the old half of a zero-downtime restart).
     Drain,
+    /// A reloaded configuration (SIGHUP): apply it, then report (`shard::reload`).
+    Reload(Box<super::reload::Reload>),
     /// To a topic's owner: the topic's position and what a subscriber missed.
     Position(Box<PositionReq>),
     /// The owner's answer, back to the subscriber's shard.

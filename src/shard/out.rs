@@ -21,7 +21,7 @@ use crate::{
 };
 
 /// Per-lane bounds of a connection's queue (from `[limits]`, prepared once per shard).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Bounds {
     pub lane_max: [u32; LANES],
     pub conflate_after: u32,

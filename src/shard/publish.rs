@@ -90,8 +90,8 @@ impl State {
         if self.ensure_topic(topic).is_err() {
             return self.publish_done(reply, Err(ErrorCode::Capacity), origin);
         }
-        let idem_max = self.shared.cfg.limits.idem_keys_per_topic;
-        let idem_ttl_ns = self.shared.cfg.cluster.idem_window_s * 1_000_000_000;
+        let idem_max = self.cfg.limits.idem_keys_per_topic;
+        let idem_ttl_ns = self.cfg.cluster.idem_window_s * 1_000_000_000;
         let now_ns = monotonic_ns();
         let State { topics, stats, .. } = self;
         let state = topics.get_mut(topic).expect("ensured above");
@@ -193,7 +193,7 @@ impl State {
         data_len: usize,
     ) -> Result<(), (ErrorCode, String)> {
         validate_topic(topic).map_err(|e| (ErrorCode::InvalidTopic, e.to_string()))?;
-        let max = self.shared.cfg.limits.publish_data_bytes_max;
+        let max = self.cfg.limits.publish_data_bytes_max;
         if data_len > max {
             let msg = format!("data is {data_len} bytes; the limit is {max}");
             return Err((ErrorCode::MessageTooLarge, msg));

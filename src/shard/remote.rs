@@ -229,7 +229,7 @@ impl State {
         // keeps up to the largest class history of any topic.
         let own = state.history.as_ref().map_or(1, |h| h.capacity()).max(1);
         let max = if state.live {
-            let broker = self.shared.cfg.topics.iter().map(|c| c.history_size).max();
+            let broker = self.cfg.topics.iter().map(|c| c.history_size).max();
             own.max(broker.unwrap_or(0))
         } else {
             own

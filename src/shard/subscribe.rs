@@ -42,7 +42,7 @@ impl State {
             });
             false
         });
-        let sub_max = self.shared.cfg.limits.subscriptions_per_conn_max;
+        let sub_max = self.cfg.limits.subscriptions_per_conn_max;
         if accepted.is_empty() {
             return;
         }
@@ -166,7 +166,7 @@ impl State {
         id: Option<&[u8]>,
         topics: &'t [std::borrow::Cow<'_, str>],
     ) -> Option<Vec<&'t str>> {
-        let max = self.shared.cfg.limits.topics_per_request_max;
+        let max = self.cfg.limits.topics_per_request_max;
         if topics.len() > max {
             let msg = format!("at most {max} topics per request");
             self.reply_with(key, |out| {

@@ -9,7 +9,7 @@ use super::{Shard, State, conn::Phase};
 use crate::{dialect::Dialect, limits::CONN_SCAN_EVERY_MS, stats::CloseReason, ws::close as cc};
 
 pub async fn timer_task(shard: Rc<Shard>) {
-    let tick = Duration::from_millis(shard.shared.cfg.timeouts.tick_ms);
+    let tick = Duration::from_millis(shard.shared.boot.timeouts.tick_ms);
     loop {
         monoio::time::sleep(tick).await;
         let mut st = shard.st.borrow_mut();
@@ -48,7 +48,7 @@ impl State {
     }
 
     fn scan(&mut self, now: u64) {
-        let cfg = &self.shared.cfg;
+        let cfg = &self.cfg;
         let t = &cfg.timeouts;
         // (ping interval, idle bound) in ms, by dialect: each protocol's keep-alive.
         let (b, c) = (&cfg.binance, &cfg.centrifugo);
@@ -182,7 +182,7 @@ impl State {
                 Phase::Closing | Phase::HttpClosing | Phase::Dead => {}
             }
         }
-        let end = now + self.shared.cfg.timeouts.drain_s * 1000;
+        let end = now + self.cfg.timeouts.drain_s * 1000;
         self.drain = Some((now, end, ws));
     }
 
@@ -220,7 +220,7 @@ impl State {
         }
         self.stopping = true;
         let now = self.clock();
-        self.stop_deadline_ms = now + self.shared.cfg.timeouts.shutdown_grace_s * 1000;
+        self.stop_deadline_ms = now + self.cfg.timeouts.shutdown_grace_s * 1000;
         self.stop_accepting();
         let keys: Vec<(u32, Phase)> = self.conns.iter().map(|(k, c)| (k, c.phase)).collect();
         for (key, phase) in keys {

@@ -436,6 +436,36 @@ pub fn sum_metric(text: &str, name: &str, label: Option<(&str, &str)>) -> f64 {
         .sum()
 }
 
+/// Connects to `path` (e.g. `/ws?token=..`) with extra headers; the welcome frame or the HTTP
+/// status of the refusal.
+pub async fn try_connect(
+    server: &Server,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<(Ws, Value), u16> {
+    use tokio_tungstenite::tungstenite::{Error as WsError, client::IntoClientRequest};
+    let mut req = format!("ws://{}{path}", server.addr)
+        .into_client_request()
+        .unwrap();
+    for (k, v) in headers {
+        let name: tokio_tungstenite::tungstenite::http::HeaderName = k.parse().unwrap();
+        req.headers_mut()
+            .insert(name, v.parse().expect("header value"));
+    }
+    match tokio::time::timeout(DEADLINE, connect_async(req))
+        .await
+        .expect("connect timed out")
+    {
+        Ok((mut ws, _)) => {
+            let welcome = recv_json(&mut ws).await;
+            assert_eq!(welcome["op"], "welcome", "{welcome}");
+            Ok((ws, welcome))
+        }
+        Err(WsError::Http(resp)) => Err(resp.status().as_u16()),
+        Err(e) => panic!("connect: {e}"),
+    }
+}
+
 /// Connects a client and consumes the welcome frame; returns it too.
 pub async fn connect(server: &Server) -> (Ws, Value) {
     let (mut ws, _) = tokio::time::timeout(DEADLINE, connect_async(server.ws_url()))

@@ -21,6 +21,18 @@ impl Proc {
     /// `tickcast serve --listen 127.0.0.1:0 --shards 2 <args>` with `OPEN_ENV` and `env`,
     /// started through `sh -c '<shell>; exec tickcast …'` (e.g. `ulimit -n 200`).
     pub fn start(shell: &str, env: &[(&str, &str)], args: &[&str]) -> Proc {
+        Proc::spawn(shell, OPEN_ENV, env, args)
+    }
+
+    /// [`Proc::start`] without `OPEN_ENV`: only what a config file (`--config`) and `env` say,
+    /// and `RUST_LOG=info` (the test reads the log).
+    pub fn start_bare(env: &[(&str, &str)], args: &[&str]) -> Proc {
+        let mut env = env.to_vec();
+        env.insert(0, ("RUST_LOG", "info"));
+        Proc::spawn("", &[], &env, args)
+    }
+
+    fn spawn(shell: &str, base: &[(&str, &str)], env: &[(&str, &str)], args: &[&str]) -> Proc {
         let stderr = std::env::temp_dir().join(format!(
             "tickcast-test-{}-{}.log",
             std::process::id(),
@@ -36,7 +48,7 @@ impl Proc {
             .args(args)
             .env("TICKCAST_SERVER__PIN_CORES", "false")
             .env("RUST_LOG", "warn")
-            .envs(OPEN_ENV.iter().copied())
+            .envs(base.iter().copied())
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr).expect("stderr file"));
@@ -80,6 +92,11 @@ impl Proc {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// The process id (to signal it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The server as the rest of the harness knows it (same address; not owning the process).

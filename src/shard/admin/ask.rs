@@ -288,7 +288,7 @@ impl State {
     }
 
     pub(super) fn check_data(&self, len: usize) -> Result<(), Bad> {
-        let max = self.shared.cfg.limits.publish_data_bytes_max;
+        let max = self.cfg.limits.publish_data_bytes_max;
         if len > max {
             return Err((
                 413,
@@ -376,7 +376,7 @@ impl State {
     /// Bytes an admin answer's body may take: it is queued on the asking connection like any
     /// frame, under `limits.write_queue_bytes_max`; half of it leaves room for the rest.
     pub(super) fn body_budget(&self) -> usize {
-        self.shared.cfg.limits.write_queue_bytes_max / 2
+        self.cfg.limits.write_queue_bytes_max / 2
     }
 
     /// Asks `targets` (a shard mask, this shard included or not) for their part.

@@ -59,7 +59,7 @@ impl State {
             limit: usize::try_from(limit).unwrap_or(usize::MAX),
             bytes_max: self
                 .body_budget()
-                .min(self.shared.cfg.limits.control_queue_bytes_max),
+                .min(self.cfg.limits.control_queue_bytes_max),
             reverse,
         };
         let since_epoch = since.map_or(0, |(_, e)| e);

@@ -55,6 +55,11 @@ impl AdminState {
             cf_gathers: HashMap::new(),
         }
     }
+
+    /// A reloaded configuration (`reload.rs`).
+    pub(crate) fn configure(&mut self, cfg: &Config) {
+        self.presence = cfg.topics.iter().any(|c| c.presence);
+    }
 }
 
 /// What a shard is asked.

@@ -80,12 +80,7 @@ impl State {
         if is_wildcard(topic) || topic.starts_with("presence.") {
             return;
         }
-        let class = self
-            .shared
-            .cfg
-            .topics
-            .iter()
-            .find(|c| matches(&c.pattern, topic));
+        let class = self.cfg.topics.iter().find(|c| matches(&c.pattern, topic));
         if !class.is_some_and(|c| c.presence) {
             return;
         }

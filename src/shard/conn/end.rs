@@ -41,7 +41,7 @@ impl State {
     /// The connection's last frame (a close frame, a final HTTP response) is queued: once it
     /// is written the write side is shut; input is then read until EOF or `timeouts.close_ms`.
     pub(crate) fn last_frame_queued(&mut self, key: u32, phase: Phase, reason: CloseReason) {
-        let deadline = self.now_ms + self.shared.cfg.timeouts.close_ms;
+        let deadline = self.now_ms + self.cfg.timeouts.close_ms;
         self.release_partial(key);
         let conn = &mut self.conns[key];
         conn.close_reason.get_or_insert(reason);
@@ -177,7 +177,7 @@ impl State {
     /// dropped: returns false. The `/echo` conformance route is exempt.
     pub(crate) fn settle_partial(&mut self, key: u32, restarted: bool) -> bool {
         let now = self.now_ms;
-        let budget = self.shared.cfg.limits.partial_bytes_max;
+        let budget = self.cfg.limits.partial_bytes_max;
         let Some(conn) = self.conns.get_mut(key) else {
             return true;
         };

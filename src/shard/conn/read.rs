@@ -61,7 +61,8 @@ pub async fn conn_task(shard: Rc<Shard>, key: u32, stream: Rc<TcpStream>) {
             Step::Await(rx) => {
                 // Boxed: monoio's timer future is ~770 bytes and would otherwise be part of
                 // every connection's task, idle WebSockets included.
-                let wait = std::time::Duration::from_millis(shard.shared.cfg.timeouts.handshake_ms);
+                let wait =
+                    std::time::Duration::from_millis(shard.st.borrow().cfg.timeouts.handshake_ms);
                 let reply = Box::pin(monoio::time::timeout(wait, rx)).await;
                 shard.on_http_reply(key, reply.ok().and_then(Result::ok))
             }
@@ -242,9 +243,9 @@ impl State {
         };
         let mut decoder = mem::take(&mut conn.decoder);
         let limit = if conn.echo {
-            self.shared.cfg.limits.echo_message_bytes_max
+            self.cfg.limits.echo_message_bytes_max
         } else {
-            self.shared.cfg.limits.message_bytes_max
+            self.cfg.limits.message_bytes_max
         };
         let mut pos = 0;
         let mut step = Step::Wait;
@@ -403,7 +404,7 @@ impl State {
         }
         let mut inflater = self.inflater.take().unwrap_or_else(|| {
             Box::new(Inflater::with_ratio_max(
-                self.shared.cfg.deflate.inflate_ratio_max as usize,
+                self.cfg.deflate.inflate_ratio_max as usize,
             ))
         });
         let step = match inflater.inflate(payload, limit) {
@@ -438,7 +439,7 @@ impl State {
         let mut frame = Vec::with_capacity(payload.len() + HEADER_BYTES_MAX);
         encode_frame(&mut frame, opcode, payload);
         let mut frame = Frame::control(frame);
-        let d = &self.shared.cfg.deflate;
+        let d = &self.cfg.deflate;
         if opcode != OP_PONG && d.enabled {
             frame = frame.with_class(FrameClass {
                 deflate: d.level,

@@ -74,7 +74,7 @@ impl State {
     /// HTTP responses and the echo route: one bound on the whole queue (the echo route must
     /// hold one echoed message of its larger size); reading pauses well before it.
     fn push_whole_queue(&mut self, key: u32, frame: OutFrame) {
-        let limits = &self.shared.cfg.limits;
+        let limits = &self.cfg.limits;
         let (conn, writes) = self
             .conns
             .get_mut_and_writes(key)
@@ -108,7 +108,7 @@ impl State {
     /// Whether reading `key` must pause for its replies to drain; if so, it is now paused
     /// (counted in `tickcast_reply_pauses_total`).
     pub(crate) fn should_pause(&mut self, key: u32) -> bool {
-        if self.reply_backlog(key) < self.shared.cfg.limits.control_queue_bytes_max {
+        if self.reply_backlog(key) < self.cfg.limits.control_queue_bytes_max {
             return false;
         }
         let conn = &mut self.conns[key];
@@ -122,7 +122,7 @@ impl State {
     /// After a write: a paused connection whose replies are down to half the bound reads
     /// again.
     fn maybe_resume(&mut self, key: u32) {
-        let half = self.shared.cfg.limits.control_queue_bytes_max / 2;
+        let half = self.cfg.limits.control_queue_bytes_max / 2;
         if self.conns[key].paused && self.reply_backlog(key) <= half {
             self.conns.unpause(key);
         }

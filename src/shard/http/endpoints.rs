@@ -41,7 +41,7 @@ impl State {
     ) -> Answer {
         // RFC 7692: permessage-deflate if the client offers terms it can be held to; a
         // malformed Sec-WebSocket-Extensions header fails the handshake like any bad header.
-        let deflate_enabled = self.shared.cfg.deflate.enabled;
+        let deflate_enabled = self.cfg.deflate.enabled;
         let checked = check_upgrade(req)
             .and_then(|()| deflate::negotiate(req, deflate_enabled).map_err(Into::into));
         let agreed = match checked {
@@ -54,7 +54,7 @@ impl State {
                 return Answer::Responded { keep_alive: false };
             }
         };
-        let limits = &self.shared.cfg.limits;
+        let limits = &self.cfg.limits;
         let bucket = self.conns[key].ip_bucket() as usize;
         let open = self
             .shared
@@ -93,7 +93,7 @@ impl State {
         write_upgrade_response(&mut out, ws_key, agreed);
         self.enqueue(key, raw(out));
         let now = self.now_ms;
-        let ping_ms = self.shared.cfg.timeouts.ping_interval_s * 1000;
+        let ping_ms = self.cfg.timeouts.ping_interval_s * 1000;
         let conn = &mut self.conns[key];
         conn.phase = Phase::Ws;
         conn.echo = echo;
@@ -123,7 +123,7 @@ impl State {
             // Binance's connection just streams.
             return Answer::Upgraded;
         }
-        let ping_s = self.shared.cfg.timeouts.ping_interval_s;
+        let ping_s = self.cfg.timeouts.ping_interval_s;
         let shard = self.shard;
         let auth_required = self.conns[key].auth == AuthState::Pending;
         self.reply_with(key, |out| {
@@ -269,8 +269,7 @@ impl State {
             return fail(self, ErrorCode::BadRequest, msg);
         }
         // The admin role opens the endpoint; the topic still needs a `pubs` right.
-        let anon = self.shared.cfg.auth.allow_anonymous
-            && self.shared.auth.anonymous_pubs.allows_topic(&topic);
+        let anon = self.cfg.auth.allow_anonymous && self.auth.anonymous_pubs.allows_topic(&topic);
         if !anon && !admin.is_some_and(|a| a.pubs.allows_topic(&topic)) {
             self.stats
                 .security(crate::stats::SecEvent::ForbiddenPublish);

@@ -45,10 +45,10 @@ impl State {
     /// Handles complete requests in the connection's buffer.
     pub(crate) fn http_input(&mut self, key: u32) -> Step {
         let limits = HttpLimits {
-            header_bytes_max: self.shared.cfg.limits.http_header_bytes_max,
-            headers_max: self.shared.cfg.limits.http_headers_max,
+            header_bytes_max: self.cfg.limits.http_header_bytes_max,
+            headers_max: self.cfg.limits.http_headers_max,
         };
-        let body_max = self.shared.cfg.limits.message_bytes_max;
+        let body_max = self.cfg.limits.message_bytes_max;
         loop {
             let conn = &mut self.conns[key];
             if conn.phase != Phase::Http {
@@ -105,7 +105,7 @@ impl State {
             conn.keep_bytes(if more { rbuf } else { Vec::new() });
             match answer {
                 Answer::Responded { keep_alive: true } => {
-                    conn.deadline_ms = self.now_ms + self.shared.cfg.timeouts.handshake_ms;
+                    conn.deadline_ms = self.now_ms + self.cfg.timeouts.handshake_ms;
                     if self.should_pause(key) {
                         // Pipelined requests wait while the responses are not read.
                         return Step::Pause;
@@ -160,7 +160,7 @@ impl State {
             return Step::Wait;
         }
         let conn = &mut self.conns[key];
-        conn.deadline_ms = self.now_ms + self.shared.cfg.timeouts.handshake_ms;
+        conn.deadline_ms = self.now_ms + self.cfg.timeouts.handshake_ms;
         if self.should_pause(key) {
             Step::Pause
         } else if self.conns[key].has_bytes() {
@@ -176,7 +176,7 @@ impl State {
         if let Some(answer) = self.dialect_route(key, req) {
             return answer;
         }
-        let Some(route) = routes::find(req.path, self.shared.cfg.server.echo) else {
+        let Some(route) = routes::find(req.path, self.cfg.server.echo) else {
             self.respond_error(key, 404, "not_found", "no such endpoint", keep_alive);
             return Answer::Responded { keep_alive };
         };
@@ -191,7 +191,7 @@ impl State {
         let head = req.method == Method::Head;
         let access = match route.access {
             Access::Upgrade => None,
-            Access::HealthMetrics => Some(self.shared.cfg.auth.health_metrics),
+            Access::HealthMetrics => Some(self.cfg.auth.health_metrics),
             Access::Admin => Some(EndpointAccess::Admin),
         };
         let mut admin = None;
@@ -236,7 +236,7 @@ impl State {
     /// The dialects' paths (`centrifugo.path`, under `binance.prefix`), configurable and so
     /// not in the route table.
     fn dialect_route(&mut self, key: u32, req: &Request<'_>) -> Option<Answer> {
-        let cfg = &self.shared.cfg;
+        let cfg = &self.cfg;
         if cfg.centrifugo.enabled && req.path == cfg.centrifugo.path {
             if req.method != Method::Get {
                 return Some(self.upgrade_method_not_allowed(key, req));

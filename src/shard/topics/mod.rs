@@ -96,7 +96,7 @@ impl super::State {
         let super::State {
             topics,
             interest,
-            shared,
+            cfg,
             stats,
             ..
         } = self;
@@ -104,7 +104,7 @@ impl super::State {
         let idle = |name: &str, st: &mut TopicState| {
             st.is_idle(now_ns, |st| st.shard_mask(interest, name) != 0)
         };
-        let found = topics.ensure(topic, &shared.cfg, idle);
+        let found = topics.ensure(topic, cfg, idle);
         if found.is_err() {
             stats.c.topic_limit_rejects += 1;
         }
@@ -154,6 +154,37 @@ impl Topics {
 
     pub(crate) fn len(&self) -> usize {
         self.map.len()
+    }
+
+    /// A reloaded configuration (`reload.rs`): the table's bound, and each topic's class
+    /// again (lane, slow-consumer policy, compression, cache, history bounds). A history that
+    /// shrinks keeps its newest frames; one that grows keeps what it has and fills from the
+    /// next publish; a class without history drops it. Frames already queued keep the class
+    /// they were published with.
+    pub(crate) fn configure(&mut self, cfg: &Config) {
+        self.max = cfg.limits.topics_per_shard_max;
+        for (name, state) in self.map.iter_mut() {
+            let ClassOf { frame_class, class } = class_of(name, cfg);
+            state.frame_class = frame_class;
+            state.cache = class.is_some_and(|c| c.cache);
+            match class.filter(|c| c.history_size > 0) {
+                None => state.history = None,
+                Some(c) => match &mut state.history {
+                    Some(h) => {
+                        // Cluster mode: the broker may hold what was dropped; fetch again.
+                        if h.resize(c.history_size, c.history_ttl_s) {
+                            state.history_full = false;
+                        }
+                    }
+                    None => {
+                        state.history =
+                            Some(Box::new(History::new(c.history_size, c.history_ttl_s)));
+                        // Cluster mode: nothing was kept, the broker's history is not ours.
+                        state.history_full = false;
+                    }
+                },
+            }
+        }
     }
 
     /// Topics dropped so far because nothing needed them (`tickcast_topics_dropped_total`).
@@ -231,8 +262,13 @@ impl Topics {
     }
 }
 
-/// A topic's state as first created: its class from `[[topics]]` (first match wins).
-fn new_state(topic: &str, cfg: &Config, cluster: bool) -> TopicState {
+/// What a topic's class (`[[topics]]`, first match wins) gives it.
+struct ClassOf<'a> {
+    frame_class: FrameClass,
+    class: Option<&'a crate::config::TopicClass>,
+}
+
+fn class_of<'a>(topic: &str, cfg: &'a Config) -> ClassOf<'a> {
     let found = cfg
         .topics
         .iter()
@@ -263,7 +299,15 @@ fn new_state(topic: &str, cfg: &Config, cluster: bool) -> TopicState {
             deflate,
         },
     );
-    let class = found.map(|(_, c)| c);
+    ClassOf {
+        frame_class,
+        class: found.map(|(_, c)| c),
+    }
+}
+
+/// A topic's state as first created: its class from `[[topics]]` (first match wins).
+fn new_state(topic: &str, cfg: &Config, cluster: bool) -> TopicState {
+    let ClassOf { frame_class, class } = class_of(topic, cfg);
     TopicState {
         seq: 0,
         mask: 0,
