@@ -5,11 +5,16 @@
 //! something, or, with `timeout=N` (an example that streams until stopped), print something
 //! and no error within N seconds, when it is stopped.
 //!
-//! Marker settings, space-separated: `timeout=N`; `env=KEY=VALUE` (a server setting, e.g.
+//! Marker settings, space-separated: `timeout=N`; `error` (an `sh` example that shows an HTTP
+//! error answer on purpose: any other printing `{"error":…}` fails); `env=KEY=VALUE` (a server setting, e.g.
 //! `env=TICKCAST_DEMO__FORMAT=binance`); `client=centrifugo|binance` (the pinned SDKs of
 //! tests/clients/<client>/ instead of the Python `websockets` / Node `ws` of the suite). Blocks
 //! are `sh` (bash, with the built `tickcast` on PATH), `python` and `js` (Node, CommonJS).
 //! tests/run.sh passes where the pinned clients are (`TICKCAST_TEST_*`).
+//!
+//! Transcripts (`marked_transcripts_print_what_they_show`): an indented block after a
+//! `<!-- transcript -->` line, made of `$ command` lines each followed by what it prints, must
+//! print exactly that (commands that need no server: configuration checks, errors).
 
 mod common;
 
@@ -30,6 +35,8 @@ struct Example {
     timeout_s: Option<u64>,
     env: Vec<(String, String)>,
     client: Option<String>,
+    /// `error`: the example shows an error answer on purpose.
+    shows_error: bool,
 }
 
 fn docs() -> Vec<PathBuf> {
@@ -72,8 +79,13 @@ fn examples_in(name: &str, text: &str) -> Vec<Example> {
             timeout_s: None,
             env: Vec::new(),
             client: None,
+            shows_error: false,
         };
         for setting in marker.split_whitespace() {
+            if setting == "error" {
+                ex.shows_error = true;
+                continue;
+            }
             match setting.split_once('=') {
                 Some(("timeout", n)) => ex.timeout_s = Some(n.parse().unwrap()),
                 Some(("env", kv)) => {
@@ -176,7 +188,10 @@ fn run(ex: &Example, addr: &str, dir: &Path) -> Result<String, String> {
         (true, None) => return Err(format!("did not finish in {limit:?}: {stdout}{stderr}")),
         (false, _) => !out.status.success(),
     };
-    if failed || stdout.trim().is_empty() {
+    // An HTTP API answer that is an error (`{"error":…}`, e.g. a 401 for a key the server
+    // does not know) is a failed example unless it is marked as showing one.
+    let refused = ex.lang == "sh" && !ex.shows_error && stdout.contains("{\"error\":");
+    if failed || refused || stdout.trim().is_empty() {
         return Err(format!(
             "status {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
             out.status
@@ -260,4 +275,103 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A shell transcript of the docs: `    $ command` lines, each followed by what it prints.
+#[derive(Debug)]
+struct Transcript {
+    at: String,
+    command: String,
+    output: String,
+}
+
+/// The transcripts of the indented blocks that follow a `<!-- transcript -->` line.
+fn transcripts_in(name: &str, text: &str) -> Vec<Transcript> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out: Vec<Transcript> = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        if lines[i].trim() != "<!-- transcript -->" {
+            i += 1;
+            continue;
+        }
+        i += 1;
+        while lines.get(i).is_some_and(|l| l.trim().is_empty()) {
+            i += 1;
+        }
+        let start = out.len();
+        while let Some(line) = lines.get(i).and_then(|l| l.strip_prefix("    ")) {
+            match line.strip_prefix("$ ") {
+                Some(command) => out.push(Transcript {
+                    at: format!("{name}:{}", i + 1),
+                    command: command.to_string(),
+                    output: String::new(),
+                }),
+                None => {
+                    let here = out.len() > start;
+                    let t = out
+                        .last_mut()
+                        .filter(|_| here)
+                        .unwrap_or_else(|| panic!("{name}:{}: output before a `$` line", i + 1));
+                    t.output.push_str(line);
+                    t.output.push('\n');
+                }
+            }
+            i += 1;
+        }
+        assert!(
+            out.len() > start,
+            "{name}:{i}: a transcript marker without `$` lines"
+        );
+    }
+    out
+}
+
+/// Docs that show what a command prints: every `<!-- transcript -->` block's commands, run
+/// with bash from the repository's root (`tickcast` on PATH, no `TICKCAST_*` inherited),
+/// print exactly what the block shows, stdout and stderr together.
+#[test]
+fn marked_transcripts_print_what_they_show() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_tickcast")).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut all = Vec::new();
+    for file in docs() {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        all.extend(transcripts_in(
+            &name,
+            &std::fs::read_to_string(&file).unwrap(),
+        ));
+    }
+    assert!(all.len() >= 10, "transcripts: {all:?}");
+    let mut wrong = Vec::new();
+    for t in &all {
+        let mut cmd = Command::new("bash");
+        no_inherited_settings(&mut cmd);
+        let out = cmd
+            .arg("-c")
+            .arg(format!("{} 2>&1", t.command))
+            .current_dir(root)
+            .env("PATH", &path)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let got = String::from_utf8_lossy(&out.stdout);
+        if got.trim_end() != t.output.trim_end() {
+            wrong.push(format!(
+                "{}: $ {}\n  the docs show:\n{}\n  it prints:\n{}",
+                t.at, t.command, t.output, got
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "transcripts that drifted:\n{}",
+        wrong.join("\n")
+    );
 }
