@@ -281,6 +281,8 @@ impl Drop for ServerProcess {
 #[derive(Debug)]
 struct Transcript {
     at: String,
+    /// Which `<!-- transcript -->` block of its file.
+    block: usize,
     command: String,
     output: String,
 }
@@ -290,23 +292,54 @@ fn transcripts_in(name: &str, text: &str) -> Vec<Transcript> {
     let lines: Vec<&str> = text.lines().collect();
     let mut out: Vec<Transcript> = Vec::new();
     let mut i = 0;
+    let mut blocks = 0;
     while i < lines.len() {
         if lines[i].trim() != "<!-- transcript -->" {
             i += 1;
             continue;
         }
+        blocks += 1;
         i += 1;
         while lines.get(i).is_some_and(|l| l.trim().is_empty()) {
             i += 1;
         }
         let start = out.len();
-        while let Some(line) = lines.get(i).and_then(|l| l.strip_prefix("    ")) {
+        // An empty line inside the block is output; the block ends at the first line that
+        // is neither indented nor followed by an indented one.
+        let in_block = |i: usize| {
+            lines.get(i).and_then(|l| {
+                l.strip_prefix("    ").or((l.is_empty()
+                    && lines.get(i + 1).is_some_and(|n| n.starts_with("    ")))
+                .then_some(""))
+            })
+        };
+        while let Some(line) = in_block(i) {
             match line.strip_prefix("$ ") {
-                Some(command) => out.push(Transcript {
-                    at: format!("{name}:{}", i + 1),
-                    command: command.to_string(),
-                    output: String::new(),
-                }),
+                Some(command) => {
+                    let at = format!("{name}:{}", i + 1);
+                    let mut command = command.to_string();
+                    // A here-document: its lines, to the `EOF` line, are part of the command.
+                    if command.contains("<<EOF") || command.contains("<<'EOF'") {
+                        loop {
+                            i += 1;
+                            let l = lines.get(i).and_then(|l| {
+                                l.strip_prefix("    ").or(l.is_empty().then_some(""))
+                            });
+                            let l = l.unwrap_or_else(|| panic!("{at}: here-document without EOF"));
+                            command.push('\n');
+                            command.push_str(l);
+                            if l == "EOF" {
+                                break;
+                            }
+                        }
+                    }
+                    out.push(Transcript {
+                        at,
+                        block: blocks,
+                        command,
+                        output: String::new(),
+                    });
+                }
                 None => {
                     let here = out.len() > start;
                     let t = out
@@ -328,8 +361,9 @@ fn transcripts_in(name: &str, text: &str) -> Vec<Transcript> {
 }
 
 /// Docs that show what a command prints: every `<!-- transcript -->` block's commands, run
-/// with bash from the repository's root (`tickcast` on PATH, no `TICKCAST_*` inherited),
-/// print exactly what the block shows, stdout and stderr together.
+/// in order with bash in a new directory of their own (with `config/` of the repository in it;
+/// `tickcast` on PATH, no `TICKCAST_*` inherited), print exactly what the block shows, stdout
+/// and stderr together.
 #[test]
 fn marked_transcripts_print_what_they_show() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -349,26 +383,51 @@ fn marked_transcripts_print_what_they_show() {
     }
     assert!(all.len() >= 10, "transcripts: {all:?}");
     let mut wrong = Vec::new();
+    let scratch = std::env::temp_dir().join(format!("tickcast-transcripts-{}", std::process::id()));
+    // One shell per block, as in a terminal: a command may use what an earlier one set or
+    // wrote. Each command's output ends at a separator line.
+    const SEP: &str = "@@tickcast-transcript@@";
+    let mut blocks: Vec<(String, usize, Vec<&Transcript>)> = Vec::new();
     for t in &all {
+        let file = t.at.split(':').next().unwrap().to_string();
+        match blocks.last_mut() {
+            Some((f, b, ts)) if *f == file && *b == t.block => ts.push(t),
+            _ => blocks.push((file, t.block, vec![t])),
+        }
+    }
+    for (file, block, ts) in &blocks {
+        let dir = scratch.join(file).join(block.to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        std::os::unix::fs::symlink(root.join("config"), dir.join("config")).unwrap();
+        let script: String = ts
+            .iter()
+            .map(|t| format!("{{ {}\n}} 2>&1\nprintf '\\n{SEP}\\n'\n", t.command))
+            .collect();
         let mut cmd = Command::new("bash");
         no_inherited_settings(&mut cmd);
         let out = cmd
             .arg("-c")
-            .arg(format!("{} 2>&1", t.command))
-            .current_dir(root)
+            .arg(script)
+            .current_dir(&dir)
             .env("PATH", &path)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .output()
             .unwrap();
-        let got = String::from_utf8_lossy(&out.stdout);
-        if got.trim_end() != t.output.trim_end() {
-            wrong.push(format!(
-                "{}: $ {}\n  the docs show:\n{}\n  it prints:\n{}",
-                t.at, t.command, t.output, got
-            ));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let sep = format!("\n{SEP}\n");
+        let mut got = stdout.split(sep.as_str());
+        for t in ts {
+            let got = got.next().unwrap_or("(nothing: the shell stopped)");
+            if got.trim_end() != t.output.trim_end() {
+                wrong.push(format!(
+                    "{}: $ {}\n  the docs show:\n{}\n  it prints:\n{}",
+                    t.at, t.command, t.output, got
+                ));
+            }
         }
     }
+    let _ = std::fs::remove_dir_all(&scratch);
     assert!(
         wrong.is_empty(),
         "transcripts that drifted:\n{}",
