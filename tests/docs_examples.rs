@@ -7,7 +7,8 @@
 //!
 //! Marker settings, space-separated: `timeout=N`; `error` (an `sh` example that shows an HTTP
 //! error answer on purpose: any other printing `{"error":…}` fails); `env=KEY=VALUE` (a server setting, e.g.
-//! `env=TICKCAST_DEMO__FORMAT=binance`); `client=centrifugo|binance` (the pinned SDKs of
+//! `env=TICKCAST_DEMO__FORMAT=binance`); `var=KEY=VALUE` (a variable of the example's own
+//! environment, one its text tells the reader to set); `client=centrifugo|binance` (the pinned SDKs of
 //! tests/clients/<client>/ instead of the Python `websockets` / Node `ws` of the suite). Blocks
 //! are `sh` (bash, with the built `tickcast` on PATH), `python` and `js` (Node, CommonJS).
 //! tests/run.sh passes where the pinned clients are (`TICKCAST_TEST_*`).
@@ -37,6 +38,8 @@ struct Example {
     client: Option<String>,
     /// `error`: the example shows an error answer on purpose.
     shows_error: bool,
+    /// `var=KEY=VALUE`: the example's own environment (what its text says to set first).
+    vars: Vec<(String, String)>,
 }
 
 fn docs() -> Vec<PathBuf> {
@@ -80,6 +83,7 @@ fn examples_in(name: &str, text: &str) -> Vec<Example> {
             env: Vec::new(),
             client: None,
             shows_error: false,
+            vars: Vec::new(),
         };
         for setting in marker.split_whitespace() {
             if setting == "error" {
@@ -91,6 +95,10 @@ fn examples_in(name: &str, text: &str) -> Vec<Example> {
                 Some(("env", kv)) => {
                     let (k, v) = kv.split_once('=').expect("env=KEY=VALUE");
                     ex.env.push((k.into(), v.into()));
+                }
+                Some(("var", kv)) => {
+                    let (k, v) = kv.split_once('=').expect("var=KEY=VALUE");
+                    ex.vars.push((k.into(), v.into()));
                 }
                 Some(("client", c)) => ex.client = Some(c.into()),
                 _ => panic!("{}: unknown marker setting {setting:?}", ex.at),
@@ -160,13 +168,19 @@ fn run(ex: &Example, addr: &str, dir: &Path) -> Result<String, String> {
     std::fs::write(&file, ex.code.replace("127.0.0.1:8080", addr)).unwrap();
     let mut cmd = command(ex, &file);
     no_inherited_settings(&mut cmd);
+    cmd.envs(ex.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    // Its own process group: a shell example's children (`python3 -m websockets …`) are
+    // stopped with it, or they would hold its output open.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut child = cmd
         .current_dir(dir)
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot start: {e}"))?;
+    // Open and silent, as a terminal nobody types in (`python3 -m websockets` reads it).
+    let stdin = child.stdin.take();
     let limit = Duration::from_secs(ex.timeout_s.unwrap_or(60));
     let start = Instant::now();
     let stopped = loop {
@@ -174,11 +188,13 @@ fn run(ex: &Example, addr: &str, dir: &Path) -> Result<String, String> {
             break false;
         }
         if start.elapsed() >= limit {
-            let _ = child.kill();
+            let group = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
             break true;
         }
         std::thread::sleep(Duration::from_millis(50));
     };
+    drop(stdin);
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
