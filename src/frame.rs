@@ -64,8 +64,12 @@ pub const POLICY_DROP_OLDEST: u8 = 2;
 /// The topic class of a frame, resolved once by the topic's owner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameClass {
-    /// Index into `config.topics`, or `NO_CLASS`.
-    pub class: u16,
+    /// `delivery = "batched"`: the window; `"throttled"`: the interval between frames per
+    /// subscriber and topic (µs). Carried by the frame, not looked up by class, so a reload
+    /// that changes `[[topics]]` while frames are in flight never paces one by another class.
+    pub pace_us: u32,
+    /// [`DELIVERY_IMMEDIATE`], [`DELIVERY_BATCHED`] or [`DELIVERY_THROTTLED`].
+    pub delivery: u8,
     pub lane: u8,
     pub policy: u8,
     /// Compression level for connections that negotiated permessage-deflate (`[deflate]`
@@ -73,19 +77,23 @@ pub struct FrameClass {
     pub deflate: u8,
 }
 
-pub const NO_CLASS: u16 = u16::MAX;
+pub const DELIVERY_IMMEDIATE: u8 = 0;
+pub const DELIVERY_BATCHED: u8 = 1;
+pub const DELIVERY_THROTTLED: u8 = 2;
 
 impl FrameClass {
     /// Replies, pings, HTTP responses: the control lane, never dropped.
     pub const CONTROL: FrameClass = FrameClass {
-        class: NO_CLASS,
+        pace_us: 0,
+        delivery: DELIVERY_IMMEDIATE,
         lane: LANE_CONTROL,
         policy: POLICY_DISCONNECT,
         deflate: 0,
     };
     /// A data frame of a topic no class matches.
     pub const DATA: FrameClass = FrameClass {
-        class: NO_CLASS,
+        pace_us: 0,
+        delivery: DELIVERY_IMMEDIATE,
         lane: LANE_DATA,
         policy: POLICY_DISCONNECT,
         deflate: 0,

@@ -254,12 +254,11 @@ fn hash_key(generate: bool) -> i32 {
 /// Loads the configuration again for a reload.
 type Loader = Box<dyn Fn() -> Result<Config, String> + Send>;
 
-/// Lowers `limits.connections_max` to what `RLIMIT_NOFILE` (`nofile`) leaves room for;
-/// the value it had if it did.
-fn fit_to_nofile(cfg: &mut Config, nofile: u64) -> Option<usize> {
-    let shards = tickcast::topology::shard_count(cfg) as u64;
+/// Lowers `limits.connections_max` to what `RLIMIT_NOFILE` (`nofile`) leaves room for with
+/// `shards` shards; the value it had if it did.
+fn fit_to_nofile(cfg: &mut Config, nofile: u64, shards: usize) -> Option<usize> {
     let fits = nofile
-        .saturating_sub(tickcast::limits::reserved_descriptors(shards as usize))
+        .saturating_sub(tickcast::limits::reserved_descriptors(shards))
         .saturating_sub(tickcast::limits::HTTP_HEADROOM);
     let was = cfg.limits.connections_max;
     if (was as u64) <= fits {
@@ -278,7 +277,8 @@ fn serve(mut cfg: Config, load: Loader) -> i32 {
     // Every open connection is a descriptor, and so is every handshake in flight; the soft
     // limit is raised to the hard one, and the connection limit lowered to what fits.
     let nofile = tickcast::sys::raise_nofile_limit();
-    if let Some(was) = fit_to_nofile(&mut cfg, nofile) {
+    let shards = tickcast::topology::shard_count(&cfg);
+    if let Some(was) = fit_to_nofile(&mut cfg, nofile, shards) {
         tracing::info!(
             rlimit_nofile = nofile,
             "limits.connections_max {was} lowered to {}: RLIMIT_NOFILE allows no more \
@@ -438,13 +438,20 @@ fn reload(
     load: &Loader,
     nofile: u64,
 ) -> Option<String> {
+    // The running shard count: `server.shards` changes only with a restart.
+    let running = reloader.running();
+    let shards = tickcast::topology::shard_count(running);
+    let was_max = running.limits.connections_max;
     let loaded = load().map(|mut cfg| {
-        if let Some(was) = fit_to_nofile(&mut cfg, nofile) {
-            tracing::info!(
-                rlimit_nofile = nofile,
-                "limits.connections_max {was} lowered to {}: RLIMIT_NOFILE allows no more",
-                cfg.limits.connections_max,
-            );
+        if let Some(was) = fit_to_nofile(&mut cfg, nofile, shards) {
+            // Said at start already, unless the file changed it.
+            if cfg.limits.connections_max != was_max {
+                tracing::info!(
+                    rlimit_nofile = nofile,
+                    "limits.connections_max {was} lowered to {}: RLIMIT_NOFILE allows no more",
+                    cfg.limits.connections_max,
+                );
+            }
         }
         cfg
     });

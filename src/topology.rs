@@ -341,6 +341,11 @@ impl Reloader {
             .into_iter()
             .partition(|k| crate::config::is_restart_only(k));
         crate::config::keep_restart_only(new, &self.running);
+        // With the running values put back, the whole must still hold together (e.g. a new
+        // `timeouts.idle_s` against the running `timeouts.ping_interval_s`).
+        new.validate().map_err(|e| {
+            format!("{e} (with the running values of the keys that need a restart)")
+        })?;
         let tls = match &self.shared.tls {
             Some(tls) => Some((tls, tls.prepare(&new.tls)?)),
             None => None,

@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 both_drivers!(
     rights_follow_the_file,
     limits_classes_and_origins_follow_the_file,
+    credentials_and_anonymous_access_follow_the_file,
 );
 
 const SECRET_1: &str = "reload-test-secret-one-0123456789abcdef";
@@ -64,9 +65,17 @@ impl Drop for ConfigFile {
 /// `[auth]` with the test admin key (the harness's `Server::http` sends it), `anonymous_subs`,
 /// and `extra` TOML after it.
 fn config(anonymous_subs: &str, keys: &str, extra: &str) -> String {
+    auth_config(
+        &format!("anonymous_subs = {anonymous_subs}\nallow_anonymous = true\n"),
+        keys,
+        extra,
+    )
+}
+
+/// `[auth]` with `auth` lines, the test admin key, `keys`, then `extra` TOML.
+fn auth_config(auth: &str, keys: &str, extra: &str) -> String {
     format!(
-        "[auth]\nanonymous_subs = {anonymous_subs}\nanonymous_pubs = []\n\
-         allow_anonymous = true\n\n\
+        "[auth]\nanonymous_pubs = []\n{auth}\n\
          [[auth.api_keys]]\nname = \"test-admin\"\nsha256 = \"{}\"\nadmin = true\npubs = [\">\"]\n\n\
          {keys}\n{extra}\n",
         tickcast::auth::hash_api_key(ADMIN_KEY),
@@ -85,16 +94,33 @@ fn jwt_key(kid: &str, secret: &str) -> String {
 }
 
 fn jwt(kid: &str, secret: &str, sub: &str) -> String {
+    let exp = jsonwebtoken::get_current_timestamp() + 3600;
+    jwt_with(
+        Some(kid),
+        secret,
+        json!({"sub": sub, "exp": exp, "subs": ["a.>"]}),
+    )
+}
+
+fn jwt_with(kid: Option<&str>, secret: &str, claims: Value) -> String {
     let mut header = Header::new(Algorithm::HS256);
-    header.kid = Some(kid.into());
-    let claims = json!({"sub": sub, "exp": jsonwebtoken::get_current_timestamp() + 3600,
-                        "subs": ["a.>"]});
+    header.kid = kid.map(Into::into);
     encode(
         &header,
         &claims,
         &EncodingKey::from_secret(secret.as_bytes()),
     )
     .unwrap()
+}
+
+/// The log line containing `what`, as whitespace-separated fields.
+fn log_fields(proc: &Proc, what: &str) -> Vec<String> {
+    let log = proc.stderr();
+    let line = log
+        .lines()
+        .find(|l| l.contains(what))
+        .unwrap_or_else(|| panic!("no {what:?} in the log: {log}"));
+    line.split_whitespace().map(str::to_string).collect()
 }
 
 fn start(driver: Driver, file: &ConfigFile) -> Proc {
@@ -282,27 +308,35 @@ async fn rights_follow_the_file(driver: Driver) {
     );
 
     // The restart-only change is named, the rest listed as applied.
-    let log = proc.stderr();
-    let warn = log
-        .lines()
-        .find(|l| l.contains("take effect only after a restart"))
-        .unwrap_or_else(|| panic!("no restart warning in: {log}"));
-    assert!(warn.contains("mesh.queue_len"), "{warn}");
-    let done = log
-        .lines()
-        .find(|l| l.contains("configuration reloaded"))
-        .unwrap();
-    for part in [
-        "auth.anonymous_subs",
+    let warn = log_fields(&proc, "take effect only after a restart");
+    assert!(
+        warn.contains(&"keys=mesh.queue_len".to_string()),
+        "{warn:?}"
+    );
+    let done = log_fields(&proc, "configuration reloaded");
+    for field in [
+        "changed=auth.anonymous_subs,",
+        "auth.api_keys,",
         "auth.jwt_keys",
-        "auth.api_keys",
         "connections_closed=3",
         "subscriptions_withdrawn=4",
         "rights_changed=2",
     ] {
-        assert!(done.contains(part), "{part} not in {done}");
+        assert!(done.contains(&field.to_string()), "{field} not in {done:?}");
     }
-    assert!(!done.contains("mesh.queue_len"), "{done}");
+    assert!(!done.iter().any(|f| f.contains("mesh")), "{done:?}");
+    // Counted as each closed connection is removed.
+    assert_eq!(
+        server
+            .wait_metric_with(
+                "tickcast_connections_closed_total",
+                "reason",
+                "revoked",
+                3.0
+            )
+            .await,
+        3.0
+    );
 
     // A broken file: nothing changes, the error is logged and counted.
     file.write("[limits]\nmessage_bytes_max = \"lots\"\n");
@@ -358,7 +392,8 @@ async fn limits_classes_and_origins_follow_the_file(driver: Driver) {
     let proc = start(driver, &file);
     let server = proc.server();
 
-    let mut ws = connect_with(&server, None).await;
+    let (mut ws, welcome) = try_connect(&server, "/ws", &[]).await.unwrap();
+    let conn = welcome["conn"].as_str().unwrap().to_string();
     sub_ok(&mut ws, &["x.1", "x.2", "x.3"]).await;
     for i in 0..6 {
         let body = json!({"topic": "h.t", "data": i}).to_string();
@@ -399,6 +434,7 @@ async fn limits_classes_and_origins_follow_the_file(driver: Driver) {
     send_json(&mut ws, json!({"op":"subscribe","id":9,"topics":["x.4"]})).await;
     let refused = recv_json(&mut ws).await;
     assert_eq!(refused["code"], "too_many_subscriptions", "{refused}");
+    assert_eq!(subscriptions(&server, &conn).await, ["x.1", "x.2", "x.3"]);
     // The history keeps its newest 4 frames.
     assert_eq!(retained().await, 4);
     let (_, body) = server
@@ -418,4 +454,124 @@ async fn limits_classes_and_origins_follow_the_file(driver: Driver) {
     // The connection itself was never touched.
     send_json(&mut ws, json!({"op":"ping","id":1})).await;
     assert_eq!(recv_json(&mut ws).await["op"], "pong");
+}
+
+/// Anonymous access turned off, a JWT key given a `kid` (SECURITY.md's rotation), `exp`
+/// required again, an API key's `pubs` taken away, a restart-only key changed.
+async fn credentials_and_anonymous_access_follow_the_file(driver: Driver) {
+    let pubber = "tk_reload-pubber";
+    let key_a =
+        "[[auth.jwt_keys]]\nalgorithm = \"HS256\"\nsecret = \"".to_string() + SECRET_1 + "\"\n\n";
+    let key_b = key_a.replace("algorithm", "kid = \"k1\"\nalgorithm");
+    let before = auth_config(
+        "anonymous_subs = [\"public.>\"]\nallow_anonymous = true\njwt_require_exp = false\n",
+        &format!(
+            "{key_a}{}",
+            api_key("pubber", pubber, "[]").replace("subs = []", "subs = []\npubs = [\"p.>\"]")
+        ),
+        "",
+    );
+    let file = ConfigFile::new(&before);
+    let proc = start(driver, &file);
+    let server = proc.server();
+
+    let exp = jsonwebtoken::get_current_timestamp() + 3600;
+    // Without a kid: the key keeps serving it once it has one.
+    let plain = jwt_with(
+        None,
+        SECRET_1,
+        json!({"sub": "plain", "exp": exp, "subs": ["a.>"]}),
+    );
+    let mut plain = connect_with(&server, Some(&plain)).await;
+    sub_ok(&mut plain, &["a.x"]).await;
+    // With another kid: a kid-less key served it, the key with kid k1 does not.
+    let other = jwt_with(Some("k0"), SECRET_1, json!({"sub": "other", "exp": exp}));
+    let mut other = connect_with(&server, Some(&other)).await;
+    // Without exp: allowed while `jwt_require_exp = false`.
+    let forever = jwt_with(None, SECRET_1, json!({"sub": "forever"}));
+    let mut forever = connect_with(&server, Some(&forever)).await;
+    let mut anon = connect_with(&server, None).await;
+    sub_ok(&mut anon, &["public.x"]).await;
+    let (mut cf, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/connection/websocket", server.addr))
+            .await
+            .unwrap();
+    let mut pub_ws = connect_with(&server, Some(pubber)).await;
+    send_json(
+        &mut pub_ws,
+        json!({"op":"publish","id":1,"topic":"p.x","data":1}),
+    )
+    .await;
+    assert_eq!(recv_json(&mut pub_ws).await["op"], "ack");
+
+    let after = auth_config(
+        "anonymous_subs = [\"public.>\"]\nallow_anonymous = false\n",
+        &format!("{key_b}{}", api_key("pubber", pubber, "[]")),
+        "[log]\nformat = \"json\"\n",
+    );
+    file.write(&after);
+    reload(&proc, "ok", 1.0).await;
+
+    let closed = |code: u16, reason: &'static str| (code, reason.to_string());
+    for (ws, want) in [
+        (&mut anon, closed(4003, "anonymous access withdrawn")),
+        (&mut other, closed(4003, "token signing key removed")),
+        (&mut forever, closed(4003, "token without exp")),
+    ] {
+        let c = recv_close(ws).await.expect("a close frame");
+        assert_eq!((u16::from(c.code), c.reason.to_string()), want);
+    }
+    // The token without a kid goes on: the same key material, which still serves it.
+    send_json(&mut plain, json!({"op":"ping","id":2})).await;
+    assert_eq!(recv_json(&mut plain).await["op"], "pong");
+    assert_eq!(subscriptions_of(&server, "plain").await, ["a.x"]);
+    // The key's rights changed under its open connection.
+    send_json(
+        &mut pub_ws,
+        json!({"op":"publish","id":3,"topic":"p.x","data":2}),
+    )
+    .await;
+    let refused = recv_json(&mut pub_ws).await;
+    assert_eq!(refused["code"], "forbidden", "{refused}");
+    // A Centrifugo client that had not connected yet must now bring a token.
+    cf.send(Message::text(r#"{"id":1,"connect":{}}"#))
+        .await
+        .unwrap();
+    let reply: Value = serde_json::from_str(&recv_text(&mut cf).await).unwrap();
+    assert_eq!(reply["error"]["code"], 101, "{reply}");
+    // New anonymous upgrades cannot subscribe: they must authenticate first.
+    let mut late = connect_with(&server, None).await;
+    send_json(
+        &mut late,
+        json!({"op":"subscribe","id":1,"topics":["public.x"]}),
+    )
+    .await;
+    assert_eq!(recv_json(&mut late).await["code"], "unauthorized");
+    // `[log]` is restart-only: the log stays text.
+    let done = log_fields(&proc, "configuration reloaded");
+    assert!(!done[0].starts_with('{'), "{done:?}");
+    let warn = log_fields(&proc, "take effect only after a restart");
+    assert!(warn.contains(&"keys=log.format".to_string()), "{warn:?}");
+    // Counted as each closed connection is removed.
+    assert_eq!(
+        server
+            .wait_metric_with(
+                "tickcast_connections_closed_total",
+                "reason",
+                "revoked",
+                3.0
+            )
+            .await,
+        3.0
+    );
+}
+
+/// The subscriptions of `user`'s one connection, as `GET /v1/connections` shows them.
+async fn subscriptions_of(server: &Server, user: &str) -> Vec<String> {
+    let (status, body) = server
+        .http("GET", &format!("/v1/connections?user={user}"), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    serde_json::from_value(v["connections"][0]["subscriptions"].clone()).unwrap()
 }

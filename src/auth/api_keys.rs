@@ -94,6 +94,7 @@ impl ApiKey {
             exp_s: None,
             rate: self.rate,
             credential: hash,
+            jwt_kid: None,
         }
     }
 }

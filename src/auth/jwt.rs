@@ -13,18 +13,28 @@ pub(super) struct JwtKey {
     alg: Algorithm,
     kid: Option<String>,
     key: DecodingKey,
-    /// SHA-256 of the algorithm, the kid and the key material: the same key configured again
-    /// after a reload has the same fingerprint (`Auth::recheck`).
+    /// SHA-256 of the algorithm and the key material (a PEM file's base64 body, without its
+    /// armour, headers and line breaks): the same key configured again after a reload has the
+    /// same fingerprint, whatever its `kid` or the file's line endings (`Auth::recheck`).
     pub(super) fingerprint: [u8; 32],
 }
 
-/// [`JwtKey::fingerprint`].
-fn fingerprint(alg: Algorithm, kid: &str, material: &[u8]) -> [u8; 32] {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    for part in [format!("{alg:?}").as_bytes(), kid.as_bytes()] {
-        ctx.update(&(part.len() as u64).to_be_bytes());
-        ctx.update(part);
+impl JwtKey {
+    /// Whether this key verifies tokens with the header `kid` (as `verify_jwt` picks keys).
+    pub(super) fn serves_kid(&self, kid: Option<&str>) -> bool {
+        match (&self.kid, kid) {
+            (Some(want), Some(got)) => want == got,
+            _ => true,
+        }
     }
+}
+
+/// [`JwtKey::fingerprint`].
+fn fingerprint(alg: Algorithm, material: &[u8]) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let alg = format!("{alg:?}");
+    ctx.update(&(alg.len() as u64).to_be_bytes());
+    ctx.update(alg.as_bytes());
     ctx.update(material);
     ctx.finish()
         .as_ref()
@@ -32,9 +42,17 @@ fn fingerprint(alg: Algorithm, kid: &str, material: &[u8]) -> [u8; 32] {
         .expect("SHA-256 is 32 bytes")
 }
 
+/// A PEM file's base64 body: no `-----` lines, no `Name: value` headers, no whitespace.
+fn pem_body(pem: &[u8]) -> Vec<u8> {
+    pem.split(|b| *b == b'\n')
+        .filter(|l| !l.starts_with(b"-----") && !l.contains(&b':'))
+        .flat_map(|l| l.iter().copied().filter(|b| !b.is_ascii_whitespace()))
+        .collect()
+}
+
 pub(super) struct ValidationSettings {
     leeway_s: u64,
-    require_exp: bool,
+    pub(super) require_exp: bool,
     issuer: Option<String>,
     audience: Option<String>,
 }
@@ -125,7 +143,7 @@ pub(super) fn jwt_key(i: usize, k: &JwtKeyConfig) -> Result<JwtKey, String> {
                     k.public_key_file
                 )
             })?;
-            (parsed, pem)
+            (parsed, pem_body(&pem))
         }
         other => {
             return Err(format!(
@@ -138,7 +156,7 @@ pub(super) fn jwt_key(i: usize, k: &JwtKeyConfig) -> Result<JwtKey, String> {
         alg,
         kid: (!k.kid.is_empty()).then(|| k.kid.clone()),
         key,
-        fingerprint: fingerprint(alg, &k.kid, &material),
+        fingerprint: fingerprint(alg, &material),
     })
 }
 
@@ -148,13 +166,10 @@ impl Auth {
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
         // Each key verifies exactly one algorithm, so a token can never choose how its own
         // signature is checked (no RS256 public key used as an HS256 secret).
-        let candidates = self.jwt_keys.iter().filter(|k| {
-            k.alg == header.alg
-                && match (&k.kid, &header.kid) {
-                    (Some(want), Some(got)) => want == got,
-                    _ => true,
-                }
-        });
+        let candidates = self
+            .jwt_keys
+            .iter()
+            .filter(|k| k.alg == header.alg && k.serves_kid(header.kid.as_deref()));
         let mut last = match &header.kid {
             Some(kid) if self.jwt_keys.iter().any(|k| k.alg == header.alg) => {
                 AuthError::UnknownKid(kid.clone())
@@ -163,7 +178,10 @@ impl Auth {
         };
         for key in candidates {
             match jsonwebtoken::decode::<Claims>(token, &key.key, &self.validation_for(key.alg)) {
-                Ok(data) => return self.identity(data.claims, key.fingerprint),
+                Ok(data) => {
+                    let kid = header.kid.as_deref().map(Into::into);
+                    return self.identity(data.claims, key.fingerprint, kid);
+                }
                 Err(e) => {
                     last = match e.kind() {
                         ErrorKind::InvalidSignature => AuthError::BadSignature,
@@ -207,7 +225,12 @@ impl Auth {
         val
     }
 
-    fn identity(&self, c: Claims, credential: [u8; 32]) -> Result<Identity, AuthError> {
+    fn identity(
+        &self,
+        c: Claims,
+        credential: [u8; 32],
+        jwt_kid: Option<Box<str>>,
+    ) -> Result<Identity, AuthError> {
         let user = c.sub.ok_or_else(|| AuthError::MissingClaim("sub".into()))?;
         let printable = user.chars().all(|ch| !ch.is_control());
         if user.is_empty() || user.len() > 128 || !printable {
@@ -222,6 +245,7 @@ impl Auth {
             method: Method::Jwt,
             user: user.into(),
             credential,
+            jwt_kid,
         })
     }
 }

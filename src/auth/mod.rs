@@ -66,6 +66,8 @@ pub struct Identity {
     /// ([`Auth::recheck`]): the API key's SHA-256, or the fingerprint of the JWT key that
     /// verified the token (the token itself is not kept).
     pub credential: [u8; 32],
+    /// A JWT's header `kid`, if it had one (which keys may verify it).
+    pub jwt_kid: Option<Box<str>>,
 }
 
 /// What a reloaded configuration says of a connection's identity ([`Auth::recheck`]).
@@ -203,8 +205,9 @@ impl Auth {
 
     /// What this (reloaded) configuration says of an identity verified under an earlier one:
     /// an API key must still be configured under the same name; a JWT's signing key must
-    /// still be configured (its claims do not change; issuer, audience and leeway settings
-    /// apply to tokens presented from now on).
+    /// still be configured and still serve the token's `kid`, and a token without `exp` is
+    /// revoked once `jwt_require_exp` is on (its claims do not change; issuer and audience
+    /// settings apply to tokens presented from now on).
     pub fn recheck(&self, ident: &Identity) -> Recheck {
         match ident.method {
             Method::ApiKey => match self.api_keys.get(&ident.credential) {
@@ -223,14 +226,17 @@ impl Auth {
                 }
             },
             Method::Jwt => {
-                if self
+                let kid = ident.jwt_kid.as_deref();
+                let key = self
                     .jwt_keys
                     .iter()
-                    .any(|k| k.fingerprint == ident.credential)
-                {
-                    Recheck::Same
-                } else {
+                    .any(|k| k.fingerprint == ident.credential && k.serves_kid(kid));
+                if !key {
                     Recheck::Revoked("token signing key removed")
+                } else if self.validation.require_exp && ident.exp_s.is_none() {
+                    Recheck::Revoked("token without exp")
+                } else {
+                    Recheck::Same
                 }
             }
         }

@@ -244,3 +244,113 @@ fn hash_key_is_sha256_hex() {
     let k = generate_api_key().unwrap();
     assert!(k.starts_with("tk_") && k.len() == 67);
 }
+
+/// A reload keeps a JWT connection while the key that verified it is still configured, by its
+/// material (not its position, `kid` or line endings), and still serves the token's `kid`.
+#[test]
+fn recheck_knows_a_jwt_key_by_its_material() {
+    let no_kid = auth(|_| {});
+    let t = hs256(serde_json::json!({"sub":"a","exp":now()+60}), SECRET);
+    let plain = no_kid.verify(&t).unwrap();
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some("k0".into());
+    let claims = serde_json::json!({"sub":"b","exp":now()+60});
+    let t = encode(
+        &header,
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    let with_k0 = no_kid.verify(&t).unwrap();
+    let forever = no_kid
+        .verify(&hs256(serde_json::json!({"sub":"c"}), SECRET))
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(forever, AuthError::MissingClaim("exp".into()));
+
+    // The same secret, now second and with kid k1.
+    let rotated = auth(|c| {
+        c.auth.jwt_keys[0].kid = "k1".into();
+        c.auth.jwt_keys.insert(
+            0,
+            JwtKeyConfig {
+                algorithm: "HS256".into(),
+                secret: "another-secret-another-secret-xx".into(),
+                ..Default::default()
+            },
+        );
+    });
+    assert_eq!(rotated.recheck(&plain), Recheck::Same);
+    assert_eq!(
+        rotated.recheck(&with_k0),
+        Recheck::Revoked("token signing key removed")
+    );
+    let gone = auth(|c| c.auth.jwt_keys[0].secret = "another-secret-another-secret-xx".into());
+    assert_eq!(
+        gone.recheck(&plain),
+        Recheck::Revoked("token signing key removed")
+    );
+
+    // A PEM key re-saved with CRLF line endings is the same key.
+    let dir = std::env::temp_dir().join(format!("tickcast-recheck-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwt");
+    let pem = std::fs::read_to_string(format!("{fixtures}/ec_public.pem")).unwrap();
+    std::fs::write(dir.join("lf.pem"), &pem).unwrap();
+    std::fs::write(dir.join("crlf.pem"), pem.replace('\n', "\r\n")).unwrap();
+    let es = |file: &str| {
+        let path = dir.join(file).to_string_lossy().into_owned();
+        auth(move |c| {
+            c.auth.jwt_keys = vec![JwtKeyConfig {
+                algorithm: "ES256".into(),
+                public_key_file: path,
+                ..Default::default()
+            }]
+        })
+    };
+    let key =
+        EncodingKey::from_ec_pem(&std::fs::read(format!("{fixtures}/ec_private.pem")).unwrap())
+            .unwrap();
+    let t = encode(&Header::new(Algorithm::ES256), &claims, &key).unwrap();
+    let ec = es("lf.pem").verify(&t).unwrap();
+    assert_eq!(es("crlf.pem").recheck(&ec), Recheck::Same);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn recheck_revokes_tokens_without_exp_once_it_is_required() {
+    let lax = auth(|c| c.auth.jwt_require_exp = false);
+    let forever = lax
+        .verify(&hs256(serde_json::json!({"sub":"c"}), SECRET))
+        .unwrap();
+    assert_eq!(lax.recheck(&forever), Recheck::Same);
+    let strict = auth(|_| {});
+    assert_eq!(
+        strict.recheck(&forever),
+        Recheck::Revoked("token without exp")
+    );
+}
+
+#[test]
+fn recheck_follows_an_api_key() {
+    let key = |name: &str, subs: &[&str]| ApiKeyConfig {
+        name: name.into(),
+        sha256: hash_api_key("tk_k"),
+        subs: subs.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    let before = auth(|c| c.auth.api_keys = vec![key("bot", &["a.>"])]);
+    let id = before.verify("tk_k").unwrap();
+    assert_eq!(before.recheck(&id), Recheck::Same);
+    let narrowed = auth(|c| c.auth.api_keys = vec![key("bot", &["b.>"])]);
+    match narrowed.recheck(&id) {
+        Recheck::Changed(now) => {
+            assert!(now.subs.allows_pattern("b.x") && !now.subs.allows_pattern("a.x"));
+        }
+        other => panic!("{other:?}"),
+    }
+    let renamed = auth(|c| c.auth.api_keys = vec![key("robot", &["a.>"])]);
+    assert_eq!(renamed.recheck(&id), Recheck::Revoked("API key renamed"));
+    let removed = auth(|_| {});
+    assert_eq!(removed.recheck(&id), Recheck::Revoked("API key revoked"));
+}

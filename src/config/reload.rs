@@ -16,6 +16,12 @@ pub const RESTART_ONLY: &[&str] = &[
     "server.demo_feed",
     "server.takeover",
     "timeouts.tick_ms",
+    // Told to clients (the welcome frame, Centrifugo's connect reply), which may judge the
+    // connection dead by it: a change would break the open ones.
+    "timeouts.ping_interval_s",
+    "centrifugo.ping_interval_s",
+    // Open Binance subscriptions are named by the templates they were made with.
+    "binance.streams",
     "mesh",
     "cluster",
     "demo",
@@ -78,6 +84,9 @@ pub fn keep_restart_only(new: &mut Config, running: &Config) {
     s.demo_feed = r.demo_feed;
     s.takeover = r.takeover;
     new.timeouts.tick_ms = running.timeouts.tick_ms;
+    new.timeouts.ping_interval_s = running.timeouts.ping_interval_s;
+    new.centrifugo.ping_interval_s = running.centrifugo.ping_interval_s;
+    new.binance.streams.clone_from(&running.binance.streams);
     new.mesh = running.mesh.clone();
     new.cluster = running.cluster.clone();
     new.demo = running.demo.clone();
@@ -116,6 +125,9 @@ mod tests {
         c.server.demo_feed = !c.server.demo_feed;
         c.server.takeover = !c.server.takeover;
         c.timeouts.tick_ms += 1;
+        c.timeouts.ping_interval_s += 1;
+        c.centrifugo.ping_interval_s += 1;
+        c.binance.streams.clear();
         c.mesh.queue_len += 1;
         c.cluster.node_id = "other".into();
         c.demo.rate_per_s += 1;

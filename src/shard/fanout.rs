@@ -100,7 +100,7 @@ impl State {
     pub(crate) fn deliver_local(&mut self, topic: &str, frame: OutFrame) {
         let round = self.conns.new_round();
         let bounds = self.bounds;
-        let pacing = Pacing::of(&self.cfg, &frame);
+        let pacing = Pacing::of(&frame);
         let batched = matches!(pacing, Pacing::Batched { .. });
         let mut slow: Vec<u32> = Vec::new();
         // Connections needing more than a push: recovering ones, and paced deliveries.

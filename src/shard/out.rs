@@ -389,7 +389,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::frame::{FrameClass, NO_CLASS, encode_data_frame};
+    use crate::frame::{FrameClass, encode_data_frame};
 
     const TOPICS: [&str; 3] = ["a", "b", "c"];
 
@@ -398,10 +398,9 @@ mod tests {
         let topic = format!("{}{lane}{policy}", TOPICS[t]);
         let data = format!("\"{}\"", "x".repeat(pad));
         let class = FrameClass {
-            class: NO_CLASS,
             lane,
             policy,
-            deflate: 0,
+            ..FrameClass::DATA
         };
         Rc::new(Arc::new(
             encode_data_frame(&topic, seq, 0, data.as_bytes(), 1).with_class(class),

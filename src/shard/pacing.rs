@@ -14,7 +14,7 @@
 use std::{cmp::Reverse, collections::BinaryHeap, rc::Rc};
 
 use super::{Shard, State, out::Offer};
-use crate::{config::Delivery, frame::OutFrame};
+use crate::frame::{DELIVERY_BATCHED, DELIVERY_THROTTLED, OutFrame};
 
 /// How one frame is delivered (from its topic class).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,14 +25,13 @@ pub(crate) enum Pacing {
 }
 
 impl Pacing {
-    pub(crate) fn of(cfg: &crate::config::Config, frame: &OutFrame) -> Pacing {
-        let class = frame.class().class;
-        match cfg.topics.get(class as usize) {
-            Some(c) if c.delivery == Delivery::Batched => Pacing::Batched {
-                window_us: c.batch_window_ms * 1000,
-            },
-            Some(c) if c.delivery == Delivery::Throttled => Pacing::Throttled {
-                interval_us: 1_000_000 / c.throttle_per_s.max(1) as u64,
+    pub(crate) fn of(frame: &OutFrame) -> Pacing {
+        let class = frame.class();
+        let pace_us = class.pace_us as u64;
+        match class.delivery {
+            DELIVERY_BATCHED => Pacing::Batched { window_us: pace_us },
+            DELIVERY_THROTTLED => Pacing::Throttled {
+                interval_us: pace_us,
             },
             _ => Pacing::Immediate,
         }
@@ -111,6 +110,8 @@ impl State {
             }
         };
         let slot = &mut slots[i];
+        // The newest frame's interval (a reload may have changed the class).
+        slot.interval_us = interval_us;
         if now >= slot.next_us && slot.pending.is_none() {
             slot.next_us = now + interval_us;
             self.offer_now(key, frame, true);
@@ -204,6 +205,21 @@ impl State {
         for frame in ready {
             self.offer_now(key, frame, true);
         }
+    }
+
+    /// `key` no longer subscribes to `pattern`: the throttle slots of topics no pattern it
+    /// still has covers go, with their pending frames.
+    pub(crate) fn forget_paced_pattern(&mut self, key: u32, pattern: &str) {
+        let Some(slots) = self.pacer.slots.get_mut(&key) else {
+            return;
+        };
+        let subs = &self.conns[key].subs;
+        slots.retain(|s| {
+            !crate::pubsub::topic::matches(pattern, &s.topic)
+                || subs
+                    .iter()
+                    .any(|p| crate::pubsub::topic::matches(p, &s.topic))
+        });
     }
 
     /// A connection is gone: its throttle slots go with it (heap entries die by epoch).

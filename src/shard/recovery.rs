@@ -26,6 +26,7 @@ use crate::{
     dialect::Dialect,
     frame::{OutFrame, SharedFrame, monotonic_ns},
     protocol::{self, GapReason},
+    pubsub::topic::matches,
 };
 
 /// The frames held for `topic` (taken out of `held`).
@@ -295,8 +296,12 @@ impl State {
         // Topics unsubscribed meanwhile are answered (every request is) but get no frames:
         // no replay, no gap, nothing held.
         let mut p = p;
+        let subs = &self.conns[key].subs;
+        let cancelled = |t: &str| {
+            p.cancelled.iter().any(|c| matches(c, t)) && !subs.iter().any(|s| matches(s, t))
+        };
         for pos in p.positions.iter_mut() {
-            if p.cancelled.contains(&pos.topic) {
+            if cancelled(&pos.topic) {
                 pos.replay.clear();
                 pos.gap = None;
                 held.retain(|(t, _)| *t != pos.topic);
@@ -380,23 +385,31 @@ impl State {
                 .is_some_and(|l| l.iter().any(|r| *r.topic == *topic))
     }
 
-    /// `key` unsubscribed from `topic` while a subscribe of it waits: that subscribe still
-    /// completes and is answered (every protocol answers every request), but without the
-    /// topic's frames (replayed, held or a gap).
-    pub(crate) fn cancel_pending(&mut self, key: u32, topic: &str) {
+    /// `key` no longer subscribes to `pattern` (already removed from its subscriptions) while
+    /// a subscribe of it waits: that subscribe still completes and is answered (every protocol
+    /// answers every request), but without the frames (replayed, held or a gap) of the topics
+    /// `pattern` covered and no remaining pattern covers. `withdrawn` (a reload took the
+    /// right): the pattern also leaves the protocol v1 ack, after the `forbidden` error that
+    /// said so.
+    pub(crate) fn cancel_pending(&mut self, key: u32, pattern: &str, withdrawn: bool) {
+        for (_, p) in self.recovery.pending.iter_mut() {
+            if p.conn == key && p.topics.iter().any(|t| **t == *pattern) {
+                p.cancelled.push(pattern.into());
+                if withdrawn {
+                    p.topics.retain(|t| **t != *pattern);
+                }
+            }
+        }
         if !self.conns[key].recovering {
             return;
         }
+        let subs = &self.conns[key].subs;
+        let gone = |t: &str| matches(pattern, t) && !subs.iter().any(|p| matches(p, t));
         if let Some(list) = self.recovery.recovering.get_mut(&key) {
-            list.retain(|r| *r.topic != *topic);
+            list.retain(|r| !gone(&r.topic));
             if list.is_empty() {
                 self.recovery.recovering.remove(&key);
                 self.conns[key].recovering = false;
-            }
-        }
-        for (_, p) in self.recovery.pending.iter_mut() {
-            if p.conn == key && p.topics.iter().any(|t| **t == *topic) {
-                p.cancelled.push(topic.into());
             }
         }
     }

@@ -20,7 +20,7 @@
 
 use std::sync::Arc;
 
-use super::State;
+use super::{State, auth::AuthState};
 use crate::{
     auth::{Auth, Recheck},
     config::Config,
@@ -98,34 +98,50 @@ impl State {
             crate::auth::Rate::new(cfg.binance.messages_per_s, cfg.binance.messages_burst);
         self.admin.configure(&cfg);
         self.topics.configure(&cfg);
+        // Built with `deflate.inflate_ratio_max`: the next compressed message makes a new one.
+        self.inflater = None;
     }
 
     /// Each WebSocket connection against the new rules: its credential, then its
     /// subscriptions.
     fn recheck_connections(&mut self) -> Applied {
         let mut applied = Applied::default();
+        // `/echo` connections neither authenticate nor subscribe.
         let keys: Vec<u32> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.phase == super::conn::Phase::Ws)
+            .filter(|(_, c)| c.phase == super::conn::Phase::Ws && !c.echo)
             .map(|(k, _)| k)
             .collect();
         let anonymous_ok = self.cfg.auth.allow_anonymous;
+        let auth_deadline = self.now_ms + self.cfg.auth.auth_timeout_ms;
         for key in keys {
-            let conn = &self.conns[key];
+            let conn = &mut self.conns[key];
             let revoked = match conn.ident.as_deref() {
                 Some(ident) => match self.auth.recheck(ident) {
                     Recheck::Same => None,
                     Recheck::Changed(now) => {
                         applied.rights_changed += 1;
-                        self.conns[key].ident = Some(Box::new(now));
+                        conn.ident = Some(Box::new(now));
                         None
                     }
                     Recheck::Revoked(why) => Some(why),
                 },
-                // Before a Centrifugo `connect` the connection has no rights to lose.
-                None if conn.dialect == Dialect::CentrifugoNew => None,
-                None if conn.auth == super::auth::AuthState::Ok && !anonymous_ok => {
+                // Anonymous access turned on: one waiting to authenticate need not.
+                None if conn.auth == AuthState::Pending && anonymous_ok => {
+                    conn.auth = AuthState::Ok;
+                    None
+                }
+                // Turned off: a Centrifugo client before its `connect` must now bring a token
+                // (a `connect` without one is refused) within `auth.auth_timeout_ms`.
+                None if conn.dialect == Dialect::CentrifugoNew && !anonymous_ok => {
+                    if conn.auth == AuthState::Ok {
+                        conn.auth = AuthState::Pending;
+                        conn.deadline_ms = auth_deadline;
+                    }
+                    None
+                }
+                None if conn.auth == AuthState::Ok && !anonymous_ok => {
                     Some("anonymous access withdrawn")
                 }
                 None => None,
@@ -160,7 +176,7 @@ impl State {
         self.conns[key].subs = kept;
         for pattern in &dropped {
             self.unsubscribe_pattern(pattern, key);
-            self.cancel_pending(key, pattern);
+            self.cancel_pending(key, pattern, true);
         }
         dropped
     }

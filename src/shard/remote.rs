@@ -229,7 +229,8 @@ impl State {
         // keeps up to the largest class history of any topic.
         let own = state.history.as_ref().map_or(1, |h| h.capacity()).max(1);
         let max = if state.live {
-            let broker = self.cfg.topics.iter().map(|c| c.history_size).max();
+            // What the bridge set the broker up with: its configuration is the start one.
+            let broker = self.shared.boot.topics.iter().map(|c| c.history_size).max();
             own.max(broker.unwrap_or(0))
         } else {
             own

@@ -199,12 +199,13 @@ impl State {
         };
         subs.remove(i);
         self.unsubscribe_pattern(pattern, key);
-        self.cancel_pending(key, pattern);
+        self.cancel_pending(key, pattern, false);
         true
     }
 
     /// Removes `key` from `pattern` in the index; tells peers when it was the last one here.
     pub(crate) fn unsubscribe_pattern(&mut self, pattern: &str, key: u32) {
+        self.forget_paced_pattern(key, pattern);
         let outcome = self.index.unsubscribe(pattern, key);
         if let UnsubOutcome::Removed { last } = outcome {
             self.presence_changed(key, pattern, false);

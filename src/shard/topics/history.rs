@@ -29,13 +29,12 @@ impl History {
         self.frames.clear();
     }
 
-    /// New bounds (a reload): the newest frames that fit stay. Whether any were dropped.
-    pub(crate) fn resize(&mut self, max: usize, ttl_s: u64) -> bool {
+    /// New bounds (a reload): the newest frames that fit stay.
+    pub(crate) fn resize(&mut self, max: usize, ttl_s: u64) {
         self.max = max;
         self.ttl_ns = ttl_s * 1_000_000_000;
         let excess = self.frames.len().saturating_sub(max);
         self.frames.drain(..excess);
-        excess > 0
     }
 
     pub(crate) fn capacity(&self) -> usize {

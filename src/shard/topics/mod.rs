@@ -20,10 +20,10 @@ pub(crate) use history::History;
 
 use super::{idem::IdemWindow, interest::Interest, remote::RemoteWait};
 use crate::{
-    config::{Config, Lane, SlowPolicy},
+    config::{Config, Delivery, Lane, SlowPolicy},
     frame::{
-        FrameClass, LANE_ALERT, LANE_DATA, LANE_PRIVATE, POLICY_CONFLATE, POLICY_DISCONNECT,
-        POLICY_DROP_OLDEST,
+        DELIVERY_BATCHED, DELIVERY_IMMEDIATE, DELIVERY_THROTTLED, FrameClass, LANE_ALERT,
+        LANE_DATA, LANE_PRIVATE, POLICY_CONFLATE, POLICY_DISCONNECT, POLICY_DROP_OLDEST,
     },
     limits::{TOPIC_RECLAIM_SCAN_MAX, TOPIC_SWEEP_PER_TICK},
 };
@@ -171,10 +171,12 @@ impl Topics {
                 None => state.history = None,
                 Some(c) => match &mut state.history {
                     Some(h) => {
-                        // Cluster mode: the broker may hold what was dropped; fetch again.
-                        if h.resize(c.history_size, c.history_ttl_s) {
+                        // Cluster mode: a larger history may hold more than the broker gave
+                        // the smaller one: fetch again before answering from it.
+                        if c.history_size > h.capacity() {
                             state.history_full = false;
                         }
+                        h.resize(c.history_size, c.history_ttl_s);
                     }
                     None => {
                         state.history =
@@ -284,8 +286,17 @@ fn class_of<'a>(topic: &str, cfg: &'a Config) -> ClassOf<'a> {
             deflate,
             ..FrameClass::DATA
         },
-        |(i, c)| FrameClass {
-            class: i as u16,
+        |(_, c)| FrameClass {
+            delivery: match c.delivery {
+                Delivery::Immediate => DELIVERY_IMMEDIATE,
+                Delivery::Batched => DELIVERY_BATCHED,
+                Delivery::Throttled => DELIVERY_THROTTLED,
+            },
+            pace_us: match c.delivery {
+                Delivery::Immediate => 0,
+                Delivery::Batched => (c.batch_window_ms * 1000).min(u32::MAX as u64) as u32,
+                Delivery::Throttled => 1_000_000 / c.throttle_per_s.max(1),
+            },
             lane: match c.lane {
                 Lane::Alert => LANE_ALERT,
                 Lane::Private => LANE_PRIVATE,
