@@ -325,18 +325,7 @@ async fn rights_follow_the_file(driver: Driver) {
         assert!(done.contains(&field.to_string()), "{field} not in {done:?}");
     }
     assert!(!done.iter().any(|f| f.contains("mesh")), "{done:?}");
-    // Counted as each closed connection is removed.
-    assert_eq!(
-        server
-            .wait_metric_with(
-                "tickcast_connections_closed_total",
-                "reason",
-                "revoked",
-                3.0
-            )
-            .await,
-        3.0
-    );
+    assert_revoked(&server, 3.0).await;
 
     // A broken file: nothing changes, the error is logged and counted.
     file.write("[limits]\nmessage_bytes_max = \"lots\"\n");
@@ -552,18 +541,7 @@ async fn credentials_and_anonymous_access_follow_the_file(driver: Driver) {
     assert!(!done[0].starts_with('{'), "{done:?}");
     let warn = log_fields(&proc, "take effect only after a restart");
     assert!(warn.contains(&"keys=log.format".to_string()), "{warn:?}");
-    // Counted as each closed connection is removed.
-    assert_eq!(
-        server
-            .wait_metric_with(
-                "tickcast_connections_closed_total",
-                "reason",
-                "revoked",
-                3.0
-            )
-            .await,
-        3.0
-    );
+    assert_revoked(&server, 3.0).await;
 }
 
 /// The subscriptions of `user`'s one connection, as `GET /v1/connections` shows them.
@@ -574,4 +552,13 @@ async fn subscriptions_of(server: &Server, user: &str) -> Vec<String> {
     assert_eq!(status, 200, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
     serde_json::from_value(v["connections"][0]["subscriptions"].clone()).unwrap()
+}
+
+/// Exactly `n` connections counted as closed by reloads (counted as each is removed).
+async fn assert_revoked(server: &Server, n: f64) {
+    let metric = "tickcast_connections_closed_total";
+    let counted = server
+        .wait_metric_with(metric, "reason", "revoked", n)
+        .await;
+    assert_eq!(counted, n);
 }
