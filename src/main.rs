@@ -290,7 +290,6 @@ fn serve(mut cfg: Config, load: Loader) -> i32 {
     let echo = cfg.server.echo;
     let limits = cfg.limits.clone();
     let tick_ms = cfg.timeouts.tick_ms;
-    let drain_s = cfg.timeouts.drain_s;
     let deflate = cfg.deflate.enabled;
     let server = match Server::start(cfg) {
         Ok(s) => s,
@@ -373,7 +372,7 @@ fn serve(mut cfg: Config, load: Loader) -> i32 {
                         if sig == signal_hook::consts::SIGUSR2 {
                             if seen == 0 {
                                 tracing::info!(
-                                    drain_s,
+                                    drain_s = reloader.running().timeouts.drain_s,
                                     "draining: no new connections; closing clients with 1012 \
                                      over timeouts.drain_s, then exiting"
                                 );

@@ -32,10 +32,12 @@ impl IdemWindow {
 
     /// Remembers `key` -> `seq`, forgetting the oldest key beyond `max`.
     pub(crate) fn insert(&mut self, key: Box<str>, seq: u64, max: usize, now_ns: u64) {
-        if self.order.len() >= max {
-            if let Some((old, _)) = self.order.pop_front() {
-                self.seqs.remove(&old);
-            }
+        // `while`: a reload may have lowered `max` below what is held.
+        while self.order.len() >= max.max(1) {
+            let Some((old, _)) = self.order.pop_front() else {
+                break;
+            };
+            self.seqs.remove(&old);
         }
         self.seqs.insert(key.clone(), seq);
         self.order.push_back((key, now_ns));
