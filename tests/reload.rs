@@ -76,7 +76,7 @@ fn config(anonymous_subs: &str, keys: &str, extra: &str) -> String {
 fn auth_config(auth: &str, keys: &str, extra: &str) -> String {
     format!(
         "[auth]\nanonymous_pubs = []\n{auth}\n\
-         [[auth.api_keys]]\nname = \"test-admin\"\nsha256 = \"{}\"\nadmin = true\npubs = [\">\"]\n\n\
+         [[auth.api_keys]]\nname = \"test-admin\"\nsha256 = \"{}\"\nadmin = true\npubs = [\">\"]\nsubs = [\">\"]\n\n\
          {keys}\n{extra}\n",
         tickcast::auth::hash_api_key(ADMIN_KEY),
     )
@@ -485,6 +485,9 @@ async fn credentials_and_anonymous_access_follow_the_file(driver: Driver) {
         tokio_tungstenite::connect_async(format!("ws://{}/connection/websocket", server.addr))
             .await
             .unwrap();
+    // Watches the presence of a.x, whose class gets presence on.
+    let mut watcher = connect_with(&server, Some(ADMIN_KEY)).await;
+    sub_ok(&mut watcher, &["presence.a.x"]).await;
     let mut pub_ws = connect_with(&server, Some(pubber)).await;
     send_json(
         &mut pub_ws,
@@ -496,7 +499,7 @@ async fn credentials_and_anonymous_access_follow_the_file(driver: Driver) {
     let after = auth_config(
         "anonymous_subs = [\"public.>\"]\nallow_anonymous = false\n",
         &format!("{key_b}{}", api_key("pubber", pubber, "[]")),
-        "[log]\nformat = \"json\"\n",
+        "[log]\nformat = \"json\"\n\n[[topics]]\npattern = \"a.>\"\npresence = true\n",
     );
     file.write(&after);
     reload(&proc, "ok", 1.0).await;
@@ -514,6 +517,16 @@ async fn credentials_and_anonymous_access_follow_the_file(driver: Driver) {
     send_json(&mut plain, json!({"op":"ping","id":2})).await;
     assert_eq!(recv_json(&mut plain).await["op"], "pong");
     assert_eq!(subscriptions_of(&server, "plain").await, ["a.x"]);
+    // Presence turned on for a.>: the member already there joins.
+    let joined = recv_json(&mut watcher).await;
+    assert_eq!(joined["topic"], "presence.a.x", "{joined}");
+    assert_eq!(
+        (
+            joined["data"]["event"].as_str(),
+            joined["data"]["user"].as_str()
+        ),
+        (Some("join"), Some("plain"))
+    );
     // The key's rights changed under its open connection.
     send_json(
         &mut pub_ws,

@@ -60,9 +60,10 @@ pub struct Applied {
 impl State {
     /// Applies a reloaded configuration (see the module doc) and reports what it did.
     pub(crate) fn reload(&mut self, r: Reload) {
-        self.cfg = r.cfg.clone();
+        let old = std::mem::replace(&mut self.cfg, r.cfg.clone());
         self.auth = r.auth.clone();
         self.prepare_settings();
+        self.presence_reclassed(&old);
         let mut applied = self.recheck_connections();
         applied.shard = self.shard;
         // The signal thread may have stopped waiting (it waits a bounded time).

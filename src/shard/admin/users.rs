@@ -3,7 +3,10 @@
 //! topics that do not use them.
 
 use super::*;
-use crate::shard::{State, conn::Conn};
+use crate::shard::{
+    State,
+    conn::{Conn, Phase},
+};
 use crate::{
     frame::OutFrame,
     protocol::push_json_str,
@@ -77,13 +80,41 @@ impl State {
     /// `topic` is an exact topic whose class has presence on (and the presence topic is not
     /// over the topic length limit).
     pub(super) fn presence_event(&mut self, user: &str, no: u64, topic: &str, join: bool) {
-        if is_wildcard(topic) || topic.starts_with("presence.") {
+        if is_wildcard(topic) || topic.starts_with("presence.") || !has_presence(&self.cfg, topic) {
             return;
         }
-        let class = self.cfg.topics.iter().find(|c| matches(&c.pattern, topic));
-        if !class.is_some_and(|c| c.presence) {
+        self.publish_presence(user, no, topic, join);
+    }
+
+    /// A reload changed which classes have presence (`reload.rs`; `old`: the configuration
+    /// before): the members of exact topics whose class turned it on `join`, of those whose
+    /// class turned it off `leave`, so a presence view never keeps a ghost nor loses a member.
+    pub(in crate::shard) fn presence_reclassed(&mut self, old: &Config) {
+        if !self.admin.presence && !old.topics.iter().any(|c| c.presence) {
             return;
         }
+        let mut events = Vec::new();
+        for (_, conn) in self.conns.iter() {
+            let Some(ident) = conn.ident.as_ref().filter(|_| conn.phase == Phase::Ws) else {
+                continue;
+            };
+            for topic in &conn.subs {
+                if is_wildcard(topic) || topic.starts_with("presence.") {
+                    continue;
+                }
+                let now = has_presence(&self.cfg, topic);
+                if has_presence(old, topic) != now {
+                    events.push((ident.user.clone(), conn.no, topic.clone(), now));
+                }
+            }
+        }
+        for (user, no, topic, join) in events {
+            self.publish_presence(&user, no, &topic, join);
+        }
+    }
+
+    /// Publishes a presence event of `topic` (see [`State::presence_event`]).
+    fn publish_presence(&mut self, user: &str, no: u64, topic: &str, join: bool) {
         let presence_topic = format!("presence.{topic}");
         if validate_topic(&presence_topic).is_err() {
             return;
@@ -122,4 +153,10 @@ impl State {
             self.enqueue(key, frame.clone());
         }
     }
+}
+
+/// Whether the class of exact topic `topic` has presence on in `cfg`.
+fn has_presence(cfg: &Config, topic: &str) -> bool {
+    let class = cfg.topics.iter().find(|c| matches(&c.pattern, topic));
+    class.is_some_and(|c| c.presence)
 }
