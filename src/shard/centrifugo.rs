@@ -383,6 +383,12 @@ impl State {
                 .and_then(|b| std::str::from_utf8(b).ok())
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(0);
+        // Its channel was withdrawn while it waited (a reload or refresh took the right; the
+        // client also got the `unsubscribe` push): refused, as a new subscribe would be.
+        if p.topics.is_empty() {
+            let msg = "permission denied";
+            return self.cf_error(key, id, error::PERMISSION_DENIED, msg);
+        }
         let Some(pos) = p.positions.into_iter().next() else {
             return;
         };
