@@ -85,6 +85,15 @@ pub fn connect(c: &Common, a: &ConnectArgs) -> Res<()> {
         }
         _ => None,
     };
+    // Anonymous memory only (heap, stacks): the total also counts the pages of the binary's
+    // code that connecting touches for the first time, which grow with the code, not with
+    // the connections.
+    let anon_per_conn = match (rss_before, rss_after) {
+        (Some(b), Some(a)) if conn.ok > 0 => {
+            Some((a.rss_anon_bytes as f64 - b.rss_anon_bytes as f64) / conn.ok as f64)
+        }
+        _ => None,
+    };
     let mut result = base_json("connect", c, workers);
     let obj = result.as_object_mut().expect("object");
     let fields = json!({
@@ -99,7 +108,9 @@ pub fn connect(c: &Common, a: &ConnectArgs) -> Res<()> {
         "rss_before_kib": rss_before.map(|m| m.vm_rss_bytes / 1024),
         "rss_connected_kib": rss_connected.map(|m| m.vm_rss_bytes / 1024),
         "rss_after_kib": rss_after.map(|m| m.vm_rss_bytes / 1024),
+        "rss_anon_before_kib": rss_before.map(|m| m.rss_anon_bytes / 1024),
         "rss_anon_after_kib": rss_after.map(|m| m.rss_anon_bytes / 1024),
+        "rss_anon_per_conn_bytes": anon_per_conn.map(|x| x.round()),
         "rss_per_conn_bytes": per_conn(rss_after).map(|x| x.round()),
         "rss_per_conn_connected_bytes": per_conn(rss_connected).map(|x| x.round()),
     });
@@ -147,7 +158,10 @@ pub fn connect(c: &Common, a: &ConnectArgs) -> Res<()> {
         ));
         t.push((
             "RSS per connection".into(),
-            format!("{} B", result["rss_per_conn_bytes"]),
+            format!(
+                "{} B  (anonymous memory only: {} B)",
+                result["rss_per_conn_bytes"], result["rss_anon_per_conn_bytes"]
+            ),
         ));
     }
     report::emit(&t, &result, c.json_out.as_deref());
