@@ -23,7 +23,7 @@ use crate::config::Tls as TlsConfig;
 /// ALPN: tickcast speaks HTTP/1.1 (the WebSocket upgrade) on its TLS port.
 const ALPN_HTTP11: &[u8] = b"http/1.1";
 
-/// The TLS listener's shared state: the current server configuration and where it came from.
+/// The TLS listener's shared state: the server configuration new connections get.
 pub struct TlsState {
     current: RwLock<Arc<ServerConfig>>,
 }

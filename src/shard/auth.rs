@@ -351,6 +351,26 @@ impl State {
             .is_some_and(|i| i.pubs.allows_topic(topic))
     }
 
+    /// Unsubscribes `key` from what it may no longer subscribe to (after a token refresh or a
+    /// reload); returns those patterns. A Centrifugo client's join and leave pushes
+    /// (`presence.<channel>`) go with the channel's right.
+    pub(crate) fn withdraw_forbidden(&mut self, key: u32) -> Vec<Box<str>> {
+        let subs = std::mem::take(&mut self.conns[key].subs);
+        let centrifugo = self.conns[key].dialect.is_centrifugo();
+        let (kept, dropped): (Vec<_>, Vec<_>) = subs.into_iter().partition(|p| {
+            let channel = p
+                .strip_prefix(crate::dialect::centrifugo::PRESENCE_PREFIX)
+                .filter(|_| centrifugo);
+            self.may_subscribe(key, channel.unwrap_or(p))
+        });
+        self.conns[key].subs = kept;
+        for pattern in &dropped {
+            self.unsubscribe_pattern(pattern, key);
+            self.cancel_pending(key, pattern, true);
+        }
+        dropped
+    }
+
     /// The `auth` op: authenticates an anonymous connection or refreshes a token. A refresh
     /// must be for the same user; subscriptions the new token no longer allows are dropped
     /// and listed in the ack. An invalid token closes the connection (1008).

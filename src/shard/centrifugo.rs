@@ -239,6 +239,21 @@ impl State {
         Some(exp.saturating_sub(now))
     }
 
+    /// Channels a refresh or a reload took the right to are gone: an `unsubscribe` push each
+    /// (2000: the SDK does not subscribe again). Their join and leave pushes
+    /// (`presence.<channel>`) went with them and get none.
+    pub(super) fn centrifugo_withdrawn(&mut self, key: u32, dropped: &[Box<str>]) {
+        for channel in dropped
+            .iter()
+            .filter(|c| !c.starts_with(cf::PRESENCE_PREFIX))
+        {
+            self.reply_with(key, |out| {
+                let code = cf::UNSUBSCRIBE_SERVER;
+                cf::unsubscribe_push(out, channel, code, "permission denied")
+            });
+        }
+    }
+
     /// `refresh`: a fresh token for the same user keeps the connection and its subscriptions.
     fn centrifugo_refresh(&mut self, key: u32, id: u32, token: &str) -> bool {
         match self.take_token(key, token) {
@@ -246,18 +261,7 @@ impl State {
                 let client = format!("{}-{}", self.shard, self.conns[key].no);
                 let ttl = self.centrifugo_ttl(key);
                 self.reply_with(key, |out| cf::refresh_result(out, id, &client, ttl));
-                // Channels the new token no longer allows are gone (2000: the SDK does not
-                // subscribe again).
-                // (Their join and leave pushes went with them: `take_token`.)
-                for channel in dropped
-                    .iter()
-                    .filter(|c| !c.starts_with(cf::PRESENCE_PREFIX))
-                {
-                    self.reply_with(key, |out| {
-                        let code = cf::UNSUBSCRIBE_SERVER;
-                        cf::unsubscribe_push(out, channel, code, "permission denied")
-                    });
-                }
+                self.centrifugo_withdrawn(key, &dropped);
                 true
             }
             TokenOutcome::Invalid(crate::auth::AuthError::Expired) => {

@@ -317,9 +317,11 @@ impl State {
             }),
             _ => {
                 let mut json = Vec::with_capacity(64 + 64 * p.positions.len());
+                // Positions of patterns withdrawn meanwhile leave the ack with them.
                 let positions: Vec<protocol::TopicPosition<'_>> = p
                     .positions
                     .iter()
+                    .filter(|pos| p.topics.iter().any(|t| matches(t, &pos.topic)))
                     .map(|pos| protocol::TopicPosition {
                         topic: &pos.topic,
                         seq: pos.seq,

@@ -1,15 +1,15 @@
-//! A configuration reload on this shard (SIGHUP, `systemctl reload`; docs/OPERATIONS.md
-//! "Reloading the configuration").
+//! A configuration reload on this shard (SIGHUP, `systemctl reload`; docs/CONFIG.md
+//! "Reloading").
 //!
-//! The signal thread loads and checks the new file (`topology::Server::reload`), then sends
+//! The signal thread loads and checks the new file (`topology::Reloader::reload`), then sends
 //! every shard the same [`Reload`]: the new configuration and the verifier built from it, both
 //! immutable and shared. A shard applies it in one section, between two others, so no request
 //! sees half of each: it swaps [`State::cfg`] and [`State::auth`], rebuilds what it prepared
-//! from them once (rates, queue bounds, topic classes of the topics it owns, the Binance stream
-//! templates, the compression threshold), then takes from its connections what the new
-//! configuration no longer allows:
-//! - a connection whose API key is gone (or renamed), whose JWT signing key is gone, or that
-//!   is anonymous where anonymous access was turned off is closed with 4003;
+//! from them once (rates, queue bounds, the topic classes of the topics it owns, the inflater,
+//! presence), then takes from its connections what the new configuration no longer allows:
+//! - a connection whose API key is gone (or renamed), whose JWT signing key is gone, whose
+//!   JWT lacks an `exp` now required, or that is anonymous where anonymous access was turned
+//!   off is closed with 4003;
 //! - a subscription the connection's rights no longer allow is removed, and the client told:
 //!   protocol v1 an `error` `forbidden` naming the pattern, Centrifugo an `unsubscribe` push
 //!   (code 2000); a Binance client, whose protocol cannot tell it, is closed with 4003.
@@ -24,7 +24,7 @@ use super::{State, auth::AuthState};
 use crate::{
     auth::{Auth, Recheck},
     config::Config,
-    dialect::{Dialect, centrifugo as cf},
+    dialect::Dialect,
     protocol::{self, ErrorCode},
     stats::CloseReason,
     ws::close as cc,
@@ -164,24 +164,6 @@ impl State {
         applied
     }
 
-    /// Unsubscribes `key` from what it may no longer subscribe to (after a token refresh or a
-    /// reload); returns those patterns. A Centrifugo client's join and leave pushes
-    /// (`presence.<channel>`) go with the channel's right.
-    pub(crate) fn withdraw_forbidden(&mut self, key: u32) -> Vec<Box<str>> {
-        let subs = std::mem::take(&mut self.conns[key].subs);
-        let centrifugo = self.conns[key].dialect.is_centrifugo();
-        let (kept, dropped): (Vec<_>, Vec<_>) = subs.into_iter().partition(|p| {
-            let channel = p.strip_prefix(cf::PRESENCE_PREFIX).filter(|_| centrifugo);
-            self.may_subscribe(key, channel.unwrap_or(p))
-        });
-        self.conns[key].subs = kept;
-        for pattern in &dropped {
-            self.unsubscribe_pattern(pattern, key);
-            self.cancel_pending(key, pattern, true);
-        }
-        dropped
-    }
-
     /// Tells a client which of its subscriptions a reload took away, in its protocol; whether
     /// that closed the connection.
     fn tell_withdrawn(&mut self, key: u32, dropped: &[Box<str>]) -> bool {
@@ -199,21 +181,7 @@ impl State {
                 self.close_code(key, cc::FORBIDDEN, &text, CloseReason::Revoked);
                 return true;
             }
-            Dialect::Centrifugo | Dialect::CentrifugoNew => {
-                for channel in dropped
-                    .iter()
-                    .filter(|c| !c.starts_with(cf::PRESENCE_PREFIX))
-                {
-                    self.reply_with(key, |out| {
-                        cf::unsubscribe_push(
-                            out,
-                            channel,
-                            cf::UNSUBSCRIBE_SERVER,
-                            "permission denied",
-                        )
-                    });
-                }
-            }
+            Dialect::Centrifugo | Dialect::CentrifugoNew => self.centrifugo_withdrawn(key, dropped),
             Dialect::V1 => {
                 for pattern in dropped {
                     self.reply_with(key, |out| {

@@ -168,7 +168,10 @@ impl Topics {
             state.frame_class = frame_class;
             state.cache = class.is_some_and(|c| c.cache);
             match class.filter(|c| c.history_size > 0) {
-                None => state.history = None,
+                None => {
+                    state.history = None;
+                    state.history_full = false;
+                }
                 Some(c) => match &mut state.history {
                     Some(h) => {
                         // Cluster mode: a larger history may hold more than the broker gave
