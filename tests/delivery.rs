@@ -234,7 +234,7 @@ async fn batched_delivery_coalesces_writes(driver: Driver) {
 }
 
 async fn throttled_delivery_sends_the_latest(driver: Driver) {
-    let server = Server::with_topics(
+    let mut server = Server::with_topics(
         driver,
         r#"[{pattern="mon.>",delivery="throttled",throttle_per_s=2}]"#,
         &[],
@@ -259,4 +259,16 @@ async fn throttled_delivery_sends_the_latest(driver: Driver) {
         "throttled to the latest values, 2/s: {seqs:?} in {elapsed:?}"
     );
     assert!(server.metric("tickcast_conflated_total").await >= 1.0);
+    // A throttled subscriber that leaves takes its throttle slots with it, and the shard
+    // goes on (this once crashed the process: its slots were looked up after it was gone).
+    let closed = server.metric("tickcast_connections_closed_total").await;
+    drop(sub);
+    server
+        .wait_metric("tickcast_connections_closed_total", closed + 1.0)
+        .await;
+    let (mut again, _) = connect(&server).await;
+    subscribe(&mut again, 2, &["mon.load"]).await;
+    let last = flood(&mut p, &["mon.load"], 1, 10).await;
+    while recv_json(&mut again).await["seq"].as_u64() != Some(last["mon.load"]) {}
+    server.assert_alive();
 }

@@ -213,7 +213,12 @@ impl State {
         let Some(slots) = self.pacer.slots.get_mut(&key) else {
             return;
         };
-        let subs = &self.conns[key].subs;
+        // A connection being removed is out of the slab already (`remove_conn` unsubscribes
+        // it after `Conns::remove`); its slots all go with `forget_paced` then.
+        let Some(conn) = self.conns.get(key) else {
+            return;
+        };
+        let subs = &conn.subs;
         slots.retain(|s| {
             !crate::pubsub::topic::matches(pattern, &s.topic)
                 || subs

@@ -217,6 +217,14 @@ impl Server {
             .expect("VmRSS in /proc/PID/status")
     }
 
+    /// The process still runs (it did not crash on what the test did so far).
+    pub fn assert_alive(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let status = child.try_wait().expect("try_wait");
+            assert!(status.is_none(), "tickcast exited: {status:?}");
+        }
+    }
+
     /// SIGKILL: the process dies at once, closing nothing cleanly (a crashed node).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -377,8 +385,16 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // A server that ended by itself while the test ran crashed (a panic exits with
+            // status 70): the test fails even if everything it checked held.
+            let exited = child.try_wait().ok().flatten();
             let _ = child.kill();
             let _ = child.wait();
+            if let Some(status) = exited {
+                if !std::thread::panicking() {
+                    panic!("tickcast exited by itself during the test: {status}");
+                }
+            }
         }
     }
 }
