@@ -28,6 +28,17 @@ pub const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// cannot starve the rest of its shard.
 pub const READS_PER_WAKE_MAX: usize = 4;
 
+/// Readiness events taken per wait on a shard's readiness set (`shard::conn::poll`), and so
+/// connections read per section: 256 × 12-byte events is a 3 KiB buffer per shard; a fuller
+/// set is waited on again after the flusher ran, so writes are not held back by a burst of
+/// readers (a handshake storm).
+pub const EVENTS_PER_WAIT: usize = 256;
+
+/// Connections accepted per wake of a listener before the shard's other tasks run
+/// (`shard::accept`): a burst of handshakes is taken in batches, not one task wake each,
+/// without starving the connections already open.
+pub const ACCEPTS_PER_WAKE: usize = 64;
+
 /// Frames gathered into one `sendmsg`. Linux allows 1024 (IOV_MAX); 64 already turns a
 /// backlog of small frames into one write of several KiB, where the per-write kernel cost
 /// (~4 µs at 10k sockets) is amortised ~64 times, and keeps the iovec array at 1 KiB of stack.

@@ -471,7 +471,7 @@ async fn shard_main(
     ready: mpsc::Sender<Result<&'static str, String>>,
 ) -> Result<(), String> {
     let demo_feed = shared.boot.server.demo_feed;
-    let shard = Shard::new(id, shared);
+    let shard = Shard::new(id, shared)?;
     if demo_feed {
         // A publisher like any other, on the shard's runtime (`crate::ingest::demo`).
         monoio::spawn(crate::ingest::demo::demo_task(shard.clone()));

@@ -3,16 +3,24 @@
 use std::{
     hash::{Hash, Hasher},
     net::{IpAddr, SocketAddr},
+    os::fd::OwnedFd,
     rc::Rc,
     sync::atomic::Ordering,
     time::Duration,
 };
 
-use monoio::net::{TcpListener, TcpStream};
+use monoio::net::TcpListener;
+use rustix::{io::Errno, net::SocketFlags};
 
 use super::{Shard, conn::Conn};
+use crate::limits::ACCEPTS_PER_WAKE;
 
 /// `tls`: the connections of this listener speak TLS (see `super::tls`).
+///
+/// Accepts in batches: once the listener is readable, `accept4` until the backlog is empty
+/// (or `ACCEPTS_PER_WAKE` were taken, then the shard's other tasks run first). A burst of
+/// handshakes costs one wake of this task per batch, not an operation and a wake per
+/// connection.
 pub async fn accept_loop(shard: Rc<Shard>, listener: Rc<TcpListener>, tls: bool) {
     let mut errors_logged = 0u32;
     // Connections are capped below the descriptor limit (`Shared::accept_cap`), so the process
@@ -20,47 +28,73 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: Rc<TcpListener>, tls: bool)
     // descriptor leak), one is kept in reserve to accept a waiting connection and answer 503
     // rather than leave it unanswered in the backlog (a health check would hang).
     let mut spare = open_spare();
+    let fd = crate::sys::fd_of(&*listener);
     loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => shard.on_accept(stream, peer, tls),
-            Err(e) => {
-                {
-                    let st = shard.st.borrow();
-                    if st.stopping || st.drain.is_some() {
-                        // The listener was shut down on purpose.
-                        return;
-                    }
+        let mut taken = 0;
+        let outcome = loop {
+            if taken == ACCEPTS_PER_WAKE {
+                break Ok(true);
+            }
+            match rustix::net::acceptfrom_with(fd, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC) {
+                Ok((sock, peer)) => {
+                    taken += 1;
+                    let peer = peer
+                        .and_then(|p| SocketAddr::try_from(p).ok())
+                        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+                    shard.on_accept(sock, peer, tls);
                 }
-                let out_of_fds =
-                    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE));
-                let mut answered = false;
-                if out_of_fds && spare.take().is_some() {
-                    if let Ok(sock) = rustix::net::accept(crate::sys::fd_of(&*listener)) {
-                        refuse(&sock);
-                        answered = true;
-                    }
-                }
-                // Another thread may have taken the freed descriptor: retried on every error.
-                if spare.is_none() {
-                    spare = open_spare();
-                }
-                if answered {
-                    let mut st = shard.st.borrow_mut();
-                    st.stats.c.accepted += 1;
-                    st.stats.c.fd_rejects += 1;
-                    st.stats.c.limit_rejects += 1;
-                    st.stats.closed(crate::stats::CloseReason::Rejected);
-                    continue;
-                }
-                // EMFILE/ENFILE/ENOBUFS: the connection stays in the backlog; back off
-                // instead of spinning on it.
-                if errors_logged < 10 || errors_logged.is_power_of_two() {
-                    tracing::warn!(shard = shard.id, error = %e, "accept failed");
-                }
-                errors_logged = errors_logged.saturating_add(1);
-                monoio::time::sleep(Duration::from_millis(20)).await;
+                Err(Errno::AGAIN) => break Ok(false),
+                // A connection reset while it waited in the backlog; the next may be fine.
+                Err(Errno::INTR | Errno::CONNABORTED) => {}
+                Err(e) => break Err(e),
+            }
+        };
+        let e = match outcome {
+            Ok(true) => {
+                super::YieldNow(false).await;
+                continue;
+            }
+            Ok(false) => {
+                // A failed poll shows up as an error of the next accept.
+                let _ = listener.readable(false).await;
+                continue;
+            }
+            Err(e) => std::io::Error::from(e),
+        };
+        {
+            let st = shard.st.borrow();
+            if st.stopping || st.drain.is_some() {
+                // The listener was shut down on purpose.
+                return;
             }
         }
+        let out_of_fds = matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE));
+        let mut answered = false;
+        if out_of_fds && spare.take().is_some() {
+            if let Ok(sock) = rustix::net::accept(fd) {
+                refuse(&sock);
+                answered = true;
+            }
+        }
+        // Another thread may have taken the freed descriptor: retried on every error.
+        if spare.is_none() {
+            spare = open_spare();
+        }
+        if answered {
+            let mut st = shard.st.borrow_mut();
+            st.stats.c.accepted += 1;
+            st.stats.c.fd_rejects += 1;
+            st.stats.c.limit_rejects += 1;
+            st.stats.closed(crate::stats::CloseReason::Rejected);
+            continue;
+        }
+        // EMFILE/ENFILE/ENOBUFS: the connection stays in the backlog; back off instead of
+        // spinning on it.
+        if errors_logged < 10 || errors_logged.is_power_of_two() {
+            tracing::warn!(shard = shard.id, error = %e, "accept failed");
+        }
+        errors_logged = errors_logged.saturating_add(1);
+        monoio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -88,7 +122,7 @@ pub(super) fn ip_bucket(ip: IpAddr) -> u32 {
 }
 
 impl Shard {
-    fn on_accept(self: &Rc<Self>, stream: TcpStream, peer: SocketAddr, tls: bool) {
+    fn on_accept(self: &Rc<Self>, sock: OwnedFd, peer: SocketAddr, tls: bool) {
         let mut st = self.st.borrow_mut();
         st.stats.c.accepted += 1;
         if st.stopping {
@@ -99,7 +133,7 @@ impl Shard {
         let open = self.shared.connections.fetch_add(1, Ordering::Relaxed);
         if open >= self.shared.accept_cap {
             self.shared.connections.fetch_sub(1, Ordering::Relaxed);
-            refuse(&crate::sys::fd_of(&stream));
+            refuse(&sock);
             st.stats.c.fd_rejects += 1;
             st.stats.c.limit_rejects += 1;
             st.stats.closed(crate::stats::CloseReason::Rejected);
@@ -126,23 +160,31 @@ impl Shard {
             },
         };
         // Latency first: tickcast coalesces frames itself, Nagle would only delay them.
-        let _ = stream.set_nodelay(true);
+        let _ = rustix::net::sockopt::set_tcp_nodelay(&sock, true);
         let lowat = st.cfg.server.tcp_notsent_lowat_bytes;
         if lowat > 0 {
-            let _ = crate::sys::set_tcp_notsent_lowat(crate::sys::fd_of(&stream), lowat);
+            use std::os::fd::AsFd;
+            let _ = crate::sys::set_tcp_notsent_lowat(sock.as_fd(), lowat);
         }
         let ip = peer.ip().to_canonical();
-        let bucket = ip_bucket(ip);
-        self.shared.per_ip[bucket as usize].fetch_add(1, Ordering::Relaxed);
         let now = st.clock();
         let deadline = now + st.cfg.timeouts.handshake_ms;
-        let stream = Rc::new(stream);
-        let mut conn = Conn::new(stream.clone(), ip, now, deadline);
+        let mut conn = Conn::new(sock, ip, now, deadline);
         conn.tls = tls;
-        // Numbered, and holding a handshake slot until its upgrade or removal.
-        let key = st.conns.insert(conn);
-        drop(st);
-        monoio::spawn(super::conn::conn_task(self.clone(), key, stream));
+        // Numbered, in the readiness set, and holding a handshake slot until its upgrade or
+        // removal. From here on it is read when its socket is readable (`conn::poll`).
+        if let Err(e) = st.conns.insert(conn) {
+            // The kernel refused the readiness registration (fs.epoll.max_user_watches,
+            // memory): the connection is closed unanswered, like one over the limits.
+            self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+            st.stats.c.limit_rejects += 1;
+            st.stats.closed(crate::stats::CloseReason::Rejected);
+            if st.stats.c.limit_rejects.is_power_of_two() {
+                tracing::warn!(shard = self.id, error = %e, "connection refused: epoll_ctl failed");
+            }
+            return;
+        }
+        self.shared.per_ip[ip_bucket(ip) as usize].fetch_add(1, Ordering::Relaxed);
     }
 }
 

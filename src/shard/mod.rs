@@ -3,9 +3,10 @@
 //!
 //! All shard state lives in one [`State`] behind a `RefCell`, made of parts that own their
 //! state (connections, subscriptions, interest, topics, recovery, pacing, admin, HTTP waiters,
-//! the mesh endpoint, statistics; see [`State`]). Tasks (accept, one reader per connection,
-//! the mesh dispatcher, the timer, drain tasks for blocked sockets) borrow it only in
-//! synchronous sections, never across an `.await`. Every section ends with
+//! the mesh endpoint, statistics; see [`State`]). Tasks (accept, the readiness task that reads
+//! every connection its readiness set reports, the again task, the mesh dispatcher, the timer,
+//! a reply task per HTTP request waiting for other shards) borrow it only in synchronous
+//! sections, never across an `.await`; a connection has no task of its own (`conn/poll.rs`). Every section ends with
 //! [`Shard::finish`], which wakes the peers it sent to and schedules the flusher: once per
 //! scheduler round, after every task already ready has run, the flusher writes each dirtied
 //! connection once (one vectored write for all its new frames).
@@ -177,6 +178,8 @@ pub struct Shard {
     flusher: Cell<Option<Waker>>,
     /// The pacer task's waker while nothing is paced (see `pacing`).
     pacer_waker: Cell<Option<Waker>>,
+    /// The again task's waker while no connection is listed again (`conn::again_task`).
+    again_waker: Cell<Option<Waker>>,
 }
 
 /// Everything a shard owns. Mutated only by the shard's own thread.
@@ -198,8 +201,8 @@ pub struct State {
     /// Settings: the token verifier built from [`State::cfg`], replaced with it.
     pub auth: Arc<crate::auth::Auth>,
     /// **Connections** (`conn/`, `conn/conns.rs`): every connection, with its numbering, the
-    /// handshake slots, the fan-out round, the dirty list, drain tasks to start and paused
-    /// readers.
+    /// handshake slots, the fan-out round, the dirty list, the readiness set and the
+    /// connections to look at again.
     pub conns: conn::Conns,
     /// **Subscriptions** (`crate::pubsub::index`; `subscribe.rs`, `fanout.rs`): which local
     /// connection subscribes to which pattern.
@@ -269,7 +272,8 @@ pub struct State {
 
 impl Shard {
     /// On the shard's own thread (topology.rs), which is where its frames get compressed.
-    pub fn new(id: usize, shared: Arc<Shared>) -> Rc<Shard> {
+    /// Fails only if the kernel refuses the connections' readiness set (an epoll instance).
+    pub fn new(id: usize, shared: Arc<Shared>) -> Result<Rc<Shard>, String> {
         let mesh = ShardMesh::new(shared.mesh.clone(), id, shared.boot.mesh.spill_max);
         let mut ping = Vec::with_capacity(2);
         crate::ws::frame::encode_frame(&mut ping, crate::ws::frame::OP_PING, b"");
@@ -281,7 +285,8 @@ impl Shard {
             // Reserved at the most this shard may hold.
             conns: conn::Conns::with_capacity(
                 shared.boot.limits.connections_max / shared.shards + 1,
-            ),
+            )
+            .map_err(|e| format!("shard {id}: epoll_create: {e}"))?,
             index: LocalIndex::default(),
             stats: ShardStats::new(id),
             mesh,
@@ -311,7 +316,7 @@ impl Shard {
             admin: admin::AdminState::new(&shared.boot),
         };
         st.prepare_settings();
-        Rc::new(Shard {
+        Ok(Rc::new(Shard {
             id,
             shared,
             st: RefCell::new(st),
@@ -321,12 +326,14 @@ impl Shard {
             flush_pending: Cell::new(false),
             flusher: Cell::new(None),
             pacer_waker: Cell::new(None),
-        })
+            again_waker: Cell::new(None),
+        }))
     }
 
     /// Ends a synchronous section: wakes the peers it sent to, schedules the flusher for the
-    /// connections it dirtied, wakes a parked dispatcher whose rings filled, and starts drain
-    /// tasks for sockets that filled up. Wakes and spawns happen after the borrow is released.
+    /// connections it dirtied, wakes a parked dispatcher whose rings filled, wakes the again
+    /// task for connections listed again, and starts a reply task for each HTTP request that
+    /// now waits for other shards. Wakes and spawns happen after the borrow is released.
     pub fn finish(self: &Rc<Self>, mut st: RefMut<'_, State>) {
         // monoio runs its timers only when the runtime parks, so a busy shard's pacer ticks
         // late: every section also releases the batched and throttled deliveries that are due
@@ -336,12 +343,14 @@ impl Shard {
         }
         st.mesh.flush();
         let dirty = st.conns.has_dirty();
-        let drains = st.conns.take_drains();
+        let again = st.conns.has_again();
+        let awaits = st.conns.take_awaits();
         let wake_pacer = std::mem::take(&mut st.pacer.wake);
-        let to_wake = st.conns.take_unpaused();
         drop(st);
-        for waker in to_wake {
-            waker.wake();
+        if again {
+            if let Some(waker) = self.again_waker.take() {
+                waker.wake();
+            }
         }
         if wake_pacer {
             if let Some(waker) = self.pacer_waker.take() {
@@ -366,8 +375,8 @@ impl Shard {
                 self.dispatcher_parked.set(Some(waker));
             }
         }
-        for (key, epoch, stream) in drains {
-            monoio::spawn(conn::drain_task(self.clone(), key, epoch, stream));
+        for (key, epoch, answer) in awaits {
+            monoio::spawn(conn::reply_task(self.clone(), key, epoch, answer));
         }
     }
 
@@ -377,13 +386,21 @@ impl Shard {
         (listener, tls_listener): (std::net::TcpListener, Option<std::net::TcpListener>),
         on_ready: impl FnOnce(),
     ) -> Result<(), String> {
-        let listener = monoio::net::TcpListener::from_std(listener)
+        // Connections are read through the readiness set, not a task each.
+        monoio::spawn(conn::readiness_task(self.clone()));
+        monoio::spawn(conn::again_task(self.clone()));
+        // The accept loop takes connections with nonblocking `accept4` calls.
+        let listener = listener
+            .set_nonblocking(true)
+            .and_then(|()| monoio::net::TcpListener::from_std(listener))
             .map_err(|e| format!("shard {}: listener: {e}", self.id))?;
         let listener = Rc::new(listener);
         self.st.borrow_mut().listeners.push(listener.clone());
         monoio::spawn(accept::accept_loop(self.clone(), listener, false));
         if let Some(tls_listener) = tls_listener {
-            let tls_listener = monoio::net::TcpListener::from_std(tls_listener)
+            let tls_listener = tls_listener
+                .set_nonblocking(true)
+                .and_then(|()| monoio::net::TcpListener::from_std(tls_listener))
                 .map_err(|e| format!("shard {}: TLS listener: {e}", self.id))?;
             let tls_listener = Rc::new(tls_listener);
             self.st.borrow_mut().listeners.push(tls_listener.clone());

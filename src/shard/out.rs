@@ -4,8 +4,8 @@
 //! Writes are direct nonblocking syscalls, not io_uring ops: the kernel TCP path dominates a
 //! small write (~1-4 µs here; perf/README.md, "The floor") and one io_uring submit per send gains
 //! nothing, while a direct write needs no owned buffer, no per-connection task and no
-//! completion bookkeeping. Only a connection whose socket buffer is full waits, on io_uring's
-//! POLLOUT, in a drain task (`super::conn`).
+//! completion bookkeeping. A connection whose socket buffer is full is written again when the
+//! shard's readiness set reports the socket writable (`super::conn`).
 
 use std::{collections::VecDeque, io::IoSlice, os::fd::BorrowedFd};
 

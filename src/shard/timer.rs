@@ -72,7 +72,7 @@ impl State {
         let message_ms = t.message_ms;
         for (key, conn) in self.conns.iter() {
             match conn.phase {
-                // A request waiting for other shards (HttpBusy) is bounded by its reader task's
+                // A request waiting for other shards (HttpBusy) is bounded by its reply task's
                 // own timeout, which answers 503 instead of dropping the connection.
                 Phase::Http if now >= conn.deadline_ms => {
                     expired.push((key, CloseReason::HandshakeTimeout))

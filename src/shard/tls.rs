@@ -25,6 +25,7 @@
 use std::{
     io::{self, IoSlice, Read, Write},
     mem,
+    os::fd::AsFd,
     os::fd::BorrowedFd,
 };
 
@@ -39,7 +40,7 @@ use super::{
     conn::Conn,
     out::{Flush, OutQueue},
 };
-use crate::{limits::READ_CHUNK_BYTES, stats::CloseReason, stats::ShardStats, sys::fd_of};
+use crate::{limits::READ_CHUNK_BYTES, stats::CloseReason, stats::ShardStats};
 
 /// One TLS connection's state (boxed in [`Conn::tls`]).
 #[derive(Debug)]
@@ -133,8 +134,8 @@ impl State {
         if let Err(e) = result {
             let established = tls.established;
             // The alert rustls queued for the error gets one nonblocking write, then the
-            // connection ends (its reader task removes it; a failed handshake is counted then).
-            let _ = tls.session.write_tls(&mut SockWriter(fd_of(&*conn.stream)));
+            // connection ends (its next read step removes it; a failed handshake is counted then).
+            let _ = tls.session.write_tls(&mut SockWriter(conn.fd.as_fd()));
             tracing::debug!(shard = self.shard, conn = key, error = %e, "TLS error");
             let reason = if established {
                 CloseReason::IoError
@@ -168,15 +169,15 @@ impl Conn {
         stats: &mut ShardStats,
     ) -> Flush {
         match &mut self.tls {
-            None => self.out.flush(fd_of(&*self.stream), now_ns, stats),
-            Some(tls) => tls.flush(&mut self.out, fd_of(&*self.stream), closing, now_ns, stats),
+            None => self.out.flush(self.fd.as_fd(), now_ns, stats),
+            Some(tls) => tls.flush(&mut self.out, self.fd.as_fd(), closing, now_ns, stats),
         }
     }
 
     /// A slow consumer's close frame, tried once without waiting (see `slow_consumer`): true if
     /// it left completely (for TLS: with close_notify after it).
     pub(super) fn send_final(&mut self, frame: &[u8], stats: &mut ShardStats) -> bool {
-        let sock = fd_of(&*self.stream);
+        let sock = self.fd.as_fd();
         match &mut self.tls {
             None => {
                 let flags = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;

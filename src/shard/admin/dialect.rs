@@ -101,7 +101,7 @@ impl State {
             Kind::Centrifugo(Box::new(ask)),
             crate::shard::cluster_api::ClusterStep::None,
         );
-        // No reader task awaits it: the answer goes to the connection (`centrifugo_answer`).
+        // No reply task awaits it: the answer goes to the connection (`centrifugo_answer`).
         let (token, _) = self.http_waiters.add(false, Some(Box::new(gather)));
         self.admin_send(token, query, to);
     }

@@ -10,20 +10,23 @@
 //!   takes the list ([`Conns::take_dirty`]) and skips keys whose connection is gone or was
 //!   written meanwhile (a key already given to a new connection that is dirty itself is
 //!   flushed: harmless, that connection had bytes to write).
-//! - A drain task is asked for at most once per blocked socket ([`Writes::blocked`]).
-//! - A paused reader's waker is kept only while its connection is paused
-//!   ([`Conns::wait_unpaused`]); [`Conns::unpause`] moves it to the wakers `Shard::finish`
-//!   wakes once the section ends ([`Conns::take_unpaused`]).
+//! - Every connection's socket is in the shard's readiness set ([`Conns::insert`] adds it
+//!   under its key and epoch; closing the socket when the connection is dropped takes it out),
+//!   so a readiness event names the connection it is for, or one already gone (another epoch).
+//! - A connection is listed to be looked at again ([`Conns::again`]) with its epoch: a reader
+//!   that used its read budget, a paused one that may read again ([`Conns::unpause`]), one that
+//!   was killed. The list is taken by `State::run_again` (`poll.rs`).
 //!
 //! What the part knows nothing of (subscriptions, users, recovery, pacing, statistics, the
 //! process-wide counts) is released by `State::remove_conn`, which borrows the other parts.
 
-use std::{collections::HashMap, ops, rc::Rc, task::Waker};
+use std::{io, ops, os::fd::OwnedFd};
 
-use monoio::net::TcpStream;
+use futures_channel::oneshot::Receiver;
+use rustix::event::epoll;
 use slab::Slab;
 
-use super::{Conn, Phase};
+use super::Conn;
 
 /// Every connection of the shard, by slab key (`u32` everywhere in the shard).
 #[derive(Debug)]
@@ -36,25 +39,28 @@ pub struct Conns {
     /// Fan-out round stamp: a connection matched twice in one round gets the frame once.
     round: u64,
     writes: Writes,
-    /// Reader tasks of paused connections, by connection (`conn::write`).
-    pause_wakers: HashMap<u32, Waker>,
-    /// Reader tasks unpaused in the current section, woken when it ends (`Shard::finish`).
-    unpaused: Vec<Waker>,
+    /// The readiness set (an epoll instance, edge-triggered): every connection's socket,
+    /// registered once at [`Conns::insert`] with its key and epoch as the event's data
+    /// (`poll.rs`).
+    ready: OwnedFd,
+    /// Connections to look at again once the current section ends: (key, epoch).
+    again: Vec<(u32, u32)>,
+    /// Connections whose HTTP request waits for other shards: (key, epoch, the answer), each
+    /// given a task by `Shard::finish` that exists only while it waits.
+    awaits: Vec<(u32, u32, Receiver<Vec<u8>>)>,
 }
 
 /// The connections alone, by key: lookups only (they enter and leave through [`Conns`]).
 #[derive(Debug)]
 pub struct Slots(Slab<Conn>);
 
-/// What queuing frames leaves for `Shard::finish`: the connections the flusher is to write and
-/// the blocked sockets that need a drain task. Borrowed next to one connection with
-/// [`Conns::get_mut_and_writes`], so a loop that queues frames looks each connection up once.
+/// What queuing frames leaves for `Shard::finish`: the connections the flusher is to write.
+/// Borrowed next to one connection with [`Conns::get_mut_and_writes`], so a loop that queues
+/// frames looks each connection up once.
 #[derive(Debug, Default)]
 pub struct Writes {
     /// Connections with frames queued since the flusher last ran.
     dirty: Vec<u32>,
-    /// Connections that found their socket full and need a drain task: (key, epoch, socket).
-    need_drain: Vec<(u32, u32, Rc<TcpStream>)>,
 }
 
 impl Writes {
@@ -66,56 +72,76 @@ impl Writes {
         }
     }
 
-    /// `conn` (slab key `key`) found its socket full: it waits for POLLOUT in a drain task,
-    /// started by `Shard::finish` unless one already runs.
-    pub fn blocked(&mut self, key: u32, conn: &mut Conn) {
+    /// `conn` found its socket full: it is written again when the readiness set says the
+    /// socket takes more (`State::on_writable`), not by the flusher.
+    pub fn blocked(&mut self, conn: &mut Conn) {
         conn.write_blocked = true;
-        if !conn.drain_task {
-            conn.drain_task = true;
-            self.need_drain.push((key, conn.epoch, conn.stream.clone()));
-        }
     }
 }
 
 impl Conns {
     /// Room for `capacity` connections (a shard's share of `limits.connections_max`), reserved
     /// once: the pages are only touched (and only count in RSS) as connections arrive. The slab
-    /// moves only if SO_REUSEPORT gives this shard more than its share.
-    pub fn with_capacity(capacity: usize) -> Conns {
-        Conns {
+    /// moves only if SO_REUSEPORT gives this shard more than its share. Fails only if the
+    /// readiness set cannot be created.
+    pub fn with_capacity(capacity: usize) -> io::Result<Conns> {
+        Ok(Conns {
             slots: Slots(Slab::with_capacity(capacity)),
             handshakes: 0,
             last_no: 0,
             round: 0,
             writes: Writes::default(),
-            pause_wakers: HashMap::new(),
-            unpaused: Vec::new(),
-        }
+            ready: epoll::create(epoll::CreateFlags::CLOEXEC)?,
+            again: Vec::new(),
+            awaits: Vec::new(),
+        })
     }
 
-    /// A newly accepted connection: numbered, given a fresh epoch, holding a handshake slot
-    /// until its upgrade or removal. Returns its key.
-    pub fn insert(&mut self, mut conn: Conn) -> u32 {
-        self.last_no += 1;
-        conn.no = self.last_no;
+    /// A newly accepted connection: numbered, given a fresh epoch, its socket added to the
+    /// readiness set, holding a handshake slot until its upgrade or removal. Returns its key;
+    /// fails (and the connection is dropped, its socket closed) only if the kernel refuses
+    /// the registration (`max_user_watches`, memory).
+    pub fn insert(&mut self, mut conn: Conn) -> io::Result<u32> {
+        let key = self.slots.0.vacant_key() as u32;
+        let no = self.last_no + 1;
         // The epoch is the number's low half: a slab key's next holder gets another one unless
         // 2^32 connections came and went in between while a reference to the first was kept.
-        conn.epoch = self.last_no as u32;
+        let epoch = no as u32;
+        epoll::add(
+            &self.ready,
+            &conn.fd,
+            epoll::EventData::new_u64(super::poll::event_data(key, epoch)),
+            super::poll::INTEREST,
+        )?;
+        self.last_no = no;
+        conn.no = no;
+        conn.epoch = epoch;
         conn.handshake_slot = true;
         self.handshakes += 1;
-        self.slots.0.insert(conn) as u32
+        let inserted = self.slots.0.insert(conn) as u32;
+        debug_assert_eq!(inserted, key);
+        Ok(inserted)
     }
 
-    /// Takes `key` out (`remove_conn`, the one exit), giving back its handshake slot.
+    /// Takes `key` out (`remove_conn`, the one exit), giving back its handshake slot. Its
+    /// socket leaves the readiness set when the returned connection is dropped (closed).
     pub fn remove(&mut self, key: u32) -> Option<Conn> {
         let conn = self.slots.0.try_remove(key as usize)?;
         if conn.handshake_slot {
             self.handshakes -= 1;
         }
-        // `remove_conn` unpauses first (waking the reader); a waker left here would outlive
-        // the key.
-        self.pause_wakers.remove(&key);
         Some(conn)
+    }
+
+    /// `key` if it is still the connection of `epoch`.
+    #[inline]
+    pub fn get_live(&self, key: u32, epoch: u32) -> Option<&Conn> {
+        self.slots.0.get(key as usize).filter(|c| c.epoch == epoch)
+    }
+
+    /// The readiness set, for `poll.rs` to wait on and read.
+    pub fn readiness(&self) -> &OwnedFd {
+        &self.ready
     }
 
     /// `key` upgraded: its handshake slot is free for another connection.
@@ -210,39 +236,55 @@ impl Conns {
         }
     }
 
-    /// The drain tasks to start (`Shard::finish`): (key, epoch, socket).
-    pub fn take_drains(&mut self) -> Vec<(u32, u32, Rc<TcpStream>)> {
-        std::mem::take(&mut self.writes.need_drain)
-    }
-
-    /// The reader task of `key` is to keep waiting (paused, alive): `waker` is kept to wake it
-    /// when it is unpaused. False if it may go on.
-    pub fn wait_unpaused(&mut self, key: u32, waker: &Waker) -> bool {
-        let paused = self
-            .slots
-            .0
-            .get(key as usize)
-            .is_some_and(|c| c.paused && c.phase != Phase::Dead);
-        if paused {
-            self.pause_wakers.insert(key, waker.clone());
+    /// `key` is to be looked at again once the current section ends (`State::run_again`):
+    /// read on, resumed, or removed if it died.
+    pub fn again(&mut self, key: u32) {
+        if let Some(conn) = self.slots.0.get(key as usize) {
+            self.again.push((key, conn.epoch));
         }
-        paused
     }
 
-    /// `key` reads again: its reader task, if it waits, is woken once the current section
-    /// ends.
+    /// Some connection is to be looked at again.
+    pub fn has_again(&self) -> bool {
+        !self.again.is_empty()
+    }
+
+    /// The connections to look at again; hand the emptied list back with
+    /// [`Conns::reuse_again`].
+    pub fn take_again(&mut self) -> Vec<(u32, u32)> {
+        std::mem::take(&mut self.again)
+    }
+
+    /// The emptied list from [`Conns::take_again`] becomes the list again, unless connections
+    /// were listed meanwhile.
+    pub fn reuse_again(&mut self, emptied: Vec<(u32, u32)>) {
+        debug_assert!(emptied.is_empty());
+        if self.again.is_empty() {
+            self.again = emptied;
+        }
+    }
+
+    /// `key`'s HTTP request waits for other shards: `answer` brings their reply.
+    pub fn await_answer(&mut self, key: u32, answer: Receiver<Vec<u8>>) {
+        if let Some(conn) = self.slots.0.get(key as usize) {
+            self.awaits.push((key, conn.epoch, answer));
+        }
+    }
+
+    /// The waits to give a task (`Shard::finish`).
+    pub fn take_awaits(&mut self) -> Vec<(u32, u32, Receiver<Vec<u8>>)> {
+        std::mem::take(&mut self.awaits)
+    }
+
+    /// `key` reads again if it was paused: it handles what it kept, then reads, once the
+    /// current section ends.
     pub fn unpause(&mut self, key: u32) {
         if let Some(conn) = self.slots.0.get_mut(key as usize) {
-            conn.paused = false;
+            if std::mem::replace(&mut conn.paused, false) {
+                conn.resume = true;
+                self.again.push((key, conn.epoch));
+            }
         }
-        if let Some(waker) = self.pause_wakers.remove(&key) {
-            self.unpaused.push(waker);
-        }
-    }
-
-    /// The reader tasks to wake now that the section ends (`Shard::finish`).
-    pub fn take_unpaused(&mut self) -> Vec<Waker> {
-        std::mem::take(&mut self.unpaused)
     }
 }
 

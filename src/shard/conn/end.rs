@@ -13,7 +13,6 @@ use super::{super::State, Phase};
 use crate::{
     frame::{Frame, OutFrame},
     stats::CloseReason,
-    sys::fd_of,
     ws::{
         close as cc,
         frame::{Violation, encode_close},
@@ -100,8 +99,8 @@ impl State {
         self.kill(key, CloseReason::SlowConsumer);
     }
 
-    /// Ends a connection now: nothing more is written; its reader task is woken (by shutting
-    /// the socket down, or from its pause) and removes it.
+    /// Ends a connection now: nothing more is written; it is listed to be looked at again,
+    /// which removes it (`poll.rs`), and its socket is shut down (the peer learns at once).
     pub(crate) fn kill(&mut self, key: u32, reason: CloseReason) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
@@ -113,22 +112,19 @@ impl State {
         conn.phase = Phase::Dead;
         conn.out.clear();
         if conn.reset_on_close {
-            let _ = rustix::net::sockopt::set_socket_linger(
-                fd_of(&*conn.stream),
-                Some(std::time::Duration::ZERO),
-            );
+            let _ =
+                rustix::net::sockopt::set_socket_linger(&conn.fd, Some(std::time::Duration::ZERO));
         }
-        let _ = rustix::net::shutdown(fd_of(&*conn.stream), Shutdown::Both);
+        let _ = rustix::net::shutdown(&conn.fd, Shutdown::Both);
         self.release_partial(key);
-        self.conns.unpause(key);
+        self.conns.again(key);
     }
 
-    /// The one exit: the reader task of `key` ended. Releases everything the connection
-    /// holds, whatever phase it ended in, counts it closed, and drops it (dropping the last
-    /// `Rc` of its stream closes the socket).
+    /// The one exit: a read step of `key` said `Exit` (`poll.rs`). Releases everything the
+    /// connection holds, whatever phase it ended in, counts it closed, and drops it (which
+    /// closes the socket and so takes it out of the readiness set).
     pub(crate) fn remove_conn(&mut self, key: u32) {
         self.release_partial(key);
-        self.conns.unpause(key);
         // Its handshake slot goes with it (`Conns::remove`).
         let Some(mut conn) = self.conns.remove(key) else {
             return;
@@ -163,10 +159,8 @@ impl State {
         self.shared.connections.fetch_sub(1, Ordering::Relaxed);
         self.shared.per_ip[conn.ip_bucket() as usize].fetch_sub(1, Ordering::Relaxed);
         if conn.reset_on_close {
-            let _ = rustix::net::sockopt::set_socket_linger(
-                fd_of(&*conn.stream),
-                Some(std::time::Duration::ZERO),
-            );
+            let _ =
+                rustix::net::sockopt::set_socket_linger(&conn.fd, Some(std::time::Duration::ZERO));
         }
     }
 

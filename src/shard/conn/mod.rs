@@ -3,10 +3,13 @@
 //! tasks to start, paused readers), and a connection's life.
 //!
 //! **Memory.** An idle subscribed connection holds its slab entry ([`Conn`], size pinned
-//! below), a reader task parked on io_uring POLLIN (no buffer: bytes are read into the shard's
-//! one scratch buffer only once the socket is readable), its socket, and its index entries. A
-//! read buffer ([`Partial`]) exists only while a message or request is in flight; an out-queue
-//! allocation only while frames wait.
+//! below, with its socket's descriptor), its index entries, and nothing else in user space: no
+//! task, no pending operation, no buffer. Its socket sits in the shard's readiness set (an
+//! epoll instance, edge-triggered; `poll.rs`), which the shard waits on as one descriptor
+//! through its runtime. Bytes are read into the shard's one scratch buffer only once the set
+//! reports the socket readable. A read buffer ([`Partial`]) exists only while a message or
+//! request is in flight; an out-queue allocation only while frames wait; a small task only
+//! while an HTTP request waits for other shards.
 //!
 //! **Lifecycle.** One state machine, one exit:
 //!
@@ -19,13 +22,14 @@
 //!             └─final response queued─► HttpClosing ─────────────┤
 //!  any phase ─kill: socket error, deadline, slow consumer, shutdown, violation─► Dead
 //!                                                                 ▼
-//!                                 the reader task exits ─► `remove_conn` (the only exit)
+//!                             a read step says Exit ─► `remove_conn` (the only exit)
 //! ```
 //!
 //! Any part of the shard may decide that a connection ends, either gracefully
 //! (`State::close_with`, `State::last_frame_queued`: the last frame is written, then the
 //! write side is shut and input is read until the peer's EOF or `timeouts.close_ms`) or at once
-//! (`State::kill`). Only the connection's reader task removes it, in `remove_conn`, which
+//! (`State::kill`). Only a read step removes it (`State::run_step` on `Step::Exit`, after EOF,
+//! an error, or finding it dead), in `remove_conn`, which
 //! releases everything the connection holds whatever phase it died in: its handshake slot
 //! ([`Conns::remove`]), its share of the process, per-IP and per-user connection counts, its
 //! subscriptions and their interest, its presence and user-index entries, its recovering
@@ -39,22 +43,22 @@
 //! ([`Writes::mark_dirty`]). A step that needs other parts too (the index, recovery, pacing,
 //! statistics) is a `State` method in the file of the part it is about.
 //!
-//! Files: `conns.rs` (the part: slab and bookkeeping), `read.rs` (the reader task and
-//! everything that arrives), `write.rs` (queues, writes, backpressure on a client's own
-//! replies), `end.rs` (closing and the exit).
+//! Files: `conns.rs` (the part: slab and bookkeeping), `poll.rs` (readiness: what wakes a
+//! connection, and what its read step leads to), `read.rs` (everything that arrives),
+//! `write.rs` (queues, writes, backpressure on a client's own replies), `end.rs` (closing and
+//! the exit).
 
 mod conns;
 mod end;
+mod poll;
 mod read;
 mod write;
 
-use std::{mem, rc::Rc};
-
-use monoio::net::TcpStream;
+use std::{mem, os::fd::OwnedFd};
 
 pub use conns::{Conns, Slots, Writes};
-pub use read::{Step, conn_task};
-pub use write::drain_task;
+pub use poll::{again_task, readiness_task, reply_task};
+pub use read::Step;
 
 use super::{auth::AuthState, out::OutQueue};
 use crate::{stats::CloseReason, ws::frame::Decoder};
@@ -70,7 +74,8 @@ pub enum Phase {
     Ws,
     /// Close frame queued or sent; frames other than the peer's close are ignored.
     Closing,
-    /// Decided to end; the reader task removes it on its next wake.
+    /// Decided to end; removed by the next read step (`State::kill` lists it to be looked at
+    /// again).
     Dead,
 }
 
@@ -93,14 +98,17 @@ pub struct Conn {
     /// Fan-out round this connection last received a frame in (dedup of overlapping patterns;
     /// see [`Conn::takes_round`]).
     round: u64,
-    pub stream: Rc<TcpStream>,
+    /// The socket (nonblocking; in the shard's readiness set while open).
+    pub fd: OwnedFd,
     pub phase: Phase,
     /// Frames wait for the flusher: set by [`Writes::mark_dirty`] (which lists the connection)
-    /// or by its drain task to force a write, cleared when it is written (`write.rs`).
+    /// or when its full socket takes more, cleared when it is written (`write.rs`).
     dirty: bool,
-    /// The socket buffer is full; a drain task waits for POLLOUT ([`Writes::blocked`]).
+    /// The socket buffer is full; written again when the readiness set reports it writable
+    /// ([`Writes::blocked`]).
     write_blocked: bool,
-    drain_task: bool,
+    /// Unpaused: handle what was read and kept before reading on ([`Conns::unpause`]).
+    resume: bool,
     /// After the out-queue empties, `shutdown(SHUT_WR)` (close frame or final HTTP response).
     pub shutdown_after_flush: bool,
     /// The `/echo` conformance route instead of the protocol.
@@ -115,7 +123,7 @@ pub struct Conn {
     /// (counted by [`Conns`]).
     handshake_slot: bool,
     /// Reading is paused: replies to the client's own requests wait to be read
-    /// (`limits.control_queue_bytes_max`); its reader task waits for them to drain.
+    /// (`limits.control_queue_bytes_max`); readiness is ignored until they drain.
     pub paused: bool,
     /// Input is read and discarded (after a protocol violation).
     pub drop_input: bool,
@@ -169,15 +177,15 @@ const _: () = assert!(mem::size_of::<Conn>() <= 272);
 
 impl Conn {
     /// A connection just accepted, in its HTTP phase; [`Conns::insert`] numbers it.
-    pub fn new(stream: Rc<TcpStream>, ip: std::net::IpAddr, now_ms: u64, deadline_ms: u64) -> Conn {
+    pub fn new(fd: OwnedFd, ip: std::net::IpAddr, now_ms: u64, deadline_ms: u64) -> Conn {
         Conn {
             out: OutQueue::default(),
             round: 0,
-            stream,
+            fd,
             phase: Phase::Http,
             dirty: false,
             write_blocked: false,
-            drain_task: false,
+            resume: false,
             shutdown_after_flush: false,
             echo: false,
             dialect: crate::dialect::Dialect::V1,

@@ -1,24 +1,22 @@
-//! The reader task of a connection and everything that arrives on it: bytes read into the
-//! shard's scratch buffer, HTTP requests (`super::super::http`), WebSocket frames decoded and
+//! Everything that arrives on a connection: bytes read into the shard's scratch buffer when
+//! the readiness set reports it readable (`poll.rs`), HTTP requests (`super::super::http`), WebSocket frames decoded and
 //! their messages handled (protocol v1 ops, the echo route, control frames).
 //!
 //! Reading pauses while replies to the client's own requests are waiting to be read
-//! (`write.rs`): the reader task then waits on the connection's pause instead of its socket,
-//! and the bytes already read but not handled wait in the connection's [`Partial`].
+//! (`write.rs`): readiness is then ignored until the connection is unpaused, and the bytes
+//! already read but not handled wait in the connection's [`Partial`].
 
-use std::{mem, rc::Rc, sync::Arc, task::Poll};
+use std::{mem, rc::Rc, sync::Arc};
 
-use monoio::net::TcpStream;
 use rustix::{io::Errno, net::RecvFlags};
 
-use super::{super::Shard, super::State, Phase};
+use super::{super::State, Phase};
 use crate::dialect::Dialect;
 use crate::{
     frame::{Frame, FrameClass},
     limits::READS_PER_WAKE_MAX,
     protocol::{self, ErrorCode, Op},
     stats::CloseReason,
-    sys::fd_of,
     ws::deflate::{self, InflateError, Inflater},
     ws::frame::{
         Decoder, HEADER_BYTES_MAX, Message, OP_BINARY, OP_CLOSE, OP_PONG, OP_TEXT, encode_close,
@@ -26,14 +24,14 @@ use crate::{
     },
 };
 
-/// What a reader task does next.
+/// What a connection's reading does next (`State::run_step`).
 pub enum Step {
     /// Wait for the socket to become readable.
     Wait,
     /// The read budget is spent and the socket may hold more: let the shard's other tasks
     /// run first, then read again.
     Yield,
-    /// Wait for other shards to answer an HTTP request, then call `on_http_reply`.
+    /// Wait for other shards to answer an HTTP request (`poll::reply_task`).
     Await(futures_channel::oneshot::Receiver<Vec<u8>>),
     /// Replies to the client's own requests are backlogged: wait until they drain, then
     /// handle what was read and not yet handled.
@@ -42,84 +40,13 @@ pub enum Step {
     Exit,
 }
 
-/// The reader task of one connection: waits for readability (no buffer pinned while idle),
-/// then lets the shard read and handle what arrived.
-pub async fn conn_task(shard: Rc<Shard>, key: u32, stream: Rc<TcpStream>) {
-    let mut step = Step::Wait;
-    loop {
-        step = match step {
-            Step::Wait => {
-                let ready = stream.readable(false).await;
-                shard.on_readable(key, ready.is_err())
-            }
-            Step::Yield => {
-                // Without this, a client that never stops sending would keep its shard: the
-                // epoll driver reports a socket still readable without suspending the task.
-                super::super::YieldNow(false).await;
-                shard.on_readable(key, false)
-            }
-            Step::Await(rx) => {
-                // Boxed: monoio's timer future is ~770 bytes and would otherwise be part of
-                // every connection's task, idle WebSockets included.
-                let wait =
-                    std::time::Duration::from_millis(shard.st.borrow().cfg.timeouts.handshake_ms);
-                let reply = Box::pin(monoio::time::timeout(wait, rx)).await;
-                shard.on_http_reply(key, reply.ok().and_then(Result::ok))
-            }
-            Step::Pause => {
-                std::future::poll_fn(|cx| {
-                    if shard.st.borrow_mut().conns.wait_unpaused(key, cx.waker()) {
-                        Poll::Pending
-                    } else {
-                        Poll::Ready(())
-                    }
-                })
-                .await;
-                shard.on_resume(key)
-            }
-            Step::Exit => break,
-        };
-    }
-    let mut st = shard.st.borrow_mut();
-    st.remove_conn(key);
-    shard.finish(st);
-}
-
-impl Shard {
-    fn on_readable(self: &Rc<Self>, key: u32, poll_failed: bool) -> Step {
-        let mut st = self.st.borrow_mut();
-        let step = st.read_conn(key, poll_failed);
-        self.finish(st);
-        step
-    }
-
-    fn on_http_reply(self: &Rc<Self>, key: u32, reply: Option<Vec<u8>>) -> Step {
-        let mut st = self.st.borrow_mut();
-        let step = st.http_reply(key, reply);
-        st.settle_partial(key, false);
-        self.finish(st);
-        step
-    }
-
-    fn on_resume(self: &Rc<Self>, key: u32) -> Step {
-        let mut st = self.st.borrow_mut();
-        let step = st.resume_input(key);
-        self.finish(st);
-        step
-    }
-}
-
 impl State {
     /// Reads what the socket has (up to `READS_PER_WAKE_MAX` reads) and handles it.
-    fn read_conn(&mut self, key: u32, poll_failed: bool) -> Step {
+    pub(super) fn read_conn(&mut self, key: u32) -> Step {
         let Some(conn) = self.conns.get(key) else {
             return Step::Exit;
         };
         if conn.phase == Phase::Dead {
-            return Step::Exit;
-        }
-        if poll_failed {
-            self.kill(key, CloseReason::IoError);
             return Step::Exit;
         }
         let now = self.clock();
@@ -130,7 +57,7 @@ impl State {
             self.scratch.clear();
             let State { conns, scratch, .. } = self;
             let res = rustix::net::recv(
-                fd_of(&*conns[key].stream),
+                &conns[key].fd,
                 rustix::buffer::spare_capacity(scratch),
                 RecvFlags::DONTWAIT,
             );
@@ -207,8 +134,9 @@ impl State {
         step
     }
 
-    /// Reading resumed after a pause: handle what was read and kept, then read on.
-    fn resume_input(&mut self, key: u32) -> Step {
+    /// Reading resumed after a pause: handle what was read and kept (the caller then reads
+    /// on).
+    pub(super) fn resume_input(&mut self, key: u32) -> Step {
         let Some(conn) = self.conns.get(key) else {
             return Step::Exit;
         };

@@ -1,41 +1,24 @@
 //! What a connection is sent: frames queued (replies, server-initiated frames, data), written
-//! once per scheduler round by the flusher, or by a drain task while its socket is full.
+//! once per scheduler round by the flusher, or, once its socket was found full, when the
+//! readiness set reports it writable (`poll.rs`).
 //!
 //! **Replies apply backpressure, never a close.** A reply to the client's own message (ack,
 //! error, pong, echo) is queued whatever the control lane holds, and while the lane holds
-//! `limits.control_queue_bytes_max` or more the connection is not read: its reader task waits
+//! `limits.control_queue_bytes_max` or more the connection is not read: readiness is ignored
 //! until half of it is written (`should_pause`, `maybe_resume`). A client that sends faster
 //! than it reads its answers is slowed down by TCP flow control, not disconnected, and what
 //! one message can add to the lane is bounded by the message size limits. Server-initiated
 //! control frames (pings, broadcasts) close a connection as a slow consumer only at four times
 //! the bound; data frames follow their lane's bound and policy.
 
-use std::rc::Rc;
-
-use monoio::net::TcpStream;
 use rustix::net::Shutdown;
 
-use super::{super::Shard, super::State, super::out::Flush, Phase};
+use super::{super::State, super::out::Flush, Phase};
 use crate::{
     frame::{LANE_CONTROL, OutFrame},
     stats::CloseReason,
-    sys::fd_of,
     ws::frame::HEADER_BYTES_MAX,
 };
-
-/// Writes a blocked connection's queue whenever its socket takes more; ends when the queue is
-/// empty or the connection is gone. Exists only while a socket is full.
-pub async fn drain_task(shard: Rc<Shard>, key: u32, epoch: u32, stream: Rc<TcpStream>) {
-    loop {
-        let ready = stream.writable(false).await;
-        let mut st = shard.st.borrow_mut();
-        let done = st.on_writable(key, epoch, ready.is_err());
-        shard.finish(st);
-        if done {
-            return;
-        }
-    }
-}
 
 impl State {
     /// Queues a server-initiated frame (ping, broadcast, replayed or held data) or an HTTP
@@ -156,41 +139,27 @@ impl State {
             Flush::Done => {
                 if conn.shutdown_after_flush {
                     conn.shutdown_after_flush = false;
-                    let _ = rustix::net::shutdown(fd_of(&*conn.stream), Shutdown::Write);
+                    let _ = rustix::net::shutdown(&conn.fd, Shutdown::Write);
                 }
             }
-            Flush::Blocked => writes.blocked(key, conn),
+            Flush::Blocked => writes.blocked(conn),
             Flush::Failed(_) => return self.kill(key, CloseReason::IoError),
         }
         self.maybe_resume(key);
     }
 
-    /// The drain task's socket is writable again. Returns whether the task is done.
-    fn on_writable(&mut self, key: u32, epoch: u32, poll_failed: bool) -> bool {
+    /// `key`'s socket, found full by an earlier write, reports room (or an error, which the
+    /// write finds): its queue is written again.
+    pub(super) fn on_writable(&mut self, key: u32) {
         let Some(conn) = self.conns.get_mut(key) else {
-            return true;
+            return;
         };
-        if conn.epoch != epoch {
-            return true;
-        }
         if conn.phase == Phase::Dead {
-            conn.drain_task = false;
-            return true;
-        }
-        if poll_failed {
-            conn.drain_task = false;
-            self.kill(key, CloseReason::IoError);
-            return true;
+            return;
         }
         conn.write_blocked = false;
         conn.dirty = true;
         let now_ns = crate::frame::monotonic_ns();
         self.flush_conn(key, now_ns);
-        let conn = &mut self.conns[key];
-        if conn.write_blocked && conn.phase != Phase::Dead {
-            return false;
-        }
-        conn.drain_task = false;
-        true
     }
 }

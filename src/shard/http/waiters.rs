@@ -1,12 +1,12 @@
 //! The HTTP waiters part of a shard: requests answered by other shards. `/metrics` waits for
 //! every shard to flush its statistics, `POST /v1/publish` and the admin `send` for the topic
-//! owner's answer, admin API requests for one part per shard ([`Gather`]). The reader task of
-//! the request's connection awaits the response on a oneshot channel, bounded by
+//! owner's answer, admin API requests for one part per shard ([`Gather`]). A reply task for
+//! the request's connection (`conn/poll.rs`) awaits the response on a oneshot channel, bounded by
 //! `timeouts.handshake_ms`: a waiter answered after that finds no one listening, and nothing
 //! else happens.
 //!
 //! A query from another node (`cluster_api.rs`) gathers its parts in a waiter too: it has no
-//! reader task and no deadline, and leaves through [`Waiters::take`] when its last part is in,
+//! reply task and no deadline, and leaves through [`Waiters::take`] when its last part is in,
 //! answered over the cluster bridge's channel instead. Every shard answers every query it is
 //! sent (mesh control messages are never dropped), so no waiter is left behind; nothing
 //! expires one that would be.
@@ -40,7 +40,7 @@ pub(crate) struct Waiter {
 
 impl Waiters {
     /// A request waiting for the owner's answer to a publish (`gather: None`), or for the
-    /// parts of an admin request. Returns its token and what its reader task awaits.
+    /// parts of an admin request. Returns its token and what its reply task awaits.
     pub(crate) fn add(
         &mut self,
         keep_alive: bool,
@@ -106,7 +106,7 @@ impl Waiters {
 }
 
 impl Waiter {
-    /// Sends the response (headers only for a HEAD request) to the request's reader task.
+    /// Sends the response (headers only for a HEAD request) to the request's reply task.
     pub(crate) fn respond(self, status: u16, content_type: &str, body: &[u8]) {
         let mut out = Vec::with_capacity(body.len() + 256);
         write_response(&mut out, status, content_type, body, self.keep_alive, &[]);
