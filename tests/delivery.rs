@@ -18,6 +18,7 @@ both_drivers!(
     alert_overtakes_a_full_data_lane,
     batched_delivery_coalesces_writes,
     throttled_delivery_sends_the_latest,
+    a_stalled_subscriber_that_reads_again_gets_everything,
 );
 
 /// A client whose socket receive buffer is tiny: once it stops reading, the server's queue
@@ -271,4 +272,49 @@ async fn throttled_delivery_sends_the_latest(driver: Driver) {
     let last = flood(&mut p, &["mon.load"], 1, 10).await;
     while recv_json(&mut again).await["seq"].as_u64() != Some(last["mon.load"]) {}
     server.assert_alive();
+}
+
+/// A subscriber that stops reading until its socket is full, then reads again, gets every
+/// message in order and stays connected: the server waits for the socket to take more (a
+/// write-space event of its readiness set) instead of closing it or writing out of order.
+async fn a_stalled_subscriber_that_reads_again_gets_everything(driver: Driver) {
+    // Room in the queue for the whole burst; a low TCP_NOTSENT_LOWAT so the kernel takes
+    // only a little of it before the socket reports full.
+    let server = Server::start(
+        driver,
+        &[
+            ("TICKCAST_LIMITS__WRITE_QUEUE_BYTES_MAX", "8388608"),
+            ("TICKCAST_SERVER__TCP_NOTSENT_LOWAT_BYTES", "16384"),
+        ],
+        &[],
+    );
+    let (mut sub, _) = stalled_client(&server).await;
+    subscribe(&mut sub, 1, &["bulk"]).await;
+    let (mut p, _) = connect(&server).await;
+    // ~1 MB for a client that takes a few KB: the rest must wait in the server's queue.
+    let last = flood(&mut p, &["bulk"], 1000, 1000).await["bulk"];
+    let largest = |body: &str| -> u64 {
+        let v: Value = serde_json::from_str(body).unwrap();
+        v["total"]["largest_queue_bytes"].as_u64().unwrap()
+    };
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let (status, body) = server.http("GET", "/v1/stats", None).await;
+        assert_eq!(status, 200, "{body}");
+        if largest(&body) >= 500_000 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "nothing queued: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Reading again: everything arrives, in order.
+    for want in 1..=last {
+        assert_eq!(recv_json(&mut sub).await["seq"].as_u64(), Some(want));
+    }
+    // Nothing is left queued and the connection still takes new messages.
+    let (_, body) = server.http("GET", "/v1/stats", None).await;
+    assert_eq!(largest(&body), 0, "{body}");
+    let next = flood(&mut p, &["bulk"], 0, 10).await["bulk"];
+    assert_eq!(recv_json(&mut sub).await["seq"].as_u64(), Some(next));
+    assert_eq!(server.metric("tickcast_slow_consumer_closes_total").await, 0.0);
 }
