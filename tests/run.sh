@@ -9,8 +9,10 @@
 # target/venv), node and npm (ws into target/node), chromium for the browser test
 # (tests/browser.rs), promtool (package prometheus) for tests/prometheus.rs, nats-server
 # and redis-server for the cluster tests (tests/cluster.rs starts its own on free loopback
-# ports; tests/k8s.rs runs one with tuning/k8s's NATS configuration), all installed here with
-# apt-get when missing and running as root. tests/k8s.rs validates tuning/k8s/ with
+# ports; tests/k8s.rs runs one with tuning/k8s's NATS configuration), and ip (iproute2) and
+# iptables for tests/netem.rs (loss, delay and partitions in network namespaces it creates; as
+# root only, it says SKIP otherwise), all installed here with apt-get when missing and running
+# as root. tests/k8s.rs validates tuning/k8s/ with
 # kubernetes-validate (pinned, in target/venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +30,11 @@ command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v promtool >/dev/null || missing+=(prometheus)
+# tests/netem.rs runs (and needs these) only as root; elsewhere it skips, saying so.
+if [ "$(id -u)" = 0 ]; then
+    command -v ip >/dev/null || missing+=(iproute2)
+    command -v iptables >/dev/null || missing+=(iptables)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         step "installing ${missing[*]} (cluster, client and browser tests)"
