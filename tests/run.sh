@@ -7,10 +7,13 @@
 #      both drivers.
 # Needs: the Rust toolchain, python3 with venv/pip (kosoku and websockets are installed into
 # target/venv), node and npm (ws into target/node), chromium for the browser test
-# (tests/browser.rs), promtool (package prometheus) for tests/prometheus.rs, and nats-server
-# and redis-server for the cluster tests (installed here with
-# apt-get when missing and running as root; tests/cluster.rs starts its own on free loopback
-# ports).
+# (tests/browser.rs), promtool (package prometheus) for tests/prometheus.rs, nats-server
+# and redis-server for the cluster tests (tests/cluster.rs starts its own on free loopback
+# ports; tests/k8s.rs runs one with tuning/k8s's NATS configuration), and ip (iproute2) and
+# iptables for tests/netem.rs (loss, delay and partitions in network namespaces it creates; as
+# root only, it says SKIP otherwise), all installed here with apt-get when missing and running
+# as root. tests/k8s.rs validates tuning/k8s/ with
+# kubernetes-validate (pinned, in target/venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +30,11 @@ command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v promtool >/dev/null || missing+=(prometheus)
+# tests/netem.rs runs (and needs these) only as root; elsewhere it skips, saying so.
+if [ "$(id -u)" = 0 ]; then
+    command -v ip >/dev/null || missing+=(iproute2)
+    command -v iptables >/dev/null || missing+=(iptables)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         step "installing ${missing[*]} (cluster, client and browser tests)"
@@ -49,10 +57,12 @@ step "rustdoc"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features --quiet || failed+=(rustdoc)
 
 step "client libraries (target/venv)"
-# Pinned: the conformance runner, and Python websockets for tests/clients.rs.
+# Pinned: the conformance runner, Python websockets for tests/clients.rs, and
+# kubernetes-validate (the Kubernetes API schemas) for tests/k8s.rs.
 venv=target/venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/pip" install --quiet --disable-pip-version-check kosoku==0.1.0 websockets==15.0.1
+"$venv/bin/pip" install --quiet --disable-pip-version-check kosoku==0.1.0 websockets==15.0.1 \
+    kubernetes-validate==1.37.0
 # Pinned: Node ws for tests/clients.rs (needs node and npm).
 nodedir=target/node
 [ -d "$nodedir/node_modules/ws" ] && grep -q '"version": "8.18.3"' "$nodedir/node_modules/ws/package.json" ||
@@ -73,12 +83,15 @@ step "cargo test"
 # fault-injection: tests/crash.rs makes a shard and the cluster bridge panic on purpose.
 # TICKCAST_TEST_PYTHON, TICKCAST_TEST_NODE_PATH: the pinned clients for tests/clients.rs;
 # TICKCAST_TEST_CHROMIUM: the browser for tests/browser.rs; TICKCAST_TEST_PROMTOOL: promtool
-# for tests/prometheus.rs (Debian package prometheus); TICKCAST_TEST_CENTRIFUGO_*,
+# for tests/prometheus.rs (Debian package prometheus); TICKCAST_TEST_KUBERNETES_VALIDATE: the
+# pinned validator for tests/k8s.rs (which also reads YAML with TICKCAST_TEST_PYTHON's PyYAML);
+# TICKCAST_TEST_CENTRIFUGO_*,
 # TICKCAST_TEST_BINANCE_*: the pinned SDKs and connectors (given to cargo test only:
 # a TICKCAST_* variable in the environment of the conformance server below would be read as a
 # setting).
 TICKCAST_TEST_PYTHON="$PWD/$venv/bin/python" TICKCAST_TEST_NODE_PATH="$PWD/$nodedir/node_modules" \
     TICKCAST_TEST_CHROMIUM="$chromium" TICKCAST_TEST_PROMTOOL="$(command -v promtool)" \
+    TICKCAST_TEST_KUBERNETES_VALIDATE="$PWD/$venv/bin/kubernetes-validate" \
     TICKCAST_TEST_CENTRIFUGO_PYTHON="$PWD/target/venv-centrifugo/bin/python" \
     TICKCAST_TEST_CENTRIFUGO_NODE_PATH="$PWD/target/node-centrifugo/node_modules" \
     TICKCAST_TEST_BINANCE_PYTHON="$PWD/target/venv-binance/bin/python" \

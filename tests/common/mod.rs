@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod netns;
 pub mod proc;
 
 use std::{
@@ -22,7 +23,7 @@ use tokio::{
     net::TcpStream,
 };
 use tokio_tungstenite::{
-    MaybeTlsStream, WebSocketStream, connect_async,
+    MaybeTlsStream, WebSocketStream, client_async, connect_async,
     tungstenite::{Message, protocol::CloseFrame},
 };
 
@@ -120,6 +121,9 @@ pub struct Server {
     pub addr: SocketAddr,
     /// The TLS listener's address, when the server was started with one (`tls.listen`).
     pub tls_addr: Option<SocketAddr>,
+    /// The network namespace the server runs in ([`Server::start_in_netns`]): the harness's
+    /// connections to it (HTTP, [`connect`]) are made from inside it.
+    pub netns: Option<String>,
     child: Option<Child>,
 }
 
@@ -132,7 +136,32 @@ impl Server {
 
     /// [`Server::start`] on the address `listen`.
     pub fn start_on(listen: &str, driver: Driver, env: &[(&str, &str)], args: &[&str]) -> Server {
-        let mut cmd = tickcast_cmd();
+        Server::spawn(tickcast_cmd(), None, listen, driver, env, args)
+    }
+
+    /// [`Server::start`] inside the network namespace `netns` (`ip netns exec`), on its
+    /// loopback ([`netns::Netns`]).
+    pub fn start_in_netns(
+        netns: &str,
+        driver: Driver,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Server {
+        let mut cmd = Command::new("ip");
+        no_inherited_settings(&mut cmd);
+        // `ip netns exec` execs the program: the child is tickcast itself.
+        cmd.args(["netns", "exec", netns, env!("CARGO_BIN_EXE_tickcast")]);
+        Server::spawn(cmd, Some(netns), "127.0.0.1:0", driver, env, args)
+    }
+
+    fn spawn(
+        mut cmd: Command,
+        netns: Option<&str>,
+        listen: &str,
+        driver: Driver,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Server {
         cmd.args([
             "serve",
             "--listen",
@@ -179,6 +208,7 @@ impl Server {
         Server {
             addr,
             tls_addr,
+            netns: netns.map(str::to_string),
             child: Some(child),
         }
     }
@@ -188,6 +218,7 @@ impl Server {
         Server {
             addr,
             tls_addr: None,
+            netns: None,
             child: None,
         }
     }
@@ -374,9 +405,17 @@ impl Server {
         parse_http(&raw)
     }
 
+    /// A new TCP connection to the server (from inside its network namespace, if it has one).
+    pub async fn tcp(&self) -> TcpStream {
+        match &self.netns {
+            None => TcpStream::connect(self.addr).await.unwrap(),
+            Some(ns) => netns::connect(ns, self.addr).await,
+        }
+    }
+
     /// Sends `bytes` on a fresh TCP connection and reads until the server closes it.
     pub async fn raw_exchange(&self, bytes: &[u8]) -> Vec<u8> {
-        let mut s = TcpStream::connect(self.addr).await.unwrap();
+        let mut s = self.tcp().await;
         s.write_all(bytes).await.unwrap();
         read_to_close(&mut s).await
     }
@@ -484,10 +523,15 @@ pub async fn try_connect(
 
 /// Connects a client and consumes the welcome frame; returns it too.
 pub async fn connect(server: &Server) -> (Ws, Value) {
-    let (mut ws, _) = tokio::time::timeout(DEADLINE, connect_async(server.ws_url()))
-        .await
-        .expect("connect timed out")
-        .expect("connect");
+    let (mut ws, _) = match &server.netns {
+        None => tokio::time::timeout(DEADLINE, connect_async(server.ws_url())).await,
+        Some(_) => {
+            let tcp = MaybeTlsStream::Plain(server.tcp().await);
+            tokio::time::timeout(DEADLINE, client_async(server.ws_url(), tcp)).await
+        }
+    }
+    .expect("connect timed out")
+    .expect("connect");
     let welcome = recv_json(&mut ws).await;
     assert_eq!(welcome["op"], "welcome", "{welcome}");
     (ws, welcome)
