@@ -449,7 +449,7 @@ impl State {
             self.stats.security(SecEvent::ForbiddenPublish);
             return self.cf_error(key, id, error::PERMISSION_DENIED, "permission denied");
         }
-        let epoch = self.conns[key].epoch;
+        let epoch = self.conns[key].epoch();
         let id = Some(itoa::Buffer::new().format(id).as_bytes().into());
         self.ingest_publish(
             topic,

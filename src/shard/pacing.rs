@@ -85,7 +85,7 @@ impl State {
             return;
         }
         conn.paced = true;
-        let epoch = conn.epoch;
+        let epoch = conn.epoch();
         let at = now_us() + window_us;
         self.pacer.schedule(at, key, epoch);
     }
@@ -94,7 +94,7 @@ impl State {
     /// connection, else kept as the topic's pending frame (replacing an older one).
     pub(crate) fn throttle(&mut self, key: u32, frame: OutFrame, interval_us: u64) {
         let now = now_us();
-        let epoch = self.conns[key].epoch;
+        let epoch = self.conns[key].epoch();
         let slots = self.pacer.slots.entry(key).or_default();
         let topic = frame.topic();
         let i = match slots.iter().position(|s| &*s.topic == topic) {
@@ -172,7 +172,7 @@ impl State {
             let Some((conn, writes)) = self.conns.get_mut_and_writes(key) else {
                 continue;
             };
-            if conn.epoch != epoch {
+            if conn.epoch() != epoch {
                 continue;
             }
             conn.paced = false;
@@ -198,7 +198,7 @@ impl State {
                 next_due = Some(next_due.map_or(s.next_us, |d: u64| d.min(s.next_us)));
             }
         }
-        let epoch = self.conns[key].epoch;
+        let epoch = self.conns[key].epoch();
         if let Some(at) = next_due {
             self.pacer.schedule(at, key, epoch);
         }

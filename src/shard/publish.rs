@@ -150,7 +150,7 @@ impl State {
             ReplyTo::None => {}
             ReplyTo::Http { token } => self.http_published(token, result),
             ReplyTo::Conn { conn, epoch, id } => {
-                if self.conns.get(conn).is_none_or(|c| c.epoch != epoch) {
+                if self.conns.get(conn).is_none_or(|c| c.epoch() != epoch) {
                     return;
                 }
                 if self.conns[conn].dialect.is_centrifugo() {
@@ -223,7 +223,7 @@ impl State {
                 protocol::error(out, id.as_deref(), ErrorCode::Forbidden, msg, Some(topic))
             });
         }
-        let epoch = self.conns[key].epoch;
+        let epoch = self.conns[key].epoch();
         self.ingest_publish(
             topic,
             data,

@@ -162,7 +162,7 @@ impl State {
     /// when this shard owns it), marking the topics recovering for `key`. `pending` must
     /// already be in `self.pending_subs` under `token`.
     pub(crate) fn request_positions(&mut self, key: u32, token: u32, wanted: Vec<Wanted>) {
-        let conn_epoch = self.conns[key].epoch;
+        let conn_epoch = self.conns[key].epoch();
         let list = self.recovery.recovering.entry(key).or_default();
         for (topic, _) in &wanted {
             list.push(Recovering {
@@ -289,7 +289,7 @@ impl State {
                 }
             }
         }
-        if self.conns.get(key).is_none_or(|c| c.epoch != p.epoch) {
+        if self.conns.get(key).is_none_or(|c| c.epoch() != p.epoch) {
             return;
         }
         let dialect = self.conns[key].dialect;

@@ -124,7 +124,7 @@ impl State {
         }
         let token = self.recovery.wait(PendingSub {
             conn: key,
-            epoch: self.conns[key].epoch,
+            epoch: self.conns[key].epoch(),
             need,
             id,
             topics: accepted.iter().map(|t| (*t).into()).collect(),

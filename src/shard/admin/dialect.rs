@@ -84,7 +84,7 @@ impl State {
     }
 
     fn centrifugo_gather(&mut self, key: u32, id: u32, what: CfWhat, query: AdminQuery, to: u64) {
-        let conn_epoch = self.conns[key].epoch;
+        let conn_epoch = self.conns[key].epoch();
         let waiting = self.admin.cf_gathers.entry((key, conn_epoch)).or_insert(0);
         if *waiting >= CF_GATHERS_PER_CONN {
             let msg = "too many requests: wait for the answers to the earlier ones";
@@ -118,7 +118,7 @@ impl State {
         if self
             .conns
             .get(ask.conn)
-            .is_none_or(|c| c.epoch != ask.conn_epoch)
+            .is_none_or(|c| c.epoch() != ask.conn_epoch)
         {
             return;
         }

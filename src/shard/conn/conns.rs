@@ -104,8 +104,7 @@ impl Conns {
     pub fn insert(&mut self, mut conn: Conn) -> io::Result<u32> {
         let key = self.slots.0.vacant_key() as u32;
         let no = self.last_no + 1;
-        // The epoch is the number's low half: a slab key's next holder gets another one unless
-        // 2^32 connections came and went in between while a reference to the first was kept.
+        // `Conn::epoch`, known before the connection is in.
         let epoch = no as u32;
         epoll::add(
             &self.ready,
@@ -115,7 +114,6 @@ impl Conns {
         )?;
         self.last_no = no;
         conn.no = no;
-        conn.epoch = epoch;
         conn.handshake_slot = true;
         self.handshakes += 1;
         let inserted = self.slots.0.insert(conn) as u32;
@@ -136,7 +134,10 @@ impl Conns {
     /// `key` if it is still the connection of `epoch`.
     #[inline]
     pub fn get_live(&self, key: u32, epoch: u32) -> Option<&Conn> {
-        self.slots.0.get(key as usize).filter(|c| c.epoch == epoch)
+        self.slots
+            .0
+            .get(key as usize)
+            .filter(|c| c.epoch() == epoch)
     }
 
     /// The readiness set, for `poll.rs` to wait on and read.
@@ -240,7 +241,7 @@ impl Conns {
     /// read on, resumed, or removed if it died.
     pub fn again(&mut self, key: u32) {
         if let Some(conn) = self.slots.0.get(key as usize) {
-            self.again.push((key, conn.epoch));
+            self.again.push((key, conn.epoch()));
         }
     }
 
@@ -267,7 +268,7 @@ impl Conns {
     /// `key`'s HTTP request waits for other shards: `answer` brings their reply.
     pub fn await_answer(&mut self, key: u32, answer: Receiver<Vec<u8>>) {
         if let Some(conn) = self.slots.0.get(key as usize) {
-            self.awaits.push((key, conn.epoch, answer));
+            self.awaits.push((key, conn.epoch(), answer));
         }
     }
 
@@ -282,7 +283,7 @@ impl Conns {
         if let Some(conn) = self.slots.0.get_mut(key as usize) {
             if std::mem::replace(&mut conn.paused, false) {
                 conn.resume = true;
-                self.again.push((key, conn.epoch));
+                self.again.push((key, conn.epoch()));
             }
         }
     }

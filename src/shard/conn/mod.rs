@@ -128,8 +128,6 @@ pub struct Conn {
     /// Input is read and discarded (after a protocol violation).
     pub drop_input: bool,
     pub close_reason: Option<CloseReason>,
-    /// Given by [`Conns::insert`]: tells this connection from an earlier one with its slab key.
-    pub epoch: u32,
     /// The peer's address as accepted, IPv6 form (IPv4 mapped): 16 bytes where `IpAddr` takes
     /// 17 and would not fit the size bound below. See [`Conn::ip`], [`Conn::ip_bucket`].
     pub peer_ip: [u8; 16],
@@ -168,12 +166,12 @@ pub struct Conn {
     pub tls: Option<Box<super::tls::TlsConn>>,
 }
 
-// There is one per connection (19k per process in the benchmarks, 1 KiB budget each in all).
-// 256 bytes until the admin API (peer address, accept time: 16 bytes) and the lanes (per-lane
-// byte counts, skipped frames: 16 bytes) came; 272 keeps the slab entry at 4.25 cache lines.
-// The read buffer became an `Option<Box<Partial>>` (8 bytes instead of a 24-byte `Vec`) when
-// partial messages got a deadline and a budget.
-const _: () = assert!(mem::size_of::<Conn>() <= 272);
+// There is one per connection (19k per process in the benchmarks), and it is most of what an
+// idle connection costs: perf/README.md itemises the ~430 bytes of RSS per idle subscribed
+// connection, and `tests::the_memory_table_states_the_real_sizes` keeps that table true. 264
+// bytes until the socket became a bare descriptor (4 bytes, not an `Rc`), the epoch the low
+// half of `no` and the decoder's reassembly buffer a box (2026-12-06).
+const _: () = assert!(mem::size_of::<Conn>() <= 240);
 
 impl Conn {
     /// A connection just accepted, in its HTTP phase; [`Conns::insert`] numbers it.
@@ -195,7 +193,6 @@ impl Conn {
             paused: false,
             drop_input: false,
             close_reason: None,
-            epoch: 0,
             peer_ip: match ip {
                 std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
                 std::net::IpAddr::V6(v6) => v6.octets(),
@@ -218,6 +215,14 @@ impl Conn {
             skipped: 0,
             tls: None,
         }
+    }
+
+    /// Tells this connection from an earlier one with its slab key: the low half of its
+    /// number ([`Conns::insert`]), unless 2^32 connections came and went in between while a
+    /// reference to the first was kept.
+    #[inline]
+    pub fn epoch(&self) -> u32 {
+        self.no as u32
     }
 
     /// The peer's address (IPv4 as IPv4).
@@ -282,5 +287,42 @@ impl Conn {
     /// Whether bytes from earlier reads are waiting.
     pub(crate) fn has_bytes(&self) -> bool {
         self.partial.as_ref().is_some_and(|p| !p.bytes.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::size_of;
+
+    /// perf/README.md itemises where an idle connection's bytes go; the sizes it gives for
+    /// this program's own structures are the real ones.
+    #[test]
+    fn the_memory_table_states_the_real_sizes() {
+        let doc = include_str!("../../../perf/README.md");
+        let begin = doc
+            .find("<!-- memory table: begin -->")
+            .expect("table begin marker");
+        let end = doc
+            .find("<!-- memory table: end -->")
+            .expect("table end marker");
+        let rows: Vec<(&str, &str)> = doc[begin..end]
+            .lines()
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                (cells.len() > 3).then(|| (cells[1], cells[2]))
+            })
+            .collect();
+        let bytes = |part: &str| -> usize {
+            let (_, n) = rows
+                .iter()
+                .find(|(p, _)| p.starts_with(part))
+                .unwrap_or_else(|| panic!("no row for {part} in {rows:?}"));
+            n.parse()
+                .unwrap_or_else(|_| panic!("{part}: {n:?} is not a number"))
+        };
+        assert_eq!(bytes("`Conn`"), size_of::<super::Conn>());
+        assert_eq!(bytes("its subscription list"), size_of::<Box<str>>());
+        assert_eq!(bytes("its decoder"), size_of::<super::Decoder>());
+        assert_eq!(bytes("its out-queue"), size_of::<super::OutQueue>());
     }
 }
