@@ -304,7 +304,10 @@ async fn a_stalled_subscriber_that_reads_again_gets_everything(driver: Driver) {
         if largest(&body) >= 500_000 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "nothing queued: {body}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing queued: {body}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     // Reading again: everything arrives, in order.
@@ -316,5 +319,8 @@ async fn a_stalled_subscriber_that_reads_again_gets_everything(driver: Driver) {
     assert_eq!(largest(&body), 0, "{body}");
     let next = flood(&mut p, &["bulk"], 0, 10).await["bulk"];
     assert_eq!(recv_json(&mut sub).await["seq"].as_u64(), Some(next));
-    assert_eq!(server.metric("tickcast_slow_consumer_closes_total").await, 0.0);
+    assert_eq!(
+        server.metric("tickcast_slow_consumer_closes_total").await,
+        0.0
+    );
 }
