@@ -406,6 +406,8 @@ impl Shard {
             self.st.borrow_mut().listeners.push(tls_listener.clone());
             monoio::spawn(accept::accept_loop(self.clone(), tls_listener, true));
         }
+        // Before the accept loops first run (they are only spawned).
+        self.st.borrow().set_listener_options();
         monoio::spawn(dispatcher(self.clone()));
         monoio::spawn(flusher(self.clone()));
         monoio::spawn(pacing::pacer_task(self.clone()));

@@ -63,6 +63,8 @@ impl State {
         let old = std::mem::replace(&mut self.cfg, r.cfg.clone());
         self.auth = r.auth.clone();
         self.prepare_settings();
+        // `server.tcp_notsent_lowat_bytes` for the connections accepted from now on.
+        self.set_listener_options();
         self.presence_reclassed(&old);
         let mut applied = self.recheck_connections();
         applied.shard = self.shard;

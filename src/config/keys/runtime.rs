@@ -100,7 +100,7 @@ pub(super) const SERVER: &[Key] = &[
         default: "",
         bounds: Some(Bounds::ZeroOrRange(16384, 67108864)),
         valid: r#"0, or 16384..=67108864"#,
-        meaning: r#"Unsent bytes the kernel may queue per client socket (`TCP_NOTSENT_LOWAT`, set at accept; 0 = the kernel's default, no cap). Beyond it the socket takes no more, so a backlog stays in tickcast's lanes where priority, conflation and the queue bounds act on it, instead of megabytes of stale data in the kernel (measured without it: ~2.8 MB per stalled client, closed only after ~23 s; with it no measurable CPU cost, perf/README.md). With the cap, a client that stalls is usually closed with a TCP reset rather than close 4008: by the time its lane is full its socket has no room for the close frame (PROTOCOL.md, Slow consumers)."#,
+        meaning: r#"Unsent bytes the kernel may queue per client socket (`TCP_NOTSENT_LOWAT`, set on the listeners, which every accepted socket inherits; 0 = the kernel's default, no cap). Beyond it the socket takes no more, so a backlog stays in tickcast's lanes where priority, conflation and the queue bounds act on it, instead of megabytes of stale data in the kernel (measured without it: ~2.8 MB per stalled client, closed only after ~23 s; with it no measurable CPU cost, perf/README.md). With the cap, a client that stalls is usually closed with a TCP reset rather than close 4008: by the time its lane is full its socket has no room for the close frame (PROTOCOL.md, Slow consumers)."#,
         triggers: "",
     },
 ];
