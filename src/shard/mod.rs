@@ -387,7 +387,9 @@ impl Shard {
         on_ready: impl FnOnce(),
     ) -> Result<(), String> {
         // Connections are read through the readiness set, not a task each.
-        monoio::spawn(conn::readiness_task(self.clone()));
+        let readiness = conn::readiness_handle(&self.st.borrow())
+            .map_err(|e| format!("shard {}: readiness set: {e}", self.id))?;
+        monoio::spawn(conn::readiness_task(self.clone(), readiness));
         monoio::spawn(conn::again_task(self.clone()));
         // The accept loop takes connections with nonblocking `accept4` calls.
         let listener = listener

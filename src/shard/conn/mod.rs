@@ -57,7 +57,7 @@ mod write;
 use std::{mem, os::fd::OwnedFd};
 
 pub use conns::{Conns, Slots, Writes};
-pub use poll::{again_task, readiness_task, reply_task};
+pub use poll::{again_task, readiness_handle, readiness_task, reply_task};
 pub use read::Step;
 
 use super::{auth::AuthState, out::OutQueue};
