@@ -8,6 +8,7 @@
 
 pub mod netns;
 pub mod proc;
+pub mod proxy;
 
 use std::{
     io::{BufRead, BufReader},
