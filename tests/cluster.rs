@@ -537,23 +537,7 @@ async fn a_drained_node_hands_its_clients_to_the_one_that_took_over() {
     let mut old = node_on(&broker, "old", &drain, "127.0.0.1:0");
     wait_cluster(&old, 1).await;
     let addr = old.addr;
-    let (subscribed, mut acks) = tokio::sync::mpsc::unbounded_channel();
-    let mut clients = tokio::task::JoinSet::new();
-    for _ in 0..CLIENTS {
-        clients.spawn(recovering_client(
-            addr,
-            None,
-            "md.zd",
-            subscribed.clone(),
-            MESSAGES,
-        ));
-    }
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    for n in 0..CLIENTS {
-        tokio::time::timeout_at(deadline, acks.recv())
-            .await
-            .unwrap_or_else(|_| panic!("{n} of {CLIENTS} clients subscribed"));
-    }
+    let clients = recovering_clients(addr, (0..CLIENTS).map(|_| None), "md.zd", MESSAGES).await;
     // Without takeover a second process on the address refuses to start (tests/cli.rs).
     let takeover = [("TICKCAST_SERVER__TAKEOVER", "true")];
     let new = node_on(&broker, "new", &takeover, &format!("{addr}"));
@@ -608,17 +592,7 @@ async fn a_drained_node_hands_its_clients_to_the_one_that_took_over() {
     for i in MESSAGES * 3 / 4 + 1..=MESSAGES {
         assert_eq!(publish(i).await["seq"], i);
     }
-    let mut reconnected = 0;
-    while let Some(r) = clients.join_next().await {
-        let (seqs, codes, conns) = r.unwrap();
-        assert_eq!(
-            seqs,
-            (1..=MESSAGES).collect::<Vec<_>>(),
-            "every message once, in order"
-        );
-        assert!(codes.iter().all(|&c| c == 1012), "only 1012: {codes:?}");
-        reconnected += usize::from(conns > 1);
-    }
+    let reconnected = every_client_got_everything(clients, MESSAGES, 1012).await;
     // Every client left the old process (it exited before the last quarter was published),
     // and the new one accepted them all.
     assert_eq!(reconnected, CLIENTS);

@@ -27,10 +27,6 @@ use std::{
 use common::{cluster::*, proxy::*, *};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
-use tokio_tungstenite::{
-    MaybeTlsStream, client_async,
-    tungstenite::{Error as WsError, client::IntoClientRequest},
-};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -175,29 +171,9 @@ fn versions() {
     }
 }
 
-/// A WebSocket through the proxy from `from` with extra upgrade headers: the open socket, or
-/// the refusal's HTTP status.
-async fn ws_from(proxy: &Proxy, from: &str, headers: &[(&str, &str)]) -> Result<Ws, u16> {
-    let tcp = tcp_from(from.parse().unwrap(), proxy.addr).await;
-    let mut req = format!("ws://{}/ws", proxy.addr)
-        .into_client_request()
-        .unwrap();
-    for (k, v) in headers {
-        let name: tokio_tungstenite::tungstenite::http::HeaderName = k.parse().unwrap();
-        req.headers_mut().insert(name, v.parse().unwrap());
-    }
-    let upgrade = client_async(req, MaybeTlsStream::Plain(tcp));
-    match tokio::time::timeout(DEADLINE, upgrade)
-        .await
-        .expect("upgrade")
-    {
-        Ok((mut ws, _)) => {
-            assert_eq!(recv_json(&mut ws).await["op"], "welcome");
-            Ok(ws)
-        }
-        Err(WsError::Http(resp)) => Err(resp.status().as_u16()),
-        Err(e) => panic!("upgrade through the proxy: {e}"),
-    }
+/// A WebSocket through `proxy` from `from` with extra upgrade headers (see [`ws_from`]).
+async fn ws_via(proxy: &Proxy, from: &str, headers: &[(&str, &str)]) -> Result<Ws, u16> {
+    ws_from(proxy.addr, from, b"", headers).await
 }
 
 /// The client addresses both nodes list, sorted.
@@ -233,9 +209,9 @@ async fn per_ip_limits_count_the_client(kind: Kind) {
     let mut open = Vec::new();
     for from in ["127.0.0.10", "127.0.0.11"] {
         for _ in 0..2 {
-            open.push(ws_from(&proxy, from, &[]).await.unwrap());
+            open.push(ws_via(&proxy, from, &[]).await.unwrap());
         }
-        assert_eq!(ws_from(&proxy, from, &[]).await.err(), Some(429), "{from}");
+        assert_eq!(ws_via(&proxy, from, &[]).await.err(), Some(429), "{from}");
     }
     assert_eq!(
         all_ips(&nodes).await,
@@ -244,8 +220,8 @@ async fn per_ip_limits_count_the_client(kind: Kind) {
     match kind {
         Kind::Nginx => {
             let spoof = [("X-Forwarded-For", "203.0.113.9")];
-            assert_eq!(ws_from(&proxy, "127.0.0.10", &spoof).await.err(), Some(429));
-            open.push(ws_from(&proxy, "127.0.0.12", &spoof).await.unwrap());
+            assert_eq!(ws_via(&proxy, "127.0.0.10", &spoof).await.err(), Some(429));
+            open.push(ws_via(&proxy, "127.0.0.12", &spoof).await.unwrap());
             let ips = all_ips(&nodes).await;
             assert!(ips.contains(&"127.0.0.12".to_string()), "{ips:?}");
             assert!(!ips.contains(&"203.0.113.9".to_string()), "{ips:?}");
@@ -301,33 +277,17 @@ async fn clients_move_to_the_other_node_without_a_gap(kind: Kind) {
     let drain = [("TICKCAST_TIMEOUTS__DRAIN_S", "1")];
     let mut nodes = nodes(&broker, kind, &drain).await;
     let proxy = Proxy::start(kind, &nodes);
-    let (subscribed, mut acks) = tokio::sync::mpsc::unbounded_channel();
-    let mut clients = tokio::task::JoinSet::new();
     let addrs: Vec<IpAddr> = (0..CLIENTS)
         .map(|i| IpAddr::from([127, 0, 0, 20 + i]))
         .collect();
-    for &ip in &addrs {
-        let tx = subscribed.clone();
-        clients.spawn(recovering_client(
-            proxy.addr,
-            Some(ip),
-            "md.px",
-            tx,
-            MESSAGES,
-        ));
-    }
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    for n in 0..CLIENTS {
-        tokio::time::timeout_at(deadline, acks.recv())
-            .await
-            .unwrap_or_else(|_| panic!("{n} of {CLIENTS} clients subscribed"));
-    }
+    let from = addrs.iter().map(|&ip| Some(ip));
+    let clients = recovering_clients(proxy.addr, from, "md.px", MESSAGES).await;
     // The node with the most clients stops (behind nginx's ip_hash: all of them).
     let counts = [
         connection_ips(&nodes[0]).await.len(),
         connection_ips(&nodes[1]).await.len(),
     ];
-    assert_eq!(counts[0] + counts[1], usize::from(CLIENTS));
+    assert_eq!(counts[0] + counts[1], addrs.len());
     let victim = usize::from(counts[1] > counts[0]);
     let mut stopped = nodes.remove(victim);
     let stays = &nodes[0];
@@ -380,18 +340,7 @@ async fn clients_move_to_the_other_node_without_a_gap(kind: Kind) {
     for i in MESSAGES * 2 / 3 + 1..=MESSAGES {
         assert_eq!(publish(i).await["seq"], i);
     }
-    let mut moved = 0;
-    while let Some(r) = clients.join_next().await {
-        let (seqs, codes, conns) = r.unwrap();
-        assert_eq!(
-            seqs,
-            (1..=MESSAGES).collect::<Vec<_>>(),
-            "every message once, in order"
-        );
-        assert!(codes.iter().all(|&c| c == code), "only {code}: {codes:?}");
-        assert_eq!(conns, codes.len() + 1);
-        moved += usize::from(conns > 1);
-    }
+    let moved = every_client_got_everything(clients, MESSAGES, code).await;
     assert_eq!(
         moved, counts[victim],
         "the stopped node's clients, and only they, moved"

@@ -13,10 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use common::{proxy::*, *};
 use tokio::io::AsyncWriteExt;
-use tokio_tungstenite::{
-    MaybeTlsStream, client_async,
-    tungstenite::{Error as WsError, client::IntoClientRequest},
-};
+use tokio_tungstenite::{MaybeTlsStream, client_async, tungstenite::client::IntoClientRequest};
 
 both_drivers!(
     spoofed_forwarded_headers_do_not_escape_the_per_ip_limit,
@@ -31,33 +28,14 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-/// A WebSocket from `from`, sending `preamble` (a PROXY header) first and `headers` with the
-/// upgrade: the open socket, or the refusal's HTTP status.
+/// A WebSocket to `server` from `from` (see [`ws_from`]).
 async fn ws_via(
     server: &Server,
     from: &str,
     preamble: &[u8],
     headers: &[(&str, &str)],
 ) -> Result<Ws, u16> {
-    let mut tcp = tcp_from(ip(from), server.addr).await;
-    tcp.write_all(preamble).await.unwrap();
-    let mut req = server.ws_url().into_client_request().unwrap();
-    for (k, v) in headers {
-        let name: tokio_tungstenite::tungstenite::http::HeaderName = k.parse().unwrap();
-        req.headers_mut().insert(name, v.parse().unwrap());
-    }
-    let upgrade = client_async(req, MaybeTlsStream::Plain(tcp));
-    match tokio::time::timeout(DEADLINE, upgrade)
-        .await
-        .expect("upgrade")
-    {
-        Ok((mut ws, _)) => {
-            assert_eq!(recv_json(&mut ws).await["op"], "welcome");
-            Ok(ws)
-        }
-        Err(WsError::Http(resp)) => Err(resp.status().as_u16()),
-        Err(e) => panic!("upgrade: {e}"),
-    }
+    ws_from(server.addr, from, preamble, headers).await
 }
 
 /// Sends `bytes` from `from` and reads until the server closes: its answer.

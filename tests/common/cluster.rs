@@ -509,3 +509,54 @@ pub async fn recovering_client(
         }
     }
 }
+
+/// What each [`recovering_client`] returns: the seqs it got, its close codes, its connections.
+pub type Recovered = (Vec<u64>, Vec<u16>, usize);
+
+/// One [`recovering_client`] of `topic` at `addr` per entry of `from`; returns once every one
+/// has subscribed.
+pub async fn recovering_clients(
+    addr: std::net::SocketAddr,
+    from: impl IntoIterator<Item = Option<std::net::IpAddr>>,
+    topic: &'static str,
+    last: u64,
+) -> tokio::task::JoinSet<Recovered> {
+    let (subscribed, mut acks) = tokio::sync::mpsc::unbounded_channel();
+    let mut clients = tokio::task::JoinSet::new();
+    for ip in from {
+        clients.spawn(recovering_client(addr, ip, topic, subscribed.clone(), last));
+    }
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    for n in 0..clients.len() {
+        tokio::time::timeout_at(deadline, acks.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{n} of {} clients subscribed", clients.len()));
+    }
+    clients
+}
+
+/// Waits for every client: each got seqs 1..=`last` once, in order, and was closed only with
+/// `code`. Returns how many of them reconnected.
+pub async fn every_client_got_everything(
+    mut clients: tokio::task::JoinSet<Recovered>,
+    last: u64,
+    code: u16,
+) -> usize {
+    let mut reconnected = 0;
+    while let Some(r) = clients.join_next().await {
+        let (seqs, codes, conns) = r.unwrap();
+        assert_eq!(
+            seqs,
+            (1..=last).collect::<Vec<_>>(),
+            "every message once, in order"
+        );
+        assert!(codes.iter().all(|&c| c == code), "only {code}: {codes:?}");
+        assert_eq!(
+            conns,
+            codes.len() + 1,
+            "one connection per close, and one more"
+        );
+        reconnected += usize::from(conns > 1);
+    }
+    reconnected
+}

@@ -4,9 +4,16 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::{
+    io::AsyncWriteExt,
+    net::{TcpSocket, TcpStream},
+};
+use tokio_tungstenite::{
+    MaybeTlsStream, client_async,
+    tungstenite::{Error as WsError, client::IntoClientRequest, http::HeaderName},
+};
 
-use super::{DEADLINE, Server};
+use super::{DEADLINE, Server, Ws, recv_json};
 
 /// A TCP connection to `to` from `from` (any port).
 pub async fn tcp_from(from: IpAddr, to: SocketAddr) -> TcpStream {
@@ -87,4 +94,33 @@ pub fn upgrade_request(extra: &str) -> Vec<u8> {
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
     )
     .into_bytes()
+}
+
+/// A WebSocket to `to` from `from`, sending `preamble` (a PROXY header) first and `headers`
+/// with the upgrade: the open socket (its welcome read), or the refusal's HTTP status.
+pub async fn ws_from(
+    to: SocketAddr,
+    from: &str,
+    preamble: &[u8],
+    headers: &[(&str, &str)],
+) -> Result<Ws, u16> {
+    let mut tcp = tcp_from(from.parse().unwrap(), to).await;
+    tcp.write_all(preamble).await.unwrap();
+    let mut req = format!("ws://{to}/ws").into_client_request().unwrap();
+    for (k, v) in headers {
+        let name: HeaderName = k.parse().unwrap();
+        req.headers_mut().insert(name, v.parse().unwrap());
+    }
+    let upgrade = client_async(req, MaybeTlsStream::Plain(tcp));
+    match tokio::time::timeout(DEADLINE, upgrade)
+        .await
+        .expect("upgrade")
+    {
+        Ok((mut ws, _)) => {
+            assert_eq!(recv_json(&mut ws).await["op"], "welcome");
+            Ok(ws)
+        }
+        Err(WsError::Http(resp)) => Err(resp.status().as_u16()),
+        Err(e) => panic!("upgrade: {e}"),
+    }
 }
