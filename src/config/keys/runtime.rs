@@ -153,7 +153,7 @@ pub(super) const LIMITS: &[Key] = &[
         default: "",
         bounds: Some(Bounds::Range(1, 10000000)),
         valid: r#"1..=10000000"#,
-        meaning: r#"Open TCP connections per client IP (WebSocket and plain HTTP both count). One NAT'd office of bots stays far below 10k; one abusive host cannot take the whole process. Addresses are counted in 65,536 hashed buckets, so two addresses may share an allowance (the limit can only trigger early)."#,
+        meaning: r#"Open TCP connections per client IP (WebSocket and plain HTTP both count). One NAT'd office of bots stays far below 10k; one abusive host cannot take the whole process. Addresses are counted in 65,536 hashed buckets, so two addresses may share an allowance (the limit can only trigger early). Behind a proxy in `server.trusted_proxies`, the client's address from its header (docs/OPERATIONS.md, "Behind a proxy")."#,
         triggers: r#"Checked at the WebSocket upgrade only: HTTP 429 `rate_limited` (`too many connections from this address`). Same metrics as above. Plain HTTP requests are always answered."#,
     },
     Key {
@@ -323,7 +323,7 @@ pub(super) const LIMITS: &[Key] = &[
         default: "",
         bounds: None,
         valid: r#"0 = off; not range-checked"#,
-        meaning: r#"WebSocket upgrade attempts per second per client IP, a token bucket (GCRA) per hashed address bucket shared by all shards. 10/s with a burst of 100 lets a NAT'd office reconnect its bots at once and caps a reconnect loop (Binance allows 300 per 5 minutes). Counted after the `Origin` check and before the token; refused attempts do not use it up."#,
+        meaning: r#"WebSocket upgrade attempts per second per client IP, a token bucket (GCRA) per hashed address bucket shared by all shards. 10/s with a burst of 100 lets a NAT'd office reconnect its bots at once and caps a reconnect loop (Binance allows 300 per 5 minutes). Counted after the `Origin` check and before the token; refused attempts do not use it up. Behind a proxy in `server.trusted_proxies`, per client address from its header."#,
         triggers: r#"HTTP 429 `rate_limited` (`too many connection attempts from this address`) with `Retry-After: <seconds>` (at least 1), connection closed. `tickcast_security_events_total{event="rate_limited_connect"}`, `tickcast_connections_closed_total{reason="rejected"}`."#,
     },
     Key {
