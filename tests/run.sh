@@ -82,7 +82,7 @@ chromium=$(command -v chromium)
 "$chromium" --version 2>/dev/null || echo "$chromium --version failed"
 # nginx and haproxy for tests/proxies.rs: Debian's packages, unpinned for the same reason.
 nginx -v 2>&1 || echo "nginx -v failed"
-haproxy -v 2>&1 | head -n1 || echo "haproxy -v failed"
+haproxy -v 2>&1 | sed -n 1p || echo "haproxy -v failed"
 
 step "cargo test"
 # --no-fail-fast: a failing test binary does not skip the ones after it.
