@@ -186,6 +186,7 @@ impl Shard {
         let deadline = now + st.cfg.timeouts.handshake_ms;
         let mut conn = Conn::new(sock, ip, now, deadline);
         conn.tls = tls;
+        conn.prelude = st.prelude_for(ip);
         // Numbered, in the readiness set, and holding a handshake slot until its upgrade or
         // removal. From here on it is read when its socket is readable (`conn::poll`).
         if let Err(e) = st.conns.insert(conn) {

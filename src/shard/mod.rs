@@ -26,6 +26,7 @@ mod interest;
 pub mod msg;
 pub mod out;
 mod pacing;
+mod proxy;
 mod publish;
 pub mod recovery;
 pub mod reload;
@@ -248,6 +249,8 @@ pub struct State {
     msg_rate: crate::auth::Rate,
     /// Settings (`auth.rs`): `binance.messages_per_s` / `_burst`, prepared once.
     binance_rate: crate::auth::Rate,
+    /// Settings (`proxy.rs`): `server.trusted_proxies`, parsed once.
+    trusted: crate::ws::proxy::Trusted,
     /// Settings (`out::Bounds`; fan-out, pacing, recovery, `conn/write.rs`): per-lane queue
     /// bounds, prepared once.
     bounds: out::Bounds,
@@ -310,6 +313,7 @@ impl Shard {
             inbox: Vec::new(),
             // Derived from `cfg` by `prepare_settings` below.
             bounds: out::Bounds::default(),
+            trusted: crate::ws::proxy::Trusted::default(),
             pacer: pacing::Pacer::default(),
             msg_rate: crate::auth::Rate::new(0, 0),
             binance_rate: crate::auth::Rate::new(0, 0),

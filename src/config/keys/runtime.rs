@@ -103,6 +103,36 @@ pub(super) const SERVER: &[Key] = &[
         meaning: r#"Unsent bytes the kernel may queue per client socket (`TCP_NOTSENT_LOWAT`, set on the listeners, which every accepted socket inherits; 0 = the kernel's default, no cap). Beyond it the socket takes no more, so a backlog stays in tickcast's lanes where priority, conflation and the queue bounds act on it, instead of megabytes of stale data in the kernel (measured without it: ~2.8 MB per stalled client, closed only after ~23 s; with it no measurable CPU cost, perf/README.md). With the cap, a client that stalls is usually closed with a TCP reset rather than close 4008: by the time its lane is full its socket has no room for the close frame (PROTOCOL.md, Slow consumers)."#,
         triggers: "",
     },
+    Key {
+        section: "server",
+        name: "trusted_proxies",
+        kind: r#"array of strings"#,
+        default: "",
+        bounds: None,
+        valid: r#"at most 256; each an IP address (`10.0.0.7`, `::1`) or a CIDR block (`10.0.0.0/8`, `2001:db8::/32`) with no bits set past its prefix"#,
+        meaning: r#"The proxies and load balancers in front of tickcast. Only for a connection whose peer is in this list is the client's address taken from what the peer says: its PROXY protocol header (`proxy_protocol`), else the `forwarded_header` of each request, walked from the right past every trusted address (nginx's `real_ip_recursive`). Empty by default: nothing is believed, every client is its TCP peer, and a header naming another address is ignored (anyone can send one). That address is what the per-IP limits count, `/v1/connections` shows and `health_metrics = "loopback"` checks (docs/OPERATIONS.md, "Behind a proxy"). List proxies only: a client inside a trusted block could name any address."#,
+        triggers: "",
+    },
+    Key {
+        section: "server",
+        name: "proxy_protocol",
+        kind: r#"bool"#,
+        default: "",
+        bounds: None,
+        valid: "",
+        meaning: r#"A peer in `trusted_proxies` may begin a connection with a PROXY protocol header, v1 (text) or v2 (binary), on both listeners (before the HTTP request; on the TLS listener before the ClientHello): HAProxy's `send-proxy-v2`, cloud network load balancers. Its source address is the client's; a v2 `LOCAL` header (the proxy's own health check) keeps the peer's. Optional, not required: a trusted connection without a header is read as usual, so the load balancer can be switched over after a reload turned this on, and health checks that do not send one still work. A header from any other peer, or with this off, is refused (HTTP 400; on the TLS listener the connection is closed). Off by default: no load balancer sends one unless told to."#,
+        triggers: "",
+    },
+    Key {
+        section: "server",
+        name: "forwarded_header",
+        kind: r#"`"x-forwarded-for"`, `"forwarded"`"#,
+        default: "",
+        bounds: None,
+        valid: r#"one of these"#,
+        meaning: r#"The header of a trusted peer's requests that names the client: `X-Forwarded-For` (nginx, HAProxy `option forwardfor`, cloud HTTP load balancers; the default, as the most common) or RFC 7239 `Forwarded: for=`. Only this one is read: a proxy that writes one passes the other on from the client untouched, so reading both would let a client choose its address. An element that is not an address (`unknown`, an obfuscated name) ends the walk at the proxy that wrote it."#,
+        triggers: "",
+    },
 ];
 
 pub(super) const LIMITS: &[Key] = &[
@@ -123,7 +153,7 @@ pub(super) const LIMITS: &[Key] = &[
         default: "",
         bounds: Some(Bounds::Range(1, 10000000)),
         valid: r#"1..=10000000"#,
-        meaning: r#"Open TCP connections per client IP (WebSocket and plain HTTP both count). One NAT'd office of bots stays far below 10k; one abusive host cannot take the whole process. Addresses are counted in 65,536 hashed buckets, so two addresses may share an allowance (the limit can only trigger early)."#,
+        meaning: r#"Open TCP connections per client IP (WebSocket and plain HTTP both count). One NAT'd office of bots stays far below 10k; one abusive host cannot take the whole process. Addresses are counted in 65,536 hashed buckets, so two addresses may share an allowance (the limit can only trigger early). Behind a proxy in `server.trusted_proxies`, the client's address from its header (docs/OPERATIONS.md, "Behind a proxy")."#,
         triggers: r#"Checked at the WebSocket upgrade only: HTTP 429 `rate_limited` (`too many connections from this address`). Same metrics as above. Plain HTTP requests are always answered."#,
     },
     Key {
@@ -293,7 +323,7 @@ pub(super) const LIMITS: &[Key] = &[
         default: "",
         bounds: None,
         valid: r#"0 = off; not range-checked"#,
-        meaning: r#"WebSocket upgrade attempts per second per client IP, a token bucket (GCRA) per hashed address bucket shared by all shards. 10/s with a burst of 100 lets a NAT'd office reconnect its bots at once and caps a reconnect loop (Binance allows 300 per 5 minutes). Counted after the `Origin` check and before the token; refused attempts do not use it up."#,
+        meaning: r#"WebSocket upgrade attempts per second per client IP, a token bucket (GCRA) per hashed address bucket shared by all shards. 10/s with a burst of 100 lets a NAT'd office reconnect its bots at once and caps a reconnect loop (Binance allows 300 per 5 minutes). Counted after the `Origin` check and before the token; refused attempts do not use it up. Behind a proxy in `server.trusted_proxies`, per client address from its header."#,
         triggers: r#"HTTP 429 `rate_limited` (`too many connection attempts from this address`) with `Retry-After: <seconds>` (at least 1), connection closed. `tickcast_security_events_total{event="rate_limited_connect"}`, `tickcast_connections_closed_total{reason="rejected"}`."#,
     },
     Key {

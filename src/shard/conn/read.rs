@@ -10,7 +10,13 @@ use std::{mem, rc::Rc, sync::Arc};
 
 use rustix::{io::Errno, net::RecvFlags};
 
-use super::{super::State, Phase};
+use super::{
+    super::{
+        State,
+        proxy::{Prelude, PreludeStep},
+    },
+    Phase,
+};
 use crate::dialect::Dialect;
 use crate::{
     frame::{Frame, FrameClass},
@@ -82,6 +88,17 @@ impl State {
                         // dropped until EOF or the close deadline.
                         continue;
                     }
+                    // A PROXY header first, before TLS (`super::super::proxy`).
+                    if conn.prelude != Prelude::Done {
+                        match self.prelude(key) {
+                            PreludeStep::Continue if !self.scratch.is_empty() => {}
+                            PreludeStep::Refused if self.conns[key].phase == Phase::Dead => {
+                                return Step::Exit;
+                            }
+                            _ => continue,
+                        }
+                    }
+                    let conn = &self.conns[key];
                     // TLS: the scratch buffer's ciphertext is replaced by its plaintext.
                     if conn.tls.is_some() {
                         match self.tls_read(key) {
