@@ -104,7 +104,7 @@ fn trie_of(patterns: &[String]) -> PatternTrie<u32> {
 fn index_of(patterns: &[String]) -> LocalIndex {
     let mut index = LocalIndex::default();
     for (i, p) in patterns.iter().enumerate() {
-        index.subscribe(p, i as u32);
+        index.subscribe(p, i as u32, None);
     }
     index
 }
@@ -185,7 +185,7 @@ fn bench_one_topic(c: &mut Criterion) {
     let topic = "md.binance.BTCUSDT.trades";
     let mut index = LocalIndex::default();
     for conn in 0..SUBSCRIPTIONS {
-        index.subscribe(topic, conn);
+        index.subscribe(topic, conn, None);
     }
     assert_eq!(index.subscriber_count(topic), SUBSCRIPTIONS as usize);
     assert_eq!(index_matches(&index, topic), SUBSCRIPTIONS as u64);
