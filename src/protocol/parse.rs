@@ -15,10 +15,10 @@ pub struct Spans {
     pub filter: Option<std::ops::Range<usize>>,
 }
 
-/// Finds the raw spans of the top-level `"id"`, `"data"` and `"filter"` values. Tolerant and bounded: on
-/// anything that is not a JSON object it returns what it found so far; the simd-json pass that
-/// follows is what decides validity (duplicate keys included, escaped or not). Linear time, no
-/// recursion, no allocation unless a key is written with escapes.
+/// Finds the raw spans of the top-level `"id"`, `"data"` and `"filter"` values. Tolerant and
+/// bounded: on anything that is not a JSON object it returns what it found so far; the
+/// simd-json pass that follows is what decides validity (duplicate keys included, escaped or
+/// not). Linear time, no recursion, no allocation unless a key is written with escapes.
 ///
 /// Measured: 13 ns for a 20 B ping, 36 ns for a 119 B subscribe, 69 ns for a 190 B publish and
 /// 0.32-0.36 µs for a 1 KiB publish (about 2.7 GiB/s, byte at a time), medians

@@ -50,6 +50,19 @@
 //! patterns are normally shared, but an adversarial client can make each of its subscriptions
 //! cost about that much, so the runtime's per-connection subscription limit should account for
 //! it. Unsubscribing everything returned the live heap exactly to its starting value.
+//!
+//! # Filters
+//!
+//! A pattern none of whose subscribers has a filter is stored, walked and counted exactly as
+//! above (`Subscribers::Plain`: the same 24 bytes, one more match arm per matched pattern). The
+//! first filtered subscriber turns it into `Subscribers::Filtered` (`index/subscribers.rs`):
+//! one boxed `IndexMap` of every subscriber, in the plain set's order, to its filter. An entry
+//! is 16 bytes plus its hash slot, as in a plain set; the filter itself is held once per
+//! shard, whoever uses it (`filter::FilterTable`). The fan-out
+//! ([`LocalIndex::for_each_receiver`]) keeps the subscribers' order and asks for a filtered
+//! subscriber's verdict, which the message's judge evaluates once per filter and then
+//! remembers: visiting the subscribers filter by filter instead cost about 25 % more CPU per
+//! delivery (`index/subscribers.rs`).
 
 mod subscribers;
 

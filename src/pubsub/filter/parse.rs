@@ -349,21 +349,22 @@ impl Parser<'_> {
 }
 
 /// Refuses an object that names a key twice (JSON leaves it undefined; a filter must not be
-/// ambiguous).
+/// ambiguous). O(n log n): a hostile object of thousands of keys is checked before its
+/// members count against any bound.
 fn no_repeats(members: &[(String, Json)], field: Option<&str>) -> Result<(), FilterError> {
-    for (i, (k, _)) in members.iter().enumerate() {
-        if members[..i].iter().any(|(p, _)| p == k) {
-            return Err(malformed(match field {
-                Some(f) => format!(
-                    "\"filter\": field {} repeats operator {}",
-                    shown(f),
-                    shown(k)
-                ),
-                None => format!("\"filter\": key {} is repeated", shown(k)),
-            }));
-        }
-    }
-    Ok(())
+    let mut keys: Vec<&str> = members.iter().map(|(k, _)| k.as_str()).collect();
+    keys.sort_unstable();
+    let Some(k) = keys.windows(2).find(|w| w[0] == w[1]).map(|w| w[0]) else {
+        return Ok(());
+    };
+    Err(malformed(match field {
+        Some(f) => format!(
+            "\"filter\": field {} repeats operator {}",
+            shown(f),
+            shown(k)
+        ),
+        None => format!("\"filter\": key {} is repeated", shown(k)),
+    }))
 }
 
 /// The `and` (`all`) or `or` of `parts`, canonical: nested ones of the same kind flattened,

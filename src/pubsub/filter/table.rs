@@ -3,10 +3,17 @@
 //!
 //! The fan-out evaluates through a [`Judge`], one per published message: it evaluates a
 //! filter the first time one of its subscriptions matches and remembers the answer for the
-//! rest of the message (each slot is stamped with the message's round), so a filter shared by
-//! ten thousand subscribers is evaluated once, and it parses the data into a tape only when a
-//! first filter needs it (into buffers kept from message to message: no allocation once they
-//! have grown).
+//! rest of the message (in a dense array of verdicts stamped with the message's round: the
+//! fan-out asks once per filtered subscriber, so a remembered verdict is one 8-byte load), so
+//! a filter shared by ten thousand subscribers is evaluated once, and it parses the data into
+//! a tape only when a first filter needs it (into buffers kept from message to message: no
+//! allocation once they have grown).
+//!
+//! Measured (benches/pubsub.rs `filters_10k`, 10,000 subscribers of one topic, 100-byte data,
+//! `cargo bench --bench pubsub -- filters_10k`, shared 2-core VM, 2026-12-05), medians: a
+//! message's walk takes 2.2 µs without filters, 24 µs with 10 distinct filters (2.2 ns more
+//! per subscriber: one remembered verdict each) and 43 µs with 1,000 (about 19 ns per
+//! evaluation of a two-test filter), the data's parse included.
 
 use std::collections::HashMap;
 
@@ -20,6 +27,9 @@ pub struct FilterTable {
     /// Canonical text -> id.
     ids: HashMap<Box<str>, FilterId>,
     slots: Vec<Slot>,
+    /// Per slot: the last verdict, `round << 1 | passed` (0: none yet). Apart from the slots,
+    /// so the verdicts of a thousand filters fit in 8 KiB.
+    verdicts: Vec<u64>,
     /// Slots without a filter, reused first.
     free: Vec<FilterId>,
     /// The last message round a [`Judge`] started.
@@ -44,9 +54,6 @@ impl std::fmt::Debug for FilterTable {
 struct Slot {
     filter: Option<Filter>,
     refs: u32,
-    /// The round whose answer `pass` is.
-    round: u64,
-    pass: bool,
 }
 
 /// The table holds `limits.filters_per_shard_max` distinct filters already.
@@ -68,16 +75,16 @@ impl FilterTable {
         let slot = Slot {
             filter: Some(filter.clone()),
             refs: 1,
-            round: 0,
-            pass: false,
         };
         let id = match self.free.pop() {
             Some(id) => {
                 self.slots[id as usize] = slot;
+                self.verdicts[id as usize] = 0;
                 id
             }
             None => {
                 self.slots.push(slot);
+                self.verdicts.push(0);
                 (self.slots.len() - 1) as FilterId
             }
         };
@@ -148,16 +155,19 @@ impl FilterTable {
     pub fn judge<'a>(&'a mut self, data: &'a [u8]) -> Judge<'a> {
         let FilterTable {
             slots,
+            verdicts,
             round,
             input,
             buffers,
             tape,
             ..
         } = self;
+        // A new round: no verdict of an earlier message is taken for this one's.
+        *round += 1;
         Judge {
             slots,
-            round,
-            started: false,
+            verdicts,
+            stamp: *round << 1,
             data,
             input: Some(input),
             buffers,
@@ -172,10 +182,10 @@ impl FilterTable {
 /// Evaluates the filters of one message, each at most once, parsing the data at most once
 /// (see the module doc). Its counts say what it did.
 pub struct Judge<'a> {
-    slots: &'a mut Vec<Slot>,
-    round: &'a mut u64,
-    /// The round was advanced for this message (at the first evaluation).
-    started: bool,
+    slots: &'a [Slot],
+    verdicts: &'a mut [u64],
+    /// This message's round, shifted to a verdict's place (`round << 1`).
+    stamp: u64,
     data: &'a [u8],
     /// The table's input buffer until the data is parsed into it.
     input: Option<&'a mut Vec<u8>>,
@@ -193,16 +203,17 @@ pub struct Judge<'a> {
 impl Judge<'_> {
     /// Whether filter `id` passes for this message.
     pub fn passes(&mut self, id: FilterId) -> bool {
-        if !self.started {
-            self.started = true;
-            *self.round += 1;
+        let stamp = self.stamp;
+        let Some(&verdict) = self.verdicts.get(id as usize) else {
+            return false;
+        };
+        if verdict & !1 == stamp {
+            return verdict & 1 == 1;
         }
-        let round = *self.round;
-        match self.slots.get(id as usize) {
-            Some(slot) if slot.round == round => return slot.pass,
-            Some(slot) if slot.filter.is_some() => {}
-            _ => return false,
-        }
+        let slots = self.slots;
+        let Some(filter) = slots.get(id as usize).and_then(|s| s.filter.as_ref()) else {
+            return false;
+        };
         if self.tape.is_none() {
             self.parse();
         }
@@ -211,10 +222,8 @@ impl Judge<'_> {
             .as_ref()
             .and_then(|t| t.as_ref())
             .map(|t| &t.0[..]);
-        let slot = &mut self.slots[id as usize];
-        let pass = slot.filter.as_ref().is_some_and(|f| evaluate(f, root));
-        slot.round = round;
-        slot.pass = pass;
+        let pass = evaluate(filter, root);
+        self.verdicts[id as usize] = stamp | u64::from(pass);
         self.evaluations += 1;
         pass
     }
