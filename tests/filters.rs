@@ -24,6 +24,7 @@ both_drivers!(
     replays_are_filtered,
     bad_filters_are_refused_with_the_documented_error,
     a_full_filter_table_refuses_new_filters_only,
+    hostile_filters_are_refused_cheaply,
 );
 
 /// What the tests publish to one topic, in this order (the last passes every filter used).
@@ -438,4 +439,62 @@ async fn a_full_filter_table_refuses_new_filters_only(driver: Driver) {
     assert_eq!(recv_json(&mut s).await["op"], "ack");
     subscribe_filtered(&mut s, 6, &["d"], json!({"k":3})).await;
     assert_eq!(server.metric("tickcast_subscription_filters").await, 2.0);
+}
+
+/// Filters built to cost: each is refused (or the message is), and the connection answers the
+/// next ping, so nothing held it up. With the largest byte bound, so the other bounds and the
+/// grammar are what refuse them.
+async fn hostile_filters_are_refused_cheaply(driver: Driver) {
+    let env = [("TICKCAST_LIMITS__FILTER_BYTES_MAX", "65536")];
+    let server = Server::start(driver, &env, &[]);
+    let (mut s, _) = connect(&server).await;
+    let keys: Vec<String> = (0..5000).map(|i| format!("\"k{i}\":1")).collect();
+    let many_keys = format!("{{{}}}", keys.join(","));
+    let repeated: Vec<String> = (0..5000).map(|_| "\"k\":1".to_string()).collect();
+    let many_repeats = format!("{{{}}}", repeated.join(","));
+    // 50 levels (100 of JSON nesting, under serde_json's 128): the depth bound refuses it.
+    let deep_and = format!("{}{{\"a\":1}}{}", "{\"and\":[".repeat(50), "]}".repeat(50));
+    let deep_object = format!("{}1{}", "{\"a\":".repeat(120), "}".repeat(120));
+    let long_path = format!("{{\"{}\":1}}", vec!["p"; 20_000].join("."));
+    let huge_in = format!(
+        "{{\"s\":{{\"in\":[{}]}}}}",
+        (0..9000)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let cases: [(&str, &str); 5] = [
+        (&many_keys, "more than 32 tests"),
+        (&many_repeats, "is repeated"),
+        (&deep_and, "deeper than 4 levels"),
+        (&deep_object, "unknown operator"),
+        (&huge_in, "has 9000 values"),
+    ];
+    for (i, (filter, why)) in cases.iter().enumerate() {
+        let op = format!(r#"{{"op":"subscribe","id":{i},"topics":["t"],"filter":{filter}}}"#);
+        send_json_text(&mut s, &op).await;
+        let e = recv_json(&mut s).await;
+        assert_eq!(e["code"], "bad_request", "{i}: {e}");
+        let message = e["message"].as_str().unwrap();
+        assert!(message.contains(why), "{i}: {message}");
+        send_json(&mut s, json!({"op":"ping","id":"alive"})).await;
+        assert_eq!(recv_json(&mut s).await["op"], "pong");
+    }
+    // A path of 20,000 segments is a filter like any other, within the byte bound.
+    let op = format!(r#"{{"op":"subscribe","id":8,"topics":["t"],"filter":{long_path}}}"#);
+    send_json_text(&mut s, &op).await;
+    assert_eq!(recv_json(&mut s).await["op"], "ack");
+    send_json(&mut s, json!({"op":"unsubscribe","id":8,"topics":["t"]})).await;
+    assert_eq!(recv_json(&mut s).await["op"], "ack");
+    // Nesting beyond what the message parser takes refuses the message itself.
+    let brackets = format!(
+        r#"{{"op":"subscribe","id":9,"topics":["t"],"filter":{}{}}}"#,
+        "[".repeat(3000),
+        "]".repeat(3000)
+    );
+    send_json_text(&mut s, &brackets).await;
+    let e = recv_json(&mut s).await;
+    assert_eq!(e["code"], "bad_request", "{e}");
+    assert_eq!(server.metric("tickcast_subscriptions").await, 0.0);
+    assert_eq!(server.metric("tickcast_subscription_filters").await, 0.0);
 }

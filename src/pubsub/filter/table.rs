@@ -102,9 +102,12 @@ impl FilterTable {
     /// One reference less to `id`; the filter is freed with its last one.
     pub fn release(&mut self, id: FilterId) {
         let slot = &mut self.slots[id as usize];
-        debug_assert!(slot.refs > 0, "release of a free filter slot");
-        slot.refs -= 1;
-        if slot.refs > 0 {
+        let Some(refs) = slot.refs.checked_sub(1) else {
+            debug_assert!(false, "release of a free filter slot");
+            return;
+        };
+        slot.refs = refs;
+        if refs > 0 {
             return;
         }
         if let Some(f) = slot.filter.take() {
