@@ -585,3 +585,21 @@ proptest! {
         }
     }
 }
+
+/// Found by the fuzzer (tests/fuzz/regressions/filter/): a filter's long decimal must be read
+/// as the data's is, to the same double, and its canonical text must give that double back.
+#[test]
+fn long_decimals_read_the_same_in_filter_and_data() {
+    for x in [
+        "0.446744070719551615",
+        "22222222222222222222222222222222222222222222222222222222222222225.8",
+        "2.2250738585072011e-308",
+        "9007199254740993.5",
+    ] {
+        let f = filter(&format!(r#"{{"x":{x}}}"#));
+        assert_eq!(filter(f.canonical()), f, "{x}");
+        assert!(f.matches(format!(r#"{{"x":{x}}}"#).as_bytes()), "{x}");
+        let g = filter(&format!(r#"{{"x":{{"gte":{x},"lte":{x}}}}}"#));
+        assert!(g.matches(format!(r#"{{"x":{x}}}"#).as_bytes()), "{x}");
+    }
+}
