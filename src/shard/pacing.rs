@@ -210,15 +210,10 @@ impl State {
     /// `key` no longer subscribes to `pattern`: the throttle slots of topics no pattern it
     /// still has covers go, with their pending frames.
     pub(crate) fn forget_paced_pattern(&mut self, key: u32, pattern: &str) {
-        let Some(conn) = self.conns.get(key) else {
-            // Out of the slab already: `remove_conn` unsubscribes a closing connection's
-            // patterns after taking it out. All its slots go.
-            return self.forget_paced(key);
-        };
         let Some(slots) = self.pacer.slots.get_mut(&key) else {
             return;
         };
-        let subs = &conn.subs;
+        let subs = &self.conns[key].subs;
         slots.retain(|s| {
             !crate::pubsub::topic::matches(pattern, &s.topic)
                 || subs
