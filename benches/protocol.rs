@@ -76,6 +76,7 @@ fn parse_serde_json(msg: &[u8]) -> Result<Request<'_>, BadRequest> {
                 Op::Subscribe {
                     topics,
                     since: Vec::new(),
+                    filter: None,
                 }
             } else {
                 Op::Unsubscribe { topics }

@@ -10,6 +10,10 @@
 //!   subscriber each; the published topic matches its exact pattern and three wildcards
 //!   (`hit4`), or only its exact pattern after walking the trie (`hit1`).
 //! - `one_topic_100k`: 100,000 connections on one exact topic; the cost is the iteration.
+//! - `filters_10k`: 10,000 connections on one topic subscribed with 0, 10 or 1,000 distinct
+//!   filters (connection i with filter i mod N, two tests every message passes, the shape of
+//!   `tickcast-bench --filters`), through [`LocalIndex::for_each_receiver`]: one message's walk,
+//!   the data parsed once and each distinct filter evaluated once.
 //!
 //! Every bench sets criterion's throughput to the number of matches (or subscribers) it
 //! visits, so `time / elements` is the cost per match (or per visited subscriber).
@@ -20,6 +24,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tickcast::pubsub::{
+    filter::{Filter, FilterLimits},
     index::LocalIndex,
     topic::{validate_pattern, validate_topic},
     trie::PatternTrie,
@@ -104,7 +109,7 @@ fn trie_of(patterns: &[String]) -> PatternTrie<u32> {
 fn index_of(patterns: &[String]) -> LocalIndex {
     let mut index = LocalIndex::default();
     for (i, p) in patterns.iter().enumerate() {
-        index.subscribe(p, i as u32);
+        index.subscribe(p, i as u32, None);
     }
     index
 }
@@ -185,7 +190,7 @@ fn bench_one_topic(c: &mut Criterion) {
     let topic = "md.binance.BTCUSDT.trades";
     let mut index = LocalIndex::default();
     for conn in 0..SUBSCRIPTIONS {
-        index.subscribe(topic, conn);
+        index.subscribe(topic, conn, None);
     }
     assert_eq!(index.subscriber_count(topic), SUBSCRIPTIONS as usize);
     assert_eq!(index_matches(&index, topic), SUBSCRIPTIONS as u64);
@@ -210,11 +215,55 @@ fn bench_one_topic(c: &mut Criterion) {
     group.finish();
 }
 
+fn bench_filters(c: &mut Criterion) {
+    const SUBS: u32 = 10_000;
+    let topic = "bench.t0";
+    let limits = FilterLimits {
+        bytes_max: 4096,
+        depth_max: 4,
+        clauses_max: 32,
+        in_max: 128,
+    };
+    // `{"t":<send time>,"pad":"xxx…"}`, about 100 bytes, as tickcast-bench publishes.
+    let data = format!(r#"{{"t":1796420232938163000,"pad":"{}"}}"#, "x".repeat(66));
+    let mut group = c.benchmark_group("filters_10k");
+    group.throughput(Throughput::Elements(SUBS as u64));
+    for distinct in [0u32, 10, 1000] {
+        let mut index = LocalIndex::default();
+        let ids: Vec<u32> = (0..distinct)
+            .map(|k| {
+                let text = format!(r#"{{"t":{{"exists":true,"gt":-{}}}}}"#, k + 1);
+                let f = Filter::parse(text.as_bytes(), &limits).unwrap().unwrap();
+                index.intern(&f, 4096).unwrap()
+            })
+            .collect();
+        for conn in 0..SUBS {
+            let filter = ids.get((conn % distinct.max(1)) as usize).copied();
+            index.subscribe(topic, conn, filter);
+        }
+        for id in ids {
+            index.release_filter(id);
+        }
+        let mut n = 0;
+        let work = index.for_each_receiver(topic, Some(data.as_bytes()), |_| n += 1);
+        assert_eq!((n, work.evaluations), (SUBS, distinct as u64));
+        group.bench_function(format!("{distinct}_filters"), |b| {
+            b.iter(|| {
+                index.for_each_receiver(black_box(topic), Some(black_box(data.as_bytes())), |c| {
+                    black_box(c);
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     bench_validate,
     bench_exact_100k,
     bench_mixed,
-    bench_one_topic
+    bench_one_topic,
+    bench_filters
 );
 criterion_main!(benches);

@@ -245,6 +245,8 @@ macro_rules! shard_counters {
             pub proxy: [u64; ProxyEvent::ALL.len()],
             /// Tokens refused, by `AuthError::label`.
             pub auth_failures: [u64; crate::auth::AuthError::LABELS.len()],
+            /// Subscribes refused for their filter, by `filter::Refusal`.
+            pub filter_rejects: [u64; crate::pubsub::filter::Refusal::ALL.len()],
         }
 
         /// Registry handles of the unlabelled counters of one shard.
@@ -349,6 +351,16 @@ shard_counters! {
     /// on the TLS port, handshake deadline, EOF).
     tls_handshake_failures: "tickcast_tls_handshake_failures_total",
         "TLS connections that ended before their handshake completed.";
+    /// Subscription filters evaluated by the fan-out: at most once per message, shard and
+    /// distinct filter with a subscriber of the topic there.
+    filter_evaluations: "tickcast_filter_evaluations_total",
+        "Subscription filters evaluated by the fan-out: at most once per message, shard and distinct filter with a subscriber of the topic on the shard.";
+    /// Messages whose data a shard parsed for its filters (at most once per message and shard).
+    filter_parses: "tickcast_filter_parses_total",
+        "Messages whose data a shard parsed for subscription filters: at most once per message and shard, only when a filter was evaluated.";
+    /// (subscription, frame) pairs a filter turned away, live or replayed.
+    filter_skips: "tickcast_filter_skips_total",
+        "(subscription, frame) pairs a subscription filter turned away, live or replayed.";
 }
 
 /// Per-shard gauges, set on flush.
@@ -363,6 +375,8 @@ pub struct Gauges {
     pub subscriptions: u64,
     pub patterns: u64,
     pub topics: u64,
+    /// Distinct subscription filters held (`limits.filters_per_shard_max`).
+    pub filters: u64,
 }
 
 /// Publish-to-write latency in power-of-two microsecond buckets: bucket `i` counts latencies in
@@ -420,12 +434,14 @@ struct Handles {
     security: Vec<Counter>,
     proxy: Vec<Counter>,
     auth_failures: Vec<Counter>,
+    filter_rejects: Vec<Counter>,
     connections: Gauge,
     handshakes: Gauge,
     partial_bytes: Gauge,
     subscriptions: Gauge,
     patterns: Gauge,
     topics: Gauge,
+    filters: Gauge,
 }
 
 /// A shard's statistics: what the hot path touches, plus its registry handles.
@@ -479,12 +495,20 @@ impl ShardStats {
                         "shard" => label.clone(), "reason" => *r)
                 })
                 .collect(),
+            filter_rejects: crate::pubsub::filter::Refusal::ALL
+                .iter()
+                .map(|r| {
+                    metrics::counter!("tickcast_filter_rejects_total",
+                        "shard" => label.clone(), "reason" => r.as_str())
+                })
+                .collect(),
             connections: g("tickcast_connections"),
             handshakes: g("tickcast_handshakes"),
             partial_bytes: metrics::gauge!("tickcast_partial_bytes"),
             subscriptions: g("tickcast_subscriptions"),
             patterns: g("tickcast_subscription_patterns"),
             topics: g("tickcast_topics"),
+            filters: g("tickcast_subscription_filters"),
         };
         ShardStats {
             c: Counters::default(),
@@ -541,6 +565,9 @@ impl ShardStats {
         for (handle, v) in h.auth_failures.iter().zip(c.auth_failures.iter()) {
             handle.absolute(*v);
         }
+        for (handle, v) in h.filter_rejects.iter().zip(c.filter_rejects.iter()) {
+            handle.absolute(*v);
+        }
         h.connections.set(gauges.connections as f64);
         h.handshakes.set(gauges.handshakes as f64);
         if let Some(bytes) = gauges.partial_bytes {
@@ -549,6 +576,7 @@ impl ShardStats {
         h.subscriptions.set(gauges.subscriptions as f64);
         h.patterns.set(gauges.patterns as f64);
         h.topics.set(gauges.topics as f64);
+        h.filters.set(gauges.filters as f64);
         if let Some(d) = hub.deliveries.get(self.shard) {
             d.store(c.deliveries, Ordering::Relaxed);
         }
@@ -680,6 +708,10 @@ const OTHER_SHARD_METRICS: &[(&str, &str)] = &[
         "tickcast_proxy_events_total",
         "Client addresses taken from trusted proxies (PROXY header, forwarded header) and PROXY headers refused, by event.",
     ),
+    (
+        "tickcast_filter_rejects_total",
+        "Subscribes refused for their filter, by reason (malformed, a limits.filter_* bound, the shard's table full).",
+    ),
 ];
 
 const SHARD_GAUGES: &[(&str, &str)] = &[
@@ -706,6 +738,10 @@ const SHARD_GAUGES: &[(&str, &str)] = &[
     (
         "tickcast_topics",
         "Topics with a sequence counter on this shard.",
+    ),
+    (
+        "tickcast_subscription_filters",
+        "Distinct subscription filters held on this shard (limits.filters_per_shard_max).",
     ),
 ];
 

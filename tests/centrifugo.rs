@@ -105,16 +105,7 @@ async fn run_sdk(server: &Server, mut cmd: Command, script: &str) -> Value {
         ADMIN_KEY,
         &args.to_string(),
     ]);
-    let out = tokio::task::spawn_blocking(move || cmd.output().expect("run the SDK"))
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "SDK client failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    json_output(cmd).await
 }
 
 /// What both SDKs report: 11 publications, offsets 1..=11 each once in order (5 before the

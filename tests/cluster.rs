@@ -981,6 +981,57 @@ async fn dialect_clients_get_the_clusters_messages_and_recover_on_another_node(e
     assert_eq!(offsets, (N / 2 + 1..=N).collect::<Vec<_>>(), "{sub}");
 }
 
+/// Subscription filters (docs/PROTOCOL.md "Filters") are evaluated where the subscriber is:
+/// messages published on another node, sequenced by the broker, reach each filtered subscriber
+/// by its own filter, one evaluation per message on its shard; a recovery served on another
+/// node than the publisher's is filtered too.
+async fn filters_judge_other_nodes_messages_where_the_subscriber_is(engine: Engine) {
+    let broker = Broker::start(engine);
+    let nodes = cluster(&broker).await;
+    let (mut bids, _) = connect(&nodes[1]).await;
+    let op = json!({"op":"subscribe","id":1,"topics":["md.f"],"filter":{"side":"bid"}});
+    subscribe_op(&mut bids, op).await;
+    let (mut all, _) = connect(&nodes[1]).await;
+    subscribe(&mut all, 1, &["md.f"]).await;
+    let (mut late, _) = connect(&nodes[2]).await;
+    let op = json!({"op":"subscribe","id":1,"topics":["md.>"],"filter":{"i":{"gt":8}}});
+    subscribe_op(&mut late, op).await;
+    let (mut p, _) = connect(&nodes[0]).await;
+    let side = |i: u64| if i % 2 == 1 { "bid" } else { "ask" };
+    let mut epoch = String::new();
+    for i in 1..=11 {
+        let ack = publish(&mut p, i, "md.f", json!({"i": i, "side": side(i)})).await;
+        assert_eq!(ack["seq"], i, "{ack}");
+        epoch = ack["epoch"].as_str().unwrap().to_string();
+    }
+    let (frames, _) = read_until(&mut bids, "md.f", 11).await;
+    assert_eq!(seqs(&frames), [1, 3, 5, 7, 9, 11]);
+    let (frames, _) = read_until(&mut late, "md.f", 11).await;
+    assert_eq!(seqs(&frames), [9, 10, 11]);
+    let (frames, _) = read_until(&mut all, "md.f", 11).await;
+    assert_eq!(seqs(&frames), (1..=11).collect::<Vec<_>>());
+    // One filter on node b, judged once per message (on its subscriber's shard); node a, the
+    // publisher's, holds none.
+    assert_eq!(
+        nodes[1].metric("tickcast_filter_evaluations_total").await,
+        11.0
+    );
+    assert_eq!(
+        nodes[0].metric("tickcast_filter_evaluations_total").await,
+        0.0
+    );
+    // Recovering on node c from the start: the history (the node's or the broker's) is
+    // replayed through the filter, then the live stream.
+    let (mut asks, _) = connect(&nodes[2]).await;
+    let op = json!({"op":"subscribe","id":1,"topics":["md.f"],"filter":{"side":"ask"},
+                    "since":{"md.f":{"seq":0,"epoch":epoch}}});
+    subscribe_op(&mut asks, op).await;
+    publish(&mut p, 12, "md.f", json!({"i": 12, "side": "ask"})).await;
+    let (frames, gaps) = read_until(&mut asks, "md.f", 12).await;
+    assert!(gaps.is_empty(), "{gaps:?}");
+    assert_eq!(seqs(&frames), [2, 4, 6, 8, 10, 12]);
+}
+
 macro_rules! engines {
     ($($name:ident),* $(,)?) => {
         mod nats {
@@ -1017,4 +1068,5 @@ engines!(
     a_subscribe_ack_means_the_broker_delivers,
     a_node_that_connects_late_hears_the_others_before_taking_the_lead,
     dialect_clients_get_the_clusters_messages_and_recover_on_another_node,
+    filters_judge_other_nodes_messages_where_the_subscriber_is,
 );

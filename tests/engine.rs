@@ -137,17 +137,6 @@ async fn subscribe_publish_round_trip(driver: Driver) {
     assert_eq!(recv_json(&mut sub).await["topic"], "marker");
 }
 
-async fn publish(ws: &mut Ws, id: u64, topic: &str, data: Value) -> u64 {
-    send_json(
-        ws,
-        json!({"op":"publish","id":id,"topic":topic,"data":data}),
-    )
-    .await;
-    let ack = recv_json(ws).await;
-    assert_eq!(ack["op"], "ack", "{ack}");
-    ack["seq"].as_u64().unwrap()
-}
-
 async fn wildcards_and_overlap(driver: Driver) {
     let server = Server::start(driver, &[], &[]);
     let (mut a, _) = connect(&server).await;

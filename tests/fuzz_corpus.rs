@@ -59,6 +59,11 @@ fn protocol_corpus() {
 }
 
 #[test]
+fn filter_corpus() {
+    assert!(replay("filter", checks::filter) > 0, "no filter corpus");
+}
+
+#[test]
 fn envelope_corpus() {
     assert!(
         replay("envelope", checks::envelope) > 0,

@@ -111,7 +111,7 @@ for driver in io_uring epoll; do
     # The suite opens ~300 connections from one address within seconds: the per-IP connect
     # rate limit (a production default) is turned off for it.
     TICKCAST_LIMITS__CONNECT_RATE_PER_IP_PER_S=0 \
-        ./target/debug/tickcast serve --echo --driver "$driver" --listen 127.0.0.1:0 >"$log" 2>&1 &
+        "${CARGO_TARGET_DIR:-target}/debug/tickcast" serve --echo --driver "$driver" --listen 127.0.0.1:0 >"$log" 2>&1 &
     pid=$!
     trap 'kill $pid 2>/dev/null || true' EXIT
     # Waits for the address line while the process lives; 60 s is a failure bound (a loaded

@@ -195,6 +195,24 @@ pub struct Limits {
     pub subscriptions_per_conn_max: usize,
     /// Topics in one subscribe or unsubscribe request.
     pub topics_per_request_max: usize,
+    /// Bytes of one subscription filter's JSON text. A filter of a few fields is under 200
+    /// bytes, an `in` list of 128 symbols about 2 KiB; a shard keeps each distinct filter, so
+    /// this times `filters_per_shard_max` bounds what filters can hold. Over: `bad_request`.
+    pub filter_bytes_max: usize,
+    /// Nesting of `and`/`or` in a filter (the filter object is level 1). Three levels of
+    /// `and`/`or` inside it express any hand-written filter; the bound keeps evaluation's
+    /// recursion shallow. Over: `bad_request`.
+    pub filter_depth_max: usize,
+    /// Tests (a field and one operator) in one filter. Evaluation costs about one test's
+    /// time each, for every distinct filter of a topic's subscribers, per message. Over:
+    /// `bad_request`.
+    pub filter_clauses_max: usize,
+    /// Values in one `in` list of a filter (looked up by binary search). Over: `bad_request`.
+    pub filter_in_max: usize,
+    /// Distinct filters one shard holds (identical filters are held once). Each is evaluated
+    /// once per message of a topic it has a subscriber of, so this bounds both the memory and
+    /// the per-message CPU that clients' filters can take. Over: `capacity`.
+    pub filters_per_shard_max: usize,
     /// Bytes of frames queued for one connection before it is closed as a slow consumer
     /// (4008). 1 MiB is seconds of a busy market-data stream; beyond it a client is not
     /// keeping up and would only see ever staler data.
@@ -248,6 +266,18 @@ pub struct Limits {
     pub client_rate_limited_close_after: u32,
 }
 
+impl Limits {
+    /// The bounds a subscription filter is parsed within.
+    pub fn filter(&self) -> crate::pubsub::filter::FilterLimits {
+        crate::pubsub::filter::FilterLimits {
+            bytes_max: self.filter_bytes_max,
+            depth_max: self.filter_depth_max,
+            clauses_max: self.filter_clauses_max,
+            in_max: self.filter_in_max,
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self {
@@ -261,6 +291,11 @@ impl Default for Limits {
             publish_data_bytes_max: 32 * 1024,
             subscriptions_per_conn_max: 100,
             topics_per_request_max: 100,
+            filter_bytes_max: 4096,
+            filter_depth_max: 4,
+            filter_clauses_max: 32,
+            filter_in_max: 128,
+            filters_per_shard_max: 4096,
             write_queue_bytes_max: 1024 * 1024,
             topics_per_shard_max: 1_000_000,
             connect_rate_per_ip_per_s: 10,

@@ -26,7 +26,8 @@ pub enum ErrorCode {
     /// Cluster mode: the broker did not confirm a publish (down, or too slow).
     Unavailable,
     /// A publish refused because the server is at capacity: its topic's owner cannot hold
-    /// another topic (`limits.topics_per_shard_max`), or a queue on its way is full.
+    /// another topic (`limits.topics_per_shard_max`), or a queue on its way is full. Or a
+    /// subscribe with a new filter while its shard holds `limits.filters_per_shard_max`.
     Capacity,
     Internal,
 }

@@ -134,15 +134,22 @@ fn push_epoch(out: &mut Vec<u8>, epoch: u64) {
     out.push(b'"');
 }
 
-/// The subscribe ack: accepted patterns, and the position of every exact topic and every
-/// topic named in `since`: `"positions":[{"topic":..,"seq":N,"epoch":"…"}]`.
+/// The subscribe ack: accepted patterns, the position of every exact topic and every topic
+/// named in `since` (`"positions":[{"topic":..,"seq":N,"epoch":"…"}]`), and the patterns
+/// held already whose filter the subscribe replaced (`"replaced":[..]`, when there are some).
 pub fn ack_subscribe<S: AsRef<str>>(
     out: &mut Vec<u8>,
     id: Option<&[u8]>,
     topics: &[S],
     positions: &[TopicPosition<'_>],
+    replaced: &[S],
 ) {
     ack_topics(out, id, topics);
+    if !replaced.is_empty() {
+        out.pop();
+        push_str_array(out, "replaced", replaced);
+        out.push(b'}');
+    }
     if positions.is_empty() {
         return;
     }

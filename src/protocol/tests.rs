@@ -162,3 +162,48 @@ fn error_reply_escapes_message_and_topic() {
     assert_eq!(v["code"], "invalid_topic");
     assert_eq!(v["topic"], "a\nb");
 }
+
+#[test]
+fn a_subscribe_carries_its_raw_filter() {
+    let mut buf =
+        br#"{"op":"subscribe","filter" : {"a":{"in":[1,"}"]}} ,"topics":["x"],"id":1}"#.to_vec();
+    let req = parse(&mut buf, &mut simd_json::Buffers::default()).unwrap();
+    let Op::Subscribe { filter, .. } = req.op else {
+        panic!("{:?}", req.op)
+    };
+    assert_eq!(filter.as_deref(), Some(&br#"{"a":{"in":[1,"}"]}}"#[..]));
+    let mut buf = br#"{"op":"subscribe","topics":["x"],"filter":null}"#.to_vec();
+    let req = parse(&mut buf, &mut simd_json::Buffers::default()).unwrap();
+    assert!(matches!(req.op, Op::Subscribe { filter: Some(f), .. } if &*f == b"null"));
+    let mut buf = br#"{"op":"subscribe","topics":["x"]}"#.to_vec();
+    let req = parse(&mut buf, &mut simd_json::Buffers::default()).unwrap();
+    assert!(matches!(req.op, Op::Subscribe { filter: None, .. }));
+    // Not unsubscribe's; ignored by the ops that do not use it, like any known field.
+    let err = parse_str(r#"{"op":"unsubscribe","topics":["x"],"filter":{}}"#).unwrap_err();
+    assert_eq!(
+        err,
+        "\"filter\" belongs to subscribe (unsubscribe removes a pattern and its filter)"
+    );
+    assert!(parse_str(r#"{"op":"ping","filter":{"a":1}}"#).is_ok());
+}
+
+#[test]
+fn the_subscribe_ack_lists_replaced_patterns() {
+    let mut out = Vec::new();
+    let pos = [TopicPosition {
+        topic: "a.b",
+        seq: 3,
+        epoch: 1,
+    }];
+    ack_subscribe(&mut out, Some(b"7"), &["a.*", "a.b"], &pos, &["a.*"]);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        r#"{"op":"ack","id":7,"topics":["a.*","a.b"],"replaced":["a.*"],"positions":[{"topic":"a.b","seq":3,"epoch":"0000000000000001"}]}"#
+    );
+    let mut out = Vec::new();
+    ack_subscribe::<&str>(&mut out, None, &["a"], &[], &[]);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        r#"{"op":"ack","topics":["a"]}"#
+    );
+}

@@ -54,7 +54,7 @@ impl State {
             let names: Vec<&str> = target.streams.iter().map(|s| s.as_ref()).collect();
             if self.binance_permitted(key, &names, &topics, None) {
                 let accepted: Vec<&str> = topics.iter().map(String::as_str).collect();
-                self.subscribe_accepted(key, None, &accepted, Vec::new(), SubAnswer::Quiet);
+                self.subscribe_accepted(key, None, &accepted, Vec::new(), SubAnswer::Quiet, None);
             }
         }
         Some(answer)
@@ -167,7 +167,7 @@ impl State {
                     return;
                 }
                 let accepted: Vec<&str> = topics.iter().map(String::as_str).collect();
-                self.subscribe_accepted(key, id, &accepted, Vec::new(), SubAnswer::Reply);
+                self.subscribe_accepted(key, id, &accepted, Vec::new(), SubAnswer::Reply, None);
             }
             Request::Unsubscribe(names) => {
                 // Unknown names are ignored, as Binance does: unsubscribing is idempotent.

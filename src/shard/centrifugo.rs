@@ -355,7 +355,7 @@ impl State {
             (Vec::new(), SubAnswer::Reply)
         };
         let id = itoa::Buffer::new().format(id).as_bytes().into();
-        self.subscribe_accepted(key, Some(id), &[topic], wanted, answer);
+        self.subscribe_accepted(key, Some(id), &[topic], wanted, answer, None);
         // Join and leave pushes: the channel's presence events (`presence.<channel>`, where its
         // class has `presence`), which a client that may read the channel may see.
         if s.join_leave && self.class_of(topic).is_some_and(|c| c.presence) {
@@ -363,7 +363,7 @@ impl State {
             if validate_topic(&events).is_ok()
                 && !self.conns[key].subs.iter().any(|t| **t == *events)
             {
-                self.subscribe_accepted(key, None, &[&events], Vec::new(), SubAnswer::Quiet);
+                self.subscribe_accepted(key, None, &[&events], Vec::new(), SubAnswer::Quiet, None);
             }
         }
     }

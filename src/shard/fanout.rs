@@ -3,6 +3,13 @@
 //! (one `Rc` clone per connection). Because one shard sequences a topic and each pair of
 //! shards is a FIFO ring, every shard sees a topic's frames in `seq` order, and so does every
 //! subscriber that keeps up.
+//!
+//! Filters (`crate::pubsub::filter`) are evaluated here, on the shard of the subscribers they
+//! belong to, whoever sequenced the message (this node's owner shard or, in cluster mode, the
+//! broker): a filter chooses which connections are handed the frame, never its bytes, so the
+//! frame stays the one encoded once. Each distinct filter with a subscriber of the topic on
+//! this shard is evaluated at most once per message, on data parsed at most once, and a shard
+//! that holds no filter does neither.
 
 use std::{rc::Rc, sync::Arc};
 
@@ -95,8 +102,9 @@ impl State {
         }
     }
 
-    /// Queues `frame` for every local connection subscribed to a pattern matching `topic`,
-    /// once per connection.
+    /// Queues `frame` for every local connection subscribed to a pattern matching `topic`
+    /// (through a subscription whose filter, if it has one, passes the frame's data), once per
+    /// connection.
     pub(crate) fn deliver_local(&mut self, topic: &str, frame: OutFrame) {
         let round = self.conns.new_round();
         let bounds = self.bounds;
@@ -113,7 +121,9 @@ impl State {
         let (mut conflated, mut dropped) = (0u64, 0u64);
         let State { index, conns, .. } = self;
         let (conns, writes) = conns.split();
-        index.for_each_subscriber(topic, |key| {
+        // A control event (a cluster `gap`) is every subscriber's: no filter applies.
+        let data = (!event).then(|| frame.data());
+        let work = index.for_each_receiver(topic, data, |key| {
             let conn = &mut conns[key];
             if !conn.takes_round(round) {
                 return;
@@ -154,6 +164,9 @@ impl State {
         });
         self.stats.c.conflated += conflated;
         self.stats.c.dropped_oldest += dropped;
+        self.stats.c.filter_evaluations += work.evaluations;
+        self.stats.c.filter_parses += work.parses;
+        self.stats.c.filter_skips += work.skipped;
         for key in slow {
             self.slow_consumer(key);
         }

@@ -98,6 +98,7 @@ impl State {
             subscriptions: self.index.subscription_count() as u64,
             patterns: self.index.pattern_count() as u64,
             topics: self.topics.len() as u64,
+            filters: self.index.filter_count() as u64,
         };
         self.stats.c.topics_dropped = self.topics.dropped();
         self.stats.c.compressions = crate::frame::compressions();

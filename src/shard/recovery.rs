@@ -74,6 +74,9 @@ pub(crate) struct PendingSub {
     pub answer: SubAnswer,
     /// Topics unsubscribed before the subscribe completed: no frames of theirs follow it.
     pub cancelled: Vec<Box<str>>,
+    /// Accepted patterns the connection held already, whose filter this subscribe replaced
+    /// (the v1 ack's `replaced`).
+    pub replaced: Vec<Box<str>>,
 }
 
 /// How a completed subscribe is answered, in the connection's own protocol.
@@ -328,7 +331,13 @@ impl State {
                         epoch: pos.epoch,
                     })
                     .collect();
-                protocol::ack_subscribe(&mut json, p.id.as_deref(), &p.topics, &positions);
+                protocol::ack_subscribe(
+                    &mut json,
+                    p.id.as_deref(),
+                    &p.topics,
+                    &positions,
+                    &p.replaced,
+                );
                 self.reply(key, &json);
             }
         }
@@ -343,6 +352,11 @@ impl State {
             let mut last = pos.seq;
             for f in pos.replay {
                 last = last.max(f.seq());
+                // Replayed frames pass the connection's filters like live ones.
+                if !self.index.admits(&pos.topic, key, f.data()) {
+                    self.stats.c.filter_skips += 1;
+                    continue;
+                }
                 self.stats.c.replayed += 1;
                 self.enqueue(key, Rc::new(f));
             }
@@ -399,6 +413,7 @@ impl State {
                 p.cancelled.push(pattern.into());
                 if withdrawn {
                     p.topics.retain(|t| **t != *pattern);
+                    p.replaced.retain(|t| **t != *pattern);
                 }
             }
         }

@@ -1,7 +1,7 @@
 //! The `subscribe` and `unsubscribe` ops: patterns validated and checked against the
-//! connection's rights and limits, the local index and interest updated, and the ack sent once
-//! every shard (and the broker) knows of the new interest and every position asked for is in
-//! (`history.rs`).
+//! connection's rights and limits, the filter parsed within its bounds and interned in the
+//! shard's table, the local index and interest updated, and the ack sent once every shard (and
+//! the broker) knows of the new interest and every position asked for is in (`recovery.rs`).
 
 use super::{
     State,
@@ -11,6 +11,7 @@ use crate::{
     protocol::{self, ErrorCode, parse_epoch},
     pubsub::trie::is_wildcard,
     pubsub::{
+        filter::{Filter, FilterError, FilterId, Refusal},
         index::{SubOutcome, UnsubOutcome},
         topic::{validate_pattern, validate_topic},
     },
@@ -18,15 +19,23 @@ use crate::{
 };
 
 impl State {
-    /// The `subscribe` op: invalid topics get an error each, the rest are subscribed and
-    /// acknowledged together once other shards know of any new interest.
+    /// The `subscribe` op: invalid topics get an error each, the rest are subscribed (with
+    /// `filter`, the raw JSON of the op's `filter`, replacing the filter a pattern had) and
+    /// acknowledged together once other shards know of any new interest. A filter that is
+    /// refused refuses the whole request.
     pub(crate) fn subscribe(
         &mut self,
         key: u32,
         id: Option<Box<[u8]>>,
         topics: &[std::borrow::Cow<'_, str>],
         since: &[protocol::Since<'_>],
+        filter: Option<&[u8]>,
     ) {
+        let filter = match filter.map(|raw| Filter::parse(raw, &self.cfg.limits.filter())) {
+            None | Some(Ok(None)) => None,
+            Some(Ok(Some(f))) => Some(f),
+            Some(Err(e)) => return self.filter_refused(key, id.as_deref(), e),
+        };
         let Some(mut accepted) = self.valid_patterns(key, id.as_deref(), topics) else {
             return;
         };
@@ -66,6 +75,26 @@ impl State {
                 )
             });
         }
+        let filter = match filter {
+            None => None,
+            Some(f) => match self.index.intern(&f, self.cfg.limits.filters_per_shard_max) {
+                Ok(fid) => Some(fid),
+                Err(_) => {
+                    let max = self.cfg.limits.filters_per_shard_max;
+                    let message = format!(
+                        "this shard holds {max} distinct filters, its limit \
+                         (limits.filters_per_shard_max): subscribe with a filter already in \
+                         use, without one, or later"
+                    );
+                    let refusal = Refusal::Table;
+                    return self.filter_refused(
+                        key,
+                        id.as_deref(),
+                        FilterError { refusal, message },
+                    );
+                }
+            },
+        };
         // Positions: every topic named in `since` that one of the accepted patterns covers
         // (and, in `subscribe_accepted`, every exact topic of the request).
         let mut wanted: Vec<Wanted> = Vec::new();
@@ -91,13 +120,30 @@ impl State {
                 wanted.push((s.topic.as_ref().into(), Some((s.seq, epoch))));
             }
         }
-        self.subscribe_accepted(key, id, &accepted, wanted, SubAnswer::Reply);
+        self.subscribe_accepted(key, id, &accepted, wanted, SubAnswer::Reply, filter);
+        if let Some(fid) = filter {
+            // The subscriptions hold it now (or nothing does, and it goes).
+            self.index.release_filter(fid);
+        }
     }
 
-    /// Subscribes `key` to `accepted` (valid patterns it may have, within its limit), every
-    /// protocol alike: the local index and interest updated, then the answer (`answer`) once
-    /// every shard (and the broker) knows of the new interest and the position of every topic
-    /// in `wanted` (with the client's `since`) and of every exact topic of `accepted` is in.
+    /// A subscribe refused for its filter: counted by reason and answered (`capacity` for a
+    /// full table, `bad_request` otherwise); nothing of the request was done.
+    fn filter_refused(&mut self, key: u32, id: Option<&[u8]>, e: FilterError) {
+        self.stats.c.filter_rejects[e.refusal as usize] += 1;
+        let code = match e.refusal {
+            Refusal::Table => ErrorCode::Capacity,
+            _ => ErrorCode::BadRequest,
+        };
+        self.reply_with(key, |out| protocol::error(out, id, code, &e.message, None));
+    }
+
+    /// Subscribes `key` to `accepted` (valid patterns it may have, within its limit) with
+    /// `filter` (held by the caller; protocol v1 only), every protocol alike: the local index
+    /// and interest updated, then the answer (`answer`) once every shard (and the broker) knows
+    /// of the new interest and the position of every topic in `wanted` (with the client's
+    /// `since`) and of every exact topic of `accepted` is in. A pattern already held gets
+    /// `filter` in place of the one it had (listed in the v1 ack's `replaced` if it changed).
     pub(crate) fn subscribe_accepted(
         &mut self,
         key: u32,
@@ -105,15 +151,21 @@ impl State {
         accepted: &[&str],
         mut wanted: Vec<Wanted>,
         answer: SubAnswer,
+        filter: Option<FilterId>,
     ) {
         let mut need = 0;
+        let mut replaced = Vec::new();
         for topic in accepted {
-            if let SubOutcome::Added { first } = self.index.subscribe(topic, key) {
-                self.conns[key].subs.push((*topic).into());
-                self.presence_changed(key, topic, true);
-                if first {
-                    self.interest_changed(topic, true);
+            match self.index.subscribe(topic, key, filter) {
+                SubOutcome::Added { first } => {
+                    self.conns[key].subs.push((*topic).into());
+                    self.presence_changed(key, topic, true);
+                    if first {
+                        self.interest_changed(topic, true);
+                    }
                 }
+                SubOutcome::Refiltered => replaced.push((*topic).into()),
+                SubOutcome::AlreadySubscribed => {}
             }
             need = need.max(self.interest.needed_for(topic));
         }
@@ -132,6 +184,7 @@ impl State {
             positions: Vec::with_capacity(wanted.len()),
             answer,
             cancelled: Vec::new(),
+            replaced,
         });
         if !wanted.is_empty() {
             self.request_positions(key, token, wanted);

@@ -7,21 +7,12 @@ Prints one JSON line: what the client saw. Exits non-zero on any failure.
 import asyncio
 import json
 import sys
-import urllib.request
 
 import websockets
 
+from tickcast_http import publish
+
 URL, HTTP, KEY = sys.argv[1], sys.argv[2], sys.argv[3]
-
-
-def publish(topic, data):
-    req = urllib.request.Request(
-        HTTP + "/v1/publish",
-        data=json.dumps({"topic": topic, "data": data}).encode(),
-        headers={"Authorization": "Bearer " + KEY, "Content-Type": "application/json"},
-        method="POST",
-    )
-    return json.loads(urllib.request.urlopen(req, timeout=30).read())
 
 
 async def main():
@@ -34,7 +25,7 @@ async def main():
         await ws.send(json.dumps({"op": "subscribe", "id": 1, "topics": topics}))
         ack = json.loads(await ws.recv())
         data = {"levels": [{"px": "%d.25" % (100 + i), "qty": "1.000"} for i in range(40)]}
-        published = await asyncio.to_thread(publish, "md.7", data)
+        published = await asyncio.to_thread(publish, HTTP, KEY, "md.7", data)
         frame = json.loads(await ws.recv())
         print(json.dumps({
             "extensions": negotiated,

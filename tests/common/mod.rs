@@ -586,15 +586,74 @@ pub async fn recv_close(ws: &mut Ws) -> Option<CloseFrame> {
 
 /// Subscribes and returns the ack.
 pub async fn subscribe(ws: &mut Ws, id: u64, topics: &[&str]) -> Value {
-    send_json(
+    subscribe_op(
         ws,
         serde_json::json!({"op":"subscribe","id":id,"topics":topics}),
     )
-    .await;
+    .await
+}
+
+/// Sends the subscribe op `op` (one with an `id`), and returns its ack: the next message, which
+/// must be it.
+pub async fn subscribe_op(ws: &mut Ws, op: Value) -> Value {
+    let id = op["id"].clone();
+    send_json(ws, op).await;
     let ack = recv_json(ws).await;
     assert_eq!(ack["op"], "ack", "{ack}");
     assert_eq!(ack["id"], id);
     ack
+}
+
+/// Publishes `data` to `topic` with `id` on a connection whose next message is the ack (one not
+/// subscribed to the topic); returns the `seq` it got.
+pub async fn publish(ws: &mut Ws, id: u64, topic: &str, data: Value) -> u64 {
+    send_json(
+        ws,
+        serde_json::json!({"op":"publish","id":id,"topic":topic,"data":data}),
+    )
+    .await;
+    let ack = recv_json(ws).await;
+    assert_eq!(ack["op"], "ack", "{ack}");
+    ack["seq"].as_u64().unwrap()
+}
+
+/// A setting of tests/run.sh (where the pinned client libraries are).
+pub fn suite_var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: run the suite with `bash tests/run.sh`, which installs the \
+             pinned client libraries under target/ and sets it"
+        )
+    })
+}
+
+/// Runs a client script of tests/clients/ (`program script url http admin_key args…`) and
+/// returns the JSON line it prints.
+pub async fn run_client(server: &Server, mut cmd: Command, script: &str, args: &[&str]) -> Value {
+    let script = format!("{}/tests/clients/{script}", env!("CARGO_MANIFEST_DIR"));
+    cmd.args([
+        script.as_str(),
+        &server.ws_url(),
+        &format!("http://{}", server.addr),
+        ADMIN_KEY,
+    ])
+    .args(args);
+    json_output(cmd).await
+}
+
+/// Runs a client program `cmd` to its end and returns the JSON it printed; a program that fails
+/// fails the test, with what it printed.
+pub async fn json_output(mut cmd: Command) -> Value {
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("run the client"))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "client failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// Opens connections until there is at least one on every shard in `shards`; returns one per

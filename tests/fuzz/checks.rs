@@ -14,6 +14,8 @@
 //!   `frame`'s.
 //! - `protocol`: the text message itself.
 //! - `envelope`: the bytes a broker delivers (a cluster envelope, or anything).
+//! - `filter`: `[limits_sel]` then a subscription filter's JSON text, optionally followed by a
+//!   0 byte and a published message's `data` to evaluate it on.
 
 use tickcast::protocol::{self, ErrorCode};
 use tickcast::ws::deflate::{InflateError, Inflater, RATIO_FLOOR_BYTES};
@@ -772,7 +774,18 @@ pub fn protocol(data: &[u8]) {
             check_reply(&out, id);
             out.clear();
             match &req.op {
-                protocol::Op::Subscribe { topics, since } => {
+                protocol::Op::Subscribe {
+                    topics,
+                    since,
+                    filter,
+                } => {
+                    if let Some(raw) = filter {
+                        // The raw filter is the value simd-json validated; the grammar and
+                        // the bounds are `filter`'s target.
+                        assert_json_syntax(raw, "filter");
+                        let limits = tickcast::config::Config::default().limits.filter();
+                        check_filter(raw, &limits, req.data.as_deref().unwrap_or(b"{}"));
+                    }
                     assert!(!topics.is_empty());
                     assert!(since.len() <= topics.len().max(protocol::SINCE_PER_REQUEST_MAX));
                     protocol::ack_topics(&mut out, id, topics);
@@ -881,6 +894,74 @@ fn check_reply(out: &[u8], id: Option<&[u8]>) -> serde_json::Value {
     assert!(v.is_object());
     assert_eq!(v.get("id").is_some(), id.is_some());
     v
+}
+
+// ---------------------------------------------------------------------------------------------
+// Subscription filters
+
+/// `Filter::parse` within fuzzer-chosen bounds, and evaluation on fuzzer-chosen data (see
+/// `check_filter`).
+pub fn filter(data: &[u8]) {
+    use tickcast::pubsub::filter::FilterLimits;
+    let Some((&sel, rest)) = data.split_first() else {
+        return;
+    };
+    let sel = sel as usize;
+    let limits = FilterLimits {
+        bytes_max: [16, 256, 4096, 65536][sel & 3],
+        depth_max: [1, 2, 4, 32][(sel >> 2) & 3],
+        clauses_max: [1, 4, 32, 1024][(sel >> 4) & 3],
+        in_max: [1, 3, 128, 65536][(sel >> 6) & 3],
+    };
+    let (text, message) = match rest.iter().position(|&b| b == 0) {
+        Some(at) => (&rest[..at], &rest[at + 1..]),
+        None => (rest, &b"{}"[..]),
+    };
+    check_filter(text, &limits, message);
+}
+
+/// A filter is refused with a message that names it and a reason its bound agrees with, or
+/// accepted within its bounds; an accepted filter's canonical text is JSON and parses back to
+/// it; evaluating it on any data never panics, and a shard's memo (`Judge`) agrees with a
+/// one-off evaluation.
+fn check_filter(text: &[u8], limits: &tickcast::pubsub::filter::FilterLimits, message: &[u8]) {
+    use tickcast::pubsub::filter::{Filter, FilterLimits, FilterTable, Refusal};
+    match Filter::parse(text, limits) {
+        Err(e) => {
+            assert!(e.message.starts_with("\"filter\""), "{}", e.message);
+            assert_eq!(e.refusal == Refusal::Bytes, text.len() > limits.bytes_max);
+        }
+        Ok(None) => assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(text).ok(),
+            Some(serde_json::Value::Null)
+        ),
+        Ok(Some(f)) => {
+            assert!(text.len() <= limits.bytes_max);
+            assert_json_syntax(f.canonical().as_bytes(), "canonical filter");
+            let wide = FilterLimits {
+                bytes_max: usize::MAX,
+                depth_max: usize::MAX,
+                clauses_max: usize::MAX,
+                in_max: usize::MAX,
+            };
+            let again = Filter::parse(f.canonical().as_bytes(), &wide)
+                .expect("canonical text parses")
+                .expect("not null");
+            assert_eq!(
+                again,
+                f,
+                "canonical text of {:?}",
+                String::from_utf8_lossy(text)
+            );
+            let once = f.matches(message);
+            let mut table = FilterTable::default();
+            let id = table.intern(&f, 1).unwrap();
+            let mut judge = table.judge(message);
+            assert_eq!(judge.passes(id), once);
+            assert_eq!(judge.passes(id), once);
+            assert_eq!((judge.evaluations, judge.parses), (1, 1));
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ input formats in checks.rs; fuzzing and `cargo fuzz cmin` grow and shrink the re
 
 Formats (see checks.rs): http = [headers_max, header_bytes_sel, split] + request;
 frame = [limit_sel, c1, c2, c3] + client bytes; deflate = [limit_sel, ratio_sel, c1, c2, c3] +
-client bytes; protocol = the text message.
+client bytes; protocol = the text message; filter = [limits_sel] + filter text [+ 0 + data].
 """
 import os
 import struct
@@ -234,6 +234,10 @@ PROTO = [
     b'{"op":"subscribe","id":2,"topics":["md.x","md.*"],"since":{"md.x":{"seq":1041,"epoch":"9f3a0c0000000001"},"md.y":{"seq":0,"epoch":"zz"}}}',
     b'{"op":"publish","id":3,"topic":"orders.new","data":{"px":1},"idem":"ord-17"}',
     b'{"op":"unsubscribe","topics":["a"],"since":{}}',
+    b'{"op":"subscribe","id":1,"topics":["signals.>"],"filter":{"strategy":{"in":["mom","arb"]},"score":{"gte":0.8}}}',
+    b'{"op":"subscribe","id":1,"topics":["a"],"filter":null}',
+    b'{"op":"subscribe","id":1,"topics":["a"],"filter":{"a":{"gtx":1}}}',
+    b'{"op":"unsubscribe","id":1,"topics":["a"],"filter":{"a":1}}',
 ]
 for i, msg in enumerate(PROTO):
     write("protocol", "%02d" % i, msg)
@@ -289,3 +293,27 @@ FORWARDED = {
 }
 for name, (mode, raw) in FORWARDED.items():
     write("proxy", name, bytes([mode, 0]) + raw)
+# --- filter ---------------------------------------------------------------------------------
+# limits_sel: bits 0-1 bytes (16, 256, 4096, 65536), 2-3 depth (1, 2, 4, 32), 4-5 clauses
+# (1, 4, 32, 1024), 6-7 in (1, 3, 128, 65536). 0xAA: 4096 B, depth 4, 32 tests, 128 values.
+DEFAULTS = 0xAA
+FILTERS = [
+    (DEFAULTS, b'{"strategy":{"in":["mom","arb"]},"score":{"gte":0.8}}', b'{"strategy":"mom","score":0.85}'),
+    (DEFAULTS, b'{"book.side":"bid","px":{"gt":100,"lte":200.5}}', b'{"book":{"side":"bid"},"px":150}'),
+    (DEFAULTS, b'{"or":[{"a":null},{"b":{"exists":false}},{"and":[{"c":true},{"d":{"ne":"x"}}]}]}', b'[1,2]'),
+    (DEFAULTS, b'{"id":18446744073709551615,"x":{"lt":-1.5e300}}', b'{"id":18446744073709551615,"x":-1e308}'),
+    (DEFAULTS, b'{"s":"\\u00e9\\"","\\u0073":{"in":[null,false,1,1.0,"1"]}}', b'{"s":"\xc3\xa9\\""}'),
+    (DEFAULTS, b'null', b'{}'),
+    (DEFAULTS, b'{}', b''),
+    (DEFAULTS, b'{"a":{"gtx":1}}', b''),
+    (DEFAULTS, b'{"a":1,"a":2}', b''),
+    (DEFAULTS, b'{"a..b":1}', b''),
+    (DEFAULTS, b'{"a":[1,2]}', b''),
+    (DEFAULTS, b'{"and":[{"or":[{"and":[{"or":[{"a":1}]}]}]}]}', b''),
+    (0x00, b'{"a":1,"b":2}', b'{"a":1,"b":2}'),
+    (0x40, b'{"sym":{"in":["x","y","z","w"]}}', b'{"sym":"w"}'),
+    (0xFF, b'[' * 200 + b']' * 200, b''),
+    (0xFF, b'{"a":' * 100 + b'1' + b'}' * 100, b''),
+]
+for i, (sel, text, data) in enumerate(FILTERS):
+    write("filter", "%02d" % i, bytes([sel]) + text + (b"\0" + data if data else b""))

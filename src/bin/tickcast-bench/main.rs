@@ -129,6 +129,17 @@ enum Command {
         /// speak protocol v1 on the URL.
         #[arg(long, default_value = "v1", value_parser = ["v1", "centrifugo", "binance", "mixed"])]
         dialect: String,
+        /// Distinct subscription filters over the v1 subscribers (0: none): subscriber i
+        /// subscribes with filter i mod N, `{"t":{"exists":true,"gt":-(i mod N + 1)}}`, two
+        /// tests that every published message passes (its `t` is the send time), so the
+        /// deliveries are those of the same run without filters and CPU per delivery compares.
+        #[arg(long, default_value_t = 0)]
+        filters: u32,
+        /// With --filters: subscriber i takes filter ⌊i·N/subs⌋ instead of i mod N, so the
+        /// subscribers of one filter are consecutive connections (the fan-out visits a
+        /// pattern's subscribers filter by filter).
+        #[arg(long)]
+        filters_in_blocks: bool,
     },
     /// Internal: one group of connections for a parent `tickcast-bench` (JSON lines on stdio).
     #[command(hide = true)]
@@ -257,6 +268,8 @@ fn main() {
             connect_rate,
             stalled_pct,
             dialect,
+            filters,
+            filters_in_blocks,
         } => common.into_common().and_then(|c| {
             run::fanout(
                 &c,
@@ -281,6 +294,8 @@ fn main() {
                     connect_rate,
                     stalled_pct,
                     dialects: plan::Dialects::parse(&dialect).expect("checked by clap"),
+                    filters,
+                    filters_in_blocks,
                 },
             )
         }),

@@ -140,6 +140,22 @@ pub struct ThreadPlan {
     /// What the subscribers speak (publishers: protocol v1 whatever this says).
     #[serde(default)]
     pub dialects: Dialects,
+    /// Distinct subscription filters over the v1 subscribers (`--filters`; 0: none).
+    #[serde(default)]
+    pub filters: u32,
+    /// Consecutive subscribers per filter (`--filters-in-blocks`); 0: subscriber i takes
+    /// filter i mod `filters`.
+    #[serde(default)]
+    pub filter_block: u64,
+}
+
+/// The filter of subscriber `index` of `n` distinct ones (`--filters`), in blocks of `block`
+/// consecutive subscribers (0: interleaved, i mod n): two tests that every bench message
+/// passes (`t`, the send time, is positive), distinct by the bound.
+pub fn bench_filter(index: u64, n: u32, block: u64) -> serde_json::Value {
+    let n = u64::from(n.max(1));
+    let k = index.checked_div(block).unwrap_or(index) % n;
+    serde_json::json!({"t": {"exists": true, "gt": -(k as i64) - 1}})
 }
 
 /// Publishing part of a round (publisher threads only).
@@ -182,6 +198,14 @@ mod tests {
         assert_eq!(s.len(), 5);
         assert_eq!(Topics::bench_indices(10, 1, 0, 13), vec![3]);
         assert_eq!(Topics::bench_indices(3, 9, 0, 1).len(), 3);
+    }
+
+    #[test]
+    fn bench_filters_interleave_or_come_in_blocks() {
+        let k = |i, block| bench_filter(i, 10, block)["t"]["gt"].as_i64().unwrap();
+        assert_eq!((k(0, 0), k(1, 0), k(10, 0)), (-1, -2, -1));
+        assert_eq!((k(0, 1000), k(999, 1000), k(1000, 1000)), (-1, -1, -2));
+        assert_eq!(bench_filter(3, 10, 0)["t"]["exists"], true);
     }
 
     #[test]

@@ -418,7 +418,11 @@ impl State {
         }
         match req.op {
             Op::Auth { token } => self.auth_op(key, id, &token),
-            Op::Subscribe { topics, since } => self.subscribe(key, id, &topics, &since),
+            Op::Subscribe {
+                topics,
+                since,
+                filter,
+            } => self.subscribe(key, id, &topics, &since, filter.as_deref()),
             Op::Unsubscribe { topics } => self.unsubscribe(key, id, &topics),
             Op::Publish { topic, idem } => {
                 let data = req.data.expect("parse checks data for publish");

@@ -139,9 +139,14 @@ impl IoThread {
                 .collect(),
         };
         let json = match dialect {
-            Dialect::V1 => serde_json::json!({"op": "subscribe", "id": 1, "topics": topics})
-                .to_string()
-                .into_bytes(),
+            Dialect::V1 => {
+                let mut op = serde_json::json!({"op": "subscribe", "id": 1, "topics": topics});
+                if self.plan.filters > 0 {
+                    op["filter"] =
+                        crate::plan::bench_filter(index, self.plan.filters, self.plan.filter_block);
+                }
+                op.to_string().into_bytes()
+            }
             Dialect::Centrifugo => {
                 // The connect reply and one reply per subscribe.
                 self.conns[key].pending = topics.len() as u32 + 1;

@@ -50,6 +50,8 @@ pub fn connect(c: &Common, a: &ConnectArgs) -> Res<()> {
         extra_local_sockets: 0,
         stalled: Vec::new(),
         dialects: Dialects::V1,
+        filters: 0,
+        filter_block: 0,
     };
     let plans = plan_groups(c, &targets, spread)?;
     let workers = worker_processes(&plans);

@@ -49,6 +49,10 @@ pub struct FanoutArgs {
     pub stalled_pct: f64,
     /// What the subscribers speak (`--dialect`); publishers speak protocol v1.
     pub dialects: Dialects,
+    /// Distinct subscription filters over the v1 subscribers (`--filters`).
+    pub filters: u32,
+    /// `--filters-in-blocks`: a filter's subscribers are consecutive connections.
+    pub filters_in_blocks: bool,
 }
 
 /// The subscribers that stall: `pct` % of `0..subs` (rounded), a seeded random choice so they
@@ -134,6 +138,12 @@ pub fn fanout(c: &Common, a: &FanoutArgs) -> Res<()> {
         extra_local_sockets: a.pubs,
         stalled: pick_stalled(a.subs, a.stalled_pct, a.seed),
         dialects: a.dialects,
+        filters: a.filters,
+        filter_block: if a.filters_in_blocks && a.filters > 0 {
+            (a.subs / u64::from(a.filters)).max(1)
+        } else {
+            0
+        },
     };
     let rss_before = server_rss(c);
     let sub_plans = plan_groups(c, &targets, spread)?;
@@ -154,6 +164,8 @@ pub fn fanout(c: &Common, a: &FanoutArgs) -> Res<()> {
             stalled: Vec::new(),
             deflate: c.deflate,
             dialects: Dialects::V1,
+            filters: 0,
+            filter_block: 0,
         }],
         deadline_ns: deadline,
     };

@@ -36,6 +36,10 @@ pub(super) struct Spread {
     pub(super) stalled: Vec<u64>,
     /// What the connections speak (`--dialect`).
     pub(super) dialects: Dialects,
+    /// Distinct subscription filters (`--filters`) and consecutive subscribers per filter
+    /// (`--filters-in-blocks`; 0: interleaved).
+    pub(super) filters: u32,
+    pub(super) filter_block: u64,
 }
 
 /// How many worker processes `plan_groups` planned (0: all in this process).
@@ -62,6 +66,8 @@ pub(super) fn plan_groups(
         extra_local_sockets,
         stalled,
         dialects,
+        filters,
+        filter_block,
     } = s;
     let fd_limit = open_files_limit();
     let per_process = c.per_process.min(fd_limit.saturating_sub(SPARE_FDS)).max(1);
@@ -108,6 +114,8 @@ pub(super) fn plan_groups(
                         .collect(),
                     deflate: c.deflate,
                     dialects,
+                    filters,
+                    filter_block,
                 })
                 .collect();
             (

@@ -77,6 +77,16 @@ pub(super) fn print_fanout(c: &Common, a: &FanoutArgs, r: &Value, conn: &Connect
             ),
         ),
     ];
+    if a.filters > 0 {
+        let m = &r["metrics"];
+        t.push((
+            "filters".into(),
+            format!(
+                "{} distinct  evaluated {} per publish  data parsed {} per publish",
+                a.filters, m["filter_evaluations_per_publish"], m["filter_parses_per_publish"]
+            ),
+        ));
+    }
     if conn.stalled > 0 {
         t.push((
             "stalled subscribers".into(),

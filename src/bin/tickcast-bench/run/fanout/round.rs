@@ -139,6 +139,12 @@ pub(super) fn fanout_round(
                 "compressions_per_publish": d("tickcast_compressions_total")
                     .zip(p).filter(|(_, p)| *p > 0.0).map(|(c, p)| round3(c / p)),
                 "dropped_oldest": d("tickcast_dropped_oldest_total"),
+                // --filters: distinct filters evaluated, data parsed for them, per publish.
+                "filter_evaluations": d("tickcast_filter_evaluations_total"),
+                "filter_evaluations_per_publish": d("tickcast_filter_evaluations_total")
+                    .zip(p).filter(|(_, p)| *p > 0.0).map(|(e, p)| round3(e / p)),
+                "filter_parses_per_publish": d("tickcast_filter_parses_total")
+                    .zip(p).filter(|(_, p)| *p > 0.0).map(|(e, p)| round3(e / p)),
                 "slow_consumer_closes": d("tickcast_slow_consumer_closes_total"),
                 "encode_once": match (p, s) { (Some(p), Some(s)) => Some(p == s), _ => None },
                 // Encode once per format: serializations of each format per publish (1.000
@@ -219,6 +225,8 @@ pub(super) fn fanout_round(
         // --dialect: what the subscribers spoke, what each dialect received of the window,
         // and which frames were checked for gaps (Binance streams carry no seq).
         "dialect": a.dialects.name(),
+        "filters": a.filters,
+        "filters_in_blocks": a.filters_in_blocks,
         "received_by_dialect": Dialect::ALL
             .iter()
             .filter(|d| a.dialects == Dialects::Mixed || a.dialects.of(0) == **d)
