@@ -134,13 +134,37 @@ def variant_table(rows):
     return out
 
 
+def max_rate_shape(r):
+    """(subs, topics, per sub, data) of a --max-rate line; older lines carry it in `best` only."""
+    src = r if "subs" in r else (r.get("best") or {})
+    return (src.get("subs"), src.get("topics"), src.get("topics_per_sub", 1), src.get("data", "pad"))
+
+
 def max_rate_table(rows):
-    out = ["| server | runs | max sustainable msgs/s | deliveries/s | p99 bound ms |", "|---|---|---|---|---|"]
-    for server, rs in sorted(group(rows, lambda r: r["server"]).items()):
-        out.append("| {} | {} | {} | {} | {} |".format(
-            server, len(rs), fmt(median([r.get("max_sustainable_rate") for r in rs])),
+    out = ["| subs × topics (per sub), data | server | runs | max sustainable msgs/s | deliveries/s "
+           "| p99 ms there | CPU ns/delivery there | first failing step | p99 bound ms |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    keyed = group(rows, lambda r: (max_rate_shape(r), r["server"]))
+    for ((subs, topics, per, data), server), rs in sorted(keyed.items(), key=lambda kv: str(kv[0])):
+        best = [r.get("best") or {} for r in rs]
+        failing = []
+        for r in rs:
+            f = r.get("first_failing")
+            if not f:
+                failing.append("none (step limit)")
+            elif f.get("loss"):
+                failing.append(f"{f['rate']:,.0f}/s: loss {f['loss']:,}")
+            elif f.get("publisher_limited"):
+                failing.append(f"{f['rate']:,.0f}/s: publisher limited")
+            else:
+                failing.append(f"{f['rate']:,.0f}/s: p99 {f['latency_us']['p99'] / 1e3:,.0f} ms")
+        out.append("| {} × {} ({}), {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+            fmt(subs), fmt(topics), per, data, server, len(rs),
+            fmt(median([r.get("max_sustainable_rate") for r in rs])),
             fmt(median([r.get("max_sustainable_deliveries_per_s") for r in rs])),
-            fmt(rs[0].get("p99_bound_ms"))))
+            fmt(median([b.get("latency_us", {}).get("p99", 0) / 1e3 if b else None for b in best]), 1),
+            fmt(median([b.get("server_cpu_ns_per_delivery") for b in best])),
+            "; ".join(failing), fmt(rs[0].get("p99_bound_ms"))))
     return out
 
 

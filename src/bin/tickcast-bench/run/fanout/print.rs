@@ -158,6 +158,18 @@ pub(super) fn print_max_rate(
     let mut result = base_json("fanout-max-rate", c, workers);
     let obj = result.as_object_mut().expect("object");
     obj.insert("p99_bound_ms".into(), json!(a.p99_bound_ms));
+    // The shape, also when no step passed (then `best` is null and carries none of it).
+    obj.insert("subs".into(), json!(a.subs));
+    obj.insert("topics".into(), json!(a.topics));
+    obj.insert("topics_per_sub".into(), json!(a.topics_per_sub));
+    obj.insert("pubs".into(), json!(a.pubs));
+    obj.insert("payload".into(), json!(a.payload));
+    obj.insert(
+        "data".into(),
+        json!(if a.market { "market" } else { "pad" }),
+    );
+    obj.insert("start_rate".into(), json!(a.rate));
+    obj.insert("rate_step".into(), json!(a.rate_step));
     obj.insert(
         "max_sustainable_rate".into(),
         json!(best.map(|s| s.rate.round())),
