@@ -21,6 +21,8 @@
 #   SERVER_ENV=(TICKCAST_TOPICS='[{pattern="bench.>",delivery="batched",batch_window_ms=1}]')
 #   CARGO_TARGET_DIR            target dir of the root crate, default ./target
 #   BASELINE_TARGET_DIR         target dir of perf/baseline, default perf/baseline/target
+#   SKIP_BUILD=1                use the binaries in those target dirs as they are (a long run
+#                               then cannot pick up source edits made while it runs)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -48,6 +50,7 @@ log() { echo "== $*" >&2; }
 count_cpus() { taskset -c "$1" nproc; }
 
 build_bench() {
+  if [ "${SKIP_BUILD:-0}" = 1 ]; then return 0; fi
   log "building tickcast-bench"
   (cd "$ROOT" && cargo build --release --bin tickcast-bench >&2)
 }
@@ -58,6 +61,7 @@ build_floor() {
 }
 
 build_server() {
+  if [ "${SKIP_BUILD:-0}" = 1 ] && [ "$1" != node-ws ]; then return 0; fi
   case "$1" in
     baseline)
       log "building perf/baseline"
