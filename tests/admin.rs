@@ -306,7 +306,12 @@ async fn stats_and_connections(driver: Driver) {
     let mut alice = user_on_every_shard(&server, "alice").await;
     let (mut anon, anon_w) = connect(&server).await;
     subscribe(&mut alice[0].0, 1, &["quotes.x", "room.*"]).await;
-    subscribe(&mut anon, 1, &["quotes.>"]).await;
+    // A filtered subscription (docs/PROTOCOL.md "Filters"): the listing shows its canonical form.
+    subscribe_op(
+        &mut anon,
+        json!({"op":"subscribe","id":1,"topics":["quotes.>"],"filter":{"s":{"in":["ETH","BTC"]}}}),
+    )
+    .await;
 
     let stats = get(&server, "/v1/stats").await;
     assert_eq!(stats["shards"], 2);
@@ -358,8 +363,15 @@ async fn stats_and_connections(driver: Driver) {
     assert!(a0["age_s"].is_u64());
     assert!(a0["queued_bytes"].is_u64());
     assert_eq!(a0["subscriptions"], json!(["quotes.x", "room.*"]));
+    assert_eq!(a0["filters"], json!({}), "{all}");
     let an = conns.iter().find(|c| c["conn"] == anon_w["conn"]).unwrap();
     assert_eq!(an["user"], Value::Null);
+    assert_eq!(an["subscriptions"], json!(["quotes.>"]));
+    assert_eq!(
+        an["filters"],
+        json!({"quotes.>": {"s": {"in": ["BTC", "ETH"]}}}),
+        "{all}"
+    );
 
     // Filters.
     let by_user = get(&server, "/v1/connections?user=alice").await;

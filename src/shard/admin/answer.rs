@@ -166,26 +166,35 @@ impl State {
             None => self.conns.iter().map(|(k, _)| k).collect(),
         };
         // The page is chosen first; only its entries are copied out.
-        let mut page: Vec<&Conn> = keys
+        let mut page: Vec<(u32, &Conn)> = keys
             .into_iter()
-            .map(|k| &self.conns[k])
-            .filter(|c| c.phase == Phase::Ws && !c.echo)
-            .filter(|c| f.after.is_none_or(|a| (self.shard, c.no) > a))
-            .filter(|c| {
+            .map(|k| (k, &self.conns[k]))
+            .filter(|(_, c)| c.phase == Phase::Ws && !c.echo)
+            .filter(|(_, c)| f.after.is_none_or(|a| (self.shard, c.no) > a))
+            .filter(|(_, c)| {
                 f.user
                     .as_deref()
                     .is_none_or(|u| c.ident.as_ref().is_some_and(|i| *i.user == *u))
             })
             .collect();
-        first_by(&mut page, f.limit, |a, b| a.no.cmp(&b.no));
+        first_by(&mut page, f.limit, |a, b| a.1.no.cmp(&b.1.no));
         page.into_iter()
-            .map(|c| ConnInfo {
+            .map(|(key, c)| ConnInfo {
                 shard: self.shard,
                 no: c.no,
                 ip: c.ip(),
                 user: c.ident.as_ref().map(|i| i.user.clone()),
                 age_s: (self.now_ms / 1000).saturating_sub(u64::from(c.accepted_s)),
                 subs: c.subs.clone(),
+                // Canonical filter texts (JSON) of the filtered patterns, in `subs`' order.
+                filters: c
+                    .subs
+                    .iter()
+                    .filter_map(|p| {
+                        let f = self.index.filter_of(p, key)?;
+                        Some((p.clone(), Box::<str>::from(f.canonical())))
+                    })
+                    .collect(),
                 queued_bytes: c.out.bytes(),
                 skipped: c.skipped,
                 tls: c.tls.is_some(),

@@ -211,6 +211,8 @@ pub struct ConnInfo {
     user: Option<Box<str>>,
     age_s: u64,
     subs: Vec<Box<str>>,
+    /// (pattern, canonical filter JSON) for each filtered subscription.
+    filters: Vec<(Box<str>, Box<str>)>,
     queued_bytes: usize,
     /// Frames this connection skipped (`conflate`, `drop_oldest`, `throttled`).
     skipped: u32,

@@ -314,6 +314,17 @@ pub(crate) fn render_conn(out: &mut Vec<u8>, c: &ConnInfo) {
     }
     end(out, b']');
     out.push(b',');
+    key(out, "filters");
+    out.push(b'{');
+    for (pattern, filter) in &c.filters {
+        push_json_str(out, pattern);
+        out.push(b':');
+        // Canonical filter text: JSON made by the filter module, not client bytes.
+        out.extend_from_slice(filter.as_bytes());
+        out.push(b',');
+    }
+    end(out, b'}');
+    out.push(b',');
     num(out, "queued_bytes", c.queued_bytes as u64);
     num(out, "skipped", u64::from(c.skipped));
     key(out, "tls");
