@@ -21,7 +21,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from summarize import fanout_key, group, load, median  # noqa: E402
+from summarize import fanout_key, group, load, max_rate_shape, median  # noqa: E402
 
 PERF = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(PERF, "results")
@@ -35,6 +35,7 @@ DEFAULTS = {
             os.path.join(RESULTS, "2026-12-05", "deflate.jsonl")],
     "cluster": sorted(glob.glob(os.path.join(RESULTS, "*", "cluster-*", "bench.jsonl"))),
     "dialects": sorted(glob.glob(os.path.join(RESULTS, "2026-12-05", "dialects*.jsonl"))),
+    "headline": [os.path.join(RESULTS, "2026-12-06", "headline.jsonl")],
 }
 COLORS = {"tickcast": "C0", "baseline": "C1", "node-ws": "C2", "v1": "C0", "centrifugo": "C3",
           "binance": "C4", "mixed": "C5"}
@@ -101,6 +102,14 @@ def si(v):
     return f"{v:g} "
 
 
+def short(v):
+    """3 significant digits with k / M: 6565000 → "6.57 M"."""
+    for div, prefix in ((1e6, " M"), (1e3, " k")):
+        if v >= div:
+            return f"{v / div:.3g}{prefix}"
+    return f"{v:.3g}"
+
+
 def shape_label(key):
     subs, topics, per, rate, _ = key
     each = f", {per} each" if per > 1 else ""
@@ -149,9 +158,12 @@ def steps_panel(ax, rows, field, ylabel):
         ax.plot([s["deliveries_per_s"] for s in steps], [s[field] for s in steps], marker=".", lw=1,
                 color=color(r["server"]), label=None if r["server"] in seen else r["server"])
         seen.add(r["server"])
-    best = rows[0].get("best") or {}
-    ax.set_title(f"--max-rate searches: {best.get('subs', '?'):,} subs × {best.get('topics', '?')} topics, "
-                 f"one line per run", fontsize=9)
+    shapes = {max_rate_shape(r) for r in rows}
+    if len(shapes) == 1:
+        subs, topics, _, _ = next(iter(shapes))
+        ax.set_title(f"--max-rate searches: {subs or 0:,} subs × {topics} topics, one line per run", fontsize=9)
+    else:
+        ax.set_title(f"--max-rate searches over {len(shapes)} shapes, one line per run", fontsize=9)
     ax.set(xscale="log", yscale="log", xlabel="deliveries/s (log)", ylabel=ylabel)
 
 
@@ -279,8 +291,49 @@ def plot_dialects(rows):
     return fig
 
 
+def plot_headline(rows):
+    """Bars: the max sustainable deliveries/s per --max-rate shape and server (median of the runs,
+    whiskers min–max); a server none of whose steps passed gets a note instead of a bar."""
+    rows = [r for r in rows if r.get("scenario") == "fanout-max-rate"]
+    if not rows:
+        return None
+    bound = rows[0].get("p99_bound_ms")
+    fig, (ax,) = figure("Max sustainable deliveries/s on one core", rows, width=8,
+                        note=f"zero loss, p99 ≤ {bound:g} ms, rate ×{rows[0].get('rate_step', 1.5):g} per step")
+    shapes = sorted(group(rows, max_rate_shape), key=lambda k: (k[0] or 0, k[1] or 0, str(k[3])))
+    names = ordered(group(rows, lambda r: r["server"]))
+    width = 0.8 / len(names)
+    labelled, top = set(), 1
+    for j, name in enumerate(names):
+        for i, key in enumerate(shapes):
+            rs = [r for r in rows if max_rate_shape(r) == key and r["server"] == name]
+            if not rs:
+                continue
+            x = i - 0.4 + (j + 0.5) * width
+            s = spread([r.get("max_sustainable_deliveries_per_s") for r in rs])
+            if s is None:
+                ax.text(x, 0.02, f"{name}:\nno step\npassed", ha="center", va="bottom", fontsize=6,
+                        color=color(name), transform=ax.get_xaxis_transform())
+                continue
+            ax.bar([x], [s[0]], width * 0.9, yerr=[[s[1]], [s[2]]], capsize=2, color=color(name),
+                   label=None if name in labelled else name)
+            labelled.add(name)
+            ax.text(x, s[0] + s[2], short(s[0]), ha="center", va="bottom", fontsize=7)
+            top = max(top, s[0] + s[2])
+    labels = []
+    for subs, topics, per, data in shapes:
+        each = f", {per} each" if per and per > 1 else ""
+        labels.append(f"{si(subs or 0)}subs × {topics} topic{'s' * ((topics or 0) > 1)}{each}"
+                      + ("\nmarket data" if data == "market" else ""))
+    ax.set_xticks(range(len(shapes)), labels, fontsize=8)
+    ax.set(yscale="log", ylabel="deliveries/s (log)", ylim=(1, top * 5))
+    ax.set_title("median of the runs, whiskers min–max; each server alone on the same core", fontsize=9)
+    ax.legend(fontsize=8)
+    return fig
+
+
 PLOTS = {"latency": plot_latency, "cpu": plot_cpu, "rss": plot_rss, "cluster": plot_cluster,
-         "dialects": plot_dialects}
+         "dialects": plot_dialects, "headline": plot_headline}
 
 
 def main(argv=None):

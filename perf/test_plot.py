@@ -16,7 +16,7 @@ import xml.etree.ElementTree as ET
 PERF = os.path.dirname(os.path.abspath(__file__))
 VENV = os.path.join(os.path.dirname(PERF), "target", "perf-venv", "bin", "python")
 PYTHON = VENV if os.path.exists(VENV) else sys.executable
-EXPECTED = ["latency", "cpu", "rss", "cluster", "dialects"]
+EXPECTED = ["latency", "cpu", "rss", "cluster", "dialects", "headline"]
 
 
 def plot(out, *files):
@@ -41,6 +41,9 @@ def main():
         connect = os.path.join(PERF, "results", "2026-11-22", "connect-19k.jsonl")
         assert plot(rss, connect) == ["rss.svg"], os.listdir(rss)
         assert "dialects.svg" in plot(dia, dialects), os.listdir(dia)
+        headline = os.path.join(PERF, "results", "2026-12-06", "headline.jsonl")
+        hl = os.path.join(tmp, "headline")
+        assert "headline.svg" in plot(hl, headline), os.listdir(hl)
     print(f"ok: {', '.join(EXPECTED)} made, valid XML, identical on a second run ({PYTHON})")
 
 
