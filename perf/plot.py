@@ -32,7 +32,7 @@ DEFAULTS = {
     "latency": MAX_RATE + COMPARISON,
     "cpu": MAX_RATE + COMPARISON + [os.path.join(R1122, "floor.jsonl")],
     "rss": [os.path.join(R1122, "connect-19k.jsonl"), os.path.join(R1122, "connect-19k-issues45.jsonl"),
-            os.path.join(RESULTS, "2026-12-05", "deflate.jsonl")],
+            os.path.join(RESULTS, "2026-12-05", "deflate.jsonl"), os.path.join(RESULTS, "2026-12-06", "ab-conn.jsonl")],
     "cluster": sorted(glob.glob(os.path.join(RESULTS, "*", "cluster-*", "bench.jsonl"))),
     "dialects": sorted(glob.glob(os.path.join(RESULTS, "2026-12-05", "dialects*.jsonl"))),
     "headline": [os.path.join(RESULTS, "2026-12-06", "headline.jsonl")],
