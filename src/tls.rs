@@ -6,7 +6,13 @@
 //! first and swaps it in only if that succeeded: a bad file leaves the old certificate serving.
 //! Connections keep the configuration they were accepted with.
 //!
-//! The per-connection TLS state machine runs on the shard runtimes, see `shard::tls`.
+//! A connection's TLS session ([`session`]: rustls for the handshake, then tickcast's own
+//! record layer, [`record`]) runs on the shard runtimes, see `shard::tls`.
+
+pub mod record;
+pub mod session;
+#[cfg(test)]
+mod tests;
 
 use std::{
     path::Path,
@@ -88,6 +94,8 @@ pub fn build_server_config(cert_file: &str, key_file: &str) -> Result<ServerConf
             format!("config: tls.cert_file / tls.key_file: {cert_file} / {key_file}: {e}")
         })?;
     config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+    // Once the handshake is done, rustls hands the traffic keys over to `record` (see there).
+    config.enable_secret_extraction = true;
     Ok(config)
 }
 

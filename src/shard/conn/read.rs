@@ -10,7 +10,10 @@ use std::{mem, rc::Rc, sync::Arc};
 
 use rustix::{io::Errno, net::RecvFlags};
 
-use super::{super::State, Phase};
+use super::{
+    super::{State, tls::TlsRead},
+    Phase,
+};
 use crate::dialect::Dialect;
 use crate::{
     frame::{Frame, FrameClass},
@@ -62,18 +65,7 @@ impl State {
                 RecvFlags::DONTWAIT,
             );
             match res {
-                Ok((0, _)) => {
-                    let conn = &mut self.conns[key];
-                    let reason = if conn.phase == Phase::Closing {
-                        CloseReason::ClientClose
-                    } else if conn.in_http() {
-                        CloseReason::HttpDone
-                    } else {
-                        CloseReason::ClientGone
-                    };
-                    conn.close_reason.get_or_insert(reason);
-                    return Step::Exit;
-                }
+                Ok((0, _)) => return self.at_eof(key),
                 Ok(_) => {
                     let conn = &mut self.conns[key];
                     conn.last_rx_ms = now;
@@ -82,12 +74,15 @@ impl State {
                         // dropped until EOF or the close deadline.
                         continue;
                     }
-                    // TLS: the scratch buffer's ciphertext is replaced by its plaintext.
+                    // TLS: the scratch buffer's ciphertext is replaced by its plaintext; the
+                    // client's close_notify ends the input like EOF.
+                    let mut eof = false;
                     if conn.tls.is_some() {
                         match self.tls_read(key) {
-                            super::super::tls::TlsRead::Data => {}
-                            super::super::tls::TlsRead::Nothing => continue,
-                            super::super::tls::TlsRead::Failed => return Step::Exit,
+                            TlsRead::Data { eof: closed } => eof = closed,
+                            TlsRead::Nothing => continue,
+                            TlsRead::Eof => return self.at_eof(key),
+                            TlsRead::Failed => return Step::Exit,
                         }
                     }
                     let step = self.handle_input(key);
@@ -97,6 +92,9 @@ impl State {
                     }
                     if self.conns.get(key).is_none_or(|c| c.phase == Phase::Dead) {
                         return Step::Exit;
+                    }
+                    if eof {
+                        return self.at_eof(key);
                     }
                 }
                 Err(Errno::AGAIN) => return Step::Wait,
@@ -108,6 +106,21 @@ impl State {
             }
         }
         Step::Yield
+    }
+
+    /// The client's input ended (EOF, or TLS close_notify): the connection is removed, with
+    /// the reason its phase gives.
+    fn at_eof(&mut self, key: u32) -> Step {
+        let conn = &mut self.conns[key];
+        let reason = if conn.phase == Phase::Closing {
+            CloseReason::ClientClose
+        } else if conn.in_http() {
+            CloseReason::HttpDone
+        } else {
+            CloseReason::ClientGone
+        };
+        conn.close_reason.get_or_insert(reason);
+        Step::Exit
     }
 
     /// Handles the bytes of one read (in the scratch buffer), after those kept from earlier

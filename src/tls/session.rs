@@ -1,0 +1,256 @@
+//! One TLS server session over caller-owned buffers: rustls' unbuffered connection for the
+//! handshake, then [`Records`] once it is done. Nothing here reads or writes a socket or keeps
+//! a buffer: ciphertext comes in through the caller's buffer (processed in place), ciphertext
+//! to send goes out through another, so a connection that is idle holds its keys and nothing
+//! else.
+//!
+//! The handshake runs on rustls' state machine (`process_tls_records`): it takes the records
+//! it can from the front of the buffer and says how many bytes it is done with; the caller
+//! keeps the rest (a record still arriving) and hands it in again, in front of the next read.
+//! When rustls says the handshake is over and it has nothing left to send, the session turns
+//! into a [`Records`] (see `record.rs` for why) and reads on from there.
+
+use std::{ops::Range, sync::Arc};
+
+use rustls::{
+    ServerConfig,
+    server::UnbufferedServerConnection,
+    unbuffered::{ConnectionState, EncodeError, InsufficientSizeError},
+};
+
+use super::record::{RecordError, Records};
+
+/// A TLS server session (see the module doc).
+pub struct Session(Stage);
+
+enum Stage {
+    Handshake(Box<UnbufferedServerConnection>),
+    Traffic(Box<Records>),
+    /// Failed, or the client closed during the handshake: nothing more is read or sent.
+    Over,
+}
+
+/// Why a session ended.
+#[derive(Debug)]
+pub enum SessionError {
+    /// rustls refused the handshake (its alert, if any, is in `send`).
+    Handshake(rustls::Error),
+    /// After the handshake (the alert, if any, is in `send`).
+    Record(RecordError),
+}
+
+impl std::fmt::Display for SessionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SessionError::Handshake(e) => write!(f, "TLS handshake: {e}"),
+            SessionError::Record(e) => write!(f, "TLS: {e}"),
+        }
+    }
+}
+
+/// What [`Session::read`] did with a buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Read {
+    /// Bytes taken from the front of the buffer; keep the rest for the next read.
+    pub consumed: usize,
+    /// Where, within the consumed bytes, the application data decrypted in place is (after
+    /// whatever rustls decrypted during the handshake, appended to `early`).
+    pub plain: Range<usize>,
+    /// The handshake completed in this read.
+    pub established: bool,
+    /// The client sent close_notify: nothing more will be read.
+    pub peer_closed: bool,
+}
+
+impl Session {
+    /// A session for a connection just accepted, with the configuration of the moment.
+    pub fn new(config: Arc<ServerConfig>) -> Result<Session, rustls::Error> {
+        let conn = UnbufferedServerConnection::new(config)?;
+        Ok(Session(Stage::Handshake(Box::new(conn))))
+    }
+
+    /// The handshake is still going (application data cannot be sent yet).
+    pub fn is_handshaking(&self) -> bool {
+        matches!(self.0, Stage::Handshake(_))
+    }
+
+    /// Processes the records in `buf`: the handshake's through rustls (the records it wants
+    /// sent are appended to `send`, the application data it decrypts to `early`), then the
+    /// application data of an established session, decrypted in place. On an error, the
+    /// alert to send (if any) has been appended to `send`.
+    pub fn read(
+        &mut self,
+        buf: &mut [u8],
+        early: &mut Vec<u8>,
+        send: &mut Vec<u8>,
+    ) -> Result<Read, SessionError> {
+        let mut read = Read {
+            consumed: 0,
+            plain: 0..0,
+            established: false,
+            peer_closed: false,
+        };
+        if let Stage::Handshake(conn) = &mut self.0 {
+            let done = match handshake(conn, buf, early, send) {
+                Ok(done) => done,
+                Err(e) => {
+                    self.0 = Stage::Over;
+                    return Err(SessionError::Handshake(e));
+                }
+            };
+            read.consumed = done.consumed;
+            match done.outcome {
+                Handshake::Blocked => return Ok(read),
+                Handshake::PeerClosed => {
+                    self.0 = Stage::Over;
+                    read.peer_closed = true;
+                    return Ok(read);
+                }
+                Handshake::Complete => self.establish()?,
+            }
+            read.established = true;
+        }
+        let Stage::Traffic(records) = &mut self.0 else {
+            // Over: whatever comes is ignored.
+            read.consumed = buf.len();
+            return Ok(read);
+        };
+        let start = read.consumed;
+        match records.open(&mut buf[start..]) {
+            Ok(opened) => {
+                read.consumed += opened.consumed;
+                read.plain = start..start + opened.plain;
+                read.peer_closed = records.peer_closed();
+                Ok(read)
+            }
+            Err(e) => {
+                if let RecordError::Send(alert, _) = e {
+                    records.fatal_alert(alert, send);
+                }
+                self.0 = Stage::Over;
+                Err(SessionError::Record(e))
+            }
+        }
+    }
+
+    /// rustls is done: its keys and sequence numbers go to a [`Records`].
+    fn establish(&mut self) -> Result<(), SessionError> {
+        let Stage::Handshake(conn) = std::mem::replace(&mut self.0, Stage::Over) else {
+            unreachable!("called during the handshake");
+        };
+        let (secrets, kernel) = conn
+            .dangerous_into_kernel_connection()
+            .map_err(SessionError::Handshake)?;
+        let records = Records::new(secrets, kernel).map_err(SessionError::Record)?;
+        self.0 = Stage::Traffic(Box::new(records));
+        Ok(())
+    }
+
+    /// The established session's record layer; `None` during the handshake or once over.
+    pub fn records(&mut self) -> Option<&mut Records> {
+        match &mut self.0 {
+            Stage::Traffic(records) => Some(records),
+            _ => None,
+        }
+    }
+}
+
+enum Handshake {
+    /// More records are needed.
+    Blocked,
+    /// Done, with nothing left to send: the session can be handed over.
+    Complete,
+    /// The client sent close_notify.
+    PeerClosed,
+}
+
+struct HandshakeRead {
+    consumed: usize,
+    outcome: Handshake,
+}
+
+/// Drives rustls over the records in `buf` until it needs more or is done.
+fn handshake(
+    conn: &mut UnbufferedServerConnection,
+    buf: &mut [u8],
+    early: &mut Vec<u8>,
+    send: &mut Vec<u8>,
+) -> Result<HandshakeRead, rustls::Error> {
+    let mut consumed = 0;
+    loop {
+        let status = conn.process_tls_records(&mut buf[consumed..]);
+        let mut discard = status.discard;
+        let state = match status.state {
+            Ok(state) => state,
+            Err(e) => {
+                // rustls queued the alert for the error, if any: it is encoded first.
+                if let Ok(ConnectionState::EncodeTlsData(mut alert)) =
+                    conn.process_tls_records(&mut []).state
+                {
+                    let _ = encode(send, |out| alert.encode(out));
+                }
+                return Err(e);
+            }
+        };
+        let outcome = match state {
+            ConnectionState::ReadTraffic(mut traffic) => {
+                while let Some(record) = traffic.next_record() {
+                    let record = record?;
+                    discard += record.discard;
+                    early.extend_from_slice(record.payload);
+                }
+                None
+            }
+            ConnectionState::EncodeTlsData(mut data) => {
+                encode(send, |out| data.encode(out))?;
+                None
+            }
+            // The caller writes `send` (after this read) before anything else.
+            ConnectionState::TransmitTlsData(data) => {
+                data.done();
+                None
+            }
+            ConnectionState::BlockedHandshake => Some(Handshake::Blocked),
+            ConnectionState::WriteTraffic(_) => Some(Handshake::Complete),
+            ConnectionState::PeerClosed | ConnectionState::Closed => Some(Handshake::PeerClosed),
+            // 0-RTT is not enabled (max_early_data_size is 0), and any future state is
+            // not one this server knows how to handle.
+            _ => return Err(rustls::Error::General("unexpected TLS state".into())),
+        };
+        consumed += discard;
+        // rustls lets a TLS 1.3 server send data before the client's Finished: the
+        // handshake is over only when rustls says so.
+        let outcome = match outcome {
+            Some(Handshake::Complete) if conn.is_handshaking() => Some(Handshake::Blocked),
+            other => other,
+        };
+        if let Some(outcome) = outcome {
+            return Ok(HandshakeRead { consumed, outcome });
+        }
+    }
+}
+
+/// Appends what `encode` writes to `send`, growing it to the size rustls asks for.
+fn encode(
+    send: &mut Vec<u8>,
+    mut encode: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>,
+) -> Result<(), rustls::Error> {
+    let start = send.len();
+    let mut room = 4096;
+    loop {
+        send.resize(start + room, 0);
+        match encode(&mut send[start..]) {
+            Ok(n) => {
+                send.truncate(start + n);
+                return Ok(());
+            }
+            Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
+                room = required_size;
+            }
+            Err(EncodeError::AlreadyEncoded) => {
+                send.truncate(start);
+                return Err(rustls::Error::General("TLS record encoded twice".into()));
+            }
+        }
+    }
+}

@@ -1,0 +1,318 @@
+//! [`Session`] and [`Records`] against rustls' own client, in memory: every cipher suite the
+//! server offers on both versions, records split across reads, key updates both ways, the
+//! confidentiality limit, close_notify both ways, and a tampered record.
+
+use std::{
+    io::{IoSlice, Read, Write},
+    sync::Arc,
+};
+
+use rustls::{
+    AlertDescription, ClientConfig, ClientConnection, RootCertStore, SupportedCipherSuite,
+    crypto::ring as provider,
+};
+
+use super::{
+    build_server_config,
+    record::{PLAIN_RECORD_BYTES_MAX, RecordError},
+    session::{Session, SessionError},
+};
+
+/// A server configuration from a fresh self-signed certificate for `localhost`, and a client
+/// configuration trusting it that offers only `suite`.
+fn configs(suite: SupportedCipherSuite) -> (Arc<rustls::ServerConfig>, Arc<ClientConfig>) {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("rcgen");
+    let dir = std::env::temp_dir().join(format!(
+        "tickcast-tls-unit-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let server = build_server_config(cert.to_str().unwrap(), key.to_str().unwrap()).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let mut roots = RootCertStore::empty();
+    roots.add(ck.cert.der().clone()).unwrap();
+    let version = match suite {
+        SupportedCipherSuite::Tls13(_) => &rustls::version::TLS13,
+        SupportedCipherSuite::Tls12(_) => &rustls::version::TLS12,
+    };
+    let provider = rustls::crypto::CryptoProvider {
+        cipher_suites: vec![suite],
+        ..provider::default_provider()
+    };
+    let mut client = ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client.alpn_protocols = vec![b"http/1.1".to_vec()];
+    (Arc::new(server), Arc::new(client))
+}
+
+const SUITES: [SupportedCipherSuite; 6] = [
+    provider::cipher_suite::TLS13_AES_128_GCM_SHA256,
+    provider::cipher_suite::TLS13_AES_256_GCM_SHA384,
+    provider::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+    provider::cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    provider::cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    provider::cipher_suite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+];
+
+/// Both ends of a connection, and what the server kept and decrypted so far.
+struct Pair {
+    server: Session,
+    client: ClientConnection,
+    /// Bytes of an incomplete record kept between the server's reads.
+    tail: Vec<u8>,
+    /// Application data the server received.
+    received: Vec<u8>,
+    peer_closed: bool,
+    /// The client's error (an alert from the server), if it got one.
+    client_error: Option<rustls::Error>,
+}
+
+impl Pair {
+    fn new(suite: SupportedCipherSuite) -> Pair {
+        let (server, client) = configs(suite);
+        Pair {
+            server: Session::new(server).unwrap(),
+            client: ClientConnection::new(client, "localhost".try_into().unwrap()).unwrap(),
+            tail: Vec::new(),
+            received: Vec::new(),
+            peer_closed: false,
+            client_error: None,
+        }
+    }
+
+    /// A pair whose handshake is done.
+    fn established(suite: SupportedCipherSuite) -> Pair {
+        let mut p = Pair::new(suite);
+        for _ in 0..4 {
+            p.client_to_server(usize::MAX).unwrap();
+        }
+        assert!(!p.client.is_handshaking() && !p.server.is_handshaking());
+        p
+    }
+
+    /// What the client has to send goes to the server in reads of at most `chunk` bytes;
+    /// what the server answers goes back to the client.
+    fn client_to_server(&mut self, chunk: usize) -> Result<(), SessionError> {
+        let mut wire = Vec::new();
+        while self.client.wants_write() {
+            self.client.write_tls(&mut wire).unwrap();
+        }
+        for piece in wire.chunks(chunk.max(1)) {
+            self.server_reads(piece)?;
+        }
+        if wire.is_empty() {
+            self.server_reads(&[])?;
+        }
+        Ok(())
+    }
+
+    /// One server read of `bytes`, after the kept tail, as the shard does it.
+    fn server_reads(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
+        let mut buf = std::mem::take(&mut self.tail);
+        buf.extend_from_slice(bytes);
+        let (mut early, mut send) = (Vec::new(), Vec::new());
+        let result = self.server.read(&mut buf, &mut early, &mut send);
+        self.client_reads(&send);
+        let read = result?;
+        self.received.extend_from_slice(&early);
+        self.received.extend_from_slice(&buf[read.plain.clone()]);
+        self.tail = buf[read.consumed..].to_vec();
+        self.peer_closed |= read.peer_closed;
+        Ok(())
+    }
+
+    /// Ciphertext from the server: the client processes it and returns its plaintext.
+    fn client_reads(&mut self, mut wire: &[u8]) -> Vec<u8> {
+        while !wire.is_empty() {
+            self.client.read_tls(&mut wire).unwrap();
+            if let Err(e) = self.client.process_new_packets() {
+                self.client_error = Some(e);
+                return Vec::new();
+            }
+        }
+        let mut plain = Vec::new();
+        match self.client.reader().read_to_end(&mut plain) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("client read: {e}"),
+        }
+        plain
+    }
+
+    /// The server seals `parts` (as one write of several frames) for the client.
+    fn server_sends(&mut self, parts: &[&[u8]]) -> Vec<u8> {
+        let iov: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let mut out = Vec::new();
+        let records = self.server.records().expect("established");
+        let taken = records.seal(&iov, usize::MAX, &mut out).unwrap();
+        assert_eq!(taken, total);
+        self.client_reads(&out)
+    }
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+        .collect()
+}
+
+#[test]
+fn every_suite_carries_data_both_ways_across_record_boundaries() {
+    for suite in SUITES {
+        let mut p = Pair::established(suite);
+        // From the client: larger than a record, so it arrives as several.
+        let up = pattern(3 * PLAIN_RECORD_BYTES_MAX + 100, 1);
+        p.client.writer().write_all(&up).unwrap();
+        p.client_to_server(usize::MAX).unwrap();
+        assert_eq!(p.received, up, "{suite:?}: client to server");
+        // From the server: several frames in one write, records spanning them.
+        let (a, b, c) = (
+            pattern(10, 2),
+            pattern(PLAIN_RECORD_BYTES_MAX + 5, 3),
+            pattern(1, 4),
+        );
+        let down = p.server_sends(&[&a, &b, &c]);
+        assert_eq!(down, [a, b, c].concat(), "{suite:?}: server to client");
+    }
+}
+
+#[test]
+fn a_record_split_across_reads_is_kept_until_it_is_whole() {
+    for suite in [SUITES[0], SUITES[3]] {
+        let mut p = Pair::new(suite);
+        // The handshake too, a few bytes per read.
+        for _ in 0..4 {
+            p.client_to_server(7).unwrap();
+        }
+        assert!(!p.server.is_handshaking());
+        let up = pattern(40_000, 5);
+        p.client.writer().write_all(&up).unwrap();
+        p.client_to_server(999).unwrap();
+        assert_eq!(p.received, up, "{suite:?}");
+        assert!(p.tail.is_empty(), "nothing kept once the records are whole");
+    }
+}
+
+#[test]
+fn the_request_sent_with_the_clients_finished_is_read() {
+    let mut p = Pair::new(SUITES[0]);
+    // The client's first flight, then its Finished together with a request.
+    p.client_to_server(usize::MAX).unwrap();
+    p.client
+        .writer()
+        .write_all(b"GET /ws HTTP/1.1\r\n\r\n")
+        .unwrap();
+    p.client_to_server(usize::MAX).unwrap();
+    assert!(!p.server.is_handshaking());
+    assert_eq!(p.received, b"GET /ws HTTP/1.1\r\n\r\n");
+}
+
+#[test]
+fn key_updates_from_the_client_and_ours_at_the_limit_keep_data_flowing() {
+    let mut p = Pair::established(SUITES[0]);
+    for round in 0..3u8 {
+        // The client updates its keys and asks the server to update too.
+        p.client.refresh_traffic_keys().unwrap();
+        p.client.writer().write_all(&[round; 100]).unwrap();
+        p.client_to_server(usize::MAX).unwrap();
+        assert_eq!(p.received, [round; 100]);
+        p.received.clear();
+        assert!(p.server.records().unwrap().key_update_due());
+        // Ours goes first: the client reads on only with the server's new key.
+        assert_eq!(p.server_sends(&[&[round; 50]]), [round; 50]);
+        assert!(!p.server.records().unwrap().key_update_due());
+    }
+    // The server's key reaches its confidentiality limit: it updates before going on.
+    p.server.records().unwrap().near_tx_limit();
+    assert_eq!(
+        p.server_sends(&[b"last of the old key"]),
+        b"last of the old key"
+    );
+    assert_eq!(p.server_sends(&[b"first of the new"]), b"first of the new");
+}
+
+#[test]
+fn tls12_keys_at_their_limit_end_the_connection() {
+    let mut p = Pair::established(SUITES[3]);
+    p.server.records().unwrap().near_tx_limit();
+    assert_eq!(p.server_sends(&[b"the last record"]), b"the last record");
+    let err = p
+        .server
+        .records()
+        .unwrap()
+        .seal(
+            &[IoSlice::new(b"one too many")],
+            usize::MAX,
+            &mut Vec::new(),
+        )
+        .unwrap_err();
+    assert_eq!(err, RecordError::KeysExhausted);
+}
+
+#[test]
+fn close_notify_both_ways() {
+    for suite in [SUITES[0], SUITES[5]] {
+        let mut p = Pair::established(suite);
+        p.client.writer().write_all(b"bye").unwrap();
+        p.client.send_close_notify();
+        p.client_to_server(usize::MAX).unwrap();
+        assert_eq!(p.received, b"bye");
+        assert!(p.peer_closed, "{suite:?}");
+        let mut out = Vec::new();
+        p.server.records().unwrap().close_notify(&mut out).unwrap();
+        p.client_reads(&out);
+        let mut rest = Vec::new();
+        assert_eq!(
+            p.client.reader().read_to_end(&mut rest).unwrap(),
+            0,
+            "clean EOF"
+        );
+    }
+}
+
+#[test]
+fn a_tampered_record_is_refused_with_bad_record_mac() {
+    let mut p = Pair::established(SUITES[1]);
+    p.client.writer().write_all(b"hello").unwrap();
+    let mut wire = Vec::new();
+    p.client.write_tls(&mut wire).unwrap();
+    let last = wire.len() - 1;
+    wire[last] ^= 1;
+    let err = p.server_reads(&wire).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SessionError::Record(RecordError::Send(AlertDescription::BadRecordMac, _))
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        p.client_error,
+        Some(rustls::Error::AlertReceived(AlertDescription::BadRecordMac))
+    );
+}
+
+#[test]
+fn garbage_instead_of_a_client_hello_is_refused() {
+    let mut p = Pair::new(SUITES[0]);
+    let err = p.server_reads(b"GET / HTTP/1.1\r\n\r\n");
+    assert!(matches!(err, Err(SessionError::Handshake(_))), "{err:?}");
+    // rustls' alert for it went out.
+    assert!(p.client_error.is_some());
+}
+
+/// What an idle established connection keeps: its keys, nonces, sequence numbers and rustls'
+/// kernel connection (perf/README.md, "TLS memory per connection").
+#[test]
+fn an_established_session_is_small() {
+    assert!(std::mem::size_of::<super::record::Records>() <= 1760);
+    assert_eq!(std::mem::size_of::<Session>(), 16);
+}
