@@ -4,8 +4,9 @@
 //! on read and one on write.
 //!
 //! **Memory.** Like a plain connection's, a TLS connection's buffers exist only while needed:
-//! an idle established one holds its keys and sequence numbers (~1.9 KB of heap; see
-//! `crate::tls::record`), no buffer. Ciphertext is read into the shard's scratch buffer and
+//! an idle established one holds this struct (72 bytes), its keys and sequence numbers (1,232
+//! bytes, `crate::tls::record`) and rustls' 224-byte key schedule for TLS 1.3 key updates, no
+//! buffer. Ciphertext is read into the shard's scratch buffer and
 //! decrypted there in place; a record that arrived in part is kept ([`TlsConn::tail`]) until
 //! the rest comes, as the plain path keeps a partial frame. Frames are encrypted into the
 //! shard's write buffer (`State::tls_buf`) and written from there; what a full socket did
@@ -73,6 +74,10 @@ pub struct TlsConn {
     pub established: bool,
     close_notify_sent: bool,
 }
+
+// One per TLS connection, boxed (an idle one: this and its session's records, see the module
+// doc).
+const _: () = assert!(mem::size_of::<TlsConn>() <= 72);
 
 impl std::fmt::Debug for TlsConn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

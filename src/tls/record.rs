@@ -9,8 +9,9 @@
 //! handshake: 7.5 KB of heap per idle `ServerConnection` (buffers included), 3.2 KB per idle
 //! `UnbufferedServerConnection` (a 1088-byte struct, a 640-byte handshake-deframer vector it
 //! never shrinks, two boxed AEAD states), measured in perf/README.md ("TLS memory per
-//! connection"). A [`Records`] is the two AEAD keys (544 bytes each for AES-GCM), their nonces
-//! and sequence numbers, and rustls' 560-byte kernel connection: 1.9 KB in two allocations.
+//! connection"). A [`Records`] is our AEAD key (544 bytes expanded, for AES-GCM), the client's
+//! (its bytes, expanded per read: see `Opening`), their nonces and sequence numbers, and
+//! rustls' 560-byte kernel connection: 1.4 KB in two allocations.
 //! It also needs no buffer of its own: records are opened in place in the caller's buffer
 //! (the shard's scratch buffer) and sealed straight into another (the shard's write buffer),
 //! with no allocation per record.
@@ -29,7 +30,7 @@ use ring::aead::{self, Aad, LessSafeKey, UnboundKey};
 use rustls::{
     AlertDescription, ConnectionTrafficSecrets, ExtractedSecrets, ProtocolVersion,
     SupportedCipherSuite,
-    crypto::cipher::{Iv, Nonce},
+    crypto::cipher::{AeadKey, Iv, Nonce},
     kernel::KernelConnection,
     server::ServerConnectionData,
 };
@@ -110,31 +111,21 @@ enum Kind {
 }
 
 /// One direction's key, its nonce base and the next record's sequence number.
-struct Direction {
-    key: LessSafeKey,
+struct Direction<K> {
+    key: K,
     iv: Iv,
     seq: u64,
 }
 
-impl Direction {
-    fn new((seq, secrets): (u64, ConnectionTrafficSecrets)) -> Result<Direction, RecordError> {
-        let unsupported = || RecordError::Send(AlertDescription::InternalError, "unknown AEAD");
-        let (alg, key, iv) = match secrets {
-            ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (&aead::AES_128_GCM, key, iv),
-            ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (&aead::AES_256_GCM, key, iv),
-            ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => {
-                (&aead::CHACHA20_POLY1305, key, iv)
-            }
-            _ => return Err(unsupported()),
-        };
-        let key = UnboundKey::new(alg, key.as_ref()).map_err(|_| unsupported())?;
-        Ok(Direction {
-            key: LessSafeKey::new(key),
-            iv,
-            seq,
-        })
-    }
+/// Ours: ring's expanded key, used for every write.
+type Sealing = Direction<LessSafeKey>;
+/// The client's: the key's bytes (wiped when dropped), expanded for each read that has
+/// records. A fan-out client sends little (pongs, the odd request), and ring's expanded AES-GCM
+/// key is 544 bytes that an idle connection would otherwise hold; expanding it costs about
+/// what opening one small record does.
+type Opening = Direction<(&'static aead::Algorithm, AeadKey)>;
 
+impl<K> Direction<K> {
     /// The nonce of record `seq`: the IV xor the sequence number (RFC 8446 §5.3; rustls
     /// derives TLS 1.2 GCM's explicit nonces the same way).
     fn nonce(&self) -> [u8; aead::NONCE_LEN] {
@@ -147,10 +138,52 @@ impl Direction {
     }
 }
 
+/// The AEAD of `secrets`, its key and IV.
+fn parts(
+    secrets: ConnectionTrafficSecrets,
+) -> Result<(&'static aead::Algorithm, AeadKey, Iv), RecordError> {
+    match secrets {
+        ConnectionTrafficSecrets::Aes128Gcm { key, iv } => Ok((&aead::AES_128_GCM, key, iv)),
+        ConnectionTrafficSecrets::Aes256Gcm { key, iv } => Ok((&aead::AES_256_GCM, key, iv)),
+        ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => {
+            Ok((&aead::CHACHA20_POLY1305, key, iv))
+        }
+        _ => Err(send(AlertDescription::InternalError, "unknown AEAD")),
+    }
+}
+
+fn expand(alg: &'static aead::Algorithm, key: &AeadKey) -> Result<LessSafeKey, RecordError> {
+    let key = UnboundKey::new(alg, key.as_ref())
+        .map_err(|_| send(AlertDescription::InternalError, "bad AEAD key"))?;
+    Ok(LessSafeKey::new(key))
+}
+
+impl Sealing {
+    fn sealing((seq, secrets): (u64, ConnectionTrafficSecrets)) -> Result<Sealing, RecordError> {
+        let (alg, key, iv) = parts(secrets)?;
+        Ok(Direction {
+            key: expand(alg, &key)?,
+            iv,
+            seq,
+        })
+    }
+}
+
+impl Opening {
+    fn opening((seq, secrets): (u64, ConnectionTrafficSecrets)) -> Result<Opening, RecordError> {
+        let (alg, key, iv) = parts(secrets)?;
+        Ok(Direction {
+            key: (alg, key),
+            iv,
+            seq,
+        })
+    }
+}
+
 /// An established connection's record layer (see the module doc).
 pub struct Records {
-    tx: Direction,
-    rx: Direction,
+    tx: Sealing,
+    rx: Opening,
     kind: Kind,
     /// Records one key may seal (the suite's confidentiality limit).
     tx_limit: u64,
@@ -181,8 +214,8 @@ impl Records {
             SupportedCipherSuite::Tls12(s) => s.common.confidentiality_limit,
         };
         Ok(Records {
-            tx: Direction::new(secrets.tx)?,
-            rx: Direction::new(secrets.rx)?,
+            tx: Sealing::sealing(secrets.tx)?,
+            rx: Opening::opening(secrets.rx)?,
             kind,
             tx_limit,
             kernel,
@@ -204,6 +237,9 @@ impl Records {
     pub fn open(&mut self, buf: &mut [u8]) -> Result<Opened, RecordError> {
         let mut pos = 0;
         let mut plain = 0;
+        // The client's key, expanded once for the records of this read (again after a key
+        // update).
+        let mut expanded: Option<LessSafeKey> = None;
         while !self.peer_closed && buf.len() - pos >= HEADER_BYTES {
             let len = usize::from(u16::from_be_bytes([buf[pos + 3], buf[pos + 4]]));
             let max = match self.kind {
@@ -217,7 +253,11 @@ impl Records {
             if end > buf.len() {
                 break;
             }
-            let (typ, range) = self.open_record(&mut buf[pos..end])?;
+            let key = match &mut expanded {
+                Some(key) => key,
+                None => expanded.insert(expand(self.rx.key.0, &self.rx.key.1)?),
+            };
+            let (typ, range) = self.open_record(key, &mut buf[pos..end])?;
             let (start, stop) = (pos + range.start, pos + range.end);
             pos = end;
             match typ {
@@ -228,7 +268,10 @@ impl Records {
                     self.key_updates_left = KEY_UPDATES_IN_A_ROW_MAX;
                 }
                 CT_ALERT => self.on_alert(&buf[start..stop])?,
-                CT_HANDSHAKE => self.on_handshake(&buf[start..stop])?,
+                CT_HANDSHAKE => {
+                    self.on_handshake(&buf[start..stop])?;
+                    expanded = None;
+                }
                 _ => {
                     return Err(send(
                         AlertDescription::UnexpectedMessage,
@@ -250,6 +293,7 @@ impl Records {
     /// is within it.
     fn open_record(
         &mut self,
+        key: &LessSafeKey,
         record: &mut [u8],
     ) -> Result<(u8, std::ops::Range<usize>), RecordError> {
         let bad_mac = || send(AlertDescription::BadRecordMac, "record failed to decrypt");
@@ -266,9 +310,7 @@ impl Records {
                     ));
                 }
                 let nonce = aead::Nonce::assume_unique_for_key(self.rx.nonce());
-                let inner = self
-                    .rx
-                    .key
+                let inner = key
                     .open_in_place(nonce, Aad::from(&*header), payload)
                     .map_err(|_| bad_mac())?;
                 // §5.4: the content type is the last non-zero byte; zeros after it are padding.
@@ -299,15 +341,13 @@ impl Records {
                     nonce[4..].copy_from_slice(&payload[..GCM_EXPLICIT_NONCE_BYTES]);
                 }
                 let aad = tls12_aad(self.rx.seq, outer, [header[1], header[2]], plain_len);
-                self.rx
-                    .key
-                    .open_within(
-                        aead::Nonce::assume_unique_for_key(nonce),
-                        Aad::from(aad),
-                        payload,
-                        explicit..,
-                    )
-                    .map_err(|_| bad_mac())?;
+                key.open_within(
+                    aead::Nonce::assume_unique_for_key(nonce),
+                    Aad::from(aad),
+                    payload,
+                    explicit..,
+                )
+                .map_err(|_| bad_mac())?;
                 (outer, HEADER_BYTES..HEADER_BYTES + plain_len)
             }
         };
@@ -370,7 +410,7 @@ impl Records {
         }
         self.key_updates_left -= 1;
         let rx = self.kernel.update_rx_secret().map_err(internal)?;
-        self.rx = Direction::new(rx)?;
+        self.rx = Opening::opening(rx)?;
         // update_requested: ours follows before our next record (one is enough however
         // many the client asked for meanwhile).
         self.key_update_due |= request == 1;
@@ -451,7 +491,7 @@ impl Records {
                 out.extend_from_slice(&[HT_KEY_UPDATE, 0, 0, 1, 0])
             })?;
             let tx = self.kernel.update_tx_secret().map_err(internal)?;
-            self.tx = Direction::new(tx)?;
+            self.tx = Sealing::sealing(tx)?;
         }
         self.seal_record(typ, len, out, fill)
     }

@@ -13,6 +13,9 @@ pub struct Target {
     /// `Host:` header value.
     pub host: String,
     pub path: String,
+    /// `wss://`: the connection speaks TLS (trusting `--tls-ca`).
+    #[serde(default)]
+    pub tls: bool,
 }
 
 /// What each connection of a thread subscribes to.
@@ -140,6 +143,9 @@ pub struct ThreadPlan {
     /// What the subscribers speak (publishers: protocol v1 whatever this says).
     #[serde(default)]
     pub dialects: Dialects,
+    /// `--tls-ca`: PEM file of the certificates `wss://` targets are checked against.
+    #[serde(default)]
+    pub tls_ca: Option<String>,
 }
 
 /// Publishing part of a round (publisher threads only).

@@ -153,6 +153,7 @@ pub fn fanout(c: &Common, a: &FanoutArgs) -> Res<()> {
             recv_pause_us: 0,
             stalled: Vec::new(),
             deflate: c.deflate,
+            tls_ca: c.tls_ca.clone(),
             dialects: Dialects::V1,
         }],
         deadline_ns: deadline,
