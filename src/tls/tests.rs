@@ -13,8 +13,8 @@ use rustls::{
 };
 
 use super::{
-    build_server_config,
     record::{PLAIN_RECORD_BYTES_MAX, RecordError},
+    server_config_from_pem,
     session::{Session, SessionError},
 };
 
@@ -22,17 +22,7 @@ use super::{
 /// configuration trusting it that offers only `suite`.
 fn configs(suite: SupportedCipherSuite) -> (Arc<rustls::ServerConfig>, Arc<ClientConfig>) {
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("rcgen");
-    let dir = std::env::temp_dir().join(format!(
-        "tickcast-tls-unit-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert, ck.cert.pem()).unwrap();
-    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
-    let server = build_server_config(cert.to_str().unwrap(), key.to_str().unwrap()).unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
+    let server = server_config_from_pem(&ck.cert.pem(), &ck.signing_key.serialize_pem()).unwrap();
     let mut roots = RootCertStore::empty();
     roots.add(ck.cert.der().clone()).unwrap();
     let version = match suite {
