@@ -175,6 +175,56 @@ impl SecEvent {
     }
 }
 
+/// The client's address behind proxies (`crate::ws::proxy`), one counter each
+/// (`tickcast_proxy_events_total{event}`): what was believed, and what was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyEvent {
+    /// A trusted peer's PROXY header gave the client's address.
+    Header,
+    /// A trusted peer's PROXY header named no client (v2 `LOCAL`, v1 `UNKNOWN`): its own
+    /// connection, a health check.
+    HeaderLocal,
+    /// A PROXY header from a peer not in `server.trusted_proxies`, or with
+    /// `server.proxy_protocol` off: refused.
+    HeaderUntrusted,
+    /// A malformed PROXY header from a trusted peer: refused.
+    HeaderInvalid,
+    /// A PROXY header over its size bound: refused.
+    HeaderTooLarge,
+    /// The handshake deadline passed in the middle of a PROXY header.
+    HeaderTimeout,
+    /// An upgrade whose client address came from a trusted peer's forwarded header.
+    Forwarded,
+    /// A trusted peer's forwarded header named no usable address: the proxy's stands.
+    ForwardedInvalid,
+}
+
+impl ProxyEvent {
+    pub const ALL: [ProxyEvent; 8] = [
+        ProxyEvent::Header,
+        ProxyEvent::HeaderLocal,
+        ProxyEvent::HeaderUntrusted,
+        ProxyEvent::HeaderInvalid,
+        ProxyEvent::HeaderTooLarge,
+        ProxyEvent::HeaderTimeout,
+        ProxyEvent::Forwarded,
+        ProxyEvent::ForwardedInvalid,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProxyEvent::Header => "header",
+            ProxyEvent::HeaderLocal => "header_local",
+            ProxyEvent::HeaderUntrusted => "header_untrusted",
+            ProxyEvent::HeaderInvalid => "header_invalid",
+            ProxyEvent::HeaderTooLarge => "header_too_large",
+            ProxyEvent::HeaderTimeout => "header_timeout",
+            ProxyEvent::Forwarded => "forwarded",
+            ProxyEvent::ForwardedInvalid => "forwarded_invalid",
+        }
+    }
+}
+
 /// The per-shard counters: one line each (field, Prometheus name, help). The macro below turns
 /// this table into the hot-path struct, the registry handles, the flush and the descriptions.
 macro_rules! shard_counters {
@@ -192,6 +242,7 @@ macro_rules! shard_counters {
             pub formats: [u64; crate::dialect::FORMATS],
             pub closed: [u64; CloseReason::ALL.len()],
             pub security: [u64; SecEvent::ALL.len()],
+            pub proxy: [u64; ProxyEvent::ALL.len()],
             /// Tokens refused, by `AuthError::label`.
             pub auth_failures: [u64; crate::auth::AuthError::LABELS.len()],
         }
@@ -367,6 +418,7 @@ struct Handles {
     closed: Vec<Counter>,
     slow_consumer_closes: Counter,
     security: Vec<Counter>,
+    proxy: Vec<Counter>,
     auth_failures: Vec<Counter>,
     connections: Gauge,
     handshakes: Gauge,
@@ -413,6 +465,13 @@ impl ShardStats {
                         "shard" => label.clone(), "event" => e.as_str())
                 })
                 .collect(),
+            proxy: ProxyEvent::ALL
+                .iter()
+                .map(|e| {
+                    metrics::counter!("tickcast_proxy_events_total",
+                        "shard" => label.clone(), "event" => e.as_str())
+                })
+                .collect(),
             auth_failures: crate::auth::AuthError::LABELS
                 .iter()
                 .map(|r| {
@@ -444,6 +503,10 @@ impl ShardStats {
         self.c.security[event as usize] += 1;
     }
 
+    pub fn proxy(&mut self, event: ProxyEvent) {
+        self.c.proxy[event as usize] += 1;
+    }
+
     pub fn auth_failed(&mut self, e: &crate::auth::AuthError) {
         let i = crate::auth::AuthError::LABELS
             .iter()
@@ -470,6 +533,9 @@ impl ShardStats {
         h.slow_consumer_closes
             .absolute(c.closed[CloseReason::SlowConsumer as usize]);
         for (handle, v) in h.security.iter().zip(c.security.iter()) {
+            handle.absolute(*v);
+        }
+        for (handle, v) in h.proxy.iter().zip(c.proxy.iter()) {
             handle.absolute(*v);
         }
         for (handle, v) in h.auth_failures.iter().zip(c.auth_failures.iter()) {
@@ -610,6 +676,10 @@ const OTHER_SHARD_METRICS: &[(&str, &str)] = &[
         "Authentication, authorization and rate-limit decisions, by event.",
     ),
     ("tickcast_auth_failures_total", "Tokens refused, by reason."),
+    (
+        "tickcast_proxy_events_total",
+        "Client addresses taken from trusted proxies (PROXY header, forwarded header) and PROXY headers refused, by event.",
+    ),
 ];
 
 const SHARD_GAUGES: &[(&str, &str)] = &[

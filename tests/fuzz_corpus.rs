@@ -67,6 +67,11 @@ fn envelope_corpus() {
 }
 
 #[test]
+fn proxy_corpus() {
+    assert!(replay("proxy", checks::proxy) > 0, "no proxy corpus");
+}
+
+#[test]
 fn deflate_corpus() {
     assert!(replay("deflate", checks::deflate) > 0, "no deflate corpus");
 }

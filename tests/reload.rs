@@ -19,6 +19,7 @@ both_drivers!(
     rights_follow_the_file,
     limits_classes_and_origins_follow_the_file,
     credentials_and_anonymous_access_follow_the_file,
+    proxy_settings_follow_the_file,
 );
 
 const SECRET_1: &str = "reload-test-secret-one-0123456789abcdef";
@@ -575,4 +576,46 @@ async fn assert_revoked(server: &Server, n: f64) {
         .wait_metric_with(metric, "reason", "revoked", n)
         .await;
     assert_eq!(counted, n);
+}
+
+/// `server.trusted_proxies` and `server.proxy_protocol` take effect on SIGHUP for what comes
+/// next, and cut nothing: an open WebSocket keeps the address of its upgrade and keeps
+/// working; a connection accepted before the reload keeps the PROXY decision of its accept
+/// (here: refused, as it was then) even when its header comes after.
+async fn proxy_settings_follow_the_file(driver: Driver) {
+    use common::proxy::{connection_ips, proxy_v1, upgrade_request};
+    use tokio::io::AsyncWriteExt;
+    let file = ConfigFile::new(&config("[\">\"]", "", ""));
+    let proc = start(driver, &file);
+    let server = proc.server();
+    let xff = [("X-Forwarded-For", "198.51.100.1")];
+    let (mut before, _) = try_connect(&server, "/ws", &xff).await.unwrap();
+    let mut early = server.tcp().await;
+    // Accepted: in its HTTP phase (with the scrape's own connection) before the reload.
+    server.wait_metric("tickcast_handshakes", 2.0).await;
+    let trust = "[server]\ntrusted_proxies = [\"127.0.0.1\"]\nproxy_protocol = true\n";
+    file.write(&config("[\">\"]", "", trust));
+    reload(&proc, "ok", 1.0).await;
+    before
+        .send(Message::text(json!({"op": "ping", "id": 1}).to_string()))
+        .await
+        .unwrap();
+    assert_eq!(recv_json(&mut before).await["op"], "pong");
+    let (_after, _) = try_connect(&server, "/ws", &xff).await.unwrap();
+    let src = "192.0.2.30:1".parse().unwrap();
+    let mut bytes = proxy_v1(src, server.addr);
+    bytes.extend_from_slice(&upgrade_request(""));
+    early.write_all(&bytes).await.unwrap();
+    let (status, body) = parse_http(&read_to_close(&mut early).await);
+    assert_eq!(status, 400, "{body}");
+    let mut late = server.tcp().await;
+    late.write_all(&bytes).await.unwrap();
+    let mut head = vec![0u8; 12];
+    tokio::io::AsyncReadExt::read_exact(&mut late, &mut head)
+        .await
+        .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 101");
+    let mut ips = connection_ips(&server).await;
+    ips.sort();
+    assert_eq!(ips, ["127.0.0.1", "192.0.2.30", "198.51.100.1"]);
 }

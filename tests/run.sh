@@ -11,8 +11,9 @@
 # and redis-server for the cluster tests (tests/cluster.rs starts its own on free loopback
 # ports; tests/k8s.rs runs one with tuning/k8s's NATS configuration), and ip (iproute2) and
 # iptables for tests/netem.rs (loss, delay and partitions in network namespaces it creates; as
-# root only, it says SKIP otherwise), all installed here with apt-get when missing and running
-# as root. tests/k8s.rs validates tuning/k8s/ with
+# root only, it says SKIP otherwise), nginx and haproxy for tests/proxies.rs (the shipped
+# tuning/nginx and tuning/haproxy configurations in front of two nodes), all installed here with
+# apt-get when missing and running as root. tests/k8s.rs validates tuning/k8s/ with
 # kubernetes-validate (pinned, in target/venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +31,8 @@ command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v promtool >/dev/null || missing+=(prometheus)
+command -v nginx >/dev/null || missing+=(nginx)
+command -v haproxy >/dev/null || missing+=(haproxy)
 # tests/netem.rs runs (and needs these) only as root; elsewhere it skips, saying so.
 if [ "$(id -u)" = 0 ]; then
     command -v ip >/dev/null || missing+=(iproute2)
@@ -37,7 +40,7 @@ if [ "$(id -u)" = 0 ]; then
 fi
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        step "installing ${missing[*]} (cluster, client and browser tests)"
+        step "installing ${missing[*]} (cluster, client, browser and proxy tests)"
         DEBIAN_FRONTEND=noninteractive apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     else
@@ -77,6 +80,9 @@ bash tests/clients/binance/install.sh
 # weeks). Its version is printed here so a run's log says which browser passed or failed.
 chromium=$(command -v chromium)
 "$chromium" --version 2>/dev/null || echo "$chromium --version failed"
+# nginx and haproxy for tests/proxies.rs: Debian's packages, unpinned for the same reason.
+nginx -v 2>&1 || echo "nginx -v failed"
+haproxy -v 2>&1 | sed -n 1p || echo "haproxy -v failed"
 
 step "cargo test"
 # --no-fail-fast: a failing test binary does not skip the ones after it.

@@ -40,6 +40,7 @@ both_drivers!(
     stalled_tls_handshake_hits_the_deadline,
     slow_tls_consumer_is_closed,
     permessage_deflate_over_tls,
+    a_proxy_header_before_the_client_hello_names_the_client,
 );
 
 type Wss = WebSocketStream<TlsStream<TcpStream>>;
@@ -331,6 +332,39 @@ async fn plain_and_tls_side_by_side(driver: Driver) {
     };
     assert_eq!(code, Some(1001));
     assert!(stopping.await.unwrap().success());
+}
+
+/// `server.proxy_protocol` on the TLS listener: a trusted load balancer in TCP mode
+/// (HAProxy `send-proxy-v2`) puts its header before the ClientHello; the TLS connection that
+/// follows is the client's, under the header's address. From a peer that is not trusted the
+/// header is refused: the connection is closed (plain text is no answer on the TLS port).
+async fn a_proxy_header_before_the_client_hello_names_the_client(driver: Driver) {
+    use common::proxy::{connection_ips, proxy_v2, tcp_from};
+    let cert = new_cert();
+    let dir = CertDir::new(&cert);
+    let env = [
+        ("TICKCAST_SERVER__TRUSTED_PROXIES", "[\"127.0.0.1\"]"),
+        ("TICKCAST_SERVER__PROXY_PROTOCOL", "true"),
+    ];
+    let server = start_tls(driver, &dir, &env);
+    let tls_addr = server.tls_addr.unwrap();
+    let header = proxy_v2(Some("198.51.100.20:40000".parse().unwrap()), tls_addr);
+    let mut tcp = tcp_from("127.0.0.1".parse().unwrap(), tls_addr).await;
+    tcp.write_all(&header).await.unwrap();
+    let tls = tls_connect(tls_addr, client_config(&cert.der, false), Some(tcp))
+        .await
+        .expect("TLS handshake after the header");
+    let mut ws = wss_over(tls).await;
+    sub(&mut ws, "pp.x").await;
+    assert_eq!(connection_ips(&server).await, ["198.51.100.20"]);
+    let mut tcp = tcp_from("127.0.0.2".parse().unwrap(), tls_addr).await;
+    tcp.write_all(&header).await.unwrap();
+    let refused = tls_connect(tls_addr, client_config(&cert.der, false), Some(tcp)).await;
+    assert!(refused.is_err(), "a TLS session after an untrusted header");
+    let untrusted = server
+        .metric_with("tickcast_proxy_events_total", "event", "header_untrusted")
+        .await;
+    assert_eq!(untrusted, 1.0);
 }
 
 async fn sighup_reloads_the_certificate(driver: Driver) {

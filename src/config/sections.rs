@@ -118,6 +118,28 @@ pub struct Server {
     /// piled up ~2.8 MB there before tickcast saw it, perf/README.md). 128 KiB is many rounds
     /// of a healthy subscriber's frames.
     pub tcp_notsent_lowat_bytes: u32,
+    /// Peers (IP addresses, CIDR blocks) whose word on the client's address is taken: the
+    /// PROXY protocol header they send, the forwarded header of their requests. Empty: every
+    /// peer is the client, whatever its headers say.
+    pub trusted_proxies: Vec<String>,
+    /// A trusted peer may begin its connections with a PROXY protocol header (v1 or v2), on
+    /// the plain and the TLS listener; a connection without one is read as usual.
+    pub proxy_protocol: bool,
+    /// Which header of a trusted peer's requests names the client.
+    pub forwarded_header: ForwardedHeader,
+}
+
+/// `server.forwarded_header`: the header the proxies in front write (a proxy passes the other
+/// one on from the client as it came, so it is not read).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For` (nginx `$proxy_add_x_forwarded_for`, HAProxy `option forwardfor`,
+    /// cloud HTTP load balancers).
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=`.
+    Forwarded,
 }
 
 impl Default for Server {
@@ -133,6 +155,9 @@ impl Default for Server {
             demo_feed: false,
             takeover: false,
             tcp_notsent_lowat_bytes: 128 * 1024,
+            trusted_proxies: Vec::new(),
+            proxy_protocol: false,
+            forwarded_header: ForwardedHeader::XForwardedFor,
         }
     }
 }

@@ -35,6 +35,15 @@ impl Config {
                 format!("{:?} is not an IP:port address", s.listen),
             );
         }
+        if let Err((i, why)) = crate::ws::proxy::Trusted::parse(&s.trusted_proxies) {
+            return bad(&format!("server.trusted_proxies[{i}]"), why);
+        }
+        if s.proxy_protocol && s.trusted_proxies.is_empty() {
+            return bad(
+                "server.proxy_protocol",
+                "needs server.trusted_proxies: a PROXY header is read only from a trusted peer",
+            );
+        }
         if !s.uring_entries.is_power_of_two() {
             return bad("server.uring_entries", "must be a power of two");
         }

@@ -114,6 +114,26 @@ fn refuse(sock: &impl std::os::fd::AsFd) {
     let _ = rustix::net::send(sock, RESPONSE, flags);
 }
 
+impl super::State {
+    /// Sets on the shard's listeners the socket options every accepted connection takes from
+    /// its listener (Linux copies them into the new socket; `tests::accepted_sockets_inherit_
+    /// the_listeners_options` checks it on the running kernel), so accepting costs no
+    /// `setsockopt` per connection: TCP_NODELAY (tickcast coalesces frames itself, Nagle would
+    /// only delay them) and `server.tcp_notsent_lowat_bytes` (0: the kernel's default). At start
+    /// and after a reload; listeners handed over by `--takeover` get them too.
+    pub(super) fn set_listener_options(&self) {
+        let lowat = self.cfg.server.tcp_notsent_lowat_bytes;
+        for listener in &self.listeners {
+            let fd = crate::sys::fd_of(&**listener);
+            let nodelay = rustix::net::sockopt::set_tcp_nodelay(fd, true).map_err(Into::into);
+            let lowat = crate::sys::set_tcp_notsent_lowat(fd, lowat);
+            if let Err(e) = nodelay.and(lowat) {
+                tracing::warn!(shard = self.shard, error = %e, "listener socket options not set");
+            }
+        }
+    }
+}
+
 /// The bucket of a peer address in the per-IP connection counters.
 pub(super) fn ip_bucket(ip: IpAddr) -> u32 {
     let mut h = std::hash::DefaultHasher::new();
@@ -159,18 +179,14 @@ impl Shard {
                 }
             },
         };
-        // Latency first: tickcast coalesces frames itself, Nagle would only delay them.
-        let _ = rustix::net::sockopt::set_tcp_nodelay(&sock, true);
-        let lowat = st.cfg.server.tcp_notsent_lowat_bytes;
-        if lowat > 0 {
-            use std::os::fd::AsFd;
-            let _ = crate::sys::set_tcp_notsent_lowat(sock.as_fd(), lowat);
-        }
+        // TCP_NODELAY and TCP_NOTSENT_LOWAT come with the socket from its listener
+        // (`State::set_listener_options`): no system call of its own.
         let ip = peer.ip().to_canonical();
         let now = st.clock();
         let deadline = now + st.cfg.timeouts.handshake_ms;
         let mut conn = Conn::new(sock, ip, now, deadline);
         conn.tls = tls;
+        conn.prelude = st.prelude_for(ip);
         // Numbered, in the readiness set, and holding a handshake slot until its upgrade or
         // removal. From here on it is read when its socket is readable (`conn::poll`).
         if let Err(e) = st.conns.insert(conn) {
@@ -190,6 +206,36 @@ impl Shard {
 
 #[cfg(test)]
 mod tests {
+    use std::os::fd::AsFd;
+
+    /// What `State::set_listener_options` relies on: a connection accepted from a listener
+    /// with TCP_NODELAY and TCP_NOTSENT_LOWAT set has them too (Linux copies the listener's
+    /// TCP state into the new socket).
+    #[test]
+    fn accepted_sockets_inherit_the_listeners_options() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        rustix::net::sockopt::set_tcp_nodelay(&listener, true).unwrap();
+        crate::sys::set_tcp_notsent_lowat(listener.as_fd(), 131_072).unwrap();
+        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert!(rustix::net::sockopt::tcp_nodelay(&accepted).unwrap());
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `accepted` is open for the call; `value` and `len` live on this stack frame
+        // and `len` is `value`'s exact size, as getsockopt(2) requires.
+        let rc = unsafe {
+            libc::getsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&accepted),
+                libc::IPPROTO_TCP,
+                libc::TCP_NOTSENT_LOWAT,
+                (&mut value as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0);
+        assert_eq!(value, 131_072);
+    }
+
     /// The canned 503 is one well-formed response whose body is exactly its length.
     #[test]
     fn the_refusal_is_a_complete_response() {

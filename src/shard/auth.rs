@@ -208,13 +208,13 @@ impl State {
                 "too many connections for this user",
             ));
         }
-        self.count_auth(&ident);
+        self.count_auth(key, &ident);
         Ok(Some(Box::new(ident)))
     }
 
     /// Counts an accepted credential. API keys (services and bots, few connections each) are
-    /// also logged and counted by name; JWT users are not (a fan-out may hold 100k of them).
-    fn count_auth(&mut self, ident: &Identity) {
+    /// also logged (with the client's address) and counted by name; JWT users are not (a fan-out may hold 100k of them).
+    fn count_auth(&mut self, key: u32, ident: &Identity) {
         match ident.method {
             Method::Jwt => self.stats.security(SecEvent::AuthJwt),
             Method::ApiKey => {
@@ -224,6 +224,7 @@ impl State {
                 tracing::info!(
                     shard = self.shard,
                     key = &*ident.user,
+                    ip = %self.conns[key].ip(),
                     "API key authenticated"
                 );
             }
@@ -427,7 +428,7 @@ impl State {
                 if !self.claim_user(&ident) {
                     return TokenOutcome::TooManyForUser;
                 }
-                self.count_auth(&ident);
+                self.count_auth(key, &ident);
             }
         }
         let user = ident.user.clone();
@@ -506,7 +507,7 @@ impl State {
     ) -> Result<Option<Identity>, Refusal> {
         match access {
             EndpointAccess::Open => return Ok(None),
-            EndpointAccess::Loopback if self.conns[key].ip().is_loopback() => {
+            EndpointAccess::Loopback if self.request_ip(key, req).0.is_loopback() => {
                 return Ok(None);
             }
             _ => {}

@@ -26,6 +26,7 @@ mod interest;
 pub mod msg;
 pub mod out;
 mod pacing;
+mod proxy;
 mod publish;
 pub mod recovery;
 pub mod reload;
@@ -248,6 +249,8 @@ pub struct State {
     msg_rate: crate::auth::Rate,
     /// Settings (`auth.rs`): `binance.messages_per_s` / `_burst`, prepared once.
     binance_rate: crate::auth::Rate,
+    /// Settings (`proxy.rs`): `server.trusted_proxies`, parsed once.
+    trusted: crate::ws::proxy::Trusted,
     /// Settings (`out::Bounds`; fan-out, pacing, recovery, `conn/write.rs`): per-lane queue
     /// bounds, prepared once.
     bounds: out::Bounds,
@@ -310,6 +313,7 @@ impl Shard {
             inbox: Vec::new(),
             // Derived from `cfg` by `prepare_settings` below.
             bounds: out::Bounds::default(),
+            trusted: crate::ws::proxy::Trusted::default(),
             pacer: pacing::Pacer::default(),
             msg_rate: crate::auth::Rate::new(0, 0),
             binance_rate: crate::auth::Rate::new(0, 0),
@@ -387,7 +391,9 @@ impl Shard {
         on_ready: impl FnOnce(),
     ) -> Result<(), String> {
         // Connections are read through the readiness set, not a task each.
-        monoio::spawn(conn::readiness_task(self.clone()));
+        let readiness = conn::readiness_handle(&self.st.borrow())
+            .map_err(|e| format!("shard {}: readiness set: {e}", self.id))?;
+        monoio::spawn(conn::readiness_task(self.clone(), readiness));
         monoio::spawn(conn::again_task(self.clone()));
         // The accept loop takes connections with nonblocking `accept4` calls.
         let listener = listener
@@ -406,6 +412,8 @@ impl Shard {
             self.st.borrow_mut().listeners.push(tls_listener.clone());
             monoio::spawn(accept::accept_loop(self.clone(), tls_listener, true));
         }
+        // Before the accept loops first run (they are only spawned).
+        self.st.borrow().set_listener_options();
         monoio::spawn(dispatcher(self.clone()));
         monoio::spawn(flusher(self.clone()));
         monoio::spawn(pacing::pacer_task(self.clone()));

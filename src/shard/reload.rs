@@ -63,6 +63,8 @@ impl State {
         let old = std::mem::replace(&mut self.cfg, r.cfg.clone());
         self.auth = r.auth.clone();
         self.prepare_settings();
+        // `server.tcp_notsent_lowat_bytes` for the connections accepted from now on.
+        self.set_listener_options();
         self.presence_reclassed(&old);
         let mut applied = self.recheck_connections();
         applied.shard = self.shard;
@@ -95,6 +97,9 @@ impl State {
             conflate_after: l.conflate_after_bytes as u32,
         };
         self.msg_rate = crate::auth::Rate::new(l.client_messages_per_s, l.client_messages_burst);
+        // Validated at load.
+        self.trusted =
+            crate::ws::proxy::Trusted::parse(&cfg.server.trusted_proxies).unwrap_or_default();
         self.binance_rate =
             crate::auth::Rate::new(cfg.binance.messages_per_s, cfg.binance.messages_burst);
         self.admin.configure(&cfg);

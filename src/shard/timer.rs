@@ -126,6 +126,7 @@ impl State {
             self.close_code(key, cc::NORMAL, text, CloseReason::MaxAge);
         }
         for (key, reason) in expired {
+            self.handshake_expired(key);
             self.kill(key, reason);
         }
         for key in stalled {

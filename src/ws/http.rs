@@ -46,6 +46,30 @@ impl<'a> HeaderLines<'a> {
     }
 }
 
+/// The last lines of a header whose right end matters (`X-Forwarded-For`, `Forwarded`: the
+/// proxies append there; what the client sent is on the left), in order. Up to
+/// [`HEADER_LINES_CAP`] lines are kept; earlier ones give way, so a client that sends many
+/// cannot push out the line a proxy appended after them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LastLines<'a>(HeaderLines<'a>);
+
+impl<'a> LastLines<'a> {
+    fn push(&mut self, value: &'a [u8]) {
+        let h = &mut self.0;
+        if usize::from(h.len) == HEADER_LINES_CAP {
+            h.lines.rotate_left(1);
+            h.lines[HEADER_LINES_CAP - 1] = value;
+        } else {
+            h.push(value);
+        }
+    }
+
+    /// The kept lines, in the order they came.
+    pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
+        self.0.iter()
+    }
+}
+
 /// Bounds on a request head.
 #[derive(Debug, Clone, Copy)]
 pub struct HttpLimits {
@@ -95,6 +119,10 @@ pub struct Request<'a> {
     pub origin: Option<&'a str>,
     /// `Authorization`, `None` if absent or not UTF-8.
     pub authorization: Option<&'a str>,
+    /// `X-Forwarded-For` lines, trimmed, not yet parsed (`super::proxy::forwarded`).
+    pub x_forwarded_for: LastLines<'a>,
+    /// `Forwarded` (RFC 7239) lines, likewise.
+    pub forwarded: LastLines<'a>,
 }
 
 /// Why a request head could not be parsed; each maps to one HTTP status.
@@ -195,6 +223,8 @@ pub fn parse_request<'a>(
         ws_extensions: h.ws_extensions,
         origin: h.origin.and_then(|v| std::str::from_utf8(v).ok()),
         authorization: h.authorization.and_then(|v| std::str::from_utf8(v).ok()),
+        x_forwarded_for: h.x_forwarded_for,
+        forwarded: h.forwarded,
     }))
 }
 
@@ -215,6 +245,8 @@ struct Headers<'a> {
     ws_extensions: HeaderLines<'a>,
     origin: Option<&'a [u8]>,
     authorization: Option<&'a [u8]>,
+    x_forwarded_for: LastLines<'a>,
+    forwarded: LastLines<'a>,
 }
 
 impl<'a> Headers<'a> {
@@ -264,6 +296,10 @@ impl<'a> Headers<'a> {
                 set_once(&mut h.origin, value)?;
             } else if is("authorization") {
                 set_once(&mut h.authorization, value)?;
+            } else if is("x-forwarded-for") {
+                h.x_forwarded_for.push(value);
+            } else if is("forwarded") {
+                h.forwarded.push(value);
             }
         }
         // RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status code to any

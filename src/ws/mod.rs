@@ -7,10 +7,12 @@
 //! - [`utf8`]: incremental UTF-8 validation for fragmented text messages.
 //! - [`close`]: close frame payload validation and close codes.
 //! - [`deflate`]: `permessage-deflate` (RFC 7692): negotiation, compression, inflation.
+//! - [`proxy`]: the client's address behind proxies: PROXY protocol headers, forwarded headers.
 
 pub mod close;
 pub mod deflate;
 pub mod frame;
 pub mod http;
 pub mod mask;
+pub mod proxy;
 pub mod utf8;

@@ -6,8 +6,10 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod netns;
 pub mod proc;
+pub mod proxy;
 
 use std::{
     io::{BufRead, BufReader},

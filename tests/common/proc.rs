@@ -15,6 +15,8 @@ pub struct Proc {
     pub addr: SocketAddr,
     child: Child,
     stderr: PathBuf,
+    /// The test waited for the process to exit ([`Proc::wait_exit`]).
+    exit_expected: bool,
 }
 
 impl Proc {
@@ -70,6 +72,7 @@ impl Proc {
             addr,
             child,
             stderr,
+            exit_expected: false,
         }
     }
 
@@ -80,6 +83,7 @@ impl Proc {
 
     /// Waits (bounded by `DEADLINE`) for the process to exit on its own.
     pub fn wait_exit(&mut self) -> ExitStatus {
+        self.exit_expected = true;
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -107,9 +111,18 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        // A process that ended by itself while the test did not wait for it crashed (a panic
+        // exits with status 70): the test fails even if everything it checked held.
+        let exited = self.child.try_wait().ok().flatten();
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let log = self.stderr();
         let _ = std::fs::remove_file(&self.stderr);
+        if let Some(status) = exited {
+            if !self.exit_expected && !std::thread::panicking() {
+                panic!("tickcast exited by itself during the test: {status}; stderr: {log}");
+            }
+        }
     }
 }
 

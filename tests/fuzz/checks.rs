@@ -919,3 +919,95 @@ pub fn envelope(data: &[u8]) {
     );
     assert_eq!((&*again.topic, &again.data[..]), (&*m.topic, &m.data[..]));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Client addresses behind proxies: PROXY protocol headers, forwarded headers
+
+/// `[mode, split]` then the bytes. Even `mode`: `ws::proxy::header::parse` on the bytes as the
+/// first bytes of a connection. Odd `mode`: the bytes are forwarded header lines (split at
+/// `\n`), walked with `ws::proxy::forwarded::client` as X-Forwarded-For (`mode & 2` clear) or
+/// Forwarded, from a trusted sender, against one of four trusted sets (`mode >> 2`).
+pub fn proxy(data: &[u8]) {
+    let [mode, split, ref buf @ ..] = *data else {
+        return;
+    };
+    if mode & 1 == 0 {
+        proxy_header(buf, split);
+    } else {
+        proxy_forwarded(buf, mode >> 1);
+    }
+}
+
+fn proxy_header(buf: &[u8], split: u8) {
+    use tickcast::ws::proxy::header::{self, Preamble, V1_BYTES_MAX, V2_BYTES_MAX, V2_SIGNATURE};
+    let got = header::parse(buf);
+    // Appending bytes never changes a decision: a header stays the same header (what follows
+    // it is the caller's), an error stays an error, "absent" stays absent.
+    let mut more = buf.to_vec();
+    more.extend_from_slice(b"GET / HTTP/1.1\r\n");
+    let again = header::parse(&more);
+    match got {
+        Ok(Preamble::Incomplete) => {
+            assert!(buf.len() < V2_BYTES_MAX, "incomplete past every bound");
+        }
+        Ok(Preamble::Absent) => {
+            assert!(!buf.is_empty());
+            assert!(!buf.starts_with(b"PROXY ") && !buf.starts_with(&V2_SIGNATURE));
+            assert_eq!(again, got);
+        }
+        Ok(Preamble::Header { len, source }) => {
+            assert!(len <= buf.len(), "a header longer than the input");
+            if buf.starts_with(b"PROXY ") {
+                assert!(len <= V1_BYTES_MAX && buf[..len].ends_with(b"\r\n"));
+            } else {
+                assert!(buf.starts_with(&V2_SIGNATURE) && len <= V2_BYTES_MAX);
+            }
+            assert_eq!(again, got);
+            assert_eq!(
+                header::parse(&buf[..len]),
+                Ok(Preamble::Header { len, source })
+            );
+            // Trickling in, every prefix is "incomplete", never an error or "absent".
+            for cut in [len - 1, usize::from(split) % len] {
+                assert_eq!(
+                    header::parse(&buf[..cut]),
+                    Ok(Preamble::Incomplete),
+                    "{cut}"
+                );
+            }
+        }
+        Err(e) => {
+            assert!(!e.reason().is_empty());
+            assert_eq!(again, got);
+        }
+    }
+}
+
+fn proxy_forwarded(buf: &[u8], sel: u8) {
+    use std::net::IpAddr;
+    use tickcast::ws::proxy::{
+        Trusted,
+        forwarded::{self, Field, Walk},
+    };
+    let field = if sel & 1 == 0 {
+        Field::XForwardedFor
+    } else {
+        Field::Forwarded
+    };
+    let sets: [&[&str]; 4] = [
+        &["127.0.0.1"],
+        &["10.0.0.0/8", "192.168.0.0/16"],
+        &["::/0"],
+        &["2001:db8::/32", "127.0.0.0/8"],
+    ];
+    let trusted = Trusted::parse(sets[usize::from(sel >> 1) % 4]).unwrap();
+    let sender: IpAddr = "127.0.0.1".parse().unwrap();
+    let lines: Vec<&[u8]> = buf.split(|&b| b == b'\n').take(4).collect();
+    match forwarded::client(lines.iter().copied(), field, sender, &trusted) {
+        Walk::Absent => {}
+        // The client is untrusted, unless every address in the chain was trusted.
+        Walk::Client(ip) => assert_eq!(ip, ip.to_canonical()),
+        // An unusable element leaves the sender or an address the walk trusted.
+        Walk::Invalid(ip) => assert!(ip == sender || trusted.contains(ip), "{ip}"),
+    }
+}

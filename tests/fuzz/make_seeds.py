@@ -237,3 +237,55 @@ PROTO = [
 ]
 for i, msg in enumerate(PROTO):
     write("protocol", "%02d" % i, msg)
+
+# --- proxy ----------------------------------------------------------------------------------
+# [mode, split] + bytes: even mode a connection's first bytes (PROXY header), odd mode forwarded
+# header lines ("\n" between lines; mode & 2: Forwarded instead of X-Forwarded-For; mode >> 2:
+# one of four trusted sets).
+SIG2 = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def v2(cmd, fam, block):
+    return SIG2 + bytes([0x20 | cmd, fam]) + struct.pack(">H", len(block)) + block
+
+
+IN4 = bytes([192, 0, 2, 7, 10, 0, 0, 1]) + struct.pack(">HH", 56324, 8080)
+IN6 = bytes(15) + b"\x07" + bytes(15) + b"\x01" + struct.pack(">HH", 1, 2)
+ALPN = b"\x01\x00\x08http/1.1"
+GET = b"GET /ws HTTP/1.1\r\nHost: a\r\n\r\n"
+FF = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
+PROXY_HEADERS = {
+    "v1-tcp4": b"PROXY TCP4 192.0.2.7 10.0.0.1 56324 8080\r\n" + GET,
+    "v1-tcp6": ("PROXY TCP6 %s %s 65535 65535\r\n" % (FF, FF)).encode(),
+    "v1-unknown-longest": ("PROXY UNKNOWN %s %s 65535 65535\r\n" % (FF, FF)).encode(),
+    "v1-too-long": b"PROXY UNKNOWN " + b"f" * 120,
+    "v1-bare-lf": b"PROXY TCP4 192.0.2.7 10.0.0.1 1 2\n",
+    "v1-bad-port": b"PROXY TCP4 192.0.2.7 10.0.0.1 65536 2\r\n",
+    "v1-partial": b"PROXY TCP4 192.0",
+    "v2-inet": v2(1, 0x11, IN4) + GET,
+    "v2-inet6-tlv": v2(1, 0x21, IN6 + ALPN),
+    "v2-local": v2(0, 0x00, b""),
+    "v2-unix": v2(1, 0x31, bytes(216)),
+    "v2-short-block": v2(1, 0x21, bytes(35)),
+    "v2-bad-version": SIG2 + b"\x11\x11\x00\x0c" + IN4,
+    "v2-huge-length": SIG2 + b"\x21\x11\xff\xff",
+    "v2-partial": v2(1, 0x11, IN4)[:20],
+    "tls-client-hello": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+    "http": GET,
+    "propfind": b"PROPFIND / HTTP/1.1\r\n",
+}
+for i, (name, raw) in enumerate(PROXY_HEADERS.items()):
+    write("proxy", "header-" + name, bytes([0, (i * 29) % 256]) + raw)
+FORWARDED = {
+    "xff-chain": (1, b"6.6.6.6, 198.51.100.7, 127.0.0.1"),
+    "xff-lines": (1, b"1.1.1.1\n203.0.113.5:4711\n[2001:db8::5]:80\n10.0.0.7"),
+    "xff-invalid": (5, b"unknown, 10.0.0.9"),
+    "xff-all-trusted": (5, b"10.9.9.9, 192.168.1.1"),
+    "xff-v6-any": (9, b"2001:db8::1, ::ffff:127.0.0.1"),
+    "fwd-rfc7239": (3, b'for=192.0.2.60;proto=http;by=203.0.113.43, for="[2001:db8:cafe::17]:4711"'),
+    "fwd-quoted-comma": (7, b'for=192.0.2.43;x="a,for=6.6.6.6", for=10.0.0.1'),
+    "fwd-twice": (3, b"for=1.2.3.4;for=5.6.7.8"),
+    "fwd-escape": (15, b'for="1.2\\.3.4", for=_hidden, for=unknown'),
+}
+for name, (mode, raw) in FORWARDED.items():
+    write("proxy", name, bytes([mode, 0]) + raw)

@@ -57,7 +57,7 @@ mod write;
 use std::{mem, os::fd::OwnedFd};
 
 pub use conns::{Conns, Slots, Writes};
-pub use poll::{again_task, readiness_task, reply_task};
+pub use poll::{again_task, readiness_handle, readiness_task, reply_task};
 pub use read::Step;
 
 use super::{auth::AuthState, out::OutQueue};
@@ -128,9 +128,12 @@ pub struct Conn {
     /// Input is read and discarded (after a protocol violation).
     pub drop_input: bool,
     pub close_reason: Option<CloseReason>,
-    /// The peer's address as accepted, IPv6 form (IPv4 mapped): 16 bytes where `IpAddr` takes
-    /// 17 and would not fit the size bound below. See [`Conn::ip`], [`Conn::ip_bucket`].
-    pub peer_ip: [u8; 16],
+    /// The client's address, IPv6 form (IPv4 mapped): 16 bytes where `IpAddr` takes 17 and
+    /// would not fit the size bound below. See [`Conn::ip`], [`Conn::ip_bucket`].
+    peer_ip: [u8; 16],
+    /// What its first bytes may hold (a PROXY header to read or to refuse), until they are
+    /// looked at (`super::proxy`).
+    pub prelude: super::proxy::Prelude,
     /// Shard clock (s) at accept (`GET /v1/connections` `age_s`).
     pub accepted_s: u32,
     /// A message or request in flight (see [`Partial`]); `None` for an idle connection.
@@ -176,7 +179,7 @@ const _: () = assert!(mem::size_of::<Conn>() <= 240);
 impl Conn {
     /// A connection just accepted, in its HTTP phase; [`Conns::insert`] numbers it.
     pub fn new(fd: OwnedFd, ip: std::net::IpAddr, now_ms: u64, deadline_ms: u64) -> Conn {
-        Conn {
+        let mut conn = Conn {
             out: OutQueue::default(),
             round: 0,
             fd,
@@ -193,10 +196,8 @@ impl Conn {
             paused: false,
             drop_input: false,
             close_reason: None,
-            peer_ip: match ip {
-                std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-                std::net::IpAddr::V6(v6) => v6.octets(),
-            },
+            peer_ip: [0; 16],
+            prelude: super::proxy::Prelude::Done,
             accepted_s: (now_ms / 1000) as u32,
             partial: None,
             decoder: Decoder::new(),
@@ -214,7 +215,9 @@ impl Conn {
             ping_due: false,
             skipped: 0,
             tls: None,
-        }
+        };
+        conn.set_ip(ip);
+        conn
     }
 
     /// Tells this connection from an earlier one with its slab key: the low half of its
@@ -225,9 +228,19 @@ impl Conn {
         self.no as u32
     }
 
-    /// The peer's address (IPv4 as IPv4).
+    /// The client's address (IPv4 as IPv4): the TCP peer's as accepted, or what a trusted
+    /// proxy said (`super::proxy`).
     pub fn ip(&self) -> std::net::IpAddr {
         std::net::Ipv6Addr::from(self.peer_ip).to_canonical()
+    }
+
+    /// Sets [`Conn::ip`]. Only `State::set_client_ip` changes it after accept, moving the
+    /// connection's per-IP count with it.
+    pub(in crate::shard) fn set_ip(&mut self, ip: std::net::IpAddr) {
+        self.peer_ip = match ip.to_canonical() {
+            std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            std::net::IpAddr::V6(v6) => v6.octets(),
+        };
     }
 
     /// The peer's bucket in the per-IP counters (`Shared::per_ip`, `connect_tat`).

@@ -55,9 +55,10 @@ pub(super) fn event_data(key: u32, epoch: u32) -> u64 {
     (u64::from(key) << 32) | u64::from(epoch)
 }
 
-/// The handle the shard's runtime waits on for the readiness set: a duplicate of its
-/// descriptor in a monoio socket type, used only to wait for readability and to close it.
-fn runtime_handle(st: &State) -> std::io::Result<monoio::net::TcpStream> {
+/// The handle the shard's runtime waits on for the readiness set ([`readiness_task`]): a
+/// duplicate of its descriptor in a monoio socket type, used only to wait for readability and
+/// to close it. Made by `Shard::run`, which fails if it cannot be.
+pub fn readiness_handle(st: &State) -> std::io::Result<monoio::net::TcpStream> {
     let dup = rustix::io::fcntl_dupfd_cloexec(st.conns.readiness(), 0)?;
     // SAFETY: `dup` is a descriptor this function owns (just duplicated) and hands over whole
     // to the std type, which closes it once when dropped. It is an epoll instance, not a TCP
@@ -70,15 +71,7 @@ fn runtime_handle(st: &State) -> std::io::Result<monoio::net::TcpStream> {
 
 /// Waits on the shard's readiness set and lets each connection it reports read (or write, if
 /// its socket was full), at most `EVENTS_PER_WAIT` per section.
-pub async fn readiness_task(shard: Rc<Shard>) {
-    let handle = match runtime_handle(&shard.st.borrow()) {
-        Ok(handle) => handle,
-        Err(e) => {
-            // Checked at start (`Shard::run` creates this first): unreachable in practice.
-            tracing::error!(shard = shard.id, error = %e, "readiness set: no handle");
-            return;
-        }
-    };
+pub async fn readiness_task(shard: Rc<Shard>, handle: monoio::net::TcpStream) {
     let mut events: Vec<epoll::Event> = Vec::with_capacity(EVENTS_PER_WAIT);
     loop {
         let full = {

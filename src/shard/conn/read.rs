@@ -11,7 +11,11 @@ use std::{mem, rc::Rc, sync::Arc};
 use rustix::{io::Errno, net::RecvFlags};
 
 use super::{
-    super::{State, tls::TlsRead},
+    super::{
+        State,
+        proxy::{Prelude, PreludeStep},
+        tls::TlsRead,
+    },
     Phase,
 };
 use crate::dialect::Dialect;
@@ -74,6 +78,17 @@ impl State {
                         // dropped until EOF or the close deadline.
                         continue;
                     }
+                    // A PROXY header first, before TLS (`super::super::proxy`).
+                    if conn.prelude != Prelude::Done {
+                        match self.prelude(key) {
+                            PreludeStep::Continue if !self.scratch.is_empty() => {}
+                            PreludeStep::Refused if self.conns[key].phase == Phase::Dead => {
+                                return Step::Exit;
+                            }
+                            _ => continue,
+                        }
+                    }
+                    let conn = &self.conns[key];
                     // TLS: the scratch buffer's ciphertext is replaced by its plaintext; the
                     // client's close_notify ends the input like EOF.
                     let mut eof = false;

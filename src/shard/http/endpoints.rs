@@ -54,6 +54,9 @@ impl State {
                 return Answer::Responded { keep_alive: false };
             }
         };
+        // Behind a trusted proxy the client's address, not the proxy's, is counted and limited
+        // from here on (`crate::shard::proxy`).
+        self.take_request_ip(key, req);
         let limits = &self.cfg.limits;
         let bucket = self.conns[key].ip_bucket() as usize;
         let open = self

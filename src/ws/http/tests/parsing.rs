@@ -59,6 +59,26 @@ fn extension_header_lines_are_kept_in_order() {
     );
 }
 
+/// A proxy appends its `X-Forwarded-For` line after the client's own: the last lines are the
+/// ones kept, however many the client sent before.
+#[test]
+fn forwarded_header_lines_keep_the_last_ones() {
+    let mut head = BROWSER_UPGRADE[..BROWSER_UPGRADE.len() - 2].to_vec();
+    for i in 0..HEADER_LINES_CAP + 2 {
+        head.extend_from_slice(format!("X-Forwarded-For: 10.0.0.{i}\r\n").as_bytes());
+    }
+    head.extend_from_slice(b"forwarded: for=192.0.2.1\r\n\r\n");
+    let req = parsed(&head);
+    let lines: Vec<&[u8]> = req.x_forwarded_for.iter().collect();
+    assert_eq!(
+        lines,
+        [&b"10.0.0.2"[..], b"10.0.0.3", b"10.0.0.4", b"10.0.0.5"]
+    );
+    let lines: Vec<&[u8]> = req.forwarded.iter().collect();
+    assert_eq!(lines, [&b"for=192.0.2.1"[..]]);
+    assert_eq!(parsed(BROWSER_UPGRADE).x_forwarded_for.iter().count(), 0);
+}
+
 #[test]
 fn upgrade_response_can_accept_permessage_deflate() {
     let req = parsed(BROWSER_UPGRADE);
