@@ -320,6 +320,14 @@ impl Records {
                 let inner = key
                     .open_in_place(nonce, Aad::from(&*header), payload)
                     .map_err(|_| bad_mac())?;
+                // §5.4: padding does not lift the limit: the whole TLSInnerPlaintext (content,
+                // type, padding) is at most 2^14 + 1 bytes.
+                if inner.len() > PLAIN_RECORD_BYTES_MAX + 1 {
+                    return Err(send(
+                        AlertDescription::RecordOverflow,
+                        "padded record too long",
+                    ));
+                }
                 // §5.4: the content type is the last non-zero byte; zeros after it are padding.
                 let Some(at) = inner.iter().rposition(|&b| b != 0) else {
                     return Err(send(AlertDescription::UnexpectedMessage, "no content type"));

@@ -7,9 +7,14 @@ use std::{
     sync::Arc,
 };
 
+use ring::aead;
 use rustls::{
-    AlertDescription, ClientConfig, ClientConnection, RootCertStore, SupportedCipherSuite,
-    crypto::ring as provider,
+    AlertDescription, ClientConfig, ClientConnection, ConnectionTrafficSecrets, RootCertStore,
+    SupportedCipherSuite,
+    crypto::{
+        cipher::{Iv, Nonce},
+        ring as provider,
+    },
 };
 
 use super::{
@@ -55,6 +60,7 @@ const SUITES: [SupportedCipherSuite; 6] = [
 struct Pair {
     server: Session,
     client: ClientConnection,
+    client_config: Arc<ClientConfig>,
     /// Bytes of an incomplete record kept between the server's reads.
     tail: Vec<u8>,
     /// Application data the server received.
@@ -66,10 +72,19 @@ struct Pair {
 
 impl Pair {
     fn new(suite: SupportedCipherSuite) -> Pair {
+        Pair::new_with(suite, false)
+    }
+
+    /// `extractable`: the client's keys can be taken out ([`Pair::forger`]).
+    fn new_with(suite: SupportedCipherSuite, extractable: bool) -> Pair {
         let (server, client) = configs(suite);
+        let mut client = (*client).clone();
+        client.enable_secret_extraction = extractable;
+        let client = Arc::new(client);
         Pair {
             server: Session::new(server).unwrap(),
-            client: ClientConnection::new(client, "localhost".try_into().unwrap()).unwrap(),
+            client: ClientConnection::new(client.clone(), "localhost".try_into().unwrap()).unwrap(),
+            client_config: client,
             tail: Vec::new(),
             received: Vec::new(),
             peer_closed: false,
@@ -79,12 +94,35 @@ impl Pair {
 
     /// A pair whose handshake is done.
     fn established(suite: SupportedCipherSuite) -> Pair {
-        let mut p = Pair::new(suite);
+        Pair::established_with(suite, false)
+    }
+
+    fn established_with(suite: SupportedCipherSuite, extractable: bool) -> Pair {
+        let mut p = Pair::new_with(suite, extractable);
         for _ in 0..4 {
             p.client_to_server(usize::MAX).unwrap();
         }
         assert!(!p.client.is_handshaking() && !p.server.is_handshaking());
         p
+    }
+
+    /// The client's sending key, taken out of it (the pair's client is replaced by a fresh
+    /// one): records from here on are sealed by hand.
+    fn forger(&mut self) -> Forger {
+        let config = self.client_config.clone();
+        let fresh = ClientConnection::new(config, "localhost".try_into().unwrap()).unwrap();
+        let client = std::mem::replace(&mut self.client, fresh);
+        let (seq, secrets) = client.dangerous_extract_secrets().unwrap().tx;
+        let (alg, key, iv) = match secrets {
+            ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (&aead::AES_128_GCM, key, iv),
+            ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (&aead::AES_256_GCM, key, iv),
+            ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => {
+                (&aead::CHACHA20_POLY1305, key, iv)
+            }
+            _ => unreachable!("the ring provider's suites"),
+        };
+        let key = aead::LessSafeKey::new(aead::UnboundKey::new(alg, key.as_ref()).unwrap());
+        Forger { key, iv, seq }
     }
 
     /// What the client has to send goes to the server in reads of at most `chunk` bytes;
@@ -145,6 +183,34 @@ impl Pair {
         let taken = records.seal(&iov, usize::MAX, &mut out).unwrap();
         assert_eq!(taken, total);
         self.client_reads(&out)
+    }
+}
+
+/// Seals TLS 1.3 records with the client's key, as no real client would.
+struct Forger {
+    key: aead::LessSafeKey,
+    iv: Iv,
+    seq: u64,
+}
+
+impl Forger {
+    /// A record of `content` with inner content type `typ` and `padding` zeros.
+    fn seal13(&mut self, content: &[u8], typ: u8, padding: usize) -> Vec<u8> {
+        let mut inner = content.to_vec();
+        inner.push(typ);
+        inner.resize(inner.len() + padding, 0);
+        let len = u16::try_from(inner.len() + 16).unwrap().to_be_bytes();
+        let header = [23, 3, 3, len[0], len[1]];
+        let nonce = Nonce::new(&self.iv, self.seq).0;
+        self.seq += 1;
+        self.key
+            .seal_in_place_append_tag(
+                aead::Nonce::assume_unique_for_key(nonce),
+                aead::Aad::from(header),
+                &mut inner,
+            )
+            .unwrap();
+        [&header[..], &inner].concat()
     }
 }
 
@@ -307,4 +373,26 @@ fn garbage_instead_of_a_client_hello_is_refused() {
 fn an_established_session_is_small() {
     assert!(std::mem::size_of::<super::record::Records>() <= 1280);
     assert_eq!(std::mem::size_of::<Session>(), 16);
+}
+
+/// RFC 8446 §5.4: the whole TLSInnerPlaintext (content, type, padding) is at most 2^14 + 1
+/// bytes; more is a record_overflow even when the content alone fits.
+#[test]
+fn padding_past_the_inner_plaintext_limit_is_a_record_overflow() {
+    let mut p = Pair::established_with(SUITES[1], true);
+    let mut forger = p.forger();
+    // At the limit: 2^14 bytes of content, its type, no padding.
+    let full = pattern(PLAIN_RECORD_BYTES_MAX, 9);
+    p.server_reads(&forger.seal13(&full, 23, 0)).unwrap();
+    assert_eq!(p.received, full);
+    // 2^14 - 100 bytes of content, its type and 101 zeros: one byte over.
+    let over = forger.seal13(&full[..PLAIN_RECORD_BYTES_MAX - 100], 23, 101);
+    let err = p.server_reads(&over).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SessionError::Record(RecordError::Send(AlertDescription::RecordOverflow, _))
+        ),
+        "{err:?}"
+    );
 }
