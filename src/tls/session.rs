@@ -18,7 +18,7 @@ use rustls::{
     unbuffered::{ConnectionState, EncodeError, InsufficientSizeError},
 };
 
-use super::record::{RecordError, Records};
+use super::record::{HEADER_BYTES, RecordError, Records};
 
 /// A TLS server session (see the module doc).
 pub struct Session(Stage);
@@ -170,6 +170,13 @@ struct HandshakeRead {
 }
 
 /// Drives rustls over the records in `buf` until it needs more or is done.
+///
+/// rustls is given one more whole record at a time, so it never sees a record after the one
+/// that completes the handshake (the client's Finished): everything after that is the record
+/// layer's. Had rustls read on, it would have handled records whose effects do not survive the
+/// hand-over: a `KeyUpdate` that asks for ours (rustls updates its sending key at once but
+/// queues the `KeyUpdate` itself for its next write, which never comes), a handshake message
+/// it had only begun to collect (decrypted in place, not yet consumed).
 fn handshake(
     conn: &mut UnbufferedServerConnection,
     buf: &mut [u8],
@@ -177,8 +184,11 @@ fn handshake(
     send: &mut Vec<u8>,
 ) -> Result<HandshakeRead, rustls::Error> {
     let mut consumed = 0;
+    // The end of what rustls has been given: whole records, or all of `buf` once the next
+    // record is incomplete (rustls then checks its header early, so garbage fails at once).
+    let mut given = 0;
     loop {
-        let status = conn.process_tls_records(&mut buf[consumed..]);
+        let status = conn.process_tls_records(&mut buf[consumed..given]);
         let mut discard = status.discard;
         let state = match status.state {
             Ok(state) => state,
@@ -218,16 +228,47 @@ fn handshake(
             _ => return Err(rustls::Error::General("unexpected TLS state".into())),
         };
         consumed += discard;
-        // rustls lets a TLS 1.3 server send data before the client's Finished: the
-        // handshake is over only when rustls says so.
-        let outcome = match outcome {
-            Some(Handshake::Complete) if conn.is_handshaking() => Some(Handshake::Blocked),
-            other => other,
-        };
-        if let Some(outcome) = outcome {
-            return Ok(HandshakeRead { consumed, outcome });
+        match outcome {
+            None => {}
+            // rustls lets a TLS 1.3 server send data before the client's Finished: the
+            // handshake is over only when rustls says so.
+            Some(Handshake::Complete) if !conn.is_handshaking() => {
+                return Ok(HandshakeRead {
+                    consumed,
+                    outcome: Handshake::Complete,
+                });
+            }
+            // rustls has taken what it can of what it was given: the next record, if any.
+            Some(Handshake::Blocked | Handshake::Complete) => match next_record_end(buf, given) {
+                Some(end) => given = end,
+                None => {
+                    return Ok(HandshakeRead {
+                        consumed,
+                        outcome: Handshake::Blocked,
+                    });
+                }
+            },
+            Some(Handshake::PeerClosed) => {
+                return Ok(HandshakeRead {
+                    consumed,
+                    outcome: Handshake::PeerClosed,
+                });
+            }
         }
     }
+}
+
+/// Where the record that starts at `from` in `buf` ends, or the end of `buf` if that record
+/// is not all there; `None` when `buf` ends at `from`.
+fn next_record_end(buf: &[u8], from: usize) -> Option<usize> {
+    let rest = buf.get(from..).filter(|rest| !rest.is_empty())?;
+    let whole = match rest {
+        [_, _, _, hi, lo, ..] => {
+            Some(from + HEADER_BYTES + usize::from(u16::from_be_bytes([*hi, *lo])))
+        }
+        _ => None,
+    };
+    Some(whole.filter(|&end| end <= buf.len()).unwrap_or(buf.len()))
 }
 
 /// Appends what `encode` writes to `send`, growing it to the size rustls asks for.

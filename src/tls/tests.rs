@@ -375,6 +375,32 @@ fn an_established_session_is_small() {
     assert_eq!(std::mem::size_of::<Session>(), 16);
 }
 
+/// A client that updates its keys (and asks for ours) right after its Finished, in the same
+/// flight: the hand-over happens at the Finished, so the `KeyUpdate` is ours to read and to
+/// answer. (rustls read it before the hand-over, updated its sending key and queued its answer,
+/// and that answer was lost with rustls: the client could not read the server any more.)
+#[test]
+fn a_key_update_sent_with_the_clients_finished_is_answered() {
+    for suite in [SUITES[0], SUITES[2]] {
+        let mut p = Pair::new(suite);
+        p.client_to_server(usize::MAX).unwrap();
+        assert!(
+            !p.client.is_handshaking(),
+            "the client's Finished is queued"
+        );
+        p.client.refresh_traffic_keys().unwrap();
+        p.client
+            .writer()
+            .write_all(b"GET /ws HTTP/1.1\r\n\r\n")
+            .unwrap();
+        p.client_to_server(usize::MAX).unwrap();
+        assert!(!p.server.is_handshaking());
+        assert_eq!(p.received, b"GET /ws HTTP/1.1\r\n\r\n", "{suite:?}");
+        assert_eq!(p.server_sends(&[b"101"]), b"101", "{suite:?}");
+        assert_eq!(p.client_error, None, "{suite:?}");
+    }
+}
+
 /// RFC 8446 §5.4: the whole TLSInnerPlaintext (content, type, padding) is at most 2^14 + 1
 /// bytes; more is a record_overflow even when the content alone fits.
 #[test]
