@@ -20,14 +20,31 @@ use rustls::{
 
 use super::record::{HEADER_BYTES, RecordError, Records};
 
+/// Most bytes of records a session in its handshake leaves unconsumed for the caller to keep
+/// (a handshake message arriving in several records, the start of the next record): rustls'
+/// largest handshake message (64 KiB, its `MAX_HANDSHAKE_SIZE`) and one whole record of
+/// ciphertext (RFC 5246 §6.2.3: 2^14 + 2,048 bytes after its 5-byte header). rustls' buffered
+/// connection stopped reading at 64 KiB; its unbuffered one leaves the bound to its caller, and
+/// a message sent one byte per record would otherwise be kept at six bytes per byte.
+pub const HANDSHAKE_HELD_BYTES_MAX: usize = 0xffff + 5 + (1 << 14) + 2048;
+
 /// A TLS server session (see the module doc).
 pub struct Session(Stage);
 
 enum Stage {
-    Handshake(Box<UnbufferedServerConnection>),
+    Handshake(Box<Handshaking>),
     Traffic(Box<Records>),
     /// Failed, or the client closed during the handshake: nothing more is read or sent.
     Over,
+}
+
+/// A session in its handshake.
+struct Handshaking {
+    conn: UnbufferedServerConnection,
+    /// How many bytes at the front of what the caller kept rustls has been given already: it
+    /// must be given them again (it may have begun to work on them in place: a handshake
+    /// message arriving in several records).
+    seen: usize,
 }
 
 /// Why a session ended.
@@ -66,7 +83,10 @@ impl Session {
     /// A session for a connection just accepted, with the configuration of the moment.
     pub fn new(config: Arc<ServerConfig>) -> Result<Session, rustls::Error> {
         let conn = UnbufferedServerConnection::new(config)?;
-        Ok(Session(Stage::Handshake(Box::new(conn))))
+        Ok(Session(Stage::Handshake(Box::new(Handshaking {
+            conn,
+            seen: 0,
+        }))))
     }
 
     /// The handshake is still going (application data cannot be sent yet).
@@ -90,8 +110,8 @@ impl Session {
             established: false,
             peer_closed: false,
         };
-        if let Stage::Handshake(conn) = &mut self.0 {
-            let done = match handshake(conn, buf, early, send) {
+        if let Stage::Handshake(hs) = &mut self.0 {
+            let done = match handshake(&mut hs.conn, buf, hs.seen, early, send) {
                 Ok(done) => done,
                 Err(e) => {
                     self.0 = Stage::Over;
@@ -99,7 +119,14 @@ impl Session {
                 }
             };
             read.consumed = done.consumed;
+            hs.seen = done.given - done.consumed;
             match done.outcome {
+                Handshake::Blocked if buf.len() - done.consumed > HANDSHAKE_HELD_BYTES_MAX => {
+                    self.0 = Stage::Over;
+                    return Err(SessionError::Handshake(rustls::Error::General(
+                        "handshake message too large".into(),
+                    )));
+                }
                 Handshake::Blocked => return Ok(read),
                 Handshake::PeerClosed => {
                     self.0 = Stage::Over;
@@ -135,10 +162,11 @@ impl Session {
 
     /// rustls is done: its keys and sequence numbers go to a [`Records`].
     fn establish(&mut self) -> Result<(), SessionError> {
-        let Stage::Handshake(conn) = std::mem::replace(&mut self.0, Stage::Over) else {
+        let Stage::Handshake(hs) = std::mem::replace(&mut self.0, Stage::Over) else {
             unreachable!("called during the handshake");
         };
-        let (secrets, kernel) = conn
+        let (secrets, kernel) = hs
+            .conn
             .dangerous_into_kernel_connection()
             .map_err(SessionError::Handshake)?;
         let records = Records::new(secrets, kernel).map_err(SessionError::Record)?;
@@ -166,6 +194,8 @@ enum Handshake {
 
 struct HandshakeRead {
     consumed: usize,
+    /// The end of what rustls was given (at least `consumed`).
+    given: usize,
     outcome: Handshake,
 }
 
@@ -180,13 +210,15 @@ struct HandshakeRead {
 fn handshake(
     conn: &mut UnbufferedServerConnection,
     buf: &mut [u8],
+    seen: usize,
     early: &mut Vec<u8>,
     send: &mut Vec<u8>,
 ) -> Result<HandshakeRead, rustls::Error> {
     let mut consumed = 0;
     // The end of what rustls has been given: whole records, or all of `buf` once the next
     // record is incomplete (rustls then checks its header early, so garbage fails at once).
-    let mut given = 0;
+    // It starts at what rustls was given before: less would make rustls index past the slice.
+    let mut given = seen.min(buf.len());
     loop {
         let status = conn.process_tls_records(&mut buf[consumed..given]);
         let mut discard = status.discard;
@@ -235,6 +267,7 @@ fn handshake(
             Some(Handshake::Complete) if !conn.is_handshaking() => {
                 return Ok(HandshakeRead {
                     consumed,
+                    given,
                     outcome: Handshake::Complete,
                 });
             }
@@ -244,6 +277,7 @@ fn handshake(
                 None => {
                     return Ok(HandshakeRead {
                         consumed,
+                        given,
                         outcome: Handshake::Blocked,
                     });
                 }
@@ -251,6 +285,7 @@ fn handshake(
             Some(Handshake::PeerClosed) => {
                 return Ok(HandshakeRead {
                     consumed,
+                    given,
                     outcome: Handshake::PeerClosed,
                 });
             }

@@ -20,7 +20,7 @@ use rustls::{
 use super::{
     record::{PLAIN_RECORD_BYTES_MAX, RecordError},
     server_config_from_pem,
-    session::{Session, SessionError},
+    session::{HANDSHAKE_HELD_BYTES_MAX, Session, SessionError},
 };
 
 /// A server configuration from a fresh self-signed certificate for `localhost`, and a client
@@ -398,6 +398,66 @@ fn a_key_update_sent_with_the_clients_finished_is_answered() {
         assert_eq!(p.received, b"GET /ws HTTP/1.1\r\n\r\n", "{suite:?}");
         assert_eq!(p.server_sends(&[b"101"]), b"101", "{suite:?}");
         assert_eq!(p.client_error, None, "{suite:?}");
+    }
+}
+
+/// A handshake message sent a byte per record makes rustls keep every record of it (headers
+/// included) until the message is whole: six bytes per byte of a message of up to 64 KiB. The
+/// session refuses to hold more than `HANDSHAKE_HELD_BYTES_MAX`, as rustls' own buffered
+/// connection refused to (its deframer buffer stops at 64 KiB).
+#[test]
+fn a_handshake_message_in_one_byte_records_is_refused_at_the_bound() {
+    let mut p = Pair::new(SUITES[0]);
+    // A ClientHello announcing 0xfff0 bytes, one byte per record.
+    let mut msg = vec![1u8, 0x00, 0xff, 0xf0];
+    msg.resize(4 + 0xfff0, 0);
+    let mut refused = false;
+    for part in msg.chunks(1000) {
+        let wire: Vec<u8> = part.iter().flat_map(|&b| [22, 3, 1, 0, 1, b]).collect();
+        match p.server_reads(&wire) {
+            Ok(()) => assert!(
+                p.tail.len() <= HANDSHAKE_HELD_BYTES_MAX,
+                "{} bytes kept",
+                p.tail.len()
+            ),
+            Err(e) => {
+                assert!(matches!(e, SessionError::Handshake(_)), "{e:?}");
+                refused = true;
+                break;
+            }
+        }
+    }
+    assert!(refused, "a 64 KiB message in one-byte records");
+}
+
+/// A ClientHello cut into records of 40 bytes, arriving 100 bytes per read: rustls collects
+/// the message across records and reads, and is given what it already saw again each time.
+#[test]
+fn a_client_hello_in_many_records_across_reads_completes() {
+    for suite in [SUITES[0], SUITES[3]] {
+        let mut p = Pair::new(suite);
+        let mut hello = Vec::new();
+        while p.client.wants_write() {
+            p.client.write_tls(&mut hello).unwrap();
+        }
+        assert_eq!(hello[0], 22, "one handshake record");
+        let wire: Vec<u8> = hello[5..]
+            .chunks(40)
+            .flat_map(|part| {
+                let len = (part.len() as u16).to_be_bytes();
+                [&[22, 3, 1, len[0], len[1]][..], part].concat()
+            })
+            .collect();
+        for piece in wire.chunks(100) {
+            p.server_reads(piece).unwrap();
+        }
+        for _ in 0..3 {
+            p.client_to_server(usize::MAX).unwrap();
+        }
+        assert!(!p.server.is_handshaking(), "{suite:?}");
+        p.client.writer().write_all(b"ping").unwrap();
+        p.client_to_server(usize::MAX).unwrap();
+        assert_eq!(p.received, b"ping", "{suite:?}");
     }
 }
 
