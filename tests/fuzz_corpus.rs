@@ -100,3 +100,37 @@ fn deflate_corpus_reaches_every_outcome() {
         );
     }
 }
+
+#[path = "fuzz/tls_checks.rs"]
+mod tls_checks;
+
+#[test]
+fn tls_corpus() {
+    assert!(replay("tls", tls_checks::tls) > 0, "no tls corpus");
+}
+
+/// The tls corpus reaches every way the record layer's reading can end (tests/fuzz/make_seeds.py
+/// writes a seed for each).
+#[test]
+fn tls_corpus_reaches_every_outcome() {
+    let mut seen = std::collections::BTreeSet::new();
+    for path in corpus_files("tls") {
+        seen.extend(tls_checks::tls_outcomes(&std::fs::read(path).unwrap()));
+    }
+    for want in [
+        "partial",
+        "closed",
+        "key update answered",
+        "sent BadRecordMac",
+        "sent RecordOverflow",
+        "sent UnexpectedMessage",
+        "sent DecodeError",
+        "sent IllegalParameter",
+        "AlertReceived(HandshakeFailure)",
+    ] {
+        assert!(
+            seen.contains(want),
+            "no tls corpus input ends with {want:?}: {seen:?}"
+        );
+    }
+}
