@@ -119,7 +119,7 @@ impl Session {
                 }
             };
             read.consumed = done.consumed;
-            hs.seen = done.given - done.consumed;
+            hs.seen = done.given.saturating_sub(done.consumed);
             match done.outcome {
                 Handshake::Blocked if buf.len() - done.consumed > HANDSHAKE_HELD_BYTES_MAX => {
                     self.0 = Stage::Over;
@@ -215,12 +215,14 @@ fn handshake(
     send: &mut Vec<u8>,
 ) -> Result<HandshakeRead, rustls::Error> {
     let mut consumed = 0;
-    // The end of what rustls has been given: whole records, or all of `buf` once the next
-    // record is incomplete (rustls then checks its header early, so garbage fails at once).
-    // It starts at what rustls was given before: less would make rustls index past the slice.
+    // The end of the whole records rustls has been given, always on a record boundary. It
+    // starts at those it was given before: less would make rustls index past the slice.
     let mut given = seen.min(buf.len());
+    // The end of the slice rustls is given: `given`, or all of `buf` once the next record is
+    // incomplete (rustls then checks its header early, so garbage fails at once).
+    let mut upto = given;
     loop {
-        let status = conn.process_tls_records(&mut buf[consumed..given]);
+        let status = conn.process_tls_records(&mut buf[consumed..upto]);
         let mut discard = status.discard;
         let state = match status.state {
             Ok(state) => state,
@@ -272,16 +274,19 @@ fn handshake(
                 });
             }
             // rustls has taken what it can of what it was given: the next record, if any.
-            Some(Handshake::Blocked | Handshake::Complete) => match next_record_end(buf, given) {
-                Some(end) => given = end,
-                None => {
+            Some(Handshake::Blocked | Handshake::Complete) => {
+                if let Some(end) = whole_record_end(buf, given) {
+                    (given, upto) = (end, end);
+                } else if upto < buf.len() {
+                    upto = buf.len();
+                } else {
                     return Ok(HandshakeRead {
                         consumed,
                         given,
                         outcome: Handshake::Blocked,
                     });
                 }
-            },
+            }
             Some(Handshake::PeerClosed) => {
                 return Ok(HandshakeRead {
                     consumed,
@@ -293,17 +298,13 @@ fn handshake(
     }
 }
 
-/// Where the record that starts at `from` in `buf` ends, or the end of `buf` if that record
-/// is not all there; `None` when `buf` ends at `from`.
-fn next_record_end(buf: &[u8], from: usize) -> Option<usize> {
-    let rest = buf.get(from..).filter(|rest| !rest.is_empty())?;
-    let whole = match rest {
-        [_, _, _, hi, lo, ..] => {
-            Some(from + HEADER_BYTES + usize::from(u16::from_be_bytes([*hi, *lo])))
-        }
-        _ => None,
+/// Where the record that starts at `from` in `buf` ends, if it is all there.
+fn whole_record_end(buf: &[u8], from: usize) -> Option<usize> {
+    let [_, _, _, hi, lo, ..] = *buf.get(from..)? else {
+        return None;
     };
-    Some(whole.filter(|&end| end <= buf.len()).unwrap_or(buf.len()))
+    let end = from + HEADER_BYTES + usize::from(u16::from_be_bytes([hi, lo]));
+    (end <= buf.len()).then_some(end)
 }
 
 /// Appends what `encode` writes to `send`, growing it to the size rustls asks for.

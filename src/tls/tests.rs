@@ -379,9 +379,11 @@ fn an_established_session_is_small() {
 /// flight: the hand-over happens at the Finished, so the `KeyUpdate` is ours to read and to
 /// answer. (rustls read it before the hand-over, updated its sending key and queued its answer,
 /// and that answer was lost with rustls: the client could not read the server any more.)
+/// Also when the flight arrives in pieces that end anywhere in its records.
 #[test]
 fn a_key_update_sent_with_the_clients_finished_is_answered() {
-    for suite in [SUITES[0], SUITES[2]] {
+    let pieces = (1..160).map(|chunk| (SUITES[chunk % 3], chunk));
+    for (suite, chunk) in pieces.chain([(SUITES[0], usize::MAX)]) {
         let mut p = Pair::new(suite);
         p.client_to_server(usize::MAX).unwrap();
         assert!(
@@ -393,11 +395,11 @@ fn a_key_update_sent_with_the_clients_finished_is_answered() {
             .writer()
             .write_all(b"GET /ws HTTP/1.1\r\n\r\n")
             .unwrap();
-        p.client_to_server(usize::MAX).unwrap();
+        p.client_to_server(chunk).unwrap();
         assert!(!p.server.is_handshaking());
-        assert_eq!(p.received, b"GET /ws HTTP/1.1\r\n\r\n", "{suite:?}");
-        assert_eq!(p.server_sends(&[b"101"]), b"101", "{suite:?}");
-        assert_eq!(p.client_error, None, "{suite:?}");
+        assert_eq!(p.received, b"GET /ws HTTP/1.1\r\n\r\n", "{suite:?} {chunk}");
+        assert_eq!(p.server_sends(&[b"101"]), b"101", "{suite:?} {chunk}");
+        assert_eq!(p.client_error, None, "{suite:?} {chunk}");
     }
 }
 
