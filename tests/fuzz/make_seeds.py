@@ -330,3 +330,8 @@ for i, (name, ops) in enumerate(sorted(TLS.items())):
         # One byte at a time, 7 then 100 bytes, and everything in one read.
         pieces = [(0, 0, 0), (6, 99, 6), (255, 255, 255)][(i + suite) % 3]
         write("tls", f"{name}-suite{suite}", bytes([suite, *pieces]) + ops)
+# The client's Finished first in the stream (suite byte >= 128, TLS 1.3: 132-134), so the
+# hand-over from rustls to the record layer happens in the fuzzed reads.
+for name in ("data", "key-update-requested", "tampered", "fatal-alert", "close-notify"):
+    for suite, pieces in ((132, (0, 0, 0)), (133, (44, 9, 255)), (134, (255, 255, 255))):
+        write("tls", f"finished-{name}-suite{suite}", bytes([suite, *pieces]) + TLS[name])

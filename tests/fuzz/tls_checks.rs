@@ -404,17 +404,24 @@ fn reference(wire: &[u8], records: &[Genuine], kind: Kind) -> Reference {
     }
 }
 
-/// A completed handshake: the server's session, and the client's keys for sending and
-/// receiving.
-fn connect(suite: usize) -> (Session, Keys, Keys) {
+/// A handshake between rustls' client and a session: the session, the client's keys for
+/// sending and receiving, and, with `finished_in_stream` (TLS 1.3 only), the client's last
+/// flight (its Finished), not yet read by the server: the stream then starts with it, so the
+/// hand-over from rustls to the record layer happens within the fuzzed reads.
+fn connect(suite: usize, finished_in_stream: bool) -> (Session, Keys, Keys, Vec<u8>) {
     let (server, clients) = configs();
     let mut server = Session::new(server.clone()).unwrap();
     let mut client =
         ClientConnection::new(clients[suite].clone(), "localhost".try_into().unwrap()).unwrap();
+    let mut finished = Vec::new();
     for _ in 0..4 {
         let mut wire = Vec::new();
         while client.wants_write() {
             client.write_tls(&mut wire).unwrap();
+        }
+        if finished_in_stream && !client.is_handshaking() && server.is_handshaking() {
+            finished = wire;
+            break;
         }
         let (mut early, mut send) = (Vec::new(), Vec::new());
         let read = server.read(&mut wire, &mut early, &mut send).unwrap();
@@ -425,9 +432,15 @@ fn connect(suite: usize) -> (Session, Keys, Keys) {
             client.process_new_packets().unwrap();
         }
     }
-    assert!(!server.is_handshaking() && !client.is_handshaking());
+    assert!(!client.is_handshaking());
+    assert_eq!(server.is_handshaking(), !finished.is_empty());
     let secrets = client.dangerous_extract_secrets().unwrap();
-    (server, Keys::new(secrets.tx), Keys::new(secrets.rx))
+    (
+        server,
+        Keys::new(secrets.tx),
+        Keys::new(secrets.rx),
+        finished,
+    )
 }
 
 /// The check (see the module doc).
@@ -455,18 +468,21 @@ pub fn tls_outcomes(data: &[u8]) -> Vec<String> {
 }
 
 fn check(data: &[u8]) -> Option<Reference> {
-    let [suite, c1, c2, c3, ref ops @ ..] = *data else {
+    let [suite_byte, c1, c2, c3, ref ops @ ..] = *data else {
         return None;
     };
-    let suite = usize::from(suite) % SUITES.len();
+    let suite = usize::from(suite_byte) % SUITES.len();
     let kind = match SUITES[suite] {
         SupportedCipherSuite::Tls13(_) => Kind::Tls13,
         _ if suite == 5 => Kind::Tls12Chacha,
         _ => Kind::Tls12Gcm,
     };
-    let (mut server, mut up, mut down) = connect(suite);
-    let (wire, records) = build(ops, &mut up, kind);
-    let want = reference(&wire, &records, kind);
+    let (mut server, mut up, mut down, finished) = connect(suite, suite_byte >= 128);
+    let (records_wire, records) = build(ops, &mut up, kind);
+    let want = reference(&records_wire, &records, kind);
+    let wire = [finished, records_wire].concat();
+    // What the server sends while reading: its NewSessionTickets after the client's Finished.
+    let mut sent = Vec::new();
 
     // The shard's reads: what a read leaves is put in front of the next one.
     let (mut plain, mut tail, mut closed, mut error) = (Vec::new(), Vec::new(), false, None);
@@ -487,8 +503,9 @@ fn check(data: &[u8]) -> Option<Reference> {
         let (mut early, mut send) = (Vec::new(), Vec::new());
         match server.read(&mut buf, &mut early, &mut send) {
             Ok(read) => {
+                // rustls gets no record after the client's Finished: the record layer does.
                 assert!(early.is_empty(), "rustls read after the handshake");
-                assert!(send.is_empty(), "something to send after a read");
+                sent.extend_from_slice(&send);
                 assert!(!closed || read.plain.is_empty(), "data after close_notify");
                 assert!(read.plain.end <= read.consumed && read.consumed <= buf.len());
                 plain.extend_from_slice(&buf[read.plain]);
@@ -502,11 +519,32 @@ fn check(data: &[u8]) -> Option<Reference> {
             Err(SessionError::Record(e)) => {
                 // The alert the error calls for was sealed (none for one received).
                 let sends = matches!(e, RecordError::Send(..));
-                assert_eq!(!send.is_empty(), sends, "{e:?}");
+                assert!(!sends || !send.is_empty(), "no alert for {e:?}");
+                sent.extend_from_slice(&send);
                 error = Some(e);
                 break;
             }
             Err(e) => panic!("not a record error: {e:?}"),
+        }
+    }
+    // What the server sent while reading: its tickets (TLS 1.3, after the client's Finished),
+    // then the alert of an error, if it calls for one (after a KeyUpdate the client asked for,
+    // under the next key, which is not followed here).
+    let mut pos = 0;
+    while pos < sent.len() {
+        let (typ, content, len) = open_next(&mut down, kind, &mut sent[pos..]);
+        pos += len;
+        match (typ, content.first()) {
+            (CT_HANDSHAKE, Some(4)) => {}
+            (CT_HANDSHAKE, Some(24)) => break,
+            (CT_ALERT, _) => {
+                let Some(RecordError::Send(alert, _)) = error else {
+                    panic!("an alert without an error to send it for")
+                };
+                assert_eq!(content, [2, u8::from(alert)], "the alert sent");
+                assert_eq!(pos, sent.len(), "a record after the alert");
+            }
+            other => panic!("the server sent {other:?} while reading"),
         }
     }
     match (&want.end, error) {
@@ -539,7 +577,7 @@ fn check(data: &[u8]) -> Option<Reference> {
     let mut out = Vec::new();
     let x = [std::io::IoSlice::new(b"x")];
     assert_eq!(records.seal(&x, 1, &mut out), Ok(1));
-    let (typ, content) = open_first(&mut down, kind, &mut out);
+    let (typ, content, _) = open_next(&mut down, kind, &mut out);
     if want.key_update_due {
         assert_eq!((typ, &content[..]), (CT_HANDSHAKE, &[24, 0, 0, 1, 0][..]));
     } else {
@@ -548,12 +586,14 @@ fn check(data: &[u8]) -> Option<Reference> {
     Some(want)
 }
 
-/// Opens the first record of `wire` with the client's receiving key: its type and content.
-fn open_first(keys: &mut Keys, kind: Kind, wire: &mut [u8]) -> (u8, Vec<u8>) {
+/// Opens the first record of `wire` with the client's receiving key: its type, its content
+/// and its length on the wire.
+fn open_next(keys: &mut Keys, kind: Kind, wire: &mut [u8]) -> (u8, Vec<u8>, usize) {
     let len = usize::from(u16::from_be_bytes([wire[3], wire[4]]));
     let (header, rest) = wire.split_at_mut(5);
     let payload = &mut rest[..len];
     let mut nonce = keys.nonce();
+    keys.seq += 1;
     if kind == Kind::Tls13 {
         let inner = keys
             .key
@@ -564,14 +604,14 @@ fn open_first(keys: &mut Keys, kind: Kind, wire: &mut [u8]) -> (u8, Vec<u8>) {
             )
             .expect("the server's record opens");
         let at = inner.iter().rposition(|&b| b != 0).unwrap();
-        return (inner[at], inner[..at].to_vec());
+        return (inner[at], inner[..at].to_vec(), 5 + len);
     }
     let explicit = if kind == Kind::Tls12Gcm { 8 } else { 0 };
     if explicit > 0 {
         nonce[4..].copy_from_slice(&payload[..8]);
     }
     let aad = tls12_aad(
-        keys.seq,
+        keys.seq - 1,
         header[0],
         [header[1], header[2]],
         len - explicit - 16,
@@ -585,5 +625,5 @@ fn open_first(keys: &mut Keys, kind: Kind, wire: &mut [u8]) -> (u8, Vec<u8>) {
             explicit..,
         )
         .expect("the server's record opens");
-    (header[0], plain.to_vec())
+    (header[0], plain.to_vec(), 5 + len)
 }
