@@ -11,6 +11,8 @@
 
 pub mod record;
 pub mod session;
+#[doc(hidden)]
+pub mod testing;
 #[cfg(test)]
 mod tests;
 

@@ -9,6 +9,11 @@
 //! keeps the rest (a record still arriving) and hands it in again, in front of the next read.
 //! When rustls says the handshake is over and it has nothing left to send, the session turns
 //! into a [`Records`] (see `record.rs` for why) and reads on from there.
+//!
+//! Two things rustls' unbuffered API leaves to its caller are done here: rustls is given one
+//! whole record at a time, so the hand-over happens exactly after the client's Finished and
+//! every record after it is the record layer's (`handshake`); and what a handshaking session
+//! leaves for its connection to keep is bounded ([`HANDSHAKE_HELD_BYTES_MAX`]).
 
 use std::{ops::Range, sync::Arc};
 

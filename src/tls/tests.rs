@@ -9,52 +9,29 @@ use std::{
 
 use ring::aead;
 use rustls::{
-    AlertDescription, ClientConfig, ClientConnection, ConnectionTrafficSecrets, RootCertStore,
-    SupportedCipherSuite,
-    crypto::{
-        cipher::{Iv, Nonce},
-        ring as provider,
-    },
+    AlertDescription, ClientConfig, ClientConnection, RootCertStore, SupportedCipherSuite,
 };
 
 use super::{
     record::{PLAIN_RECORD_BYTES_MAX, RecordError},
     server_config_from_pem,
     session::{HANDSHAKE_HELD_BYTES_MAX, Session, SessionError},
+    testing::{SUITES, TrafficKey, client_config},
 };
 
 /// A server configuration from a fresh self-signed certificate for `localhost`, and a client
-/// configuration trusting it that offers only `suite`.
-fn configs(suite: SupportedCipherSuite) -> (Arc<rustls::ServerConfig>, Arc<ClientConfig>) {
+/// configuration trusting it that offers only `suite` (`extractable`: its keys can be taken
+/// out).
+fn configs_with(
+    suite: SupportedCipherSuite,
+    extractable: bool,
+) -> (Arc<rustls::ServerConfig>, Arc<ClientConfig>) {
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("rcgen");
     let server = server_config_from_pem(&ck.cert.pem(), &ck.signing_key.serialize_pem()).unwrap();
     let mut roots = RootCertStore::empty();
     roots.add(ck.cert.der().clone()).unwrap();
-    let version = match suite {
-        SupportedCipherSuite::Tls13(_) => &rustls::version::TLS13,
-        SupportedCipherSuite::Tls12(_) => &rustls::version::TLS12,
-    };
-    let provider = rustls::crypto::CryptoProvider {
-        cipher_suites: vec![suite],
-        ..provider::default_provider()
-    };
-    let mut client = ClientConfig::builder_with_provider(Arc::new(provider))
-        .with_protocol_versions(&[version])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    client.alpn_protocols = vec![b"http/1.1".to_vec()];
-    (Arc::new(server), Arc::new(client))
+    (Arc::new(server), client_config(suite, roots, extractable))
 }
-
-const SUITES: [SupportedCipherSuite; 6] = [
-    provider::cipher_suite::TLS13_AES_128_GCM_SHA256,
-    provider::cipher_suite::TLS13_AES_256_GCM_SHA384,
-    provider::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
-    provider::cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-    provider::cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-    provider::cipher_suite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-];
 
 /// Both ends of a connection, and what the server kept and decrypted so far.
 struct Pair {
@@ -77,10 +54,7 @@ impl Pair {
 
     /// `extractable`: the client's keys can be taken out ([`Pair::forger`]).
     fn new_with(suite: SupportedCipherSuite, extractable: bool) -> Pair {
-        let (server, client) = configs(suite);
-        let mut client = (*client).clone();
-        client.enable_secret_extraction = extractable;
-        let client = Arc::new(client);
+        let (server, client) = configs_with(suite, extractable);
         Pair {
             server: Session::new(server).unwrap(),
             client: ClientConnection::new(client.clone(), "localhost".try_into().unwrap()).unwrap(),
@@ -108,21 +82,11 @@ impl Pair {
 
     /// The client's sending key, taken out of it (the pair's client is replaced by a fresh
     /// one): records from here on are sealed by hand.
-    fn forger(&mut self) -> Forger {
+    fn forger(&mut self) -> TrafficKey {
         let config = self.client_config.clone();
         let fresh = ClientConnection::new(config, "localhost".try_into().unwrap()).unwrap();
         let client = std::mem::replace(&mut self.client, fresh);
-        let (seq, secrets) = client.dangerous_extract_secrets().unwrap().tx;
-        let (alg, key, iv) = match secrets {
-            ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (&aead::AES_128_GCM, key, iv),
-            ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (&aead::AES_256_GCM, key, iv),
-            ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => {
-                (&aead::CHACHA20_POLY1305, key, iv)
-            }
-            _ => unreachable!("the ring provider's suites"),
-        };
-        let key = aead::LessSafeKey::new(aead::UnboundKey::new(alg, key.as_ref()).unwrap());
-        Forger { key, iv, seq }
+        TrafficKey::new(client.dangerous_extract_secrets().unwrap().tx)
     }
 
     /// What the client has to send goes to the server in reads of at most `chunk` bytes;
@@ -186,32 +150,33 @@ impl Pair {
     }
 }
 
-/// Seals TLS 1.3 records with the client's key, as no real client would.
-struct Forger {
-    key: aead::LessSafeKey,
-    iv: Iv,
-    seq: u64,
+/// A TLS 1.3 record of `content` with inner content type `typ` and `padding` zeros, sealed with
+/// the client's key `key`, as no real client would.
+fn seal13(key: &mut TrafficKey, content: &[u8], typ: u8, padding: usize) -> Vec<u8> {
+    let mut inner = content.to_vec();
+    inner.push(typ);
+    inner.resize(inner.len() + padding, 0);
+    let len = u16::try_from(inner.len() + 16).unwrap().to_be_bytes();
+    let header = [23, 3, 3, len[0], len[1]];
+    let nonce = key.nonce();
+    key.seq += 1;
+    key.key
+        .seal_in_place_append_tag(
+            aead::Nonce::assume_unique_for_key(nonce),
+            aead::Aad::from(header),
+            &mut inner,
+        )
+        .unwrap();
+    [&header[..], &inner].concat()
 }
 
-impl Forger {
-    /// A record of `content` with inner content type `typ` and `padding` zeros.
-    fn seal13(&mut self, content: &[u8], typ: u8, padding: usize) -> Vec<u8> {
-        let mut inner = content.to_vec();
-        inner.push(typ);
-        inner.resize(inner.len() + padding, 0);
-        let len = u16::try_from(inner.len() + 16).unwrap().to_be_bytes();
-        let header = [23, 3, 3, len[0], len[1]];
-        let nonce = Nonce::new(&self.iv, self.seq).0;
-        self.seq += 1;
-        self.key
-            .seal_in_place_append_tag(
-                aead::Nonce::assume_unique_for_key(nonce),
-                aead::Aad::from(header),
-                &mut inner,
-            )
-            .unwrap();
-        [&header[..], &inner].concat()
-    }
+/// `err` is a record error whose answer is `alert`.
+#[track_caller]
+fn assert_alert(err: SessionError, alert: AlertDescription) {
+    assert!(
+        matches!(err, SessionError::Record(RecordError::Send(a, _)) if a == alert),
+        "{err:?}, not {alert:?}"
+    );
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -343,13 +308,7 @@ fn a_tampered_record_is_refused_with_bad_record_mac() {
     let last = wire.len() - 1;
     wire[last] ^= 1;
     let err = p.server_reads(&wire).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            SessionError::Record(RecordError::Send(AlertDescription::BadRecordMac, _))
-        ),
-        "{err:?}"
-    );
+    assert_alert(err, AlertDescription::BadRecordMac);
     assert_eq!(
         p.client_error,
         Some(rustls::Error::AlertReceived(AlertDescription::BadRecordMac))
@@ -471,16 +430,10 @@ fn padding_past_the_inner_plaintext_limit_is_a_record_overflow() {
     let mut forger = p.forger();
     // At the limit: 2^14 bytes of content, its type, no padding.
     let full = pattern(PLAIN_RECORD_BYTES_MAX, 9);
-    p.server_reads(&forger.seal13(&full, 23, 0)).unwrap();
+    p.server_reads(&seal13(&mut forger, &full, 23, 0)).unwrap();
     assert_eq!(p.received, full);
     // 2^14 - 100 bytes of content, its type and 101 zeros: one byte over.
-    let over = forger.seal13(&full[..PLAIN_RECORD_BYTES_MAX - 100], 23, 101);
+    let over = seal13(&mut forger, &full[..PLAIN_RECORD_BYTES_MAX - 100], 23, 101);
     let err = p.server_reads(&over).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            SessionError::Record(RecordError::Send(AlertDescription::RecordOverflow, _))
-        ),
-        "{err:?}"
-    );
+    assert_alert(err, AlertDescription::RecordOverflow);
 }

@@ -27,26 +27,14 @@ use std::sync::{Arc, OnceLock};
 
 use ring::aead;
 use rustls::{
-    AlertDescription, ClientConfig, ClientConnection, ConnectionTrafficSecrets, RootCertStore,
-    ServerConfig, SupportedCipherSuite,
-    crypto::{
-        cipher::{Iv, Nonce},
-        ring as provider,
-    },
+    AlertDescription, ClientConfig, ClientConnection, RootCertStore, ServerConfig,
+    SupportedCipherSuite,
 };
 use tickcast::tls::{
     record::RecordError,
     session::{Session, SessionError},
+    testing::{SUITES, TrafficKey, client_config},
 };
-
-const SUITES: [SupportedCipherSuite; 6] = [
-    provider::cipher_suite::TLS13_AES_128_GCM_SHA256,
-    provider::cipher_suite::TLS13_AES_256_GCM_SHA384,
-    provider::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
-    provider::cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-    provider::cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-    provider::cipher_suite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-];
 
 const PLAIN_MAX: usize = 1 << 14;
 const CT_CHANGE_CIPHER_SPEC: u8 = 20;
@@ -69,53 +57,10 @@ fn configs() -> &'static Configs {
         roots.add(ck.cert.der().clone()).unwrap();
         let clients = SUITES
             .iter()
-            .map(|&suite| {
-                let version = match suite {
-                    SupportedCipherSuite::Tls13(_) => &rustls::version::TLS13,
-                    SupportedCipherSuite::Tls12(_) => &rustls::version::TLS12,
-                };
-                let provider = rustls::crypto::CryptoProvider {
-                    cipher_suites: vec![suite],
-                    ..provider::default_provider()
-                };
-                let mut config = ClientConfig::builder_with_provider(Arc::new(provider))
-                    .with_protocol_versions(&[version])
-                    .unwrap()
-                    .with_root_certificates(roots.clone())
-                    .with_no_client_auth();
-                config.alpn_protocols = vec![b"http/1.1".to_vec()];
-                config.enable_secret_extraction = true;
-                Arc::new(config)
-            })
+            .map(|&suite| client_config(suite, roots.clone(), true))
             .collect();
         (Arc::new(server), clients)
     })
-}
-
-/// One direction's key, IV and next sequence number, taken out of rustls' client.
-struct Keys {
-    key: aead::LessSafeKey,
-    iv: Iv,
-    seq: u64,
-}
-
-impl Keys {
-    fn new((seq, secrets): (u64, ConnectionTrafficSecrets)) -> Keys {
-        let (alg, key, iv) = match secrets {
-            ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (&aead::AES_128_GCM, key, iv),
-            ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (&aead::AES_256_GCM, key, iv),
-            ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => {
-                (&aead::CHACHA20_POLY1305, key, iv)
-            }
-            _ => unreachable!("the ring provider's suites"),
-        };
-        let key = aead::LessSafeKey::new(aead::UnboundKey::new(alg, key.as_ref()).unwrap());
-        Keys { key, iv, seq }
-    }
-
-    fn nonce(&self) -> [u8; 12] {
-        Nonce::new(&self.iv, self.seq).0
-    }
 }
 
 /// How records are protected (it decides the layout).
@@ -138,16 +83,16 @@ impl Kind {
 /// A record of the stream as it was built: where it starts and what it holds.
 struct Genuine {
     start: usize,
-    len: usize,
     /// TLS 1.3: the TLSInnerPlaintext (content, type, padding); TLS 1.2: the content.
     inner: Vec<u8>,
     outer: u8,
-    tampered: bool,
+    /// The record as sealed (a flipped bit may have been flipped back).
+    sealed: Vec<u8>,
 }
 
 /// `inner` (TLS 1.3: the whole TLSInnerPlaintext) sealed as one record of outer type `outer`
 /// and legacy version `version`, whatever length that comes to.
-fn seal(keys: &mut Keys, kind: Kind, outer: u8, version: [u8; 2], inner: &[u8]) -> Vec<u8> {
+fn seal(keys: &mut TrafficKey, kind: Kind, outer: u8, version: [u8; 2], inner: &[u8]) -> Vec<u8> {
     let explicit = if kind == Kind::Tls12Gcm { 8 } else { 0 };
     let len = u16::try_from(explicit + inner.len() + 16)
         .unwrap()
@@ -194,7 +139,7 @@ fn tls12_aad(seq: u64, typ: u8, version: [u8; 2], len: usize) -> [u8; 13] {
 /// - 6 `[pos]`: flips a bit of the last record built.
 /// - 7 `[v1, v2, n] data`: application data under legacy version `v1 v2` (ignored in TLS 1.3;
 ///   part of the additional data in TLS 1.2).
-fn build(mut ops: &[u8], keys: &mut Keys, kind: Kind) -> (Vec<u8>, Vec<Genuine>) {
+fn build(mut ops: &[u8], keys: &mut TrafficKey, kind: Kind) -> (Vec<u8>, Vec<Genuine>) {
     fn take(ops: &mut &[u8], n: usize) -> Vec<u8> {
         let (head, rest) = ops.split_at(n.min(ops.len()));
         *ops = rest;
@@ -242,9 +187,8 @@ fn build(mut ops: &[u8], keys: &mut Keys, kind: Kind) -> (Vec<u8>, Vec<Genuine>)
             }
             6 => {
                 let pos = one(&mut ops);
-                if let Some(last) = records.last_mut() {
-                    wire[last.start + usize::from(pos) % last.len] ^= 1 << (pos % 8);
-                    last.tampered = true;
+                if let Some(last) = records.last() {
+                    wire[last.start + usize::from(pos) % last.sealed.len()] ^= 1 << (pos % 8);
                 }
                 continue;
             }
@@ -262,10 +206,9 @@ fn build(mut ops: &[u8], keys: &mut Keys, kind: Kind) -> (Vec<u8>, Vec<Genuine>)
         let record = seal(keys, kind, outer(typ), version, &inner);
         records.push(Genuine {
             start: wire.len(),
-            len: record.len(),
             inner,
             outer: outer(typ),
-            tampered: false,
+            sealed: record.clone(),
         });
         wire.extend_from_slice(&record);
     }
@@ -330,8 +273,8 @@ fn reference(wire: &[u8], records: &[Genuine], kind: Kind) -> Reference {
         }
         let genuine = records
             .iter()
-            .find(|g| g.start == pos && g.len == 5 + len && !g.tampered && !rekeyed);
-        let Some(genuine) = genuine else {
+            .find(|g| g.start == pos && g.sealed == rest[..5 + len]);
+        let Some(genuine) = genuine.filter(|_| !rekeyed) else {
             return fail(r, A::BadRecordMac);
         };
         pos += 5 + len;
@@ -408,7 +351,7 @@ fn reference(wire: &[u8], records: &[Genuine], kind: Kind) -> Reference {
 /// sending and receiving, and, with `finished_in_stream` (TLS 1.3 only), the client's last
 /// flight (its Finished), not yet read by the server: the stream then starts with it, so the
 /// hand-over from rustls to the record layer happens within the fuzzed reads.
-fn connect(suite: usize, finished_in_stream: bool) -> (Session, Keys, Keys, Vec<u8>) {
+fn connect(suite: usize, finished_in_stream: bool) -> (Session, TrafficKey, TrafficKey, Vec<u8>) {
     let (server, clients) = configs();
     let mut server = Session::new(server.clone()).unwrap();
     let mut client =
@@ -437,8 +380,8 @@ fn connect(suite: usize, finished_in_stream: bool) -> (Session, Keys, Keys, Vec<
     let secrets = client.dangerous_extract_secrets().unwrap();
     (
         server,
-        Keys::new(secrets.tx),
-        Keys::new(secrets.rx),
+        TrafficKey::new(secrets.tx),
+        TrafficKey::new(secrets.rx),
         finished,
     )
 }
@@ -588,7 +531,7 @@ fn check(data: &[u8]) -> Option<Reference> {
 
 /// Opens the first record of `wire` with the client's receiving key: its type, its content
 /// and its length on the wire.
-fn open_next(keys: &mut Keys, kind: Kind, wire: &mut [u8]) -> (u8, Vec<u8>, usize) {
+fn open_next(keys: &mut TrafficKey, kind: Kind, wire: &mut [u8]) -> (u8, Vec<u8>, usize) {
     let len = usize::from(u16::from_be_bytes([wire[3], wire[4]]));
     let (header, rest) = wire.split_at_mut(5);
     let payload = &mut rest[..len];
