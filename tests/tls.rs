@@ -41,6 +41,7 @@ both_drivers!(
     slow_tls_consumer_is_closed,
     permessage_deflate_over_tls,
     a_proxy_header_before_the_client_hello_names_the_client,
+    a_client_hello_in_one_byte_records_is_refused_at_the_bound,
 );
 
 type Wss = WebSocketStream<TlsStream<TcpStream>>;
@@ -454,6 +455,32 @@ async fn garbage_on_the_tls_port_is_closed_and_counted(driver: Driver) {
     let (mut plain, _) = connect(&server).await;
     let seq = publish(&mut plain, "after.garbage", json!(1)).await;
     assert_eq!(recv_data(&mut ws).await["seq"], json!(seq));
+}
+
+/// A ClientHello sent a byte per record: rustls keeps every record of a message it collects, so
+/// the connection is refused once it would keep more than a handshake message and a record
+/// (`tls::session::HANDSHAKE_HELD_BYTES_MAX`), long before the handshake deadline (five
+/// minutes here; `read_to_close` gives up after one).
+async fn a_client_hello_in_one_byte_records_is_refused_at_the_bound(driver: Driver) {
+    let cert = new_cert();
+    let dir = CertDir::new(&cert);
+    let server = start_tls(
+        driver,
+        &dir,
+        &[("TICKCAST_TIMEOUTS__HANDSHAKE_MS", "300000")],
+    );
+    let addr = server.tls_addr.unwrap();
+    // 30,000 bytes of a message announcing 65,520, six bytes on the wire each: 180 KB.
+    let mut hello = vec![1u8, 0x00, 0xff, 0xf0];
+    hello.resize(30_000, 0);
+    let wire: Vec<u8> = hello.iter().flat_map(|&b| [22, 3, 1, 0, 1, b]).collect();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    // The server may close before all of it is written.
+    let _ = s.write_all(&wire).await;
+    read_to_close(&mut s).await;
+    server
+        .wait_metric("tickcast_tls_handshake_failures_total", 1.0)
+        .await;
 }
 
 async fn stalled_tls_handshake_hits_the_deadline(driver: Driver) {
