@@ -6,7 +6,15 @@
 //! first and swaps it in only if that succeeded: a bad file leaves the old certificate serving.
 //! Connections keep the configuration they were accepted with.
 //!
-//! The per-connection TLS state machine runs on the shard runtimes, see `shard::tls`.
+//! A connection's TLS session ([`session`]: rustls for the handshake, then tickcast's own
+//! record layer, [`record`]) runs on the shard runtimes, see `shard::tls`.
+
+pub mod record;
+pub mod session;
+#[doc(hidden)]
+pub mod testing;
+#[cfg(test)]
+mod tests;
 
 use std::{
     path::Path,
@@ -78,16 +86,33 @@ pub fn describe_metrics() {
 pub fn build_server_config(cert_file: &str, key_file: &str) -> Result<ServerConfig, String> {
     let certs = load_certs(cert_file)?;
     let key = load_key(key_file)?;
+    server_config(certs, key)
+        .map_err(|e| format!("config: tls.cert_file / tls.key_file: {cert_file} / {key_file}: {e}"))
+}
+
+/// [`build_server_config`] from the PEM text itself (tests, benches, perf/tls-heap).
+pub fn server_config_from_pem(cert_pem: &str, key_pem: &str) -> Result<ServerConfig, String> {
+    let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("certificate: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| format!("key: {e}"))?;
+    server_config(certs, key)
+}
+
+fn server_config(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<ServerConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| format!("tls: {e}"))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| {
-            format!("config: tls.cert_file / tls.key_file: {cert_file} / {key_file}: {e}")
-        })?;
+        .map_err(|e| e.to_string())?;
     config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+    // Once the handshake is done, rustls hands the traffic keys over to `record` (see there).
+    config.enable_secret_extraction = true;
     Ok(config)
 }
 

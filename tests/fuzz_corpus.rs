@@ -85,23 +85,62 @@ fn deflate_corpus() {
 /// writes a seed for each; `cargo fuzz cmin` keeps one input per code path).
 #[test]
 fn deflate_corpus_reaches_every_outcome() {
+    assert_reaches(
+        "deflate",
+        checks::deflate_outcomes,
+        &[
+            "inflated",
+            "message too large",
+            "message compressed too well",
+            "invalid compressed data",
+            "invalid UTF-8",
+            "reserved bits set",
+            "RSV1 on a continuation frame",
+            "RSV1 on a control frame",
+        ],
+    );
+}
+
+/// Some input of `target`'s corpus ends with each of `want` (as `outcomes` tells).
+fn assert_reaches<O: Into<String>>(target: &str, outcomes: fn(&[u8]) -> Vec<O>, want: &[&str]) {
     let mut seen = std::collections::BTreeSet::new();
-    for path in corpus_files("deflate") {
-        seen.extend(checks::deflate_outcomes(&std::fs::read(path).unwrap()));
+    for path in corpus_files(target) {
+        let data = std::fs::read(path).unwrap();
+        seen.extend(outcomes(&data).into_iter().map(Into::into));
     }
-    for want in [
-        "inflated",
-        "message too large",
-        "message compressed too well",
-        "invalid compressed data",
-        "invalid UTF-8",
-        "reserved bits set",
-        "RSV1 on a continuation frame",
-        "RSV1 on a control frame",
-    ] {
+    for want in want {
         assert!(
-            seen.contains(want),
-            "no deflate corpus input ends with {want:?}: {seen:?}"
+            seen.contains(*want),
+            "no {target} corpus input ends with {want:?}: {seen:?}"
         );
     }
+}
+
+#[path = "fuzz/tls_checks.rs"]
+mod tls_checks;
+
+#[test]
+fn tls_corpus() {
+    assert!(replay("tls", tls_checks::tls) > 0, "no tls corpus");
+}
+
+/// The tls corpus reaches every way the record layer's reading can end (tests/fuzz/make_seeds.py
+/// writes a seed for each).
+#[test]
+fn tls_corpus_reaches_every_outcome() {
+    assert_reaches(
+        "tls",
+        tls_checks::tls_outcomes,
+        &[
+            "partial",
+            "closed",
+            "key update answered",
+            "sent BadRecordMac",
+            "sent RecordOverflow",
+            "sent UnexpectedMessage",
+            "sent DecodeError",
+            "sent IllegalParameter",
+            "AlertReceived(HandshakeFailure)",
+        ],
+    );
 }

@@ -1,9 +1,13 @@
 //! The TLS (`wss://`) listener, each test on io_uring and epoll: round trips over TLS 1.3 and
 //! 1.2 with ALPN, plain and TLS side by side, certificate reload on SIGHUP, garbage and
-//! slowloris on the TLS port, a slow TLS consumer, permessage-deflate over TLS. Certificates are generated here with rcgen;
-//! the clients (tokio-rustls, ring) trust only the certificate a test gives them.
+//! slowloris on the TLS port, a slow TLS consumer, permessage-deflate over TLS; records split,
+//! large, stalled, closed, and a Python client, in `tls/records.rs`. Certificates are
+//! generated here with rcgen; the clients (tokio-rustls, ring) trust only the certificate a
+//! test gives them.
 
 mod common;
+#[path = "tls/records.rs"]
+mod records;
 
 use std::{
     net::SocketAddr,
@@ -37,6 +41,7 @@ both_drivers!(
     slow_tls_consumer_is_closed,
     permessage_deflate_over_tls,
     a_proxy_header_before_the_client_hello_names_the_client,
+    a_client_hello_in_one_byte_records_is_refused_at_the_bound,
 );
 
 type Wss = WebSocketStream<TlsStream<TcpStream>>;
@@ -167,6 +172,22 @@ async fn wss(server: &Server, trust: &CertificateDer<'static>) -> Wss {
     let tls = tls_connect(server.tls_addr.unwrap(), client_config(trust, false), None)
         .await
         .expect("TLS handshake");
+    wss_over(tls).await
+}
+
+/// A wss client whose socket receive buffer is tiny: once it stops reading, the server's
+/// queue for it fills after a few KB.
+async fn tiny_window_wss(server: &Server, trust: &CertificateDer<'static>) -> Wss {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let tcp = sock.connect(server.tls_addr.unwrap()).await.unwrap();
+    let tls = tls_connect(
+        server.tls_addr.unwrap(),
+        client_config(trust, false),
+        Some(tcp),
+    )
+    .await
+    .unwrap();
     wss_over(tls).await
 }
 
@@ -436,6 +457,32 @@ async fn garbage_on_the_tls_port_is_closed_and_counted(driver: Driver) {
     assert_eq!(recv_data(&mut ws).await["seq"], json!(seq));
 }
 
+/// A ClientHello sent a byte per record: rustls keeps every record of a message it collects, so
+/// the connection is refused once it would keep more than a handshake message and a record
+/// (`tls::session::HANDSHAKE_HELD_BYTES_MAX`), long before the handshake deadline (five
+/// minutes here; `read_to_close` gives up after one).
+async fn a_client_hello_in_one_byte_records_is_refused_at_the_bound(driver: Driver) {
+    let cert = new_cert();
+    let dir = CertDir::new(&cert);
+    let server = start_tls(
+        driver,
+        &dir,
+        &[("TICKCAST_TIMEOUTS__HANDSHAKE_MS", "300000")],
+    );
+    let addr = server.tls_addr.unwrap();
+    // 30,000 bytes of a message announcing 65,520, six bytes on the wire each: 180 KB.
+    let mut hello = vec![1u8, 0x00, 0xff, 0xf0];
+    hello.resize(30_000, 0);
+    let wire: Vec<u8> = hello.iter().flat_map(|&b| [22, 3, 1, 0, 1, b]).collect();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    // The server may close before all of it is written.
+    let _ = s.write_all(&wire).await;
+    read_to_close(&mut s).await;
+    server
+        .wait_metric("tickcast_tls_handshake_failures_total", 1.0)
+        .await;
+}
+
 async fn stalled_tls_handshake_hits_the_deadline(driver: Driver) {
     let cert = new_cert();
     let dir = CertDir::new(&cert);
@@ -513,18 +560,8 @@ async fn slow_tls_consumer_is_closed(driver: Driver) {
     let cert = new_cert();
     let dir = CertDir::new(&cert);
     let server = start_tls(driver, &dir, &env);
-    // The slow client: a tiny receive window, and it never reads after subscribing.
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    let tcp = sock.connect(server.tls_addr.unwrap()).await.unwrap();
-    let tls = tls_connect(
-        server.tls_addr.unwrap(),
-        client_config(&cert.der, false),
-        Some(tcp),
-    )
-    .await
-    .unwrap();
-    let mut slow = wss_over(tls).await;
+    // The slow client: it never reads after subscribing.
+    let mut slow = tiny_window_wss(&server, &cert.der).await;
     sub(&mut slow, "flood").await;
 
     let mut fast = wss(&server, &cert.der).await;
@@ -740,57 +777,18 @@ fn ticks_per_s() -> f64 {
 /// to what was published. (A raw WebSocket client over tokio-rustls: tungstenite does not do
 /// permessage-deflate.)
 async fn permessage_deflate_over_tls(driver: Driver) {
-    use tokio::io::AsyncReadExt;
     let cert = new_cert();
     let dir = CertDir::new(&cert);
     let server = start_tls(driver, &dir, &[]);
-    let mut tls = tls_connect(
+    let tls = tls_connect(
         server.tls_addr.unwrap(),
         client_config(&cert.der, false),
         None,
     )
     .await
     .unwrap();
-    tls.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-          Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut buf = Vec::new();
-    // Reads until `buf` holds a whole server frame; returns (first byte, payload).
-    async fn frame(tls: &mut TlsStream<TcpStream>, buf: &mut Vec<u8>) -> (u8, Vec<u8>) {
-        loop {
-            if let Some((hdr, len)) = server_frame_lens(buf) {
-                if buf.len() >= hdr + len {
-                    let f = (buf[0], buf[hdr..hdr + len].to_vec());
-                    buf.drain(..hdr + len);
-                    return f;
-                }
-            }
-            fill(tls, buf).await;
-        }
-    }
-    // Appends what the server sends next.
-    async fn fill(tls: &mut TlsStream<TcpStream>, buf: &mut Vec<u8>) {
-        let mut chunk = [0u8; 16384];
-        let n = tokio::time::timeout(DEADLINE, tls.read(&mut chunk))
-            .await
-            .expect("the server answers in time")
-            .unwrap();
-        assert!(n > 0, "connection closed");
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        fill(&mut tls, &mut buf).await;
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    buf.drain(..head_end);
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let extension = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n";
+    let (mut raw, head) = Raw::upgrade(tls, extension).await;
     assert!(
         head.to_ascii_lowercase()
             .contains("sec-websocket-extensions: permessage-deflate"),
@@ -805,7 +803,7 @@ async fn permessage_deflate_over_tls(driver: Driver) {
             .expect("a compressed frame inflates");
         serde_json::from_slice(&out).unwrap()
     };
-    let (b0, welcome) = frame(&mut tls, &mut buf).await;
+    let (b0, welcome) = raw.frame().await;
     assert_eq!(b0 & 0x0f, 0x1);
     let welcome: Value = if b0 & 0x40 != 0 {
         inflate(&welcome)
@@ -820,10 +818,11 @@ async fn permessage_deflate_over_tls(driver: Driver) {
     c.compress_vec(sub.as_bytes(), &mut deflated, flate2::FlushCompress::Sync)
         .unwrap();
     deflated.truncate(deflated.len() - 4);
-    tls.write_all(&client_frame(true, 0x4, 0x1, &deflated, true))
+    raw.tls
+        .write_all(&client_frame(true, 0x4, 0x1, &deflated, true))
         .await
         .unwrap();
-    let (b0, ack) = frame(&mut tls, &mut buf).await;
+    let (b0, ack) = raw.frame().await;
     let ack: Value = if b0 & 0x40 != 0 {
         inflate(&ack)
     } else {
@@ -834,7 +833,7 @@ async fn permessage_deflate_over_tls(driver: Driver) {
     let data = json!({"levels": (0..40).map(|i| json!({"px": format!("{}.5", 100 + i), "qty": "2.000"})).collect::<Vec<_>>()});
     let (mut publisher, _) = connect(&server).await;
     let seq = publish(&mut publisher, "z.tls", data.clone()).await;
-    let (b0, payload) = frame(&mut tls, &mut buf).await;
+    let (b0, payload) = raw.frame().await;
     assert_eq!(b0 & 0x4f, 0x41, "a compressed text frame: {b0:#x}");
     let v = inflate(&payload);
     assert_eq!(v["seq"], json!(seq), "{v}");
@@ -844,4 +843,64 @@ async fn permessage_deflate_over_tls(driver: Driver) {
         "compressed is shorter"
     );
     assert!(server.metric("tickcast_inflations_total").await >= 1.0);
+}
+
+/// A WebSocket spoken by hand over TLS, for what tungstenite does not show a test (the
+/// permessage-deflate bits, how the TLS stream ends).
+struct Raw {
+    tls: TlsStream<TcpStream>,
+    /// Bytes read and not yet taken.
+    buf: Vec<u8>,
+}
+
+impl Raw {
+    /// Upgrades `tls` at `/ws` with `extra` header lines; returns the client and the 101
+    /// response's head.
+    async fn upgrade(mut tls: TlsStream<TcpStream>, extra: &str) -> (Raw, String) {
+        let request = format!(
+            "GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+        );
+        tls.write_all(request.as_bytes()).await.unwrap();
+        let mut raw = Raw {
+            tls,
+            buf: Vec::new(),
+        };
+        let head_end = loop {
+            if let Some(i) = raw.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            assert!(raw.fill().await > 0, "connection closed");
+        };
+        let head = String::from_utf8_lossy(&raw.buf[..head_end]).into_owned();
+        raw.buf.drain(..head_end);
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        (raw, head)
+    }
+
+    /// The next whole server frame: (first byte, payload).
+    async fn frame(&mut self) -> (u8, Vec<u8>) {
+        loop {
+            if let Some((hdr, len)) = server_frame_lens(&self.buf) {
+                if self.buf.len() >= hdr + len {
+                    let f = (self.buf[0], self.buf[hdr..hdr + len].to_vec());
+                    self.buf.drain(..hdr + len);
+                    return f;
+                }
+            }
+            assert!(self.fill().await > 0, "connection closed");
+        }
+    }
+
+    /// Appends what the server sends next; 0 at a clean end of the TLS stream (close_notify).
+    async fn fill(&mut self) -> usize {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = [0u8; 16384];
+        let n = tokio::time::timeout(DEADLINE, self.tls.read(&mut chunk))
+            .await
+            .expect("the server answers in time")
+            .expect("a TLS stream that ends with close_notify");
+        self.buf.extend_from_slice(&chunk[..n]);
+        n
+    }
 }

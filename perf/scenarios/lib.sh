@@ -15,6 +15,11 @@
 #                 enabled = true), so for tickcast only the clients' offer changes
 #   DATA          the fanout data: pad (default, "pad":"xxx…") or market (demo-feed-like JSON,
 #                 what compression should be measured with); used by scripts via $DATA_FLAGS
+#   TLS           1: tickcast also listens for wss:// on 127.0.0.1:TLS_PORT (default PORT+1)
+#                 with a self-signed EC P-256 certificate for 127.0.0.1 made by openssl at the
+#                 first start, and the bench's clients connect there (--url wss://…, --tls-ca)
+#                 and read /metrics on the plain port; labels become NAME/tls. Read at each
+#                 start and bench run, so a script may switch it between runs
 #
 # Scripts may also set, before restart_server, the bash array SERVER_ENV: extra VAR=value
 # settings for the next server start only, e.g.
@@ -32,6 +37,9 @@ PORT="${PORT:-9300}"
 BENCH_EXTRA="${BENCH_EXTRA:-}"
 DEFLATE="${DEFLATE:-0}"
 DATA="${DATA:-}"
+TLS="${TLS:-0}"
+TLS_PORT="${TLS_PORT:-$((PORT + 1))}"
+TLS_DIR=""
 SCENARIO="$(basename "$0" .sh)"
 mkdir -p "$ROOT/reports"
 RESULTS="${RESULTS:-$ROOT/reports/$(date -u +%Y%m%dT%H%M%SZ)-$SCENARIO.jsonl}"
@@ -75,7 +83,19 @@ build_server() {
   esac
 }
 
-# start_server NAME: starts it pinned to SERVER_CPUS on 127.0.0.1:PORT, waits for "listening on".
+# The certificate and key of TLS=1 runs, made once per script run (removed on exit). CA:FALSE:
+# rustls clients (the bench's) refuse a certificate marked as a CA as the server's own.
+make_tls_cert() {
+  [ -n "$TLS_DIR" ] && return 0
+  TLS_DIR="$(mktemp -d /tmp/tickcast-tls.XXXXXX)"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/cert.pem" -subj /CN=localhost \
+    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -addext basicConstraints=critical,CA:FALSE \
+    2>/dev/null
+}
+
+# start_server NAME: starts it pinned to SERVER_CPUS on 127.0.0.1:PORT, waits for "listening on"
+# (and, with TLS=1, "tls listening on").
 start_server() {
   SERVER_NAME="$1"
   SERVER_LOG="$(mktemp /tmp/tickcast-server.XXXXXX)"
@@ -86,6 +106,12 @@ start_server() {
   # Per-socket permessage-deflate for the peers that need a flag (tickcast: on by default).
   local -a deflate_flag=()
   if [ "$DEFLATE" = 1 ]; then deflate_flag=(--deflate); fi
+  if [ "$TLS" = 1 ]; then
+    [ "$SERVER_NAME" = tickcast ] || { echo "TLS=1 is for tickcast only" >&2; exit 2; }
+    make_tls_cert
+    extra_env+=("TICKCAST_TLS__LISTEN=127.0.0.1:$TLS_PORT" "TICKCAST_TLS__CERT_FILE=$TLS_DIR/cert.pem"
+      "TICKCAST_TLS__KEY_FILE=$TLS_DIR/key.pem")
+  fi
   if [ ${#extra_env[@]} -gt 0 ]; then log "server env: ${extra_env[*]}"; fi
   case "$SERVER_NAME" in
     baseline)
@@ -110,8 +136,10 @@ start_server() {
       ;;
   esac
   SERVER_PID=$!
+  local ready="^listening on"
+  if [ "$TLS" = 1 ]; then ready="^tls listening on"; fi
   for _ in $(seq 1 600); do
-    if grep -q "^listening on" "$SERVER_LOG"; then
+    if grep -q "$ready" "$SERVER_LOG"; then
       log "$SERVER_NAME pid $SERVER_PID on cores $SERVER_CPUS: $(grep -m1 '^listening on' "$SERVER_LOG")"
       return 0
     fi
@@ -135,7 +163,11 @@ stop_server() {
   [ -n "$SERVER_LOG" ] && rm -f "$SERVER_LOG"
   SERVER_LOG=""
 }
-trap stop_server EXIT
+cleanup() {
+  stop_server
+  if [ -n "$TLS_DIR" ]; then rm -rf "$TLS_DIR"; fi
+}
+trap cleanup EXIT
 
 # Restart between runs so RSS and CPU start from a fresh process.
 restart_server() { stop_server; sleep 1; next_source_ips; start_server "$1"; }
@@ -147,7 +179,13 @@ bench() {
   local -a deflate=()
   local label="${LABEL:-$SERVER_NAME}"
   if [ "$DEFLATE" = 1 ]; then deflate=(--deflate); label="${LABEL:-$SERVER_NAME/deflate}"; fi
-  taskset -c "$BENCH_CPUS" "$BENCH_BIN" "$sub" --url "ws://127.0.0.1:$PORT/ws" \
+  local -a target=(--url "ws://127.0.0.1:$PORT/ws")
+  if [ "$TLS" = 1 ]; then
+    target=(--url "wss://127.0.0.1:$TLS_PORT/ws" --tls-ca "$TLS_DIR/cert.pem"
+      --metrics-url "ws://127.0.0.1:$PORT/ws")
+    label="${LABEL:-$label/tls}"
+  fi
+  taskset -c "$BENCH_CPUS" "$BENCH_BIN" "$sub" "${target[@]}" \
     --label "$label" --server-pid "$SERVER_PID" --json-out "$RESULTS" \
     ${deflate[@]+"${deflate[@]}"} "$@" $BENCH_EXTRA
 }

@@ -234,9 +234,9 @@ pub struct State {
     /// Inflates client messages compressed with permessage-deflate (`conn::read`), created
     /// with the first one.
     inflater: Option<Box<crate::ws::deflate::Inflater>>,
-    /// Reading (`tls.rs`): decrypted bytes of one TLS read, swapped with `scratch`; empty
-    /// until the shard's first TLS read.
-    tls_plain: Vec<u8>,
+    /// TLS (`tls.rs`): the records of one TLS write (and the plaintext of a handshake read);
+    /// allocated with the shard's first TLS connection.
+    tls_buf: Vec<u8>,
     /// Reading (`conn/read.rs`, `http/endpoints.rs`): simd-json's reusable parse buffers.
     json: simd_json::Buffers,
     /// Settings (`conn/write.rs`, `timer.rs`): the server ping frame, built once and shared
@@ -297,7 +297,7 @@ impl Shard {
             started: Instant::now(),
             scratch: Vec::with_capacity(READ_CHUNK_BYTES),
             inflater: None,
-            tls_plain: Vec::new(),
+            tls_buf: Vec::new(),
             json: simd_json::Buffers::default(),
             interest: interest::Interest::new(id, shared.shards, shared.bridge.is_some()),
             recovery: recovery::Recovery::default(),

@@ -319,10 +319,11 @@ impl OutQueue {
         (n, total)
     }
 
-    /// TLS: offers the next frames (up to `IOVECS_PER_WRITE`) to `sink`, rustls' plaintext
-    /// writer, which returns how many bytes it took (encrypted into its own buffer). The frames
-    /// taken leave the queue and count as delivered, but their bytes stay in [`Self::bytes`]
-    /// (the slow-consumer bound) until [`Self::release`]: rustls still holds them.
+    /// TLS: offers the next frames (up to `IOVECS_PER_WRITE`) to `sink`, the record layer,
+    /// which returns how many bytes it took (encrypted into the shard's write buffer). The
+    /// frames taken leave the queue and count as delivered, but their bytes stay in
+    /// [`Self::bytes`] (the slow-consumer bound) until [`Self::release`]: their ciphertext
+    /// may not be on the socket yet.
     pub fn feed(
         &mut self,
         now_ns: u64,

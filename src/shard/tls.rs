@@ -1,19 +1,27 @@
 //! TLS connections on the shard runtime: no proxy thread, no extra task. A connection accepted
-//! on the TLS listener carries a boxed rustls `ServerConnection` in its [`Conn`]; the plain path
-//! pays one `Option` check on read and one on write.
+//! on the TLS listener carries a [`TlsConn`] in its [`Conn`] (`crate::tls::session`: rustls
+//! for the handshake, then tickcast's own record layer); the plain path pays one `Option` check
+//! on read and one on write.
 //!
-//! Read: the bytes `read_conn` received into the shard's scratch buffer go through rustls
-//! (`read_tls`, `process_new_packets`); the plaintext replaces them in the scratch buffer and
-//! continues exactly as plain bytes do (HTTP request, upgrade, WebSocket frames). Handshake
-//! records rustls wants to send mark the connection dirty, so the flusher writes them in the
-//! same scheduler round.
+//! **Memory.** Like a plain connection's, a TLS connection's buffers exist only while needed:
+//! an idle established one holds this struct (72 bytes), its keys and sequence numbers (1,232
+//! bytes, `crate::tls::record`) and rustls' 224-byte key schedule for TLS 1.3 key updates, no
+//! buffer. Ciphertext is read into the shard's scratch buffer and
+//! decrypted there in place; a record that arrived in part is kept ([`TlsConn::tail`]) until
+//! the rest comes, as the plain path keeps a partial frame. Frames are encrypted into the
+//! shard's write buffer (`State::tls_buf`) and written from there; what a full socket did
+//! not take is kept ([`TlsConn::unsent`]) and written first when it has room again.
 //!
-//! Write: the connection's queued frames are encrypted through rustls' writer (up to
-//! `IOVECS_PER_WRITE` frames per call, so records span small frames) and the ciphertext is
-//! written with nonblocking `sendmsg`. A full socket returns `Flush::Blocked` and the usual drain
-//! task waits for POLLOUT. Frames handed to rustls keep counting against
-//! `limits.write_queue_bytes_max` until their ciphertext is written; rustls holds at most one
-//! batch (its buffer limit is 64 KiB), fed only once its previous output is on the socket.
+//! Read: the plaintext replaces the ciphertext in the scratch buffer and continues exactly as
+//! plain bytes do (HTTP request, upgrade, WebSocket frames). Handshake records to send mark the
+//! connection dirty, so the flusher writes them in the same scheduler round.
+//!
+//! Write: the connection's queued frames are encrypted up to `TLS_BATCH_BYTES` at a time
+//! (records span frames, so a write of many small frames is a few records) and written with
+//! one nonblocking `send`. A full socket returns `Flush::Blocked`; the readiness set reports
+//! when it takes more. Frames encrypted and not yet on the socket keep counting against
+//! `limits.write_queue_bytes_max` (at most one batch: the next is encrypted only once the
+//! previous one is written).
 //!
 //! Encode-once ends here: every TLS subscriber encrypts its own copy of each frame.
 //!
@@ -23,43 +31,74 @@
 //! it is removed.
 
 use std::{
-    io::{self, IoSlice, Read, Write},
+    io::IoSlice,
     mem,
-    os::fd::AsFd,
-    os::fd::BorrowedFd,
+    os::fd::{AsFd, BorrowedFd},
 };
 
-use rustix::{
-    io::Errno,
-    net::{SendAncillaryBuffer, SendFlags},
-};
-use rustls::ServerConnection;
+use rustix::{io::Errno, net::SendFlags};
 
 use super::{
     Shard, State,
     conn::Conn,
     out::{Flush, OutQueue},
 };
-use crate::{limits::READ_CHUNK_BYTES, stats::CloseReason, stats::ShardStats};
+use crate::{
+    stats::{CloseReason, ShardStats},
+    tls::{
+        record::{PLAIN_RECORD_BYTES_MAX, RECORD_OVERHEAD_BYTES_MAX},
+        session::Session,
+    },
+};
+
+/// Plaintext encrypted per write: four full records. Written at once with one `send`; what a
+/// full socket does not take of it is what a blocked connection keeps.
+const TLS_BATCH_BYTES: usize = 4 * PLAIN_RECORD_BYTES_MAX;
+/// The shard's write buffer holds one batch's records (and a key update and close_notify).
+const TLS_BUF_BYTES: usize = TLS_BATCH_BYTES + 6 * RECORD_OVERHEAD_BYTES_MAX;
+const _: () = assert!(TLS_BATCH_BYTES <= u32::MAX as usize);
 
 /// One TLS connection's state (boxed in [`Conn::tls`]).
-#[derive(Debug)]
 pub struct TlsConn {
-    session: ServerConnection,
-    /// Plaintext bytes handed to rustls whose ciphertext is not all written yet; they still
-    /// count in the out-queue's bytes (the slow-consumer bound).
-    held: usize,
+    session: Session,
+    /// The start of a record still arriving, kept between reads; empty (unallocated) when the
+    /// last read ended on a record boundary.
+    tail: Vec<u8>,
+    /// Ciphertext the socket has not taken yet (handshake flights, the rest of a batch, an
+    /// alert): written before anything else. Empty (unallocated) while the socket keeps up.
+    unsent: Vec<u8>,
+    /// Plaintext bytes of the out-queue whose ciphertext is in `unsent`: they still count in
+    /// the queue's bytes (the slow-consumer bound).
+    held: u32,
     /// The handshake completed (counted once).
     pub established: bool,
     close_notify_sent: bool,
 }
 
+// One per TLS connection, boxed (an idle one: this and its session's records, see the module
+// doc).
+const _: () = assert!(mem::size_of::<TlsConn>() <= 72);
+
+impl std::fmt::Debug for TlsConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConn")
+            .field("tail", &self.tail.len())
+            .field("unsent", &self.unsent.len())
+            .field("held", &self.held)
+            .field("established", &self.established)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What decrypting one read gave.
 pub(super) enum TlsRead {
-    /// Plaintext is in the scratch buffer.
-    Data,
+    /// Plaintext is in the scratch buffer; `eof`: the client then sent close_notify, handle
+    /// the plaintext and end as on EOF.
+    Data { eof: bool },
     /// Nothing for the application (handshake records, a partial record).
     Nothing,
+    /// The client sent close_notify: as EOF.
+    Eof,
     /// The TLS stream is broken; the connection has been killed.
     Failed,
 }
@@ -69,9 +108,11 @@ impl Shard {
     /// per connection).
     pub(super) fn new_tls_session(&self) -> Option<Box<TlsConn>> {
         let state = self.shared.tls.as_ref()?;
-        match ServerConnection::new(state.current()) {
+        match Session::new(state.current()) {
             Ok(session) => Some(Box::new(TlsConn {
                 session,
+                tail: Vec::new(),
+                unsent: Vec::new(),
                 held: 0,
                 established: false,
                 close_notify_sent: false,
@@ -85,105 +126,121 @@ impl Shard {
 }
 
 impl State {
-    /// Decrypts the ciphertext `read_conn` just put in the scratch buffer; on `Data` the
-    /// plaintext has replaced it there.
+    /// Decrypts the ciphertext `read_conn` just put in the scratch buffer (after the record
+    /// kept from the last read, if any); on `Data` the plaintext has replaced it there.
     pub(super) fn tls_read(&mut self, key: u32) -> TlsRead {
         let State {
             conns,
             scratch,
-            tls_plain,
+            tls_buf,
             stats,
             ..
         } = self;
         let (conn, writes) = conns.get_mut_and_writes(key).expect("a live connection");
         let tls = conn.tls.as_mut().expect("caller checked: a TLS connection");
-        tls_plain.clear();
-        // Both buffers take turns as the scratch buffer: each keeps a full read's capacity.
-        tls_plain.reserve(READ_CHUNK_BYTES);
-        let mut cipher = &scratch[..];
-        let mut result = Ok(());
-        while !cipher.is_empty() {
-            match tls.session.read_tls(&mut cipher) {
-                // close_notify received: nothing more is read from this stream.
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) => {
-                    result = Err(e.to_string());
-                    break;
-                }
-            }
-            if let Err(e) = tls.session.process_new_packets() {
-                result = Err(e.to_string());
-                break;
-            }
-            // Plaintext is taken after every record batch, so rustls' 16 KiB received-plaintext
-            // buffer never fills. WouldBlock = no more for now; Ok = the peer's close_notify.
-            match tls.session.reader().read_to_end(tls_plain) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => {
-                    result = Err(e.to_string());
-                    break;
-                }
-            }
+        // A record split across reads: the two parts go together (the only copy of
+        // ciphertext, and only then).
+        let mut joined = mem::take(&mut tls.tail);
+        if !joined.is_empty() {
+            joined.extend_from_slice(scratch);
         }
-        if !tls.established && !tls.session.is_handshaking() {
+        let input = if joined.is_empty() {
+            &mut *scratch
+        } else {
+            &mut joined
+        };
+        // The application data rustls decrypts during the handshake (a request sent with the
+        // client's Finished) lands here.
+        tls_buf.clear();
+        let result = tls.session.read(input, tls_buf, &mut tls.unsent);
+        let read = match result {
+            Ok(read) => read,
+            Err(e) => {
+                // The alert for the error, if any, gets one nonblocking write; the connection
+                // ends (its next read step removes it; a failed handshake is counted then).
+                let _ = send(conn.fd.as_fd(), &tls.unsent, stats);
+                let reason = if tls.established {
+                    CloseReason::IoError
+                } else {
+                    CloseReason::Rejected
+                };
+                tracing::debug!(shard = self.shard, conn = key, error = %e, "TLS error");
+                self.kill(key, reason);
+                return TlsRead::Failed;
+            }
+        };
+        if read.consumed < input.len() {
+            tls.tail = input[read.consumed..].to_vec();
+        }
+        if read.established {
             tls.established = true;
             stats.c.tls_handshakes += 1;
         }
-        if let Err(e) = result {
-            let established = tls.established;
-            // The alert rustls queued for the error gets one nonblocking write, then the
-            // connection ends (its next read step removes it; a failed handshake is counted then).
-            let _ = tls.session.write_tls(&mut SockWriter(conn.fd.as_fd()));
-            tracing::debug!(shard = self.shard, conn = key, error = %e, "TLS error");
-            let reason = if established {
-                CloseReason::IoError
-            } else {
-                CloseReason::Rejected
-            };
-            self.kill(key, reason);
-            return TlsRead::Failed;
-        }
-        // Handshake records, alerts, session tickets: written by the flusher this round.
-        if tls.session.wants_write() {
+        // Handshake flights (and, once established, the frames that waited for it): written
+        // by the flusher this round.
+        if !tls.unsent.is_empty() || read.established {
             writes.mark_dirty(key, conn);
         }
-        mem::swap(scratch, tls_plain);
-        if scratch.is_empty() {
-            TlsRead::Nothing
+        // The plaintext goes to the front of the scratch buffer.
+        if !tls_buf.is_empty() {
+            tls_buf.extend_from_slice(&input[read.plain]);
+            scratch.clear();
+            scratch.extend_from_slice(tls_buf);
+        } else if joined.is_empty() {
+            scratch.copy_within(read.plain.clone(), 0);
+            scratch.truncate(read.plain.len());
         } else {
-            TlsRead::Data
+            scratch.clear();
+            scratch.extend_from_slice(&joined[read.plain]);
+        }
+        match (scratch.is_empty(), read.peer_closed) {
+            (false, eof) => TlsRead::Data { eof },
+            (true, true) => TlsRead::Eof,
+            (true, false) => TlsRead::Nothing,
         }
     }
 }
 
 impl Conn {
-    /// Writes what the connection has queued: directly (plain) or through rustls (TLS).
-    /// `closing`: the write side is shut after this flush (TLS: close_notify goes out last).
+    /// Writes what the connection has queued: directly (plain) or encrypted into `tls_buf`
+    /// (TLS, the shard's write buffer). `closing`: the write side is shut after this flush
+    /// (TLS: close_notify goes out last).
     #[inline]
     pub(super) fn flush_out(
         &mut self,
         closing: bool,
         now_ns: u64,
         stats: &mut ShardStats,
+        tls_buf: &mut Vec<u8>,
     ) -> Flush {
         match &mut self.tls {
             None => self.out.flush(self.fd.as_fd(), now_ns, stats),
-            Some(tls) => tls.flush(&mut self.out, self.fd.as_fd(), closing, now_ns, stats),
+            Some(tls) => tls.flush(
+                &mut self.out,
+                self.fd.as_fd(),
+                closing,
+                now_ns,
+                stats,
+                tls_buf,
+            ),
         }
     }
 
     /// A slow consumer's close frame, tried once without waiting (see `slow_consumer`): true if
     /// it left completely (for TLS: with close_notify after it).
-    pub(super) fn send_final(&mut self, frame: &[u8], stats: &mut ShardStats) -> bool {
+    pub(super) fn send_final(
+        &mut self,
+        frame: &[u8],
+        stats: &mut ShardStats,
+        tls_buf: &mut Vec<u8>,
+    ) -> bool {
         let sock = self.fd.as_fd();
         match &mut self.tls {
             None => {
                 let flags = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
                 rustix::net::send(sock, frame, flags) == Ok(frame.len())
             }
-            Some(tls) => tls.send_final(sock, frame, stats),
+            Some(tls) => tls.send_final(sock, frame, stats, tls_buf),
         }
     }
 }
@@ -196,89 +253,123 @@ impl TlsConn {
         closing: bool,
         now_ns: u64,
         stats: &mut ShardStats,
+        buf: &mut Vec<u8>,
     ) -> Flush {
         loop {
-            // What rustls holds goes first: handshake records, then earlier frames' ciphertext.
-            if let Err(blocked_or_failed) = self.write_pending(sock, stats) {
+            // What the socket did not take last time goes first.
+            if let Err(blocked_or_failed) = self.write_unsent(sock, stats) {
                 return blocked_or_failed;
             }
-            // Everything rustls held is on the socket: its plaintext leaves the queue bound.
-            out.release(mem::take(&mut self.held));
-            if self.session.is_handshaking() {
+            out.release(mem::take(&mut self.held) as usize);
+            let Some(records) = self.session.records() else {
                 // Application data waits for the handshake (the read path marks the
                 // connection dirty again when it completes).
                 return Flush::Done;
-            }
+            };
+            buf.clear();
+            // One allocation for the shard's lifetime (a no-op once it has it).
+            buf.reserve(TLS_BUF_BYTES);
+            let mut fed = 0;
             if out.is_empty() {
                 out.shrink_if_empty();
-                if closing && !self.close_notify_sent {
-                    self.close_notify_sent = true;
-                    self.session.send_close_notify();
-                    continue;
+                if !closing || self.close_notify_sent {
+                    return Flush::Done;
                 }
-                return Flush::Done;
+                self.close_notify_sent = true;
+                if records.close_notify(buf).is_err() {
+                    return Flush::Done;
+                }
+            } else {
+                let mut failed = false;
+                fed = out.feed(now_ns, stats, |frames| {
+                    records
+                        .seal(frames, TLS_BATCH_BYTES, buf)
+                        .unwrap_or_else(|_| {
+                            failed = true;
+                            0
+                        })
+                });
+                if failed || fed == 0 {
+                    // TLS 1.2 keys at their confidentiality limit: the connection must end.
+                    return Flush::Failed(Errno::PROTO);
+                }
             }
-            let session = &mut self.session;
-            let fed = out.feed(now_ns, stats, |iov| {
-                session.writer().write_vectored(iov).unwrap_or(0)
-            });
-            if fed == 0 {
-                // rustls refused plaintext with its buffer empty: the session is unusable.
-                return Flush::Failed(Errno::PROTO);
-            }
-            self.held += fed;
-        }
-    }
-
-    /// Writes rustls' pending records; `Err(Blocked | Failed)` when they cannot all go now.
-    fn write_pending(&mut self, sock: BorrowedFd<'_>, stats: &mut ShardStats) -> Result<(), Flush> {
-        while self.session.wants_write() {
-            match self.session.write_tls(&mut SockWriter(sock)) {
+            match send(sock, buf, stats) {
+                Ok(n) if n == buf.len() => out.release(fed),
                 Ok(n) => {
-                    stats.c.writes += 1;
-                    stats.c.bytes_out += n as u64;
+                    self.keep_unsent(&buf[n..], fed);
+                    return Flush::Blocked;
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(Flush::Blocked),
-                Err(e) => {
-                    let errno = e.raw_os_error().map_or(Errno::IO, Errno::from_raw_os_error);
-                    return Err(Flush::Failed(errno));
+                Err(Errno::AGAIN) => {
+                    self.keep_unsent(buf, fed);
+                    return Flush::Blocked;
                 }
+                Err(e) => return Flush::Failed(e),
             }
         }
-        Ok(())
     }
 
-    fn send_final(&mut self, sock: BorrowedFd<'_>, frame: &[u8], stats: &mut ShardStats) -> bool {
-        if self.session.is_handshaking() {
+    /// Keeps what a full socket did not take, and the plaintext bytes it carries.
+    fn keep_unsent(&mut self, rest: &[u8], fed: usize) {
+        self.unsent = rest.to_vec();
+        self.held = fed as u32;
+    }
+
+    /// Writes the kept ciphertext; `Err(Blocked | Failed)` when it cannot all go now.
+    fn write_unsent(&mut self, sock: BorrowedFd<'_>, stats: &mut ShardStats) -> Result<(), Flush> {
+        if self.unsent.is_empty() {
+            return Ok(());
+        }
+        match send(sock, &self.unsent, stats) {
+            Ok(n) if n == self.unsent.len() => {
+                self.unsent = Vec::new();
+                Ok(())
+            }
+            Ok(n) => {
+                self.unsent.drain(..n);
+                Err(Flush::Blocked)
+            }
+            Err(Errno::AGAIN) => Err(Flush::Blocked),
+            Err(e) => Err(Flush::Failed(e)),
+        }
+    }
+
+    fn send_final(
+        &mut self,
+        sock: BorrowedFd<'_>,
+        frame: &[u8],
+        stats: &mut ShardStats,
+        buf: &mut Vec<u8>,
+    ) -> bool {
+        if self.write_unsent(sock, stats).is_err() {
             return false;
         }
-        let taken = self.session.writer().write(frame).unwrap_or(0);
-        if taken != frame.len() {
+        let Some(records) = self.session.records() else {
             return false;
-        }
+        };
+        buf.clear();
+        let sealed = records.seal(&[IoSlice::new(frame)], frame.len(), buf) == Ok(frame.len())
+            && records.close_notify(buf).is_ok();
         self.close_notify_sent = true;
-        self.session.send_close_notify();
-        self.write_pending(sock, stats).is_ok()
+        sealed && send(sock, buf, stats) == Ok(buf.len())
     }
 }
 
-/// `io::Write` over a nonblocking socket for rustls' `write_tls` (vectored: one `sendmsg` for
-/// up to 64 records).
-struct SockWriter<'a>(BorrowedFd<'a>);
-
-impl io::Write for SockWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.write_vectored(&[IoSlice::new(buf)])
+/// One nonblocking `send` of `bytes` (retried on EINTR), counted as a write.
+fn send(sock: BorrowedFd<'_>, bytes: &[u8], stats: &mut ShardStats) -> Result<usize, Errno> {
+    if bytes.is_empty() {
+        return Ok(0);
     }
-
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        let flags = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
-        rustix::net::sendmsg(self.0, bufs, &mut SendAncillaryBuffer::default(), flags)
-            .map_err(io::Error::from)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+    let flags = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
+    loop {
+        match rustix::net::send(sock, bytes, flags) {
+            Ok(n) => {
+                stats.c.writes += 1;
+                stats.c.bytes_out += n as u64;
+                return Ok(n);
+            }
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e),
+        }
     }
 }

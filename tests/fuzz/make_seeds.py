@@ -317,3 +317,49 @@ FILTERS = [
 ]
 for i, (sel, text, data) in enumerate(FILTERS):
     write("filter", "%02d" % i, bytes([sel]) + text + (b"\0" + data if data else b""))
+
+# --- tls ------------------------------------------------------------------------------------
+# [suite (0-2 TLS 1.3, 3-5 TLS 1.2), c1, c2, c3] + operations (tls_checks.rs, `build`):
+# 0 [n] data; 1 [typ, pad, n] data; 2 [level, desc]; 3 [request]; 4 [sel]; 5 [n] raw;
+# 6 [pos] tamper; 7 [v1, v2, n] data.
+def data(b):
+    return bytes([0, len(b)]) + b
+
+
+REQ = b"GET /ws HTTP/1.1\r\nHost: a\r\n\r\n"
+TLS = {
+    "data": data(REQ) + data(b"second"),
+    "close-notify": data(b"bye") + bytes([2, 1, 0]) + data(b"after"),
+    "key-update-requested": data(b"a") + bytes([3, 1]),
+    "key-update-not-requested": bytes([3, 0]) + data(b"then"),
+    "key-update-bad-request": bytes([3, 2]),
+    "fatal-alert": bytes([2, 2, 40]),
+    "warning-user-canceled": bytes([2, 1, 90]) + data(b"x"),
+    "warnings-too-many": bytes([2, 1, 90]) * 5,
+    "alert-unknown-level": bytes([2, 3, 0]),
+    "padding": bytes([1, 23, 3, 4]) + b"ping",
+    "padding-at-limit": bytes([1, 23, 244, 35]) + bytes(35),
+    "padding-over-limit": bytes([1, 23, 245, 0]),
+    "all-zero-inner": bytes([1, 0, 2, 0]),
+    "ccs-inside": bytes([1, 20, 0, 1, 1]),
+    "heartbeat": bytes([1, 24, 0, 1, 1]),
+    "handshake-client-hello": bytes([1, 22, 0, 4, 1, 0, 0, 0]),
+    "new-session-ticket": bytes([1, 22, 0, 4, 4, 0, 0, 0]),
+    "key-update-long": bytes([1, 22, 0, 6, 24, 0, 0, 2, 0, 0]),
+    "big-record": bytes([4, 245]) + bytes([4, 250]),
+    "tampered": data(b"hello") + bytes([6, 17]),
+    "raw-ccs": bytes([5, 6, 20, 3, 3, 0, 1, 1]),
+    "raw-overflow-header": bytes([5, 5, 23, 3, 3, 0xFF, 0xFF]),
+    "raw-partial": data(b"x") + bytes([5, 3, 23, 3, 3]),
+    "version-ignored": bytes([7, 0x12, 0x34, 2]) + b"ok",
+}
+for i, (name, ops) in enumerate(sorted(TLS.items())):
+    for suite in (0, 2, 4, 5):
+        # One byte at a time, 7 then 100 bytes, and everything in one read.
+        pieces = [(0, 0, 0), (6, 99, 6), (255, 255, 255)][(i + suite) % 3]
+        write("tls", f"{name}-suite{suite}", bytes([suite, *pieces]) + ops)
+# The client's Finished first in the stream (suite byte >= 128, TLS 1.3: 132-134), so the
+# hand-over from rustls to the record layer happens in the fuzzed reads.
+for name in ("data", "key-update-requested", "tampered", "fatal-alert", "close-notify"):
+    for suite, pieces in ((132, (0, 0, 0)), (133, (44, 9, 255)), (134, (255, 255, 255))):
+        write("tls", f"finished-{name}-suite{suite}", bytes([suite, *pieces]) + TLS[name])

@@ -8,7 +8,7 @@
 # `nice -n 10` on one core; new corpus entries go to tests/fuzz/corpus/<target>/ (minimize
 # with `tests/fuzz/run.sh --cmin` before committing), crashes to tests/fuzz/artifacts/<target>/.
 # Environment: CARGO_TARGET_DIR (default /work/target-fuzz if /work exists, else
-# tests/fuzz/target), FUZZ_TARGETS (default "http frame deflate protocol envelope filter").
+# tests/fuzz/target), FUZZ_TARGETS (default "http frame deflate protocol envelope filter proxy tls").
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -22,7 +22,7 @@ if [[ "${1:-}" == "--cmin" ]]; then
 fi
 secs="${1:-60}"
 [[ "$secs" =~ ^[0-9]+$ ]] || { echo "usage: $0 [--cmin] [seconds-per-target]" >&2; exit 2; }
-targets=(${FUZZ_TARGETS:-http frame deflate protocol envelope filter})
+targets=(${FUZZ_TARGETS:-http frame deflate protocol envelope filter proxy tls})
 if [[ -z "${CARGO_TARGET_DIR:-}" ]]; then
     if [[ -d /work ]]; then CARGO_TARGET_DIR=/work/target-fuzz; else CARGO_TARGET_DIR="$here/target"; fi
 fi

@@ -13,6 +13,7 @@
 mod connect;
 mod protocol;
 mod round;
+mod tls;
 
 use std::{
     io::{self, Read, Write},
@@ -87,6 +88,15 @@ struct Conn {
     dialect: Dialect,
     /// Centrifugo: replies still awaited (connect and subscribes) before it is Ready.
     pending: u32,
+    /// `wss://`: its TLS client (`tls.rs`); `out` is plaintext until it is encrypted there.
+    tls: Option<Box<rustls::ClientConnection>>,
+}
+
+impl Conn {
+    /// Bytes wait to be written (frames in `out`, or records rustls holds).
+    fn has_output(&self) -> bool {
+        !self.out.is_empty() || self.tls.as_ref().is_some_and(|t| t.wants_write())
+    }
 }
 
 /// How a connection that agreed permessage-deflate inflates its compressed messages.
@@ -146,6 +156,8 @@ pub struct IoThread {
     inflated: Vec<u8>,
     /// Recent standalone compressed messages, inflated (compress once: many copies).
     inflate_cache: wire::InflateCache,
+    /// The TLS client configuration, if a target is `wss://`.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl IoThread {
@@ -157,6 +169,10 @@ impl IoThread {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let seed = plan.first ^ u64::from(std::process::id()) << 32;
+        let tls = match plan.targets.iter().any(|t| t.tls) {
+            true => Some(tls::client_config(plan.tls_ca.as_deref())?),
+            false => None,
+        };
         Ok((
             IoThread {
                 conns: Slab::with_capacity(plan.count as usize),
@@ -183,6 +199,7 @@ impl IoThread {
                 inflater: wire::new_inflater(),
                 inflated: Vec::new(),
                 inflate_cache: wire::InflateCache::new(),
+                tls,
             },
             waker,
         ))
@@ -272,6 +289,12 @@ impl IoThread {
             }
             let key_bytes: [u8; 16] = std::array::from_fn(|_| self.rng.u8(..));
             let t = &self.plan.targets[conn.target];
+            if let (true, Some(config)) = (t.tls, &self.tls) {
+                match tls::connect(config, &t.host) {
+                    Ok(client) => conn.tls = Some(client),
+                    Err(e) => return self.fail(key, io_kind(&e)),
+                }
+            }
             let path = match conn.dialect {
                 Dialect::V1 => &t.path,
                 Dialect::Centrifugo => wire::CENTRIFUGO_PATH,
@@ -302,7 +325,7 @@ impl IoThread {
         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
             self.read(key);
         }
-        if ev.is_writable() && self.conns.get(key).is_some_and(|c| !c.out.is_empty()) {
+        if ev.is_writable() && self.conns.get(key).is_some_and(|c| c.has_output()) {
             self.flush(key);
         }
     }
@@ -317,10 +340,12 @@ impl IoThread {
                 self.scratch.resize(carried + READ_CHUNK_BYTES, 0);
             }
             self.scratch[..carried].copy_from_slice(&conn.carry);
-            let n = match conn
-                .sock
-                .read(&mut self.scratch[carried..carried + READ_CHUNK_BYTES])
-            {
+            let into = &mut self.scratch[carried..carried + READ_CHUNK_BYTES];
+            let got = match conn.tls.as_mut() {
+                Some(client) => tls::read(client, &mut conn.sock, into),
+                None => conn.sock.read(into),
+            };
+            let n = match got {
                 Ok(0) => {
                     let kind = if conn.state == State::Ready {
                         "eof"
@@ -371,10 +396,16 @@ impl IoThread {
             } else if before == State::AwaitAck && after == State::Ready {
                 self.connected(key, now);
             }
-            if self.conns.get(key).is_some_and(|c| !c.out.is_empty()) {
+            if self.conns.get(key).is_some_and(|c| c.has_output()) {
                 self.flush(key);
             }
-            if n < READ_CHUNK_BYTES || (self.conns[key].stalled && after == State::Ready) {
+            let Some(conn) = self.conns.get(key) else {
+                return;
+            };
+            // A short plain read drained the socket; TLS reads on until it says so.
+            if (n < READ_CHUNK_BYTES && conn.tls.is_none())
+                || (conn.stalled && after == State::Ready)
+            {
                 return;
             }
         }
@@ -399,6 +430,12 @@ impl IoThread {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        if let Some(client) = conn.tls.as_mut() {
+            if let Err(e) = tls::flush(client, &mut conn.sock, &mut conn.out) {
+                self.fail(key, io_kind(&e));
+            }
+            return;
+        }
         let mut written = 0;
         while written < conn.out.len() {
             match conn.sock.write(&conn.out[written..]) {

@@ -188,6 +188,14 @@ struct CommonArgs {
     /// messages are inflated before they are read. Wire bytes are reported either way.
     #[arg(long)]
     deflate: bool,
+    /// PEM certificate(s) that `wss://` servers are checked against (their certificate, or its
+    /// CA): with `--url wss://…`, every connection speaks TLS.
+    #[arg(long)]
+    tls_ca: Option<String>,
+    /// Where `/metrics` is read (plain `ws://` URLs of the same servers, comma-separated);
+    /// default: the `--url` servers. A `wss://` server's metrics need this.
+    #[arg(long)]
+    metrics_url: Option<String>,
     /// Append the JSON result line to this file.
     #[arg(long)]
     json_out: Option<PathBuf>,
@@ -209,6 +217,8 @@ impl CommonArgs {
             allow_remote: self.allow_remote,
             json_out: self.json_out,
             deflate: self.deflate,
+            tls_ca: self.tls_ca,
+            metrics_url: self.metrics_url,
         })
     }
 }

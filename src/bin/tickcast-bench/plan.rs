@@ -13,6 +13,9 @@ pub struct Target {
     /// `Host:` header value.
     pub host: String,
     pub path: String,
+    /// `wss://`: the connection speaks TLS (trusting `--tls-ca`).
+    #[serde(default)]
+    pub tls: bool,
 }
 
 /// What each connection of a thread subscribes to.
@@ -147,6 +150,9 @@ pub struct ThreadPlan {
     /// filter i mod `filters`.
     #[serde(default)]
     pub filter_block: u64,
+    /// `--tls-ca`: PEM file of the certificates `wss://` targets are checked against.
+    #[serde(default)]
+    pub tls_ca: Option<String>,
 }
 
 /// The filter of subscriber `index` of `n` distinct ones (`--filters`), in blocks of `block`

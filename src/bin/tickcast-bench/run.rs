@@ -53,6 +53,10 @@ pub struct Common {
     pub json_out: Option<PathBuf>,
     /// Every client offers permessage-deflate and requires it agreed (`--deflate`).
     pub deflate: bool,
+    /// `--tls-ca`: what `wss://` servers are checked against.
+    pub tls_ca: Option<String>,
+    /// `--metrics-url`: where `/metrics` is read, if not at `url`.
+    pub metrics_url: Option<String>,
 }
 
 fn base_json(scenario: &str, c: &Common, workers: usize) -> Value {
@@ -67,6 +71,7 @@ fn base_json(scenario: &str, c: &Common, workers: usize) -> Value {
         "source_ips": c.source_ips.len().max(1),
         "recv_pause_us": c.recv_pause_us,
         "deflate": c.deflate,
+        "tls": c.url.starts_with("wss://"),
         "cmd": std::env::args().collect::<Vec<_>>().join(" "),
     })
 }

@@ -93,7 +93,7 @@ impl State {
             };
             let mut frame = Vec::with_capacity(24);
             encode_close(&mut frame, code, text);
-            sent = conn.send_final(&frame, &mut self.stats);
+            sent = conn.send_final(&frame, &mut self.stats, &mut self.tls_buf);
         }
         conn.reset_on_close = !sent;
         self.kill(key, CloseReason::SlowConsumer);
@@ -134,7 +134,7 @@ impl State {
         // would only run after this connection is gone.
         if !conn.out.is_empty() && !conn.write_blocked {
             let now_ns = crate::frame::monotonic_ns();
-            let _ = conn.flush_out(true, now_ns, &mut self.stats);
+            let _ = conn.flush_out(true, now_ns, &mut self.stats, &mut self.tls_buf);
         }
         if conn.tls.as_ref().is_some_and(|t| !t.established) {
             self.stats.c.tls_handshake_failures += 1;

@@ -14,6 +14,7 @@ use super::{
     super::{
         State,
         proxy::{Prelude, PreludeStep},
+        tls::TlsRead,
     },
     Phase,
 };
@@ -68,18 +69,7 @@ impl State {
                 RecvFlags::DONTWAIT,
             );
             match res {
-                Ok((0, _)) => {
-                    let conn = &mut self.conns[key];
-                    let reason = if conn.phase == Phase::Closing {
-                        CloseReason::ClientClose
-                    } else if conn.in_http() {
-                        CloseReason::HttpDone
-                    } else {
-                        CloseReason::ClientGone
-                    };
-                    conn.close_reason.get_or_insert(reason);
-                    return Step::Exit;
-                }
+                Ok((0, _)) => return self.at_eof(key),
                 Ok(_) => {
                     let conn = &mut self.conns[key];
                     conn.last_rx_ms = now;
@@ -99,12 +89,15 @@ impl State {
                         }
                     }
                     let conn = &self.conns[key];
-                    // TLS: the scratch buffer's ciphertext is replaced by its plaintext.
+                    // TLS: the scratch buffer's ciphertext is replaced by its plaintext; the
+                    // client's close_notify ends the input like EOF.
+                    let mut eof = false;
                     if conn.tls.is_some() {
                         match self.tls_read(key) {
-                            super::super::tls::TlsRead::Data => {}
-                            super::super::tls::TlsRead::Nothing => continue,
-                            super::super::tls::TlsRead::Failed => return Step::Exit,
+                            TlsRead::Data { eof: closed } => eof = closed,
+                            TlsRead::Nothing => continue,
+                            TlsRead::Eof => return self.at_eof(key),
+                            TlsRead::Failed => return Step::Exit,
                         }
                     }
                     let step = self.handle_input(key);
@@ -114,6 +107,9 @@ impl State {
                     }
                     if self.conns.get(key).is_none_or(|c| c.phase == Phase::Dead) {
                         return Step::Exit;
+                    }
+                    if eof {
+                        return self.at_eof(key);
                     }
                 }
                 Err(Errno::AGAIN) => return Step::Wait,
@@ -125,6 +121,21 @@ impl State {
             }
         }
         Step::Yield
+    }
+
+    /// The client's input ended (EOF, or TLS close_notify): the connection is removed, with
+    /// the reason its phase gives.
+    fn at_eof(&mut self, key: u32) -> Step {
+        let conn = &mut self.conns[key];
+        let reason = if conn.phase == Phase::Closing {
+            CloseReason::ClientClose
+        } else if conn.in_http() {
+            CloseReason::HttpDone
+        } else {
+            CloseReason::ClientGone
+        };
+        conn.close_reason.get_or_insert(reason);
+        Step::Exit
     }
 
     /// Handles the bytes of one read (in the scratch buffer), after those kept from earlier

@@ -135,7 +135,8 @@ impl State {
         if conn.write_blocked || conn.phase == Phase::Dead {
             return;
         }
-        match conn.flush_out(conn.shutdown_after_flush, now_ns, &mut self.stats) {
+        let closing = conn.shutdown_after_flush;
+        match conn.flush_out(closing, now_ns, &mut self.stats, &mut self.tls_buf) {
             Flush::Done => {
                 if conn.shutdown_after_flush {
                     conn.shutdown_after_flush = false;

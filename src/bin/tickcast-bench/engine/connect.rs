@@ -85,6 +85,7 @@ impl IoThread {
             inflate: None,
             dialect,
             pending: 0,
+            tls: None,
         });
         Ok(())
     }

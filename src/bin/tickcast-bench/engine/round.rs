@@ -35,7 +35,7 @@ impl IoThread {
             || self
                 .dirty
                 .iter()
-                .all(|&k| self.conns.get(k).is_none_or(|c| c.out.is_empty()));
+                .all(|&k| self.conns.get(k).is_none_or(|c| !c.has_output()));
         if (quiet && publishers_drained) || now >= r.finish_by_ns {
             self.round = None;
             let mut stats = std::mem::take(&mut self.stats);

@@ -163,6 +163,7 @@ pub fn fanout(c: &Common, a: &FanoutArgs) -> Res<()> {
             recv_pause_us: 0,
             stalled: Vec::new(),
             deflate: c.deflate,
+            tls_ca: c.tls_ca.clone(),
             dialects: Dialects::V1,
             filters: 0,
             filter_block: 0,

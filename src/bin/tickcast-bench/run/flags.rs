@@ -7,11 +7,14 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use super::Res;
 use crate::plan::Target;
 
-/// Parses `ws://host:port/path` and refuses targets outside 127.0.0.0/8 and ::1 unless allowed.
+/// Parses `ws://host:port/path` (or `wss://`) and refuses targets outside 127.0.0.0/8 and ::1
+/// unless allowed.
 pub fn parse_target(url: &str, allow_remote: bool) -> Res<Target> {
-    let rest = url
-        .strip_prefix("ws://")
-        .ok_or("--url must start with ws://")?;
+    let (rest, tls) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
+        (Some(rest), _) => (rest, false),
+        (_, Some(rest)) => (rest, true),
+        _ => return Err("--url must start with ws:// or wss://".into()),
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -22,7 +25,7 @@ pub fn parse_target(url: &str, allow_remote: bool) -> Res<Target> {
     {
         authority.to_owned()
     } else {
-        format!("{authority}:80")
+        format!("{authority}:{}", if tls { 443 } else { 80 })
     };
     let addrs: Vec<SocketAddr> = with_port
         .to_socket_addrs()
@@ -43,6 +46,7 @@ pub fn parse_target(url: &str, allow_remote: bool) -> Res<Target> {
         addr,
         host: authority.to_owned(),
         path: path.to_owned(),
+        tls,
     })
 }
 
@@ -96,6 +100,9 @@ mod tests {
         assert!(parse_target("ws://127.0.0.9:1/ws", false).is_ok());
         assert!(parse_target("ws://10.0.0.1:9000/ws", false).is_err());
         assert!(parse_target("http://127.0.0.1:9000/ws", false).is_err());
+        let t = parse_target("wss://127.0.0.1:9443/ws", false).unwrap();
+        assert!(t.tls && t.addr.port() == 9443);
+        assert!(!parse_target("ws://127.0.0.1:9000/ws", false).unwrap().tls);
         assert!(
             parse_source_ips("127.0.0.1, 127.0.0.2", false)
                 .unwrap()

@@ -29,10 +29,13 @@ pub(super) fn server_rss(c: &Common) -> Option<procfs::Mem> {
     Some(total)
 }
 
-/// `/metrics` of every server, summed; `None` if none answers.
-pub(super) fn scrape_all(targets: &[Target]) -> Option<std::collections::BTreeMap<String, f64>> {
+/// `/metrics` of every server (at `--metrics-url`, else at `--url`), summed; `None` if none
+/// answers (a `wss://` URL is not scraped: tickcast-bench reads `/metrics` over plain HTTP).
+pub(super) fn scrape_all(c: &Common) -> Option<std::collections::BTreeMap<String, f64>> {
+    let urls = c.metrics_url.as_deref().unwrap_or(&c.url);
+    let targets: Vec<Target> = super::flags::parse_targets(urls, c.allow_remote).ok()?;
     let mut total: Option<std::collections::BTreeMap<String, f64>> = None;
-    for t in targets {
+    for t in targets.iter().filter(|t| !t.tls) {
         if let Some(m) = procfs::scrape_metrics(t.addr, &t.host) {
             let into = total.get_or_insert_with(Default::default);
             for (k, v) in m {

@@ -113,6 +113,7 @@ pub(super) fn plan_groups(
                         .filter(|i| (tfirst..tfirst + tcount).contains(i))
                         .collect(),
                     deflate: c.deflate,
+                    tls_ca: c.tls_ca.clone(),
                     dialects,
                     filters,
                     filter_block,

@@ -16,7 +16,6 @@ use crate::{
     report::{percentiles, round3},
     run::{
         Common, Res, base_json,
-        flags::parse_targets,
         server::{scrape_all, server_cpu},
     },
     stats::{ConnectStats, RoundStats},
@@ -51,8 +50,7 @@ pub(super) fn fanout_round(
     rate: f64,
     workers: usize,
 ) -> Res<Step> {
-    let targets = parse_targets(&c.url, c.allow_remote)?;
-    let metrics_before = scrape_all(&targets);
+    let metrics_before = scrape_all(c);
     let start = mono_ns() + 300_000_000;
     let ws = start + (a.warmup_s * 1e9) as u64;
     let we = ws + (a.duration_s * 1e9) as u64;
@@ -99,7 +97,7 @@ pub(super) fn fanout_round(
     let round_cpu1 = server_cpu(c);
     let round_wall_s = (mono_ns() - start) as f64 / 1e9 + 0.3;
     let client_cpu = procfs::cpu_seconds(None).unwrap_or(0.0) - client_cpu0 + remote_cpu;
-    let metrics_after = scrape_all(&targets);
+    let metrics_after = scrape_all(c);
 
     let expected: u64 = published
         .published_window
