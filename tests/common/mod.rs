@@ -753,3 +753,23 @@ pub async fn raw_read_close_code(s: &mut TcpStream) -> Option<u16> {
     }
     None
 }
+
+/// The largest out-queue of any connection, in bytes (`/v1/stats`' `largest_queue_bytes`).
+pub async fn largest_queue_bytes(server: &Server) -> u64 {
+    let (status, body) = server.http("GET", "/v1/stats", None).await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    v["total"]["largest_queue_bytes"].as_u64().unwrap()
+}
+
+/// Polls `/v1/stats` (bounded by `DEADLINE`) until some connection has `bytes` queued.
+pub async fn wait_for_queued(server: &Server, bytes: u64) {
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while largest_queue_bytes(server).await < bytes {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never {bytes} bytes queued"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

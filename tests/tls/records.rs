@@ -148,29 +148,12 @@ async fn a_stalled_wss_subscriber_that_reads_again_gets_everything(driver: Drive
     }
     p.flush().await.unwrap();
     let last = publish(&mut p, "bulk", json!("last")).await;
-    let largest = |body: &str| -> u64 {
-        let v: Value = serde_json::from_str(body).unwrap();
-        v["total"]["largest_queue_bytes"].as_u64().unwrap()
-    };
-    let deadline = std::time::Instant::now() + DEADLINE;
-    loop {
-        let (status, body) = server.http("GET", "/v1/stats", None).await;
-        assert_eq!(status, 200, "{body}");
-        if largest(&body) >= 500_000 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "nothing queued: {body}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    wait_for_queued(&server, 500_000).await;
     for want in 1..=last {
         assert_eq!(recv_data(&mut stalled).await["seq"].as_u64(), Some(want));
     }
     // Nothing is left queued or held, and the connection takes new messages.
-    let (_, body) = server.http("GET", "/v1/stats", None).await;
-    assert_eq!(largest(&body), 0, "{body}");
+    assert_eq!(largest_queue_bytes(&server).await, 0);
     let next = publish(&mut p, "bulk", json!("next")).await;
     assert_eq!(recv_data(&mut stalled).await["seq"].as_u64(), Some(next));
     assert_eq!(
