@@ -29,7 +29,9 @@
 #        window.jsonl: proc_snapshot.py at the start and end of the measured window: per thread
 #        CPU, run-queue wait, context switches of the nodes, the broker and the bench)
 #   CARGO_TARGET_DIR (as for every scenario), SKIP_BUILD=1 to use the binaries as they are.
-#   BENCH_EXTRA extra tickcast-bench flags; NODE_ENV extra VAR=value settings for every node
+#   NODE_WRAP a command every node is started under (e.g. "chrt --batch 0": the nodes'
+#   threads in SCHED_BATCH); BENCH_EXTRA extra tickcast-bench flags;
+#   NODE_ENV extra VAR=value settings for every node
 #   (space-separated, e.g. "TICKCAST_TIMEOUTS__PING_INTERVAL_S=3600 TICKCAST_TIMEOUTS__IDLE_S=7200").
 # Nothing is pinned: the nodes, nats-server and the bench share the machine's cores.
 source "$(dirname "$0")/lib.sh"
@@ -161,7 +163,7 @@ for i in $(seq 1 "$NODES"); do
   TICKCAST_LIMITS__CONNECTIONS_PER_IP_MAX=1000000 TICKCAST_LIMITS__CONNECTIONS_MAX=18500 \
   TICKCAST_LIMITS__HANDSHAKES_PER_SHARD_MAX=1024 \
   TICKCAST_LOG__LEVEL=warn \
-    env ${NODE_ENV:-} "$TICKCAST_BIN" serve --listen "127.0.0.1:$port" --shards 1 >"$node_log" 2>&1 &
+    env ${NODE_ENV:-} ${NODE_WRAP:-} "$TICKCAST_BIN" serve --listen "127.0.0.1:$port" --shards 1 >"$node_log" 2>&1 &
   NODE_PIDS+=("$!")
   URLS="${URLS:+$URLS,}ws://127.0.0.1:$port/ws"
 done
@@ -211,7 +213,7 @@ stop_sampler() {
 
 # ---- bench ---------------------------------------------------------------------------------
 cat >"$OUT/setup.json" <<EOF
-{"date":"$(date -u +%Y-%m-%dT%H:%M:%SZ)","commit":"$(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo -dirty)","nodes":$NODES,"subs":$SUBS,"topics":$TOPICS,"topics_per_sub":$TOPICS_PER_SUB,"pubs":$PUBS,"rate":$RATE,"payload":$PAYLOAD,"duration_s":$DURATION,"warmup_s":$WARMUP,"src_ips":$SRC_IPS,"nats_storage":"$NATS_STORAGE","node_env":"${NODE_ENV:-}","node_pids":[$PIDS_CSV],"node_ports":[$PORTS_CSV],"nats_pid":${NATS_PID:-null},"engine":"$ENGINE","nats_version":"$BROKER_VERSION","nproc":$(nproc)}
+{"date":"$(date -u +%Y-%m-%dT%H:%M:%SZ)","commit":"$(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo -dirty)","nodes":$NODES,"subs":$SUBS,"topics":$TOPICS,"topics_per_sub":$TOPICS_PER_SUB,"pubs":$PUBS,"rate":$RATE,"payload":$PAYLOAD,"duration_s":$DURATION,"warmup_s":$WARMUP,"src_ips":$SRC_IPS,"nats_storage":"$NATS_STORAGE","node_env":"${NODE_ENV:-}","node_wrap":"${NODE_WRAP:-}","node_pids":[$PIDS_CSV],"node_ports":[$PORTS_CSV],"nats_pid":${NATS_PID:-null},"engine":"$ENGINE","nats_version":"$BROKER_VERSION","nproc":$(nproc)}
 EOF
 nats_ticks0="$(cpu_ticks "$NATS_PID")"
 bound=$(( WARMUP + DURATION + 400 ))
@@ -233,9 +235,9 @@ BENCH_PID=$!
     grep -q "subscribers connected" "$OUT/bench.stderr" 2>/dev/null && break
     sleep 0.2
   done
-  # From 0.5 s into the window to 1 s before its end: both snapshots fall inside it even
-  # when the bench's and this loop's clocks are a few hundred ms apart (the bench may exit
-  # soon after its window when nothing is left to drain).
+  # From 0.5 s into the window to ~3 s before its end: both snapshots fall inside it even
+  # when this loop sees the bench's line late or python starts slowly on a loaded machine
+  # (the bench exits soon after its window when nothing is left to drain).
   sleep "$(python3 -c "print($WARMUP + 0.8)")"
   bench_pids="$(ps -o pid= -s "$BENCH_PID" | tr -s ' \n' ',' | sed 's/^,//; s/,$//')"
   groups=()
@@ -247,7 +249,7 @@ BENCH_PID=$!
       -o "$OUT/perf-node-$PERF_NODE.data" -- sleep "$PERF_S" >/dev/null 2>&1 &
     perf_pid=$!
   fi
-  sleep "$(python3 -c "print(max(1, $DURATION - 1.5))")"
+  sleep "$(python3 -c "print(max(1, $DURATION - 3.5))")"
   python3 "$ROOT/perf/scenarios/proc_snapshot.py" "${groups[@]}" >>"$OUT/window.jsonl"
   if [ -n "$PERF_NODE" ]; then wait "$perf_pid" || true; fi
 ) >/dev/null 2>"$OUT/window.stderr" &

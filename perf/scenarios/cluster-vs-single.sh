@@ -17,6 +17,10 @@
 # cluster_compare.py. Take the whole invocation under the perf lock, e.g.
 #   flock /tmp/tickcast-perf.lock perf/scenarios/cluster-vs-single.sh
 #
+# A/B of two builds in the same invocation: BUILDS="A=/dir/a B=/dir/b", each dir holding
+# release/tickcast and release/tickcast-bench (a CARGO_TARGET_DIR); every variant then runs
+# once per build (order alternating with the rounds), into round-R-VARIANT-LABEL.
+#
 # Environment (defaults): ROUNDS=1, VARIANTS="cluster single nats1", OUT=reports/<UTC>-cluster-vs-single,
 #   PERF=1: perf record on node PERF_CLUSTER_NODE (3) of the cluster and on the single nodes
 #   (cluster-100k.sh's PERF_NODE, PERF_S, PERF_FREQ), SKIP_BUILD=1; everything else (NODES,
@@ -38,7 +42,7 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
 fi
 
 run_variant() {
-  local round="$1" v="$2" dir="$OUT/round-$1-$2"
+  local round="$1" v="$2" dir="$OUT/round-$1-$2${3:+-$3}"
   local perf_node=""
   echo "== round $round: $v" >&2
   case "$v" in
@@ -59,9 +63,16 @@ run_variant() {
   cat "$dir/summary.txt" >&2
 }
 
+reverse() { echo "$1" | tr ' ' '\n' | tac | tr '\n' ' '; }
 for round in $(seq 1 "$ROUNDS"); do
   order="$VARIANTS"
-  if [ $((round % 2)) = 0 ]; then order="$(echo "$VARIANTS" | tr ' ' '\n' | tac | tr '\n' ' ')"; fi
-  for v in $order; do run_variant "$round" "$v"; done
+  builds="${BUILDS:-}"
+  if [ $((round % 2)) = 0 ]; then order="$(reverse "$VARIANTS")"; builds="$(reverse "$builds")"; fi
+  for v in $order; do
+    if [ -z "$builds" ]; then run_variant "$round" "$v"; continue; fi
+    for b in $builds; do
+      CARGO_TARGET_DIR="${b#*=}" run_variant "$round" "$v" "${b%%=*}"
+    done
+  done
 done
 python3 "$HERE/cluster_compare.py" "$OUT" | tee "$OUT/compare.txt"

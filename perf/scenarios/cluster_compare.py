@@ -15,7 +15,7 @@ def main():
     d = sys.argv[1]
     runs = []
     for name in sorted(os.listdir(d)):
-        m = re.fullmatch(r"round-(\d+)-(\w+)", name)
+        m = re.fullmatch(r"round-(\d+)-(\w+?)(?:-(\w+))?", name)
         path = os.path.join(d, name, "summary.json")
         if not m or not os.path.exists(path):
             continue
@@ -26,7 +26,8 @@ def main():
         threads = w.get("node_threads") or {}
         lat = s.get("latency_ms") or {}
         runs.append({
-            "round": int(m.group(1)), "variant": m.group(2), "date": s.get("date"),
+            "round": int(m.group(1)), "variant": m.group(2), "build": m.group(3) or "",
+            "date": s.get("date"),
             "commit": s.get("commit"), "nodes": s.get("nodes"), "subs": s.get("subs_connected"),
             "rate": s.get("rate"), "deliveries_per_s": s.get("deliveries_per_s"),
             "loss": s.get("loss"), "gaps": s.get("gaps"),
@@ -47,7 +48,7 @@ def main():
             "machine_busy_cores": w.get("machine_busy_cores"),
             "other_work_s": w.get("other_work_s"),
         })
-    cols = [("round", "round"), ("variant", "variant"), ("deliveries/s", "deliveries_per_s"),
+    cols = [("round", "round"), ("variant", "variant"), ("build", "build"), ("deliveries/s", "deliveries_per_s"),
             ("loss", "loss"), ("gaps", "gaps"), ("ns/deliv", "cpu_ns_per_delivery"),
             ("shard ns", "shard_ns_per_delivery"), ("bridge ns", "bridge_ns_per_delivery"),
             ("p50 ms", "p50_ms"), ("p99 ms", "p99_ms"), ("frames/write", "frames_per_write"),
@@ -58,8 +59,8 @@ def main():
     for r in runs:
         print(" | ".join(str(r.get(k)) for _, k in cols))
     ratios = []
-    for rnd in sorted({r["round"] for r in runs}):
-        by = {r["variant"]: r for r in runs if r["round"] == rnd}
+    for rnd, build in sorted({(r["round"], r["build"]) for r in runs}):
+        by = {r["variant"]: r for r in runs if r["round"] == rnd and r["build"] == build}
         c = by.get("cluster")
         for ref in ("single", "nats1"):
             o = by.get(ref)
@@ -68,10 +69,10 @@ def main():
             def ratio(k):
                 a, b = c.get(k), o.get(k)
                 return round(a / b, 2) if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else None
-            q = {"round": rnd, "cluster_vs": ref, "cpu_per_delivery": ratio("cpu_ns_per_delivery"),
+            q = {"round": rnd, "build": build, "cluster_vs": ref, "cpu_per_delivery": ratio("cpu_ns_per_delivery"),
                  "p50": ratio("p50_ms"), "p99": ratio("p99_ms")}
             ratios.append(q)
-            print(f"round {rnd}: cluster / {ref}: CPU per delivery x{q['cpu_per_delivery']}, "
+            print(f"round {rnd}{' ' + build if build else ''}: cluster / {ref}: CPU per delivery x{q['cpu_per_delivery']}, "
                   f"p50 x{q['p50']}, p99 x{q['p99']}")
     with open(os.path.join(d, "compare.jsonl"), "w") as f:
         for r in runs:
