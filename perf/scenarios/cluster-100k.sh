@@ -30,7 +30,8 @@
 #        CPU, run-queue wait, context switches of the nodes, the broker and the bench)
 #   CARGO_TARGET_DIR (as for every scenario), SKIP_BUILD=1 to use the binaries as they are.
 #   NODE_WRAP a command every node is started under (e.g. "chrt --batch 0": the nodes'
-#   threads in SCHED_BATCH); BENCH_EXTRA extra tickcast-bench flags;
+#   threads in SCHED_BATCH); BENCH_WRAP the same for the bench; BENCH_EXTRA extra
+#   tickcast-bench flags;
 #   NODE_ENV extra VAR=value settings for every node
 #   (space-separated, e.g. "TICKCAST_TIMEOUTS__PING_INTERVAL_S=3600 TICKCAST_TIMEOUTS__IDLE_S=7200").
 # Nothing is pinned: the nodes, nats-server and the bench share the machine's cores.
@@ -213,13 +214,13 @@ stop_sampler() {
 
 # ---- bench ---------------------------------------------------------------------------------
 cat >"$OUT/setup.json" <<EOF
-{"date":"$(date -u +%Y-%m-%dT%H:%M:%SZ)","commit":"$(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo -dirty)","nodes":$NODES,"subs":$SUBS,"topics":$TOPICS,"topics_per_sub":$TOPICS_PER_SUB,"pubs":$PUBS,"rate":$RATE,"payload":$PAYLOAD,"duration_s":$DURATION,"warmup_s":$WARMUP,"src_ips":$SRC_IPS,"nats_storage":"$NATS_STORAGE","node_env":"${NODE_ENV:-}","node_wrap":"${NODE_WRAP:-}","node_pids":[$PIDS_CSV],"node_ports":[$PORTS_CSV],"nats_pid":${NATS_PID:-null},"engine":"$ENGINE","nats_version":"$BROKER_VERSION","nproc":$(nproc)}
+{"date":"$(date -u +%Y-%m-%dT%H:%M:%SZ)","commit":"$(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo -dirty)","nodes":$NODES,"subs":$SUBS,"topics":$TOPICS,"topics_per_sub":$TOPICS_PER_SUB,"pubs":$PUBS,"rate":$RATE,"payload":$PAYLOAD,"duration_s":$DURATION,"warmup_s":$WARMUP,"src_ips":$SRC_IPS,"nats_storage":"$NATS_STORAGE","node_env":"${NODE_ENV:-}","node_wrap":"${NODE_WRAP:-}","bench_wrap":"${BENCH_WRAP:-}","node_pids":[$PIDS_CSV],"node_ports":[$PORTS_CSV],"nats_pid":${NATS_PID:-null},"engine":"$ENGINE","nats_version":"$BROKER_VERSION","nproc":$(nproc)}
 EOF
 nats_ticks0="$(cpu_ticks "$NATS_PID")"
 bound=$(( WARMUP + DURATION + 400 ))
 log "bench: $SUBS subscribers over $NODES nodes, $TOPICS topics x$TOPICS_PER_SUB, $PUBS publishers on node-1 at $RATE msgs/s, ${DURATION}s window after ${WARMUP}s (bound ${bound}s)"
 # shellcheck disable=SC2086
-setsid timeout --kill-after=10 "$bound" "$BENCH_BIN" fanout --url "$URLS" \
+setsid timeout --kill-after=10 "$bound" ${BENCH_WRAP:-} "$BENCH_BIN" fanout --url "$URLS" \
   --subs "$SUBS" --topics "$TOPICS" --topics-per-sub "$TOPICS_PER_SUB" --pubs "$PUBS" \
   --rate "$RATE" --payload "$PAYLOAD" --duration "$DURATION" --warmup "$WARMUP" \
   --drain-max-ms 10000 --connect-timeout-ms 30000 --source-ips "$SRC" \
