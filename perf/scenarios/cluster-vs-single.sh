@@ -63,7 +63,8 @@ run_variant() {
   cat "$dir/summary.txt" >&2
 }
 
-reverse() { echo "$1" | tr ' ' '\n' | tac | tr '\n' ' '; }
+# The words of $1 in reverse order ("" stays "").
+reverse() { echo "$1" | tr ' ' '\n' | grep -v '^$' | tac | paste -sd ' ' || true; }
 for round in $(seq 1 "$ROUNDS"); do
   order="$VARIANTS"
   builds="${BUILDS:-}"
