@@ -49,6 +49,90 @@ def metrics(path):
     return out
 
 
+def window(d, deliveries_per_s):
+    """Deltas between the two proc_snapshot.py lines of window.jsonl (start and end of the
+    measured window): per group (node-i, broker, bench) and per thread kind of the nodes
+    (shard, bridge, other), CPU, run-queue wait and context switches; the machine's busy time
+    and what of it no process of the run accounts for (other work on the shared machine)."""
+    snaps = []
+    try:
+        with open(os.path.join(d, "window.jsonl")) as f:
+            snaps = [json.loads(l) for l in f if l.startswith("{")]
+    except (OSError, ValueError):
+        return None
+    if len(snaps) < 2:
+        return None
+    a, b = snaps[0], snaps[-1]
+    wall_s = (b["mono_ns"] - a["mono_ns"]) / 1e9
+    # The snapshots span most of the bench's window, not all of it: deliveries at the
+    # window's rate over the snapshots' span.
+    deliveries = deliveries_per_s * wall_s if deliveries_per_s else None
+    keys = ("cpu_ns", "runq_ns", "slices", "vcsw", "ivcsw")
+
+    def delta(group, thread):
+        t0 = a["groups"].get(group, {}).get(thread, {})
+        t1 = b["groups"].get(group, {}).get(thread, {})
+        return {k: t1.get(k, 0) - t0.get(k, 0) for k in keys}
+
+    def add(x, y):
+        return {k: x.get(k, 0) + y.get(k, 0) for k in keys}
+
+    groups = {}
+    node_threads = {}
+    for g in b["groups"]:
+        tot = {}
+        for thread in b["groups"][g]:
+            dt = delta(g, thread)
+            tot = add(tot, dt)
+            if g.startswith("node-"):
+                kind = ("shard" if thread.startswith("tc-shard") else
+                        "bridge" if thread.startswith("tc-bridge") else "other")
+                node_threads[kind] = add(node_threads.get(kind, {}), dt)
+        groups[g] = tot
+    nodes = {}
+    for g, v in groups.items():
+        if g.startswith("node-"):
+            nodes = add(nodes, v)
+    stat0, stat1 = a.get("proc_stat_cpu", []), b.get("proc_stat_cpu", [])
+    hz = os.sysconf("SC_CLK_TCK")
+    busy_s = None
+    if stat0 and stat1:
+        dt = [y - x for x, y in zip(stat0, stat1)]
+        idle = dt[3] + (dt[4] if len(dt) > 4 else 0)
+        busy_s = (sum(dt[:8]) - idle) / hz
+
+    def per(v):
+        v = {k: v.get(k, 0) for k in keys}
+        out = {
+            "cpu_s": round(v["cpu_ns"] / 1e9, 3),
+            "runq_wait_s": round(v["runq_ns"] / 1e9, 3),
+            "slices": v["slices"],
+            "ctx_switches": v["vcsw"] + v["ivcsw"],
+            "involuntary": v["ivcsw"],
+        }
+        if v["slices"]:
+            out["runq_wait_us_per_slice"] = round(v["runq_ns"] / v["slices"] / 1e3, 1)
+            out["cpu_us_per_slice"] = round(v["cpu_ns"] / v["slices"] / 1e3, 1)
+        if deliveries:
+            out["cpu_ns_per_delivery"] = round(v["cpu_ns"] / deliveries)
+            out["ctx_switches_per_1k_deliveries"] = round(1000 * (v["vcsw"] + v["ivcsw"]) / deliveries, 2)
+        return out
+
+    accounted = sum(v.get("cpu_ns", 0) for v in groups.values()) / 1e9
+    return {
+        "wall_s": round(wall_s, 2),
+        "deliveries_in_span": round(deliveries) if deliveries else None,
+        "nodes": per(nodes),
+        "node_threads": {k: per(v) for k, v in node_threads.items()},
+        "broker": per(groups.get("broker", {})),
+        "bench": per(groups.get("bench", {})),
+        "machine_busy_s": busy_s,
+        "machine_busy_cores": round(busy_s / wall_s, 2) if busy_s is not None and wall_s else None,
+        "other_work_s": round(busy_s - accounted, 2) if busy_s is not None else None,
+        "machine_ctx_switches_per_s": round((b.get("ctxt", 0) - a.get("ctxt", 0)) / wall_s) if wall_s else None,
+    }
+
+
 def main():
     d = sys.argv[1]
     setup = load_json(os.path.join(d, "setup.json"), {})
@@ -129,6 +213,8 @@ def main():
         "publishes_per_node": [int(m.get("tickcast_publishes_total", 0)) for m in node_m],
         "cluster_counters": cluster_totals,
         "metrics_window": b.get("metrics"),
+        "frames_per_write": (b.get("metrics") or {}).get("deliveries_per_write"),
+        "window": window(d, b.get("deliveries_per_s")),
     }
     with open(os.path.join(d, "summary.json"), "w") as f:
         json.dump(s, f, indent=1)
@@ -157,11 +243,29 @@ def main():
         ("CPU", f"nodes {s['nodes_cpu_s_window']} s in the window ({s['nodes_cpu_pct_window']}% of one core), "
                 f"{s['nodes_cpu_ns_per_delivery']} ns/delivery; bench {s['bench_cpu_s']} s"),
         ("per node", f"deliveries {s['deliveries_per_node']} publishes {s['publishes_per_node']}"),
+        ("frames per write", f"{s['frames_per_write']}"),
+        ("window (sched)", window_line(s["window"])),
         ("cluster counters", json.dumps({k.removeprefix('tickcast_cluster_'): v for k, v in cluster_totals.items()})),
     ]
     w = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"{k:<{w}}  {v}")
+
+
+def window_line(w):
+    if not w:
+        return "no window.jsonl"
+    n, parts = w["nodes"], []
+    parts.append(f"{w['wall_s']} s: nodes cpu {n['cpu_s']} s ({n.get('cpu_ns_per_delivery')} ns/delivery), "
+                 f"run-queue wait {n['runq_wait_s']} s ({n.get('runq_wait_us_per_slice')} us per slice), "
+                 f"{n['ctx_switches']} ctx switches ({n.get('ctx_switches_per_1k_deliveries')}/1k deliveries, "
+                 f"{n['involuntary']} involuntary)")
+    for k, v in sorted(w["node_threads"].items()):
+        parts.append(f"{k}: cpu {v['cpu_s']} s, wait {v['runq_wait_s']} s, {v['ctx_switches']} switches")
+    parts.append(f"broker cpu {w['broker']['cpu_s']} s; bench cpu {w['bench']['cpu_s']} s "
+                 f"(wait {w['bench']['runq_wait_s']} s); machine {w['machine_busy_cores']} cores busy, "
+                 f"other work {w['other_work_s']} s")
+    return "; ".join(parts)
 
 
 if __name__ == "__main__":

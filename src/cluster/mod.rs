@@ -411,6 +411,9 @@ pub(crate) struct Ctx {
     /// No leadership is claimed before this: `cluster.node_ttl_ms` after the first connection
     /// to the broker and after every reconnect, the time to hear every live node's heartbeat.
     settle_until: std::cell::Cell<Instant>,
+    /// `tickcast_cluster_received_total`, looked up once: `metrics::counter!` hashes the
+    /// name and locks the registry on every call, and this one counts every broker message.
+    received: metrics::Counter,
 }
 
 struct PendingQuery {
@@ -436,6 +439,7 @@ impl Ctx {
             settle_until: std::cell::Cell::new(Instant::now() + settle),
             fetches: tokio::sync::Semaphore::new(crate::limits::CLUSTER_FETCHES_MAX),
             outlet_waiting: tokio::sync::Notify::new(),
+            received: metrics::counter!("tickcast_cluster_received_total"),
         }
     }
 
@@ -521,7 +525,7 @@ impl Ctx {
     fn on_live(&self, wire: Bytes) {
         match envelope::decode(&wire) {
             Ok(m) => {
-                metrics::counter!("tickcast_cluster_received_total").increment(1);
+                self.received.increment(1);
                 let owner = crate::pubsub::topic::owner_shard(&m.topic, self.link.shards());
                 self.deliver(owner, ToShard::Remote(Box::new(m)), true);
             }
