@@ -12,6 +12,7 @@ Needs matplotlib (perf/requirements-plot.txt); the same results give byte-identi
 import argparse
 import glob
 import json
+import math
 import os
 import statistics
 import sys
@@ -303,7 +304,7 @@ def plot_headline(rows):
     shapes = sorted(group(rows, max_rate_shape), key=lambda k: (k[0] or 0, k[1] or 0, str(k[3])))
     names = ordered(group(rows, lambda r: r["server"]))
     width = 0.8 / len(names)
-    labelled, top = set(), 1
+    labelled, top, low = set(), 1, None
     for j, name in enumerate(names):
         for i, key in enumerate(shapes):
             rs = [r for r in rows if max_rate_shape(r) == key and r["server"] == name]
@@ -320,13 +321,15 @@ def plot_headline(rows):
             labelled.add(name)
             ax.text(x, s[0] + s[2], short(s[0]), ha="center", va="bottom", fontsize=7)
             top = max(top, s[0] + s[2])
+            low = min(low or s[0] - s[1], s[0] - s[1])
     labels = []
     for subs, topics, per, data in shapes:
         each = f", {per} each" if per and per > 1 else ""
         labels.append(f"{si(subs or 0)}subs × {topics} topic{'s' * ((topics or 0) > 1)}{each}"
                       + ("\nmarket data" if data == "market" else ""))
     ax.set_xticks(range(len(shapes)), labels, fontsize=8)
-    ax.set(yscale="log", ylabel="deliveries/s (log)", ylim=(1, top * 5))
+    bottom = 10 ** math.floor(math.log10(low)) if low and low > 0 else 1
+    ax.set(yscale="log", ylabel="deliveries/s (log)", ylim=(bottom, top * 5))
     ax.set_title("median of the runs, whiskers min–max; each server alone on the same core", fontsize=9)
     ax.legend(fontsize=8)
     return fig
