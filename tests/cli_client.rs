@@ -63,6 +63,16 @@ impl Lines {
             }
         }
     }
+
+    /// The `seq` of every data frame (`--json` lines) of `topic` seen so far, in order.
+    fn seqs(&self, topic: &str) -> Vec<u64> {
+        self.seen
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["topic"] == topic && v.get("op").is_none())
+            .map(|v| v["seq"].as_u64().unwrap())
+            .collect()
+    }
 }
 
 fn keep(line: &str) -> String {
@@ -259,13 +269,8 @@ fn piped_commands_print_json_frames_in_order() {
     );
 }
 
-#[test]
-fn reconnects_and_recovers_with_since() {
-    let topics = [("TICKCAST_TOPICS", r#"[{pattern="t.>",history_size=100}]"#)];
-    let mut server = Server::start(Driver::Epoll, &topics, &[]);
-    let addr = server.addr;
-    publish(addr, "t.x", json!(1));
-    publish(addr, "t.x", json!(2));
+/// `tickcast client URL --json` with piped stdio: the child, its stdin, its stdout and stderr lines.
+fn json_client(server: &Server) -> (Child, std::process::ChildStdin, Lines, Lines) {
     let mut child = common::tickcast_cmd()
         .args(["client", &server.ws_url(), "--json"])
         .stdin(Stdio::piped())
@@ -273,9 +278,63 @@ fn reconnects_and_recovers_with_since() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut out = Lines::new(child.stdout.take().unwrap(), keep);
-    let mut notes = Lines::new(child.stderr.take().unwrap(), keep);
+    let stdin = child.stdin.take().unwrap();
+    let out = Lines::new(child.stdout.take().unwrap(), keep);
+    let notes = Lines::new(child.stderr.take().unwrap(), keep);
+    (child, stdin, out, notes)
+}
+
+/// A raw subscribe with a filter (docs/PROTOCOL.md "Filters") keeps its filter across a
+/// reconnect: what is replayed and what comes live after it are the filtered messages only.
+#[test]
+fn a_filtered_subscription_stays_filtered_after_a_reconnect() {
+    let topics = [("TICKCAST_TOPICS", r#"[{pattern="t.>",history_size=100}]"#)];
+    let server = Server::start(Driver::Epoll, &topics, &[]);
+    let addr = server.addr;
+    let (mut child, mut stdin, mut out, mut notes) = json_client(&server);
+    let parse = |l: &str| serde_json::from_str::<Value>(l).unwrap();
+    let is_data = |l: &str| l.starts_with("{\"topic\":\"t.x\"");
+    let with_seq = |n: u64| move |l: &str| is_data(l) && l.contains(&format!("\"seq\":{n},"));
+
+    let welcome = parse(&out.wait("welcome", |l| l.contains("\"welcome\"")));
+    stdin
+        .write_all(b"{\"op\":\"subscribe\",\"id\":100,\"topics\":[\"t.x\"],\"filter\":{\"k\":1}}\n")
+        .unwrap();
+    out.wait("the ack", |l| l.contains("\"ack\""));
+    publish(addr, "t.x", json!({"k": 2}));
+    publish(addr, "t.x", json!({"k": 1}));
+    out.wait("frame 2", with_seq(2));
+
+    let (status, _) = http(
+        addr,
+        "/v1/disconnect",
+        &json!({"conn": welcome["conn"], "code": 1001}).to_string(),
+    );
+    assert_eq!(status, 200);
+    publish(addr, "t.x", json!({"k": 2}));
+    publish(addr, "t.x", json!({"k": 1}));
+    notes.wait("the recovery", |l| l == "reconnected; recovered 1 topics");
+    publish(addr, "t.x", json!({"k": 2}));
+    publish(addr, "t.x", json!({"k": 1}));
+    out.wait("frame 6", with_seq(6));
+    assert_eq!(
+        out.seqs("t.x"),
+        [2, 4, 6],
+        "only the filter's messages, before, during and after the reconnect:\n{}",
+        out.seen.join("\n")
+    );
+    stdin.write_all(b"quit\n").unwrap();
+    assert!(wait_exit(&mut child).success());
+}
+
+#[test]
+fn reconnects_and_recovers_with_since() {
+    let topics = [("TICKCAST_TOPICS", r#"[{pattern="t.>",history_size=100}]"#)];
+    let mut server = Server::start(Driver::Epoll, &topics, &[]);
+    let addr = server.addr;
+    publish(addr, "t.x", json!(1));
+    publish(addr, "t.x", json!(2));
+    let (mut child, mut stdin, mut out, mut notes) = json_client(&server);
     let parse = |l: &str| serde_json::from_str::<Value>(l).unwrap();
 
     let welcome = parse(&out.wait("welcome", |l| l.contains("\"welcome\"")));
@@ -302,14 +361,8 @@ fn reconnects_and_recovers_with_since() {
     notes.wait("the recovery", |l| l == "reconnected; recovered 1 topics");
     publish(addr, "t.x", json!(7));
     out.wait("frame 7", |l| is_data(l) && l.contains("\"seq\":7,"));
-    let seqs: Vec<u64> = out
-        .seen
-        .iter()
-        .filter(|l| is_data(l))
-        .map(|l| parse(l)["seq"].as_u64().unwrap())
-        .collect();
     assert_eq!(
-        seqs,
+        out.seqs("t.x"),
         [3, 4, 5, 6, 7],
         "no hole, no duplicate:\n{}",
         out.seen.join("\n")

@@ -123,6 +123,8 @@ struct Request<'a> {
     token: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     since: Option<&'a BTreeMap<&'a str, Since<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    filter: Option<&'a RawValue>,
 }
 
 impl<'a> Request<'a> {
@@ -135,6 +137,7 @@ impl<'a> Request<'a> {
             data: None,
             token: None,
             since: None,
+            filter: None,
         }
     }
     fn json(&self) -> String {
@@ -142,10 +145,20 @@ impl<'a> Request<'a> {
     }
 }
 
-pub fn subscribe(id: u64, topics: &[String], since: &BTreeMap<&str, Since>) -> String {
+/// `filter`: a subscription filter's JSON text (docs/PROTOCOL.md "Filters"), sent as it is.
+pub fn subscribe(
+    id: u64,
+    topics: &[String],
+    since: &BTreeMap<&str, Since>,
+    filter: Option<&str>,
+) -> String {
+    let filter: Option<&RawValue> = filter.map(|f| {
+        serde_json::from_str(f).expect("a filter is kept as the text of a parsed JSON value")
+    });
     Request {
         topics: Some(topics),
         since: (!since.is_empty()).then_some(since),
+        filter,
         ..Request::new("subscribe", id)
     }
     .json()
@@ -250,12 +263,16 @@ mod tests {
             },
         );
         assert_eq!(
-            subscribe(1, &["t.>".into()], &since),
+            subscribe(1, &["t.>".into()], &since, None),
             r#"{"op":"subscribe","id":1,"topics":["t.>"],"since":{"t.x":{"seq":7,"epoch":"ab"}}}"#
         );
         assert_eq!(
-            subscribe(2, &["a".into()], &BTreeMap::new()),
+            subscribe(2, &["a".into()], &BTreeMap::new(), None),
             r#"{"op":"subscribe","id":2,"topics":["a"]}"#
+        );
+        assert_eq!(
+            subscribe(5, &["a".into()], &since, Some(r#"{"k":{"in":[1,2]}}"#)),
+            r#"{"op":"subscribe","id":5,"topics":["a"],"since":{"t.x":{"seq":7,"epoch":"ab"}},"filter":{"k":{"in":[1,2]}}}"#
         );
         assert_eq!(auth(4, "tk"), r#"{"op":"auth","id":4,"token":"tk"}"#);
     }

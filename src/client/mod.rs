@@ -24,7 +24,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use indexmap::IndexSet;
+use indexmap::IndexMap;
 use serde_json::Value;
 use tungstenite::{
     Message,
@@ -118,7 +118,7 @@ pub fn run(opts: Options) -> i32 {
         token: opts.token,
         next_id: 0,
         pending: HashMap::new(),
-        patterns: IndexSet::new(),
+        patterns: IndexMap::new(),
         positions: HashMap::new(),
         queued: VecDeque::new(),
         frames: 0,
@@ -202,7 +202,8 @@ enum Output {
 
 /// A request waiting for its reply, by id.
 enum Pending {
-    Subscribe,
+    /// With the filter's JSON text the request carried.
+    Subscribe(Option<String>),
     Unsubscribe(Vec<String>),
     /// The reconnect's subscribe; how many topics it asked to recover.
     Resubscribe(usize),
@@ -233,7 +234,9 @@ struct Session {
     next_id: u64,
     pending: HashMap<String, Pending>,
     /// Every pattern subscribed (acked) and not unsubscribed: what a reconnect subscribes again.
-    patterns: IndexSet<String>,
+    /// With each its filter's JSON text (a raw subscribe's `filter`), so a reconnect asks for
+    /// the same messages, not every message of the pattern.
+    patterns: IndexMap<String, Option<String>>,
     /// Per exact topic, the last (seq, epoch) seen: what a reconnect asks to recover from.
     positions: HashMap<String, (u64, String)>,
     /// Lines typed while disconnected.
@@ -400,28 +403,57 @@ impl Session {
             self.note("reconnected");
             return;
         }
-        let topics: Vec<String> = self.patterns.iter().cloned().collect();
-        let since: BTreeMap<&str, Since> = self
-            .positions
-            .iter()
-            .filter(|(t, _)| topics.iter().any(|p| crate::pubsub::topic::matches(p, t)))
-            .map(|(t, (seq, epoch))| {
-                (
-                    t.as_str(),
-                    Since {
-                        seq: *seq,
-                        epoch: epoch.as_str(),
-                    },
-                )
-            })
-            .collect();
-        let n = since.len();
-        self.next_id += 1;
-        let id = self.next_id;
-        let req = command::subscribe(id, &topics, &since);
-        self.pending.insert(id.to_string(), Pending::Resubscribe(n));
-        if self.send(ws, req).is_err() {
-            // The read that follows reports the broken connection.
+        // One subscribe per distinct filter (patterns without one together), in the order the
+        // patterns were first subscribed; an exact topic's `since` goes with the first group
+        // whose patterns cover it, so no topic is replayed twice.
+        let mut groups: Vec<(Option<String>, Vec<String>)> = Vec::new();
+        for (pattern, filter) in &self.patterns {
+            match groups.iter_mut().find(|(f, _)| f == filter) {
+                Some((_, g)) => g.push(pattern.clone()),
+                None => groups.push((filter.clone(), vec![pattern.clone()])),
+            }
+        }
+        let mut recovered: std::collections::BTreeSet<&str> = Default::default();
+        let mut requests = Vec::with_capacity(groups.len());
+        for (filter, topics) in &groups {
+            let since: BTreeMap<&str, Since> = self
+                .positions
+                .iter()
+                .filter(|(t, _)| !recovered.contains(t.as_str()))
+                .filter(|(t, _)| topics.iter().any(|p| crate::pubsub::topic::matches(p, t)))
+                .map(|(t, (seq, epoch))| {
+                    (
+                        t.as_str(),
+                        Since {
+                            seq: *seq,
+                            epoch: epoch.as_str(),
+                        },
+                    )
+                })
+                .collect();
+            recovered.extend(since.keys().copied());
+            self.next_id += 1;
+            let id = self.next_id;
+            requests.push((
+                id,
+                filter.clone(),
+                command::subscribe(id, topics, &since, filter.as_deref()),
+            ));
+        }
+        let n = recovered.len();
+        let last = requests.len() - 1;
+        for (i, (id, filter, req)) in requests.into_iter().enumerate() {
+            // The last ack reports the recovery (`recovered`).
+            let p = if i == last {
+                Pending::Resubscribe(n)
+            } else {
+                Pending::Subscribe(filter)
+            };
+            self.pending.insert(id.to_string(), p);
+            if self.send(ws, req).is_err() {
+                // The read that follows reports the broken connection.
+                break;
+            }
         }
     }
 
@@ -530,8 +562,9 @@ impl Session {
             }
             Command::Subscribe(topics) => {
                 let id = self.id();
-                self.pending.insert(id.to_string(), Pending::Subscribe);
-                command::subscribe(id, &topics, &BTreeMap::new())
+                self.pending
+                    .insert(id.to_string(), Pending::Subscribe(None));
+                command::subscribe(id, &topics, &BTreeMap::new(), None)
             }
             Command::Unsubscribe(topics) => {
                 let id = self.id();
@@ -566,8 +599,9 @@ impl Session {
                     .map_or(NO_EPOCH.to_string(), |(_, e)| e.clone());
                 let mut since = BTreeMap::new();
                 since.insert(topic.as_str(), Since { seq, epoch: &epoch });
-                let req = command::subscribe(id, std::slice::from_ref(&topic), &since);
-                self.pending.insert(id.to_string(), Pending::Subscribe);
+                let req = command::subscribe(id, std::slice::from_ref(&topic), &since, None);
+                self.pending
+                    .insert(id.to_string(), Pending::Subscribe(None));
                 req
             }
             Command::Raw(text) => {
@@ -576,7 +610,11 @@ impl Session {
                 if let Ok(v) = serde_json::from_str::<Value>(&text) {
                     if let Some(id) = v.get("id").filter(|id| !id.is_null()) {
                         let p = match v["op"].as_str() {
-                            Some("subscribe") => Some(Pending::Subscribe),
+                            Some("subscribe") => Some(Pending::Subscribe(
+                                v.get("filter")
+                                    .filter(|f| !f.is_null())
+                                    .map(Value::to_string),
+                            )),
                             Some("unsubscribe") => {
                                 Some(Pending::Unsubscribe(strings(&v["topics"])))
                             }
@@ -687,18 +725,21 @@ impl Session {
             // A subscribe's errors come before its ack (if any pattern was accepted).
             if !matches!(
                 self.pending.get(&id),
-                Some(Pending::Subscribe | Pending::Resubscribe(_))
+                Some(Pending::Subscribe(_) | Pending::Resubscribe(_))
             ) {
                 self.pending.remove(&id);
             }
             return None;
         }
         match (op, self.pending.remove(&id)?) {
-            ("ack", Pending::Subscribe) => {
-                self.patterns.extend(strings(&v["topics"]));
+            ("ack", Pending::Subscribe(filter)) => {
+                // A subscribe replaces an acked pattern's filter (or takes it away).
+                for t in strings(&v["topics"]) {
+                    self.patterns.insert(t, filter.clone());
+                }
             }
             ("ack", Pending::Resubscribe(n)) => {
-                self.patterns.extend(strings(&v["topics"]));
+                // The last group of a reconnect: its patterns and filter are already kept.
                 self.recovered = Some(n);
             }
             ("ack", Pending::Unsubscribe(asked)) => {
