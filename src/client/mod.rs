@@ -403,9 +403,12 @@ impl Session {
             self.note("reconnected");
             return;
         }
-        // One subscribe per distinct filter (patterns without one together), in the order the
-        // patterns were first subscribed; an exact topic's `since` goes with the first group
-        // whose patterns cover it, so no topic is replayed twice.
+        // One subscribe per distinct filter: the patterns without one first, then each filter's
+        // in the order first subscribed. An exact topic's `since` goes with the first group
+        // whose patterns cover it, so no topic is replayed twice: an unfiltered pattern's replay
+        // is a superset of any filtered one's. (A topic covered only by patterns with different
+        // filters is replayed through the first filter's: messages that pass only the other's
+        // are not replayed, and its live frames are unaffected.)
         let mut groups: Vec<(Option<String>, Vec<String>)> = Vec::new();
         for (pattern, filter) in &self.patterns {
             match groups.iter_mut().find(|(f, _)| f == filter) {
@@ -413,6 +416,7 @@ impl Session {
                 None => groups.push((filter.clone(), vec![pattern.clone()])),
             }
         }
+        groups.sort_by_key(|(f, _)| f.is_some());
         let mut recovered: std::collections::BTreeSet<&str> = Default::default();
         let mut requests = Vec::with_capacity(groups.len());
         for (filter, topics) in &groups {
