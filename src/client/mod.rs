@@ -405,10 +405,12 @@ impl Session {
         }
         // One subscribe per distinct filter: the patterns without one first, then each filter's
         // in the order first subscribed. An exact topic's `since` goes with the first group
-        // whose patterns cover it, so no topic is replayed twice: an unfiltered pattern's replay
-        // is a superset of any filtered one's. (A topic covered only by patterns with different
-        // filters is replayed through the first filter's: messages that pass only the other's
-        // are not replayed, and its live frames are unaffected.)
+        // whose patterns cover it, so no topic is replayed twice. The server judges a replayed
+        // frame by all of the connection's subscriptions registered by then, so sending the
+        // unfiltered patterns first makes a topic they cover come back in full whatever the
+        // timing. (A topic covered only by patterns with different filters is replayed through
+        // the first filter's subscribe: what only a later filter passes is replayed if that
+        // subscribe is registered before the replay is judged.)
         let mut groups: Vec<(Option<String>, Vec<String>)> = Vec::new();
         for (pattern, filter) in &self.patterns {
             match groups.iter_mut().find(|(f, _)| f == filter) {
