@@ -8,7 +8,8 @@ use serde_json::value::RawValue;
 /// One parsed line.
 #[derive(Debug, PartialEq)]
 pub enum Command {
-    Subscribe(Vec<String>),
+    /// Patterns, and a filter's JSON text if one was typed after them.
+    Subscribe(Vec<String>, Option<String>),
     Unsubscribe(Vec<String>),
     /// Topic and the data's JSON text, exactly as typed (the server forwards it verbatim).
     Publish(String, String),
@@ -26,7 +27,9 @@ pub enum Command {
 
 pub const HELP: &str = "\
 commands, one per line:
-  sub PATTERN...        subscribe, e.g. sub trades.BTCUSDT bbo.*
+  sub PATTERN... [FILTER]
+                        subscribe, e.g. sub trades.BTCUSDT bbo.*; a JSON filter after the
+                        patterns keeps only matching messages: sub trades.* {\"side\":\"buy\"}
   unsub PATTERN...      unsubscribe (patterns as subscribed)
   pub TOPIC JSON        publish JSON data, e.g. pub signals.x {\"k\":1}  (a string: pub t \"hi\")
   ping                  application ping; the pong shows the round trip
@@ -56,12 +59,25 @@ pub fn parse(line: &str) -> Result<Command, String> {
             .collect::<Vec<_>>()
     };
     match word {
-        "sub" | "subscribe" => match words() {
-            t if t.is_empty() => {
-                Err("usage: sub PATTERN... (e.g. sub trades.BTCUSDT bbo.*)".into())
+        "sub" | "subscribe" => {
+            // Everything from the first `{` on is the filter (JSON may hold spaces).
+            let (patterns, filter) = match rest.find('{') {
+                Some(at) => (&rest[..at], Some(rest[at..].trim())),
+                None => (rest, None),
+            };
+            let patterns: Vec<String> = patterns.split_whitespace().map(str::to_string).collect();
+            if patterns.is_empty() {
+                return Err(
+                    "usage: sub PATTERN... [FILTER] (e.g. sub trades.* {\"side\":\"buy\"})".into(),
+                );
             }
-            t => Ok(Command::Subscribe(t)),
-        },
+            if let Some(f) = filter {
+                if let Err(e) = serde_json::from_str::<&RawValue>(f) {
+                    return Err(format!("the filter is not valid JSON ({e}); nothing sent"));
+                }
+            }
+            Ok(Command::Subscribe(patterns, filter.map(str::to_string)))
+        }
         "unsub" | "unsubscribe" => match words() {
             t if t.is_empty() => Err("usage: unsub PATTERN...".into()),
             t => Ok(Command::Unsubscribe(t)),
@@ -203,7 +219,24 @@ mod tests {
     fn commands_parse() {
         assert_eq!(
             parse("sub trades.BTCUSDT  bbo.*").unwrap(),
-            Command::Subscribe(vec!["trades.BTCUSDT".into(), "bbo.*".into()])
+            Command::Subscribe(vec!["trades.BTCUSDT".into(), "bbo.*".into()], None)
+        );
+        assert_eq!(
+            parse("sub trades.* bbo.x { \"side\": \"buy\", \"q\": {\"gt\": 1} }").unwrap(),
+            Command::Subscribe(
+                vec!["trades.*".into(), "bbo.x".into()],
+                Some("{ \"side\": \"buy\", \"q\": {\"gt\": 1} }".into())
+            )
+        );
+        assert!(
+            parse("sub {\"side\":\"buy\"}")
+                .unwrap_err()
+                .starts_with("usage")
+        );
+        assert!(
+            parse("sub t {\"side\":")
+                .unwrap_err()
+                .starts_with("the filter is not valid JSON")
         );
         assert_eq!(
             parse("unsubscribe a").unwrap(),

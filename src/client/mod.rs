@@ -566,11 +566,12 @@ impl Session {
                 self.quitting = true;
                 return;
             }
-            Command::Subscribe(topics) => {
+            Command::Subscribe(topics, filter) => {
                 let id = self.id();
+                let req = command::subscribe(id, &topics, &BTreeMap::new(), filter.as_deref());
                 self.pending
-                    .insert(id.to_string(), Pending::Subscribe(None));
-                command::subscribe(id, &topics, &BTreeMap::new(), None)
+                    .insert(id.to_string(), Pending::Subscribe(filter));
+                req
             }
             Command::Unsubscribe(topics) => {
                 let id = self.id();
