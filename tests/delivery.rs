@@ -37,36 +37,6 @@ async fn stalled_client(server: &Server) -> (Ws, Value) {
     (ws, welcome)
 }
 
-/// Publishes `n` messages of ~`pad` bytes to each of `topics`, without acks, then one with an
-/// id per topic (whose ack says the owner sequenced everything before it). Returns the last
-/// seq per topic.
-async fn flood(p: &mut Ws, topics: &[&str], n: u64, pad: usize) -> HashMap<String, u64> {
-    let filler = "x".repeat(pad);
-    for i in 0..n {
-        for t in topics {
-            let op = json!({"op":"publish","topic":t,"data":{"i":i,"pad":filler}});
-            p.feed(Message::text(op.to_string())).await.unwrap();
-        }
-    }
-    p.flush().await.unwrap();
-    let mut last = HashMap::new();
-    for t in topics {
-        send_json(
-            p,
-            json!({"op":"publish","id":t,"topic":t,"data":{"i":"last"}}),
-        )
-        .await;
-        loop {
-            let m = recv_json(p).await;
-            if m["op"] == "ack" && m["id"] == *t {
-                last.insert(t.to_string(), m["seq"].as_u64().unwrap());
-                break;
-            }
-        }
-    }
-    last
-}
-
 async fn conflation_gives_a_stalled_client_the_newest(driver: Driver) {
     // Per topic: ~2 MB for the stalled client, more than the kernel's socket buffers take.
     const N: u64 = 5_000;

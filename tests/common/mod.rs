@@ -773,3 +773,38 @@ pub async fn wait_for_queued(server: &Server, bytes: u64) {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// Publishes `n` messages of ~`pad` bytes to each of `topics`, without acks, then one with an
+/// id per topic (whose ack says the owner sequenced everything before it). Returns the last
+/// seq per topic.
+pub async fn flood(
+    p: &mut Ws,
+    topics: &[&str],
+    n: u64,
+    pad: usize,
+) -> std::collections::HashMap<String, u64> {
+    let filler = "x".repeat(pad);
+    for i in 0..n {
+        for t in topics {
+            let op = serde_json::json!({"op":"publish","topic":t,"data":{"i":i,"pad":filler}});
+            p.feed(Message::text(op.to_string())).await.unwrap();
+        }
+    }
+    p.flush().await.unwrap();
+    let mut last = std::collections::HashMap::new();
+    for t in topics {
+        send_json(
+            p,
+            serde_json::json!({"op":"publish","id":t,"topic":t,"data":{"i":"last"}}),
+        )
+        .await;
+        loop {
+            let m = recv_json(p).await;
+            if m["op"] == "ack" && m["id"] == *t {
+                last.insert(t.to_string(), m["seq"].as_u64().unwrap());
+                break;
+            }
+        }
+    }
+    last
+}

@@ -9,14 +9,13 @@ use std::{
     task::{Context, Poll},
 };
 
-use futures_util::SinkExt;
 use serde_json::{Value, json};
 use tokio::{
     io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf},
     net::TcpStream,
 };
 use tokio_rustls::TlsConnector;
-use tokio_tungstenite::{client_async, tungstenite::Message};
+use tokio_tungstenite::client_async;
 
 use super::{
     CertDir, Raw, client_config, new_cert, publish, publish_noack, recv_data, start_tls, sub,
@@ -141,13 +140,7 @@ async fn a_stalled_wss_subscriber_that_reads_again_gets_everything(driver: Drive
     sub(&mut stalled, "bulk").await;
     let (mut p, _) = connect(&server).await;
     // ~1 MB for a client that takes a few KB: most of it waits in the server.
-    let pad = "x".repeat(1000);
-    for i in 0..1000 {
-        let op = json!({"op":"publish","topic":"bulk","data":{"i":i,"pad":pad}});
-        p.feed(Message::text(op.to_string())).await.unwrap();
-    }
-    p.flush().await.unwrap();
-    let last = publish(&mut p, "bulk", json!("last")).await;
+    let last = flood(&mut p, &["bulk"], 1000, 1000).await["bulk"];
     wait_for_queued(&server, 500_000).await;
     for want in 1..=last {
         assert_eq!(recv_data(&mut stalled).await["seq"].as_u64(), Some(want));

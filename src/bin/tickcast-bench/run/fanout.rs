@@ -264,28 +264,21 @@ fn add_rss(
         }
         _ => None,
     };
-    let all = |m: &procfs::Mem| m.vm_rss_bytes;
-    let anon = |m: &procfs::Mem| m.rss_anon_bytes;
+    let all: fn(&procfs::Mem) -> u64 = |m| m.vm_rss_bytes;
+    let anon: fn(&procfs::Mem) -> u64 = |m| m.rss_anon_bytes;
     let obj = s.json.as_object_mut().expect("object");
     obj.insert("server_rss_before_kib".into(), json!(kib(before)));
     obj.insert("server_rss_connected_kib".into(), json!(kib(connected)));
     obj.insert("server_rss_after_kib".into(), json!(kib(after)));
-    obj.insert(
-        "server_rss_per_conn_connected_bytes".into(),
-        json!(per_conn(connected, all)),
-    );
-    obj.insert(
-        "server_rss_per_conn_after_bytes".into(),
-        json!(per_conn(after, all)),
-    );
-    obj.insert(
-        "server_rss_anon_per_conn_connected_bytes".into(),
-        json!(per_conn(connected, anon)),
-    );
-    obj.insert(
-        "server_rss_anon_per_conn_after_bytes".into(),
-        json!(per_conn(after, anon)),
-    );
+    let per_conn_fields = [
+        ("server_rss_per_conn_connected_bytes", connected, all),
+        ("server_rss_per_conn_after_bytes", after, all),
+        ("server_rss_anon_per_conn_connected_bytes", connected, anon),
+        ("server_rss_anon_per_conn_after_bytes", after, anon),
+    ];
+    for (name, m, field) in per_conn_fields {
+        obj.insert(name.into(), json!(per_conn(m, field)));
+    }
 }
 
 #[cfg(test)]
