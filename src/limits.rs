@@ -101,3 +101,7 @@ pub const CLUSTER_HELD_PER_TOPIC_MAX: usize = 16_384;
 /// topic with subscribers is checked; thousands of simultaneous reads would only queue at the
 /// broker.
 pub const CLUSTER_FETCHES_MAX: usize = 32;
+
+/// Cluster, NATS, shard 0's live reader: the largest message it buffers is the server's
+/// `max_payload` (its `INFO`), and never more than this, NATS' own ceiling for that setting.
+pub const CLUSTER_LIVE_MESSAGE_MAX: usize = 64 << 20;

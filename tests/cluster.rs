@@ -524,6 +524,91 @@ async fn nats_with_a_least_privilege_account() {
     assert!(gaps.is_empty(), "{gaps:?}");
 }
 
+/// NATS, `cluster.nats_live_reader = "shard"` (the default): shard 0's own connection for live
+/// messages is made again when it is lost on its own (the bridge's connection staying up),
+/// when the broker cannot be reached for a while, and when it is fed bytes that are not NATS or
+/// a message larger than the server's `max_payload`; and what was published meanwhile reaches
+/// the subscriber from the broker's history, in order, with no gap. The publishing node reads
+/// live messages through its bridge (`"bridge"`): both readers serve one cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_live_connection_is_made_again_and_repaired() {
+    let broker = Broker::start(Engine::Nats);
+    let relay = Relay::start(broker.port, "\"tickcast node-b live\"").await;
+    let a = node_with(
+        &broker,
+        "node-a",
+        &[("TICKCAST_CLUSTER__NATS_LIVE_READER", "bridge")],
+    );
+    let via_relay = format!("nats://127.0.0.1:{}", relay.port);
+    let b = node_with(&broker, "node-b", &[("TICKCAST_CLUSTER__URL", &via_relay)]);
+    wait_cluster(&a, 2).await;
+    wait_cluster(&b, 2).await;
+    assert_eq!(
+        relay.matched(),
+        1,
+        "node-b's live connection goes through the relay"
+    );
+    let (mut sub_a, _) = connect(&a).await;
+    subscribe(&mut sub_a, 1, &["md.live"]).await;
+    let (mut sub_b, _) = connect(&b).await;
+    subscribe(&mut sub_b, 1, &["md.live"]).await;
+    let (mut pubr, _) = connect(&a).await;
+    let faults: [(&str, &[u8]); 5] = [
+        ("none", b""),
+        ("cut", b""),
+        ("away", b""),
+        ("not NATS", b"HTTP/1.1 200 OK\r\n"),
+        ("too large", b"MSG tc.live.md.live 2 999999999\r\n"),
+    ];
+    let mut last = 0;
+    for (fault, bytes) in faults {
+        let reconnects = b.metric("tickcast_cluster_live_reconnects_total").await;
+        match fault {
+            "none" => {}
+            "cut" => relay.cut(),
+            "away" => {
+                relay.refuse(true);
+                relay.cut();
+                let start = Instant::now();
+                while b.metric("tickcast_cluster_live_up").await != 0.0 {
+                    assert!(start.elapsed() < DEADLINE, "the cut was not noticed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            _ => relay.inject(bytes),
+        }
+        for _ in 0..5 {
+            last += 1;
+            let ack = publish(&mut pubr, last, "md.live", json!({"i": last})).await;
+            assert_eq!(ack["seq"], last, "{fault}: {ack}");
+        }
+        relay.refuse(false);
+        if fault != "none" {
+            let start = Instant::now();
+            while b.metric("tickcast_cluster_live_reconnects_total").await <= reconnects {
+                assert!(
+                    start.elapsed() < DEADLINE,
+                    "{fault}: no new live connection"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        for (node, ws) in [("node-a", &mut sub_a), ("node-b", &mut sub_b)] {
+            let (frames, gaps) = read_until(ws, "md.live", last).await;
+            assert!(gaps.is_empty(), "{fault}, {node}: {gaps:?}");
+            assert_eq!(
+                seqs(&frames),
+                (last - 4..=last).collect::<Vec<_>>(),
+                "{fault}, {node}"
+            );
+        }
+    }
+    assert!(b.metric("tickcast_cluster_live_errors_total").await >= 4.0);
+    // The bridge's own connection was never lost: the live reader repaired by itself.
+    assert_eq!(b.metric("tickcast_cluster_reconnects_total").await, 0.0);
+    assert_eq!(b.metric("tickcast_cluster_live_up").await, 1.0);
+}
+
 /// Zero-downtime restart (docs/OPERATIONS.md): a second node starts on the same address with
 /// `--takeover`, the first is drained with SIGUSR2. Every client is closed with 1012 only,
 /// reconnects to the same address (now the new process), resumes with `since`, and gets every

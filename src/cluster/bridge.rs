@@ -66,9 +66,12 @@ pub(super) async fn run<B: Broker>(ctx: Rc<Ctx>, cmds: flume::Receiver<Cmd>) {
             tracing::error!(error = %e, channel = name, "cluster: subscribe failed");
         }
     }
-    // User messages may be for a connection on any node: every node takes them all.
-    if let Err(e) = broker.live_subscribe("user.>").await {
-        tracing::error!(error = %e, "cluster: subscribe to user messages failed");
+    // User messages may be for a connection on any node: every node takes them all (with
+    // shard 0's live reader, on its connection).
+    if !crate::shard::live_in_shard(&ctx.cfg) {
+        if let Err(e) = broker.live_subscribe("user.>").await {
+            tracing::error!(error = %e, "cluster: subscribe to user messages failed");
+        }
     }
     // Bounded: a broker lost again right away must not hold the bridge (the engine
     // re-subscribes on the reconnect).
@@ -431,6 +434,18 @@ pub(super) fn describe_metrics() {
     describe_counter!(
         "tickcast_cluster_slow_consumer_total",
         "NATS: the client's subscription buffer overflowed and dropped messages (repaired)."
+    );
+    describe_counter!(
+        "tickcast_cluster_live_reconnects_total",
+        "NATS, cluster.nats_live_reader = shard: shard 0's live connection restored after a loss."
+    );
+    describe_counter!(
+        "tickcast_cluster_live_errors_total",
+        "NATS, cluster.nats_live_reader = shard: live connections lost or not made, and -ERR from the server on it."
+    );
+    describe_gauge!(
+        "tickcast_cluster_live_up",
+        "NATS, cluster.nats_live_reader = shard: 1 while shard 0's live connection is up."
     );
     describe_gauge!("tickcast_cluster_nodes", "Live nodes, this one included.");
     describe_gauge!(

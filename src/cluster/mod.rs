@@ -23,6 +23,7 @@ mod bridge;
 pub mod envelope;
 mod membership;
 mod nats;
+pub(crate) mod nats_wire;
 mod queries;
 mod redis;
 
@@ -388,6 +389,16 @@ pub(crate) trait Broker: Sized + 'static {
     async fn flush(&self) -> Result<(), BrokerError>;
 }
 
+/// The reconnect delay before attempt `n` (0-based): doubling from `reconnect_min_ms` to
+/// `reconnect_max_ms`, with up to 25 % jitter so restarted nodes do not retry in step.
+pub fn backoff(c: &crate::config::Cluster, n: usize) -> Duration {
+    let base = c
+        .reconnect_min_ms
+        .saturating_mul(1u64 << n.min(20))
+        .min(c.reconnect_max_ms);
+    Duration::from_millis(base + fastrand::u64(0..=base / 4))
+}
+
 /// Shared state of the bridge's tasks (one thread: `Rc`/`RefCell`).
 pub(crate) struct Ctx {
     pub bridge: Arc<Bridge>,
@@ -447,15 +458,9 @@ impl Ctx {
         &self.cfg.cluster
     }
 
-    /// The reconnect delay before attempt `n` (0-based): doubling from `reconnect_min_ms` to
-    /// `reconnect_max_ms`, with up to 25 % jitter so restarted nodes do not retry in step.
+    /// The reconnect delay before attempt `n` ([`backoff`]).
     pub fn backoff(&self, n: usize) -> Duration {
-        let c = self.cluster();
-        let base = c
-            .reconnect_min_ms
-            .saturating_mul(1u64 << n.min(20))
-            .min(c.reconnect_max_ms);
-        Duration::from_millis(base + fastrand::u64(0..=base / 4))
+        backoff(self.cluster(), n)
     }
 
     /// Largest history any topic class keeps (the broker keeps this many per topic, and at

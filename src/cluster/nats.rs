@@ -258,15 +258,12 @@ impl Broker for Nats {
         let client = loop {
             let events = inbound.clone();
             let lost = Arc::new(AtomicBool::new(false));
-            let (min, max) = (cfg.reconnect_min_ms, cfg.reconnect_max_ms);
+            let backoff_cfg = cfg.clone();
             let opts = async_nats::ConnectOptions::new()
                 .name(format!("tickcast {}", ctx.bridge.node_id))
                 .max_reconnects(None)
                 .connection_timeout(Duration::from_millis(cfg.publish_timeout_ms))
-                .reconnect_delay_callback(move |n| {
-                    let base = min.saturating_mul(1u64 << n.min(20)).min(max);
-                    Duration::from_millis(base + fastrand::u64(0..=base / 4))
-                })
+                .reconnect_delay_callback(move |n| super::backoff(&backoff_cfg, n))
                 .event_callback(move |event| {
                     let events = events.clone();
                     let lost = lost.clone();

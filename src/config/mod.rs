@@ -253,6 +253,10 @@ mod tests {
         refused(&|c| c.node_id = "a.b".into(), "cluster.node_id");
         refused(&|c| c.prefix = "tc.x".into(), "cluster.prefix");
         refused(&|c| c.nats_storage = "disk".into(), "cluster.nats_storage");
+        refused(
+            &|c| c.nats_live_reader = "thread".into(),
+            "cluster.nats_live_reader",
+        );
         refused(&|c| c.reconnect_max_ms = 1, "cluster.reconnect_max_ms");
         let mut c = Config::default();
         c.cluster.engine = Engine::Redis;

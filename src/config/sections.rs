@@ -471,6 +471,10 @@ pub struct Cluster {
     pub nats_stream_max_bytes: u64,
     /// NATS: how long JetStream remembers an `idem` key (its duplicate window).
     pub idem_window_s: u64,
+    /// NATS: who reads the live messages. `shard`: shard 0 holds its own connection to the
+    /// broker for them (no thread hop per message); `bridge`: the bridge thread's async-nats
+    /// client, like every other broker operation.
+    pub nats_live_reader: String,
 }
 
 impl Default for Cluster {
@@ -491,6 +495,7 @@ impl Default for Cluster {
             nats_storage: "file".into(),
             nats_stream_max_bytes: 1 << 30,
             idem_window_s: 120,
+            nats_live_reader: "shard".into(),
         }
     }
 }

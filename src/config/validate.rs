@@ -295,6 +295,12 @@ impl Config {
                 format!("{:?} is not file or memory", c.nats_storage),
             );
         }
+        if !matches!(c.nats_live_reader.as_str(), "shard" | "bridge") {
+            return bad(
+                "cluster.nats_live_reader",
+                format!("{:?} is not shard or bridge", c.nats_live_reader),
+            );
+        }
         let token = |s: &str| {
             !s.is_empty()
                 && s.len() <= 64

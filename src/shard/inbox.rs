@@ -50,6 +50,9 @@ impl State {
                     seq: msg.seq,
                 };
                 let _ = self.mesh.send(msg.from as usize, ack);
+                if self.live.is_some() {
+                    self.live_interest(msg.from, &msg.pattern, msg.seq);
+                }
             }
             MeshMsg::InterestAck { from, seq } => {
                 self.interest.peer_acked(from, seq);

@@ -62,6 +62,11 @@ impl Interest {
         any
     }
 
+    /// Whether some shard holds `pattern` (exactly this pattern, not one matching it).
+    pub(crate) fn holds(&self, pattern: &str) -> bool {
+        self.trie.get(pattern).is_some_and(|mask| *mask != 0)
+    }
+
     /// Applies shard `from`'s interest change; true if no shard has `pattern` any more.
     pub(crate) fn apply(&mut self, from: u8, pattern: &str, add: bool) -> bool {
         self.generation += 1;

@@ -23,6 +23,7 @@ mod http;
 mod idem;
 mod inbox;
 mod interest;
+mod live;
 pub mod msg;
 pub mod out;
 mod pacing;
@@ -60,6 +61,7 @@ use crate::{
     stats::{ShardStats, StatsHub},
 };
 pub use conn::Conn;
+pub(crate) use live::in_shard as live_in_shard;
 
 /// What every shard shares: configuration, the mesh, metrics, process-wide connection counts.
 pub struct Shared {
@@ -211,6 +213,9 @@ pub struct State {
     /// **Interest** (`interest.rs`): which shards subscribe to what, and the acknowledgements
     /// of this shard's own changes.
     interest: interest::Interest,
+    /// **Live reader** (`live.rs`): shard 0's own connection to NATS for live messages
+    /// (cluster mode, `cluster.nats_live_reader = "shard"`); `None` elsewhere.
+    live: Option<live::Live>,
     /// **Topics** (`topics/`, `idem.rs`): the topics this shard owns, with their `seq`, epoch,
     /// history ring and `idem` keys.
     topics: topics::Topics,
@@ -300,6 +305,8 @@ impl Shard {
             tls_buf: Vec::new(),
             json: simd_json::Buffers::default(),
             interest: interest::Interest::new(id, shared.shards, shared.bridge.is_some()),
+            live: (id == 0 && shared.bridge.is_some() && live::in_shard(&shared.boot))
+                .then(|| live::Live::new(&shared.boot)),
             recovery: recovery::Recovery::default(),
             topics: topics::Topics::new(&shared.boot),
             http_waiters: http::Waiters::default(),
@@ -418,6 +425,9 @@ impl Shard {
         monoio::spawn(flusher(self.clone()));
         monoio::spawn(pacing::pacer_task(self.clone()));
         monoio::spawn(timer::timer_task(self.clone()));
+        if self.st.borrow().live.is_some() {
+            monoio::spawn(live::live_task(self.clone()));
+        }
         self.shared
             .listening
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -93,8 +93,16 @@ impl State {
         }
     }
 
-    /// This shard's interest change, for the broker (cluster mode only).
+    /// This shard's interest change, for the broker (cluster mode only). With the live
+    /// reader in shard 0 (`live.rs`) shard 0 subscribes for the node: a peer's change reaches
+    /// it over the mesh, its own here.
     pub(crate) fn broker_interest(&mut self, pattern: &str, add: bool, seq: u64) {
+        if super::live::in_shard(&self.shared.boot) {
+            if self.live.is_some() {
+                self.live_interest(self.shard as u8, pattern, seq);
+            }
+            return;
+        }
         if let Some(bridge) = &self.shared.bridge {
             bridge.send(Cmd::Interest {
                 shard: self.shard as u8,

@@ -38,6 +38,7 @@ impl State {
         }
         self.drain_step(now);
         self.sweep_topics();
+        self.live_tick(now);
         if now >= self.last_scan_ms + CONN_SCAN_EVERY_MS {
             self.last_scan_ms = now;
             self.scan(now);

@@ -560,3 +560,126 @@ pub async fn every_client_got_everything(
     }
     reconnected
 }
+
+/// A TCP relay in front of a broker that can cut, or write into, the connections whose client
+/// named itself with `marker` in its first bytes (NATS: `CONNECT {"name":…}`), as a broken
+/// network path or a faulty broker would.
+pub struct Relay {
+    pub port: u16,
+    /// Per matched connection: bytes to write to the client as if the broker sent them (empty:
+    /// close the connection).
+    picked: std::sync::Arc<Mutex<Vec<tokio::sync::mpsc::UnboundedSender<Vec<u8>>>>>,
+    /// While set, a matched connection is closed as soon as it is matched.
+    refuse: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Relay {
+    pub async fn start(upstream: u16, marker: &'static str) -> Relay {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", free_port()))
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let picked = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let refuse = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (list, no) = (picked.clone(), refuse.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                else {
+                    continue;
+                };
+                tokio::spawn(relay_one(client, server, marker, list.clone(), no.clone()));
+            }
+        });
+        Relay {
+            port,
+            picked,
+            refuse,
+        }
+    }
+
+    /// From now on (`true`) closes matched connections as soon as they are matched, until
+    /// called with `false`.
+    pub fn refuse(&self, on: bool) {
+        self.refuse.store(on, Ordering::SeqCst);
+    }
+
+    /// Connections matched so far (each a connection the client made).
+    pub fn matched(&self) -> usize {
+        self.picked.lock().unwrap().len()
+    }
+
+    /// Writes `bytes` to the client of every open matched connection.
+    pub fn inject(&self, bytes: &[u8]) {
+        for tx in self.picked.lock().unwrap().iter() {
+            let _ = tx.send(bytes.to_vec());
+        }
+    }
+
+    /// Closes every open matched connection.
+    pub fn cut(&self) {
+        self.inject(b"");
+    }
+}
+
+async fn relay_one(
+    client: tokio::net::TcpStream,
+    server: tokio::net::TcpStream,
+    marker: &'static str,
+    picked: std::sync::Arc<Mutex<Vec<tokio::sync::mpsc::UnboundedSender<Vec<u8>>>>>,
+    refuse: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut client_rd, mut client_wr) = client.into_split();
+    let (mut server_rd, mut server_wr) = server.into_split();
+    let (tx, mut ctl) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let mut tx = Some(tx);
+    // Client to broker; the connection is picked when the client's bytes name it.
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut seen = Vec::new();
+        loop {
+            let n = match client_rd.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if tx.is_some() && seen.len() < 4096 {
+                seen.extend_from_slice(&buf[..n]);
+                if String::from_utf8_lossy(&seen).contains(marker) {
+                    let tx = tx.take().unwrap();
+                    if refuse.load(Ordering::SeqCst) {
+                        let _ = tx.send(Vec::new());
+                    }
+                    picked.lock().unwrap().push(tx);
+                }
+            }
+            if server_wr.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    });
+    // Broker to client, and what the test writes.
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        tokio::select! {
+            read = server_rd.read(&mut buf) => {
+                let n = match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                if client_wr.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+            Some(bytes) = ctl.recv() => {
+                if bytes.is_empty() {
+                    let _ = client_wr.shutdown().await;
+                    return;
+                }
+                if client_wr.write_all(&bytes).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}

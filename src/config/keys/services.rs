@@ -153,6 +153,16 @@ pub(super) const CLUSTER: &[Key] = &[
         meaning: r#"How long an `idem` key is remembered: by the topic's owner shard (every engine; a topic with a key still remembered is kept), and by the broker (JetStream's duplicate window; the Redis key's TTL)."#,
         triggers: r#"`"duplicate":true` acks"#,
     },
+    Key {
+        section: "cluster",
+        name: "nats_live_reader",
+        kind: r#"string"#,
+        default: "",
+        bounds: None,
+        valid: r#"`shard`, `bridge`"#,
+        meaning: r#"NATS: who reads live messages from the broker. `shard`: shard 0 keeps its own plain-TCP connection to NATS for them and hands each message to its topic's owner shard directly (no thread hop per message). `bridge`: the bridge thread's async-nats client, like history, publishes and heartbeats; needed if the NATS server requires TLS. Both resubscribe and repair after a lost connection."#,
+        triggers: r#"`tickcast_cluster_live_reconnects_total`, `tickcast_cluster_live_errors_total`"#,
+    },
 ];
 
 pub(super) const DEMO: &[Key] = &[

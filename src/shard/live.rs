@@ -1,0 +1,605 @@
+//! Cluster mode over NATS, shard 0 (`cluster.nats_live_reader = "shard"`, the default): the
+//! node's live messages read from the broker on the shard's own runtime (docs/CLUSTER.md
+//! "Live messages").
+//!
+//! Everything else the broker does for a node (sequenced publishes, history, heartbeats,
+//! queries) stays with the bridge thread's async-nats client. Live messages are the only
+//! broker traffic whose rate is the publish rate, and through the bridge each one cost a wake
+//! of the bridge thread and a wake of the shard from that thread (perf/README.md, "where a
+//! cluster node's time goes"). Here shard 0 holds one plain-TCP NATS connection: its socket
+//! is read like a client's, each message goes straight to its topic's owner shard (itself, or
+//! one mesh hop), and nothing else runs per message.
+//!
+//! **Interest.** Shard 0 sees every shard's interest changes (they are broadcast to all
+//! peers, `interest.rs`); it subscribes to a pattern while any shard holds it. A change is
+//! acknowledged to the shard that made it (`MeshMsg::BrokerInterestAck`) once a `PING`
+//! written after the `SUB`/`UNSUB` has its `PONG`: the server handles one connection's
+//! operations in order, so from then on the subscription is in force. While disconnected a
+//! change is acknowledged at once, as the bridge does: the subscription is made on the
+//! reconnect, which repairs every topic.
+//!
+//! **Loss.** A lost connection (closed, a read or write error, a protocol error, no `PONG`
+//! within `cluster.node_ttl_ms` of a keep-alive `PING` sent every `cluster.heartbeat_ms`) is
+//! made again with the bridge's backoff; once the new connection's subscriptions are in
+//! force every shard repairs its topics from the broker's history (`broker_up`), as after a
+//! loss of the bridge's connection.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    net::{IpAddr, SocketAddr},
+    os::fd::OwnedFd,
+    rc::Rc,
+    task::{Poll, Waker},
+    time::Duration,
+};
+
+use bytes::{Buf, Bytes, BytesMut};
+use monoio::{
+    io::{AsyncReadRent, AsyncWriteRentExt, OwnedWriteHalf, Splitable},
+    net::TcpStream,
+};
+
+use super::{Shard, State, msg::MeshMsg};
+use crate::{
+    cluster::{envelope, nats_wire},
+    config::Config,
+    limits::READ_CHUNK_BYTES,
+    mesh::SendOutcome,
+};
+
+/// The subscription id of `<prefix>.live.user.>`, always subscribed: a message for a user
+/// may be for a connection on any node.
+const USER_SID: u64 = 1;
+const USER_PATTERN: &str = "user.>";
+
+/// What a `PONG` confirms.
+#[derive(Debug, Clone, Copy)]
+enum Confirm {
+    /// Shard `shard`'s interest change `seq` is in force at the broker.
+    Ack { shard: u8, seq: u64 },
+    /// A new connection's subscriptions are in force: every shard repairs its topics.
+    Repair,
+}
+
+/// Shard 0's live connection (in [`State::live`]).
+pub(crate) struct Live {
+    /// Every pattern some shard of this node subscribes to, with its subscription id.
+    subs: HashMap<Box<str>, u64>,
+    next_sid: u64,
+    prefix: String,
+    /// Bumped on every connection and every loss: a writer of an older one stops.
+    generation: u64,
+    connected: bool,
+    /// A duplicate of the connection's descriptor, to shut the socket down from a section
+    /// (the reader then sees the end and reconnects).
+    fd: Option<OwnedFd>,
+    /// Bytes for the broker the writer has not taken yet.
+    out: Vec<u8>,
+    /// Changes written since the last `PING`: its `PONG` confirms them.
+    batch: Vec<Confirm>,
+    /// `PING`s written and not yet answered, oldest first: when (shard ms), and what each
+    /// `PONG` confirms.
+    waiting: VecDeque<(u64, Vec<Confirm>)>,
+    last_ping_ms: u64,
+    ping_due: bool,
+    writer: Option<Waker>,
+    received: metrics::Counter,
+    invalid: metrics::Counter,
+    errors: metrics::Counter,
+}
+
+impl Live {
+    pub(crate) fn new(cfg: &Config) -> Live {
+        Live {
+            subs: HashMap::new(),
+            next_sid: USER_SID + 1,
+            prefix: cfg.cluster.prefix.clone(),
+            generation: 0,
+            connected: false,
+            fd: None,
+            out: Vec::new(),
+            batch: Vec::new(),
+            waiting: VecDeque::new(),
+            last_ping_ms: 0,
+            ping_due: false,
+            writer: None,
+            received: metrics::counter!("tickcast_cluster_received_total"),
+            invalid: metrics::counter!("tickcast_cluster_invalid_total"),
+            errors: metrics::counter!("tickcast_cluster_live_errors_total"),
+        }
+    }
+
+    fn write_sub(&mut self, pattern: &str, sid: u64) {
+        use std::io::Write;
+        let _ = write!(self.out, "SUB {}.live.{pattern} {sid}\r\n", self.prefix);
+    }
+
+    /// Subscribes to `pattern` while `held`, unsubscribes when no shard holds it any more.
+    fn want(&mut self, pattern: &str, held: bool) {
+        if pattern == USER_PATTERN {
+            return;
+        }
+        if held && !self.subs.contains_key(pattern) {
+            let sid = self.next_sid;
+            self.next_sid += 1;
+            self.subs.insert(pattern.into(), sid);
+            if self.connected {
+                self.write_sub(pattern, sid);
+            }
+        } else if !held {
+            let Some(sid) = self.subs.remove(pattern) else {
+                return;
+            };
+            if self.connected {
+                use std::io::Write;
+                let _ = write!(self.out, "UNSUB {sid}\r\n");
+            }
+        } else {
+            return;
+        }
+        metrics::gauge!("tickcast_cluster_subscriptions").set(self.subs.len() as f64);
+    }
+
+    fn kick(&mut self) {
+        if let Some(w) = self.writer.take() {
+            w.wake();
+        }
+    }
+
+    /// Ends the batch of changes with a `PING` when there is one (or a keep-alive is due).
+    fn ping_if_needed(&mut self, now_ms: u64) {
+        if !self.connected || (self.batch.is_empty() && !self.ping_due) {
+            return;
+        }
+        self.out.extend_from_slice(b"PING\r\n");
+        self.waiting
+            .push_back((now_ms, std::mem::take(&mut self.batch)));
+        self.last_ping_ms = now_ms;
+        self.ping_due = false;
+    }
+
+    fn shut_down(&self) {
+        if let Some(fd) = &self.fd {
+            let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Both);
+        }
+    }
+}
+
+/// Whether live messages are read by shard 0 rather than by the bridge thread.
+pub(crate) fn in_shard(cfg: &Config) -> bool {
+    cfg.cluster.engine == crate::config::Engine::Nats && cfg.cluster.nats_live_reader == "shard"
+}
+
+impl State {
+    /// An interest change of shard `from` (this one's own, or a peer's) at shard 0: the
+    /// broker subscription follows, and the change is acknowledged once it is in force.
+    pub(crate) fn live_interest(&mut self, from: u8, pattern: &str, seq: u64) {
+        let held = self.interest.holds(pattern);
+        let Some(live) = self.live.as_mut() else {
+            return;
+        };
+        live.want(pattern, held);
+        if live.connected {
+            live.batch.push(Confirm::Ack { shard: from, seq });
+            live.kick();
+        } else {
+            self.broker_ack(from, seq);
+        }
+    }
+
+    fn broker_ack(&mut self, shard: u8, seq: u64) {
+        if shard as usize == self.shard {
+            self.interest.broker_acked(seq);
+            self.release_pending_subs();
+        } else {
+            let _ = self
+                .mesh
+                .send(shard as usize, MeshMsg::BrokerInterestAck { seq });
+        }
+    }
+
+    fn live_confirmed(&mut self, confirms: Vec<Confirm>) {
+        for c in confirms {
+            match c {
+                Confirm::Ack { shard, seq } => self.broker_ack(shard, seq),
+                Confirm::Repair => {
+                    for dst in (0..self.shared.shards).filter(|d| *d != self.shard) {
+                        let _ = self.mesh.send(dst, MeshMsg::BrokerUp);
+                    }
+                    self.broker_up();
+                }
+            }
+        }
+    }
+
+    /// A new connection is ready: subscribe to everything wanted, then repair once that is
+    /// in force. Returns the connection's generation.
+    fn live_connected(&mut self, fd: Option<OwnedFd>) -> u64 {
+        let now = self.clock();
+        let live = self.live.as_mut().expect("shard 0 with a live reader");
+        live.generation += 1;
+        live.connected = true;
+        live.fd = fd;
+        live.out.clear();
+        live.write_sub(USER_PATTERN, USER_SID);
+        let subs: Vec<(Box<str>, u64)> = live.subs.iter().map(|(p, s)| (p.clone(), *s)).collect();
+        for (pattern, sid) in subs {
+            live.write_sub(&pattern, sid);
+        }
+        live.batch.push(Confirm::Repair);
+        live.last_ping_ms = now;
+        live.kick();
+        metrics::gauge!("tickcast_cluster_live_up").set(1.0);
+        live.generation
+    }
+
+    /// The connection is gone: what waited for its `PONG`s is acknowledged now (it will be
+    /// subscribed again on the next connection, which repairs every topic).
+    fn live_lost(&mut self) {
+        let live = self.live.as_mut().expect("shard 0 with a live reader");
+        if !live.connected {
+            return;
+        }
+        live.connected = false;
+        live.generation += 1;
+        live.fd = None;
+        live.out.clear();
+        live.ping_due = false;
+        let mut confirms = std::mem::take(&mut live.batch);
+        for (_, c) in live.waiting.drain(..) {
+            confirms.extend(c);
+        }
+        live.kick();
+        metrics::gauge!("tickcast_cluster_live_up").set(0.0);
+        confirms.retain(|c| matches!(c, Confirm::Ack { .. }));
+        self.live_confirmed(confirms);
+    }
+
+    /// Keep-alive (from the shard's timer): a `PING` every `cluster.heartbeat_ms`; a `PING`
+    /// unanswered for `cluster.node_ttl_ms` means the broker is gone.
+    pub(crate) fn live_tick(&mut self, now: u64) {
+        let (every, ttl) = (
+            self.shared.boot.cluster.heartbeat_ms,
+            self.shared.boot.cluster.node_ttl_ms,
+        );
+        let Some(live) = self.live.as_mut() else {
+            return;
+        };
+        if !live.connected {
+            return;
+        }
+        if let Some((sent, _)) = live.waiting.front() {
+            if now.saturating_sub(*sent) > ttl {
+                tracing::warn!(
+                    waited_ms = now - sent,
+                    "cluster: no PONG from NATS on the live connection; reconnecting"
+                );
+                live.shut_down();
+                return;
+            }
+        }
+        if now.saturating_sub(live.last_ping_ms) >= every {
+            live.ping_due = true;
+            live.kick();
+        }
+    }
+
+    /// Handles every complete operation at the front of `buf`.
+    fn live_ops(&mut self, buf: &mut BytesMut, max_payload: usize) -> Result<(), String> {
+        loop {
+            let (op, used) = match nats_wire::parse(buf, max_payload) {
+                nats_wire::Parsed::Incomplete => return Ok(()),
+                nats_wire::Parsed::Invalid(e) => return Err(e),
+                nats_wire::Parsed::Op(op, used) => (op, used),
+            };
+            if let nats_wire::Op::Msg { payload, .. } = op {
+                // The payload stays in the read buffer (a message's data is a slice of it).
+                let chunk = buf.split_to(used).freeze();
+                self.live_message(chunk.slice(payload));
+                continue;
+            }
+            buf.advance(used);
+            let live = self.live.as_mut().expect("shard 0 with a live reader");
+            match op {
+                nats_wire::Op::Ping => {
+                    live.out.extend_from_slice(b"PONG\r\n");
+                    live.kick();
+                }
+                nats_wire::Op::Pong => {
+                    if let Some((_, confirms)) = live.waiting.pop_front() {
+                        self.live_confirmed(confirms);
+                    }
+                }
+                nats_wire::Op::Err(text) => {
+                    // The server closes the connection after the errors that end it; the
+                    // others (a permission refused) leave it up.
+                    live.errors.increment(1);
+                    tracing::warn!(error = %text, "cluster: NATS error on the live connection");
+                }
+                nats_wire::Op::Ok | nats_wire::Op::Info(_) | nats_wire::Op::Msg { .. } => {}
+            }
+        }
+    }
+
+    /// A live message: to its topic's owner shard.
+    fn live_message(&mut self, wire: Bytes) {
+        let live = self.live.as_mut().expect("shard 0 with a live reader");
+        match envelope::decode(&wire) {
+            Ok(m) => {
+                live.received.increment(1);
+                let owner = crate::pubsub::topic::owner_shard(&m.topic, self.shared.shards);
+                if owner == self.shard {
+                    self.on_remote(m);
+                } else if let SendOutcome::Dropped(_) =
+                    self.mesh.send(owner, MeshMsg::Remote(Box::new(m)))
+                {
+                    // The owner sees the hole and repairs it from the broker's history.
+                    self.stats.c.mesh_drops += 1;
+                }
+            }
+            Err(e) => {
+                live.invalid.increment(1);
+                tracing::warn!(error = %e, "cluster: dropped an invalid message from the broker");
+            }
+        }
+    }
+}
+
+/// The broker's address and credentials, from `cluster.url`.
+struct Target {
+    host: url::Host<String>,
+    port: u16,
+    shown: String,
+    connect: Vec<u8>,
+}
+
+impl Target {
+    fn new(cfg: &Config, node: &str) -> Result<Target, String> {
+        let url = cfg.cluster_url();
+        let shown = crate::config::redact_url(&url);
+        let parsed = url::Url::parse(&url).map_err(|e| format!("{shown}: {e}"))?;
+        let host = parsed
+            .host()
+            .ok_or_else(|| format!("{shown}: no host"))?
+            .to_owned();
+        let mut connect = serde_json::json!({
+            "verbose": false,
+            "pedantic": false,
+            "tls_required": false,
+            "name": format!("tickcast {node} live"),
+            "lang": "rust",
+            "version": env!("CARGO_PKG_VERSION"),
+            "protocol": 1,
+            "headers": true,
+            "no_responders": false,
+        });
+        match crate::config::url_credentials(&url) {
+            Some((user, Some(pass))) => {
+                connect["user"] = user.into();
+                connect["pass"] = pass.into();
+            }
+            Some((token, None)) => connect["auth_token"] = token.into(),
+            None => {}
+        }
+        let mut line = b"CONNECT ".to_vec();
+        line.extend_from_slice(connect.to_string().as_bytes());
+        line.extend_from_slice(b"\r\nPING\r\n");
+        Ok(Target {
+            host,
+            port: parsed.port().unwrap_or(4222),
+            shown,
+            connect: line,
+        })
+    }
+
+    /// The address; a host name is resolved on a short-lived thread (`getaddrinfo` blocks,
+    /// and the shard must not).
+    async fn addr(&self) -> Result<SocketAddr, String> {
+        let name = match &self.host {
+            url::Host::Ipv4(ip) => return Ok(SocketAddr::new(IpAddr::V4(*ip), self.port)),
+            url::Host::Ipv6(ip) => return Ok(SocketAddr::new(IpAddr::V6(*ip), self.port)),
+            url::Host::Domain(name) => name.clone(),
+        };
+        let (tx, rx) = flume::bounded(1);
+        let port = self.port;
+        std::thread::Builder::new()
+            .name("tc-resolve".into())
+            .spawn(move || {
+                use std::net::ToSocketAddrs;
+                let found = (name.as_str(), port)
+                    .to_socket_addrs()
+                    .map_err(|e| format!("resolve {name}: {e}"))
+                    .and_then(|mut a| {
+                        a.next()
+                            .ok_or_else(|| format!("resolve {name}: no address"))
+                    });
+                let _ = tx.send(found);
+            })
+            .map_err(|e| format!("resolver thread: {e}"))?;
+        rx.recv_async()
+            .await
+            .map_err(|_| "resolver thread ended".to_string())?
+    }
+}
+
+/// Shard 0's live reader: connect, read until the connection is lost, reconnect with backoff.
+pub(crate) async fn live_task(shard: Rc<Shard>) {
+    let cfg = shard.shared.boot.clone();
+    let node = shard
+        .shared
+        .bridge
+        .as_ref()
+        .map_or("", |b| b.node_id.as_str());
+    let target = match Target::new(&cfg, node) {
+        Ok(t) => t,
+        Err(e) => {
+            // Checked when the configuration was loaded; nothing to connect to.
+            tracing::error!(error = %e, "cluster: no NATS address for the live reader");
+            return;
+        }
+    };
+    let limit = Duration::from_millis(cfg.cluster.publish_timeout_ms);
+    let mut failures = 0;
+    let mut ever = false;
+    loop {
+        match monoio::time::timeout(limit, handshake(&target)).await {
+            Ok(Ok((stream, buf, max_payload))) => {
+                failures = 0;
+                if ever {
+                    metrics::counter!("tickcast_cluster_live_reconnects_total").increment(1);
+                    tracing::warn!("cluster: live connection to NATS restored; repairing topics");
+                }
+                ever = true;
+                let error = session(&shard, stream, buf, max_payload).await;
+                let mut st = shard.st.borrow_mut();
+                st.live_lost();
+                shard.finish(st);
+                if shard.done.get() {
+                    return;
+                }
+                metrics::counter!("tickcast_cluster_live_errors_total").increment(1);
+                tracing::warn!(url = %target.shown, error = %error,
+                    "cluster: live connection to NATS lost; reconnecting");
+            }
+            Ok(Err(e)) => {
+                tracing::error!(url = %target.shown, error = %e,
+                    "cluster: cannot open the live connection to NATS; retrying");
+                metrics::counter!("tickcast_cluster_live_errors_total").increment(1);
+            }
+            Err(_) => {
+                tracing::error!(url = %target.shown, timeout_ms = limit.as_millis() as u64,
+                    "cluster: live connection to NATS not set up in time; retrying");
+                metrics::counter!("tickcast_cluster_live_errors_total").increment(1);
+            }
+        }
+        monoio::time::sleep(crate::cluster::backoff(&cfg.cluster, failures)).await;
+        failures += 1;
+    }
+}
+
+/// Connects and says `CONNECT`; returns once the server answered its `PING`, with what was
+/// read after that `PONG` and the server's `max_payload`.
+async fn handshake(target: &Target) -> Result<(TcpStream, BytesMut, usize), String> {
+    let addr = target.addr().await?;
+    let mut stream = TcpStream::connect_addr(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    // The server speaks first: INFO.
+    let info = loop {
+        match nats_wire::parse(&buf, 0) {
+            nats_wire::Parsed::Op(nats_wire::Op::Info(r), used) => {
+                let info: serde_json::Value = serde_json::from_slice(&buf[r])
+                    .map_err(|e| format!("the server's INFO is not JSON: {e}"))?;
+                buf.advance(used);
+                break info;
+            }
+            nats_wire::Parsed::Incomplete => buf = read_more(&mut stream, buf).await?,
+            nats_wire::Parsed::Op(op, _) => return Err(format!("{op:?} before INFO")),
+            nats_wire::Parsed::Invalid(e) => return Err(e),
+        }
+    };
+    if info["tls_required"].as_bool() == Some(true) {
+        return Err(
+            "the server requires TLS, which the shard's live reader does not speak: \
+                    set cluster.nats_live_reader = \"bridge\""
+                .into(),
+        );
+    }
+    // The server's bound on a message (headers included); 1 MiB is NATS' default.
+    let max_payload = info["max_payload"]
+        .as_u64()
+        .unwrap_or(1 << 20)
+        .min(crate::limits::CLUSTER_LIVE_MESSAGE_MAX as u64) as usize;
+    let (res, _) = stream.write_all(target.connect.clone()).await;
+    res.map_err(|e| format!("write CONNECT: {e}"))?;
+    loop {
+        match nats_wire::parse(&buf, max_payload) {
+            nats_wire::Parsed::Op(nats_wire::Op::Pong, used) => {
+                buf.advance(used);
+                return Ok((stream, buf, max_payload));
+            }
+            nats_wire::Parsed::Op(nats_wire::Op::Err(e), _) => return Err(format!("-ERR {e}")),
+            nats_wire::Parsed::Op(_, used) => buf.advance(used),
+            nats_wire::Parsed::Incomplete => buf = read_more(&mut stream, buf).await?,
+            nats_wire::Parsed::Invalid(e) => return Err(e),
+        }
+    }
+}
+
+async fn read_more<R: AsyncReadRent>(
+    stream: &mut R,
+    mut buf: BytesMut,
+) -> Result<BytesMut, String> {
+    buf.reserve(READ_CHUNK_BYTES);
+    let (res, buf) = stream.read(buf).await;
+    match res {
+        Ok(0) => Err("the server closed the connection".into()),
+        Ok(_) => Ok(buf),
+        Err(e) => Err(format!("read: {e}")),
+    }
+}
+
+/// One connection's life: subscribe, then read and hand on messages until it ends.
+async fn session(shard: &Rc<Shard>, stream: TcpStream, mut buf: BytesMut, max: usize) -> String {
+    let fd = rustix::io::dup(crate::sys::fd_of(&stream)).ok();
+    let (mut rd, wr) = stream.into_split();
+    let generation = {
+        let mut st = shard.st.borrow_mut();
+        let g = st.live_connected(fd);
+        shard.finish(st);
+        g
+    };
+    monoio::spawn(writer(shard.clone(), wr, generation));
+    loop {
+        {
+            let mut st = shard.st.borrow_mut();
+            let handled = st.live_ops(&mut buf, max);
+            shard.finish(st);
+            if let Err(e) = handled {
+                return format!("protocol error: {e}");
+            }
+        }
+        buf = match read_more(&mut rd, buf).await {
+            Ok(b) => b,
+            Err(e) => return e,
+        };
+    }
+}
+
+/// Writes what the sections queued for the broker, until its connection is replaced.
+async fn writer(shard: Rc<Shard>, mut wr: OwnedWriteHalf<TcpStream>, generation: u64) {
+    let mut spare = Vec::new();
+    loop {
+        let data = std::future::poll_fn(|cx| {
+            let mut st = shard.st.borrow_mut();
+            let now = st.clock();
+            let Some(live) = st.live.as_mut().filter(|l| l.generation == generation) else {
+                return Poll::Ready(None);
+            };
+            live.ping_if_needed(now);
+            if live.out.is_empty() {
+                live.writer = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            Poll::Ready(Some(std::mem::replace(
+                &mut live.out,
+                std::mem::take(&mut spare),
+            )))
+        })
+        .await;
+        let Some(data) = data else { return };
+        let (res, mut data) = wr.write_all(data).await;
+        if let Err(e) = res {
+            let st = shard.st.borrow();
+            if let Some(live) = st.live.as_ref().filter(|l| l.generation == generation) {
+                tracing::warn!(error = %e, "cluster: write to NATS failed on the live connection");
+                live.shut_down();
+            }
+            return;
+        }
+        data.clear();
+        spare = data;
+    }
+}
