@@ -21,6 +21,12 @@
 # release/tickcast and release/tickcast-bench (a CARGO_TARGET_DIR); every variant then runs
 # once per build (order alternating with the rounds), into round-R-VARIANT-LABEL.
 #
+# A/B of two node settings in the same invocation: SETTINGS="LABEL:VAR=value[,VAR=value…] …",
+# e.g. SETTINGS="shard:TICKCAST_CLUSTER__NATS_LIVE_READER=shard bridge:TICKCAST_CLUSTER__NATS_LIVE_READER=bridge";
+# the cluster and nats1 variants then run once per setting (added to NODE_ENV), into
+# round-R-VARIANT-LABEL, and single once per round (it has no broker); the ratios compare each
+# labelled cluster run with that round's single node.
+#
 # Environment (defaults): ROUNDS=1, VARIANTS="cluster single nats1", OUT=reports/<UTC>-cluster-vs-single,
 #   PERF=1: perf record on node PERF_CLUSTER_NODE (3) of the cluster and on the single nodes
 #   (cluster-100k.sh's PERF_NODE, PERF_S, PERF_FREQ), SKIP_BUILD=1; everything else (NODES,
@@ -69,7 +75,16 @@ for round in $(seq 1 "$ROUNDS"); do
   order="$VARIANTS"
   builds="${BUILDS:-}"
   if [ $((round % 2)) = 0 ]; then order="$(reverse "$VARIANTS")"; builds="$(reverse "$builds")"; fi
+  settings="${SETTINGS:-}"
+  if [ $((round % 2)) = 0 ]; then settings="$(reverse "$settings")"; fi
   for v in $order; do
+    if [ -n "$settings" ] && [ "$v" != single ]; then
+      for s in $settings; do
+        vars="${s#*:}"
+        NODE_ENV="${NODE_ENV:-} ${vars//,/ }" run_variant "$round" "$v" "${s%%:*}"
+      done
+      continue
+    fi
     if [ -z "$builds" ]; then run_variant "$round" "$v"; continue; fi
     for b in $builds; do
       CARGO_TARGET_DIR="${b#*=}" run_variant "$round" "$v" "${b%%=*}"

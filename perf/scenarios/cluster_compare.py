@@ -61,9 +61,11 @@ def main():
     ratios = []
     for rnd, build in sorted({(r["round"], r["build"]) for r in runs}):
         by = {r["variant"]: r for r in runs if r["round"] == rnd and r["build"] == build}
+        # SETTINGS runs the single node once per round, unlabelled: the reference of every label.
+        shared = {r["variant"]: r for r in runs if r["round"] == rnd and r["build"] == ""}
         c = by.get("cluster")
         for ref in ("single", "nats1"):
-            o = by.get(ref)
+            o = by.get(ref) or shared.get(ref)
             if not c or not o:
                 continue
             def ratio(k):

@@ -160,10 +160,15 @@ impl State {
 
     /// Keeps `m` until the topic's fetch answers (starting one), dropping the oldest held
     /// past `CLUSTER_HELD_PER_TOPIC_MAX` (the fetch's answer then reports them).
-    fn hold(&mut self, m: Received) {
+    fn hold(&mut self, mut m: Received) {
         let Some(state) = self.topics.get_mut(&m.topic) else {
             return;
         };
+        // A live message's data is a slice of the read buffer it came in (64 KiB, shared by
+        // every message of that read): held, it would keep the whole buffer alive, one per
+        // held message in the worst case. Held messages are the rare path (a fetch under way):
+        // they keep a copy of their own data.
+        m.data = bytes::Bytes::copy_from_slice(&m.data);
         let w = state.remote.get_or_insert_with(Default::default);
         if w.held.len() == CLUSTER_HELD_PER_TOPIC_MAX {
             w.held.pop_front();
