@@ -105,3 +105,10 @@ pub const CLUSTER_FETCHES_MAX: usize = 32;
 /// Cluster, NATS, shard 0's live reader: the largest message it buffers is the server's
 /// `max_payload` (its `INFO`), and never more than this, NATS' own ceiling for that setting.
 pub const CLUSTER_LIVE_MESSAGE_MAX: usize = 64 << 20;
+
+/// Cluster, NATS, shard 0's live reader: the least silence after an unanswered keep-alive
+/// `PING` that counts as a dead broker, whatever `cluster.node_ttl_ms` says. A `PONG` is a few
+/// microseconds of the server's work, but a node whose shard or machine is held up for a
+/// moment must not drop a healthy connection and repair every topic (async-nats waits two
+/// minutes); 5 s keeps a dead broker noticed quickly.
+pub const LIVE_SILENCE_MIN_MS: u64 = 5_000;

@@ -526,10 +526,13 @@ async fn nats_with_a_least_privilege_account() {
 
 /// NATS, `cluster.nats_live_reader = "shard"` (the default): shard 0's own connection for live
 /// messages is made again when it is lost on its own (the bridge's connection staying up),
-/// when the broker cannot be reached for a while, and when it is fed bytes that are not NATS or
-/// a message larger than the server's `max_payload`; and what was published meanwhile reaches
-/// the subscriber from the broker's history, in order, with no gap. The publishing node reads
-/// live messages through its bridge (`"bridge"`): both readers serve one cluster.
+/// when the broker cannot be reached for a while (`/ready` says so meanwhile), when the broker
+/// goes silent without closing it (the keep-alive), and when it is fed bytes that are not NATS
+/// or a message larger than the server's `max_payload`; and what was published meanwhile
+/// reaches the subscriber from the broker's history, in order, with no gap. After the last
+/// fault, messages arrive live again without any fetch: the new connection subscribed again.
+/// The publishing node reads live messages through its bridge (`"bridge"`): both readers
+/// serve one cluster.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_live_connection_is_made_again_and_repaired() {
     let broker = Broker::start(Engine::Nats);
@@ -553,29 +556,40 @@ async fn a_lost_live_connection_is_made_again_and_repaired() {
     let (mut sub_b, _) = connect(&b).await;
     subscribe(&mut sub_b, 1, &["md.live"]).await;
     let (mut pubr, _) = connect(&a).await;
-    let faults: [(&str, &[u8]); 5] = [
+    let faults: [(&str, &[u8]); 7] = [
         ("none", b""),
         ("cut", b""),
         ("away", b""),
+        ("silent", b""),
         ("not NATS", b"HTTP/1.1 200 OK\r\n"),
         ("too large", b"MSG tc.live.md.live 2 999999999\r\n"),
+        ("none", b""),
     ];
     let mut last = 0;
-    for (fault, bytes) in faults {
+    for (round, (fault, bytes)) in faults.into_iter().enumerate() {
         let reconnects = b.metric("tickcast_cluster_live_reconnects_total").await;
+        let fetches = b.metric("tickcast_cluster_fetches_total").await;
         match fault {
             "none" => {}
-            "cut" => relay.cut(),
+            "cut" => relay.apply(|| Ctl::Cut),
             "away" => {
                 relay.refuse(true);
-                relay.cut();
+                relay.apply(|| Ctl::Cut);
                 let start = Instant::now();
-                while b.metric("tickcast_cluster_live_up").await != 0.0 {
-                    assert!(start.elapsed() < DEADLINE, "the cut was not noticed");
+                loop {
+                    let (status, body) = b.http("GET", "/ready", None).await;
+                    if status == 503 && body.contains("live connection to NATS") {
+                        break;
+                    }
+                    assert!(
+                        start.elapsed() < DEADLINE,
+                        "the cut was not noticed: {body}"
+                    );
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }
-            _ => relay.inject(bytes),
+            "silent" => relay.apply(|| Ctl::Stall),
+            _ => relay.apply(|| Ctl::Write(bytes.to_vec())),
         }
         for _ in 0..5 {
             last += 1;
@@ -602,8 +616,17 @@ async fn a_lost_live_connection_is_made_again_and_repaired() {
                 "{fault}, {node}"
             );
         }
+        if round == faults.len() - 1 {
+            let now = b.metric("tickcast_cluster_fetches_total").await;
+            assert_eq!(
+                now, fetches,
+                "the last messages came live, not from a repair"
+            );
+        }
     }
-    assert!(b.metric("tickcast_cluster_live_errors_total").await >= 4.0);
+    assert!(b.metric("tickcast_cluster_live_errors_total").await >= 5.0);
+    let (status, body) = b.http("GET", "/ready", None).await;
+    assert_eq!(status, 200, "{body}");
     // The bridge's own connection was never lost: the live reader repaired by itself.
     assert_eq!(b.metric("tickcast_cluster_reconnects_total").await, 0.0);
     assert_eq!(b.metric("tickcast_cluster_live_up").await, 1.0);

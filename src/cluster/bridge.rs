@@ -68,7 +68,7 @@ pub(super) async fn run<B: Broker>(ctx: Rc<Ctx>, cmds: flume::Receiver<Cmd>) {
     }
     // User messages may be for a connection on any node: every node takes them all (with
     // shard 0's live reader, on its connection).
-    if !crate::shard::live_in_shard(&ctx.cfg) {
+    if !live_in_shard(&ctx.cfg) {
         if let Err(e) = broker.live_subscribe("user.>").await {
             tracing::error!(error = %e, "cluster: subscribe to user messages failed");
         }

@@ -246,6 +246,10 @@ pub struct Bridge {
     nodes: Mutex<Vec<NodeInfo>>,
     /// The broker connection is up.
     up: AtomicBool,
+    /// NATS with `cluster.nats_live_reader = "shard"`: live messages come over shard 0's own
+    /// connection (`shard::live`), and `live_up` says whether it is up.
+    pub live_in_shard: bool,
+    live_up: AtomicBool,
     /// This node sequences external publishes (`<prefix>.in.>`).
     leader: AtomicBool,
     rx: Mutex<Option<flume::Receiver<Cmd>>>,
@@ -270,6 +274,8 @@ impl Bridge {
             engine: cfg.cluster.engine,
             nodes: Mutex::new(Vec::new()),
             up: AtomicBool::new(false),
+            live_in_shard: live_in_shard(cfg),
+            live_up: AtomicBool::new(false),
             leader: AtomicBool::new(false),
             rx: Mutex::new(Some(rx)),
         })
@@ -332,6 +338,17 @@ impl Bridge {
         self.up.load(Ordering::Relaxed)
     }
 
+    /// Whether live messages reach this node: shard 0's live connection is up, or the bridge
+    /// reads them (then [`Bridge::is_up`] says it).
+    pub fn is_live_up(&self) -> bool {
+        !self.live_in_shard || self.live_up.load(Ordering::Relaxed)
+    }
+
+    /// Shard 0's live reader reports its connection.
+    pub fn set_live_up(&self, up: bool) {
+        self.live_up.store(up, Ordering::Relaxed);
+    }
+
     pub fn is_leader(&self) -> bool {
         self.leader.load(Ordering::Relaxed)
     }
@@ -387,6 +404,12 @@ pub(crate) trait Broker: Sized + 'static {
     async fn raw_publish(&self, name: &str, payload: Bytes) -> Result<(), BrokerError>;
     /// Returns once the broker has applied every subscription change made before.
     async fn flush(&self) -> Result<(), BrokerError>;
+}
+
+/// Whether live messages are read by shard 0 (`shard::live`) rather than by the bridge thread:
+/// NATS with `cluster.nats_live_reader = "shard"`.
+pub fn live_in_shard(cfg: &Config) -> bool {
+    cfg.cluster.engine == Engine::Nats && cfg.cluster.nats_live_reader == "shard"
 }
 
 /// The reconnect delay before attempt `n` (0-based): doubling from `reconnect_min_ms` to

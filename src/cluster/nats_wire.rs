@@ -14,6 +14,11 @@ use std::ops::Range;
 /// numbers. Past this without a line end the connection is not speaking NATS.
 pub(crate) const CONTROL_LINE_MAX: usize = 64 * 1024;
 
+/// Largest header block of a message. JetStream's RePublish adds its headers (`Nats-Stream`,
+/// `Nats-Subject`, `Nats-Sequence`, …) to a message the server already checked against
+/// `max_payload`, and does not check again: headers are bounded on their own.
+pub(crate) const HEADERS_MAX: usize = 64 * 1024;
+
 /// One operation from the server. Ranges index the buffer given to [`parse`].
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Op {
@@ -41,8 +46,9 @@ pub(crate) enum Parsed {
     Invalid(String),
 }
 
-/// Parses the operation at the front of `buf`. A message's headers and payload together may
-/// be at most `max_payload` bytes (the server's `INFO` says how many it allows).
+/// Parses the operation at the front of `buf`. A message's payload may be at most
+/// `max_payload` bytes (the server's `INFO` says how many it allows), its headers
+/// [`HEADERS_MAX`].
 pub(crate) fn parse(buf: &[u8], max_payload: usize) -> Parsed {
     let window = &buf[..buf.len().min(CONTROL_LINE_MAX + 2)];
     let Some(nl) = window.iter().position(|&b| b == b'\n') else {
@@ -115,9 +121,11 @@ fn parse_msg(buf: &[u8], args: &[u8], start: usize, headers: bool, max: usize) -
         Some(Some(h)) if h <= total => h,
         Some(_) => return Parsed::Invalid("a message's header size is wrong".into()),
     };
-    if total > max as u64 {
+    if total - header_len > max as u64 || header_len > HEADERS_MAX as u64 {
         return Parsed::Invalid(format!(
-            "a message of {total} bytes, over the server's max_payload {max}"
+            "a message of {} bytes with {header_len} bytes of headers, over the server's \
+             max_payload {max} or {HEADERS_MAX} bytes of headers",
+            total - header_len
         ));
     }
     let (total, header_len) = (total as usize, header_len as usize);
@@ -223,6 +231,11 @@ mod tests {
         assert!(invalid(b"MSG a 1\r\n"));
         assert!(invalid(b"MSG a 1 b c d 5\r\n"));
         assert!(invalid(b"HMSG a 1 10 5\r\n"));
+        // Headers count apart from the payload: a republished message at max_payload is fine,
+        // a header block over its own bound is not.
+        assert_eq!(parse(b"HMSG a 1 100 1124\r\n", 1024), Parsed::Incomplete);
+        assert!(invalid(b"HMSG a 1 100 1125\r\n"));
+        assert!(invalid(b"HMSG a 1 65537 65537\r\n"));
         assert!(invalid(b"MSG a 1 5\r\nhelloXX"));
         assert!(invalid(b"PING\n"));
         assert!(invalid(b"GET / HTTP/1.1\r\n"));

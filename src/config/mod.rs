@@ -257,6 +257,13 @@ mod tests {
             &|c| c.nats_live_reader = "thread".into(),
             "cluster.nats_live_reader",
         );
+        refused(
+            &|c| {
+                c.engine = Engine::Nats;
+                c.url = "nats://:4222".into();
+            },
+            "cluster.url",
+        );
         refused(&|c| c.reconnect_max_ms = 1, "cluster.reconnect_max_ms");
         let mut c = Config::default();
         c.cluster.engine = Engine::Redis;

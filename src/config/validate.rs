@@ -330,6 +330,13 @@ impl Config {
                 format!("{:?} does not start with {scheme}", c.url),
             );
         }
+        if !c.url.is_empty() {
+            match url::Url::parse(&c.url) {
+                Ok(u) if u.host_str().is_some_and(|h| !h.is_empty()) => {}
+                Ok(_) => return bad("cluster.url", "has no host".to_string()),
+                Err(e) => return bad("cluster.url", format!("is not a URL: {e}")),
+            }
+        }
         Ok(())
     }
 

@@ -217,6 +217,9 @@ impl State {
                 string(&mut out, "engine", engine);
                 string(&mut out, "node", &b.node_id);
                 string(&mut out, "broker", if b.is_up() { "up" } else { "down" });
+                if b.live_in_shard {
+                    string(&mut out, "live", if b.is_live_up() { "up" } else { "down" });
+                }
                 key(&mut out, "nodes");
                 out.push(b'[');
                 me(&mut out, &b.node_id);

@@ -18,11 +18,12 @@
 //! change is acknowledged at once, as the bridge does: the subscription is made on the
 //! reconnect, which repairs every topic.
 //!
-//! **Loss.** A lost connection (closed, a read or write error, a protocol error, no `PONG`
-//! within `cluster.node_ttl_ms` of a keep-alive `PING` sent every `cluster.heartbeat_ms`) is
-//! made again with the bridge's backoff; once the new connection's subscriptions are in
-//! force every shard repairs its topics from the broker's history (`broker_up`), as after a
-//! loss of the bridge's connection.
+//! **Loss.** A lost connection (closed, a read or write error, a protocol error, nothing read
+//! for `cluster.node_ttl_ms` — at least `LIVE_SILENCE_MIN_MS` — after a keep-alive `PING`
+//! sent every `cluster.heartbeat_ms`) is made again with the bridge's backoff; once the new
+//! connection's subscriptions are in force every shard repairs its topics from the broker's
+//! history (`broker_up`), as after a loss of the bridge's connection. While it is down,
+//! `/ready` says so (`Bridge::is_live_up`).
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -43,7 +44,7 @@ use super::{Shard, State, msg::MeshMsg};
 use crate::{
     cluster::{envelope, nats_wire},
     config::Config,
-    limits::READ_CHUNK_BYTES,
+    limits::{LIVE_SILENCE_MIN_MS, READ_CHUNK_BYTES},
     mesh::SendOutcome,
 };
 
@@ -73,6 +74,14 @@ pub(crate) struct Live {
     /// A duplicate of the connection's descriptor, to shut the socket down from a section
     /// (the reader then sees the end and reconnects).
     fd: Option<OwnedFd>,
+    /// The connection was shut down from here; its reader has not seen the end yet.
+    closing: bool,
+    /// When the reader last got bytes (shard ms).
+    last_read_ms: u64,
+    /// `PONG`s received on this connection.
+    pongs: u64,
+    /// The server sent `PING`: one `PONG` is due (however many it sent).
+    pong_due: bool,
     /// Bytes for the broker the writer has not taken yet.
     out: Vec<u8>,
     /// Changes written since the last `PING`: its `PONG` confirms them.
@@ -90,6 +99,8 @@ pub(crate) struct Live {
 
 impl Live {
     pub(crate) fn new(cfg: &Config) -> Live {
+        // Present (0) from the start: an alert on 0 fires for a reader that never connected.
+        metrics::gauge!("tickcast_cluster_live_up").set(0.0);
         Live {
             subs: HashMap::new(),
             next_sid: USER_SID + 1,
@@ -97,6 +108,10 @@ impl Live {
             generation: 0,
             connected: false,
             fd: None,
+            closing: false,
+            last_read_ms: 0,
+            pongs: 0,
+            pong_due: false,
             out: Vec::new(),
             batch: Vec::new(),
             waiting: VecDeque::new(),
@@ -146,9 +161,16 @@ impl Live {
         }
     }
 
-    /// Ends the batch of changes with a `PING` when there is one (or a keep-alive is due).
+    /// Answers the server's `PING`, and ends the batch of changes with a `PING` when there is
+    /// one (or a keep-alive is due).
     fn ping_if_needed(&mut self, now_ms: u64) {
-        if !self.connected || (self.batch.is_empty() && !self.ping_due) {
+        if !self.connected {
+            return;
+        }
+        if std::mem::take(&mut self.pong_due) {
+            self.out.extend_from_slice(b"PONG\r\n");
+        }
+        if self.batch.is_empty() && !self.ping_due {
             return;
         }
         self.out.extend_from_slice(b"PING\r\n");
@@ -158,17 +180,15 @@ impl Live {
         self.ping_due = false;
     }
 
-    fn shut_down(&self) {
+    fn shut_down(&mut self) {
         if let Some(fd) = &self.fd {
             let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Both);
         }
+        self.closing = true;
     }
 }
 
-/// Whether live messages are read by shard 0 rather than by the bridge thread.
-pub(crate) fn in_shard(cfg: &Config) -> bool {
-    cfg.cluster.engine == crate::config::Engine::Nats && cfg.cluster.nats_live_reader == "shard"
-}
+pub(crate) use crate::cluster::live_in_shard as in_shard;
 
 impl State {
     /// An interest change of shard `from` (this one's own, or a peer's) at shard 0: the
@@ -214,12 +234,16 @@ impl State {
 
     /// A new connection is ready: subscribe to everything wanted, then repair once that is
     /// in force. Returns the connection's generation.
-    fn live_connected(&mut self, fd: Option<OwnedFd>) -> u64 {
+    fn live_connected(&mut self, fd: OwnedFd) -> u64 {
         let now = self.clock();
         let live = self.live.as_mut().expect("shard 0 with a live reader");
         live.generation += 1;
         live.connected = true;
-        live.fd = fd;
+        live.fd = Some(fd);
+        live.closing = false;
+        live.last_read_ms = now;
+        live.pongs = 0;
+        live.pong_due = false;
         live.out.clear();
         live.write_sub(USER_PATTERN, USER_SID);
         let subs: Vec<(Box<str>, u64)> = live.subs.iter().map(|(p, s)| (p.clone(), *s)).collect();
@@ -230,7 +254,11 @@ impl State {
         live.last_ping_ms = now;
         live.kick();
         metrics::gauge!("tickcast_cluster_live_up").set(1.0);
-        live.generation
+        let generation = live.generation;
+        if let Some(b) = &self.shared.bridge {
+            b.set_live_up(true);
+        }
+        generation
     }
 
     /// The connection is gone: what waited for its `PONG`s is acknowledged now (it will be
@@ -242,6 +270,8 @@ impl State {
         }
         live.connected = false;
         live.generation += 1;
+        // A writer blocked on the old socket ends with it.
+        live.shut_down();
         live.fd = None;
         live.out.clear();
         live.ping_due = false;
@@ -251,28 +281,39 @@ impl State {
         }
         live.kick();
         metrics::gauge!("tickcast_cluster_live_up").set(0.0);
+        if let Some(b) = &self.shared.bridge {
+            b.set_live_up(false);
+        }
         confirms.retain(|c| matches!(c, Confirm::Ack { .. }));
         self.live_confirmed(confirms);
     }
 
-    /// Keep-alive (from the shard's timer): a `PING` every `cluster.heartbeat_ms`; a `PING`
-    /// unanswered for `cluster.node_ttl_ms` means the broker is gone.
+    /// Keep-alive (from the shard's timer): a `PING` every `cluster.heartbeat_ms`; nothing
+    /// read for `cluster.node_ttl_ms` (at least `LIVE_SILENCE_MIN_MS`) since an unanswered
+    /// `PING` was sent means the broker is gone. Bytes read count as life, so a `PONG` queued
+    /// behind a burst of messages, or a shard that was itself held up, is not taken for a
+    /// dead broker.
     pub(crate) fn live_tick(&mut self, now: u64) {
         let (every, ttl) = (
             self.shared.boot.cluster.heartbeat_ms,
-            self.shared.boot.cluster.node_ttl_ms,
+            self.shared
+                .boot
+                .cluster
+                .node_ttl_ms
+                .max(LIVE_SILENCE_MIN_MS),
         );
         let Some(live) = self.live.as_mut() else {
             return;
         };
-        if !live.connected {
+        if !live.connected || live.closing {
             return;
         }
         if let Some((sent, _)) = live.waiting.front() {
-            if now.saturating_sub(*sent) > ttl {
+            let quiet_since = (*sent).max(live.last_read_ms);
+            if now.saturating_sub(quiet_since) > ttl {
                 tracing::warn!(
-                    waited_ms = now - sent,
-                    "cluster: no PONG from NATS on the live connection; reconnecting"
+                    silent_ms = now - quiet_since,
+                    "cluster: NATS silent on the live connection after a PING; reconnecting"
                 );
                 live.shut_down();
                 return;
@@ -302,13 +343,16 @@ impl State {
             let live = self.live.as_mut().expect("shard 0 with a live reader");
             match op {
                 nats_wire::Op::Ping => {
-                    live.out.extend_from_slice(b"PONG\r\n");
+                    live.pong_due = true;
                     live.kick();
                 }
                 nats_wire::Op::Pong => {
-                    if let Some((_, confirms)) = live.waiting.pop_front() {
-                        self.live_confirmed(confirms);
-                    }
+                    // A PONG nobody asked for would confirm changes the server has not seen.
+                    let Some((_, confirms)) = live.waiting.pop_front() else {
+                        return Err("a PONG without a PING".into());
+                    };
+                    live.pongs += 1;
+                    self.live_confirmed(confirms);
                 }
                 nats_wire::Op::Err(text) => {
                     // The server closes the connection after the errors that end it; the
@@ -330,8 +374,15 @@ impl State {
                 let owner = crate::pubsub::topic::owner_shard(&m.topic, self.shared.shards);
                 if owner == self.shard {
                     self.on_remote(m);
-                } else if let SendOutcome::Dropped(_) =
-                    self.mesh.send(owner, MeshMsg::Remote(Box::new(m)))
+                    return;
+                }
+                // Queued for another shard, the message must not keep the whole read buffer
+                // it is a slice of alive (it may wait behind a busy shard's backlog).
+                let m = envelope::Received {
+                    data: Bytes::copy_from_slice(&m.data),
+                    ..m
+                };
+                if let SendOutcome::Dropped(_) = self.mesh.send(owner, MeshMsg::Remote(Box::new(m)))
                 {
                     // The owner sees the hole and repairs it from the broker's history.
                     self.stats.c.mesh_drops += 1;
@@ -392,14 +443,19 @@ impl Target {
         })
     }
 
-    /// The address; a host name is resolved on a short-lived thread (`getaddrinfo` blocks,
-    /// and the shard must not).
-    async fn addr(&self) -> Result<SocketAddr, String> {
+    /// The addresses to try, in order; a host name is resolved on a short-lived thread
+    /// (`getaddrinfo` blocks, and the shard must not).
+    async fn addrs(&self) -> Result<Vec<SocketAddr>, String> {
         let name = match &self.host {
-            url::Host::Ipv4(ip) => return Ok(SocketAddr::new(IpAddr::V4(*ip), self.port)),
-            url::Host::Ipv6(ip) => return Ok(SocketAddr::new(IpAddr::V6(*ip), self.port)),
+            url::Host::Ipv4(ip) => return Ok(vec![SocketAddr::new(IpAddr::V4(*ip), self.port)]),
+            url::Host::Ipv6(ip) => return Ok(vec![SocketAddr::new(IpAddr::V6(*ip), self.port)]),
             url::Host::Domain(name) => name.clone(),
         };
+        // `nats://` is not a scheme the URL standard knows, so an IPv4 address comes as a
+        // domain name: no lookup for it.
+        if let Ok(ip) = name.parse::<IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, self.port)]);
+        }
         let (tx, rx) = flume::bounded(1);
         let port = self.port;
         std::thread::Builder::new()
@@ -408,17 +464,19 @@ impl Target {
                 use std::net::ToSocketAddrs;
                 let found = (name.as_str(), port)
                     .to_socket_addrs()
-                    .map_err(|e| format!("resolve {name}: {e}"))
-                    .and_then(|mut a| {
-                        a.next()
-                            .ok_or_else(|| format!("resolve {name}: no address"))
-                    });
+                    .map(Vec::from_iter)
+                    .map_err(|e| format!("resolve {name}: {e}"));
                 let _ = tx.send(found);
             })
             .map_err(|e| format!("resolver thread: {e}"))?;
-        rx.recv_async()
+        let found = rx
+            .recv_async()
             .await
-            .map_err(|_| "resolver thread ended".to_string())?
+            .map_err(|_| "resolver thread ended".to_string())??;
+        if found.is_empty() {
+            return Err("the broker's host name resolves to no address".into());
+        }
+        Ok(found)
     }
 }
 
@@ -444,7 +502,6 @@ pub(crate) async fn live_task(shard: Rc<Shard>) {
     loop {
         match monoio::time::timeout(limit, handshake(&target)).await {
             Ok(Ok((stream, buf, max_payload))) => {
-                failures = 0;
                 if ever {
                     metrics::counter!("tickcast_cluster_live_reconnects_total").increment(1);
                     tracing::warn!("cluster: live connection to NATS restored; repairing topics");
@@ -452,6 +509,12 @@ pub(crate) async fn live_task(shard: Rc<Shard>) {
                 ever = true;
                 let error = session(&shard, stream, buf, max_payload).await;
                 let mut st = shard.st.borrow_mut();
+                // The backoff starts over only after a connection that worked (its
+                // subscriptions confirmed): a server that drops every connection right after
+                // the handshake is not hammered every `reconnect_min_ms`.
+                if st.live.as_ref().is_some_and(|l| l.pongs > 0) {
+                    failures = 0;
+                }
                 st.live_lost();
                 shard.finish(st);
                 if shard.done.get() {
@@ -480,10 +543,21 @@ pub(crate) async fn live_task(shard: Rc<Shard>) {
 /// Connects and says `CONNECT`; returns once the server answered its `PING`, with what was
 /// read after that `PONG` and the server's `max_payload`.
 async fn handshake(target: &Target) -> Result<(TcpStream, BytesMut, usize), String> {
-    let addr = target.addr().await?;
-    let mut stream = TcpStream::connect_addr(addr)
-        .await
-        .map_err(|e| format!("connect {addr}: {e}"))?;
+    // Every address of the name in turn, as async-nats does.
+    let mut failed = Vec::new();
+    let mut stream = None;
+    for addr in target.addrs().await? {
+        match TcpStream::connect_addr(addr).await {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) => failed.push(format!("connect {addr}: {e}")),
+        }
+    }
+    let Some(mut stream) = stream else {
+        return Err(failed.join("; "));
+    };
     let _ = stream.set_nodelay(true);
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     // The server speaks first: INFO.
@@ -541,9 +615,13 @@ async fn read_more<R: AsyncReadRent>(
     }
 }
 
-/// One connection's life: subscribe, then read and hand on messages until it ends.
+/// One connection's life: subscribe, then read and hand on messages until it ends. Returns
+/// why it ended.
 async fn session(shard: &Rc<Shard>, stream: TcpStream, mut buf: BytesMut, max: usize) -> String {
-    let fd = rustix::io::dup(crate::sys::fd_of(&stream)).ok();
+    let fd = match rustix::io::fcntl_dupfd_cloexec(crate::sys::fd_of(&stream), 0) {
+        Ok(fd) => fd,
+        Err(e) => return format!("duplicate the socket's descriptor: {e}"),
+    };
     let (mut rd, wr) = stream.into_split();
     let generation = {
         let mut st = shard.st.borrow_mut();
@@ -555,6 +633,10 @@ async fn session(shard: &Rc<Shard>, stream: TcpStream, mut buf: BytesMut, max: u
     loop {
         {
             let mut st = shard.st.borrow_mut();
+            let now = st.clock();
+            if let Some(live) = st.live.as_mut() {
+                live.last_read_ms = now;
+            }
             let handled = st.live_ops(&mut buf, max);
             shard.finish(st);
             if let Err(e) = handled {
@@ -592,8 +674,8 @@ async fn writer(shard: Rc<Shard>, mut wr: OwnedWriteHalf<TcpStream>, generation:
         let Some(data) = data else { return };
         let (res, mut data) = wr.write_all(data).await;
         if let Err(e) = res {
-            let st = shard.st.borrow();
-            if let Some(live) = st.live.as_ref().filter(|l| l.generation == generation) {
+            let mut st = shard.st.borrow_mut();
+            if let Some(live) = st.live.as_mut().filter(|l| l.generation == generation) {
                 tracing::warn!(error = %e, "cluster: write to NATS failed on the live connection");
                 live.shut_down();
             }

@@ -61,7 +61,6 @@ use crate::{
     stats::{ShardStats, StatsHub},
 };
 pub use conn::Conn;
-pub(crate) use live::in_shard as live_in_shard;
 
 /// What every shard shares: configuration, the mesh, metrics, process-wide connection counts.
 pub struct Shared {

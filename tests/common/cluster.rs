@@ -414,7 +414,9 @@ pub async fn wait_cluster(n: &Server, count: usize) -> Value {
         let (status, body) = n.http("GET", "/v1/cluster", None).await;
         assert_eq!(status, 200, "{body}");
         let v: Value = serde_json::from_str(&body).unwrap();
-        if v["broker"] == "up" && v["nodes"].as_array().map(Vec::len) == Some(count) {
+        // NATS with the live reader in shard 0: its connection too (absent otherwise).
+        let live = v["live"] == "up" || v["live"].is_null();
+        if v["broker"] == "up" && live && v["nodes"].as_array().map(Vec::len) == Some(count) {
             return v;
         }
         assert!(start.elapsed() < DEADLINE, "cluster not formed: {v}");
@@ -561,14 +563,24 @@ pub async fn every_client_got_everything(
     reconnected
 }
 
+/// What a [`Relay`] does to a picked connection.
+pub enum Ctl {
+    /// Writes these bytes to the client, as if the broker sent them.
+    Write(Vec<u8>),
+    /// Closes the connection.
+    Cut,
+    /// Stops passing on what the broker sends (the client's bytes still reach it): a broker
+    /// that went silent without closing anything.
+    Stall,
+}
+
 /// A TCP relay in front of a broker that can cut, or write into, the connections whose client
 /// named itself with `marker` in its first bytes (NATS: `CONNECT {"name":…}`), as a broken
 /// network path or a faulty broker would.
 pub struct Relay {
     pub port: u16,
-    /// Per matched connection: bytes to write to the client as if the broker sent them (empty:
-    /// close the connection).
-    picked: std::sync::Arc<Mutex<Vec<tokio::sync::mpsc::UnboundedSender<Vec<u8>>>>>,
+    /// Per matched connection: what to do to it.
+    picked: std::sync::Arc<Mutex<Vec<tokio::sync::mpsc::UnboundedSender<Ctl>>>>,
     /// While set, a matched connection is closed as soon as it is matched.
     refuse: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
@@ -609,16 +621,11 @@ impl Relay {
         self.picked.lock().unwrap().len()
     }
 
-    /// Writes `bytes` to the client of every open matched connection.
-    pub fn inject(&self, bytes: &[u8]) {
+    /// Does `what()` to every open matched connection.
+    pub fn apply(&self, what: impl Fn() -> Ctl) {
         for tx in self.picked.lock().unwrap().iter() {
-            let _ = tx.send(bytes.to_vec());
+            let _ = tx.send(what());
         }
-    }
-
-    /// Closes every open matched connection.
-    pub fn cut(&self) {
-        self.inject(b"");
     }
 }
 
@@ -626,13 +633,13 @@ async fn relay_one(
     client: tokio::net::TcpStream,
     server: tokio::net::TcpStream,
     marker: &'static str,
-    picked: std::sync::Arc<Mutex<Vec<tokio::sync::mpsc::UnboundedSender<Vec<u8>>>>>,
+    picked: std::sync::Arc<Mutex<Vec<tokio::sync::mpsc::UnboundedSender<Ctl>>>>,
     refuse: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (mut client_rd, mut client_wr) = client.into_split();
     let (mut server_rd, mut server_wr) = server.into_split();
-    let (tx, mut ctl) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let (tx, mut ctl) = tokio::sync::mpsc::unbounded_channel::<Ctl>();
     let mut tx = Some(tx);
     // Client to broker; the connection is picked when the client's bytes name it.
     tokio::spawn(async move {
@@ -648,7 +655,7 @@ async fn relay_one(
                 if String::from_utf8_lossy(&seen).contains(marker) {
                     let tx = tx.take().unwrap();
                     if refuse.load(Ordering::SeqCst) {
-                        let _ = tx.send(Vec::new());
+                        let _ = tx.send(Ctl::Cut);
                     }
                     picked.lock().unwrap().push(tx);
                 }
@@ -658,8 +665,9 @@ async fn relay_one(
             }
         }
     });
-    // Broker to client, and what the test writes.
+    // Broker to client, and what the test does.
     let mut buf = vec![0u8; 64 * 1024];
+    let mut stalled = false;
     loop {
         tokio::select! {
             read = server_rd.read(&mut buf) => {
@@ -667,19 +675,22 @@ async fn relay_one(
                     Ok(0) | Err(_) => return,
                     Ok(n) => n,
                 };
-                if client_wr.write_all(&buf[..n]).await.is_err() {
+                if !stalled && client_wr.write_all(&buf[..n]).await.is_err() {
                     return;
                 }
             }
-            Some(bytes) = ctl.recv() => {
-                if bytes.is_empty() {
+            Some(what) = ctl.recv() => match what {
+                Ctl::Cut => {
                     let _ = client_wr.shutdown().await;
                     return;
                 }
-                if client_wr.write_all(&bytes).await.is_err() {
-                    return;
+                Ctl::Stall => stalled = true,
+                Ctl::Write(bytes) => {
+                    if client_wr.write_all(&bytes).await.is_err() {
+                        return;
+                    }
                 }
-            }
+            },
         }
     }
 }

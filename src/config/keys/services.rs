@@ -110,7 +110,7 @@ pub(super) const CLUSTER: &[Key] = &[
         default: "",
         bounds: Some(Bounds::Range(16, 16777216)),
         valid: r#"16..=16777216"#,
-        meaning: r#"Broker messages waiting for one busy shard (its mesh ring full). Beyond it they are dropped; the topic's owner sees the hole in `seq` and repairs it from the broker's history, so a slow shard costs a fetch, not unbounded memory."#,
+        meaning: r#"Broker messages the bridge thread holds for one busy shard (its mesh ring full). Beyond it they are dropped; the topic's owner sees the hole in `seq` and repairs it from the broker's history, so a slow shard costs a fetch, not unbounded memory. Applies where the bridge reads live messages (Redis; NATS with `nats_live_reader = "bridge"`); with shard 0's live reader, messages for another shard wait in shard 0's mesh spill (`mesh.spill_max`, drops in `tickcast_mesh_drops_total`), repaired the same way."#,
         triggers: r#"`tickcast_cluster_inbound_drops_total`"#,
     },
     Key {
@@ -160,7 +160,7 @@ pub(super) const CLUSTER: &[Key] = &[
         default: "",
         bounds: None,
         valid: r#"`shard`, `bridge`"#,
-        meaning: r#"NATS: who reads live messages from the broker. `shard`: shard 0 keeps its own plain-TCP connection to NATS for them and hands each message to its topic's owner shard directly (no thread hop per message). `bridge`: the bridge thread's async-nats client, like history, publishes and heartbeats; needed if the NATS server requires TLS. Both resubscribe and repair after a lost connection."#,
+        meaning: r#"NATS: who reads live messages from the broker. `shard`: shard 0 keeps its own plain-TCP connection to NATS for them and hands each message to its topic's owner shard directly (no thread hop per message). `bridge`: the bridge thread's async-nats client, like history, publishes and heartbeats; needed if the NATS server requires TLS, or to follow the other servers of a NATS cluster (the shard's reader connects to `url`'s host only). Both resubscribe and repair after a lost connection; while shard 0's connection is down `/ready` answers 503."#,
         triggers: r#"`tickcast_cluster_live_reconnects_total`, `tickcast_cluster_live_errors_total`"#,
     },
 ];

@@ -149,9 +149,14 @@ impl State {
         // state is reported, not folded into `status`.
         let cluster = match &self.shared.bridge {
             Some(b) => format!(
-                ",\"node\":\"{}\",\"broker\":\"{}\"",
+                ",\"node\":\"{}\",\"broker\":\"{}\"{}",
                 b.node_id,
-                if b.is_up() { "up" } else { "down" }
+                if b.is_up() { "up" } else { "down" },
+                match (b.live_in_shard, b.is_live_up()) {
+                    (false, _) => "",
+                    (true, true) => ",\"live\":\"up\"",
+                    (true, false) => ",\"live\":\"down\"",
+                }
             ),
             None => String::new(),
         };
@@ -187,6 +192,9 @@ impl State {
         if let Some(bridge) = &self.shared.bridge {
             if !bridge.is_up() {
                 reasons.push("cluster broker not connected".into());
+            }
+            if !bridge.is_live_up() {
+                reasons.push("live connection to NATS (shard 0) not up".into());
             }
         }
         let mut body = Vec::with_capacity(96);
