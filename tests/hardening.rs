@@ -298,7 +298,7 @@ async fn requests_without_one_host_header_get_400(driver: Driver) {
 }
 
 /// Defect 11: `/ready` is 200 once every shard listens and, in cluster mode, the broker is
-/// connected; 503 with the reason otherwise. `/health` (liveness) stays 200 meanwhile.
+/// connected (NATS: shard 0's live connection too); 503 with the reasons otherwise. `/health` (liveness) stays 200 meanwhile.
 async fn ready_says_whether_the_node_can_serve(driver: Driver) {
     let server = Server::start(driver, &[], &[]);
     let (status, body) = server.http("GET", "/ready", None).await;
@@ -314,13 +314,23 @@ async fn ready_says_whether_the_node_can_serve(driver: Driver) {
     assert_eq!(status, 503, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["status"], "not_ready");
+    // Both of a NATS node's connections: the bridge's, and shard 0's for live messages.
     assert_eq!(
         v["reasons"],
-        json!(["cluster broker not connected"]),
+        json!([
+            "cluster broker not connected",
+            "live connection to NATS (shard 0) not up"
+        ]),
         "{body}"
     );
     let (status, body) = node.http("GET", "/health", None).await;
     assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (&v["broker"], &v["live"]),
+        (&json!("down"), &json!("down")),
+        "{body}"
+    );
     let (_ws, _) = connect(&node).await;
 }
 
