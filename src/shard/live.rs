@@ -124,9 +124,16 @@ impl Live {
         }
     }
 
-    fn write_sub(&mut self, pattern: &str, sid: u64) {
+    /// Writes `SUB` for every wanted pattern (and the user messages' subject).
+    fn write_subs(&mut self) {
         use std::io::Write;
-        let _ = write!(self.out, "SUB {}.live.{pattern} {sid}\r\n", self.prefix);
+        let Live {
+            subs, out, prefix, ..
+        } = self;
+        let _ = write!(out, "SUB {prefix}.live.{USER_PATTERN} {USER_SID}\r\n");
+        for (pattern, sid) in subs.iter() {
+            let _ = write!(out, "SUB {prefix}.live.{pattern} {sid}\r\n");
+        }
     }
 
     /// Subscribes to `pattern` while `held`, unsubscribes when no shard holds it any more.
@@ -139,7 +146,8 @@ impl Live {
             self.next_sid += 1;
             self.subs.insert(pattern.into(), sid);
             if self.connected {
-                self.write_sub(pattern, sid);
+                use std::io::Write;
+                let _ = write!(self.out, "SUB {}.live.{pattern} {sid}\r\n", self.prefix);
             }
         } else if !held {
             let Some(sid) = self.subs.remove(pattern) else {
@@ -245,11 +253,7 @@ impl State {
         live.pongs = 0;
         live.pong_due = false;
         live.out.clear();
-        live.write_sub(USER_PATTERN, USER_SID);
-        let subs: Vec<(Box<str>, u64)> = live.subs.iter().map(|(p, s)| (p.clone(), *s)).collect();
-        for (pattern, sid) in subs {
-            live.write_sub(&pattern, sid);
-        }
+        live.write_subs();
         live.batch.push(Confirm::Repair);
         live.last_ping_ms = now;
         live.kick();
