@@ -10,6 +10,9 @@
 //!   the bridge retries every millisecond; past `cluster.inbound_queue_max` broker messages
 //!   are dropped and counted (the topic's owner sees the hole and repairs it from history).
 //!
+//! - NATS, `cluster.nats_live_reader = "shard"` (the default): live messages skip the bridge;
+//!   shard 0 reads them on a connection of its own (`shard::live`, parser in `nats_wire`).
+//!
 //! **Sequencing.** The broker decides each message's `seq` and `epoch` (JetStream's
 //! per-subject compare-and-set, or a Redis script), so they are the same on every node. A
 //! node's shards only order and de-duplicate: a topic's owner shard delivers `seq` N+1 after
