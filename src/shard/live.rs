@@ -1,6 +1,6 @@
 //! Cluster mode over NATS, shard 0 (`cluster.nats_live_reader = "shard"`, the default): the
-//! node's live messages read from the broker on the shard's own runtime (docs/CLUSTER.md
-//! "Live messages").
+//! node's live messages read from the broker on the shard's own runtime (docs/CLUSTER.md,
+//! "Inside a node").
 //!
 //! Everything else the broker does for a node (sequenced publishes, history, heartbeats,
 //! queries) stays with the bridge thread's async-nats client. Live messages are the only
@@ -70,9 +70,8 @@ pub(crate) struct Live {
     prefix: String,
     /// Bumped on every connection and every loss: a writer of an older one stops.
     generation: u64,
-    connected: bool,
-    /// A duplicate of the connection's descriptor, to shut the socket down from a section
-    /// (the reader then sees the end and reconnects).
+    /// While connected: a duplicate of the connection's descriptor, to shut the socket down
+    /// from a section (the reader then sees the end and reconnects). `None`: not connected.
     fd: Option<OwnedFd>,
     /// The connection was shut down from here; its reader has not seen the end yet.
     closing: bool,
@@ -106,7 +105,6 @@ impl Live {
             next_sid: USER_SID + 1,
             prefix: cfg.cluster.prefix.clone(),
             generation: 0,
-            connected: false,
             fd: None,
             closing: false,
             last_read_ms: 0,
@@ -145,7 +143,7 @@ impl Live {
             let sid = self.next_sid;
             self.next_sid += 1;
             self.subs.insert(pattern.into(), sid);
-            if self.connected {
+            if self.connected() {
                 use std::io::Write;
                 let _ = write!(self.out, "SUB {}.live.{pattern} {sid}\r\n", self.prefix);
             }
@@ -153,7 +151,7 @@ impl Live {
             let Some(sid) = self.subs.remove(pattern) else {
                 return;
             };
-            if self.connected {
+            if self.connected() {
                 use std::io::Write;
                 let _ = write!(self.out, "UNSUB {sid}\r\n");
             }
@@ -161,6 +159,10 @@ impl Live {
             return;
         }
         metrics::gauge!("tickcast_cluster_subscriptions").set(self.subs.len() as f64);
+    }
+
+    fn connected(&self) -> bool {
+        self.fd.is_some()
     }
 
     fn kick(&mut self) {
@@ -172,7 +174,7 @@ impl Live {
     /// Answers the server's `PING`, and ends the batch of changes with a `PING` when there is
     /// one (or a keep-alive is due).
     fn ping_if_needed(&mut self, now_ms: u64) {
-        if !self.connected {
+        if !self.connected() {
             return;
         }
         if std::mem::take(&mut self.pong_due) {
@@ -207,7 +209,7 @@ impl State {
             return;
         };
         live.want(pattern, held);
-        if live.connected {
+        if live.connected() {
             live.batch.push(Confirm::Ack { shard: from, seq });
             live.kick();
         } else {
@@ -246,7 +248,6 @@ impl State {
         let now = self.clock();
         let live = self.live.as_mut().expect("shard 0 with a live reader");
         live.generation += 1;
-        live.connected = true;
         live.fd = Some(fd);
         live.closing = false;
         live.last_read_ms = now;
@@ -269,10 +270,9 @@ impl State {
     /// subscribed again on the next connection, which repairs every topic).
     fn live_lost(&mut self) {
         let live = self.live.as_mut().expect("shard 0 with a live reader");
-        if !live.connected {
+        if !live.connected() {
             return;
         }
-        live.connected = false;
         live.generation += 1;
         // A writer blocked on the old socket ends with it.
         live.shut_down();
@@ -309,7 +309,7 @@ impl State {
         let Some(live) = self.live.as_mut() else {
             return;
         };
-        if !live.connected || live.closing {
+        if !live.connected() || live.closing {
             return;
         }
         if let Some((sent, _)) = live.waiting.front() {
@@ -585,7 +585,8 @@ async fn handshake(target: &Target) -> Result<(TcpStream, BytesMut, usize), Stri
                 .into(),
         );
     }
-    // The server's bound on a message (headers included); 1 MiB is NATS' default.
+    // The server's bound on a message's payload (its headers are bounded apart,
+    // `nats_wire::HEADERS_MAX`); 1 MiB is NATS' default.
     let max_payload = info["max_payload"]
         .as_u64()
         .unwrap_or(1 << 20)
