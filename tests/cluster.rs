@@ -632,6 +632,83 @@ async fn a_lost_live_connection_is_made_again_and_repaired() {
     assert_eq!(b.metric("tickcast_cluster_live_up").await, 1.0);
 }
 
+/// A cluster of NATS servers (docs/CLUSTER.md, "A cluster of NATS servers"): a node keeps
+/// serving when the server it is connected to dies. Three routed nats-servers, the stream with
+/// three replicas. node-a names two of them in `cluster.url` and reads live messages through
+/// the bridge; node-b names only the first and reads them in shard 0, learning the others from
+/// the server (`connect_urls`). The first server is killed: both nodes move to the others,
+/// every message published before, across and after the loss reaches both subscribers once, in
+/// order, with no gap, both nodes are ready again, and the last messages come live (no fetch).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_follows_a_nats_cluster_when_its_server_dies() {
+    let mut servers = Broker::nats_cluster(3);
+    let two = format!("{}, {}", servers[0].url(), servers[1].url());
+    let replicas = ("TICKCAST_CLUSTER__NATS_REPLICAS", "3");
+    let a = node_with(
+        &servers[0],
+        "node-a",
+        &[
+            ("TICKCAST_CLUSTER__URL", &two),
+            ("TICKCAST_CLUSTER__NATS_LIVE_READER", "bridge"),
+            replicas,
+        ],
+    );
+    let b = node_with(&servers[0], "node-b", &[replicas]);
+    wait_cluster(&a, 2).await;
+    wait_cluster(&b, 2).await;
+    let (mut sub_a, _) = connect(&a).await;
+    subscribe(&mut sub_a, 1, &["md.ha"]).await;
+    let (mut sub_b, _) = connect(&b).await;
+    subscribe(&mut sub_b, 1, &["md.ha"]).await;
+    let (mut pubr, _) = connect(&a).await;
+    let mut last = 0;
+    for phase in ["before", "across", "after"] {
+        let live = b.metric("tickcast_cluster_live_reconnects_total").await;
+        let fetches = b.metric("tickcast_cluster_fetches_total").await;
+        if phase == "across" {
+            servers[0].kill();
+        }
+        for _ in 0..5 {
+            last += 1;
+            let ack = publish(&mut pubr, last, "md.ha", json!({"i": last})).await;
+            assert_eq!(ack["seq"], last, "{phase}: {ack}");
+        }
+        for (node, ws) in [("node-a", &mut sub_a), ("node-b", &mut sub_b)] {
+            let (frames, gaps) = read_until(ws, "md.ha", last).await;
+            assert!(gaps.is_empty(), "{phase}, {node}: {gaps:?}");
+            assert_eq!(
+                seqs(&frames),
+                (last - 4..=last).collect::<Vec<_>>(),
+                "{phase}, {node}"
+            );
+        }
+        match phase {
+            "across" => {
+                // node-b's live connection was on the dead server: it was made to another.
+                assert!(b.metric("tickcast_cluster_live_reconnects_total").await > live);
+                for n in [&a, &b] {
+                    let start = Instant::now();
+                    loop {
+                        let (status, body) = n.http("GET", "/ready", None).await;
+                        if status == 200 {
+                            break;
+                        }
+                        assert!(start.elapsed() < DEADLINE, "not ready again: {body}");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+            "after" => assert_eq!(
+                b.metric("tickcast_cluster_fetches_total").await,
+                fetches,
+                "the last messages came live, not from a repair"
+            ),
+            _ => {}
+        }
+    }
+    assert_eq!(b.metric("tickcast_cluster_live_up").await, 1.0);
+}
+
 /// Zero-downtime restart (docs/OPERATIONS.md): a second node starts on the same address with
 /// `--takeover`, the first is drained with SIGUSR2. Every client is closed with 1012 only,
 /// reconnects to the same address (now the new process), resumes with `since`, and gets every

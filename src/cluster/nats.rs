@@ -292,7 +292,12 @@ impl Broker for Nats {
                 Some((token, None)) => opts.token(token),
                 None => opts,
             };
-            match opts.connect(ctx.url.as_str()).await {
+            // Every server of `cluster.url` (validated: each parses); async-nats adds those
+            // the servers announce.
+            let servers: Vec<async_nats::ServerAddr> = crate::config::broker_urls(&ctx.url)
+                .filter_map(|u| u.parse().ok())
+                .collect();
+            match opts.connect(servers).await {
                 Ok(c) => break c,
                 Err(e) => {
                     let wait = ctx.backoff(attempt);
@@ -322,6 +327,7 @@ impl Broker for Nats {
                 headers_only: false,
             }),
             duplicate_window: Duration::from_secs(cfg.idem_window_s),
+            num_replicas: cfg.nats_replicas,
             allow_direct: true,
             ..Default::default()
         };

@@ -161,10 +161,28 @@ impl Config {
     }
 }
 
-/// `url` with its password (or, for a lone user info, a token) replaced by `***`: for logs
-/// and `tickcast config`, which must not show broker credentials. A string that does not
-/// parse as a URL is shown as it is (validation refuses it before it is used).
+/// The servers in a broker URL: one, or (NATS) several separated by commas, each trimmed
+/// (`nats://a:4222, nats://b:4222`). Empty entries are kept (as `""`) so validation can
+/// refuse them.
+pub fn broker_urls(url: &str) -> impl Iterator<Item = &str> {
+    url.split(',').map(str::trim)
+}
+
+/// `url` with its password (or, for a lone user info, a token) replaced by `***`, in each of
+/// its servers: for logs and `tickcast config`, which must not show broker credentials. A
+/// server that does not parse as a URL is shown as it is (validation refuses it before it is
+/// used).
 pub fn redact_url(url: &str) -> String {
+    if !url.contains(',') {
+        return redact_one(url);
+    }
+    broker_urls(url)
+        .map(redact_one)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn redact_one(url: &str) -> String {
     let Ok(mut parsed) = url::Url::parse(url) else {
         return url.to_string();
     };
@@ -182,8 +200,13 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// The credentials in `url`'s user info, percent-decoded: `(user, Some(password))`, or
-/// `(token, None)` for `scheme://token@host`.
+/// `(token, None)` for `scheme://token@host`. Of a list of servers, the first that carries
+/// any (validation makes sure they all carry the same).
 pub fn url_credentials(url: &str) -> Option<(String, Option<String>)> {
+    broker_urls(url).find_map(credentials_of)
+}
+
+fn credentials_of(url: &str) -> Option<(String, Option<String>)> {
     let parsed = url::Url::parse(url).ok()?;
     let decode = |s: &str| {
         percent_encoding::percent_decode_str(s)
@@ -220,6 +243,17 @@ mod tests {
         assert_eq!(redact_url(plain), plain);
         // An '@' in the path is not user info.
         assert_eq!(url_credentials("nats://h:1/a@b"), None);
+        // A list of NATS servers: each redacted, the first credentials used.
+        let list = "nats://n:pw@10.0.0.5:4222, nats://n:pw@10.0.0.6:4222,nats://10.0.0.7:4222";
+        assert_eq!(
+            redact_url(list),
+            "nats://n:***@10.0.0.5:4222,nats://n:***@10.0.0.6:4222,nats://10.0.0.7:4222"
+        );
+        assert_eq!(url_credentials(list), Some(("n".into(), Some("pw".into()))));
+        assert_eq!(
+            url_credentials("nats://10.0.0.7:4222,nats://t0k@10.0.0.5:4222"),
+            Some(("t0k".into(), None))
+        );
     }
 
     #[test]
@@ -235,20 +269,6 @@ mod tests {
             let err = c.validate().unwrap_err();
             assert!(err.contains(key), "{err}");
         };
-        refused(
-            &|c| {
-                c.engine = Engine::Nats;
-                c.url = "redis://127.0.0.1:6379".into();
-            },
-            "cluster.url",
-        );
-        refused(
-            &|c| {
-                c.engine = Engine::Redis;
-                c.url = "nats://x:1".into();
-            },
-            "cluster.url",
-        );
         refused(&|c| c.node_ttl_ms = c.heartbeat_ms, "cluster.node_ttl_ms");
         refused(&|c| c.node_id = "a.b".into(), "cluster.node_id");
         refused(&|c| c.prefix = "tc.x".into(), "cluster.prefix");
@@ -257,14 +277,33 @@ mod tests {
             &|c| c.nats_live_reader = "thread".into(),
             "cluster.nats_live_reader",
         );
-        refused(
-            &|c| {
-                c.engine = Engine::Nats;
-                c.url = "nats://:4222".into();
-            },
-            "cluster.url",
-        );
+        for (engine, url) in [
+            (Engine::Nats, "redis://127.0.0.1:6379"),
+            (Engine::Redis, "nats://x:1"),
+            (Engine::Nats, "nats://:4222"),
+            (Engine::Nats, "nats://a:4222,"),
+            (Engine::Nats, "nats://a:4222,,nats://b:4222"),
+            (Engine::Nats, "nats://a:4222,redis://b:6379"),
+            (Engine::Nats, "nats://a:4222,nats://:4222"),
+            (Engine::Nats, "nats://u:p@a:4222,nats://u:q@b:4222"),
+            (Engine::Redis, "redis://a:6379,redis://b:6379"),
+        ] {
+            refused(
+                &|c| {
+                    c.engine = engine;
+                    c.url = url.into();
+                },
+                "cluster.url",
+            );
+        }
+        for n in [0, 6] {
+            refused(&|c| c.nats_replicas = n, "cluster.nats_replicas");
+        }
         refused(&|c| c.reconnect_max_ms = 1, "cluster.reconnect_max_ms");
+        let mut c = Config::default();
+        c.cluster.engine = Engine::Nats;
+        c.cluster.url = "nats://u:p@a:4222, nats://u:p@b:4222,nats://c".into();
+        c.validate().unwrap();
         let mut c = Config::default();
         c.cluster.engine = Engine::Redis;
         c.validate().unwrap();

@@ -431,7 +431,9 @@ pub enum Engine {
 pub struct Cluster {
     pub engine: Engine,
     /// The broker: `nats://host:port` or `redis://host:port[/db]`. Empty = the engine's
-    /// default on loopback (nats://127.0.0.1:4222, redis://127.0.0.1:6379).
+    /// default on loopback (nats://127.0.0.1:4222, redis://127.0.0.1:6379). NATS: several
+    /// servers of one NATS cluster, separated by commas; a node also follows the servers the
+    /// cluster announces.
     pub url: String,
     /// This node's name in the cluster (`/v1/cluster`, `origin` of its publishes). Empty = a
     /// random one per start (`n-` + 8 hex digits): a restarted node is a new node.
@@ -469,6 +471,10 @@ pub struct Cluster {
     /// `history_size` of any class (at least 1: the last message carries the topic's
     /// sequence number and epoch).
     pub nats_stream_max_bytes: u64,
+    /// NATS: replicas of the history stream (JetStream's `num_replicas`): 1 on a single
+    /// server; 3 on a cluster of NATS servers keeps the stream (and so publishing) through the
+    /// loss of one of them.
+    pub nats_replicas: usize,
     /// NATS: how long JetStream remembers an `idem` key (its duplicate window).
     pub idem_window_s: u64,
     /// NATS: who reads the live messages. `shard`: shard 0 holds its own connection to the
@@ -494,6 +500,7 @@ impl Default for Cluster {
             query_timeout_ms: 1000,
             nats_storage: "file".into(),
             nats_stream_max_bytes: 1 << 30,
+            nats_replicas: 1,
             idem_window_s: 120,
             nats_live_reader: "shard".into(),
         }

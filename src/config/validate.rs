@@ -324,17 +324,41 @@ impl Config {
             Engine::Nats => "nats://",
             Engine::Redis => "redis://",
         };
-        if !c.url.is_empty() && !c.url.starts_with(scheme) {
-            return bad(
-                "cluster.url",
-                format!("{:?} does not start with {scheme}", c.url),
-            );
-        }
         if !c.url.is_empty() {
-            match url::Url::parse(&c.url) {
-                Ok(u) if u.host_str().is_some_and(|h| !h.is_empty()) => {}
-                Ok(_) => return bad("cluster.url", "has no host".to_string()),
-                Err(e) => return bad("cluster.url", format!("is not a URL: {e}")),
+            if c.engine == Engine::Redis && c.url.contains(',') {
+                return bad(
+                    "cluster.url",
+                    "names several servers; Redis takes one".to_string(),
+                );
+            }
+            let mut credentials = None;
+            for (i, server) in crate::config::broker_urls(&c.url).enumerate() {
+                if !server.starts_with(scheme) {
+                    return bad(
+                        "cluster.url",
+                        format!(
+                            "server {} ({:?}) does not start with {scheme}",
+                            i + 1,
+                            crate::config::redact_url(server)
+                        ),
+                    );
+                }
+                match url::Url::parse(server) {
+                    Ok(u) if u.host_str().is_some_and(|h| !h.is_empty()) => {}
+                    Ok(_) => return bad("cluster.url", format!("server {} has no host", i + 1)),
+                    Err(e) => {
+                        return bad("cluster.url", format!("server {} is not a URL: {e}", i + 1));
+                    }
+                }
+                // A node is one user of the broker: servers that name credentials name the same.
+                if let Some(found) = crate::config::url_credentials(server) {
+                    if credentials.get_or_insert_with(|| found.clone()) != &found {
+                        return bad(
+                            "cluster.url",
+                            "its servers carry different credentials".to_string(),
+                        );
+                    }
+                }
             }
         }
         Ok(())

@@ -20,10 +20,12 @@
 //!
 //! **Loss.** A lost connection (closed, a read or write error, a protocol error, nothing read
 //! for `cluster.node_ttl_ms` — at least `LIVE_SILENCE_MIN_MS` — after a keep-alive `PING`
-//! sent every `cluster.heartbeat_ms`) is made again with the bridge's backoff; once the new
-//! connection's subscriptions are in force every shard repairs its topics from the broker's
-//! history (`broker_up`), as after a loss of the bridge's connection. While it is down,
-//! `/ready` says so (`Bridge::is_live_up`).
+//! sent every `cluster.heartbeat_ms`, a server entering lame duck mode) is made again with the
+//! bridge's backoff, starting with the next server: `cluster.url` may list several, and the
+//! broker announces the other servers of its NATS cluster (INFO `connect_urls`), as it does to
+//! every NATS client. Once the new connection's subscriptions are in force every shard repairs
+//! its topics from the broker's history (`broker_up`), as after a loss of the bridge's
+//! connection. While it is down, `/ready` says so (`Bridge::is_live_up`).
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -91,6 +93,10 @@ pub(crate) struct Live {
     last_ping_ms: u64,
     ping_due: bool,
     writer: Option<Waker>,
+    /// The servers the broker announced last (INFO `connect_urls`: the other servers of a
+    /// NATS cluster), tried after `cluster.url`'s own. Replaced by every announcement, so it
+    /// is bounded by the server's control line (`nats_wire::CONTROL_LINE_MAX`).
+    announced: Vec<ServerAt>,
     received: metrics::Counter,
     invalid: metrics::Counter,
     errors: metrics::Counter,
@@ -116,6 +122,7 @@ impl Live {
             last_ping_ms: 0,
             ping_due: false,
             writer: None,
+            announced: Vec::new(),
             received: metrics::counter!("tickcast_cluster_received_total"),
             invalid: metrics::counter!("tickcast_cluster_invalid_total"),
             errors: metrics::counter!("tickcast_cluster_live_errors_total"),
@@ -329,18 +336,34 @@ impl State {
         }
     }
 
-    /// Handles every complete operation at the front of `buf`.
+    /// Handles every complete operation at the front of `buf`; an error ends the connection
+    /// (why, for the log).
     fn live_ops(&mut self, buf: &mut BytesMut, max_payload: usize) -> Result<(), String> {
         loop {
             let (op, used) = match nats_wire::parse(buf, max_payload) {
                 nats_wire::Parsed::Incomplete => return Ok(()),
-                nats_wire::Parsed::Invalid(e) => return Err(e),
+                nats_wire::Parsed::Invalid(e) => return Err(format!("protocol error: {e}")),
                 nats_wire::Parsed::Op(op, used) => (op, used),
             };
             if let nats_wire::Op::Msg { payload, .. } = op {
                 // The payload stays in the read buffer (a message's data is a slice of it).
                 let chunk = buf.split_to(used).freeze();
                 self.live_message(chunk.slice(payload));
+                continue;
+            }
+            if let nats_wire::Op::Info(r) = &op {
+                // The cluster's servers changed, or this one is shutting down gracefully
+                // (lame duck mode): then go to another before it closes the connection.
+                let info: serde_json::Value = serde_json::from_slice(&buf[r.clone()])
+                    .map_err(|e| format!("protocol error: an INFO that is not JSON: {e}"))?;
+                buf.advance(used);
+                let live = self.live.as_mut().expect("shard 0 with a live reader");
+                if let Some(servers) = announced(&info) {
+                    live.announced = servers;
+                }
+                if info["ldm"].as_bool() == Some(true) {
+                    return Err("the server is entering lame duck mode".into());
+                }
                 continue;
             }
             buf.advance(used);
@@ -353,7 +376,7 @@ impl State {
                 nats_wire::Op::Pong => {
                     // A PONG nobody asked for would confirm changes the server has not seen.
                     let Some((_, confirms)) = live.waiting.pop_front() else {
-                        return Err("a PONG without a PING".into());
+                        return Err("protocol error: a PONG without a PING".into());
                     };
                     live.pongs += 1;
                     self.live_confirmed(confirms);
@@ -400,50 +423,20 @@ impl State {
     }
 }
 
-/// The broker's address and credentials, from `cluster.url`.
-struct Target {
+/// One NATS server: from `cluster.url`, or announced by the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ServerAt {
     host: url::Host<String>,
     port: u16,
-    shown: String,
-    connect: Vec<u8>,
 }
 
-impl Target {
-    fn new(cfg: &Config, node: &str) -> Result<Target, String> {
-        let url = cfg.cluster_url();
-        let shown = crate::config::redact_url(&url);
-        let parsed = url::Url::parse(&url).map_err(|e| format!("{shown}: {e}"))?;
-        let host = parsed
-            .host()
-            .ok_or_else(|| format!("{shown}: no host"))?
-            .to_owned();
-        let mut connect = serde_json::json!({
-            "verbose": false,
-            "pedantic": false,
-            "tls_required": false,
-            "name": format!("tickcast {node} live"),
-            "lang": "rust",
-            "version": env!("CARGO_PKG_VERSION"),
-            "protocol": 1,
-            "headers": true,
-            "no_responders": false,
-        });
-        match crate::config::url_credentials(&url) {
-            Some((user, Some(pass))) => {
-                connect["user"] = user.into();
-                connect["pass"] = pass.into();
-            }
-            Some((token, None)) => connect["auth_token"] = token.into(),
-            None => {}
-        }
-        let mut line = b"CONNECT ".to_vec();
-        line.extend_from_slice(connect.to_string().as_bytes());
-        line.extend_from_slice(b"\r\nPING\r\n");
-        Ok(Target {
-            host,
+impl ServerAt {
+    /// `host[:port]` of a `nats://` URL (4222 when it names no port).
+    fn parse(url: &str) -> Option<ServerAt> {
+        let parsed = url::Url::parse(url).ok()?;
+        Some(ServerAt {
+            host: parsed.host()?.to_owned(),
             port: parsed.port().unwrap_or(4222),
-            shown,
-            connect: line,
         })
     }
 
@@ -478,9 +471,87 @@ impl Target {
             .await
             .map_err(|_| "resolver thread ended".to_string())??;
         if found.is_empty() {
-            return Err("the broker's host name resolves to no address".into());
+            return Err("the host name resolves to no address".into());
         }
         Ok(found)
+    }
+}
+
+impl std::fmt::Display for ServerAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// The servers an INFO announces (`connect_urls`: every client address of the server's NATS
+/// cluster), if it says; entries that do not parse are left out.
+fn announced(info: &serde_json::Value) -> Option<Vec<ServerAt>> {
+    let urls = info["connect_urls"].as_array()?;
+    Some(
+        urls.iter()
+            .filter_map(|u| ServerAt::parse(&format!("nats://{}", u.as_str()?)))
+            .collect(),
+    )
+}
+
+/// The broker's servers and credentials, from `cluster.url`.
+struct Target {
+    /// `cluster.url`'s servers, in order.
+    servers: Vec<ServerAt>,
+    shown: String,
+    connect: Vec<u8>,
+}
+
+impl Target {
+    fn new(cfg: &Config, node: &str) -> Result<Target, String> {
+        let url = cfg.cluster_url();
+        let shown = crate::config::redact_url(&url);
+        let servers = crate::config::broker_urls(&url)
+            .map(|u| ServerAt::parse(u).ok_or_else(|| format!("{shown}: a server without a host")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut connect = serde_json::json!({
+            "verbose": false,
+            "pedantic": false,
+            "tls_required": false,
+            "name": format!("tickcast {node} live"),
+            "lang": "rust",
+            "version": env!("CARGO_PKG_VERSION"),
+            "protocol": 1,
+            "headers": true,
+            "no_responders": false,
+        });
+        match crate::config::url_credentials(&url) {
+            Some((user, Some(pass))) => {
+                connect["user"] = user.into();
+                connect["pass"] = pass.into();
+            }
+            Some((token, None)) => connect["auth_token"] = token.into(),
+            None => {}
+        }
+        let mut line = b"CONNECT ".to_vec();
+        line.extend_from_slice(connect.to_string().as_bytes());
+        line.extend_from_slice(b"\r\nPING\r\n");
+        Ok(Target {
+            servers,
+            shown,
+            connect: line,
+        })
+    }
+
+    /// The servers to try, in order: `cluster.url`'s, then those the broker announced (as
+    /// NATS clients do), each once; the one that served `last` moves to the back, so a
+    /// connection lost with its server (or a server in lame duck mode) is made to another.
+    fn order(&self, announced: &[ServerAt], last: Option<&ServerAt>) -> Vec<ServerAt> {
+        let mut all = self.servers.clone();
+        for s in announced {
+            if !all.contains(s) {
+                all.push(s.clone());
+            }
+        }
+        if let Some(i) = last.and_then(|l| all.iter().position(|s| s == l)) {
+            all.rotate_left(i + 1);
+        }
+        all
     }
 }
 
@@ -503,54 +574,79 @@ pub(crate) async fn live_task(shard: Rc<Shard>) {
     let limit = Duration::from_millis(cfg.cluster.publish_timeout_ms);
     let mut failures = 0;
     let mut ever = false;
+    let mut last: Option<ServerAt> = None;
     loop {
-        match monoio::time::timeout(limit, handshake(&target)).await {
-            Ok(Ok((stream, buf, max_payload))) => {
-                if ever {
-                    metrics::counter!("tickcast_cluster_live_reconnects_total").increment(1);
-                    tracing::warn!("cluster: live connection to NATS restored; repairing topics");
+        let announced = shard
+            .st
+            .borrow()
+            .live
+            .as_ref()
+            .map(|l| l.announced.clone())
+            .unwrap_or_default();
+        let mut failed = Vec::new();
+        let mut connected = None;
+        for server in target.order(&announced, last.as_ref()) {
+            match monoio::time::timeout(limit, handshake(&target, &server)).await {
+                Ok(Ok(c)) => {
+                    connected = Some((server, c));
+                    break;
                 }
-                ever = true;
-                let error = session(&shard, stream, buf, max_payload).await;
-                let mut st = shard.st.borrow_mut();
-                // The backoff starts over only after a connection that worked (its
-                // subscriptions confirmed): a server that drops every connection right after
-                // the handshake is not hammered every `reconnect_min_ms`.
-                if st.live.as_ref().is_some_and(|l| l.pongs > 0) {
-                    failures = 0;
+                Ok(Err(e)) => failed.push(format!("{server}: {e}")),
+                Err(_) => failed.push(format!(
+                    "{server}: not set up within {} ms",
+                    limit.as_millis()
+                )),
+            }
+        }
+        if let Some((server, (stream, buf, max_payload, servers))) = connected {
+            if let Some(live) = shard.st.borrow_mut().live.as_mut() {
+                if let Some(servers) = servers {
+                    live.announced = servers;
                 }
-                st.live_lost();
-                shard.finish(st);
-                if shard.done.get() {
-                    return;
-                }
-                metrics::counter!("tickcast_cluster_live_errors_total").increment(1);
-                tracing::warn!(url = %target.shown, error = %error,
-                    "cluster: live connection to NATS lost; reconnecting");
             }
-            Ok(Err(e)) => {
-                tracing::error!(url = %target.shown, error = %e,
-                    "cluster: cannot open the live connection to NATS; retrying");
-                metrics::counter!("tickcast_cluster_live_errors_total").increment(1);
+            if ever {
+                metrics::counter!("tickcast_cluster_live_reconnects_total").increment(1);
+                tracing::warn!(%server, "cluster: live connection to NATS restored; repairing topics");
             }
-            Err(_) => {
-                tracing::error!(url = %target.shown, timeout_ms = limit.as_millis() as u64,
-                    "cluster: live connection to NATS not set up in time; retrying");
-                metrics::counter!("tickcast_cluster_live_errors_total").increment(1);
+            ever = true;
+            let error = session(&shard, stream, buf, max_payload).await;
+            let mut st = shard.st.borrow_mut();
+            // The backoff starts over only after a connection that worked (its
+            // subscriptions confirmed): a server that drops every connection right after
+            // the handshake is not hammered every `reconnect_min_ms`.
+            if st.live.as_ref().is_some_and(|l| l.pongs > 0) {
+                failures = 0;
             }
+            st.live_lost();
+            shard.finish(st);
+            if shard.done.get() {
+                return;
+            }
+            metrics::counter!("tickcast_cluster_live_errors_total").increment(1);
+            tracing::warn!(url = %target.shown, %server, error = %error,
+                "cluster: live connection to NATS lost; reconnecting");
+            // The next attempt starts with the next server.
+            last = Some(server);
+        } else {
+            tracing::error!(url = %target.shown, errors = %failed.join("; "),
+                "cluster: cannot open the live connection to NATS; retrying");
+            metrics::counter!("tickcast_cluster_live_errors_total").increment(1);
         }
         monoio::time::sleep(crate::cluster::backoff(&cfg.cluster, failures)).await;
         failures += 1;
     }
 }
 
-/// Connects and says `CONNECT`; returns once the server answered its `PING`, with what was
-/// read after that `PONG` and the server's `max_payload`.
-async fn handshake(target: &Target) -> Result<(TcpStream, BytesMut, usize), String> {
+/// What a handshake gives: the connection, what was read after the `PONG`, the server's
+/// `max_payload` and the servers it announced.
+type Handshake = (TcpStream, BytesMut, usize, Option<Vec<ServerAt>>);
+
+/// Connects to `server` and says `CONNECT`; returns once the server answered its `PING`.
+async fn handshake(target: &Target, server: &ServerAt) -> Result<Handshake, String> {
     // Every address of the name in turn, as async-nats does.
     let mut failed = Vec::new();
     let mut stream = None;
-    for addr in target.addrs().await? {
+    for addr in server.addrs().await? {
         match TcpStream::connect_addr(addr).await {
             Ok(s) => {
                 stream = Some(s);
@@ -585,6 +681,9 @@ async fn handshake(target: &Target) -> Result<(TcpStream, BytesMut, usize), Stri
                 .into(),
         );
     }
+    if info["ldm"].as_bool() == Some(true) {
+        return Err("the server is in lame duck mode".into());
+    }
     // The server's bound on a message's payload (its headers are bounded apart,
     // `nats_wire::HEADERS_MAX`); 1 MiB is NATS' default.
     let max_payload = info["max_payload"]
@@ -597,7 +696,7 @@ async fn handshake(target: &Target) -> Result<(TcpStream, BytesMut, usize), Stri
         match nats_wire::parse(&buf, max_payload) {
             nats_wire::Parsed::Op(nats_wire::Op::Pong, used) => {
                 buf.advance(used);
-                return Ok((stream, buf, max_payload));
+                return Ok((stream, buf, max_payload, announced(&info)));
             }
             nats_wire::Parsed::Op(nats_wire::Op::Err(e), _) => return Err(format!("-ERR {e}")),
             nats_wire::Parsed::Op(_, used) => buf.advance(used),
@@ -645,7 +744,7 @@ async fn session(shard: &Rc<Shard>, stream: TcpStream, mut buf: BytesMut, max: u
             let handled = st.live_ops(&mut buf, max);
             shard.finish(st);
             if let Err(e) = handled {
-                return format!("protocol error: {e}");
+                return e;
             }
         }
         buf = match read_more(&mut rd, buf).await {
@@ -688,5 +787,42 @@ async fn writer(shard: Rc<Shard>, mut wr: OwnedWriteHalf<TcpStream>, generation:
         }
         data.clear();
         spare = data;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> ServerAt {
+        ServerAt::parse(&format!("nats://{s}")).unwrap()
+    }
+
+    #[test]
+    fn servers_are_tried_configured_first_and_the_last_one_used_last() {
+        let mut cfg = Config::default();
+        cfg.cluster.engine = crate::config::Engine::Nats;
+        cfg.cluster.url = "nats://u:p@a:4222, nats://u:p@b".into();
+        let target = Target::new(&cfg, "n").unwrap();
+        assert_eq!(target.servers, [at("a:4222"), at("b:4222")]);
+        let connect = String::from_utf8(target.connect.clone()).unwrap();
+        assert!(connect.contains(r#""user":"u""#) && connect.contains(r#""pass":"p""#));
+        let announced = [at("b:4222"), at("c:4223")];
+        let order = |last: Option<&str>| target.order(&announced, last.map(at).as_ref());
+        assert_eq!(order(None), [at("a"), at("b"), at("c:4223")]);
+        assert_eq!(order(Some("a")), [at("b"), at("c:4223"), at("a")]);
+        assert_eq!(order(Some("c:4223")), [at("a"), at("b"), at("c:4223")]);
+        // A server no longer announced: the order is the configured one.
+        assert_eq!(order(Some("d")), [at("a"), at("b"), at("c:4223")]);
+    }
+
+    #[test]
+    fn announced_servers_are_read_from_info() {
+        let info = serde_json::json!({
+            "connect_urls": ["127.0.0.1:4223", "[::1]:4224", "no such host:1", 7, "h"],
+        });
+        let got = announced(&info).unwrap();
+        assert_eq!(got, [at("127.0.0.1:4223"), at("[::1]:4224"), at("h:4222")]);
+        assert_eq!(announced(&serde_json::json!({"max_payload": 1})), None);
     }
 }

@@ -72,6 +72,18 @@ pub struct Broker {
     /// NATS: a user with only the permissions docs/CLUSTER.md lists, the nodes connecting as it
     /// (`nats://user:password@…`); `None`: no authorization.
     pub account: Option<(&'static str, &'static str)>,
+    /// NATS: this server's part in a cluster of servers (`Broker::nats_cluster`); `None`: a
+    /// server on its own.
+    pub routes: Option<Routes>,
+}
+
+/// A NATS server's place in a cluster of servers: its name, its own route port and every
+/// server's route port (its own among them: nats-server ignores a route to itself).
+#[derive(Debug, Clone)]
+pub struct Routes {
+    pub name: String,
+    pub port: u16,
+    pub all: Vec<u16>,
 }
 
 impl Broker {
@@ -101,7 +113,25 @@ impl Broker {
             persistent: true,
             raw_nats: tokio::sync::OnceCell::new(),
             account: None,
+            routes: None,
         }
+    }
+
+    /// `n` nats-servers with JetStream, routed into one cluster (JetStream clustered: a
+    /// stream with `cluster.nats_replicas = 3` survives the loss of one of three), each on its
+    /// own client port and data directory.
+    pub fn nats_cluster(n: usize) -> Vec<Broker> {
+        let mut servers: Vec<Broker> = (0..n).map(|_| Broker::reserve(Engine::Nats)).collect();
+        let all: Vec<u16> = servers.iter().map(|_| free_port()).collect();
+        for (i, s) in servers.iter_mut().enumerate() {
+            s.routes = Some(Routes {
+                name: format!("n{i}"),
+                port: all[i],
+                all: all.clone(),
+            });
+            s.spawn();
+        }
+        servers
     }
 
     pub fn spawn(&mut self) {
@@ -113,6 +143,16 @@ impl Broker {
                     .args(["-m", &self.monitor.to_string()])
                     .arg("-sd")
                     .arg(&self.dir);
+                if let Some(r) = &self.routes {
+                    let routes: Vec<String> = r
+                        .all
+                        .iter()
+                        .map(|p| format!("nats://127.0.0.1:{p}"))
+                        .collect();
+                    c.args(["--server_name", &r.name, "--cluster_name", "tc-test"])
+                        .args(["--cluster", &format!("nats://127.0.0.1:{}", r.port)])
+                        .args(["--routes", &routes.join(",")]);
+                }
                 if let Some((user, pass)) = self.account {
                     // The permissions a node needs, no more (docs/CLUSTER.md, "NATS").
                     let conf = self.dir.join("nats.conf");
@@ -177,11 +217,16 @@ impl Broker {
 
     /// SIGKILL, then the same broker again on the same port and data directory.
     pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// SIGKILL: the server is gone (its port refuses), its data stays.
+    pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
-        self.spawn();
     }
 
     /// How many broker subscriptions carry `topic`'s live traffic (one per interested node).

@@ -19,8 +19,8 @@ pub(super) const CLUSTER: &[Key] = &[
         kind: r#"string"#,
         default: "",
         bounds: None,
-        valid: r#"empty, or `nats://…` / `redis://…` matching the engine"#,
-        meaning: r#"The broker. Empty: `nats://127.0.0.1:4222` or `redis://127.0.0.1:6379`. Credentials go in it (`nats://user:password@host:4222`, `nats://token@host:4222`, `redis://user:password@host:6379`); logs and `tickcast config` show `***` for the password or token. NATS permissions a node needs: docs/CLUSTER.md."#,
+        valid: r#"empty, or `nats://…` / `redis://…` matching the engine; NATS: one or more servers separated by commas, any credentials the same in each"#,
+        meaning: r#"The broker. Empty: `nats://127.0.0.1:4222` or `redis://127.0.0.1:6379`. NATS: several servers of one NATS cluster may be listed (`nats://10.0.0.5:4222,nats://10.0.0.6:4222`); a node tries them in turn and also follows the servers the cluster announces, so one is enough to start but a node started while it is down needs another (docs/CLUSTER.md, "A cluster of NATS servers"). Credentials go in it (`nats://user:password@host:4222`, `nats://token@host:4222`, `redis://user:password@host:6379`; percent-encode `@ : / ,` inside them); logs and `tickcast config` show `***` for the password or token. NATS permissions a node needs: docs/CLUSTER.md."#,
         triggers: "",
     },
     Key {
@@ -145,6 +145,16 @@ pub(super) const CLUSTER: &[Key] = &[
     },
     Key {
         section: "cluster",
+        name: "nats_replicas",
+        kind: r#"integer"#,
+        default: "",
+        bounds: Some(Bounds::Range(1, 5)),
+        valid: r#"1..=5 (JetStream's limit), at most the number of NATS servers"#,
+        meaning: r#"NATS: replicas of the history stream (JetStream's `num_replicas`). 1 on a single server. On a cluster of NATS servers, 3 keeps the stream, and so publishing and history, through the loss of one server; with 1 the stream lives on one server and is unavailable while that server is. Applied to an existing stream when a node starts (JetStream moves it)."#,
+        triggers: r#"Publishes answered `unavailable` while the stream has no quorum"#,
+    },
+    Key {
+        section: "cluster",
         name: "idem_window_s",
         kind: r#"integer, s"#,
         default: "",
@@ -160,7 +170,7 @@ pub(super) const CLUSTER: &[Key] = &[
         default: "",
         bounds: None,
         valid: r#"`shard`, `bridge`"#,
-        meaning: r#"NATS: who reads live messages from the broker. `shard`: shard 0 keeps its own plain-TCP connection to NATS for them and hands each message to its topic's owner shard directly (no thread hop per message). `bridge`: the bridge thread's async-nats client, like history, publishes and heartbeats; needed if the NATS server requires TLS, or to follow the other servers of a NATS cluster (the shard's reader connects to `url`'s host only). Both resubscribe and repair after a lost connection; while shard 0's connection is down `/ready` answers 503."#,
+        meaning: r#"NATS: who reads live messages from the broker. `shard`: shard 0 keeps its own plain-TCP connection to NATS for them and hands each message to its topic's owner shard directly (no thread hop per message); it tries `url`'s servers and those the NATS cluster announces, and moves to another when its server is lost or enters lame duck mode. `bridge`: the bridge thread's async-nats client, like history, publishes and heartbeats; needed if the NATS server requires TLS. Both resubscribe and repair after a lost connection; while shard 0's connection is down `/ready` answers 503."#,
         triggers: r#"`tickcast_cluster_live_reconnects_total`, `tickcast_cluster_live_errors_total`"#,
     },
 ];
