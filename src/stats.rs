@@ -754,9 +754,41 @@ fn describe() {
     }
 }
 
+/// For a log line that outside input (a broker's messages, an external publisher, a broker
+/// outage under a publish load) can repeat at will: counts one occurrence in `count` and
+/// returns the new count when it is a power of two (1, 2, 4, …), the occurrences worth a line.
+/// A flood of n costs log2(n) + 1 lines, each saying how many there were so far; the metric
+/// beside it counts every one. The rule of the per-connection logs (`shard/proxy.rs`,
+/// `shard/accept.rs`), with the count kept in a static per call site ([`crate::warn_sampled`]).
+pub fn log_sampled(count: &AtomicU64) -> Option<u64> {
+    let n = count.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+    n.is_power_of_two().then_some(n)
+}
+
+/// `tracing::warn!` for a line that outside input can repeat at will: logged on the 1st, 2nd,
+/// 4th, 8th, … occurrence at this call site, with the field `count` (occurrences so far,
+/// process-wide). See [`stats::log_sampled`](crate::stats::log_sampled).
+#[macro_export]
+macro_rules! warn_sampled {
+    ($($arg:tt)+) => {{
+        static COUNT: ::std::sync::atomic::AtomicU64 = ::std::sync::atomic::AtomicU64::new(0);
+        if let Some(count) = $crate::stats::log_sampled(&COUNT) {
+            ::tracing::warn!(count, $($arg)+);
+        }
+    }};
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repeated_log_line_is_sampled_at_powers_of_two() {
+        let count = AtomicU64::new(0);
+        let logged: Vec<u64> = (0..100).filter_map(|_| log_sampled(&count)).collect();
+        assert_eq!(logged, [1, 2, 4, 8, 16, 32, 64]);
+        assert_eq!(count.load(Ordering::Relaxed), 100);
+    }
 
     /// Every metric a shard registers has its line in docs/METRICS.md.
     #[test]

@@ -222,7 +222,7 @@ pub(super) async fn fetch_one<B: Broker>(
             Err(_) => BrokerError::timeout(format!("fetch {topic}: no answer in time")),
         };
         if attempt == 2 {
-            tracing::warn!(topic = %topic, error = %error, "cluster: history fetch failed");
+            crate::warn_sampled!(topic = %topic, error = %error, "cluster: history fetch failed");
             break Fetched {
                 topic,
                 ok: false,
@@ -263,12 +263,12 @@ pub(super) fn publish_one<B: Broker>(
             }
             Ok(Err(e)) => {
                 metrics::counter!("tickcast_cluster_publish_errors_total").increment(1);
-                tracing::warn!(topic = %p.topic, error = %e, "cluster: publish failed");
+                crate::warn_sampled!(topic = %p.topic, error = %e, "cluster: publish failed");
                 Err(ErrorCode::Unavailable)
             }
             Err(_) => {
                 metrics::counter!("tickcast_cluster_publish_errors_total").increment(1);
-                tracing::warn!(topic = %p.topic, "cluster: publish not confirmed in time");
+                crate::warn_sampled!(topic = %p.topic, "cluster: publish not confirmed in time");
                 Err(ErrorCode::Unavailable)
             }
         };

@@ -40,7 +40,7 @@ pub(super) fn ingest_external(ctx: &Rc<Ctx>, topic: &str, body: Bytes) {
     let cfg = &ctx.cfg;
     let fail = |why: &str| {
         metrics::counter!("tickcast_cluster_ingest_rejects_total").increment(1);
-        tracing::warn!(topic, why, "cluster: external publish refused");
+        crate::warn_sampled!(topic, why, "cluster: external publish refused");
     };
     if crate::pubsub::topic::validate_topic(topic).is_err() {
         return fail("invalid topic");

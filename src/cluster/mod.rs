@@ -562,7 +562,7 @@ impl Ctx {
             }
             Err(e) => {
                 metrics::counter!("tickcast_cluster_invalid_total").increment(1);
-                tracing::warn!(error = %e, "cluster: dropped an invalid message from the broker");
+                crate::warn_sampled!(error = %e, "cluster: dropped an invalid message from the broker");
             }
         }
     }

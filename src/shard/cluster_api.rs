@@ -126,7 +126,9 @@ impl State {
                         .collect(),
                     anonymous: p.anonymous,
                 }),
-                Err(e) => tracing::warn!(node, error = %e, "cluster: unreadable query answer"),
+                Err(e) => {
+                    crate::warn_sampled!(node, error = %e, "cluster: unreadable query answer")
+                }
             }
         }
         g.cluster = ClusterStep::Done(r.missing);

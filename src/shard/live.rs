@@ -385,7 +385,7 @@ impl State {
                     // The server closes the connection after the errors that end it; the
                     // others (a permission refused) leave it up.
                     live.errors.increment(1);
-                    tracing::warn!(error = %text, "cluster: NATS error on the live connection");
+                    crate::warn_sampled!(error = %text, "cluster: NATS error on the live connection");
                 }
                 nats_wire::Op::Ok | nats_wire::Op::Info(_) | nats_wire::Op::Msg { .. } => {}
             }
@@ -417,7 +417,7 @@ impl State {
             }
             Err(e) => {
                 live.invalid.increment(1);
-                tracing::warn!(error = %e, "cluster: dropped an invalid message from the broker");
+                crate::warn_sampled!(error = %e, "cluster: dropped an invalid message from the broker");
             }
         }
     }
