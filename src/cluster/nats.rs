@@ -340,7 +340,8 @@ impl Broker for Nats {
                     attempt += 1;
                     tracing::error!(stream = %name, error = %e, retry_in_ms = wait.as_millis() as u64,
                         "cluster: cannot set up the JetStream stream (is JetStream enabled: \
-                         nats-server -js?); retrying");
+                         nats-server -js? cluster.nats_replicas at most the NATS servers?); \
+                         retrying");
                     tokio::time::sleep(wait).await;
                 }
             }
