@@ -106,6 +106,12 @@ pub const CLUSTER_FETCHES_MAX: usize = 32;
 /// `max_payload` (its `INFO`), and never more than this, NATS' own ceiling for that setting.
 pub const CLUSTER_LIVE_MESSAGE_MAX: usize = 64 << 20;
 
+/// Cluster, NATS, shard 0's live reader: the most servers it keeps of those the broker
+/// announces (INFO `connect_urls`); the rest are ignored. A NATS cluster has a handful of
+/// servers (superclusters announce only their own cluster's), and each server tried costs up
+/// to `cluster.publish_timeout_ms` per round.
+pub const CLUSTER_ANNOUNCED_SERVERS_MAX: usize = 32;
+
 /// Cluster, NATS, shard 0's live reader: the least silence after an unanswered keep-alive
 /// `PING` that counts as a dead broker, whatever `cluster.node_ttl_ms` says. A `PONG` is a few
 /// microseconds of the server's work, but a node whose shard or machine is held up for a

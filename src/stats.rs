@@ -754,25 +754,52 @@ fn describe() {
     }
 }
 
+/// One call site's count for [`log_sampled`].
+#[derive(Debug, Default)]
+pub struct Sampled {
+    count: AtomicU64,
+    /// When the last occurrence was (monotonic seconds).
+    last_s: AtomicU64,
+}
+
+impl Sampled {
+    pub const fn new() -> Sampled {
+        Sampled {
+            count: AtomicU64::new(0),
+            last_s: AtomicU64::new(0),
+        }
+    }
+}
+
+/// A quiet spell this long (seconds) ends an episode: the next occurrence is logged as the
+/// first of a new one, so a second outage is not hidden behind the count of the first.
+pub const LOG_EPISODE_QUIET_S: u64 = 60;
+
 /// For a log line that outside input (a broker's messages, an external publisher, a broker
-/// outage under a publish load) can repeat at will: counts one occurrence in `count` and
-/// returns the new count when it is a power of two (1, 2, 4, …), the occurrences worth a line.
-/// A flood of n costs log2(n) + 1 lines, each saying how many there were so far; the metric
-/// beside it counts every one. The rule of the per-connection logs (`shard/proxy.rs`,
-/// `shard/accept.rs`), with the count kept in a static per call site ([`crate::warn_sampled`]).
-pub fn log_sampled(count: &AtomicU64) -> Option<u64> {
-    let n = count.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+/// outage under a publish load) can repeat at will: counts one occurrence and returns the
+/// count of the episode so far when it is a power of two (1, 2, 4, …), the occurrences worth a
+/// line. A flood of n costs log2(n) + 1 lines, each saying how many there were so far; the
+/// metric beside it counts every one. An episode ends after `LOG_EPISODE_QUIET_S` without an
+/// occurrence. The rule of the per-connection logs (`shard/proxy.rs`, `shard/accept.rs`), with
+/// the count kept in a static per call site ([`crate::warn_sampled`]).
+pub fn log_sampled(site: &Sampled, now_s: u64) -> Option<u64> {
+    let last = site.last_s.swap(now_s, Ordering::Relaxed);
+    if now_s.saturating_sub(last) >= LOG_EPISODE_QUIET_S {
+        site.count.store(0, Ordering::Relaxed);
+    }
+    let n = site.count.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
     n.is_power_of_two().then_some(n)
 }
 
 /// `tracing::warn!` for a line that outside input can repeat at will: logged on the 1st, 2nd,
-/// 4th, 8th, … occurrence at this call site, with the field `count` (occurrences so far,
-/// process-wide). See [`stats::log_sampled`](crate::stats::log_sampled).
+/// 4th, 8th, … occurrence at this call site, with the field `count` (occurrences so far in
+/// this episode, process-wide). See [`stats::log_sampled`](crate::stats::log_sampled).
 #[macro_export]
 macro_rules! warn_sampled {
     ($($arg:tt)+) => {{
-        static COUNT: ::std::sync::atomic::AtomicU64 = ::std::sync::atomic::AtomicU64::new(0);
-        if let Some(count) = $crate::stats::log_sampled(&COUNT) {
+        static SITE: $crate::stats::Sampled = $crate::stats::Sampled::new();
+        let now_s = $crate::frame::monotonic_ns() / 1_000_000_000;
+        if let Some(count) = $crate::stats::log_sampled(&SITE, now_s) {
             ::tracing::warn!(count, $($arg)+);
         }
     }};
@@ -784,10 +811,17 @@ mod tests {
 
     #[test]
     fn a_repeated_log_line_is_sampled_at_powers_of_two() {
-        let count = AtomicU64::new(0);
-        let logged: Vec<u64> = (0..100).filter_map(|_| log_sampled(&count)).collect();
+        let site = Sampled::new();
+        let start = 1_000;
+        let logged: Vec<u64> = (0..100)
+            .filter_map(|i| log_sampled(&site, start + i / 10))
+            .collect();
         assert_eq!(logged, [1, 2, 4, 8, 16, 32, 64]);
-        assert_eq!(count.load(Ordering::Relaxed), 100);
+        // Still the same episode just short of the quiet spell; a new one after it.
+        let later = start + 9 + LOG_EPISODE_QUIET_S - 1;
+        assert_eq!(log_sampled(&site, later), None);
+        assert_eq!(log_sampled(&site, later + LOG_EPISODE_QUIET_S), Some(1));
+        assert_eq!(log_sampled(&site, later + LOG_EPISODE_QUIET_S), Some(2));
     }
 
     /// Every metric a shard registers has its line in docs/METRICS.md.

@@ -258,6 +258,10 @@ impl Broker for Nats {
         let client = loop {
             let events = inbound.clone();
             let lost = Arc::new(AtomicBool::new(false));
+            // The client, once connected: the event callback asks it to reconnect when its
+            // server enters lame duck mode (async-nats only reports that).
+            let this: Arc<std::sync::OnceLock<async_nats::Client>> = Arc::default();
+            let this_in_events = this.clone();
             let backoff_cfg = cfg.clone();
             let opts = async_nats::ConnectOptions::new()
                 .name(format!("tickcast {}", ctx.bridge.node_id))
@@ -267,6 +271,7 @@ impl Broker for Nats {
                 .event_callback(move |event| {
                     let events = events.clone();
                     let lost = lost.clone();
+                    let this = this_in_events.clone();
                     async move {
                         match event {
                             async_nats::Event::Disconnected => {
@@ -275,6 +280,17 @@ impl Broker for Nats {
                             }
                             async_nats::Event::Connected if lost.swap(false, Ordering::Relaxed) => {
                                 let _ = events.send(Inbound::Up);
+                            }
+                            // The server is shutting down gracefully and will close the
+                            // connection within its lame duck duration: move to another now
+                            // (it no longer accepts connections). Repaired like any loss.
+                            async_nats::Event::LameDuckMode => {
+                                tracing::warn!(
+                                    "cluster: the NATS server entered lame duck mode; reconnecting"
+                                );
+                                if let Some(client) = this.get() {
+                                    let _ = client.force_reconnect().await;
+                                }
                             }
                             async_nats::Event::SlowConsumer(_) => {
                                 metrics::counter!("tickcast_cluster_slow_consumer_total")
@@ -292,13 +308,22 @@ impl Broker for Nats {
                 Some((token, None)) => opts.token(token),
                 None => opts,
             };
-            // Every server of `cluster.url` (validated: each parses); async-nats adds those
-            // the servers announce.
+            // Every server of `cluster.url` (validated: each parses), without its user info:
+            // async-nats shows a server's URL in its debug logs. async-nats adds the servers
+            // the one it connects to announces.
             let servers: Vec<async_nats::ServerAddr> = crate::config::broker_urls(&ctx.url)
-                .filter_map(|u| u.parse().ok())
+                .filter_map(|u| {
+                    let mut url = url::Url::parse(u).ok()?;
+                    let _ = url.set_password(None);
+                    let _ = url.set_username("");
+                    async_nats::ServerAddr::from_url(url).ok()
+                })
                 .collect();
             match opts.connect(servers).await {
-                Ok(c) => break c,
+                Ok(c) => {
+                    let _ = this.set(c.clone());
+                    break c;
+                }
                 Err(e) => {
                     let wait = ctx.backoff(attempt);
                     attempt += 1;

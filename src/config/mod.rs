@@ -163,19 +163,17 @@ impl Config {
 
 /// The servers in a broker URL: one, or (NATS) several separated by commas, each trimmed
 /// (`nats://a:4222, nats://b:4222`). Empty entries are kept (as `""`) so validation can
-/// refuse them.
+/// refuse them. Anything but `nats://` is one server (a Redis password may hold a comma).
 pub fn broker_urls(url: &str) -> impl Iterator<Item = &str> {
-    url.split(',').map(str::trim)
+    let list = url.starts_with("nats://");
+    url.split(move |c| list && c == ',').map(str::trim)
 }
 
 /// `url` with its password (or, for a lone user info, a token) replaced by `***`, in each of
 /// its servers: for logs and `tickcast config`, which must not show broker credentials. A
-/// server that does not parse as a URL is shown as it is (validation refuses it before it is
-/// used).
+/// server that does not parse as a URL is shown as `<not a URL>` (validation refuses it
+/// before it is used).
 pub fn redact_url(url: &str) -> String {
-    if !url.contains(',') {
-        return redact_one(url);
-    }
     broker_urls(url)
         .map(redact_one)
         .collect::<Vec<_>>()
@@ -184,7 +182,8 @@ pub fn redact_url(url: &str) -> String {
 
 fn redact_one(url: &str) -> String {
     let Ok(mut parsed) = url::Url::parse(url) else {
-        return url.to_string();
+        // Not shown: it may be a piece of user info (a literal comma in a password splits it).
+        return "<not a URL>".into();
     };
     let redacted = if parsed.password().is_some() {
         parsed.set_password(Some("***"))
@@ -254,6 +253,17 @@ mod tests {
             url_credentials("nats://10.0.0.7:4222,nats://t0k@10.0.0.5:4222"),
             Some(("t0k".into(), None))
         );
+        // A Redis URL is one server, whatever its password holds.
+        let comma = "redis://u:pa,ss@127.0.0.1:6379";
+        assert_eq!(redact_url(comma), "redis://u:***@127.0.0.1:6379");
+        assert_eq!(
+            url_credentials(comma),
+            Some(("u".into(), Some("pa,ss".into())))
+        );
+        // A NATS password with a literal comma (not percent-encoded) is refused by validation;
+        // no piece of it is shown meanwhile.
+        let shown = redact_url("nats://u:pa,ss@h:4222");
+        assert!(!shown.contains("pa") && !shown.contains("ss"), "{shown}");
     }
 
     #[test]
@@ -286,7 +296,6 @@ mod tests {
             (Engine::Nats, "nats://a:4222,redis://b:6379"),
             (Engine::Nats, "nats://a:4222,nats://:4222"),
             (Engine::Nats, "nats://u:p@a:4222,nats://u:q@b:4222"),
-            (Engine::Redis, "redis://a:6379,redis://b:6379"),
         ] {
             refused(
                 &|c| {

@@ -325,21 +325,17 @@ impl Config {
             Engine::Redis => "redis://",
         };
         if !c.url.is_empty() {
-            if c.engine == Engine::Redis && c.url.contains(',') {
-                return bad(
-                    "cluster.url",
-                    "names several servers; Redis takes one".to_string(),
-                );
-            }
             let mut credentials = None;
             for (i, server) in crate::config::broker_urls(&c.url).enumerate() {
+                // Only the position is named: an entry may be a piece of a password that held a
+                // literal comma.
                 if !server.starts_with(scheme) {
                     return bad(
                         "cluster.url",
                         format!(
-                            "server {} ({:?}) does not start with {scheme}",
-                            i + 1,
-                            crate::config::redact_url(server)
+                            "server {} does not start with {scheme} (separate servers with \
+                             commas; percent-encode a comma in a password as %2C)",
+                            i + 1
                         ),
                     );
                 }

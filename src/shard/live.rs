@@ -46,7 +46,7 @@ use super::{Shard, State, msg::MeshMsg};
 use crate::{
     cluster::{envelope, nats_wire},
     config::Config,
-    limits::{LIVE_SILENCE_MIN_MS, READ_CHUNK_BYTES},
+    limits::{CLUSTER_ANNOUNCED_SERVERS_MAX, LIVE_SILENCE_MIN_MS, READ_CHUNK_BYTES},
     mesh::SendOutcome,
 };
 
@@ -354,14 +354,14 @@ impl State {
             if let nats_wire::Op::Info(r) = &op {
                 // The cluster's servers changed, or this one is shutting down gracefully
                 // (lame duck mode): then go to another before it closes the connection.
-                let info: serde_json::Value = serde_json::from_slice(&buf[r.clone()])
-                    .map_err(|e| format!("protocol error: an INFO that is not JSON: {e}"))?;
+                let info =
+                    info_json(&buf[r.clone()]).map_err(|e| format!("protocol error: {e}"))?;
                 buf.advance(used);
                 let live = self.live.as_mut().expect("shard 0 with a live reader");
                 if let Some(servers) = announced(&info) {
                     live.announced = servers;
                 }
-                if info["ldm"].as_bool() == Some(true) {
+                if lame_duck(&info) {
                     return Err("the server is entering lame duck mode".into());
                 }
                 continue;
@@ -431,11 +431,16 @@ struct ServerAt {
 }
 
 impl ServerAt {
-    /// `host[:port]` of a `nats://` URL (4222 when it names no port).
+    /// `host[:port]` of a `nats://` URL (4222 when it names no port); a host name in lower
+    /// case (`nats://` is not a scheme whose hosts the URL standard normalises).
     fn parse(url: &str) -> Option<ServerAt> {
         let parsed = url::Url::parse(url).ok()?;
+        let host = match parsed.host()? {
+            url::Host::Domain(name) => url::Host::Domain(name.to_ascii_lowercase()),
+            other => other.to_owned(),
+        };
         Some(ServerAt {
-            host: parsed.host()?.to_owned(),
+            host,
             port: parsed.port().unwrap_or(4222),
         })
     }
@@ -484,14 +489,36 @@ impl std::fmt::Display for ServerAt {
 }
 
 /// The servers an INFO announces (`connect_urls`: every client address of the server's NATS
-/// cluster), if it says; entries that do not parse are left out.
+/// cluster), if it says: each once, at most `CLUSTER_ANNOUNCED_SERVERS_MAX`; entries that do
+/// not parse are left out.
 fn announced(info: &serde_json::Value) -> Option<Vec<ServerAt>> {
     let urls = info["connect_urls"].as_array()?;
-    Some(
-        urls.iter()
-            .filter_map(|u| ServerAt::parse(&format!("nats://{}", u.as_str()?)))
-            .collect(),
-    )
+    let mut servers = Vec::new();
+    for u in urls {
+        if servers.len() == CLUSTER_ANNOUNCED_SERVERS_MAX {
+            break;
+        }
+        if let Some(s) = u
+            .as_str()
+            .and_then(|u| ServerAt::parse(&format!("nats://{u}")))
+        {
+            if !servers.contains(&s) {
+                servers.push(s);
+            }
+        }
+    }
+    Some(servers)
+}
+
+/// An `INFO`'s JSON.
+fn info_json(bytes: &[u8]) -> Result<serde_json::Value, String> {
+    serde_json::from_slice(bytes).map_err(|e| format!("an INFO that is not JSON: {e}"))
+}
+
+/// The server says it is shutting down gracefully (lame duck mode): it accepts no new
+/// connections and will close this one.
+fn lame_duck(info: &serde_json::Value) -> bool {
+    info["ldm"].as_bool() == Some(true)
 }
 
 /// The broker's servers and credentials, from `cluster.url`.
@@ -664,8 +691,7 @@ async fn handshake(target: &Target, server: &ServerAt) -> Result<Handshake, Stri
     let info = loop {
         match nats_wire::parse(&buf, 0) {
             nats_wire::Parsed::Op(nats_wire::Op::Info(r), used) => {
-                let info: serde_json::Value = serde_json::from_slice(&buf[r])
-                    .map_err(|e| format!("the server's INFO is not JSON: {e}"))?;
+                let info = info_json(&buf[r])?;
                 buf.advance(used);
                 break info;
             }
@@ -681,7 +707,7 @@ async fn handshake(target: &Target, server: &ServerAt) -> Result<Handshake, Stri
                 .into(),
         );
     }
-    if info["ldm"].as_bool() == Some(true) {
+    if lame_duck(&info) {
         return Err("the server is in lame duck mode".into());
     }
     // The server's bound on a message's payload (its headers are bounded apart,
@@ -692,13 +718,23 @@ async fn handshake(target: &Target, server: &ServerAt) -> Result<Handshake, Stri
         .min(crate::limits::CLUSTER_LIVE_MESSAGE_MAX as u64) as usize;
     let (res, _) = stream.write_all(target.connect.clone()).await;
     res.map_err(|e| format!("write CONNECT: {e}"))?;
+    let mut servers = announced(&info);
     loop {
         match nats_wire::parse(&buf, max_payload) {
             nats_wire::Parsed::Op(nats_wire::Op::Pong, used) => {
                 buf.advance(used);
-                return Ok((stream, buf, max_payload, announced(&info)));
+                return Ok((stream, buf, max_payload, servers));
             }
             nats_wire::Parsed::Op(nats_wire::Op::Err(e), _) => return Err(format!("-ERR {e}")),
+            // An update meanwhile (the cluster's servers, lame duck mode).
+            nats_wire::Parsed::Op(nats_wire::Op::Info(r), used) => {
+                let info = info_json(&buf[r])?;
+                buf.advance(used);
+                if lame_duck(&info) {
+                    return Err("the server is in lame duck mode".into());
+                }
+                servers = announced(&info).or(servers);
+            }
             nats_wire::Parsed::Op(_, used) => buf.advance(used),
             nats_wire::Parsed::Incomplete => buf = read_more(&mut stream, buf).await?,
             nats_wire::Parsed::Invalid(e) => return Err(e),
@@ -824,5 +860,14 @@ mod tests {
         let got = announced(&info).unwrap();
         assert_eq!(got, [at("127.0.0.1:4223"), at("[::1]:4224"), at("h:4222")]);
         assert_eq!(announced(&serde_json::json!({"max_payload": 1})), None);
+        // Each once (host names in any case), and no more than the bound.
+        let many: Vec<String> = (0..10_000)
+            .map(|i| format!("N{}:{}", i % 2, 5000 + i))
+            .collect();
+        let info = serde_json::json!({"connect_urls": ["A:1", "a:1", "a:1"]});
+        assert_eq!(announced(&info).unwrap(), [at("a:1")]);
+        let got = announced(&serde_json::json!({ "connect_urls": many })).unwrap();
+        assert_eq!(got.len(), CLUSTER_ANNOUNCED_SERVERS_MAX);
+        assert_eq!(got[1], at("n1:5001"));
     }
 }

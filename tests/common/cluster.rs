@@ -119,8 +119,9 @@ impl Broker {
 
     /// `n` nats-servers with JetStream, routed into one cluster (JetStream clustered: a
     /// stream with `cluster.nats_replicas = 3` survives the loss of one of three), each on its
-    /// own client port and data directory.
-    pub fn nats_cluster(n: usize) -> Vec<Broker> {
+    /// own client port and data directory; returns once every server has its routes to all
+    /// the others (so a client connecting now is told of them all).
+    pub async fn nats_cluster(n: usize) -> Vec<Broker> {
         let mut servers: Vec<Broker> = (0..n).map(|_| Broker::reserve(Engine::Nats)).collect();
         let all: Vec<u16> = servers.iter().map(|_| free_port()).collect();
         for (i, s) in servers.iter_mut().enumerate() {
@@ -131,7 +132,29 @@ impl Broker {
             });
             s.spawn();
         }
+        for s in &servers {
+            let start = Instant::now();
+            loop {
+                let v: Value = serde_json::from_str(&http_get(s.monitor, "/routez").await).unwrap();
+                if v["num_routes"].as_u64() >= Some(n as u64 - 1) {
+                    break;
+                }
+                assert!(start.elapsed() < DEADLINE, "routes not formed: {v}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
         servers
+    }
+
+    /// NATS: the names of the clients connected to this server (`/connz`).
+    pub async fn client_names(&self) -> Vec<String> {
+        let v: Value = serde_json::from_str(&http_get(self.monitor, "/connz").await).unwrap();
+        v["connections"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| Some(c["name"].as_str()?.to_string()))
+            .collect()
     }
 
     pub fn spawn(&mut self) {
@@ -632,9 +655,12 @@ pub struct Relay {
 
 impl Relay {
     pub async fn start(upstream: u16, marker: &'static str) -> Relay {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", free_port()))
+        // The kernel's choice, bound at once: unlike a broker's, the relay's port is never
+        // given up and bound again, so it needs no port reserved below the ephemeral range
+        // (`free_port`'s check-then-bind left a moment in which the bind could fail).
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
             .await
-            .unwrap();
+            .expect("bind the relay's port");
         let port = listener.local_addr().unwrap().port();
         let picked = std::sync::Arc::new(Mutex::new(Vec::new()));
         let refuse = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
