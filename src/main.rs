@@ -64,7 +64,8 @@ struct ConfigArgs {
     /// Cluster engine: memory, nats or redis (overrides cluster.engine).
     #[arg(long, value_enum, value_name = "ENGINE")]
     cluster: Option<ClusterEngine>,
-    /// Broker URL, nats://host:port or redis://host:port (overrides cluster.url).
+    /// Broker URL, nats://host:port (several NATS servers: comma-separated) or
+    /// redis://host:port (overrides cluster.url).
     #[arg(long, value_name = "URL")]
     broker: Option<String>,
     /// This node's id in the cluster (overrides cluster.node_id).
