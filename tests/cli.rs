@@ -44,7 +44,10 @@ fn shipped_default_toml_is_exactly_the_built_in_defaults() {
     }
     // And what `tickcast config` prints is the values themselves (the file is read above, so
     // a value shown altered in both outputs alike, e.g. by the URL redaction, differs here).
-    assert_eq!(shipped, built_in, "config/default.toml against `tickcast config`");
+    assert_eq!(
+        shipped, built_in,
+        "config/default.toml against `tickcast config`"
+    );
 }
 
 #[test]
