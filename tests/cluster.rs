@@ -98,6 +98,20 @@ fn seqs(frames: &[Value]) -> Vec<u64> {
     frames.iter().map(|f| f["seq"].as_u64().unwrap()).collect()
 }
 
+/// Each subscriber gets `topic`'s messages up to `last`: exactly the last five, in order,
+/// with no gap (`step` names the test's step in a failure).
+async fn the_last_five_reach(subs: [(&str, &mut Ws); 2], topic: &str, last: u64, step: &str) {
+    for (node, ws) in subs {
+        let (frames, gaps) = read_until(ws, topic, last).await;
+        assert!(gaps.is_empty(), "{step}, {node}: {gaps:?}");
+        assert_eq!(
+            seqs(&frames),
+            (last - 4..=last).collect::<Vec<_>>(),
+            "{step}, {node}"
+        );
+    }
+}
+
 async fn publish_on_one_node_reaches_the_others_once_in_order(engine: Engine) {
     let broker = Broker::start(engine);
     let nodes = cluster(&broker).await;
@@ -607,15 +621,8 @@ async fn a_lost_live_connection_is_made_again_and_repaired() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
-        for (node, ws) in [("node-a", &mut sub_a), ("node-b", &mut sub_b)] {
-            let (frames, gaps) = read_until(ws, "md.live", last).await;
-            assert!(gaps.is_empty(), "{fault}, {node}: {gaps:?}");
-            assert_eq!(
-                seqs(&frames),
-                (last - 4..=last).collect::<Vec<_>>(),
-                "{fault}, {node}"
-            );
-        }
+        let subs = [("node-a", &mut sub_a), ("node-b", &mut sub_b)];
+        the_last_five_reach(subs, "md.live", last, fault).await;
         if round == faults.len() - 1 {
             let now = b.metric("tickcast_cluster_fetches_total").await;
             assert_eq!(
@@ -690,15 +697,8 @@ async fn a_node_follows_a_nats_cluster_when_its_server_dies() {
             let ack = publish(&mut pubr, last, "md.ha", json!({"i": last})).await;
             assert_eq!(ack["seq"], last, "{phase}: {ack}");
         }
-        for (node, ws) in [("node-a", &mut sub_a), ("node-b", &mut sub_b)] {
-            let (frames, gaps) = read_until(ws, "md.ha", last).await;
-            assert!(gaps.is_empty(), "{phase}, {node}: {gaps:?}");
-            assert_eq!(
-                seqs(&frames),
-                (last - 4..=last).collect::<Vec<_>>(),
-                "{phase}, {node}"
-            );
-        }
+        let subs = [("node-a", &mut sub_a), ("node-b", &mut sub_b)];
+        the_last_five_reach(subs, "md.ha", last, phase).await;
         match phase {
             "across" => {
                 // node-b's live connection was on the dead server: it was made to another.
